@@ -1,0 +1,289 @@
+"""Frozen experiment configs: one nested dataclass tree, validated before any compute.
+
+An experiment is a Python file in `experiments/configs/` with a `get_config() -> Config`.
+`--set section.field=value` overrides are parsed against the field's declared type, and
+every unknown key or wrong type raises `ConfigError` naming the key, so a typo costs
+milliseconds, not a search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key, value or file is wrong; the message names it."""
+
+
+EDGE_MODES = ("none", "parallel", "hierarchical", "fixed")
+EDGE_PAIRS = ("adjacent", "all")
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
+OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    if typing.get_origin(tp) is tuple:
+        (elem, *_) = typing.get_args(tp)
+        return isinstance(value, tuple) and all(_type_ok(v, elem) for v in value)
+    if tp is float:
+        return isinstance(value, float | int) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _check_types(obj: Any, section: str) -> None:
+    """Rejects a wrongly typed field before any range check can misread it."""
+    for name, tp in typing.get_type_hints(type(obj)).items():
+        value = getattr(obj, name)
+        if not _type_ok(value, tp):
+            want = getattr(tp, "__name__", str(tp))
+            raise ConfigError(
+                f"{section}{name}: expected {want}, got {type(value).__name__} {value!r}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: str = "simulator"  # where impressions come from; "simulator" is the built-in funnel
+    num_train: int = 200_000  # training impressions
+    num_valid: int = 20_000  # validation impressions (bi-level arch steps, model selection)
+    num_test: int = 50_000  # test impressions every reported score is computed on
+    seed: int = 0  # world + impression seed of the simulator
+    num_stages: int = 2  # funnel length: 2 = click -> conversion, 3 adds activation between
+    stage_rates: tuple[float, ...] = (0.1,)  # mean conditional rate of each stage after click
+    click_rate: float = 0.04  # mean click-through rate
+    cascade_strength: float = 0.5  # share of conversion propensity built from click's features
+    num_users: int = 20_000  # distinct users of the simulated world
+    num_items: int = 50_000  # distinct items of the simulated world
+    zipf_exponent: float = 1.1  # popularity skew of users and items
+    latent_dim: int = 8  # size of the hidden user / item vectors
+    num_dense: int = 0  # extra dense features derived from the hidden vectors
+    noise_fields: int = 0  # sparse fields carrying no signal
+
+    def __post_init__(self):
+        _check_types(self, "")
+        _check(self.source == "simulator", "source", f"unknown source {self.source!r}")
+        for k in ("num_train", "num_test", "num_users", "num_items", "latent_dim"):
+            _check(getattr(self, k) > 0, f"{k}", "must be > 0")
+        for k in ("num_valid", "num_dense", "noise_fields"):
+            _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
+        _check(self.num_stages in (2, 3), "num_stages", "must be 2 or 3")
+        _check(
+            len(self.stage_rates) == self.num_stages - 1,
+            "stage_rates",
+            f"needs {self.num_stages - 1} rate(s) for {self.num_stages} stages",
+        )
+        rates = (self.click_rate, *self.stage_rates)
+        _check(all(0 < r < 1 for r in rates), "stage_rates", "rates must lie in (0, 1)")
+        _check(0 <= self.cascade_strength <= 1, "cascade_strength", "must lie in [0, 1]")
+        _check(self.zipf_exponent > 0, "zipf_exponent", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    embed_dim: int = 16  # D of the shared field embeddings (B x F x D)
+    hidden: tuple[int, ...] = (128, 64, 32)  # width of each hidden layer of every task tower
+    activation: str = "relu"  # hidden-layer non-linearity
+    dropout: float = 0.0  # dropout on hidden outputs while training
+    edge_mode: str = "hierarchical"  # none (= ESMM) | parallel | hierarchical | fixed
+    edge_pairs: str = "adjacent"  # which task pairs get edges: adjacent, or all earlier tasks
+    searched: bool = True  # learn each edge's gate (one-shot search) or keep every edge on
+    fixed_edges: tuple[str, ...] = ()  # edge_mode=fixed: edges as "u.i->d.j" (task.layer)
+    detach_upstream: bool = False  # stop gradients from a downstream tower into upstream ones
+    init_edge_logit: float = 0.0  # starting arch logit; 0 = probability 0.5
+    embed_init_scale: float = 0.05  # std of the embedding initialiser
+
+    def __post_init__(self):
+        _check_types(self, "")
+        _check(self.embed_dim > 0, "embed_dim", "must be > 0")
+        _check(len(self.hidden) > 0, "hidden", "needs at least one layer")
+        _check(all(h > 0 for h in self.hidden), "hidden", "widths must be > 0")
+        _check(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}")
+        _check(0 <= self.dropout < 1, "dropout", "must lie in [0, 1)")
+        _check(self.edge_mode in EDGE_MODES, "edge_mode", f"one of {EDGE_MODES}")
+        _check(self.edge_pairs in EDGE_PAIRS, "edge_pairs", f"one of {EDGE_PAIRS}")
+        _check(
+            self.edge_mode == "fixed" or not self.fixed_edges,
+            "fixed_edges",
+            "only used with edge_mode='fixed'",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 2  # passes over the training impressions
+    batch_size: int = 1024  # impressions per step
+    optimizer: str = "adam"  # optimiser of the weights partition
+    lr: float = 2e-3  # learning rate of the weights partition
+    weight_decay: float = 0.0  # decoupled weight decay (adamw only)
+    arch_lr: float = 3e-2  # learning rate of the arch partition (edge logits, Adam)
+    entropy_weight: float = 0.1  # weight of the edge-probability entropy regulariser
+    entropy_warmup_steps: int = 0  # steps over which the entropy weight ramps up from 0
+    grad_clip: float = 0.0  # global-norm clip of all gradients; 0 = off
+    seed: int = 0  # weight init, dropout and shuffling seed
+    log_every: int = 50  # steps between metric records (and non-finite checks)
+
+    def __post_init__(self):
+        _check_types(self, "")
+        for k in ("epochs", "batch_size", "log_every"):
+            _check(getattr(self, k) > 0, f"{k}", "must be > 0")
+        _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
+        for k in ("lr", "arch_lr"):
+            _check(getattr(self, k) > 0, f"{k}", "must be > 0")
+        for k in ("weight_decay", "entropy_weight", "entropy_warmup_steps", "grad_clip"):
+            _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str = "default"  # experiment name, printed and written to results.json
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()  # the searched AutoHERI model
+    search: TrainConfig = TrainConfig()  # one-shot search phase
+    retrain: TrainConfig = TrainConfig(entropy_weight=0.0)  # derived model and every baseline
+    derive_threshold: float = 0.5  # keep an edge when its probability exceeds this
+    baselines: tuple[str, ...] = ("esmm",)  # models trained beside AutoHERI (see models.py)
+    eval_batch_size: int = 8192  # impressions per evaluation step
+
+    def __post_init__(self):
+        _check_types(self, "")
+        _check(0 < self.derive_threshold < 1, "derive_threshold", "must lie in (0, 1)")
+        _check(self.eval_batch_size > 0, "eval_batch_size", "must be > 0")
+        _check(self.model.searched, "model.searched", "the AutoHERI model must be searched")
+        _check(self.model.edge_mode != "none", "model.edge_mode", "AutoHERI needs candidate edges")
+        from autoheri_jax.models import VARIANTS  # late: models imports this module
+
+        for b in self.baselines:
+            _check(b in VARIANTS, "baselines", f"unknown model {b!r}; known: {sorted(VARIANTS)}")
+
+
+# ----------------------------------------------------------------------------- (de)serialise
+
+
+def to_dict(cfg: Any) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Checks `value` against the annotation `tp`, converting JSON lists to tuples."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a section (mapping), got {type(value).__name__}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        raise ConfigError(f"{key}: union types are not supported in configs")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (type(value) is not tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """Builds dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}'; known: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # section validators name fields relative to their section
+        raise ConfigError(f"{prefix}{e}") from None
+
+
+def _parse_literal(text: str, tp: Any, key: str) -> Any:
+    if tp is str:
+        return text
+    if tp is bool:
+        low = text.lower()
+        if low not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{key}: expected true/false, got {text!r}")
+        return low in ("true", "1")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        if typing.get_origin(tp) is tuple:  # allow `--set model.hidden=64,32`
+            value = [
+                json.loads(t) if typing.get_args(tp)[0] is not str else t for t in text.split(",")
+            ]
+        else:
+            raise ConfigError(
+                f"{key}: cannot parse {text!r} as {getattr(tp, '__name__', tp)}"
+            ) from None
+    if typing.get_origin(tp) is tuple and not isinstance(value, list):
+        value = [value]
+    return value
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Applies `section.field=value` strings; the value is parsed against the field's type."""
+    as_dict = dataclasses.asdict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        cls, node = Config, as_dict
+        for depth, part in enumerate(parts):
+            hints = typing.get_type_hints(cls)
+            if part not in hints:
+                where = ".".join(parts[:depth]) or "top level"
+                raise ConfigError(f"unknown config key {key!r} ({part!r} not in {where})")
+            tp = hints[part]
+            if depth < len(parts) - 1:
+                if not dataclasses.is_dataclass(tp):
+                    raise ConfigError(f"unknown config key {key!r} ({part!r} is not a section)")
+                cls, node = tp, node[part]
+            else:
+                if dataclasses.is_dataclass(tp):
+                    raise ConfigError(f"{key}: is a section; set one of its fields")
+                node[part] = _parse_literal(text.strip(), tp, key)
+    return from_dict(Config, as_dict)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Loads `get_config()` from a Python config file (or a saved config.json)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.suffix == ".json":
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        cfg = from_dict(Config, raw)
+    else:
+        spec = importlib.util.spec_from_file_location(f"autoheri_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"{path}: defines no get_config()")
+        cfg = module.get_config()
+        if not isinstance(cfg, Config):
+            raise ConfigError(f"{path}: get_config() must return autoheri_jax.config.Config")
+    return apply_overrides(cfg, overrides)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")

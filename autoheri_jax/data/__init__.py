@@ -1,0 +1,1 @@
+"""Data: the in-memory impression container, the funnel simulator and batch iteration."""

@@ -1,0 +1,130 @@
+"""The in-memory impression container every model and metric reads.
+
+Shape contract (N impressions, F sparse fields, Dd dense features, T funnel stages):
+
+  sparse      int32   [N, F]   per-field ids in [0, vocab_sizes[f]); id 0 is "unknown / rare".
+  dense       float32 [N, Dd]  Dd may be 0.
+  labels      float32 [N, T]   cumulative funnel labels: labels[:, k] = 1 iff the
+                               impression reached stage k (clicked; clicked and converted).
+                               Non-increasing along k: a later stage is only observed after
+                               the earlier one.
+  true_probs  float32 [N, T] or None. Conditional truth P(stage k | stage k-1 reached), known only
+                               for simulated data; evaluation turns it into the oracle score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class CTRDataset:
+    sparse: np.ndarray
+    dense: np.ndarray
+    labels: np.ndarray
+    field_names: tuple[str, ...]
+    vocab_sizes: tuple[int, ...]
+    stage_names: tuple[str, ...]
+    true_probs: np.ndarray | None = None
+    dense_names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        n = self.sparse.shape[0]
+        if self.sparse.ndim != 2 or self.sparse.dtype != np.int32:
+            raise ValueError(
+                f"sparse must be int32 [N, F], got {self.sparse.dtype} {self.sparse.shape}"
+            )
+        if self.sparse.shape[1] != len(self.field_names) or len(self.vocab_sizes) != len(
+            self.field_names
+        ):
+            raise ValueError(
+                f"sparse has {self.sparse.shape[1]} fields but field_names has "
+                f"{len(self.field_names)} and vocab_sizes {len(self.vocab_sizes)}"
+            )
+        if self.dense.ndim != 2 or self.dense.shape[0] != n or self.dense.dtype != np.float32:
+            raise ValueError(
+                f"dense must be float32 [{n}, Dd], got {self.dense.dtype} {self.dense.shape}"
+            )
+        if self.labels.shape != (n, len(self.stage_names)):
+            raise ValueError(
+                f"labels must be [{n}, {len(self.stage_names)}], got {self.labels.shape}"
+            )
+        if self.true_probs is not None and self.true_probs.shape != self.labels.shape:
+            raise ValueError(f"true_probs {self.true_probs.shape} != labels {self.labels.shape}")
+        if n and np.any(np.diff(self.labels, axis=1) > 0):
+            row = int(np.argmax(np.any(np.diff(self.labels, axis=1) > 0, axis=1)))
+            raise ValueError(f"row {row}: a later funnel stage is positive without the earlier one")
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.sparse.shape[0])
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_names)
+
+    @property
+    def num_dense(self) -> int:
+        return int(self.dense.shape[1])
+
+    def take(self, idx: np.ndarray | slice) -> CTRDataset:
+        return dataclasses.replace(
+            self,
+            sparse=self.sparse[idx],
+            dense=self.dense[idx],
+            labels=self.labels[idx],
+            true_probs=None if self.true_probs is None else self.true_probs[idx],
+        )
+
+    def split(self, sizes: Sequence[int]) -> tuple[CTRDataset, ...]:
+        """Consecutive row ranges of the given sizes (rows are i.i.d., so no shuffle is needed)."""
+        if sum(sizes) > self.num_rows:
+            raise ValueError(f"split sizes {tuple(sizes)} exceed {self.num_rows} rows")
+        bounds = np.cumsum([0, *sizes])
+        return tuple(self.take(slice(a, b)) for a, b in itertools.pairwise(bounds))
+
+    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """One batch gathered by row index: a dict of B-leading arrays the model consumes."""
+        return {"sparse": self.sparse[idx], "dense": self.dense[idx], "labels": self.labels[idx]}
+
+    def summary(self) -> dict:
+        rates = self.labels.mean(axis=0) if self.num_rows else np.zeros(self.num_stages)
+        return {
+            "rows": self.num_rows,
+            "fields": len(self.field_names),
+            "dense": self.num_dense,
+            "stages": list(self.stage_names),
+            "positive_rate": {s: float(r) for s, r in zip(self.stage_names, rates, strict=True)},
+        }
+
+
+def train_batch_indices(
+    num_rows: int, batch_size: int, seed: int, epoch: int
+) -> Iterator[np.ndarray]:
+    """Row indices of one training epoch: a seeded permutation cut into full batches.
+
+    The remainder is dropped so every step has the same shape (one compilation).
+    """
+    if num_rows < batch_size:
+        raise ValueError(f"batch_size {batch_size} is larger than the {num_rows} training rows")
+    perm = np.random.default_rng([seed, epoch]).permutation(num_rows)
+    for start in range(0, num_rows - batch_size + 1, batch_size):
+        yield perm[start : start + batch_size]
+
+
+def eval_batch_indices(num_rows: int, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """Exact full pass: (indices padded to batch_size, number of real rows) per batch.
+
+    Padding repeats row 0, and callers drop the padded tail, so every row counts exactly once
+    while the jitted predict function still sees one static shape.
+    """
+    for start in range(0, num_rows, batch_size):
+        idx = np.arange(start, min(start + batch_size, num_rows))
+        valid = len(idx)
+        if valid < batch_size:
+            idx = np.concatenate([idx, np.zeros(batch_size - valid, dtype=idx.dtype)])
+        yield idx, valid

@@ -1,0 +1,1 @@
+"""The model as pure functions: candidate edges (edges.py) and the towers (network.py)."""

@@ -1,0 +1,188 @@
+"""AutoHERI as pure functions over a plain params pytree.
+
+Parts, in the order data flows:
+
+  embedding   one table [V, D] for all F fields (field f owns rows offsets[f] ...); a lookup
+              gives B x F x D, flattened and joined with dense features into x: B x (F*D + Dd).
+  towers      one MLP per funnel stage. Hidden layer j of task t maps
+                  concat(h_t^{j-1}, g_1 * h_{u1}^{i1}, g_2 * h_{u2}^{i2}, ...) @ W + b
+              where h_t^{-1} = x and each (g_k, h_u^i) comes from an edge u.i -> t.j. The
+              kernel is one matrix whose rows are blocks: own input first, then one block per
+              incoming edge in edge order. A head maps the last hidden layer to one logit.
+  arch        edge logits [E]; while searching, gate g_k = sigmoid(logit_k), so the layer sees
+              the expectation of a Bernoulli edge. Without search every gate is 1.
+
+The logit of task t is conditional: P(stage t | stage t-1). The funnel product lives in
+losses.py. Params layout (top-level keys are optimiser partitions, see optim.py):
+
+  {"embedding": {"table"}, "towers": {"task_t": {"layer_j": {"kernel", "bias"}, "head"}},
+   "arch": {"edge_logits"}}       # "arch" only when searched and E > 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autoheri_jax.model.edges import Edge, incoming
+
+Params = dict
+_ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "tanh": jnp.tanh}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Static structure of one model: fixes every shape, hashable for `jit`."""
+
+    vocab_sizes: tuple[int, ...]
+    num_dense: int
+    num_tasks: int
+    embed_dim: int
+    hidden: tuple[int, ...]
+    edges: tuple[Edge, ...]
+    searched: bool
+    activation: str = "relu"
+    dropout: float = 0.0
+    detach_upstream: bool = False
+    init_edge_logit: float = 0.0
+    embed_init_scale: float = 0.05
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.vocab_sizes)
+
+    @property
+    def input_dim(self) -> int:
+        return self.num_fields * self.embed_dim + self.num_dense
+
+    @property
+    def num_edges(self) -> int:
+        return len(self.edges)
+
+    @property
+    def has_arch(self) -> bool:
+        return self.searched and self.num_edges > 0
+
+    @property
+    def field_offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.vocab_sizes)[:-1]]).astype(np.int32)
+
+    def layer_input_dims(self, task: int, layer: int) -> list[int]:
+        """Row-block sizes of layer `layer`'s kernel in `task`: own input, then each edge."""
+        own = self.input_dim if layer == 0 else self.hidden[layer - 1]
+        return [own] + [
+            self.hidden[self.edges[k].src_layer] for k in incoming(self.edges, task, layer)
+        ]
+
+
+def _edge_id(e: Edge) -> int:
+    return 1 + e.src_task * 1000 + e.src_layer
+
+
+def init_params(key: jax.Array, spec: ModelSpec) -> Params:
+    """Fresh parameters. Each kernel block gets its own fan-in, so a tower whose gates are all
+    0 starts exactly as an independent (ESMM) tower would."""
+    dense_init = jax.nn.initializers.glorot_uniform()
+    k_embed, k_towers = jax.random.split(key)
+    params: Params = {
+        "embedding": {
+            "table": spec.embed_init_scale
+            * jax.random.normal(k_embed, (sum(spec.vocab_sizes), spec.embed_dim), jnp.float32)
+        },
+        "towers": {},
+    }
+    for t in range(spec.num_tasks):
+        tower = {}
+        k_task = jax.random.fold_in(k_towers, t)
+        for j, width in enumerate(spec.hidden):
+            k_layer = jax.random.fold_in(k_task, j)
+            # Block keys depend on the block's identity, not its position, so the own block is
+            # bitwise the same whatever edges a variant adds.
+            block_ids = [-1, *(_edge_id(spec.edges[k]) for k in incoming(spec.edges, t, j))]
+            blocks = spec.layer_input_dims(t, j)
+            kernel = jnp.concatenate(
+                [
+                    dense_init(jax.random.fold_in(k_layer, b + 1), (n, width))
+                    for b, n in zip(block_ids, blocks, strict=True)
+                ],
+                axis=0,
+            )
+            tower[f"layer_{j}"] = {"kernel": kernel, "bias": jnp.zeros((width,), jnp.float32)}
+        k_head = jax.random.fold_in(k_task, len(spec.hidden))
+        tower["head"] = {
+            "kernel": dense_init(k_head, (spec.hidden[-1], 1)),
+            "bias": jnp.zeros((1,), jnp.float32),
+        }
+        params["towers"][f"task_{t}"] = tower
+    if spec.has_arch:
+        params["arch"] = {
+            "edge_logits": jnp.full((spec.num_edges,), spec.init_edge_logit, jnp.float32)
+        }
+    return params
+
+
+def edge_probabilities(params: Params, spec: ModelSpec) -> jax.Array:
+    """[E] probability of each candidate edge (1 for every edge of an unsearched model)."""
+    if spec.has_arch:
+        return jax.nn.sigmoid(params["arch"]["edge_logits"])
+    return jnp.ones((spec.num_edges,), jnp.float32)
+
+
+def embed(params: Params, spec: ModelSpec, sparse: jax.Array) -> jax.Array:
+    """sparse int32 [B, F] per-field ids -> B x F x D embeddings from the shared table."""
+    rows = sparse + jnp.asarray(spec.field_offsets)[None, :]
+    return jnp.take(params["embedding"]["table"], rows, axis=0)
+
+
+def forward(
+    params: Params,
+    spec: ModelSpec,
+    sparse: jax.Array,
+    dense: jax.Array,
+    *,
+    gates: jax.Array | None = None,
+    dropout_rng: jax.Array | None = None,
+) -> jax.Array:
+    """B x T conditional stage logits.
+
+    sparse: int32 [B, F]; dense: float32 [B, Dd]; gates: [E] overrides `edge_probabilities`
+    (tests and derived masks use it); dropout_rng: enables dropout (training only).
+    """
+    batch = sparse.shape[0]
+    g = edge_probabilities(params, spec) if gates is None else gates
+    act = _ACTIVATIONS[spec.activation]
+    x = embed(params, spec, sparse).reshape(batch, -1)
+    if spec.num_dense:
+        x = jnp.concatenate([x, dense.astype(x.dtype)], axis=-1)
+    outputs: dict[tuple[int, int], jax.Array] = {}
+    logits = []
+    for t in range(spec.num_tasks):
+        tower = params["towers"][f"task_{t}"]
+        h = x
+        for j in range(len(spec.hidden)):
+            parts = [h]
+            for k in incoming(spec.edges, t, j):
+                e = spec.edges[k]
+                rep = outputs[(e.src_task, e.src_layer)]
+                if spec.detach_upstream:
+                    rep = jax.lax.stop_gradient(rep)
+                parts.append(g[k] * rep)
+            layer = tower[f"layer_{j}"]
+            h = act(jnp.concatenate(parts, axis=-1) @ layer["kernel"] + layer["bias"])
+            if dropout_rng is not None and spec.dropout > 0:
+                keep = jax.random.bernoulli(
+                    jax.random.fold_in(dropout_rng, t * 1000 + j), 1 - spec.dropout, h.shape
+                )
+                h = jnp.where(keep, h / (1 - spec.dropout), 0.0)
+            outputs[(t, j)] = h
+        logits.append(h @ tower["head"]["kernel"] + tower["head"]["bias"])
+    return jnp.concatenate(logits, axis=-1)
+
+
+def derive_edges(probs: Sequence[float], edges: Sequence[Edge], threshold: float) -> list[Edge]:
+    """The discrete architecture: edges whose probability exceeds `threshold`."""
+    return [e for e, p in zip(edges, probs, strict=True) if float(p) > threshold]

@@ -1,0 +1,188 @@
+"""The jitted joint update and the host loop that feeds it.
+
+`make_update_fn` returns a pure `update_fn(state, batch) -> (state, aux)`, jitted with the
+state donated. One call updates both optax partitions (weights and arch) from one gradient.
+Per-step randomness (dropout) is `fold_in(state.rng, state.step)`, so a run is a function of
+its seed and the batch order alone.
+
+A non-finite loss does not corrupt the state: that step's update is dropped and the step is
+recorded in `state.first_bad_step`; the loop checks it at every log point and raises
+`NonFiniteLossError` naming the step, with the last good parameters still in hand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from autoheri_jax.config import TrainConfig
+from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices, train_batch_indices
+from autoheri_jax.losses import edge_entropy, entire_space_bce, entropy_weight_at, funnel_log_probs
+from autoheri_jax.model.network import ModelSpec, Params, edge_probabilities, forward, init_params
+from autoheri_jax.optim import make_optimizer
+from autoheri_jax.progress import Progress
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf; the message names the phase and step."""
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar: updates applied so far
+    params: Params
+    opt_state: optax.OptState
+    rng: jax.Array  # base key; step keys are fold_in(rng, step)
+    first_bad_step: jax.Array  # int32 scalar: first step with a non-finite loss, -1 if none
+
+
+def init_state(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTransformation):
+    k_init, k_train = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    params = init_params(k_init, spec)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        rng=k_train,
+        first_bad_step=jnp.full((), -1, jnp.int32),
+    )
+
+
+def abstract_state(spec: ModelSpec, cfg: TrainConfig) -> TrainState:
+    """Shapes and dtypes of the state, without allocating it."""
+    return jax.eval_shape(lambda: init_state(spec, cfg, make_optimizer(cfg)))
+
+
+def count_params(tree: Any) -> dict[str, int]:
+    """Parameter count per top-level group (works on abstract shapes too)."""
+    return {k: int(sum(np.prod(x.shape) for x in jax.tree.leaves(v))) for k, v in tree.items()}
+
+
+def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
+    def loss_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array):
+        dropout_rng = rng if spec.dropout > 0 else None
+        logits = forward(params, spec, batch["sparse"], batch["dense"], dropout_rng=dropout_rng)
+        stage_bce = entire_space_bce(logits, batch["labels"])
+        task_loss = jnp.sum(stage_bce)
+        entropy = edge_entropy(params["arch"]["edge_logits"] if spec.has_arch else None)
+        total = (
+            task_loss
+            + entropy_weight_at(step, cfg.entropy_weight, cfg.entropy_warmup_steps) * entropy
+        )
+        return total, {
+            "loss": task_loss,
+            "stage_bce": stage_bce,
+            "entropy": entropy,
+            "total": total,
+        }
+
+    return loss_fn
+
+
+def make_update_fn(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTransformation):
+    loss_fn = make_loss_fn(spec, cfg)
+
+    def update_fn(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (_, aux), grads = grad_fn(state.params, batch, rng, state.step)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(aux["total"])
+        # Keep the last good state rather than propagate NaN into every parameter.
+        keep_new = lambda new, old: jnp.where(finite, new, old)
+        params = jax.tree.map(keep_new, params, state.params)
+        opt_state = jax.tree.map(keep_new, opt_state, state.opt_state)
+        first_bad = jnp.where(
+            (state.first_bad_step < 0) & ~finite, state.step, state.first_bad_step
+        )
+        new_state = TrainState(state.step + 1, params, opt_state, state.rng, first_bad)
+        aux["edge_probs"] = edge_probabilities(params, spec)  # after this step's update
+        return new_state, aux
+
+    return jax.jit(update_fn, donate_argnums=0)
+
+
+def make_predict_fn(spec: ModelSpec):
+    """Jitted params, sparse, dense -> (conditional probs, entire-space probs), each B x T."""
+
+    def predict(params: Params, sparse: jax.Array, dense: jax.Array):
+        logits = forward(params, spec, sparse, dense)
+        return jax.nn.sigmoid(logits), jnp.exp(funnel_log_probs(logits)[0])
+
+    return jax.jit(predict)
+
+
+def predict_dataset(
+    spec: ModelSpec, params: Params, data: CTRDataset, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact full pass: [N, T] conditional and entire-space probabilities for every row."""
+    predict = make_predict_fn(spec)
+    cond, entire = [], []
+    for idx, valid in eval_batch_indices(data.num_rows, min(batch_size, data.num_rows)):
+        batch = data.batch(idx)
+        c, e = jax.device_get(predict(params, batch["sparse"], batch["dense"]))
+        cond.append(c[:valid])
+        entire.append(e[:valid])
+    return np.concatenate(cond), np.concatenate(entire)
+
+
+def train(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    data: CTRDataset,
+    *,
+    desc: str,
+    on_log: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+) -> tuple[TrainState, dict]:
+    """Trains from fresh weights for cfg.epochs; returns the final state and timing stats.
+
+    `on_log(step, record)` receives host-side metrics every cfg.log_every steps and at the end.
+    """
+    optimizer = make_optimizer(cfg)
+    state = init_state(spec, cfg, optimizer)
+    update_fn = make_update_fn(spec, cfg, optimizer)
+    steps_per_epoch = data.num_rows // cfg.batch_size
+    total = cfg.epochs * steps_per_epoch
+    if total == 0:
+        raise ValueError(f"{desc}: batch_size {cfg.batch_size} exceeds {data.num_rows} rows")
+    bar = Progress(total, desc, enabled=progress)
+    t_start = time.perf_counter()
+    step = 0
+    for epoch in range(cfg.epochs):
+        for idx in train_batch_indices(data.num_rows, cfg.batch_size, cfg.seed, epoch):
+            state, aux = update_fn(state, data.batch(idx))
+            step += 1
+            if step % cfg.log_every == 0 or step == total:
+                aux = jax.device_get(aux)
+                bad = int(state.first_bad_step)
+                if bad >= 0:
+                    raise NonFiniteLossError(
+                        f"{desc}: non-finite loss at step {bad} (epoch {epoch}); the update of "
+                        f"that step was dropped and the run stopped"
+                    )
+                record = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": float(aux["loss"]),
+                    "stage_bce": [float(x) for x in aux["stage_bce"]],
+                    "entropy": float(aux["entropy"]),
+                    "edge_probs": [float(p) for p in aux["edge_probs"]],
+                    "examples_per_s": step * cfg.batch_size / (time.perf_counter() - t_start),
+                }
+                if on_log is not None:
+                    on_log(step, record)
+                bar.update(step, loss=record["loss"], entropy=record["entropy"])
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - t_start
+    return state, {
+        "steps": step,
+        "seconds": seconds,
+        "examples_per_s": step * cfg.batch_size / seconds,
+    }

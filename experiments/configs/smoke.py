@@ -1,0 +1,32 @@
+"""Seconds-long end-to-end run used by the tests (and a quick check that an install works).
+
+Command:
+  autoheri run --config experiments/configs/smoke.py --workdir runs/smoke
+
+4k training impressions, embed 4, towers 16-8; one epoch each of search and retrain.
+Expected: finishes in well under a minute on 2 CPU cores and prints a table with autoheri,
+esmm, hierarchical_all_on and the oracle. The scores mean nothing at this size.
+"""
+
+from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig
+
+
+def get_config() -> Config:
+    train = TrainConfig(epochs=1, batch_size=256, lr=5e-3, arch_lr=5e-2, log_every=5)
+    return Config(
+        name="smoke",
+        data=DataConfig(
+            num_train=4096,
+            num_valid=512,
+            num_test=2048,
+            num_users=500,
+            num_items=1000,
+            click_rate=0.1,
+            stage_rates=(0.3,),
+        ),
+        model=ModelConfig(embed_dim=4, hidden=(16, 8)),
+        search=train,
+        retrain=TrainConfig(epochs=1, batch_size=256, lr=5e-3, entropy_weight=0.0, log_every=5),
+        baselines=("esmm", "hierarchical_all_on"),
+        eval_batch_size=1024,
+    )

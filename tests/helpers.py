@@ -1,0 +1,27 @@
+"""Small shared builders for tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autoheri_jax.config import ModelConfig
+from autoheri_jax.models import build_spec
+
+VOCABS = (7, 5, 11, 3)
+
+
+def tiny_spec(num_tasks: int = 2, **model_kw):
+    kw = {"embed_dim": 4, "hidden": (8, 6, 5)}
+    kw.update(model_kw)
+    return build_spec(ModelConfig(**kw), VOCABS, num_dense=2, num_tasks=num_tasks)
+
+
+def tiny_batch(batch: int = 16, num_tasks: int = 2, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    sparse = np.stack([rng.integers(0, v, batch) for v in VOCABS], axis=1).astype(np.int32)
+    dense = rng.random((batch, 2), dtype=np.float32)
+    first = rng.random(batch) < 0.5
+    labels = [first]
+    for _ in range(num_tasks - 1):
+        labels.append(labels[-1] & (rng.random(batch) < 0.5))
+    return {"sparse": sparse, "dense": dense, "labels": np.stack(labels, 1).astype(np.float32)}

@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from autoheri_jax.cli import main
+
+SMOKE = "experiments/configs/smoke.py"
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+
+
+def test_smoke_run_writes_every_artefact(tmp_path, capsys):
+    wd = tmp_path / "run"
+    assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "oracle (true probs)" in out and "esmm" in out
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "edge_history.jsonl",
+        "architecture.json",
+        "architecture.txt",
+        "results.json",
+    ):
+        assert (wd / name).is_file(), name
+    res = json.loads((wd / "results.json").read_text())
+    assert res["schema_version"] == 1 and res["metric_keys"] == ["ctr", "cvr", "ctcvr"]
+    assert set(res["models"]) == {"autoheri", "esmm", "hierarchical_all_on"}
+    for model in [*res["models"].values(), res["oracle"]]:
+        for key in res["metric_keys"]:
+            m = model["test"][key]
+            assert 0 <= m["auc"] <= 1 and m["nll"] > 0 and m["rows"] > 0
+    arch = res["architecture"]
+    assert len(arch["candidates"]) == 4  # hierarchical over two hidden layers
+    assert arch["kept"] == [c["edge"] for c in arch["candidates"] if c["prob"] > 0.5]
+    assert res["models"]["autoheri"]["edges"] == arch["kept"]
+    history = [json.loads(line) for line in (wd / "edge_history.jsonl").read_text().splitlines()]
+    assert history[-1]["probs"] == {c["edge"]: c["prob"] for c in arch["candidates"]}
+    phases = {json.loads(line)["phase"] for line in (wd / "metrics.jsonl").read_text().splitlines()}
+    assert phases == {"search", "retrain"}
+
+
+def test_steps_one_at_a_time_equal_the_whole_run(tmp_path, capsys):
+    whole, steps = tmp_path / "whole", tmp_path / "steps"
+    overrides = ["--set", "baselines=esmm", "--no-progress"]
+    assert main(["run", "--config", SMOKE, "--workdir", str(whole), *overrides]) == 0
+    assert main(["search", "--config", SMOKE, "--workdir", str(steps), *overrides]) == 0
+    assert not (steps / "results.json").exists()
+    assert main(["retrain", "--workdir", str(steps), "--no-progress"]) == 0
+    assert main(["evaluate", "--workdir", str(steps)]) == 0
+    a = json.loads((whole / "results.json").read_text())
+    b = json.loads((steps / "results.json").read_text())
+    for name in a["models"]:
+        assert a["models"][name]["test"] == b["models"][name]["test"]  # bitwise-equal scores
+    assert a["architecture"] == b["architecture"]
+
+
+def test_bad_config_key_fails_before_compute(tmp_path, capsys):
+    code = main(
+        ["run", "--config", SMOKE, "--workdir", str(tmp_path / "x"), "--set", "search.epoch=2"]
+    )
+    assert code == 2
+    assert "search.epoch" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing was started
+
+
+def test_retrain_without_search_names_the_missing_file(tmp_path, capsys):
+    assert main(["retrain", "--workdir", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "autoheri search" in err
+
+
+def test_evaluate_refuses_a_different_config(tmp_path, capsys):
+    wd = tmp_path / "w"
+    assert main(["search", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0
+    code = main(["evaluate", "--config", SMOKE, "--workdir", str(wd), "--set", "model.embed_dim=8"])
+    assert code == 2 and "model.embed_dim" in capsys.readouterr().err
+
+
+def test_module_entry_point_prints_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "autoheri_jax", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "run" in out.stdout and "evaluate" in out.stdout

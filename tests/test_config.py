@@ -1,0 +1,99 @@
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from autoheri_jax.config import (
+    Config,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_experiment_config_loads_and_documents_its_command(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    doc = path.read_text().split('"""')[1]
+    assert f"--config experiments/configs/{path.name}" in doc
+    assert "Expected" in doc
+
+
+def test_overrides_parse_against_field_types():
+    cfg = apply_overrides(
+        Config(),
+        [
+            "search.epochs=3",
+            "model.hidden=[32,16]",
+            "model.detach_upstream=true",
+            "search.lr=1e-4",
+            "retrain.entropy_weight=0",
+            "baselines=esmm,parallel_all_on",
+            "name=x",
+        ],
+    )
+    assert cfg.search.epochs == 3 and cfg.model.hidden == (32, 16) and cfg.model.detach_upstream
+    assert cfg.search.lr == 1e-4 and cfg.retrain.entropy_weight == 0.0
+    assert cfg.baselines == ("esmm", "parallel_all_on") and cfg.name == "x"
+    assert apply_overrides(Config(), ["model.hidden=64,32"]).model.hidden == (64, 32)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("search.epoch=3", "search.epoch"),
+        ("modle.hidden=[8]", "modle"),
+        ("search.epochs=two", "search.epochs"),
+        ("search.epochs=2.5", "search.epochs"),
+        ("model.detach_upstream=maybe", "model.detach_upstream"),
+        ("model=3", "model"),
+        ("search.epochs=0", "search.epochs"),
+        ("model.edge_mode=dense", "edge_mode"),
+        ("baselines=esmm,mmoe", "baselines"),
+        ("data.stage_rates=[0.1,0.2]", "stage_rates"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        apply_overrides(Config(), [override])
+
+
+def test_wrong_types_in_a_config_file_are_caught_before_compute():
+    with pytest.raises(ConfigError, match="epochs: expected int"):
+        TrainConfig(epochs="2")
+    with pytest.raises(ConfigError, match=r"search\.batch_size: expected int"):
+        from_dict(Config, {"search": {"batch_size": 1.5}})
+    with pytest.raises(ConfigError, match="unknown config key 'data.rows'"):
+        from_dict(Config, {"data": {"rows": 5}})
+
+
+def test_json_round_trip(tmp_path):
+    cfg = apply_overrides(Config(), ["model.fixed_edges=[]", "model.hidden=[16,8]"])
+    save_config(cfg, tmp_path / "config.json")
+    assert load_config(tmp_path / "config.json") == cfg
+    raw = json.loads((tmp_path / "config.json").read_text())
+    assert from_dict(Config, raw) == cfg and to_dict(cfg) == raw
+
+
+def test_missing_and_broken_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.py"):
+        load_config(tmp_path / "nope.py")
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="get_config"):
+        load_config(tmp_path / "empty.py")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="bad.json"):
+        load_config(tmp_path / "bad.json")
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().search.epochs = 5  # type: ignore[misc]

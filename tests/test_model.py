@@ -1,0 +1,124 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autoheri_jax.losses import entire_space_bce
+from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge
+from autoheri_jax.model.network import edge_probabilities, embed, forward, init_params
+from tests.helpers import VOCABS, tiny_batch, tiny_spec
+
+
+def test_shape_contracts():
+    spec = tiny_spec(edge_mode="hierarchical")
+    params = init_params(jax.random.PRNGKey(0), spec)
+    batch = tiny_batch(16)
+    assert embed(params, spec, batch["sparse"]).shape == (16, len(VOCABS), 4)
+    assert forward(params, spec, batch["sparse"], batch["dense"]).shape == (16, 2)
+    assert params["embedding"]["table"].shape == (sum(VOCABS), 4)
+    # conversion layer 1 sees its own 8-wide input plus every click layer (8 + 6 + 5)
+    assert params["towers"]["task_1"]["layer_1"]["kernel"].shape == (8 + 8 + 6 + 5, 6)
+    assert params["towers"]["task_0"]["layer_1"]["kernel"].shape == (8, 6)
+    assert params["arch"]["edge_logits"].shape == (9,)
+
+
+def test_embedding_rows_are_per_field():
+    spec = tiny_spec(edge_mode="none", searched=False)
+    params = init_params(jax.random.PRNGKey(0), spec)
+    sparse = jnp.array([[1, 0, 0, 0]], jnp.int32)
+    table = params["embedding"]["table"]
+    out = embed(params, spec, sparse)
+    np.testing.assert_array_equal(out[0, 0], table[1])
+    np.testing.assert_array_equal(out[0, 1], table[VOCABS[0]])  # field 1's id 0 is its own row
+
+
+@pytest.mark.parametrize(
+    ("mode", "pairs", "tasks", "count"),
+    [
+        ("none", "adjacent", 2, 0),
+        ("parallel", "adjacent", 2, 3),
+        ("hierarchical", "adjacent", 2, 9),
+        ("hierarchical", "adjacent", 3, 18),
+        ("hierarchical", "all", 3, 27),
+        ("parallel", "all", 3, 9),
+    ],
+)
+def test_candidate_edge_counts(mode, pairs, tasks, count):
+    edges = candidate_edges(mode, tasks, 3, pairs)
+    assert len(edges) == count
+    assert all(e.src_task < e.dst_task for e in edges)
+    if mode == "parallel":
+        assert all(e.src_layer == e.dst_layer for e in edges)
+
+
+def test_fixed_edges_parse_and_reject():
+    assert parse_edge(" 0.2 -> 1.0 ") == Edge(0, 2, 1, 0)
+    with pytest.raises(ValueError, match="u.i->d.j"):
+        parse_edge("click->cvr")
+    with pytest.raises(ValueError, match="upstream < downstream"):
+        candidate_edges("fixed", 2, 3, fixed=("1.0->0.0",))
+    with pytest.raises(ValueError, match="layers"):
+        candidate_edges("fixed", 2, 3, fixed=("0.3->1.0",))
+
+
+def test_gates_at_zero_equal_independent_towers():
+    key = jax.random.PRNGKey(3)
+    full = tiny_spec(edge_mode="hierarchical")
+    esmm = tiny_spec(edge_mode="none", searched=False)
+    p_full, p_esmm = init_params(key, full), init_params(key, esmm)
+    # own blocks are initialised bitwise alike, whatever edges a variant adds
+    for t in range(2):
+        for j in range(3):
+            own = p_esmm["towers"][f"task_{t}"][f"layer_{j}"]["kernel"]
+            np.testing.assert_array_equal(
+                p_full["towers"][f"task_{t}"][f"layer_{j}"]["kernel"][: own.shape[0]], own
+            )
+    batch = tiny_batch(32)
+    gated = forward(p_full, full, batch["sparse"], batch["dense"], gates=jnp.zeros(9))
+    alone = forward(p_esmm, esmm, batch["sparse"], batch["dense"])
+    np.testing.assert_allclose(gated, alone, rtol=1e-6, atol=1e-6)
+    opened = forward(p_full, full, batch["sparse"], batch["dense"], gates=jnp.ones(9))
+    assert not np.allclose(opened[:, 1], alone[:, 1])  # edges do change the downstream tower
+    np.testing.assert_allclose(opened[:, 0], alone[:, 0], rtol=1e-6)  # never the upstream one
+
+
+def test_search_gates_are_sigmoid_of_logits():
+    spec = tiny_spec(edge_mode="parallel", init_edge_logit=1.5)
+    params = init_params(jax.random.PRNGKey(0), spec)
+    np.testing.assert_allclose(edge_probabilities(params, spec), jax.nn.sigmoid(1.5) * np.ones(3))
+    unsearched = tiny_spec(edge_mode="parallel", searched=False)
+    assert "arch" not in init_params(jax.random.PRNGKey(0), unsearched)
+    np.testing.assert_array_equal(edge_probabilities({}, unsearched), np.ones(3))
+
+
+def test_gradients_reach_arch_params():
+    spec = tiny_spec(edge_mode="hierarchical")
+    params = init_params(jax.random.PRNGKey(0), spec)
+    batch = tiny_batch(64)
+
+    def loss(p):
+        return jnp.sum(
+            entire_space_bce(forward(p, spec, batch["sparse"], batch["dense"]), batch["labels"])
+        )
+
+    grads = jax.grad(loss)(params)
+    g = np.asarray(grads["arch"]["edge_logits"])
+    assert g.shape == (9,) and np.all(np.isfinite(g)) and np.count_nonzero(g) == 9
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detach_upstream_switch(detach):
+    spec = tiny_spec(edge_mode="hierarchical", detach_upstream=detach)
+    params = init_params(jax.random.PRNGKey(0), spec)
+    batch = tiny_batch(32)
+    downstream = lambda p: jnp.sum(forward(p, spec, batch["sparse"], batch["dense"])[:, 1])
+    g = jax.grad(downstream)(params)["towers"]["task_0"]["layer_0"]["kernel"]
+    assert (np.abs(np.asarray(g)).max() == 0) == detach
+
+
+def test_three_task_chain_forward():
+    spec = tiny_spec(num_tasks=3, edge_mode="hierarchical", edge_pairs="all")
+    params = init_params(jax.random.PRNGKey(0), spec)
+    batch = tiny_batch(8, num_tasks=3)
+    assert forward(params, spec, batch["sparse"], batch["dense"]).shape == (8, 3)
+    assert {e.dst_task for e in spec.edges} == {1, 2}

@@ -1,0 +1,137 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autoheri_jax.config import DataConfig, ModelConfig, TrainConfig
+from autoheri_jax.data.simulator import simulate_funnel
+from autoheri_jax.metrics import funnel_metrics
+from autoheri_jax.models import build_spec
+from autoheri_jax.optim import make_optimizer, param_labels
+from autoheri_jax.train import (
+    NonFiniteLossError,
+    init_state,
+    make_update_fn,
+    predict_dataset,
+    train,
+)
+from tests.helpers import tiny_batch, tiny_spec
+
+FAST = TrainConfig(epochs=1, batch_size=128, lr=1e-2, arch_lr=5e-2, log_every=4)
+
+
+def _data(num_rows=6000, stages=2, seed=0):
+    rates = (0.3,) if stages == 2 else (0.4, 0.4)
+    return simulate_funnel(
+        num_rows=num_rows,
+        seed=seed,
+        num_stages=stages,
+        num_users=300,
+        num_items=600,
+        click_rate=0.15,
+        stage_rates=rates,
+        cascade_strength=0.7,
+    )
+
+
+def _spec(data, **kw):
+    model = ModelConfig(embed_dim=4, hidden=(16, 8), **kw)
+    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)
+
+
+def test_param_labels_route_groups_by_path():
+    spec = tiny_spec(edge_mode="parallel")
+    params = init_state(spec, FAST, make_optimizer(FAST)).params
+    labels = param_labels(params)
+    assert labels["arch"]["edge_logits"] == "arch"
+    assert labels["embedding"]["table"] == "weights"
+    assert set(jax.tree.leaves(labels["towers"])) == {"weights"}
+    with pytest.raises(KeyError, match="extra"):
+        param_labels({"extra": {"w": jnp.zeros(2)}})
+
+
+def test_one_joint_step_moves_each_partition_with_its_own_rate():
+    spec = tiny_spec(edge_mode="parallel")
+    batch = tiny_batch(64)
+    moved = {}
+    for arch_lr in (1e-3, 1e-1):
+        cfg = dataclasses.replace(FAST, lr=1e-3, arch_lr=arch_lr, entropy_weight=0.0)
+        opt = make_optimizer(cfg)
+        state = init_state(spec, cfg, opt)
+        before = jax.device_get(state.params)
+        state, _ = make_update_fn(spec, cfg, opt)(state, batch)
+        after = jax.device_get(state.params)
+        moved[arch_lr] = (
+            np.abs(after["arch"]["edge_logits"] - before["arch"]["edge_logits"]).max(),
+            np.abs(
+                after["towers"]["task_1"]["head"]["kernel"]
+                - before["towers"]["task_1"]["head"]["kernel"]
+            ).max(),
+        )
+    # Adam's first step moves each parameter by about its partition's learning rate.
+    np.testing.assert_allclose(moved[1e-3][0], 1e-3, rtol=0.05)
+    np.testing.assert_allclose(moved[1e-1][0], 1e-1, rtol=0.05)
+    np.testing.assert_allclose(moved[1e-3][1], moved[1e-1][1], rtol=1e-6)  # weights unaffected
+
+
+def test_same_seed_is_bitwise_reproducible():
+    data = _data(2048)
+    spec = _spec(data, edge_mode="hierarchical")
+    s1, _ = train(spec, FAST, data, desc="a", progress=False)
+    s2, _ = train(spec, FAST, data, desc="b", progress=False)
+    jax.tree.map(
+        np.testing.assert_array_equal, jax.device_get(s1.params), jax.device_get(s2.params)
+    )
+    s3, _ = train(spec, dataclasses.replace(FAST, seed=1), data, desc="c", progress=False)
+    assert not np.array_equal(s1.params["arch"]["edge_logits"], s3.params["arch"]["edge_logits"])
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_search_learns_the_funnel(stages):
+    data = _data(12000, stages=stages)
+    tr, te = data.split([10000, 2000])
+    spec = _spec(tr, edge_mode="hierarchical")
+    records = []
+    cfg = dataclasses.replace(FAST, epochs=3)
+    state, stats = train(
+        spec, cfg, tr, desc="t", progress=False, on_log=lambda s, r: records.append(r)
+    )
+    assert stats["steps"] == 3 * (10000 // 128)
+    assert records[-1]["loss"] < 0.8 * records[0]["loss"]
+    cond, entire = predict_dataset(spec, state.params, te, 512)
+    m = funnel_metrics(te.labels, cond, entire, te.stage_names)
+    assert m["ctr"]["auc"] > 0.6, m
+    last = "ctcvr"
+    assert m[last]["auc"] > 0.6, m
+    probs = np.asarray(records[-1]["edge_probs"])
+    assert probs.shape == (spec.num_edges,) and np.all((probs > 0) & (probs < 1))
+    assert np.mean(np.minimum(probs, 1 - probs)) < 0.4  # entropy term pushes away from 0.5
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_state():
+    data = _data(1024)
+    bad_dense = np.zeros((data.num_rows, 1), np.float32)
+    bad_dense[:] = np.nan
+    bad = dataclasses.replace(data, dense=bad_dense, dense_names=("nan",))
+    spec = _spec(bad, edge_mode="parallel")
+    with pytest.raises(NonFiniteLossError, match="step 0"):
+        train(spec, FAST, bad, desc="nan-run", progress=False)
+    opt = make_optimizer(FAST)
+    state = init_state(spec, FAST, opt)
+    before = jax.device_get(state.params)
+    state, _ = make_update_fn(spec, FAST, opt)(state, bad.batch(np.arange(128)))
+    assert int(state.first_bad_step) == 0
+    jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(state.params))
+
+
+def test_batch_larger_than_data_is_a_clear_error():
+    data = _data(100)
+    with pytest.raises(ValueError, match="batch_size 128"):
+        train(_spec(data, edge_mode="none", searched=False), FAST, data, desc="x", progress=False)
+
+
+def test_data_config_defaults_match_simulator_defaults():
+    d = DataConfig()
+    assert (d.click_rate, d.stage_rates, d.cascade_strength) == (0.04, (0.1,), 0.5)
