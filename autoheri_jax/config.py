@@ -132,6 +132,7 @@ class TrainConfig:
     arch_lr: float = 3e-2  # learning rate of the arch partition (edge logits, Adam)
     entropy_weight: float = 0.1  # weight of the edge-probability entropy regulariser
     entropy_warmup_steps: int = 0  # steps over which the entropy weight ramps up from 0
+    bilevel: bool = False  # arch gradient from a validation batch (first-order bi-level)
     grad_clip: float = 0.0  # global-norm clip of all gradients; 0 = off
     seed: int = 0  # weight init, dropout and shuffling seed
     log_every: int = 50  # steps between metric records (and non-finite checks)
@@ -164,6 +165,15 @@ class Config:
         _check(self.eval_batch_size > 0, "eval_batch_size", "must be > 0")
         _check(self.model.searched, "model.searched", "the AutoHERI model must be searched")
         _check(self.model.edge_mode != "none", "model.edge_mode", "AutoHERI needs candidate edges")
+        _check(not self.retrain.bilevel, "retrain.bilevel", "only the search has arch params")
+        for phase in ("search", "retrain"):
+            bs = getattr(self, phase).batch_size
+            _check(bs <= self.data.num_train, f"{phase}.batch_size", f"{bs} > data.num_train")
+        _check(
+            not self.search.bilevel or self.data.num_valid >= self.search.batch_size,
+            "search.bilevel",
+            f"needs data.num_valid >= search.batch_size ({self.search.batch_size})",
+        )
         from autoheri_jax.models import VARIANTS  # late: models imports this module
 
         for b in self.baselines:

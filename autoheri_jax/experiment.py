@@ -66,6 +66,7 @@ def _train_and_save(
     tcfg: TrainConfig,
     data: CTRDataset,
     progress: bool,
+    valid: CTRDataset | None = None,
 ):
     counts = count_params(abstract_state(spec, tcfg).params)
     _say(f"[{phase}] {name}: {spec.num_edges} edges, params {counts}")
@@ -77,7 +78,9 @@ def _train_and_save(
             named = {e.name: p for e, p in zip(spec.edges, probs, strict=True)}
             wd.append_jsonl("edge_history.jsonl", {"model": name, "step": step, "probs": named})
 
-    state, stats = train(spec, tcfg, data, desc=f"{phase}:{name}", on_log=on_log, progress=progress)
+    state, stats = train(
+        spec, tcfg, data, desc=f"{phase}:{name}", on_log=on_log, progress=progress, valid=valid
+    )
     wd.save_params(name, artifacts.to_host(state.params))
     wd.write_json(f"models/{name}/train.json", {**stats, "edges": [e.name for e in spec.edges]})
     _say(
@@ -120,7 +123,9 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> dict:
     data = load_data(cfg)
     _say(f"data: train {data.train.summary()['positive_rate']} over {data.train.num_rows} rows")
     spec = spec_for(cfg.model, data.train)
-    state = _train_and_save(wd, SEARCHED, "search", spec, cfg.search, data.train, progress)
+    state = _train_and_save(
+        wd, SEARCHED, "search", spec, cfg.search, data.train, progress, valid=data.valid
+    )
     probs = np.asarray(edge_probabilities(state.params, spec))
     logits = np.asarray(state.params["arch"]["edge_logits"])
     kept = derive_edges(probs, spec.edges, cfg.derive_threshold)

@@ -12,6 +12,7 @@ recorded in `state.first_bad_step`; the loop checks it at every log point and ra
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -25,7 +26,7 @@ from autoheri_jax.config import TrainConfig
 from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices, train_batch_indices
 from autoheri_jax.losses import edge_entropy, entire_space_bce, entropy_weight_at, funnel_log_probs
 from autoheri_jax.model.network import ModelSpec, Params, edge_probabilities, forward, init_params
-from autoheri_jax.optim import make_optimizer
+from autoheri_jax.optim import make_optimizer, param_labels
 from autoheri_jax.progress import Progress
 
 
@@ -91,6 +92,16 @@ def make_update_fn(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientT
         rng = jax.random.fold_in(state.rng, state.step)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (_, aux), grads = grad_fn(state.params, batch, rng, state.step)
+        if cfg.bilevel:
+            # First-order bi-level (DARTS-1st): the arch partition takes its gradient from a
+            # held-out batch at the current weights; the weights keep the training gradient.
+            (_, aux_v), grads_v = grad_fn(state.params, batch["valid"], rng, state.step)
+            labels = param_labels(state.params)
+            grads = jax.tree.map(
+                lambda lab, g, gv: gv if lab == "arch" else g, labels, grads, grads_v
+            )
+            aux["valid_loss"] = aux_v["loss"]
+            aux["total"] = aux["total"] + aux_v["total"]  # either non-finite stops the run
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(aux["total"])
@@ -132,6 +143,13 @@ def predict_dataset(
     return np.concatenate(cond), np.concatenate(entire)
 
 
+def _cycle_batches(valid: CTRDataset, cfg: TrainConfig):
+    """Endless validation batches: a fresh seeded permutation per pass."""
+    for n in itertools.count():
+        for idx in train_batch_indices(valid.num_rows, cfg.batch_size, cfg.seed + 7919, n):
+            yield valid.batch(idx)
+
+
 def train(
     spec: ModelSpec,
     cfg: TrainConfig,
@@ -140,11 +158,19 @@ def train(
     desc: str,
     on_log: Callable[[int, dict], None] | None = None,
     progress: bool = True,
+    valid: CTRDataset | None = None,
 ) -> tuple[TrainState, dict]:
     """Trains from fresh weights for cfg.epochs; returns the final state and timing stats.
 
     `on_log(step, record)` receives host-side metrics every cfg.log_every steps and at the end.
+    `valid` feeds the arch gradient when cfg.bilevel (its batches cycle through epochs).
     """
+    if cfg.bilevel and (valid is None or valid.num_rows < cfg.batch_size):
+        rows = 0 if valid is None else valid.num_rows
+        raise ValueError(
+            f"{desc}: bilevel needs >= batch_size ({cfg.batch_size}) validation rows, got {rows}"
+        )
+    valid_batches = _cycle_batches(valid, cfg) if cfg.bilevel else None
     optimizer = make_optimizer(cfg)
     state = init_state(spec, cfg, optimizer)
     update_fn = make_update_fn(spec, cfg, optimizer)
@@ -157,7 +183,10 @@ def train(
     step = 0
     for epoch in range(cfg.epochs):
         for idx in train_batch_indices(data.num_rows, cfg.batch_size, cfg.seed, epoch):
-            state, aux = update_fn(state, data.batch(idx))
+            batch = data.batch(idx)
+            if valid_batches is not None:
+                batch["valid"] = next(valid_batches)
+            state, aux = update_fn(state, batch)
             step += 1
             if step % cfg.log_every == 0 or step == total:
                 aux = jax.device_get(aux)
@@ -173,6 +202,7 @@ def train(
                     "loss": float(aux["loss"]),
                     "stage_bce": [float(x) for x in aux["stage_bce"]],
                     "entropy": float(aux["entropy"]),
+                    **({"valid_loss": float(aux["valid_loss"])} if cfg.bilevel else {}),
                     "edge_probs": [float(p) for p in aux["edge_probs"]],
                     "examples_per_s": step * cfg.batch_size / (time.perf_counter() - t_start),
                 }

@@ -97,3 +97,13 @@ def test_missing_and_broken_files_are_named(tmp_path):
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().search.epochs = 5  # type: ignore[misc]
+
+
+def test_cross_section_checks():
+    with pytest.raises(ConfigError, match="search.batch_size"):
+        apply_overrides(Config(), ["data.num_train=100"])
+    with pytest.raises(ConfigError, match="search.bilevel"):
+        apply_overrides(Config(), ["search.bilevel=true", "data.num_valid=10"])
+    with pytest.raises(ConfigError, match="retrain.bilevel"):
+        apply_overrides(Config(), ["retrain.bilevel=true"])
+    assert apply_overrides(Config(), ["search.bilevel=true"]).search.bilevel

@@ -135,3 +135,38 @@ def test_batch_larger_than_data_is_a_clear_error():
 def test_data_config_defaults_match_simulator_defaults():
     d = DataConfig()
     assert (d.click_rate, d.stage_rates, d.cascade_strength) == (0.04, (0.1,), 0.5)
+
+
+def test_bilevel_takes_the_arch_gradient_from_the_validation_batch():
+    spec = tiny_spec(edge_mode="hierarchical")
+    cfg = dataclasses.replace(FAST, bilevel=True, entropy_weight=0.0, lr=1e-3, arch_lr=1e-2)
+    train_b, valid_b = tiny_batch(64, seed=1), tiny_batch(64, seed=2)
+    opt = make_optimizer(cfg)
+    single = dataclasses.replace(cfg, bilevel=False)
+    results = {}
+    for name, c, batch in [
+        ("bilevel", cfg, {**train_b, "valid": valid_b}),
+        ("train_only", single, train_b),
+        ("valid_only", single, valid_b),
+    ]:
+        state = init_state(spec, c, opt)
+        state, _ = make_update_fn(spec, c, opt)(state, batch)
+        results[name] = jax.device_get(state.params)
+    bi, tr, va = results["bilevel"], results["train_only"], results["valid_only"]
+    np.testing.assert_array_equal(bi["arch"]["edge_logits"], va["arch"]["edge_logits"])
+    np.testing.assert_array_equal(
+        bi["towers"]["task_1"]["head"]["kernel"], tr["towers"]["task_1"]["head"]["kernel"]
+    )
+    assert not np.array_equal(tr["arch"]["edge_logits"], va["arch"]["edge_logits"])
+
+
+def test_bilevel_search_runs_with_a_validation_split():
+    data = _data(3000)
+    tr, va = data.split([2000, 1000])
+    spec = _spec(tr, edge_mode="parallel")
+    cfg = dataclasses.replace(FAST, bilevel=True)
+    records = []
+    train(spec, cfg, tr, desc="bi", progress=False, valid=va, on_log=lambda s, r: records.append(r))
+    assert "valid_loss" in records[-1] and np.isfinite(records[-1]["valid_loss"])
+    with pytest.raises(ValueError, match="validation rows"):
+        train(spec, cfg, tr, desc="bi", progress=False)

@@ -4,10 +4,12 @@ Shape contract (N impressions, F sparse fields, Dd dense features, T funnel stag
 
   sparse      int32   [N, F]   per-field ids in [0, vocab_sizes[f]); id 0 is "unknown / rare".
   dense       float32 [N, Dd]  Dd may be 0.
-  labels      float32 [N, T]   cumulative funnel labels: labels[:, k] = 1 iff the
+  labels      f32/i8  [N, T]   cumulative funnel labels: labels[:, k] = 1 iff the
                                impression reached stage k (clicked; clicked and converted).
                                Non-increasing along k: a later stage is only observed after
                                the earlier one.
+  bags        per multi-valued field, CSR ids / values (see BagField); a batch pads them to
+                               bag_ids / bag_values / bag_mask [B, Fb, max_bag_len].
   true_probs  float32 [N, T] or None. Conditional truth P(stage k | stage k-1 reached), known only
                                for simulated data; evaluation turns it into the oracle score.
 """
@@ -22,6 +24,38 @@ import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
+class BagField:
+    """A multi-valued field (e.g. 150_14) in CSR form: row r owns ids[starts[r]:ends[r]].
+
+    starts / ends int64 [N] index into ids int32 [nnz] and values float32 [nnz] (the raw
+    feature values, usable as pooling weights). Rows may be empty.
+    """
+
+    name: str
+    vocab_size: int
+    starts: np.ndarray
+    ends: np.ndarray
+    ids: np.ndarray
+    values: np.ndarray
+
+    def take(self, idx: np.ndarray | slice) -> BagField:
+        return dataclasses.replace(self, starts=self.starts[idx], ends=self.ends[idx])
+
+    def gather(self, idx: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Padded [B, max_len] ids, values and mask of rows idx (longer bags are truncated)."""
+        start = np.asarray(self.starts[idx], np.int64)
+        length = np.minimum(np.asarray(self.ends[idx], np.int64) - start, max_len)
+        mask = np.arange(max_len)[None, :] < length[:, None]
+        if len(self.ids) == 0:
+            z = np.zeros(mask.shape, np.int32)
+            return z, z.astype(np.float32), mask.astype(np.float32)
+        pos = np.where(mask, start[:, None] + np.arange(max_len)[None, :], 0)
+        ids = np.where(mask, self.ids[pos], 0).astype(np.int32)
+        values = np.where(mask, self.values[pos], 0.0).astype(np.float32)
+        return ids, values, mask.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
 class CTRDataset:
     sparse: np.ndarray
     dense: np.ndarray
@@ -31,6 +65,8 @@ class CTRDataset:
     stage_names: tuple[str, ...]
     true_probs: np.ndarray | None = None
     dense_names: tuple[str, ...] = ()
+    bags: tuple[BagField, ...] = ()
+    max_bag_len: int = 32  # bag entries kept per row in a batch (longer bags are truncated)
 
     def __post_init__(self):
         n = self.sparse.shape[0]
@@ -55,6 +91,11 @@ class CTRDataset:
             )
         if self.true_probs is not None and self.true_probs.shape != self.labels.shape:
             raise ValueError(f"true_probs {self.true_probs.shape} != labels {self.labels.shape}")
+        for b in self.bags:
+            if b.starts.shape != (n,) or b.ends.shape != (n,):
+                raise ValueError(f"bag field {b.name}: starts/ends must be [{n}]")
+        if isinstance(self.labels, np.memmap):
+            return  # a store was validated when written; scanning it here would read it all
         if n and np.any(np.diff(self.labels, axis=1) > 0):
             row = int(np.argmax(np.any(np.diff(self.labels, axis=1) > 0, axis=1)))
             raise ValueError(f"row {row}: a later funnel stage is positive without the earlier one")
@@ -71,9 +112,18 @@ class CTRDataset:
     def num_dense(self) -> int:
         return int(self.dense.shape[1])
 
+    @property
+    def bag_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.bags)
+
+    @property
+    def bag_vocab_sizes(self) -> tuple[int, ...]:
+        return tuple(b.vocab_size for b in self.bags)
+
     def take(self, idx: np.ndarray | slice) -> CTRDataset:
         return dataclasses.replace(
             self,
+            bags=tuple(b.take(idx) for b in self.bags),
             sparse=self.sparse[idx],
             dense=self.dense[idx],
             labels=self.labels[idx],
@@ -89,13 +139,25 @@ class CTRDataset:
 
     def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         """One batch gathered by row index: a dict of B-leading arrays the model consumes."""
-        return {"sparse": self.sparse[idx], "dense": self.dense[idx], "labels": self.labels[idx]}
+        idx = np.sort(idx) if isinstance(self.sparse, np.memmap) else idx  # sequential reads
+        batch = {
+            "sparse": np.asarray(self.sparse[idx]),
+            "dense": np.asarray(self.dense[idx]),
+            "labels": np.asarray(self.labels[idx], np.float32),
+        }
+        if self.bags:
+            parts = [b.gather(idx, self.max_bag_len) for b in self.bags]
+            batch["bag_ids"] = np.stack([p[0] for p in parts], axis=1)  # [B, Fb, L]
+            batch["bag_values"] = np.stack([p[1] for p in parts], axis=1)
+            batch["bag_mask"] = np.stack([p[2] for p in parts], axis=1)
+        return batch
 
     def summary(self) -> dict:
         rates = self.labels.mean(axis=0) if self.num_rows else np.zeros(self.num_stages)
         return {
             "rows": self.num_rows,
             "fields": len(self.field_names),
+            "bag_fields": len(self.bags),
             "dense": self.num_dense,
             "stages": list(self.stage_names),
             "positive_rate": {s: float(r) for s, r in zip(self.stage_names, rates, strict=True)},
@@ -119,12 +181,12 @@ def train_batch_indices(
 def eval_batch_indices(num_rows: int, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
     """Exact full pass: (indices padded to batch_size, number of real rows) per batch.
 
-    Padding repeats row 0, and callers drop the padded tail, so every row counts exactly once
+    Padding repeats the last row, and callers drop the padded tail, so every row counts once
     while the jitted predict function still sees one static shape.
     """
     for start in range(0, num_rows, batch_size):
         idx = np.arange(start, min(start + batch_size, num_rows))
         valid = len(idx)
         if valid < batch_size:
-            idx = np.concatenate([idx, np.zeros(batch_size - valid, dtype=idx.dtype)])
+            idx = np.concatenate([idx, np.full(batch_size - valid, idx[-1], dtype=idx.dtype)])
         yield idx, valid

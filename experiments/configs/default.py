@@ -17,9 +17,9 @@ from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig
 def get_config() -> Config:
     return Config(
         name="default",
-        data=DataConfig(num_train=200_000, num_valid=20_000, num_test=50_000, cascade_strength=0.5),
+        data=DataConfig(num_train=500_000, num_valid=20_000, num_test=50_000, cascade_strength=0.5),
         model=ModelConfig(embed_dim=16, hidden=(128, 64, 32), edge_mode="hierarchical"),
         search=TrainConfig(epochs=2, batch_size=1024, lr=2e-3, arch_lr=3e-2, entropy_weight=0.1),
         retrain=TrainConfig(epochs=2, batch_size=1024, lr=2e-3, entropy_weight=0.0),
-        baselines=("esmm",),
+        baselines=("esmm", "parallel_all_on", "hierarchical_all_on"),
     )
