@@ -4,6 +4,11 @@
   autoheri search   --config FILE --workdir DIR [--set ...]             search + derive
   autoheri retrain  --workdir DIR                                       derived model + baselines
   autoheri evaluate --workdir DIR                                       results.json + table
+  autoheri prepare  --data PATH --out STORE [--format NAME] [...]      files -> columnar store
+
+run / search take `--data PATH [--format NAME]` to train on files instead of the simulator:
+raw Ali-CCP, the peers' processed formats (torch-rechub, PaddleRec AITM / ESMM, MTReclib
+AliExpress) or a prepared store; the format is detected when it is unambiguous.
 
 Expected failures (bad config, missing files, non-finite loss) print one line naming the key,
 file or step and exit with status 2; no traceback.
@@ -16,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from autoheri_jax.config import ConfigError, load_config
+from autoheri_jax.config import DATA_FORMATS, ConfigError, DataConfig, load_config
 
 _STEPS = ("run", "search", "retrain", "evaluate")
 
@@ -36,10 +41,23 @@ def enable_compilation_cache() -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoheri", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
+    prep = sub.add_parser("prepare", help="convert data files into a memory-mapped store")
+    prep.add_argument("--data", required=True, help="raw Ali-CCP dir, or a peer format's file/dir")
+    prep.add_argument("--out", required=True, help="store directory to write")
+    prep.add_argument("--format", default="auto", choices=DATA_FORMATS)
+    prep.add_argument("--min-count", type=int, default=10, help="rarer train ids map to 0")
+    prep.add_argument("--valid-fraction", type=float, default=0.1)
+    prep.add_argument("--seed", type=int, default=0, help="seed of the validation carve")
+    prep.add_argument("--on-bad-row", choices=("strict", "skip"), default="strict")
+    prep.add_argument("--no-progress", action="store_true")
     for step in _STEPS:
         p = sub.add_parser(step)
         p.add_argument("--workdir", required=True, help="where every artefact of the run lives")
         first = step in ("run", "search")
+        if first:
+            p.add_argument("--data", help="train on these files (sets data.source=files)")
+            p.add_argument("--format", choices=DATA_FORMATS, help="data format (default: auto)")
+            p.add_argument("--on-bad-row", choices=("strict", "skip"), help="bad-row policy")
         p.add_argument(
             "--config",
             required=first,
@@ -57,14 +75,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from autoheri_jax.data.sources import prepare_store
+    from autoheri_jax.data.store import read_manifest
+
+    d = DataConfig(
+        source="files",
+        path=str(args.data),
+        format=args.format,
+        min_count=args.min_count,
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        on_bad_row=args.on_bad_row,
+    )
+    out = prepare_store(d, Path(args.out).resolve(), progress=not args.no_progress)
+    manifest = read_manifest(out)
+    rows = {k: v["rows"] for k, v in manifest["splits"].items()}
+    print(f"autoheri prepare: store {out}: rows {rows}, bad rows {manifest.get('bad_rows', {})}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from autoheri_jax import experiment
     from autoheri_jax.artifacts import MissingArtifactError, Workdir
+    from autoheri_jax.data.errors import DataFormatError
+    from autoheri_jax.data.store import StoreError
     from autoheri_jax.train import NonFiniteLossError
 
     try:
-        cfg = load_config(args.config, args.set) if args.config else None
+        if args.step == "prepare":
+            return _prepare(args)
+        overrides = list(args.set)
+        if getattr(args, "data", None):
+            overrides += ["data.source=files", f"data.path={Path(args.data).resolve()}"]
+        if getattr(args, "format", None):
+            overrides.append(f"data.format={args.format}")
+        if getattr(args, "on_bad_row", None):
+            overrides.append(f"data.on_bad_row={args.on_bad_row}")
+        cfg = load_config(args.config, overrides) if args.config else None
         if cfg is None and args.set:
             raise ConfigError("--set needs --config (a searched workdir keeps its config)")
         enable_compilation_cache()
@@ -78,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             experiment.retrain(experiment.saved_config(wd, cfg), wd, progress)
         else:
             experiment.evaluate(experiment.saved_config(wd, cfg), wd)
-    except (ConfigError, MissingArtifactError, NonFiniteLossError) as e:
+    except (
+        ConfigError,
+        MissingArtifactError,
+        NonFiniteLossError,
+        DataFormatError,
+        StoreError,
+    ) as e:
         print(f"autoheri {args.step}: error: {e}", file=sys.stderr)
         return 2
     print(f"autoheri {args.step}: done; artefacts in {Path(args.workdir).resolve()}")

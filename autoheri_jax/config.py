@@ -26,6 +26,11 @@ EDGE_MODES = ("none", "parallel", "hierarchical", "fixed")
 EDGE_PAIRS = ("adjacent", "all")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
+SOURCES = ("simulator", "files")
+DATA_FORMATS = (
+    "auto", "store", "aliccp_raw", "rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress",
+)  # fmt: skip
+BAG_POOLING = ("mean", "sum")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -57,7 +62,13 @@ def _check_types(obj: Any, section: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    source: str = "simulator"  # where impressions come from; "simulator" is the built-in funnel
+    source: str = "simulator"  # "simulator" (the built-in funnel) or "files" (data.path)
+    path: str = ""  # files: raw Ali-CCP dir, a peer format's file or dir, or a prepared store
+    format: str = "auto"  # files: auto | store | aliccp_raw | rechub_aliccp | paddle_aitm | ...
+    min_count: int = 1  # files: ids seen fewer times in train map to 0 (AITM used 10)
+    valid_fraction: float = 0.1  # files: share of train carved out as validation (no val file)
+    on_bad_row: str = "strict"  # files: strict (stop, naming file and line) or skip (count)
+    max_bag_len: int = 32  # entries of a multi-valued field kept per row (longer are cut)
     num_train: int = 200_000  # training impressions
     num_valid: int = 20_000  # validation impressions (bi-level arch steps, model selection)
     num_test: int = 50_000  # test impressions every reported score is computed on
@@ -75,7 +86,12 @@ class DataConfig:
 
     def __post_init__(self):
         _check_types(self, "")
-        _check(self.source == "simulator", "source", f"unknown source {self.source!r}")
+        _check(self.source in SOURCES, "source", f"one of {SOURCES}")
+        _check(self.source != "files" or bool(self.path), "path", "data.source=files needs a path")
+        _check(self.format in DATA_FORMATS, "format", f"one of {DATA_FORMATS}")
+        _check(self.on_bad_row in ("strict", "skip"), "on_bad_row", "strict or skip")
+        _check(0 <= self.valid_fraction < 1, "valid_fraction", "must lie in [0, 1)")
+        _check(self.min_count >= 1 and self.max_bag_len >= 1, "min_count", "must be >= 1")
         for k in ("num_train", "num_test", "num_users", "num_items", "latent_dim"):
             _check(getattr(self, k) > 0, f"{k}", "must be > 0")
         for k in ("num_valid", "num_dense", "noise_fields"):
@@ -105,6 +121,8 @@ class ModelConfig:
     detach_upstream: bool = False  # stop gradients from a downstream tower into upstream ones
     init_edge_logit: float = 0.0  # starting arch logit; 0 = probability 0.5
     embed_init_scale: float = 0.05  # std of the embedding initialiser
+    bag_pooling: str = "mean"  # how a multi-valued field's entries are pooled: mean | sum
+    bag_value_weighted: bool = False  # weight each bag entry by its feature value
 
     def __post_init__(self):
         _check_types(self, "")
@@ -115,6 +133,7 @@ class ModelConfig:
         _check(0 <= self.dropout < 1, "dropout", "must lie in [0, 1)")
         _check(self.edge_mode in EDGE_MODES, "edge_mode", f"one of {EDGE_MODES}")
         _check(self.edge_pairs in EDGE_PAIRS, "edge_pairs", f"one of {EDGE_PAIRS}")
+        _check(self.bag_pooling in BAG_POOLING, "bag_pooling", f"one of {BAG_POOLING}")
         _check(
             self.edge_mode == "fixed" or not self.fixed_edges,
             "fixed_edges",
@@ -166,11 +185,15 @@ class Config:
         _check(self.model.searched, "model.searched", "the AutoHERI model must be searched")
         _check(self.model.edge_mode != "none", "model.edge_mode", "AutoHERI needs candidate edges")
         _check(not self.retrain.bilevel, "retrain.bilevel", "only the search has arch params")
+        simulated = self.data.source == "simulator"
         for phase in ("search", "retrain"):
             bs = getattr(self, phase).batch_size
-            _check(bs <= self.data.num_train, f"{phase}.batch_size", f"{bs} > data.num_train")
+            ok = not simulated or bs <= self.data.num_train
+            _check(ok, f"{phase}.batch_size", f"{bs} > data.num_train")
         _check(
-            not self.search.bilevel or self.data.num_valid >= self.search.batch_size,
+            not simulated
+            or not self.search.bilevel
+            or self.data.num_valid >= self.search.batch_size,
             "search.bilevel",
             f"needs data.num_valid >= search.batch_size ({self.search.batch_size})",
         )

@@ -6,8 +6,9 @@ can run them together (`autoheri run`) or one at a time over the same workdir.
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
-from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from autoheri_jax import artifacts
 from autoheri_jax.config import Config, ConfigError, ModelConfig, TrainConfig, to_dict
 from autoheri_jax.data.dataset import CTRDataset
-from autoheri_jax.data.simulator import simulate_funnel
+from autoheri_jax.data.sources import Splits, load_splits
 from autoheri_jax.metrics import funnel_metrics, metric_keys
 from autoheri_jax.model.network import ModelSpec, derive_edges, edge_probabilities
 from autoheri_jax.models import VARIANTS, build_spec, derived_model
@@ -25,33 +26,14 @@ SEARCHED = "autoheri_search"  # the relaxed supernet, kept for inspection
 AUTOHERI = "autoheri"  # the derived architecture retrained from fresh weights
 
 
-class Splits(NamedTuple):
-    train: CTRDataset
-    valid: CTRDataset
-    test: CTRDataset
-
-
-def load_data(cfg: Config) -> Splits:
-    d = cfg.data
-    full = simulate_funnel(
-        num_rows=d.num_train + d.num_valid + d.num_test,
-        seed=d.seed,
-        num_stages=d.num_stages,
-        num_users=d.num_users,
-        num_items=d.num_items,
-        zipf_exponent=d.zipf_exponent,
-        click_rate=d.click_rate,
-        stage_rates=d.stage_rates,
-        cascade_strength=d.cascade_strength,
-        num_dense=d.num_dense,
-        latent_dim=d.latent_dim,
-        noise_fields=d.noise_fields,
-    )
-    return Splits(*full.split([d.num_train, d.num_valid, d.num_test]))
+def load_data(cfg: Config, wd: artifacts.Workdir | None = None, progress: bool = True) -> Splits:
+    return load_splits(cfg.data, None if wd is None else wd.root, progress)
 
 
 def spec_for(model: ModelConfig, data: CTRDataset) -> ModelSpec:
-    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)
+    return build_spec(
+        model, data.vocab_sizes, data.num_dense, data.num_stages, data.bag_vocab_sizes
+    )
 
 
 def _say(msg: str) -> None:
@@ -93,6 +75,9 @@ def _train_and_save(
 def prepare_workdir(cfg: Config, wd: artifacts.Workdir) -> None:
     """Starts a fresh run in `wd`: saves the config and clears logs of any earlier run."""
     wd.root.mkdir(parents=True, exist_ok=True)
+    old = wd.path("config.json")
+    if old.exists() and json.loads(old.read_text()).get("data") != to_dict(cfg.data):
+        shutil.rmtree(wd.path("store"), ignore_errors=True)  # converted from other data
     for stale in ("metrics.jsonl", "edge_history.jsonl", "results.json", "architecture.json"):
         wd.path(stale).unlink(missing_ok=True)
     wd.write_json("config.json", to_dict(cfg))
@@ -120,7 +105,7 @@ def _diff_keys(a: dict, b: dict, prefix: str = ""):
 
 def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> dict:
     prepare_workdir(cfg, wd)
-    data = load_data(cfg)
+    data = load_data(cfg, wd, progress)
     _say(f"data: train {data.train.summary()['positive_rate']} over {data.train.num_rows} rows")
     spec = spec_for(cfg.model, data.train)
     state = _train_and_save(
@@ -150,7 +135,7 @@ def model_configs(cfg: Config, record: dict) -> dict[str, ModelConfig]:
 
 def retrain(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> None:
     record = wd.read_json("architecture.json", made_by="search")
-    data = load_data(cfg)
+    data = load_data(cfg, wd, progress)
     for name, model in model_configs(cfg, record).items():
         spec = spec_for(model, data.train)
         _train_and_save(wd, name, "retrain", spec, cfg.retrain, data.train, progress)
@@ -158,7 +143,7 @@ def retrain(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> None:
 
 def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
     record = wd.read_json("architecture.json", made_by="search")
-    data = load_data(cfg)
+    data = load_data(cfg, wd, progress=False)
     test, stages = data.test, data.test.stage_names
     models = {}
     for name, model in model_configs(cfg, record).items():

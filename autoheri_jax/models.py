@@ -41,7 +41,11 @@ def derived_model(m: ModelConfig, kept: Sequence[Edge]) -> ModelConfig:
 
 
 def build_spec(
-    m: ModelConfig, vocab_sizes: Sequence[int], num_dense: int, num_tasks: int
+    m: ModelConfig,
+    vocab_sizes: Sequence[int],
+    num_dense: int,
+    num_tasks: int,
+    bag_vocab_sizes: Sequence[int] = (),
 ) -> ModelSpec:
     edges = candidate_edges(m.edge_mode, num_tasks, len(m.hidden), m.edge_pairs, m.fixed_edges)
     return ModelSpec(
@@ -57,4 +61,7 @@ def build_spec(
         detach_upstream=m.detach_upstream,
         init_edge_logit=m.init_edge_logit,
         embed_init_scale=m.embed_init_scale,
+        bag_vocab_sizes=tuple(int(v) for v in bag_vocab_sizes),
+        bag_pooling=m.bag_pooling,
+        bag_value_weighted=m.bag_value_weighted,
     )

@@ -12,7 +12,6 @@ recorded in `state.first_bad_step`; the loop checks it at every log point and ra
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -22,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from autoheri_jax.config import TrainConfig
-from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices, train_batch_indices
+from autoheri_jax.config import ConfigError, TrainConfig
+from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices
+from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.losses import edge_entropy, entire_space_bce, entropy_weight_at, funnel_log_probs
 from autoheri_jax.model.network import ModelSpec, Params, edge_probabilities, forward, init_params
 from autoheri_jax.optim import make_optimizer, param_labels
@@ -67,7 +67,7 @@ def count_params(tree: Any) -> dict[str, int]:
 def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
     def loss_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array):
         dropout_rng = rng if spec.dropout > 0 else None
-        logits = forward(params, spec, batch["sparse"], batch["dense"], dropout_rng=dropout_rng)
+        logits = forward(params, spec, batch, dropout_rng=dropout_rng)
         stage_bce = entire_space_bce(logits, batch["labels"])
         task_loss = jnp.sum(stage_bce)
         entropy = edge_entropy(params["arch"]["edge_logits"] if spec.has_arch else None)
@@ -120,10 +120,10 @@ def make_update_fn(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientT
 
 
 def make_predict_fn(spec: ModelSpec):
-    """Jitted params, sparse, dense -> (conditional probs, entire-space probs), each B x T."""
+    """Jitted (params, batch) -> (conditional probs, entire-space probs), each B x T."""
 
-    def predict(params: Params, sparse: jax.Array, dense: jax.Array):
-        logits = forward(params, spec, sparse, dense)
+    def predict(params: Params, batch: dict):
+        logits = forward(params, spec, batch)
         return jax.nn.sigmoid(logits), jnp.exp(funnel_log_probs(logits)[0])
 
     return jax.jit(predict)
@@ -137,17 +137,11 @@ def predict_dataset(
     cond, entire = [], []
     for idx, valid in eval_batch_indices(data.num_rows, min(batch_size, data.num_rows)):
         batch = data.batch(idx)
-        c, e = jax.device_get(predict(params, batch["sparse"], batch["dense"]))
+        batch.pop("labels")
+        c, e = jax.device_get(predict(params, batch))
         cond.append(c[:valid])
         entire.append(e[:valid])
     return np.concatenate(cond), np.concatenate(entire)
-
-
-def _cycle_batches(valid: CTRDataset, cfg: TrainConfig):
-    """Endless validation batches: a fresh seeded permutation per pass."""
-    for n in itertools.count():
-        for idx in train_batch_indices(valid.num_rows, cfg.batch_size, cfg.seed + 7919, n):
-            yield valid.batch(idx)
 
 
 def train(
@@ -167,48 +161,53 @@ def train(
     """
     if cfg.bilevel and (valid is None or valid.num_rows < cfg.batch_size):
         rows = 0 if valid is None else valid.num_rows
-        raise ValueError(
+        raise ConfigError(
             f"{desc}: bilevel needs >= batch_size ({cfg.batch_size}) validation rows, got {rows}"
         )
-    valid_batches = _cycle_batches(valid, cfg) if cfg.bilevel else None
+    if data.num_rows < cfg.batch_size:
+        raise ConfigError(
+            f"{desc}: batch_size {cfg.batch_size} exceeds the {data.num_rows} training rows"
+        )
+    source = StepBatchSource(data, cfg.batch_size, cfg.seed, cfg.epochs)
+    batches = train_iterator(source)
+    total = len(source)
+    valid_batches = None
+    if cfg.bilevel:
+        valid_epochs = -(-total // (valid.num_rows // cfg.batch_size))
+        valid_source = StepBatchSource(valid, cfg.batch_size, cfg.seed + 7919, valid_epochs)
+        valid_batches = train_iterator(valid_source, num_threads=1, prefetch=2)
     optimizer = make_optimizer(cfg)
     state = init_state(spec, cfg, optimizer)
     update_fn = make_update_fn(spec, cfg, optimizer)
-    steps_per_epoch = data.num_rows // cfg.batch_size
-    total = cfg.epochs * steps_per_epoch
-    if total == 0:
-        raise ValueError(f"{desc}: batch_size {cfg.batch_size} exceeds {data.num_rows} rows")
     bar = Progress(total, desc, enabled=progress)
     t_start = time.perf_counter()
-    step = 0
-    for epoch in range(cfg.epochs):
-        for idx in train_batch_indices(data.num_rows, cfg.batch_size, cfg.seed, epoch):
-            batch = data.batch(idx)
-            if valid_batches is not None:
-                batch["valid"] = next(valid_batches)
-            state, aux = update_fn(state, batch)
-            step += 1
-            if step % cfg.log_every == 0 or step == total:
-                aux = jax.device_get(aux)
-                bad = int(state.first_bad_step)
-                if bad >= 0:
-                    raise NonFiniteLossError(
-                        f"{desc}: non-finite loss at step {bad} (epoch {epoch}); the update of "
-                        f"that step was dropped and the run stopped"
-                    )
-                record = {
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": float(aux["loss"]),
-                    "stage_bce": [float(x) for x in aux["stage_bce"]],
-                    "entropy": float(aux["entropy"]),
-                    **({"valid_loss": float(aux["valid_loss"])} if cfg.bilevel else {}),
-                    "edge_probs": [float(p) for p in aux["edge_probs"]],
-                    "examples_per_s": step * cfg.batch_size / (time.perf_counter() - t_start),
-                }
-                if on_log is not None:
-                    on_log(step, record)
-                bar.update(step, loss=record["loss"], entropy=record["entropy"])
+    for step in range(1, total + 1):
+        batch = next(batches)
+        if valid_batches is not None:
+            batch["valid"] = next(valid_batches)
+        state, aux = update_fn(state, batch)
+        if step % cfg.log_every == 0 or step == total:
+            aux = jax.device_get(aux)
+            bad = int(state.first_bad_step)
+            if bad >= 0:
+                raise NonFiniteLossError(
+                    f"{desc}: non-finite loss at step {bad} (epoch "
+                    f"{bad // source.steps_per_epoch}); the update of that step was dropped "
+                    "and the run stopped"
+                )
+            record = {
+                "step": step,
+                "epoch": (step - 1) // source.steps_per_epoch,
+                "loss": float(aux["loss"]),
+                "stage_bce": [float(x) for x in aux["stage_bce"]],
+                "entropy": float(aux["entropy"]),
+                **({"valid_loss": float(aux["valid_loss"])} if cfg.bilevel else {}),
+                "edge_probs": [float(p) for p in aux["edge_probs"]],
+                "examples_per_s": step * cfg.batch_size / (time.perf_counter() - t_start),
+            }
+            if on_log is not None:
+                on_log(step, record)
+            bar.update(step, loss=record["loss"], entropy=record["entropy"])
     jax.block_until_ready(state)
     seconds = time.perf_counter() - t_start
     return state, {

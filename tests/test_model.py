@@ -13,8 +13,8 @@ def test_shape_contracts():
     spec = tiny_spec(edge_mode="hierarchical")
     params = init_params(jax.random.PRNGKey(0), spec)
     batch = tiny_batch(16)
-    assert embed(params, spec, batch["sparse"]).shape == (16, len(VOCABS), 4)
-    assert forward(params, spec, batch["sparse"], batch["dense"]).shape == (16, 2)
+    assert embed(params, spec, batch).shape == (16, len(VOCABS), 4)
+    assert forward(params, spec, batch).shape == (16, 2)
     assert params["embedding"]["table"].shape == (sum(VOCABS), 4)
     # conversion layer 1 sees its own 8-wide input plus every click layer (8 + 6 + 5)
     assert params["towers"]["task_1"]["layer_1"]["kernel"].shape == (8 + 8 + 6 + 5, 6)
@@ -27,7 +27,7 @@ def test_embedding_rows_are_per_field():
     params = init_params(jax.random.PRNGKey(0), spec)
     sparse = jnp.array([[1, 0, 0, 0]], jnp.int32)
     table = params["embedding"]["table"]
-    out = embed(params, spec, sparse)
+    out = embed(params, spec, {"sparse": sparse})
     np.testing.assert_array_equal(out[0, 0], table[1])
     np.testing.assert_array_equal(out[0, 1], table[VOCABS[0]])  # field 1's id 0 is its own row
 
@@ -74,10 +74,10 @@ def test_gates_at_zero_equal_independent_towers():
                 p_full["towers"][f"task_{t}"][f"layer_{j}"]["kernel"][: own.shape[0]], own
             )
     batch = tiny_batch(32)
-    gated = forward(p_full, full, batch["sparse"], batch["dense"], gates=jnp.zeros(9))
-    alone = forward(p_esmm, esmm, batch["sparse"], batch["dense"])
+    gated = forward(p_full, full, batch, gates=jnp.zeros(9))
+    alone = forward(p_esmm, esmm, batch)
     np.testing.assert_allclose(gated, alone, rtol=1e-6, atol=1e-6)
-    opened = forward(p_full, full, batch["sparse"], batch["dense"], gates=jnp.ones(9))
+    opened = forward(p_full, full, batch, gates=jnp.ones(9))
     assert not np.allclose(opened[:, 1], alone[:, 1])  # edges do change the downstream tower
     np.testing.assert_allclose(opened[:, 0], alone[:, 0], rtol=1e-6)  # never the upstream one
 
@@ -97,9 +97,7 @@ def test_gradients_reach_arch_params():
     batch = tiny_batch(64)
 
     def loss(p):
-        return jnp.sum(
-            entire_space_bce(forward(p, spec, batch["sparse"], batch["dense"]), batch["labels"])
-        )
+        return jnp.sum(entire_space_bce(forward(p, spec, batch), batch["labels"]))
 
     grads = jax.grad(loss)(params)
     g = np.asarray(grads["arch"]["edge_logits"])
@@ -111,7 +109,7 @@ def test_detach_upstream_switch(detach):
     spec = tiny_spec(edge_mode="hierarchical", detach_upstream=detach)
     params = init_params(jax.random.PRNGKey(0), spec)
     batch = tiny_batch(32)
-    downstream = lambda p: jnp.sum(forward(p, spec, batch["sparse"], batch["dense"])[:, 1])
+    downstream = lambda p: jnp.sum(forward(p, spec, batch)[:, 1])
     g = jax.grad(downstream)(params)["towers"]["task_0"]["layer_0"]["kernel"]
     assert (np.abs(np.asarray(g)).max() == 0) == detach
 
@@ -120,5 +118,5 @@ def test_three_task_chain_forward():
     spec = tiny_spec(num_tasks=3, edge_mode="hierarchical", edge_pairs="all")
     params = init_params(jax.random.PRNGKey(0), spec)
     batch = tiny_batch(8, num_tasks=3)
-    assert forward(params, spec, batch["sparse"], batch["dense"]).shape == (8, 3)
+    assert forward(params, spec, batch).shape == (8, 3)
     assert {e.dst_task for e in spec.edges} == {1, 2}

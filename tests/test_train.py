@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoheri_jax.config import DataConfig, ModelConfig, TrainConfig
+from autoheri_jax.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.metrics import funnel_metrics
 from autoheri_jax.models import build_spec
@@ -128,7 +128,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_state():
 
 def test_batch_larger_than_data_is_a_clear_error():
     data = _data(100)
-    with pytest.raises(ValueError, match="batch_size 128"):
+    with pytest.raises(ConfigError, match="batch_size 128"):
         train(_spec(data, edge_mode="none", searched=False), FAST, data, desc="x", progress=False)
 
 
@@ -168,5 +168,5 @@ def test_bilevel_search_runs_with_a_validation_split():
     records = []
     train(spec, cfg, tr, desc="bi", progress=False, valid=va, on_log=lambda s, r: records.append(r))
     assert "valid_loss" in records[-1] and np.isfinite(records[-1]["valid_loss"])
-    with pytest.raises(ValueError, match="validation rows"):
+    with pytest.raises(ConfigError, match="validation rows"):
         train(spec, cfg, tr, desc="bi", progress=False)

@@ -164,20 +164,6 @@ class CTRDataset:
         }
 
 
-def train_batch_indices(
-    num_rows: int, batch_size: int, seed: int, epoch: int
-) -> Iterator[np.ndarray]:
-    """Row indices of one training epoch: a seeded permutation cut into full batches.
-
-    The remainder is dropped so every step has the same shape (one compilation).
-    """
-    if num_rows < batch_size:
-        raise ValueError(f"batch_size {batch_size} is larger than the {num_rows} training rows")
-    perm = np.random.default_rng([seed, epoch]).permutation(num_rows)
-    for start in range(0, num_rows - batch_size + 1, batch_size):
-        yield perm[start : start + batch_size]
-
-
 def eval_batch_indices(num_rows: int, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
     """Exact full pass: (indices padded to batch_size, number of real rows) per batch.
 

@@ -2,8 +2,11 @@
 
 Parts, in the order data flows:
 
-  embedding   one table [V, D] for all F fields (field f owns rows offsets[f] ...); a lookup
-              gives B x F x D, flattened and joined with dense features into x: B x (F*D + Dd).
+  embedding   one table [V, D] for all fields (field f owns rows offsets[f] ...). Single-valued
+              fields look up B x F x D; each multi-valued (bag) field pools its B x L entries
+              (sum or mean over the mask, optionally weighted by feature value) to B x D, so
+              the embedded input is B x (F + Fb) x D, flattened and joined with dense features
+              into x: B x ((F + Fb) * D + Dd).
   towers      one MLP per funnel stage. Hidden layer j of task t maps
                   concat(h_t^{j-1}, g_1 * h_{u1}^{i1}, g_2 * h_{u2}^{i2}, ...) @ W + b
               where h_t^{-1} = x and each (g_k, h_u^i) comes from an edge u.i -> t.j. The
@@ -22,7 +25,7 @@ losses.py. Params layout (top-level keys are optimiser partitions, see optim.py)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,10 +53,13 @@ class ModelSpec:
     detach_upstream: bool = False
     init_edge_logit: float = 0.0
     embed_init_scale: float = 0.05
+    bag_vocab_sizes: tuple[int, ...] = ()
+    bag_pooling: str = "mean"  # "sum" | "mean" over a bag's entries
+    bag_value_weighted: bool = False  # multiply each bag entry by its feature value
 
     @property
     def num_fields(self) -> int:
-        return len(self.vocab_sizes)
+        return len(self.vocab_sizes) + len(self.bag_vocab_sizes)
 
     @property
     def input_dim(self) -> int:
@@ -69,7 +75,9 @@ class ModelSpec:
 
     @property
     def field_offsets(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.vocab_sizes)[:-1]]).astype(np.int32)
+        """First table row of every field: single-valued fields, then bag fields."""
+        sizes = (*self.vocab_sizes, *self.bag_vocab_sizes)
+        return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
 
     def layer_input_dims(self, task: int, layer: int) -> list[int]:
         """Row-block sizes of layer `layer`'s kernel in `task`: own input, then each edge."""
@@ -91,7 +99,9 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
     params: Params = {
         "embedding": {
             "table": spec.embed_init_scale
-            * jax.random.normal(k_embed, (sum(spec.vocab_sizes), spec.embed_dim), jnp.float32)
+            * jax.random.normal(
+                k_embed, (sum(spec.vocab_sizes) + sum(spec.bag_vocab_sizes), spec.embed_dim)
+            )
         },
         "towers": {},
     }
@@ -132,32 +142,47 @@ def edge_probabilities(params: Params, spec: ModelSpec) -> jax.Array:
     return jnp.ones((spec.num_edges,), jnp.float32)
 
 
-def embed(params: Params, spec: ModelSpec, sparse: jax.Array) -> jax.Array:
-    """sparse int32 [B, F] per-field ids -> B x F x D embeddings from the shared table."""
-    rows = sparse + jnp.asarray(spec.field_offsets)[None, :]
-    return jnp.take(params["embedding"]["table"], rows, axis=0)
+def embed(params: Params, spec: ModelSpec, inputs: Mapping[str, jax.Array]) -> jax.Array:
+    """B x (F + Fb) x D field embeddings from the shared table.
+
+    inputs: sparse int32 [B, F] per-field ids; with bag fields also bag_ids int32 [B, Fb, L],
+    bag_values and bag_mask float32 [B, Fb, L] (mask 0 = padding).
+    """
+    table = params["embedding"]["table"]
+    offsets = jnp.asarray(spec.field_offsets)
+    num_single = len(spec.vocab_sizes)
+    out = jnp.take(table, inputs["sparse"] + offsets[None, :num_single], axis=0)
+    if spec.bag_vocab_sizes:
+        rows = inputs["bag_ids"] + offsets[None, num_single:, None]
+        vectors = jnp.take(table, rows, axis=0)  # B x Fb x L x D
+        mask = inputs["bag_mask"]
+        weights = mask * inputs["bag_values"] if spec.bag_value_weighted else mask
+        pooled = jnp.einsum("bfl,bfld->bfd", weights, vectors)
+        if spec.bag_pooling == "mean":
+            pooled = pooled / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)[..., None]
+        out = jnp.concatenate([out, pooled], axis=1)
+    return out
 
 
 def forward(
     params: Params,
     spec: ModelSpec,
-    sparse: jax.Array,
-    dense: jax.Array,
+    inputs: Mapping[str, jax.Array],
     *,
     gates: jax.Array | None = None,
     dropout_rng: jax.Array | None = None,
 ) -> jax.Array:
     """B x T conditional stage logits.
 
-    sparse: int32 [B, F]; dense: float32 [B, Dd]; gates: [E] overrides `edge_probabilities`
-    (tests and derived masks use it); dropout_rng: enables dropout (training only).
+    inputs: a batch (see `embed`; dense float32 [B, Dd]); gates: [E] overrides
+    `edge_probabilities` (tests and derived masks use it); dropout_rng: enables dropout.
     """
-    batch = sparse.shape[0]
+    batch = inputs["sparse"].shape[0]
     g = edge_probabilities(params, spec) if gates is None else gates
     act = _ACTIVATIONS[spec.activation]
-    x = embed(params, spec, sparse).reshape(batch, -1)
+    x = embed(params, spec, inputs).reshape(batch, -1)
     if spec.num_dense:
-        x = jnp.concatenate([x, dense.astype(x.dtype)], axis=-1)
+        x = jnp.concatenate([x, inputs["dense"].astype(x.dtype)], axis=-1)
     outputs: dict[tuple[int, int], jax.Array] = {}
     logits = []
     for t in range(spec.num_tasks):

@@ -1,0 +1,104 @@
+"""From a data config to train / valid / test datasets: the simulator, or files via the store.
+
+Files of any supported format are converted once into the columnar store (see store.py) under
+the run's workdir (`<workdir>/store`), or used in place when `data.path` already is a finished
+store (`autoheri prepare` writes one). Conversion is idempotent, so `search`, `retrain` and
+`evaluate` share one store, and an interrupted conversion is redone rather than trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import NamedTuple
+
+from autoheri_jax.config import DataConfig
+from autoheri_jax.data.dataset import CTRDataset
+from autoheri_jax.data.errors import DataFormatError
+from autoheri_jax.data.simulator import simulate_funnel
+from autoheri_jax.data.store import is_finished, open_split, read_manifest
+
+RAW_ALICCP_MARKER = "sample_skeleton_train.csv"
+
+
+class Splits(NamedTuple):
+    train: CTRDataset
+    valid: CTRDataset
+    test: CTRDataset
+
+
+def simulated_splits(d: DataConfig) -> Splits:
+    full = simulate_funnel(
+        num_rows=d.num_train + d.num_valid + d.num_test,
+        seed=d.seed,
+        num_stages=d.num_stages,
+        num_users=d.num_users,
+        num_items=d.num_items,
+        zipf_exponent=d.zipf_exponent,
+        click_rate=d.click_rate,
+        stage_rates=d.stage_rates,
+        cascade_strength=d.cascade_strength,
+        num_dense=d.num_dense,
+        latent_dim=d.latent_dim,
+        noise_fields=d.noise_fields,
+    )
+    return Splits(*full.split([d.num_train, d.num_valid, d.num_test]))
+
+
+def resolve_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if is_finished(path):
+        return "store"
+    if path.is_dir() and (path / RAW_ALICCP_MARKER).is_file():
+        return "aliccp_raw"
+    from autoheri_jax.data.formats import detect_format, find_split_files
+
+    return detect_format(find_split_files(path)["train"] if path.is_dir() else path)
+
+
+def prepare_store(
+    d: DataConfig, out: Path, *, path: str | None = None, fmt: str | None = None, progress=True
+) -> Path:
+    """Converts the files at `path` (default d.path) into a store at `out`; returns the store."""
+    src = Path(path or d.path).expanduser().resolve()
+    if not src.exists():
+        raise DataFormatError(src, None, "no such file or directory")
+    fmt = resolve_format(src, fmt or d.format)
+    if fmt == "store":
+        read_manifest(src)  # refuses an unfinished store, naming it
+        return src
+    options = {"min_count": d.min_count, "valid_fraction": d.valid_fraction, "seed": d.seed,
+               "on_bad_row": d.on_bad_row}  # fmt: skip
+    if fmt == "aliccp_raw":
+        from autoheri_jax.data.aliccp_raw import prepare_aliccp_raw
+
+        prepare_aliccp_raw(src, out, progress=progress, **options)
+    else:
+        from autoheri_jax.data.formats import convert_processed
+
+        convert_processed(src, out, fmt=fmt, **options)
+    return out
+
+
+def file_splits(d: DataConfig, cache_dir: Path, progress: bool = True) -> Splits:
+    root = prepare_store(d, cache_dir / "store", progress=progress)
+    manifest = read_manifest(root)
+    train = open_split(root, "train", manifest)
+    valid = (
+        open_split(root, "valid", manifest)
+        if "valid" in manifest["splits"]
+        else train.take(slice(0, 0))
+    )
+    test = open_split(root, "test", manifest)
+    return Splits(
+        *(dataclasses.replace(s, max_bag_len=d.max_bag_len) for s in (train, valid, test))
+    )
+
+
+def load_splits(d: DataConfig, cache_dir: Path | None = None, progress: bool = True) -> Splits:
+    if d.source == "simulator":
+        return simulated_splits(d)
+    if cache_dir is None:
+        raise ValueError("file data needs a cache directory for its store")
+    return file_splits(d, cache_dir, progress)
