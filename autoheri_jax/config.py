@@ -26,6 +26,7 @@ EDGE_MODES = ("none", "parallel", "hierarchical", "fixed")
 EDGE_PAIRS = ("adjacent", "all")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
+EMBEDDING_OPTIMIZERS = ("adam", "adagrad")
 SOURCES = ("simulator", "files")
 DATA_FORMATS = (
     "auto", "store", "aliccp_raw", "rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress",
@@ -149,6 +150,9 @@ class TrainConfig:
     lr: float = 2e-3  # learning rate of the weights partition
     weight_decay: float = 0.0  # decoupled weight decay (adamw only)
     arch_lr: float = 3e-2  # learning rate of the arch partition (edge logits, Adam)
+    embedding_optimizer: str = "adam"  # embeddings partition: adam | adagrad
+    embedding_lr: float = 0.0  # learning rate of the embeddings partition; 0 = same as lr
+    sparse_embeddings: bool = True  # update only looked-up rows (adam becomes lazy Adam)
     entropy_weight: float = 0.1  # weight of the edge-probability entropy regulariser
     entropy_warmup_steps: int = 0  # steps over which the entropy weight ramps up from 0
     bilevel: bool = False  # arch gradient from a validation batch (first-order bi-level)
@@ -161,6 +165,12 @@ class TrainConfig:
         for k in ("epochs", "batch_size", "log_every"):
             _check(getattr(self, k) > 0, f"{k}", "must be > 0")
         _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
+        _check(
+            self.embedding_optimizer in EMBEDDING_OPTIMIZERS,
+            "embedding_optimizer",
+            f"one of {EMBEDDING_OPTIMIZERS}",
+        )
+        _check(self.embedding_lr >= 0, "embedding_lr", "must be >= 0")
         for k in ("lr", "arch_lr"):
             _check(getattr(self, k) > 0, f"{k}", "must be > 0")
         for k in ("weight_decay", "entropy_weight", "entropy_warmup_steps", "grad_clip"):

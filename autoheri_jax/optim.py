@@ -1,11 +1,11 @@
 """Optimisers routed by parameter group with `optax.partition`.
 
 Every leaf is labelled from its path: the top-level key of the params pytree names its
-group (`embedding`, `towers`, `arch`), and `GROUP_OF_KEY` maps groups to partitions. Today
-embeddings and towers share the `weights` partition; giving embeddings their own optimiser
-(row-wise sparse updates) means adding one entry here, not touching the model.
+group, and `GROUP_OF_KEY` maps groups to partitions: `embeddings` (the table; row-sparse
+Lazy Adam / Adagrad by default, see sparse_rows.py), `weights` (towers) and `arch` (edge
+logits). A new top-level params key needs an entry here; unlabelled parameters are refused.
 
-Both partitions are updated jointly in one jitted step, single-level as in the paper: the
+All partitions are updated jointly in one jitted step, single-level as in the paper: the
 edge logits see the same training-loss gradient as the weights, plus the entropy term.
 """
 
@@ -16,9 +16,10 @@ from collections.abc import Mapping
 import jax
 import optax
 
+from autoheri_jax import sparse_rows
 from autoheri_jax.config import TrainConfig
 
-GROUP_OF_KEY: Mapping[str, str] = {"embedding": "weights", "towers": "weights", "arch": "arch"}
+GROUP_OF_KEY: Mapping[str, str] = {"embedding": "embeddings", "towers": "weights", "arch": "arch"}
 
 
 def param_labels(params, group_of_key: Mapping[str, str] = GROUP_OF_KEY):
@@ -45,11 +46,25 @@ def _weights_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
+def _embeddings_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    lr = cfg.embedding_lr or cfg.lr
+    if cfg.sparse_embeddings:
+        if cfg.embedding_optimizer == "adam":
+            return sparse_rows.lazy_adam(lr)
+        return sparse_rows.rowwise_adagrad(lr)
+    return optax.adam(lr) if cfg.embedding_optimizer == "adam" else optax.adagrad(lr)
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Weights and arch params in separate partitions, with their own optimiser and rate."""
+    """Embeddings, weights and arch params in separate partitions, each with its own rule."""
     partitioned = optax.partition(
-        {"weights": _weights_optimizer(cfg), "arch": optax.adam(cfg.arch_lr)}, param_labels
+        {
+            "embeddings": _embeddings_optimizer(cfg),
+            "weights": _weights_optimizer(cfg),
+            "arch": optax.adam(cfg.arch_lr),
+        },
+        param_labels,
     )
     if cfg.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), partitioned)
+        return optax.chain(sparse_rows.clip_by_global_norm(cfg.grad_clip), partitioned)
     return partitioned

@@ -21,12 +21,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from autoheri_jax import sparse_rows
 from autoheri_jax.config import ConfigError, TrainConfig
 from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.losses import edge_entropy, entire_space_bce, entropy_weight_at, funnel_log_probs
-from autoheri_jax.model.network import ModelSpec, Params, edge_probabilities, forward, init_params
-from autoheri_jax.optim import make_optimizer, param_labels
+from autoheri_jax.model.network import (
+    ModelSpec,
+    Params,
+    edge_probabilities,
+    embed_from,
+    forward,
+    init_params,
+)
+from autoheri_jax.optim import make_optimizer
 from autoheri_jax.progress import Progress
 
 
@@ -65,16 +73,16 @@ def count_params(tree: Any) -> dict[str, int]:
 
 
 def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
-    def loss_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array):
+    """loss_fn(params, batch, rng, step, embedded=None) -> (total, aux)."""
+
+    def loss_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array, embedded=None):
         dropout_rng = rng if spec.dropout > 0 else None
-        logits = forward(params, spec, batch, dropout_rng=dropout_rng)
+        logits = forward(params, spec, batch, dropout_rng=dropout_rng, embedded=embedded)
         stage_bce = entire_space_bce(logits, batch["labels"])
         task_loss = jnp.sum(stage_bce)
         entropy = edge_entropy(params["arch"]["edge_logits"] if spec.has_arch else None)
-        total = (
-            task_loss
-            + entropy_weight_at(step, cfg.entropy_weight, cfg.entropy_warmup_steps) * entropy
-        )
+        weight = entropy_weight_at(step, cfg.entropy_weight, cfg.entropy_warmup_steps)
+        total = task_loss + weight * entropy
         return total, {
             "loss": task_loss,
             "stage_bce": stage_bce,
@@ -85,30 +93,59 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
     return loss_fn
 
 
-def make_update_fn(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTransformation):
+def make_grad_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
+    """grad_fn(params, batch, rng, step) -> (aux, grads), grads shaped like params.
+
+    With sparse embeddings the table's gradient is `SparseRows` over the batch's unique rows:
+    the loss is differentiated with respect to those rows only, never the whole table.
+    """
     loss_fn = make_loss_fn(spec, cfg)
+    dense_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def grad_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array):
+        if not cfg.sparse_embeddings:
+            (_, aux), grads = dense_grad(params, batch, rng, step)
+            return aux, grads
+        rows, single, bags, _ = sparse_rows.unique_lookup_rows(spec, batch)
+        table_rows = sparse_rows.gather_rows(params["embedding"]["table"], rows)
+        others = {k: v for k, v in params.items() if k != "embedding"}
+
+        def on_rows(others, table_rows):
+            embedded = embed_from(table_rows, spec, batch, single, bags)
+            return loss_fn(others, batch, rng, step, embedded=embedded)
+
+        (_, aux), (g_others, g_rows) = jax.value_and_grad(on_rows, argnums=(0, 1), has_aux=True)(
+            others, table_rows
+        )
+        return aux, {**g_others, "embedding": {"table": sparse_rows.SparseRows(rows, g_rows)}}
+
+    return grad_fn
+
+
+def make_update_fn(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTransformation):
+    grad_fn = make_grad_fn(spec, cfg)
 
     def update_fn(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (_, aux), grads = grad_fn(state.params, batch, rng, state.step)
+        aux, grads = grad_fn(state.params, batch, rng, state.step)
         if cfg.bilevel:
             # First-order bi-level (DARTS-1st): the arch partition takes its gradient from a
             # held-out batch at the current weights; the weights keep the training gradient.
-            (_, aux_v), grads_v = grad_fn(state.params, batch["valid"], rng, state.step)
-            labels = param_labels(state.params)
-            grads = jax.tree.map(
-                lambda lab, g, gv: gv if lab == "arch" else g, labels, grads, grads_v
-            )
+            aux_v, grads_v = grad_fn(state.params, batch["valid"], rng, state.step)
+            grads = {**grads, "arch": grads_v["arch"]}
             aux["valid_loss"] = aux_v["loss"]
             aux["total"] = aux["total"] + aux_v["total"]  # either non-finite stops the run
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(aux["total"])
-        # Keep the last good state rather than propagate NaN into every parameter.
-        keep_new = lambda new, old: jnp.where(finite, new, old)
-        params = jax.tree.map(keep_new, params, state.params)
-        opt_state = jax.tree.map(keep_new, opt_state, state.opt_state)
+
+        def apply(params, opt_state):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return sparse_rows.apply_updates(params, updates), opt_state
+
+        # A non-finite step keeps the last good state instead of spreading NaN everywhere.
+        # `cond` rather than `where`: selecting between whole tables would cost O(vocabulary).
+        params, opt_state = jax.lax.cond(
+            finite, apply, lambda p, o: (p, o), state.params, state.opt_state
+        )
         first_bad = jnp.where(
             (state.first_bad_step < 0) & ~finite, state.step, state.first_bad_step
         )

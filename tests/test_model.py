@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,3 +122,34 @@ def test_three_task_chain_forward():
     batch = tiny_batch(8, num_tasks=3)
     assert forward(params, spec, batch).shape == (8, 3)
     assert {e.dst_task for e in spec.edges} == {1, 2}
+
+
+@pytest.mark.parametrize(("pooling", "weighted"), [("mean", False), ("sum", False), ("sum", True)])
+def test_bag_fields_pool_their_entries(pooling, weighted):
+    spec = tiny_spec(
+        edge_mode="none", searched=False, bag_pooling=pooling, bag_value_weighted=weighted
+    )
+    spec = dataclasses.replace(spec, bag_vocab_sizes=(6, 4))
+    params = init_params(jax.random.PRNGKey(0), spec)
+    table = np.asarray(params["embedding"]["table"])
+    assert table.shape == (sum(VOCABS) + 10, 4)
+    batch = tiny_batch(3)
+    batch["bag_ids"] = np.array(
+        [[[1, 2, 5], [3, 0, 0]], [[4, 4, 0], [0, 0, 0]], [[0, 0, 0], [1, 0, 0]]], np.int32
+    )
+    batch["bag_mask"] = np.array(
+        [[[1, 1, 1], [1, 0, 0]], [[1, 1, 0], [0, 0, 0]], [[0, 0, 0], [1, 0, 0]]], np.float32
+    )
+    batch["bag_values"] = batch["bag_mask"] * 2.0
+    out = np.asarray(embed(params, spec, batch))
+    assert out.shape == (3, len(VOCABS) + 2, 4)
+    first_bag_row = sum(VOCABS)
+    rows = table[first_bag_row + np.array([1, 2, 5])]
+    scale = 2.0 if weighted else 1.0
+    want = rows.mean(0) if pooling == "mean" else scale * rows.sum(0)
+    np.testing.assert_allclose(out[0, len(VOCABS)], want, rtol=1e-6)
+    np.testing.assert_allclose(out[1, len(VOCABS) + 1], 0.0)  # empty bag pools to zero
+    np.testing.assert_allclose(
+        out[2, len(VOCABS) + 1], scale * table[first_bag_row + 6 + 1], rtol=1e-6
+    )
+    assert forward(params, spec, batch).shape == (3, 2)

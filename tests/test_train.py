@@ -46,7 +46,7 @@ def test_param_labels_route_groups_by_path():
     params = init_state(spec, FAST, make_optimizer(FAST)).params
     labels = param_labels(params)
     assert labels["arch"]["edge_logits"] == "arch"
-    assert labels["embedding"]["table"] == "weights"
+    assert labels["embedding"]["table"] == "embeddings"
     assert set(jax.tree.leaves(labels["towers"])) == {"weights"}
     with pytest.raises(KeyError, match="extra"):
         param_labels({"extra": {"w": jnp.zeros(2)}})

@@ -142,19 +142,31 @@ def edge_probabilities(params: Params, spec: ModelSpec) -> jax.Array:
     return jnp.ones((spec.num_edges,), jnp.float32)
 
 
-def embed(params: Params, spec: ModelSpec, inputs: Mapping[str, jax.Array]) -> jax.Array:
-    """B x (F + Fb) x D field embeddings from the shared table.
-
-    inputs: sparse int32 [B, F] per-field ids; with bag fields also bag_ids int32 [B, Fb, L],
-    bag_values and bag_mask float32 [B, Fb, L] (mask 0 = padding).
-    """
-    table = params["embedding"]["table"]
+def lookup_rows(spec: ModelSpec, inputs: Mapping[str, jax.Array]):
+    """Table rows of every lookup: single fields [B, F], bag entries [B, Fb, L] (or None)."""
     offsets = jnp.asarray(spec.field_offsets)
     num_single = len(spec.vocab_sizes)
-    out = jnp.take(table, inputs["sparse"] + offsets[None, :num_single], axis=0)
+    single = inputs["sparse"] + offsets[None, :num_single]
+    bags = None
     if spec.bag_vocab_sizes:
-        rows = inputs["bag_ids"] + offsets[None, num_single:, None]
-        vectors = jnp.take(table, rows, axis=0)  # B x Fb x L x D
+        bags = inputs["bag_ids"] + offsets[None, num_single:, None]
+    return single, bags
+
+
+def embed_from(
+    table: jax.Array,
+    spec: ModelSpec,
+    inputs: Mapping[str, jax.Array],
+    single: jax.Array,
+    bags: jax.Array | None,
+) -> jax.Array:
+    """B x (F + Fb) x D from `table` rows: `single` [B, F] and `bags` [B, Fb, L] index it.
+
+    `table` is the whole embedding table, or just a batch's unique rows (sparse updates).
+    """
+    out = jnp.take(table, single, axis=0)
+    if bags is not None:
+        vectors = jnp.take(table, bags, axis=0)  # B x Fb x L x D
         mask = inputs["bag_mask"]
         weights = mask * inputs["bag_values"] if spec.bag_value_weighted else mask
         pooled = jnp.einsum("bfl,bfld->bfd", weights, vectors)
@@ -164,6 +176,16 @@ def embed(params: Params, spec: ModelSpec, inputs: Mapping[str, jax.Array]) -> j
     return out
 
 
+def embed(params: Params, spec: ModelSpec, inputs: Mapping[str, jax.Array]) -> jax.Array:
+    """B x (F + Fb) x D field embeddings from the shared table.
+
+    inputs: sparse int32 [B, F] per-field ids; with bag fields also bag_ids int32 [B, Fb, L],
+    bag_values and bag_mask float32 [B, Fb, L] (mask 0 = padding).
+    """
+    single, bags = lookup_rows(spec, inputs)
+    return embed_from(params["embedding"]["table"], spec, inputs, single, bags)
+
+
 def forward(
     params: Params,
     spec: ModelSpec,
@@ -171,16 +193,20 @@ def forward(
     *,
     gates: jax.Array | None = None,
     dropout_rng: jax.Array | None = None,
+    embedded: jax.Array | None = None,
 ) -> jax.Array:
     """B x T conditional stage logits.
 
     inputs: a batch (see `embed`; dense float32 [B, Dd]); gates: [E] overrides
-    `edge_probabilities` (tests and derived masks use it); dropout_rng: enables dropout.
+    `edge_probabilities` (tests and derived masks use it); dropout_rng: enables dropout;
+    embedded: precomputed B x (F + Fb) x D embeddings (then params["embedding"] is unused).
     """
     batch = inputs["sparse"].shape[0]
     g = edge_probabilities(params, spec) if gates is None else gates
     act = _ACTIVATIONS[spec.activation]
-    x = embed(params, spec, inputs).reshape(batch, -1)
+    if embedded is None:
+        embedded = embed(params, spec, inputs)
+    x = embedded.reshape(batch, -1)
     if spec.num_dense:
         x = jnp.concatenate([x, inputs["dense"].astype(x.dtype)], axis=-1)
     outputs: dict[tuple[int, int], jax.Array] = {}
