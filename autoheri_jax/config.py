@@ -28,6 +28,7 @@ ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
 EMBEDDING_OPTIMIZERS = ("adam", "adagrad")
 SOURCES = ("simulator", "files")
+LAUNCHERS = ("auto", "single", "mesh", "pmap")
 DATA_FORMATS = (
     "auto", "store", "aliccp_raw", "rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress",
 )  # fmt: skip
@@ -178,6 +179,24 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+    launcher: str = "auto"  # auto (mesh if >1 device) | single | mesh (jit + shard_map) | pmap
+    num_devices: int = 0  # devices to use; 0 = all
+    shard_embeddings: bool = False  # split the embedding table's rows across devices
+    num_processes: int = 1  # multi-host: processes in the run (1 = no jax.distributed)
+    process_id: int = -1  # multi-host: this process's id; -1 = from the environment
+    coordinator: str = ""  # multi-host: host:port of process 0; "" = from the environment
+    cpu_collectives: str = ""  # multi-process CPU runs: "gloo"
+
+    def __post_init__(self):
+        _check_types(self, "")
+        _check(self.launcher in LAUNCHERS, "launcher", f"one of {LAUNCHERS}")
+        _check(self.num_devices >= 0, "num_devices", "must be >= 0")
+        _check(self.num_processes >= 1, "num_processes", "must be >= 1")
+        _check(self.cpu_collectives in ("", "gloo", "mpi"), "cpu_collectives", "'', gloo or mpi")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "default"  # experiment name, printed and written to results.json
     data: DataConfig = DataConfig()
@@ -187,6 +206,7 @@ class Config:
     derive_threshold: float = 0.5  # keep an edge when its probability exceeds this
     baselines: tuple[str, ...] = ("esmm",)  # models trained beside AutoHERI (see models.py)
     eval_batch_size: int = 8192  # impressions per evaluation step
+    parallel: ParallelConfig = ParallelConfig()  # devices, launcher, hosts
 
     def __post_init__(self):
         _check_types(self, "")

@@ -14,7 +14,14 @@ import jax
 import numpy as np
 
 from autoheri_jax import artifacts
-from autoheri_jax.config import Config, ConfigError, ModelConfig, TrainConfig, to_dict
+from autoheri_jax.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    ParallelConfig,
+    TrainConfig,
+    to_dict,
+)
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits, load_splits
 from autoheri_jax.metrics import funnel_metrics, metric_keys
@@ -49,6 +56,7 @@ def _train_and_save(
     data: CTRDataset,
     progress: bool,
     valid: CTRDataset | None = None,
+    parallel: ParallelConfig | None = None,
 ):
     counts = count_params(abstract_state(spec, tcfg).params)
     _say(f"[{phase}] {name}: {spec.num_edges} edges, params {counts}")
@@ -61,7 +69,14 @@ def _train_and_save(
             wd.append_jsonl("edge_history.jsonl", {"model": name, "step": step, "probs": named})
 
     state, stats = train(
-        spec, tcfg, data, desc=f"{phase}:{name}", on_log=on_log, progress=progress, valid=valid
+        spec,
+        tcfg,
+        data,
+        desc=f"{phase}:{name}",
+        on_log=on_log,
+        progress=progress,
+        valid=valid,
+        parallel=parallel,
     )
     wd.save_params(name, artifacts.to_host(state.params))
     wd.write_json(f"models/{name}/train.json", {**stats, "edges": [e.name for e in spec.edges]})
@@ -109,7 +124,7 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> dict:
     _say(f"data: train {data.train.summary()['positive_rate']} over {data.train.num_rows} rows")
     spec = spec_for(cfg.model, data.train)
     state = _train_and_save(
-        wd, SEARCHED, "search", spec, cfg.search, data.train, progress, valid=data.valid
+        wd, SEARCHED, "search", spec, cfg.search, data.train, progress, data.valid, cfg.parallel
     )
     probs = np.asarray(edge_probabilities(state.params, spec))
     logits = np.asarray(state.params["arch"]["edge_logits"])
@@ -138,7 +153,9 @@ def retrain(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> None:
     data = load_data(cfg, wd, progress)
     for name, model in model_configs(cfg, record).items():
         spec = spec_for(model, data.train)
-        _train_and_save(wd, name, "retrain", spec, cfg.retrain, data.train, progress)
+        _train_and_save(
+            wd, name, "retrain", spec, cfg.retrain, data.train, progress, parallel=cfg.parallel
+        )
 
 
 def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:

@@ -45,7 +45,7 @@ class SparseRows:
 def unique_lookup_rows(
     spec: ModelSpec, inputs: dict, bound: int | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array]:
-    """The batch's unique table rows, padded with V to a static size.
+    """The batch's unique table rows, padded with the sentinel `table_rows` to a static size.
 
     Returns (rows int32 [U], index of each single-field lookup into rows [B, F], index of each
     bag entry [B, Fb, L] or None, number of real unique rows). Masked bag entries point at the
@@ -54,7 +54,7 @@ def unique_lookup_rows(
     from autoheri_jax.model.network import lookup_rows
 
     single, bags = lookup_rows(spec, inputs)
-    vocab = sum(spec.vocab_sizes) + sum(spec.bag_vocab_sizes)
+    vocab = spec.table_rows  # out of range: gathers read 0, scatters drop it
     flat = [single.reshape(-1)]
     if bags is not None:
         flat.append(jnp.where(inputs["bag_mask"] > 0, bags, vocab).reshape(-1))

@@ -17,7 +17,8 @@ def test_shape_contracts():
     batch = tiny_batch(16)
     assert embed(params, spec, batch).shape == (16, len(VOCABS), 4)
     assert forward(params, spec, batch).shape == (16, 2)
-    assert params["embedding"]["table"].shape == (sum(VOCABS), 4)
+    assert params["embedding"]["table"].shape == (128, 4)  # 26 rows used, padded to 128
+    assert spec.vocab_rows == sum(VOCABS) and spec.table_rows == 128
     # conversion layer 1 sees its own 8-wide input plus every click layer (8 + 6 + 5)
     assert params["towers"]["task_1"]["layer_1"]["kernel"].shape == (8 + 8 + 6 + 5, 6)
     assert params["towers"]["task_0"]["layer_1"]["kernel"].shape == (8, 6)
@@ -132,7 +133,7 @@ def test_bag_fields_pool_their_entries(pooling, weighted):
     spec = dataclasses.replace(spec, bag_vocab_sizes=(6, 4))
     params = init_params(jax.random.PRNGKey(0), spec)
     table = np.asarray(params["embedding"]["table"])
-    assert table.shape == (sum(VOCABS) + 10, 4)
+    assert spec.vocab_rows == sum(VOCABS) + 10 and table.shape == (128, 4)
     batch = tiny_batch(3)
     batch["bag_ids"] = np.array(
         [[[1, 2, 5], [3, 0, 0]], [[4, 4, 0], [0, 0, 0]], [[0, 0, 0], [1, 0, 0]]], np.int32

@@ -33,7 +33,7 @@ def test_unique_rows_are_exact_and_padded_with_the_sentinel():
     assert rows.shape == (flat.size,) and bag_idx is None
     assert int(n) == len(want)
     np.testing.assert_array_equal(rows[: len(want)], want)
-    assert np.all(np.asarray(rows[len(want) :]) == sum(VOCABS))  # sentinel padding
+    assert np.all(np.asarray(rows[len(want) :]) == spec.table_rows)  # out-of-range sentinel
     np.testing.assert_array_equal(np.asarray(rows)[np.asarray(single_idx)], flat.reshape(16, -1))
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from autoheri_jax.model.edges import Edge, incoming
 
 Params = dict
+TABLE_ROW_MULTIPLE = 128  # padded table rows: any power-of-two device count <= 128 shards them
 _ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "tanh": jnp.tanh}
 
 
@@ -74,6 +75,15 @@ class ModelSpec:
         return self.searched and self.num_edges > 0
 
     @property
+    def vocab_rows(self) -> int:
+        """Rows that fields use; the table has `table_rows` >= this (padding is never looked up)."""
+        return sum(self.vocab_sizes) + sum(self.bag_vocab_sizes)
+
+    @property
+    def table_rows(self) -> int:
+        return -(-self.vocab_rows // TABLE_ROW_MULTIPLE) * TABLE_ROW_MULTIPLE
+
+    @property
     def field_offsets(self) -> np.ndarray:
         """First table row of every field: single-valued fields, then bag fields."""
         sizes = (*self.vocab_sizes, *self.bag_vocab_sizes)
@@ -99,9 +109,7 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
     params: Params = {
         "embedding": {
             "table": spec.embed_init_scale
-            * jax.random.normal(
-                k_embed, (sum(spec.vocab_sizes) + sum(spec.bag_vocab_sizes), spec.embed_dim)
-            )
+            * jax.random.normal(k_embed, (spec.table_rows, spec.embed_dim))
         },
         "towers": {},
     }
