@@ -43,10 +43,14 @@ class Workdir:
         return p
 
     def append_jsonl(self, name: str, record: dict) -> None:
+        if not is_writer():
+            return
         with self.path(name).open("a") as f:
             f.write(json.dumps(record) + "\n")
 
     def write_json(self, name: str, obj: Any) -> None:
+        if not is_writer():
+            return
         tmp = self.path(name + ".tmp")
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
         tmp.replace(self.path(name))  # atomic: a crash never leaves half a file under `name`
@@ -129,4 +133,14 @@ def render_architecture(record: dict, num_layers: int) -> str:
 
 
 def to_host(tree: Any) -> Any:
+    """Numpy copy of a pytree; in a multi-process run, of the global (not local) arrays."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x)), tree)
     return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def is_writer() -> bool:
+    """Only process 0 writes the workdir's files (orbax coordinates its own writes)."""
+    return jax.process_index() == 0

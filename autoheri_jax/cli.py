@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--data", help="train on these files (sets data.source=files)")
             p.add_argument("--format", choices=DATA_FORMATS, help="data format (default: auto)")
             p.add_argument("--on-bad-row", choices=("strict", "skip"), help="bad-row policy")
+            p.add_argument(
+                "--fresh",
+                action="store_true",
+                help="delete an earlier run's outputs in the workdir instead of resuming it",
+            )
         p.add_argument(
             "--config",
             required=first,
@@ -99,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from autoheri_jax import experiment
     from autoheri_jax.artifacts import MissingArtifactError, Workdir
+    from autoheri_jax.checkpoint import CheckpointError
     from autoheri_jax.data.errors import DataFormatError
     from autoheri_jax.data.store import StoreError
-    from autoheri_jax.train import NonFiniteLossError
+    from autoheri_jax.train import NonFiniteLossError, TrainingInterrupted
 
     try:
         if args.step == "prepare":
@@ -117,22 +123,30 @@ def main(argv: list[str] | None = None) -> int:
         if cfg is None and args.set:
             raise ConfigError("--set needs --config (a searched workdir keeps its config)")
         enable_compilation_cache()
+        if cfg is not None:
+            from autoheri_jax.parallel import init_distributed
+
+            init_distributed(cfg.parallel)
         wd = Workdir(args.workdir)
         progress = not args.no_progress
         if args.step == "run":
-            experiment.run(cfg, wd, progress)
+            experiment.run(cfg, wd, progress, fresh=args.fresh)
         elif args.step == "search":
-            experiment.search(cfg, wd, progress)
+            experiment.search(cfg, wd, progress, fresh=args.fresh)
         elif args.step == "retrain":
             experiment.retrain(experiment.saved_config(wd, cfg), wd, progress)
         else:
             experiment.evaluate(experiment.saved_config(wd, cfg), wd)
+    except TrainingInterrupted as e:
+        print(f"autoheri {args.step}: {e}", file=sys.stderr)
+        return 128 + e.signum
     except (
         ConfigError,
         MissingArtifactError,
         NonFiniteLossError,
         DataFormatError,
         StoreError,
+        CheckpointError,
     ) as e:
         print(f"autoheri {args.step}: error: {e}", file=sys.stderr)
         return 2

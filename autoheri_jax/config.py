@@ -197,6 +197,22 @@ class ParallelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 500  # save every this many steps (and at the end, and on SIGTERM/SIGINT)
+    keep: int = 2  # latest checkpoints kept per model (plus the best by validation loss)
+    keep_best: bool = True  # also keep the checkpoint with the lowest validation loss
+    valid_rows: int = 20_000  # validation rows scored at each save (the "best" metric)
+    async_save: bool = True  # write in the background while training goes on
+    resume: bool = True  # continue from a workdir's checkpoints instead of starting over
+    keep_after_finish: bool = False  # keep a model's checkpoints once its final params exist
+
+    def __post_init__(self):
+        _check_types(self, "")
+        _check(self.every_steps > 0 and self.keep > 0, "every_steps", "every_steps, keep > 0")
+        _check(self.valid_rows >= 0, "valid_rows", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "default"  # experiment name, printed and written to results.json
     data: DataConfig = DataConfig()
@@ -207,6 +223,7 @@ class Config:
     baselines: tuple[str, ...] = ("esmm",)  # models trained beside AutoHERI (see models.py)
     eval_batch_size: int = 8192  # impressions per evaluation step
     parallel: ParallelConfig = ParallelConfig()  # devices, launcher, hosts
+    checkpoint: CheckpointConfig = CheckpointConfig()  # saving and resuming
 
     def __post_init__(self):
         _check_types(self, "")

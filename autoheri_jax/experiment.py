@@ -6,6 +6,7 @@ can run them together (`autoheri run`) or one at a time over the same workdir.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -18,7 +19,6 @@ from autoheri_jax.config import (
     Config,
     ConfigError,
     ModelConfig,
-    ParallelConfig,
     TrainConfig,
     to_dict,
 )
@@ -27,7 +27,14 @@ from autoheri_jax.data.sources import Splits, load_splits
 from autoheri_jax.metrics import funnel_metrics, metric_keys
 from autoheri_jax.model.network import ModelSpec, derive_edges, edge_probabilities
 from autoheri_jax.models import VARIANTS, build_spec, derived_model
-from autoheri_jax.train import abstract_state, count_params, predict_dataset, train
+from autoheri_jax.train import (
+    Resumable,
+    abstract_state,
+    count_params,
+    fingerprint,
+    predict_dataset,
+    train,
+)
 
 SEARCHED = "autoheri_search"  # the relaxed supernet, kept for inspection
 AUTOHERI = "autoheri"  # the derived architecture retrained from fresh weights
@@ -47,19 +54,37 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _drop_later_records(wd: artifacts.Workdir, model: str, step: int) -> None:
+    """A resumed model re-logs the steps after its checkpoint: drop the first telling of them."""
+    for name in ("metrics.jsonl", "edge_history.jsonl"):
+        path = wd.path(name)
+        if not path.exists() or not artifacts.is_writer():
+            continue
+        keep = [
+            line
+            for line in path.read_text().splitlines()
+            if not (json.loads(line)["model"] == model and json.loads(line)["step"] > step)
+        ]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
 def _train_and_save(
+    cfg: Config,
     wd: artifacts.Workdir,
     name: str,
     phase: str,
     spec: ModelSpec,
     tcfg: TrainConfig,
-    data: CTRDataset,
+    data: Splits,
     progress: bool,
-    valid: CTRDataset | None = None,
-    parallel: ParallelConfig | None = None,
+    extra: dict | None = None,
 ):
-    counts = count_params(abstract_state(spec, tcfg).params)
-    _say(f"[{phase}] {name}: {spec.num_edges} edges, params {counts}")
+    """Trains one model (or finds it trained, or resumes it) and returns its params."""
+    abstract = abstract_state(spec, tcfg).params
+    if wd.path("models", name, "train.json").exists():
+        _say(f"[{phase}] {name}: already trained in {wd.root}; reusing it")
+        return wd.load_params(name, abstract, made_by=phase)
+    _say(f"[{phase}] {name}: {spec.num_edges} edges, params {count_params(abstract)}")
 
     def on_log(step: int, rec: dict) -> None:
         probs = rec.pop("edge_probs")
@@ -68,33 +93,65 @@ def _train_and_save(
             named = {e.name: p for e, p in zip(spec.edges, probs, strict=True)}
             wd.append_jsonl("edge_history.jsonl", {"model": name, "step": step, "probs": named})
 
+    def on_resume(step: int) -> None:
+        _say(f"[{phase}] {name}: resuming from the checkpoint at step {step}")
+        _drop_later_records(wd, name, step)
+
+    ckpt_dir = wd.path("checkpoints", name)
+    resumable = Resumable(
+        directory=ckpt_dir,
+        cfg=cfg.checkpoint,
+        extra={"phase": phase, "model": name, "config": to_dict(cfg), **(extra or {})},
+        fingerprint=fingerprint(spec, tcfg),
+    )
     state, stats = train(
         spec,
         tcfg,
-        data,
+        data.train,
         desc=f"{phase}:{name}",
         on_log=on_log,
         progress=progress,
-        valid=valid,
-        parallel=parallel,
+        valid=data.valid,
+        parallel=cfg.parallel,
+        resumable=resumable,
+        on_resume=on_resume,
     )
-    wd.save_params(name, artifacts.to_host(state.params))
+    params = artifacts.to_host(state.params)
+    wd.save_params(name, params)
     wd.write_json(f"models/{name}/train.json", {**stats, "edges": [e.name for e in spec.edges]})
+    if not cfg.checkpoint.keep_after_finish and artifacts.is_writer():
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the final params are the durable record
     _say(
-        f"[{phase}] {name}: {stats['steps']} steps in {stats['seconds']:.1f}s "
-        f"({stats['examples_per_s']:,.0f} examples/s)"
+        f"[{phase}] {name}: {stats['steps'] - stats['resumed_at']} steps in "
+        f"{stats['seconds']:.1f}s ({stats['examples_per_s']:,.0f} examples/s)"
     )
-    return state
+    return params
 
 
-def prepare_workdir(cfg: Config, wd: artifacts.Workdir) -> None:
-    """Starts a fresh run in `wd`: saves the config and clears logs of any earlier run."""
+_RUNTIME_SECTIONS = ("parallel", "checkpoint")  # how to run, not what: may change on resume
+_RUN_OUTPUTS = ("metrics.jsonl", "edge_history.jsonl", "results.json", "architecture.json",
+                "architecture.txt", "models", "checkpoints")  # fmt: skip
+
+
+def prepare_workdir(cfg: Config, wd: artifacts.Workdir, fresh: bool = False) -> None:
+    """Readies `wd` for a search: resumes a run of the same config, else starts over.
+
+    A workdir searched with another config is refused (naming the differing keys) unless
+    `fresh`, which deletes every output of the earlier run first.
+    """
     wd.root.mkdir(parents=True, exist_ok=True)
     old = wd.path("config.json")
+    if old.exists() and not fresh and cfg.checkpoint.resume:
+        saved_config(wd, cfg)  # refuses a different config, naming the keys
+        _say(f"resuming the run in {wd.root} (pass --fresh to start over)")
+        wd.write_json("config.json", to_dict(cfg))  # this run's devices and save policy
+        return
     if old.exists() and json.loads(old.read_text()).get("data") != to_dict(cfg.data):
         shutil.rmtree(wd.path("store"), ignore_errors=True)  # converted from other data
-    for stale in ("metrics.jsonl", "edge_history.jsonl", "results.json", "architecture.json"):
-        wd.path(stale).unlink(missing_ok=True)
+    if artifacts.is_writer():
+        for stale in _RUN_OUTPUTS:
+            path = wd.path(stale)
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     wd.write_json("config.json", to_dict(cfg))
 
 
@@ -103,11 +160,18 @@ def saved_config(wd: artifacts.Workdir, given: Config | None) -> Config:
     from autoheri_jax.config import from_dict
 
     saved = from_dict(Config, wd.read_json("config.json", made_by="search"))
-    if given is not None and given != saved:
-        a, b = to_dict(saved), to_dict(given)
-        diffs = [f"{s}.{k}" if s else k for s, k in _diff_keys(a, b)]
-        raise ConfigError(f"{wd.root} was searched with another config; differing keys: {diffs}")
-    return saved
+    if given is None:
+        return saved
+    a, b = to_dict(saved), to_dict(given)
+    diffs = [f"{s}.{k}" if s else k for s, k in _diff_keys(a, b)]
+    diffs = [d for d in diffs if d.split(".")[0] not in _RUNTIME_SECTIONS]
+    if diffs:
+        raise ConfigError(
+            f"{wd.root} was searched with another config; differing keys: {diffs} "
+            "(pass --fresh to start over)"
+        )
+    # Where and how to run may change between steps (8 devices -> 1, another save interval).
+    return dataclasses.replace(saved, parallel=given.parallel, checkpoint=given.checkpoint)
 
 
 def _diff_keys(a: dict, b: dict, prefix: str = ""):
@@ -118,16 +182,14 @@ def _diff_keys(a: dict, b: dict, prefix: str = ""):
             yield prefix, k
 
 
-def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> dict:
-    prepare_workdir(cfg, wd)
+def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False) -> dict:
+    prepare_workdir(cfg, wd, fresh)
     data = load_data(cfg, wd, progress)
     _say(f"data: train {data.train.summary()['positive_rate']} over {data.train.num_rows} rows")
     spec = spec_for(cfg.model, data.train)
-    state = _train_and_save(
-        wd, SEARCHED, "search", spec, cfg.search, data.train, progress, data.valid, cfg.parallel
-    )
-    probs = np.asarray(edge_probabilities(state.params, spec))
-    logits = np.asarray(state.params["arch"]["edge_logits"])
+    params = _train_and_save(cfg, wd, SEARCHED, "search", spec, cfg.search, data, progress)
+    probs = np.asarray(edge_probabilities(params, spec))
+    logits = np.asarray(params["arch"]["edge_logits"])
     kept = derive_edges(probs, spec.edges, cfg.derive_threshold)
     record = artifacts.architecture_record(
         spec.edges, probs, logits, cfg.derive_threshold, data.train.stage_names, cfg.model.edge_mode
@@ -135,7 +197,8 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> dict:
     assert record["kept"] == [e.name for e in kept]
     wd.write_json("architecture.json", record)
     text = artifacts.render_architecture(record, len(cfg.model.hidden))
-    wd.path("architecture.txt").write_text(text)
+    if artifacts.is_writer():
+        wd.path("architecture.txt").write_text(text)
     _say(text)
     return record
 
@@ -153,9 +216,8 @@ def retrain(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> None:
     data = load_data(cfg, wd, progress)
     for name, model in model_configs(cfg, record).items():
         spec = spec_for(model, data.train)
-        _train_and_save(
-            wd, name, "retrain", spec, cfg.retrain, data.train, progress, parallel=cfg.parallel
-        )
+        extra = {"architecture": record["kept"]} if name == AUTOHERI else {}
+        _train_and_save(cfg, wd, name, "retrain", spec, cfg.retrain, data, progress, extra)
 
 
 def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
@@ -215,7 +277,7 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> dict:
-    search(cfg, wd, progress)
+def run(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False) -> dict:
+    search(cfg, wd, progress, fresh)
     retrain(cfg, wd, progress)
     return evaluate(cfg, wd)

@@ -89,6 +89,20 @@ class DataParallel:
             return jax.jit(init, out_shardings=shardings)()
         return self.to_device(jax.jit(init)())
 
+    def abstract_state(self, spec: ModelSpec, cfg: TrainConfig) -> TrainState:
+        """Shapes, dtypes and canonical-layout shardings: the target a checkpoint restores to."""
+        opt = make_optimizer(cfg)
+        abstract = jax.eval_shape(lambda: init_state(spec, cfg, opt))
+        if self.launcher == "mesh":
+            place = lambda s: NamedSharding(self.mesh, s)
+        else:
+            place = lambda s: jax.sharding.SingleDeviceSharding(self.devices[0])
+        return jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=place(s)),
+            abstract,
+            self.specs,
+        )
+
     def to_device(self, state: TrainState) -> TrainState:
         """Canonical state -> this launcher's layout."""
         if self.launcher == "single":

@@ -7,14 +7,19 @@ inf (that step's update was skipped, so the state in hand is the last good one).
 
 from __future__ import annotations
 
+import dataclasses
+import signal
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoheri_jax.config import ConfigError, ParallelConfig, TrainConfig
+from autoheri_jax.checkpoint import Checkpointer
+from autoheri_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig
 from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.losses import funnel_log_probs
@@ -61,6 +66,51 @@ def predict_dataset(
     return np.concatenate(cond), np.concatenate(entire)
 
 
+@dataclasses.dataclass(frozen=True)
+class Resumable:
+    """Where and how a training run checkpoints, and what each checkpoint records."""
+
+    directory: Path
+    cfg: CheckpointConfig
+    extra: dict  # phase, model, architecture, config: JSON written with every checkpoint
+    fingerprint: dict  # what must match for a checkpoint to be resumed (see fingerprint())
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM / SIGINT arrived; a checkpoint of the current step was saved first."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+def fingerprint(spec: ModelSpec, cfg: TrainConfig) -> dict:
+    """Everything that fixes the state's shapes and the run's trajectory."""
+    train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "log_every"}
+    return {"model": dataclasses.asdict(spec), "train": train_cfg}
+
+
+def _valid_loss(spec: ModelSpec, params, valid: CTRDataset | None, rows: int) -> dict | None:
+    """Mean entire-space NLL summed over stages on the first `rows` validation rows."""
+    if valid is None or rows == 0 or valid.num_rows == 0 or jax.process_count() > 1:
+        return None
+    part = valid.take(slice(0, min(rows, valid.num_rows)))
+    _, entire = predict_dataset(spec, params, part, 4096)
+    p = np.clip(entire.astype(np.float64), 1e-7, 1 - 1e-7)
+    y = np.asarray(part.labels, np.float64)
+    return {"valid_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)) * y.shape[1])}
+
+
+def _catch_signals(flag: dict):
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, _frame):
+        flag["signum"] = signum
+
+    return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
 def train(
     spec: ModelSpec,
     cfg: TrainConfig,
@@ -71,11 +121,14 @@ def train(
     progress: bool = True,
     valid: CTRDataset | None = None,
     parallel: ParallelConfig | None = None,
+    resumable: Resumable | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> tuple[TrainState, dict]:
-    """Trains from fresh weights for cfg.epochs; returns the final state and timing stats.
+    """Trains for cfg.epochs (resuming from `resumable`'s checkpoints when there are any).
 
-    `on_log(step, record)` receives host-side metrics every cfg.log_every steps and at the end.
-    `valid` feeds the arch gradient when cfg.bilevel. `parallel` picks devices and launcher;
+    `on_log(step, record)` receives host-side metrics every cfg.log_every steps and at the end;
+    `on_resume(step)` is called once when a checkpoint was restored. `valid` feeds the arch
+    gradient when cfg.bilevel and scores checkpoints. `parallel` picks devices and launcher;
     the returned state is in the canonical layout whatever the launcher.
     """
     if cfg.bilevel and (valid is None or valid.num_rows < cfg.batch_size):
@@ -99,41 +152,98 @@ def train(
             valid, cfg.batch_size, cfg.seed + 7919, valid_epochs, **shard
         )
         valid_batches = train_iterator(valid_source, num_threads=1, prefetch=2)
-    state = dp.init_state(spec, cfg)
+
+    ckpt = None
+    if resumable is not None:
+        c = resumable.cfg
+        ckpt = Checkpointer(resumable.directory, keep=c.keep, keep_best=c.keep_best,
+                            async_save=c.async_save, fingerprint=resumable.fingerprint)  # fmt: skip
+    start = 0
+    if ckpt is not None and resumable.cfg.resume and ckpt.latest_step() is not None:
+        restored, _, data_state = ckpt.restore(None, dp.abstract_state(spec, cfg))
+        state = dp.to_device(restored) if dp.launcher == "pmap" else restored
+        batches.set_state(data_state["iterator"]["train"])
+        if valid_batches is not None:
+            valid_batches.set_state(data_state["iterator"]["valid"])
+        start = int(jax.device_get(restored.step))
+        if on_resume is not None:
+            on_resume(start)
+    else:
+        state = dp.init_state(spec, cfg)
+
+    def check_finite(epoch: int) -> None:
+        bad = int(dp.host_value(state.first_bad_step))
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"{desc}: non-finite loss at step {bad} (epoch {epoch}); that step's update "
+                "was dropped, the run stopped, and the last checkpoint before it is intact"
+            )
+
+    def save(step: int, force: bool) -> None:
+        check_finite((step - 1) // source.steps_per_epoch)
+        canonical = dp.canonical(state)
+        valid_state = None if valid_batches is None else valid_batches.get_state()
+        iterators = {"train": batches.get_state(), "valid": valid_state}
+        metrics = None
+        if resumable.cfg.keep_best:
+            metrics = _valid_loss(spec, canonical.params, valid, resumable.cfg.valid_rows)
+        ckpt.save(step, canonical, extra=resumable.extra, data_state=iterators, metrics=metrics,
+                  force=force)  # fmt: skip
+
+    stop: dict = {}
+    previous_handlers = _catch_signals(stop) if ckpt is not None else {}
     bar = Progress(total, desc, enabled=progress)
     t_start = time.perf_counter()
-    for step in range(1, total + 1):
-        batch = next(batches)
-        if valid_batches is not None:
-            batch["valid"] = next(valid_batches)
-        state, aux = dp.step(state, dp.place_batch(batch))
-        if dp.num_devices > 1 and step % _SYNC_EVERY == 0:
-            # Simulated CPU devices can deadlock in all-reduce when many steps are in flight.
-            jax.block_until_ready(state.step)
-        if step % cfg.log_every == 0 or step == total:
-            aux = dp.host_value(aux)
-            bad = int(dp.host_value(state.first_bad_step))
-            if bad >= 0:
-                raise NonFiniteLossError(
-                    f"{desc}: non-finite loss at step {bad} (epoch "
-                    f"{bad // source.steps_per_epoch}); the update of that step was dropped "
-                    "and the run stopped"
-                )
-            record = {
-                "step": step,
-                "epoch": (step - 1) // source.steps_per_epoch,
-                "loss": float(aux["loss"]),
-                "stage_bce": [float(x) for x in aux["stage_bce"]],
-                "entropy": float(aux["entropy"]),
-                **({"valid_loss": float(aux["valid_loss"])} if cfg.bilevel else {}),
-                "edge_probs": [float(p) for p in aux["edge_probs"]],
-                "examples_per_s": step * cfg.batch_size / (time.perf_counter() - t_start),
-            }
-            if on_log is not None:
-                on_log(step, record)
-            bar.update(step, loss=record["loss"], entropy=record["entropy"])
-    jax.block_until_ready(state)
+    try:
+        for step in range(start + 1, total + 1):
+            batch = next(batches)
+            if valid_batches is not None:
+                batch["valid"] = next(valid_batches)
+            state, aux = dp.step(state, dp.place_batch(batch))
+            if dp.num_devices > 1 and step % _SYNC_EVERY == 0:
+                # Simulated CPU devices can deadlock in all-reduce with many steps in flight.
+                jax.block_until_ready(state.step)
+            epoch = (step - 1) // source.steps_per_epoch
+            if step % cfg.log_every == 0 or step == total:
+                aux = dp.host_value(aux)
+                check_finite(epoch)
+                record = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": float(aux["loss"]),
+                    "stage_bce": [float(x) for x in aux["stage_bce"]],
+                    "entropy": float(aux["entropy"]),
+                    **({"valid_loss": float(aux["valid_loss"])} if cfg.bilevel else {}),
+                    "edge_probs": [float(p) for p in aux["edge_probs"]],
+                    "examples_per_s": (step - start)
+                    * cfg.batch_size
+                    / (time.perf_counter() - t_start),
+                }
+                if on_log is not None:
+                    on_log(step, record)
+                bar.update(step - start, loss=record["loss"], entropy=record["entropy"])
+            if ckpt is not None:
+                if stop:
+                    save(step, force=True)
+                    ckpt.wait()
+                    name = signal.Signals(stop["signum"]).name
+                    raise TrainingInterrupted(
+                        f"{desc}: {name} at step {step}; checkpoint saved in "
+                        f"{resumable.directory}; run the same command again to resume",
+                        stop["signum"],
+                    )
+                if step % resumable.cfg.every_steps == 0 or step == total:
+                    save(step, force=step == total)
+        jax.block_until_ready(state)
+        check_finite(max(total - 1, 0) // source.steps_per_epoch)
+    finally:
+        for s, h in previous_handlers.items():
+            signal.signal(s, h)
+        if ckpt is not None:
+            ckpt.close()
     seconds = time.perf_counter() - t_start
-    stats = {"steps": total, "seconds": seconds, "examples_per_s": total * cfg.batch_size / seconds}
-    stats |= {"launcher": dp.launcher, "devices": dp.num_devices}
+    done = total - start
+    stats = {"steps": total, "resumed_at": start, "seconds": seconds,
+             "examples_per_s": done * cfg.batch_size / seconds if done else 0.0,
+             "launcher": dp.launcher, "devices": dp.num_devices}  # fmt: skip
     return dp.canonical(state), stats

@@ -1,9 +1,11 @@
 """Data parallelism on 8 simulated CPU devices (each case in its own process)."""
 
 import os
+import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 CASES = [
@@ -23,3 +25,32 @@ def test_multi_device(repo, case):
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     assert f"ok {case}" in out.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_localhost_agree_with_one(repo, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device each
+    worker = str(repo / "tests" / "multihost_worker.py")
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen([sys.executable, worker, str(i), "2", port, str(tmp_path / "two.npz")],
+                         cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for i in range(2)
+    ]  # fmt: skip
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-2000:] + err[-4000:]
+        assert "ok" in out and out.strip().endswith("2")  # two global devices
+    cmd = [sys.executable, worker, "0", "1", "0", str(tmp_path / "one.npz")]
+    ref = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-4000:]
+    two, one = np.load(tmp_path / "two.npz"), np.load(tmp_path / "one.npz")
+    assert sorted(two.files) == sorted(one.files)
+    for k in one.files:  # summation order differs across processes: same tolerance as above
+        np.testing.assert_allclose(two[k], one[k], rtol=2e-5, atol=1e-5, err_msg=k)

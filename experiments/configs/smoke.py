@@ -8,7 +8,7 @@ Expected: finishes in well under a minute on 2 CPU cores and prints a table with
 esmm, hierarchical_all_on and the oracle. The scores mean nothing at this size.
 """
 
-from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig
+from autoheri_jax.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 
 
 def get_config() -> Config:
@@ -29,4 +29,5 @@ def get_config() -> Config:
         retrain=TrainConfig(epochs=1, batch_size=256, lr=5e-3, entropy_weight=0.0, log_every=5),
         baselines=("esmm", "hierarchical_all_on"),
         eval_batch_size=1024,
+        checkpoint=CheckpointConfig(every_steps=4, keep=2, valid_rows=512),
     )

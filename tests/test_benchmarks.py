@@ -1,0 +1,52 @@
+"""The benchmark suite keeps running: `suite.py --smoke` end to end, every figure present.
+
+Figures, not tests: nothing here asserts a speed, only that each section of the JSON is there
+and holds positive numbers.
+"""
+
+import json
+import subprocess
+import sys
+
+SECTIONS = {"meta", "machine", "train", "vocab", "vocab_step_ratio", "eval", "compile"}
+SECTIONS |= {"peak_rss_mb", "roofline", "errors"}
+
+
+def test_suite_smoke(repo, tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "benchmarks/suite.py", "--smoke", "--json", str(out)]
+    p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res) >= SECTIONS and res["errors"] == {}
+
+    m = res["machine"]
+    assert m["peak_flops_per_s"] > 0 and m["peak_bandwidth_bytes_per_s"] > 0
+    assert m["gather"]["rows_per_s"] > 0
+    assert set(res["train"]) == {"esmm", "search", "retrain"}
+    for by_batch in res["train"].values():
+        for r in by_batch.values():
+            assert r["device"]["examples_per_s"] > 0 and r["pipeline"]["examples_per_s"] > 0
+            assert r["pipeline_only_examples_per_s"] > 0 and r["breakdown_ms"]["grad"] > 0
+    assert set(res["vocab"]) == {"sparse", "dense"}
+    for kind, by_rows in res["vocab"].items():
+        assert len(by_rows) == 2
+        for r in by_rows.values():
+            assert r["device"]["step_ms"] > 0 and r["init_s"] > 0
+            assert (r["breakdown_ms"].get("unique", 0) > 0) == (kind == "sparse")
+        assert res["vocab_step_ratio"][kind]["ratio"] > 0
+    for r in res["eval"].values():
+        assert r["device"]["examples_per_s"] > 0 and r["predict_dataset"]["examples_per_s"] > 0
+
+    configs = {f"train:{m}:{b}" for m, v in res["train"].items() for b in v}
+    configs |= {f"vocab:{k}:{v}" for k, by_rows in res["vocab"].items() for v in by_rows}
+    configs |= {f"eval:{m}" for m in res["eval"]}
+    assert set(res["compile"]) == configs and set(res["roofline"]) == configs
+    assert set(res["peak_rss_mb"]) == configs | {"machine"}
+    assert all(v > 0 for v in res["peak_rss_mb"].values())
+    for c in res["compile"].values():
+        assert c["first_call_s"] > 0 and c["compile_s"] >= 0  # a cached compile may be ~0
+    for b in res["roofline"].values():
+        for k in ("flops_per_example", "bytes_per_example", "xla_flops_per_example"):
+            assert b[k] > 0, k
+        assert b["attainable_examples_per_s"] > 0 and b["fraction_of_attainable"] > 0
