@@ -162,9 +162,9 @@ def train(
     if ckpt is not None and resumable.cfg.resume and ckpt.latest_step() is not None:
         restored, _, data_state = ckpt.restore(None, dp.abstract_state(spec, cfg))
         state = dp.to_device(restored) if dp.launcher == "pmap" else restored
-        batches.set_state(data_state["iterator"]["train"])
+        batches.set_state(data_state["train"])
         if valid_batches is not None:
-            valid_batches.set_state(data_state["iterator"]["valid"])
+            valid_batches.set_state(data_state["valid"])
         start = int(jax.device_get(restored.step))
         if on_resume is not None:
             on_resume(start)

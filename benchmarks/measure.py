@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -86,6 +87,11 @@ def unique_rows(spec: ModelSpec, batch: dict) -> int:
     return len(np.unique(ids))
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far: fresh buffers the allocator had to map."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _median_run(step, n: int, repeats: int) -> tuple[float, list[float]]:
     """Median seconds per call over `repeats` runs of n calls; step() returns what to block on."""
     times = []
@@ -131,7 +137,9 @@ def bench_train(
         return box["state"]
 
     _median_run(step, warmup, 1)
+    faults = _minor_faults()
     step_s, runs = _median_run(step, steps, repeats)
+    faults = (_minor_faults() - faults) / (steps * repeats)
     out = {
         "batch_size": b,
         "steps": steps,
@@ -149,6 +157,7 @@ def bench_train(
             "step_ms": 1e3 * step_s,
             "examples_per_s": b / step_s,
             "runs_examples_per_s": [b / t for t in runs],
+            "minor_page_faults_per_step": faults,
         },
         "xla_cost_per_step": first["xla_cost"],
     }

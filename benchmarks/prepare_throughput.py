@@ -9,9 +9,12 @@ user fields plus the 109_14 / 110_14 / 127_14 / 150_14 bags (~100-500 features, 
 longest), one common row per ~50 skeleton rows (1-99), ids drawn Zipf-like from a pool of up to
 20k pre-formatted entries per field (realistic id ranges; values 1.0 or log-counts). Then runs
 the conversion once and prints MB/s (raw input bytes) and skeleton rows/s for the whole prepare
-(wall and this process's CPU time), the store size, and each phase's wall time from the
-manifest: common = both common files parsed; skeleton = train skeleton parsed, joined, counted
-and spilled plus test skeleton parsed, joined and written; vocab; write = train / valid written.
+(wall and this process's CPU time), the store size (total, its ratio to the raw size, and per
+top-level directory: splits, the side.* user-bag tables, vocab), and each phase's wall time from
+the manifest: common = both common files parsed (the test user bags written as the side.test
+table meanwhile); skeleton = train skeleton parsed, joined, counted and spilled plus test skeleton
+parsed, joined and written; vocab = vocabularies built and the train user bags written as the
+side.train table; write = train / valid written.
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ def main(argv=None) -> dict:
         t, cpu = time.perf_counter(), time.process_time()
         m = prepare_aliccp_raw(raw, out, chunk_rows=args.chunk_rows, progress=True)
         total_s, cpu_s = time.perf_counter() - t, time.process_time() - cpu
+        parts = {d.name: sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 1e6
+                 for d in sorted(out.iterdir()) if d.is_dir()}  # fmt: skip
         store_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     raw_mb = sum(sizes.values()) / 1e6
     skel = rows["train"] + rows["test"]
@@ -120,6 +125,8 @@ def main(argv=None) -> dict:
         "skeleton_rows_per_s": round(skel / total_s),
         "phases_s": m["timing_s"],
         "store_mb": round(store_mb, 1),
+        "store_over_raw": round(store_mb / raw_mb, 3),
+        "store_parts_mb": {k: round(v, 1) for k, v in parts.items()},
         "splits": {k: v["rows"] for k, v in m["splits"].items()},
     }
     ph = m["timing_s"]
@@ -127,7 +134,9 @@ def main(argv=None) -> dict:
           f"{res['mb_per_s']} MB/s, {res['skeleton_rows_per_s']:,} skeleton rows/s")  # fmt: skip
     print(f"CPU time {cpu_s:.1f} s: {res['skeleton_rows_per_cpu_s']:,} skeleton rows per CPU-s")
     print("phases (wall s): " + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()))
-    print(f"store {store_mb:.0f} MB; splits {res['splits']}")
+    print(f"store {store_mb:.0f} MB ({res['store_over_raw']:.2f}x raw): "
+          + ", ".join(f"{k} {v:.0f}" for k, v in parts.items())
+          + f" MB; splits {res['splits']}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     return res

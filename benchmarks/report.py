@@ -25,7 +25,7 @@ TRAIN_KEYS = (
     ),
 )
 VOCAB_KEYS = (
-    "table rows|init s|ms/step|ex/s|grad ms|unique ms|peak RSS MB",
+    "table rows|init s|ms/step|ex/s|grad ms|unique ms|page faults/step|peak RSS MB",
     (
         "table_rows",
         "init_s",
@@ -33,6 +33,7 @@ VOCAB_KEYS = (
         "device.examples_per_s",
         "breakdown_ms.grad",
         "breakdown_ms.unique",
+        "device.minor_page_faults_per_step",
         "peak_rss_mb",
     ),
 )
@@ -48,18 +49,18 @@ EVAL_KEYS = (
     ),
 )
 ROOF_KEYS = (
-    "kFLOP/ex|XLA kFLOP/ex|kB/ex|XLA kB/ex|compute ex/s|bandwidth ex/s|bound|measured ex/s|"
-    "% of bound",
+    "kFLOP/ex|XLA kFLOP/ex|kB/ex|compute ex/s|bandwidth ex/s|bound|measured ex/s|% of bound|"
+    "pipeline %",
     (
         "kflops",
         "xla_kflops",
         "kbytes",
-        "xla_kbytes",
         "compute_bound_examples_per_s",
         "bandwidth_bound_examples_per_s",
         "limited_by",
         "measured_examples_per_s",
         "percent",
+        "pipeline_percent",
     ),
 )
 
@@ -133,6 +134,8 @@ def print_report(res: dict) -> None:
             print(f"   matmul {shape:<24} {rate / 1e9:8.1f} GFLOP/s")
         for k, bw in m["bandwidth_bytes_per_s"].items():
             print(f"   stream {k:<24} {bw / 1e9:8.1f} GB/s (read + write, {m['stream_bytes']:,} B)")
+        faulted = m.get("fresh_output_page_faulted_mb_per_call", 0)
+        print(f"   (a fresh output faults in {faulted:,.0f} MB of new pages per call)")
         g = m["gather"]
         print(
             f"   gather {g['rows']:,} random rows of a {g['table_rows']:,}-row table: "
@@ -144,8 +147,8 @@ def print_report(res: dict) -> None:
             "kflops": b["flops_per_example"] / 1e3,
             "xla_kflops": b.get("xla_flops_per_example", 0) / 1e3,
             "kbytes": b["bytes_per_example"] / 1e3,
-            "xla_kbytes": b.get("xla_bytes_per_example", 0) / 1e3,
             "percent": 100 * b["fraction_of_attainable"],
+            "pipeline_percent": 100 * b.get("pipeline_fraction_of_attainable", 0) or "-",
         }
         for n, b in res["roofline"].items()
     }

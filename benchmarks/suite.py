@@ -59,7 +59,7 @@ MODES = {
         "eval_repeats": 5,
         "machine": {
             "batch_size": 2048,
-            "square": 2048,
+            "square": 4096,
             "stream_bytes": 1 << 30,
             "gather_table_rows": 10_000_000,
             "gather_rows": 1 << 20,
@@ -79,6 +79,7 @@ MODES["quick"] = {
     "eval_repeats": 3,
     "machine": {
         **MODES["full"]["machine"],
+        "square": 2048,
         "stream_bytes": 1 << 28,
         "gather_table_rows": 1_000_000,
         "repeats": 3,
@@ -282,6 +283,7 @@ def main() -> None:
     size.add_argument("--smoke", action="store_true", help="tiny model, seconds (tests)")
     ap.add_argument("--json", default=None, help="write every figure here")
     ap.add_argument("--only", default="", help="comma-separated name prefixes: train,vocab,...")
+    ap.add_argument("--batches", default="", help="train batch sizes, e.g. 2048,8192")
     ap.add_argument("--jobs", type=int, default=0, help="configs at once (default 1; smoke 2)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -290,6 +292,8 @@ def main() -> None:
     args = ap.parse_args()
     mode = args.mode or ("smoke" if args.smoke else "quick" if args.quick else "full")
     s = MODES[mode]
+    if args.batches:
+        s = {**s, "batches": tuple(int(b) for b in args.batches.split(","))}
     if args.one:
         Path(args.out).write_text(json.dumps(run_one(args.one, s), indent=1))
         return

@@ -1,9 +1,18 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from autoheri_jax.data.dataset import BagField, CTRDataset, eval_batch_indices
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
-from autoheri_jax.data.store import SplitWriter, open_split, write_manifest
+from autoheri_jax.data.store import (
+    SideTableWriter,
+    SplitWriter,
+    StoreError,
+    open_split,
+    read_manifest,
+    write_manifest,
+)
 
 
 def _dataset(n=1000, with_bags=True):
@@ -117,3 +126,163 @@ def test_memmapped_store_batches_equal_in_memory(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
+
+
+def _shared(n=200, users=13, seed=1):
+    """A dataset whose one bag field is shared through row_of, and the same bags expanded."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 7, users)
+    lengths[3] = 0  # an empty user bag
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = rng.integers(1, 40, offsets[-1]).astype(np.int32)
+    values = rng.random(offsets[-1]).astype(np.float32)
+    row_of = rng.integers(0, users, n).astype(np.int32)
+    shared = BagField("150_14", 40, offsets[:-1], offsets[1:], ids, values, row_of=row_of)
+    ex_len = lengths[row_of]
+    ex_off = np.concatenate([[0], np.cumsum(ex_len)])
+    pos = np.concatenate([np.arange(offsets[u], offsets[u + 1]) for u in row_of])
+    expanded = BagField("150_14", 40, ex_off[:-1], ex_off[1:], ids[pos], values[pos])
+    base = _dataset(n, with_bags=False)
+    make = lambda bag: CTRDataset(**{**base.__dict__, "bags": (bag,), "max_bag_len": 4})
+    return make(shared), make(expanded)
+
+
+def test_shared_bags_gather_the_mapped_rows():
+    shared, expanded = _shared()
+    idx = np.random.default_rng(0).permutation(200)[:64]
+    a, b = shared.batch(idx), expanded.batch(idx)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a["bag_mask"].sum() > 0 and (a["bag_mask"].sum(-1) == 0).any()  # some empty bags
+    bag = shared.bags[0]
+    assert bag.num_rows == 200 and len(bag.starts) == 13
+    for r in range(200):
+        for x, y in zip(bag.row(r), expanded.bags[0].row(r), strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize(
+    "idx", [slice(30, 90), slice(None, None, 3), np.array([5, 5, 199, 0, 17]), np.arange(0)]
+)
+def test_shared_bags_take(idx):
+    shared, expanded = _shared()
+    a, b = shared.take(idx), expanded.take(idx)
+    assert a.num_rows == b.num_rows
+    bag = a.bags[0]
+    assert bag.starts is shared.bags[0].starts and bag.ids is shared.bags[0].ids  # CSR untouched
+    np.testing.assert_array_equal(bag.row_of, shared.bags[0].row_of[idx])
+    rows = np.arange(a.num_rows)
+    for key, val in a.batch(rows).items():
+        np.testing.assert_array_equal(val, b.batch(rows)[key])
+    c, d = a.split([a.num_rows // 2])[0], b.split([b.num_rows // 2])[0]  # a take of a take
+    rows = np.arange(c.num_rows)
+    np.testing.assert_array_equal(c.batch(rows)["bag_ids"], d.batch(rows)["bag_ids"])
+
+
+def test_shared_bags_are_validated():
+    shared, _ = _shared()
+    bag, n = shared.bags[0], shared.num_rows
+    make = lambda b: CTRDataset(**{**shared.__dict__, "bags": (b,)})
+    for bad, match in (
+        (dataclasses.replace(bag, row_of=bag.row_of[:-1]), "row_of must be integer"),
+        (dataclasses.replace(bag, row_of=bag.row_of.astype(np.float32)), "row_of must be"),
+        (dataclasses.replace(bag, row_of=np.full(n, 13, np.int32)), "outside the 13 bag rows"),
+        (dataclasses.replace(bag, row_of=np.full(n, -1, np.int64)), "outside"),
+        (dataclasses.replace(bag, ends=bag.ends[:-1]), "equal-length"),
+        (dataclasses.replace(bag, row_of=None), r"starts/ends must be \[200\]"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            make(bad)
+
+
+def _write_shared_store(root, data, chunk=64):
+    """data's shared bag through a side table (users written as they are first needed, so the
+    two streams interleave), the per-row copy of it as a second, per-row field."""
+    shared, expanded = data
+    bag, ex = shared.bags[0], expanded.bags[0]
+    side = SideTableWriter(root / "side.users", ["150_14"])
+    w = SplitWriter(root / "train", 2, 2, 2, ["150_14", "copy"], shared={"150_14": side})
+    written = 0
+    for a in range(0, shared.num_rows, chunk):
+        b = min(a + chunk, shared.num_rows)
+        need = int(bag.row_of[a:b].max()) + 1
+        if need > written:  # side rows [written, need)
+            sl = slice(bag.starts[written], bag.ends[need - 1])
+            side.append({"150_14": (bag.ends[written:need] - bag.starts[written:need],
+                                    bag.ids[sl], bag.values[sl])})  # fmt: skip
+            written = need
+        sl = slice(ex.starts[a], ex.ends[b - 1])
+        w.append(shared.labels[a:b].astype(np.int8), shared.sparse[a:b], shared.dense[a:b],
+                 {"150_14": bag.row_of[a:b],
+                  "copy": (ex.ends[a:b] - ex.starts[a:b], ex.ids[sl], ex.values[sl])})  # fmt: skip
+    assert w.bag_tables == {"150_14": "side.users"}
+    write_manifest(root, {
+        "stage_names": ["click", "conversion"], "fields": ["row", "f"],
+        "bag_fields": ["150_14", "copy"], "dense_fields": ["a", "b"],
+        "vocab_sizes": {"row": shared.num_rows, "f": 9, "150_14": 40, "copy": 40},
+        "splits": {"train": w.close()}, "side_tables": {"side.users": side.close()},
+        "bag_tables": {"train": w.bag_tables},
+    })  # fmt: skip
+
+
+def test_store_round_trip_with_a_side_table(tmp_path):
+    data = _shared(300, users=13)
+    _write_shared_store(tmp_path, data)
+    shared = data[0].bags[0]
+    side_ids = np.load(tmp_path / "side.users" / "bag.150_14.ids.npy")
+    assert len(side_ids) == int((shared.ends - shared.starts).sum())  # once per user
+    assert len(side_ids) < len(data[1].bags[0].ids)  # not once per impression
+    assert not (tmp_path / "train" / "bag.150_14.ids.npy").exists()
+    stored = open_split(tmp_path, "train")
+    stored = CTRDataset(**{**stored.__dict__, "max_bag_len": 4})
+    bag, copy = stored.bags
+    assert isinstance(bag.row_of, np.memmap) and bag.row_of.dtype == np.int32
+    assert copy.row_of is None and len(bag.starts) == 13
+    r1 = int(np.flatnonzero(bag.row_of == bag.row_of[0])[1])  # two impressions, one user
+    assert bag.row_of[0] == bag.row_of[r1]
+    for r in (0, r1):
+        np.testing.assert_array_equal(bag.row(r)[0], copy.row(r)[0])
+    idx = np.sort(np.random.default_rng(0).choice(300, 64, replace=False))
+    got = stored.batch(idx)
+    want = data[1].batch(idx)
+    np.testing.assert_array_equal(got["bag_ids"][:, 0], want["bag_ids"][:, 0])
+    np.testing.assert_array_equal(got["bag_ids"][:, 1], want["bag_ids"][:, 0])
+    np.testing.assert_array_equal(got["bag_values"][:, 0], got["bag_values"][:, 1])
+    np.testing.assert_array_equal(got["bag_mask"][:, 0], got["bag_mask"][:, 1])
+    half = stored.take(np.arange(150, 300))  # a memmapped split, carved
+    np.testing.assert_array_equal(half.batch(np.arange(150))["bag_ids"],
+                                  stored.batch(np.arange(150, 300))["bag_ids"])  # fmt: skip
+    src = StepBatchSource(stored, batch_size=32, seed=0, num_epochs=1)
+    batch = next(train_iterator(src))
+    assert batch["bag_ids"].shape == (32, 2, 4)
+    np.testing.assert_array_equal(batch["bag_ids"][:, 0], batch["bag_ids"][:, 1])
+
+
+def test_side_table_writer_guards(tmp_path):
+    side = SideTableWriter(tmp_path / "side.u", ["150_14"])
+    side.append({"150_14": (np.array([2, 0]), np.array([4, 5]), np.ones(2, np.float32))})
+    w = SplitWriter(tmp_path / "train", 2, 0, 0, ["150_14"], shared={"150_14": side})
+    no = (np.zeros((2, 2), np.int8), np.zeros((2, 0), np.int32), np.zeros((2, 0), np.float32))
+    with pytest.raises(StoreError, match="outside the 2 rows"):
+        w.append(*no, {"150_14": np.array([0, 2])})  # side row 2 is not written yet
+    with pytest.raises(StoreError, match="rows must be integer"):
+        w.append(*no, {"150_14": np.array([0.0, 1.0])})
+    with pytest.raises(StoreError, match="lengths / ids / values"):
+        side.append({"150_14": (np.array([3]), np.array([4, 5]), np.ones(2, np.float32))})
+    with pytest.raises(StoreError, match="side table directory"):
+        SideTableWriter(tmp_path / "users", ["150_14"])
+    with pytest.raises(StoreError, match="not in the store"):
+        SplitWriter(tmp_path / "x" / "train", 2, 0, 0, ["150_14"], shared={"150_14": side})
+    w.append(*no, {"150_14": np.array([1, 0])})
+    assert w.rows == 2  # a refused chunk wrote nothing
+    write_manifest(tmp_path, {
+        "stage_names": ["click", "conversion"], "fields": [], "bag_fields": ["150_14"],
+        "dense_fields": [], "vocab_sizes": {"150_14": 9}, "splits": {"train": w.close()},
+        "side_tables": {"side.u": side.close()}, "bag_tables": {"train": {"150_14": "../x"}},
+    })  # fmt: skip
+    with pytest.raises(StoreError, match="not a listed side table"):
+        open_split(tmp_path, "train")
+    m = read_manifest(tmp_path)
+    m["bag_tables"]["train"]["150_14"] = "side.u"
+    ds = open_split(tmp_path, "train", m)
+    assert [ds.bags[0].row(r)[0].tolist() for r in (0, 1)] == [[], [4, 5]]

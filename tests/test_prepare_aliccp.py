@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -141,7 +142,8 @@ def test_round_trip(raw, tmp_path):
                     assert want is None or (split != "train" and want not in vocab[f])
             for f in BAG_FIELDS:
                 b = bags[f]
-                ids, vals = b.ids[b.starts[r] : b.ends[r]], b.values[b.starts[r] : b.ends[r]]
+                assert (b.row_of is not None) == (f in USER_BAGS)  # user bags: shared
+                ids, vals = b.row(r)
                 want = raw_bag(feats, f)
                 empty_bags += not want
                 assert len(ids) == len(want)
@@ -180,11 +182,11 @@ def test_valid_split_deterministic_in_seed(raw, tmp_path):
     a = prepare(src, tmp_path / "a", seed=5)
     b = prepare(src, tmp_path / "b", seed=5, chunk_rows=7)  # chunking changes nothing
     c = prepare(src, tmp_path / "c", seed=6)
-    for name in ("labels.npy", "sparse.npy", "bag.150_14.ids.npy", "bag.210.values.npy"):
-        for split in ("train", "valid", "test"):
-            assert (tmp_path / f"a/{split}/{name}").read_bytes() == (
-                tmp_path / f"b/{split}/{name}"
-            ).read_bytes()
+    names = ("labels.npy", "sparse.npy", "bag.150_14.row.npy", "bag.210.values.npy")
+    paths = [f"{split}/{name}" for split in ("train", "valid", "test") for name in names]
+    paths += [f"side.{s}/bag.150_14.{c}.npy" for s in ("train", "test") for c in ("ids", "offsets")]
+    for path in paths:
+        assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
     assert (
         a["splits"] == b["splits"] and a["splits"]["valid"]["rows"] == valid_mask(300, 5, 0.1).sum()
     )
@@ -395,3 +397,61 @@ def test_skip_many_bad_rows_keeps_every_good_row(raw, tmp_path):
     for split, want in (("train", ~is_valid), ("valid", is_valid)):
         labels = [[c, v] for (_, c, v, _, _), w in zip(kept, want, strict=True) if w]
         assert open_split(tmp_path / "store", split).labels.tolist() == labels
+
+
+def test_user_bags_are_stored_once_per_user(raw, tmp_path):
+    src, out = write_raw(tmp_path / "raw", raw["lines"]), tmp_path / "store"
+    m = prepare(src, out, min_count=1, valid_fraction=0.2, seed=3)
+    assert m["side_tables"] == {
+        f"side.{s}": {"rows": 20, "bag_fields": USER_BAGS} for s in ("train", "test")
+    }
+    assert m["bag_tables"] == {
+        "train": dict.fromkeys(USER_BAGS, "side.train"),
+        "valid": dict.fromkeys(USER_BAGS, "side.train"),
+        "test": dict.fromkeys(USER_BAGS, "side.test"),
+    }
+    for s in ("train", "test"):
+        users = raw["users"][s]
+        for f in USER_BAGS:
+            ids = np.load(out / f"side.{s}" / f"bag.{f}.ids.npy")
+            assert len(ids) == sum(len(raw_bag(feats, f)) for feats in users.values())
+            assert not (out / s / f"bag.{f}.ids.npy").exists()  # nothing per impression
+        for f in ITEM_BAGS:  # item bags stay per row
+            assert (out / s / f"bag.{f}.ids.npy").is_file()
+    is_valid = valid_mask(300, 3, 0.2)
+    rows = {"train": [r for r, v in zip(raw["rows"]["train"], is_valid, strict=True) if not v],
+            "valid": [r for r, v in zip(raw["rows"]["train"], is_valid, strict=True) if v],
+            "test": raw["rows"]["test"]}  # fmt: skip
+    for split, want in rows.items():
+        ds = open_split(out, split)
+        keys = sorted(raw["users"]["test" if split == "test" else "train"])
+        for b in ds.bags:
+            if b.name in USER_BAGS:  # row_of is the user's common row (the file is in key order)
+                assert b.row_of.dtype == np.int32 and len(b.starts) == 20
+                assert b.row_of.tolist() == [keys.index(r[3]) for r in want]
+    first = [r[3] for r in rows["train"]]
+    k = next(i for i in range(1, len(first)) if first[i] in first[:i])  # a user's second row
+    j = first.index(first[k])
+    train = open_split(out, "train")
+    batch = train.batch(np.array([j, k]))
+    np.testing.assert_array_equal(batch["bag_ids"][0, 2:], batch["bag_ids"][1, 2:])  # user bags
+    # a raw-size store: the user bags would have been copied once per impression
+    per_impression = sum(sum(int(b.ends[b.row_of[r]] - b.starts[b.row_of[r]])
+                             for r in range(train.num_rows))
+                         for b in train.bags if b.row_of is not None)  # fmt: skip
+    assert per_impression > 5 * sum(len(b.ids) for b in train.bags if b.row_of is not None)
+
+
+def test_prepared_store_trains(raw, tmp_path, repo, monkeypatch):
+    from autoheri_jax.cli import main
+
+    monkeypatch.chdir(repo)
+    src, out = write_raw(tmp_path / "raw", raw["lines"]), tmp_path / "store"
+    prepare(src, out, min_count=2)
+    wd = tmp_path / "run"
+    args = ["run", "--config", "experiments/configs/samples.py", "--workdir", str(wd),
+            "--data", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    res = json.loads((wd / "results.json").read_text())
+    assert res["data"]["train"]["bag_fields"] == len(BAG_FIELDS)
+    assert res["data"]["test"]["rows"] == 100

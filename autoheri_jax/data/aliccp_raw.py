@@ -13,6 +13,15 @@ int64 .npz. Vocabularies come from the train split only (user ids counted once p
 weighted by its train rows: per impression); the spilled chunks are then mapped, joined and
 written. Temp columns rather than parsing train twice: text parsing costs ~10 us per skeleton row,
 replaying binary chunks runs at memory speed. Test is mapped and written while parsed.
+
+User bags are normalised, not joined: a user's 109_14 / 110_14 / 127_14 / 150_14 (hundreds of
+entries) would otherwise be copied into every one of the user's impressions (8x the raw size).
+Each common file's bags become a store side table (store.SideTableWriter), vocabulary-mapped,
+one row per accepted common line: side.train (serves the train and valid splits) and side.test;
+an impression stores its common row as bag.<field>.row.npy, and open_split gives the field a
+BagField with row_of. Item bags (210, 853) stay per row, and so do the nine single-valued user
+fields: 36 bytes per impression in sparse.npy, which the models read as one [N, F] array.
+
 Valid rows: Bernoulli(valid_fraction) per accepted skeleton row in file order from
 default_rng(seed), so the split does not depend on chunk_rows.
 
@@ -52,9 +61,10 @@ RAW_FILES = {
 }
 _MISSING = np.iinfo(np.int64).min  # raw id of an absent single-valued field: never in a vocab
 _F32_MAX = float(np.finfo(np.float32).max)
-_ENTRIES = {"train", "valid", "test", "vocab", "_tmp", "manifest.json.tmp"}  # left by a crash
+_SIDES = ("side.train", "side.test")  # the user-bag side tables: train + valid, test
+_ENTRIES = {"train", "valid", "test", *_SIDES, "vocab", "_tmp", "manifest.json.tmp"}  # crash
 _BLOCK, _CHUNK_BYTES = 8 << 20, 32 << 20  # read size; a chunk ends after this many bytes too
-_SPAN = 1 << 20  # bag entries counted, mapped or gathered at a time (small: heap reuse)
+_SPAN = 1 << 20  # bag entries counted or mapped at a time (small: heap reuse)
 _SEPS = np.array([2, 3, 1], np.uint8)  # \x02 \x03 \x01: the separator cycle of a feature_list
 _COUNT3 = methodcaller("count", b"\x03")
 
@@ -274,30 +284,44 @@ def _map_cols(raw: np.ndarray, names: list[str], vocabs: dict) -> np.ndarray:
 
 
 class _Table:
-    """The user side of one common file (row r = its r-th accepted line); bags spilled to disk."""
+    """The user side of one common file (row r = its r-th accepted line). Single-valued fields
+    stay in memory (joined into each impression's sparse row); bags go to the side table that
+    row r of becomes: spilled raw to disk first when vocabularies are not built yet (train),
+    otherwise mapped and written while parsed (test)."""
 
-    def __init__(self, tmp: Path, tag: str, vocabs: dict | None):
-        self.tmp, self.tag, self.vocabs, self.parts = tmp, tag, vocabs, []
-        self.lens: dict[str, list] = {f: [] for f in USER_BAGS}
-        dt = np.int32 if vocabs else np.int64  # mapped while parsing once vocabularies exist
-        self.ids = {f: _Spill(tmp / f"{tag}.{f}.ids", dt) for f in USER_BAGS}
-        self.vals = {f: _Spill(tmp / f"{tag}.{f}.vals", np.float32) for f in USER_BAGS}
+    def __init__(self, tmp: Path, tag: str, vocabs: dict | None, side=None):
+        self.tmp, self.tag, self.vocabs, self.side, self.parts = tmp, tag, vocabs, side, []
+        if vocabs is None:
+            self.lens: dict[str, list] = {f: [] for f in USER_BAGS}
+            self.ids = {f: _Spill(tmp / f"{tag}.{f}.ids", np.int64) for f in USER_BAGS}
+            self.vals = {f: _Spill(tmp / f"{tag}.{f}.vals", np.float32) for f in USER_BAGS}
 
     def add(self, single, bags) -> None:
-        self.parts.append(_map_cols(single, USER_SINGLE, self.vocabs) if self.vocabs else single)
+        if self.vocabs:
+            self.parts.append(_map_cols(single, USER_SINGLE, self.vocabs))
+            self.side.append({f: (ln, apply_vocabulary(self.vocabs[f], ids), vals)
+                              for f, (ln, ids, vals) in bags.items()})  # fmt: skip
+            return
+        self.parts.append(single)
         for f, (ln, ids, vals) in bags.items():
             self.lens[f].append(ln)
-            self.ids[f].add(apply_vocabulary(self.vocabs[f], ids) if self.vocabs else ids)
+            self.ids[f].add(ids)
             self.vals[f].add(vals)
 
     def finish(self) -> _Table:
         self.single = np.concatenate(self.parts)
-        lens = {f: np.concatenate(v) for f, v in self.lens.items()}
-        self.offsets = {f: np.concatenate([[0], np.cumsum(v)]) for f, v in lens.items()}
-        self.user_len = sum(lens.values())  # user-bag entries a join copies per impression
-        self.ids = {f: s.read() for f, s in self.ids.items()}
-        self.vals = {f: s.read() for f, s in self.vals.items()}
+        if self.vocabs is None:
+            lens = {f: np.concatenate(v) for f, v in self.lens.items()}
+            self.offsets = {f: np.concatenate([[0], np.cumsum(v)]) for f, v in lens.items()}
+            self.ids = {f: s.read() for f, s in self.ids.items()}
+            self.vals = {f: s.read() for f, s in self.vals.items()}
         return self
+
+    def _blocks(self, off: np.ndarray):
+        """Row ranges [a, b) of ~_SPAN bag entries each (per the entries in offsets off)."""
+        n = len(off) - 1
+        step = max(1, _SPAN * n // max(int(off[-1]), 1))
+        return ((a, min(a + step, n)) for a in range(0, n, step))
 
     def count(self, counters: dict, refs: np.ndarray) -> None:
         """Counts each common row's raw ids once per train skeleton row that references it."""
@@ -307,42 +331,39 @@ class _Table:
             counters[f].update(self.single[k, j], refs[k])
         for f in USER_BAGS:
             off = self.offsets[f]
-            step = max(1, _SPAN * len(refs) // max(int(off[-1]), 1))  # ~_SPAN entries a step
-            for a in range(0, len(refs), step):
-                b = min(a + step, len(refs))
+            for a, b in self._blocks(off):
                 w = np.repeat(refs[a:b], np.diff(off[a : b + 1]))
                 counters[f].update(np.asarray(self.ids[f][off[a] : off[b]])[w > 0], w[w > 0])
 
-    def map(self, vocabs: dict) -> None:
+    def map(self, vocabs: dict, side) -> None:
+        """Maps the single fields in place and writes the bags, mapped, as the side table."""
         self.single = _map_cols(self.single, USER_SINGLE, vocabs)
-        for f in USER_BAGS:
-            out, raw = _Spill(self.tmp / f"{self.tag}.{f}.mapped", np.int32), self.ids[f]
-            for s in range(0, len(raw), _SPAN):
-                out.add(apply_vocabulary(vocabs[f], raw[s : s + _SPAN]))
-            self.ids[f] = out.read()
-
-    def gather(self, f: str, rows: np.ndarray):
-        off = self.offsets[f]
-        start = off[rows]
-        ln = off[rows + 1] - start
-        idx = np.arange(int(ln.sum())) + np.repeat(start - (np.cumsum(ln) - ln), ln)
-        return ln, np.asarray(self.ids[f][idx]), np.asarray(self.vals[f][idx])
+        total = np.sum([self.offsets[f] for f in USER_BAGS], axis=0)  # all fields' entries
+        for a, b in self._blocks(total):
+            side.append({
+                f: (np.diff(off[a : b + 1]),
+                    apply_vocabulary(vocabs[f], self.ids[f][off[a] : off[b]]),
+                    np.asarray(self.vals[f][off[a] : off[b]]))
+                for f in USER_BAGS for off in (self.offsets[f],)
+            })  # fmt: skip
+        for f in USER_BAGS:  # the raw spills are no longer needed
+            self.ids[f] = self.vals[f] = None
+            for kind in ("ids", "vals"):
+                (self.tmp / f"{self.tag}.{f}.{kind}").unlink(missing_ok=True)
 
 
 def _write(writer, vocabs: dict, table: _Table, labels, crow, single, bags, keep=None) -> None:
-    """Maps and joins the rows (all, or where keep) and appends them, in pieces that gather at
-    most ~_SPAN user-bag entries (a user's bags are copied into each of its impressions)."""
+    """Maps and joins the rows (all, or where keep) and appends them: user single fields are
+    copied in, user bags are referenced by common row (their side-table row)."""
     rows = np.arange(len(labels)) if keep is None else np.flatnonzero(keep)
-    ends = np.cumsum(table.user_len[crow[rows]])
-    for piece in np.split(rows, np.searchsorted(ends, np.arange(_SPAN, ends[-1:].sum(), _SPAN))):
-        m, c = np.zeros(len(labels), bool), crow[piece]
-        m[piece] = True
-        sparse = np.concatenate([table.single[c], _map_cols(single[piece], ITEM_SINGLE, vocabs)], 1)
-        out = {f: table.gather(f, c) for f in USER_BAGS}
-        for f, (ln, ids, vals) in bags.items():
-            em = np.repeat(m, ln)
-            out[f] = (ln[piece], apply_vocabulary(vocabs[f], ids[em]), vals[em])
-        writer.append(labels[piece], sparse, np.zeros((len(piece), 0), np.float32), out)
+    m, c = np.zeros(len(labels), bool), crow[rows]
+    m[rows] = True
+    sparse = np.concatenate([table.single[c], _map_cols(single[rows], ITEM_SINGLE, vocabs)], 1)
+    out = dict.fromkeys(USER_BAGS, c)
+    for f, (ln, ids, vals) in bags.items():
+        em = np.repeat(m, ln)
+        out[f] = (ln[rows], apply_vocabulary(vocabs[f], ids[em]), vals[em])
+    writer.append(labels[rows], sparse, np.zeros((len(rows), 0), np.float32), out)
 
 
 class _Run:
@@ -447,17 +468,22 @@ def prepare_aliccp_raw(
         np.savez(spilled[-1], labels=labels, crow=crow, valid=valid, single=single, **parts)
 
     run.stream(RAW_FILES["train"][1], index, "train", spill_train, "skeleton")
-    # 3: vocabularies (train split only), then the common table mapped
+    # 3: vocabularies (train split only), then the common table mapped: its bags become the
+    # train side table, shared by the train and valid splits
     t = time.perf_counter()
     table.count(counters, refs)
     vocabs = {f: counters[f].vocabulary(min_count) for f in FIELDS + BAG_FIELDS}
     save_vocabularies(out, vocabs)
-    table.map(vocabs)
+    sides = {s: store.SideTableWriter(out / f"side.{s}", USER_BAGS) for s in ("train", "test")}
+    table.map(vocabs, sides["train"])
+    side_tables = {sides["train"].name: sides["train"].close()}
     run.timing["vocab"] += time.perf_counter() - t
     # 4: the spilled train chunks -> train / valid
     t, done_rows = time.perf_counter(), 0
-    writers = {s: store.SplitWriter(out / s, len(STAGES), len(FIELDS), 0, BAG_FIELDS)
-               for s in ("train", "valid", "test")}  # fmt: skip
+    side_of = {"train": "train", "valid": "train", "test": "test"}
+    writers = {s: store.SplitWriter(out / s, len(STAGES), len(FIELDS), 0, BAG_FIELDS,
+                                    dict.fromkeys(USER_BAGS, sides[side]))
+               for s, side in side_of.items()}  # fmt: skip
     for path in spilled:
         z = dict(np.load(path))
         cols = (z["labels"], z["crow"], z["single"], {f: (z[f"{f}.l"], z[f"{f}.i"], z[f"{f}.v"])
@@ -468,10 +494,11 @@ def prepare_aliccp_raw(
         done_rows += len(z["labels"])
     run.report("train write", done_rows, 0, t)
     run.timing["write"] += time.perf_counter() - t
-    # 5: test, mapped with the train vocabularies
-    index, table = {}, _Table(tmp, "test", vocabs)
+    # 5: test, mapped with the train vocabularies; its common table is the test side table
+    index, table = {}, _Table(tmp, "test", vocabs, sides["test"])
     run.stream(RAW_FILES["test"][0], index, "test common", table.add, "common")
     table.finish()
+    side_tables[sides["test"].name] = sides["test"].close()
     write_test = lambda *cols: _write(writers["test"], vocabs, table, *cols)
     run.stream(RAW_FILES["test"][1], index, "test", write_test, "skeleton")
     splits = {s: w.close() for s, w in writers.items()}
@@ -482,7 +509,9 @@ def prepare_aliccp_raw(
     store.write_manifest(out, {
         "format": FORMAT, "stage_names": STAGES, "fields": FIELDS, "bag_fields": BAG_FIELDS,
         "dense_fields": [], "vocab_sizes": {f: len(v) + 1 for f, v in vocabs.items()},
-        "splits": splits, "options": options, "bad_rows": dict(run.bad),
+        "splits": splits, "side_tables": side_tables,
+        "bag_tables": {s: w.bag_tables for s, w in writers.items()},
+        "options": options, "bad_rows": dict(run.bad),
         "source": {n: {"bytes": run.sizes[n], "sha256": h.hexdigest()}
                    for n, h in run.hashers.items()},
         "ignored_fields": dict(run.ignored),

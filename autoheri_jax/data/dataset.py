@@ -8,7 +8,8 @@ Shape contract (N impressions, F sparse fields, Dd dense features, T funnel stag
                                impression reached stage k (clicked; clicked and converted).
                                Non-increasing along k: a later stage is only observed after
                                the earlier one.
-  bags        per multi-valued field, CSR ids / values (see BagField); a batch pads them to
+  bags        per multi-valued field, CSR ids / values (see BagField), per row or shared
+                               through row_of; a batch pads them to
                                bag_ids / bag_values / bag_mask [B, Fb, max_bag_len].
   true_probs  float32 [N, T] or None. Conditional truth P(stage k | stage k-1 reached), known only
                                for simulated data; evaluation turns it into the oracle score.
@@ -25,10 +26,15 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class BagField:
-    """A multi-valued field (e.g. 150_14) in CSR form: row r owns ids[starts[r]:ends[r]].
+    """A multi-valued field (e.g. 150_14) in CSR form: bag row k owns ids[starts[k]:ends[k]].
 
-    starts / ends int64 [N] index into ids int32 [nnz] and values float32 [nnz] (the raw
-    feature values, usable as pooling weights). Rows may be empty.
+    starts / ends int64 [K] index into ids int32 [nnz] and values float32 [nnz] (the raw
+    feature values, usable as pooling weights). Bags may be empty.
+
+    row_of None (per-row bags): K = N and dataset row r owns bag row r.
+    row_of int32 / int64 [N] (shared bags): dataset row r owns bag row row_of[r], so many rows
+    can share one bag (e.g. every impression of a user shares that user's 150_14 bag, stored
+    once in a side table); K is the side table's row count, unrelated to N.
     """
 
     name: str
@@ -37,14 +43,33 @@ class BagField:
     ends: np.ndarray
     ids: np.ndarray
     values: np.ndarray
+    row_of: np.ndarray | None = None
+
+    @property
+    def num_rows(self) -> int:
+        """Dataset rows this field covers (N)."""
+        return len(self.starts if self.row_of is None else self.row_of)
 
     def take(self, idx: np.ndarray | slice) -> BagField:
+        if self.row_of is not None:  # the shared CSR table stays whole; only the mapping moves
+            return dataclasses.replace(self, row_of=self.row_of[idx])
         return dataclasses.replace(self, starts=self.starts[idx], ends=self.ends[idx])
+
+    def bag_rows(self, idx: np.ndarray) -> np.ndarray:
+        """The bag rows (indices into starts / ends) of dataset rows idx."""
+        return np.asarray(idx if self.row_of is None else self.row_of[idx])
+
+    def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and values of dataset row r's whole bag (no truncation)."""
+        k = r if self.row_of is None else int(self.row_of[r])
+        a, b = int(self.starts[k]), int(self.ends[k])
+        return np.asarray(self.ids[a:b]), np.asarray(self.values[a:b])
 
     def gather(self, idx: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Padded [B, max_len] ids, values and mask of rows idx (longer bags are truncated)."""
-        start = np.asarray(self.starts[idx], np.int64)
-        length = np.minimum(np.asarray(self.ends[idx], np.int64) - start, max_len)
+        k = self.bag_rows(idx)
+        start = np.asarray(self.starts[k], np.int64)
+        length = np.minimum(np.asarray(self.ends[k], np.int64) - start, max_len)
         mask = np.arange(max_len)[None, :] < length[:, None]
         if len(self.ids) == 0:
             z = np.zeros(mask.shape, np.int32)
@@ -92,8 +117,24 @@ class CTRDataset:
         if self.true_probs is not None and self.true_probs.shape != self.labels.shape:
             raise ValueError(f"true_probs {self.true_probs.shape} != labels {self.labels.shape}")
         for b in self.bags:
-            if b.starts.shape != (n,) or b.ends.shape != (n,):
-                raise ValueError(f"bag field {b.name}: starts/ends must be [{n}]")
+            if b.row_of is None:
+                if b.starts.shape != (n,) or b.ends.shape != (n,):
+                    raise ValueError(f"bag field {b.name}: starts/ends must be [{n}]")
+                continue
+            if b.row_of.shape != (n,) or b.row_of.dtype.kind not in "iu":
+                raise ValueError(
+                    f"bag field {b.name}: row_of must be integer [{n}], got "
+                    f"{b.row_of.dtype} {b.row_of.shape}"
+                )
+            if b.starts.ndim != 1 or b.starts.shape != b.ends.shape:
+                raise ValueError(f"bag field {b.name}: starts/ends must be equal-length 1-D")
+            if n and not isinstance(b.row_of, np.memmap):  # a store checked it when written
+                lo, hi = int(b.row_of.min()), int(b.row_of.max())
+                if lo < 0 or hi >= len(b.starts):
+                    raise ValueError(
+                        f"bag field {b.name}: row_of spans [{lo}, {hi}], outside the "
+                        f"{len(b.starts)} bag rows"
+                    )
         if isinstance(self.labels, np.memmap):
             return  # a store was validated when written; scanning it here would read it all
         if n and np.any(np.diff(self.labels, axis=1) > 0):

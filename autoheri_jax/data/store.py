@@ -10,14 +10,39 @@ Layout of a store directory:
   <split>/bag.<field>.ids.npy      int32 [nnz]
   <split>/bag.<field>.values.npy   float32 [nnz]  feature values (weights for pooling)
 
+Shared bag fields. A field whose bags belong to an entity many rows refer to (a user's 150_14
+bag, copied into each of the user's impressions, would multiply the store's size) is stored once
+per entity, in a side table, and each row stores only its entity's side-table row:
+
+  side.<name>/bag.<field>.offsets.npy  int64 [K + 1]  side-table row k owns ids[o[k]:o[k+1]]
+  side.<name>/bag.<field>.ids.npy      int32 [nnz]
+  side.<name>/bag.<field>.values.npy   float32 [nnz]
+  <split>/bag.<field>.row.npy          int32 [N]      row r's bag is side-table row row[r]
+
+Several splits may share one side table (e.g. train and valid carved from one raw file). The
+manifest then has
+  "side_tables": {"side.<name>": {"rows": K, "bag_fields": [...]}}
+  "bag_tables": {"<split>": {"<field>": "side.<name>", ...}}
+and a (split, field) pair absent from bag_tables is stored per row as above, so stores without
+these keys (older ones, the peer-format converter's) read unchanged. open_split turns a shared
+field into BagField(starts, ends, ids, values from the side table, row_of=row.npy).
+
+Writing: `SideTableWriter(root / "side.<name>", fields)` appends (lengths, ids, values) per field
+for n more entities at a time; `SplitWriter(..., bags, shared={field: side_writer})` then takes,
+for a shared field, a rows array [n] in place of (lengths, ids, values), each row checked against
+the side rows written so far. The converter adds `{name: side.close()}` as side_tables and
+`{split: writer.bag_tables}` as bag_tables to the manifest.
+
 Columns are written in chunks through `_NpyAppender` (a .npy file whose header is rewritten with
 the final row count), so converting tens of GB never holds more than one chunk in memory. The
 reader opens every column with `np.load(mmap_mode="r")`: a batch is one fancy-index gather per
-column, and nothing is read until a batch asks for it.
+column (two for a shared bag: row.npy, then the side table), and nothing is read until a batch
+asks for it.
 
 manifest.json holds: format_version, stage_names, fields, bag_fields, dense_fields,
-vocab_sizes (field -> size, single and bag), splits (split -> rows, positive_rate), and whatever
-the converter adds (source files and hashes, options, bad-row counts).
+vocab_sizes (field -> size, single and bag), splits (split -> rows, positive_rate), optionally
+side_tables and bag_tables, and whatever the converter adds (source files and hashes, options,
+bad-row counts).
 """
 
 from __future__ import annotations
@@ -34,6 +59,7 @@ from autoheri_jax.data.dataset import BagField, CTRDataset
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+SIDE_PREFIX = "side."  # directory name prefix of a shared bag table
 _HEADER_BYTES = 128  # fixed .npy header size, so the final shape can be written in place
 
 
@@ -72,56 +98,152 @@ class _NpyAppender:
         self.f.close()
 
 
+class _CsrWriter:
+    """One bag field's offsets / ids / values columns under root, appended chunk by chunk."""
+
+    def __init__(self, root: Path, field: str):
+        self.field = field
+        self.offsets = _NpyAppender(root / f"bag.{field}.offsets.npy", np.int64, ())
+        self.ids = _NpyAppender(root / f"bag.{field}.ids.npy", np.int32, ())
+        self.values = _NpyAppender(root / f"bag.{field}.values.npy", np.float32, ())
+        self.offsets.append(np.zeros(1, np.int64))
+        self.nnz = 0
+
+    def check(self, n: int, lengths: np.ndarray, ids: np.ndarray, values: np.ndarray) -> None:
+        lengths = np.asarray(lengths)
+        if lengths.shape != (n,) or int(lengths.sum()) != len(ids) or len(ids) != len(values):
+            raise StoreError(f"bag field {self.field}: lengths / ids / values do not agree")
+        if n and lengths.min() < 0:
+            raise StoreError(f"bag field {self.field}: negative bag length")
+
+    def append(self, n: int, lengths: np.ndarray, ids: np.ndarray, values: np.ndarray) -> None:
+        self.check(n, lengths, ids, values)
+        lengths = np.asarray(lengths, np.int64)
+        self.offsets.append(self.nnz + np.cumsum(lengths))
+        self.ids.append(ids)
+        self.values.append(values)
+        self.nnz += len(ids)
+
+    def close(self) -> None:
+        for col in (self.offsets, self.ids, self.values):
+            col.close()
+
+
+class SideTableWriter:
+    """Streams one shared bag table (a `side.<name>` directory of the store), row by row.
+
+    Row k holds one entity's bags (e.g. one user's 109_14 ... 150_14), written once however
+    many dataset rows refer to it. `rows` counts the rows appended so far: a SplitWriter row
+    may refer to any of them, so a converter can interleave the two streams.
+    """
+
+    def __init__(self, root: Path, bags: Sequence[str]):
+        if not root.name.startswith(SIDE_PREFIX) or root.name == SIDE_PREFIX:
+            raise StoreError(f"{root}: a side table directory is named {SIDE_PREFIX}<name>")
+        root.mkdir(parents=True, exist_ok=True)
+        self.root, self.name = root, root.name
+        self.bags = {b: _CsrWriter(root, b) for b in bags}
+        self.rows = 0
+
+    def append(self, bags: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """n more rows: bags maps every field to (lengths [n], ids [sum lengths], values)."""
+        if set(bags) != set(self.bags):
+            raise StoreError(f"{self.root}: chunk bag fields {sorted(bags)} != {sorted(self.bags)}")
+        ns = {len(v[0]) for v in bags.values()}
+        if len(ns) > 1:
+            raise StoreError(f"{self.root}: chunk fields have different row counts {sorted(ns)}")
+        n = ns.pop() if ns else 0
+        for b, cols in self.bags.items():
+            cols.check(n, *bags[b])
+        for b, cols in self.bags.items():
+            cols.append(n, *bags[b])
+        self.rows += n
+
+    def close(self) -> dict:
+        """Closes the columns; returns the table's manifest entry (see `side_tables`)."""
+        for cols in self.bags.values():
+            cols.close()
+        return {"rows": self.rows, "bag_fields": list(self.bags)}
+
+
 class SplitWriter:
-    """Streams one split's columns to disk, chunk by chunk."""
+    """Streams one split's columns to disk, chunk by chunk.
+
+    bags lists the split's bag fields. shared maps some of them to the SideTableWriter holding
+    their bags (a sibling directory of root): for those fields `append` takes each row's side
+    table row instead of the bags themselves, stored as bag.<field>.row.npy.
+    """
 
     def __init__(
-        self, root: Path, num_stages: int, num_fields: int, num_dense: int, bags: Sequence[str]
+        self,
+        root: Path,
+        num_stages: int,
+        num_fields: int,
+        num_dense: int,
+        bags: Sequence[str],
+        shared: Mapping[str, SideTableWriter] | None = None,
     ):
+        shared = dict(shared or {})
+        for b, side in shared.items():
+            if b not in bags or b not in side.bags:
+                raise StoreError(
+                    f"shared bag field {b} is not a bag field of the split and {side.root}"
+                )
+            if side.root.parent.resolve() != root.parent.resolve():
+                raise StoreError(f"{side.root} is not in the store of {root}")
         root.mkdir(parents=True, exist_ok=True)
         self.labels = _NpyAppender(root / "labels.npy", np.int8, (num_stages,))
         self.sparse = _NpyAppender(root / "sparse.npy", np.int32, (num_fields,))
         self.dense = _NpyAppender(root / "dense.npy", np.float32, (num_dense,))
-        self.bags = {
-            b: (
-                _NpyAppender(root / f"bag.{b}.offsets.npy", np.int64, ()),
-                _NpyAppender(root / f"bag.{b}.ids.npy", np.int32, ()),
-                _NpyAppender(root / f"bag.{b}.values.npy", np.float32, ()),
-            )
-            for b in bags
+        self.bags = {b: _CsrWriter(root, b) for b in bags if b not in shared}
+        self.shared = {
+            b: (side, _NpyAppender(root / f"bag.{b}.row.npy", np.int32, ()))
+            for b, side in shared.items()
         }
-        self._nnz = dict.fromkeys(bags, 0)
-        for off, _, _ in self.bags.values():
-            off.append(np.zeros(1, np.int64))
+        self.fields = list(bags)
         self.rows = 0
         self.positives: np.ndarray = np.zeros(num_stages, np.int64)
+
+    @property
+    def bag_tables(self) -> dict[str, str]:
+        """Shared field -> side table name: this split's entry of the manifest's bag_tables."""
+        return {b: side.name for b, (side, _) in self.shared.items()}
 
     def append(
         self,
         labels: np.ndarray,
         sparse: np.ndarray,
         dense: np.ndarray,
-        bags: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+        bags: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray] | None = None,
     ) -> None:
-        """One chunk of n rows. bags: field -> (lengths [n], ids [sum lengths], values [same])."""
+        """One chunk of n rows. bags: field -> (lengths [n], ids [sum lengths], values [same]),
+        or for a shared field, rows int [n]: each row's row in the field's side table."""
         n = labels.shape[0]
         if sparse.shape[0] != n or dense.shape[0] != n:
             raise StoreError(f"chunk row counts differ: {n}, {sparse.shape[0]}, {dense.shape[0]}")
         bags = bags or {}
-        if set(bags) != set(self.bags):
-            raise StoreError(f"chunk bag fields {sorted(bags)} != store's {sorted(self.bags)}")
+        if set(bags) != set(self.fields):
+            raise StoreError(f"chunk bag fields {sorted(bags)} != store's {sorted(self.fields)}")
+        for b, (side, _) in self.shared.items():
+            rows = np.asarray(bags[b])
+            if rows.shape != (n,) or (n and rows.dtype.kind not in "iu"):
+                raise StoreError(f"shared bag field {b}: rows must be integer [{n}]")
+            if n and (rows.min() < 0 or rows.max() >= side.rows):
+                raise StoreError(
+                    f"shared bag field {b}: rows span [{rows.min()}, {rows.max()}], "
+                    f"outside the {side.rows} rows of {side.root}"
+                )
+            if n and rows.max() > np.iinfo(np.int32).max:
+                raise StoreError(f"shared bag field {b}: side table row beyond int32")
+        for b, cols in self.bags.items():
+            cols.check(n, *bags[b])
+        for b, cols in self.bags.items():
+            cols.append(n, *bags[b])
+        for b, (_, col) in self.shared.items():
+            col.append(np.asarray(bags[b]))
         self.labels.append(labels)
         self.sparse.append(sparse)
         self.dense.append(dense)
-        for b, (lengths, ids, values) in bags.items():
-            lengths = np.asarray(lengths, np.int64)
-            if lengths.shape != (n,) or int(lengths.sum()) != len(ids) or len(ids) != len(values):
-                raise StoreError(f"bag field {b}: lengths / ids / values do not agree")
-            off, id_col, val_col = self.bags[b]
-            off.append(self._nnz[b] + np.cumsum(lengths))
-            id_col.append(ids)
-            val_col.append(values)
-            self._nnz[b] += len(ids)
         self.rows += n
         self.positives += np.asarray(labels, np.int64).sum(axis=0)
 
@@ -129,8 +251,9 @@ class SplitWriter:
         for col in (self.labels, self.sparse, self.dense):
             col.close()
         for cols in self.bags.values():
-            for col in cols:
-                col.close()
+            cols.close()
+        for _, col in self.shared.values():
+            col.close()
         rate = self.positives / max(self.rows, 1)
         return {"rows": self.rows, "positive_rate": [float(r) for r in rate]}
 
@@ -177,8 +300,28 @@ def _load(path: Path, expect_rows: int | None = None) -> np.ndarray:
     return arr
 
 
+def _side_table(root: Path, manifest: dict, name: str) -> tuple[Path, int]:
+    """The directory and row count of side table `name`, checked against the manifest."""
+    sides = manifest.get("side_tables", {})
+    if name not in sides or not name.startswith(SIDE_PREFIX) or Path(name).name != name:
+        raise StoreError(f"{root / MANIFEST}: bag table {name!r} is not a listed side table")
+    return root / name, int(sides[name]["rows"])
+
+
+def _bag(d: Path, field: str, vocab_size: int, bag_rows: int, row_of=None) -> BagField:
+    offsets = _load(d / f"bag.{field}.offsets.npy", bag_rows + 1)
+    ids, values = _load(d / f"bag.{field}.ids.npy"), _load(d / f"bag.{field}.values.npy")
+    if not len(ids) == len(values) == int(offsets[-1]):
+        raise StoreError(f"{d}: bag field {field} has {len(ids)} ids, {len(values)} values and "
+                         f"offsets ending at {int(offsets[-1])}")  # fmt: skip
+    return BagField(field, vocab_size, offsets[:-1], offsets[1:], ids, values, row_of)
+
+
 def open_split(root: str | Path, split: str, manifest: dict | None = None) -> CTRDataset:
-    """Memory-maps one split as a CTRDataset (nothing is read until a batch is gathered)."""
+    """Memory-maps one split as a CTRDataset (nothing is read until a batch is gathered).
+
+    A field shared through a side table becomes a BagField whose CSR arrays are the side
+    table's and whose row_of is the split's bag.<field>.row.npy."""
     root = Path(root)
     manifest = manifest or read_manifest(root)
     if split not in manifest["splits"]:
@@ -186,19 +329,15 @@ def open_split(root: str | Path, split: str, manifest: dict | None = None) -> CT
     rows = manifest["splits"][split]["rows"]
     d = root / split
     vocab = manifest["vocab_sizes"]
+    tables = manifest.get("bag_tables", {}).get(split, {})
     bags = []
     for b in manifest["bag_fields"]:
-        offsets = _load(d / f"bag.{b}.offsets.npy", rows + 1)
-        bags.append(
-            BagField(
-                name=b,
-                vocab_size=int(vocab[b]),
-                starts=offsets[:-1],
-                ends=offsets[1:],
-                ids=_load(d / f"bag.{b}.ids.npy"),
-                values=_load(d / f"bag.{b}.values.npy"),
-            )
-        )
+        if b in tables:
+            side, side_rows = _side_table(root, manifest, tables[b])
+            row_of = _load(d / f"bag.{b}.row.npy", rows)
+            bags.append(_bag(side, b, int(vocab[b]), side_rows, row_of))
+        else:
+            bags.append(_bag(d, b, int(vocab[b]), rows))
     return CTRDataset(
         sparse=_load(d / "sparse.npy", rows),
         dense=_load(d / "dense.npy", rows),
