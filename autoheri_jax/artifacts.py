@@ -4,6 +4,7 @@ config.json            the resolved config every later step reuses
 metrics.jsonl          one record per log point: phase, model, step, losses, throughput
 edge_history.jsonl     edge probabilities of the search, one record per log point
 architecture.json      the derived architecture: every candidate edge, probability, kept flag
+                       (and, after an operator search, each edge's "op" and "op_probs")
 architecture.txt       the same, readable: one grid of probabilities per task pair
 models/<name>/params   trained parameters (orbax), models/<name>/train.json its stats
 results.json           test metrics per model and the oracle (schema in README.md)
@@ -78,29 +79,43 @@ def architecture_record(
     threshold: float,
     task_names: Sequence[str],
     mode: str,
+    op_probs: np.ndarray | None = None,
+    op_names: Sequence[str] = (),
 ) -> dict:
+    """op_probs: [E, len(op_names)] operator probabilities of an operator search; each
+    candidate then records "op" (the argmax) and "op_probs" ({op: prob})."""
     candidates = []
     for k, e in enumerate(edges):
-        candidates.append(
-            {
-                "edge": e.name,
-                "description": e.describe(task_names),
-                "prob": float(probs[k]),
-                "logit": None if logits is None else float(logits[k]),
-                "kept": bool(probs[k] > threshold),
-            }
-        )
-    return {
+        c = {
+            "edge": e.name,
+            "description": e.describe(task_names),
+            "prob": float(probs[k]),
+            "logit": None if logits is None else float(logits[k]),
+            "kept": bool(probs[k] > threshold),
+        }
+        if op_probs is not None:
+            c["op"] = op_names[int(np.argmax(op_probs[k]))]
+            c["op_probs"] = {n: float(p) for n, p in zip(op_names, op_probs[k], strict=True)}
+        candidates.append(c)
+    record = {
         "search_mode": mode,
         "threshold": threshold,
         "task_names": list(task_names),
         "candidates": candidates,
         "kept": [c["edge"] for c in candidates if c["kept"]],
     }
+    if op_probs is not None:
+        record["kept_ops"] = [c["op"] for c in candidates if c["kept"]]
+    return record
 
 
 def kept_edges(record: dict) -> list[Edge]:
     return [parse_edge(e) for e in record["kept"]]
+
+
+def kept_ops(record: dict) -> list[str] | None:
+    """Each kept edge's searched operator, or None when the search did not choose operators."""
+    return record.get("kept_ops")
 
 
 def render_architecture(record: dict, num_layers: int) -> str:
@@ -126,6 +141,13 @@ def render_architecture(record: dict, num_layers: int) -> str:
                 c = cells.get((i, j))
                 row += f"{'.':>9}" if c is None else f"{c['prob']:>8.3f}{'*' if c['kept'] else ' '}"
             lines.append(row)
+    if record.get("kept_ops") is not None and record["kept"]:
+        lines.append("")
+        lines.append("operators of the kept edges (argmax of the operator search):")
+        ops = {c["edge"]: c for c in record["candidates"]}
+        for name, op in zip(record["kept"], record["kept_ops"], strict=True):
+            probs = " ".join(f"{k}={v:.3f}" for k, v in ops[name]["op_probs"].items())
+            lines.append(f"  {name:<12} {op:<10} ({probs})")
     if not record["kept"]:
         lines.append("")
         lines.append("No edge kept: the derived model is ESMM's independent towers.")

@@ -5,10 +5,16 @@
   autoheri retrain  --workdir DIR                                       derived model + baselines
   autoheri evaluate --workdir DIR                                       results.json + table
   autoheri prepare  --data PATH --out STORE [--format NAME] [...]      files -> columnar store
+  autoheri evolve   --config FILE --workdir DIR [--set ...]             evolutionary search
+  autoheri study    --config STUDY --workdir DIR [--seeds K]            arms x seeds, t-tests
+  autoheri report   DIR                                                 figures + report.md
 
-run / search take `--data PATH [--format NAME]` to train on files instead of the simulator:
-raw Ali-CCP, the peers' processed formats (torch-rechub, PaddleRec AITM / ESMM, MTReclib
-AliExpress) or a prepared store; the format is detected when it is unambiguous.
+`evolve` writes the same architecture.json as `search` (then `retrain`, `evaluate` as usual);
+`study` takes a study file (experiments/studies/*.py, `get_study()`), not a config.
+
+run / search / evolve take `--data PATH [--format NAME]` to train on files instead of the
+simulator: raw Ali-CCP, the peers' processed formats (torch-rechub, PaddleRec AITM / ESMM,
+MTReclib AliExpress) or a prepared store; the format is detected when it is unambiguous.
 
 Expected failures (bad config, missing files, non-finite loss) print one line naming the key,
 file or step and exit with status 2; no traceback.
@@ -23,7 +29,7 @@ from pathlib import Path
 
 from autoheri_jax.config import DATA_FORMATS, ConfigError, DataConfig, load_config
 
-_STEPS = ("run", "search", "retrain", "evaluate")
+_STEPS = ("run", "search", "retrain", "evaluate", "evolve")
 
 
 def enable_compilation_cache() -> None:
@@ -53,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     for step in _STEPS:
         p = sub.add_parser(step)
         p.add_argument("--workdir", required=True, help="where every artefact of the run lives")
-        first = step in ("run", "search")
+        first = step in ("run", "search", "evolve")
         if first:
             p.add_argument("--data", help="train on these files (sets data.source=files)")
             p.add_argument("--format", choices=DATA_FORMATS, help="data format (default: auto)")
@@ -77,7 +83,45 @@ def build_parser() -> argparse.ArgumentParser:
             help="override a config field, e.g. --set search.epochs=1",
         )
         p.add_argument("--no-progress", action="store_true", help="no progress line")
+    st = sub.add_parser("study", help="every arm x seed of a study file, then mean +- std, t-tests")
+    st.add_argument("--config", required=True, help="study file (experiments/studies/*.py)")
+    st.add_argument("--workdir", required=True, help="holds <arm>/seed<k>/ runs and study.md")
+    st.add_argument("--seeds", type=int, help="seeds per arm (default: the study's)")
+    st.add_argument(
+        "--vary-data", action="store_true", help="also run the seeds with data.seed varied"
+    )
+    st.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config"
+    )
+    st.add_argument("--no-progress", action="store_true", help="no progress line")
+    rep = sub.add_parser("report", help="figures and a markdown page in DIR/report/")
+    rep.add_argument("workdir", metavar="DIR", help="a workdir of `autoheri run` (or a study)")
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    from autoheri_jax.report import ReportError, render
+
+    try:
+        page, skipped = render(args.workdir)
+    except ReportError as e:
+        print(f"autoheri report: error: {e}", file=sys.stderr)
+        return 2
+    for figure, why in skipped.items():
+        print(f"autoheri report: {figure}.png skipped: {why}")
+    print(f"autoheri report: done; {page}")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from autoheri_jax.study import load_study, run_study, with_base_overrides
+
+    study = with_base_overrides(load_study(args.config), args.set)
+    modes = tuple(dict.fromkeys([*study.seed_modes, *(["data"] if args.vary_data else [])]))
+    enable_compilation_cache()
+    run_study(study, args.workdir, seeds=args.seeds, modes=modes, progress=not args.no_progress)
+    print(f"autoheri study: done; study.md in {Path(args.workdir).resolve()}")
+    return 0
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -112,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.step == "prepare":
             return _prepare(args)
+        if args.step == "study":
+            return _study(args)
+        if args.step == "report":
+            return _report(args)
         overrides = list(args.set)
         if getattr(args, "data", None):
             overrides += ["data.source=files", f"data.path={Path(args.data).resolve()}"]
@@ -133,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             experiment.run(cfg, wd, progress, fresh=args.fresh)
         elif args.step == "search":
             experiment.search(cfg, wd, progress, fresh=args.fresh)
+        elif args.step == "evolve":
+            from autoheri_jax.evolution import evolve
+
+            evolve(cfg, wd, progress, fresh=args.fresh)
         elif args.step == "retrain":
             experiment.retrain(experiment.saved_config(wd, cfg), wd, progress)
         else:

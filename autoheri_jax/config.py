@@ -22,7 +22,8 @@ class ConfigError(ValueError):
     """A config key, value or file is wrong; the message names it."""
 
 
-EDGE_MODES = ("none", "parallel", "hierarchical", "fixed")
+EDGE_MODES = ("none", "parallel", "hierarchical", "fixed", "random")
+FAMILIES = ("autoheri", "shared_bottom", "mmoe", "ple", "aitm")
 EDGE_PAIRS = ("adjacent", "all")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
@@ -33,6 +34,8 @@ DATA_FORMATS = (
     "auto", "store", "aliccp_raw", "rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress",
 )  # fmt: skip
 BAG_POOLING = ("mean", "sum")
+EDGE_OPS = ("concat", "gated_sum", "attention")  # = model.aggregation.OPS
+AGGREGATIONS = (*EDGE_OPS, "search")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -116,19 +119,56 @@ class ModelConfig:
     hidden: tuple[int, ...] = (128, 64, 32)  # width of each hidden layer of every task tower
     activation: str = "relu"  # hidden-layer non-linearity
     dropout: float = 0.0  # dropout on hidden outputs while training
-    edge_mode: str = "hierarchical"  # none (= ESMM) | parallel | hierarchical | fixed
+    edge_mode: str = "hierarchical"  # none (= ESMM) | parallel | hierarchical | fixed | random
     edge_pairs: str = "adjacent"  # which task pairs get edges: adjacent, or all earlier tasks
     searched: bool = True  # learn each edge's gate (one-shot search) or keep every edge on
-    fixed_edges: tuple[str, ...] = ()  # edge_mode=fixed: edges as "u.i->d.j" (task.layer)
+    # edge_mode=fixed: edges as "u.i->d.j" (task.layer), optionally "u.i->d.j:op" with op one
+    # of EDGE_OPS fixing that edge's aggregation operator (a derived searched architecture)
+    fixed_edges: tuple[str, ...] = ()
     detach_upstream: bool = False  # stop gradients from a downstream tower into upstream ones
     init_edge_logit: float = 0.0  # starting arch logit; 0 = probability 0.5
     embed_init_scale: float = 0.05  # std of the embedding initialiser
     bag_pooling: str = "mean"  # how a multi-valued field's entries are pooled: mean | sum
     bag_value_weighted: bool = False  # weight each bag entry by its feature value
+    # edge_mode=random: each hierarchical candidate edge (over edge_pairs) is kept with
+    # probability random_edge_prob, drawn once from random_seed (a fixed mask when unsearched)
+    random_edge_prob: float = 0.5  # chance that a candidate edge is kept
+    random_seed: int = 0  # seed of the edge draw: same seed, same edges
+    # Baseline families (model/families.py): towers other than AutoHERI's, over the same input
+    family: str = "autoheri"  # autoheri | shared_bottom | mmoe | ple | aitm (only autoheri: edges)
+    bottom_hidden: tuple[int, ...] = (128, 64)  # shared_bottom: widths of the shared MLP
+    tower_hidden: tuple[int, ...] = (32,)  # shared_bottom, mmoe, ple: per-task tower widths
+    num_experts: int = 4  # mmoe: expert MLPs mixed by every task's softmax gate
+    expert_hidden: tuple[int, ...] = (64,)  # mmoe, ple: widths of every expert MLP
+    levels: int = 2  # ple: stacked CGC extraction levels
+    task_experts: int = 1  # ple: task-specific experts per task and level
+    shared_experts: int = 1  # ple: shared experts per level
+    aitm_constraint_weight: float = 0.6  # aitm: weight of the label-constraint calibrator
+    # How a layer combines its input with the gated upstream layers (model/aggregation.py):
+    # concat (the paper's concat + linear) | gated_sum | attention | search (learn one per edge)
+    aggregation: str = "concat"
 
     def __post_init__(self):
         _check_types(self, "")
         _check(self.embed_dim > 0, "embed_dim", "must be > 0")
+        _check(self.aggregation in AGGREGATIONS, "aggregation", f"one of {AGGREGATIONS}")
+        _check(
+            self.aggregation != "search" or self.searched,
+            "aggregation",
+            "'search' learns op logits in the arch partition: needs searched=true",
+        )
+        for e in self.fixed_edges:
+            _, sep, op = e.partition(":")
+            _check(
+                not sep or op.strip() in EDGE_OPS,
+                "fixed_edges",
+                f"edge {e!r}: operator suffix must be one of {EDGE_OPS}",
+            )
+            _check(
+                not sep or self.aggregation != "search",
+                "fixed_edges",
+                f"edge {e!r}: per-edge operators cannot be combined with aggregation='search'",
+            )
         _check(len(self.hidden) > 0, "hidden", "needs at least one layer")
         _check(all(h > 0 for h in self.hidden), "hidden", "widths must be > 0")
         _check(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}")
@@ -141,6 +181,21 @@ class ModelConfig:
             "fixed_edges",
             "only used with edge_mode='fixed'",
         )
+        _check(0 <= self.random_edge_prob <= 1, "random_edge_prob", "must lie in [0, 1]")
+        _check(self.random_seed >= 0, "random_seed", "must be >= 0")
+        _check(self.family in FAMILIES, "family", f"one of {FAMILIES}")
+        _check(
+            self.family == "autoheri" or (self.edge_mode == "none" and not self.searched),
+            "family",
+            f"{self.family!r} has no edges: needs edge_mode='none' and searched=false",
+        )
+        for k in ("bottom_hidden", "expert_hidden"):
+            _check(len(getattr(self, k)) > 0, k, "needs at least one layer")
+        for k in ("bottom_hidden", "tower_hidden", "expert_hidden"):
+            _check(all(h > 0 for h in getattr(self, k)), k, "widths must be > 0")
+        for k in ("num_experts", "levels", "task_experts", "shared_experts"):
+            _check(getattr(self, k) >= 1, k, "must be >= 1")
+        _check(self.aitm_constraint_weight >= 0, "aitm_constraint_weight", "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +267,33 @@ class CheckpointConfig:
         _check(self.valid_rows >= 0, "valid_rows", "must be >= 0")
 
 
+EVOLUTION_METRICS = ("cvr_auc", "ctcvr_auc", "ctr_auc", "atr_auc", "ctatr_auc")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolutionConfig:
+    """Regularised (aging) evolution over edge masks: `autoheri evolve` (see evolution.py)."""
+
+    population: int = 8  # P: masks alive at once; the first P are drawn uniformly at random
+    sample: int = 3  # S: masks drawn from the population per tournament; the best is the parent
+    cycles: int = 16  # C: children made after the initial population (each replaces the oldest)
+    mutation_prob: float = 0.0  # chance to flip each edge of the parent (>= 1 flip); 0 = 1/edges
+    budget_epochs: int = 1  # epochs each candidate trains from fresh weights (retrain settings)
+    budget_steps: int = 0  # > 0: cap a candidate's steps by training on a prefix of train; 0 = off
+    metric: str = "cvr_auc"  # validation score to maximise: one of EVOLUTION_METRICS
+    seed: int = 0  # seed of the initial population, tournaments and mutations
+
+    def __post_init__(self):
+        _check_types(self, "")
+        _check(self.population >= 1, "population", "must be >= 1")
+        _check(1 <= self.sample <= self.population, "sample", "must lie in [1, population]")
+        _check(self.cycles >= 0, "cycles", "must be >= 0")
+        _check(0 <= self.mutation_prob <= 1, "mutation_prob", "must lie in [0, 1]")
+        _check(self.budget_epochs >= 1, "budget_epochs", "must be >= 1")
+        _check(self.budget_steps >= 0, "budget_steps", "must be >= 0")
+        _check(self.metric in EVOLUTION_METRICS, "metric", f"one of {EVOLUTION_METRICS}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "default"  # experiment name, printed and written to results.json
@@ -224,6 +306,7 @@ class Config:
     eval_batch_size: int = 8192  # impressions per evaluation step
     parallel: ParallelConfig = ParallelConfig()  # devices, launcher, hosts
     checkpoint: CheckpointConfig = CheckpointConfig()  # saving and resuming
+    evolution: EvolutionConfig = EvolutionConfig()  # `autoheri evolve`: evolutionary search
 
     def __post_init__(self):
         _check_types(self, "")

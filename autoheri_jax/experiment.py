@@ -25,7 +25,13 @@ from autoheri_jax.config import (
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits, load_splits
 from autoheri_jax.metrics import funnel_metrics, metric_keys
-from autoheri_jax.model.network import ModelSpec, derive_edges, edge_probabilities
+from autoheri_jax.model.aggregation import OPS
+from autoheri_jax.model.network import (
+    ModelSpec,
+    derive_edges,
+    edge_probabilities,
+    op_probabilities,
+)
 from autoheri_jax.models import VARIANTS, build_spec, derived_model
 from autoheri_jax.train import (
     Resumable,
@@ -86,12 +92,22 @@ def _train_and_save(
         return wd.load_params(name, abstract, made_by=phase)
     _say(f"[{phase}] {name}: {spec.num_edges} edges, params {count_params(abstract)}")
 
+    from autoheri_jax import tb_events
+
+    tb = tb_events.EventWriter(wd.path("tb", f"{phase}_{name}"))  # file made at the 1st write
+
     def on_log(step: int, rec: dict) -> None:
         probs = rec.pop("edge_probs")
         wd.append_jsonl("metrics.jsonl", {"phase": phase, "model": name, **rec})
+        scalars = tb_events.flatten_scalars(rec)  # loss, stage_bce/<i>, entropy, examples_per_s
         if spec.has_arch:
             named = {e.name: p for e, p in zip(spec.edges, probs, strict=True)}
             wd.append_jsonl("edge_history.jsonl", {"model": name, "step": step, "probs": named})
+            scalars |= {f"edge_prob/{edge}": p for edge, p in named.items()}
+        if artifacts.is_writer():  # TensorBoard: `tensorboard --logdir <workdir>/tb`
+            if not tb.started:  # trained afresh: drop older events; resumed: the re-logged steps
+                tb.discard_from(0 if step <= tcfg.log_every else step)
+            tb.scalars(scalars, step)
 
     def on_resume(step: int) -> None:
         _say(f"[{phase}] {name}: resuming from the checkpoint at step {step}")
@@ -191,8 +207,16 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
     probs = np.asarray(edge_probabilities(params, spec))
     logits = np.asarray(params["arch"]["edge_logits"])
     kept = derive_edges(probs, spec.edges, cfg.derive_threshold)
+    op_probs = np.asarray(op_probabilities(params, spec)) if spec.searches_ops else None
     record = artifacts.architecture_record(
-        spec.edges, probs, logits, cfg.derive_threshold, data.train.stage_names, cfg.model.edge_mode
+        spec.edges,
+        probs,
+        logits,
+        cfg.derive_threshold,
+        data.train.stage_names,
+        cfg.model.edge_mode,
+        op_probs=op_probs,
+        op_names=OPS,
     )
     assert record["kept"] == [e.name for e in kept]
     wd.write_json("architecture.json", record)
@@ -205,7 +229,8 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
 
 def model_configs(cfg: Config, record: dict) -> dict[str, ModelConfig]:
     """Every model the retrain step trains: the derived AutoHERI model, then the baselines."""
-    models = {AUTOHERI: derived_model(cfg.model, artifacts.kept_edges(record))}
+    kept = artifacts.kept_edges(record)
+    models = {AUTOHERI: derived_model(cfg.model, kept, artifacts.kept_ops(record))}
     for name in cfg.baselines:
         models[name] = VARIANTS[name](cfg.model)
     return models

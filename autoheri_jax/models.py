@@ -2,7 +2,8 @@
 
 A variant is a function from the experiment's searched-model config to the config of the
 model to train, so every baseline shares the searched model's embedding size and towers and
-differs only in its edges. To add a model, register one function in `VARIANTS`.
+differs only in its edges, or swaps the towers for another model family (families.py) over
+the same embedding. To add a model, register one function in `VARIANTS`.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from autoheri_jax.config import ModelConfig
-from autoheri_jax.model.edges import Edge, candidate_edges
+import numpy as np
+
+from autoheri_jax.config import ConfigError, ModelConfig
+from autoheri_jax.model.aggregation import split_edge_op
+from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge
 from autoheri_jax.model.network import ModelSpec
 
 
@@ -26,18 +30,85 @@ def _all_on(mode: str) -> Callable[[ModelConfig], ModelConfig]:
     return variant
 
 
+def _family(name: str) -> Callable[[ModelConfig], ModelConfig]:
+    def variant(m: ModelConfig) -> ModelConfig:
+        return dataclasses.replace(m, family=name, edge_mode="none", searched=False, fixed_edges=())
+
+    return variant
+
+
 VARIANTS: dict[str, Callable[[ModelConfig], ModelConfig]] = {
     "esmm": _esmm,  # independent towers over a shared embedding, entire-space loss
     "parallel_all_on": _all_on("parallel"),  # every same-depth edge on, no search
     "hierarchical_all_on": _all_on("hierarchical"),  # every edge on, no search
+    # a random hierarchical edge subset (model.random_edge_prob, model.random_seed), no search
+    "random_mask": _all_on("random"),
+    "shared_bottom": _family("shared_bottom"),  # shared MLP bottom, a small tower per task
+    "mmoe": _family("mmoe"),  # multi-gate mixture of experts
+    "ple": _family("ple"),  # progressive layered extraction (stacked CGC levels)
+    "aitm": _family("aitm"),  # adaptive information transfer; entire-space outputs
+}
+
+# The ModelConfig fields each family reads; the others stay at their ModelSpec defaults, so a
+# family's spec (its jit cache key and checkpoint fingerprint) ignores unrelated settings.
+_FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
+    "autoheri": (),
+    "shared_bottom": ("bottom_hidden", "tower_hidden"),
+    "mmoe": ("num_experts", "expert_hidden", "tower_hidden"),
+    "ple": ("levels", "task_experts", "shared_experts", "expert_hidden", "tower_hidden"),
+    "aitm": ("aitm_constraint_weight",),
 }
 
 
-def derived_model(m: ModelConfig, kept: Sequence[Edge]) -> ModelConfig:
-    """The discrete architecture found by the search, as a fixed, unsearched model."""
+def derived_model(
+    m: ModelConfig, kept: Sequence[Edge], ops: Sequence[str | None] | None = None
+) -> ModelConfig:
+    """The discrete architecture found by the search, as a fixed, unsearched model.
+
+    ops: each kept edge's operator (an operator search's argmax); the edges then read
+    "u.i->d.j:op" and aggregation falls back to "concat" for none. Without ops a fixed
+    aggregation carries over, and a searched one ("search") becomes "concat".
+    """
+    names = [e.name for e in kept]
+    if ops is not None:
+        if len(ops) != len(kept):
+            raise ValueError(f"{len(ops)} ops for {len(kept)} kept edges")
+        names = [n if op is None else f"{n}:{op}" for n, op in zip(names, ops, strict=True)]
+    aggregation = "concat" if m.aggregation == "search" else m.aggregation
     return dataclasses.replace(
-        m, edge_mode="fixed", searched=False, fixed_edges=tuple(e.name for e in kept)
+        m,
+        edge_mode="fixed",
+        searched=False,
+        fixed_edges=tuple(names),
+        aggregation=aggregation,
     )
+
+
+def _fixed_edge_ops(m: ModelConfig, edges: Sequence[Edge]) -> tuple[str, ...]:
+    """Per-edge operators from "u.i->d.j:op" entries (others take m.aggregation); () if none."""
+    ops: dict[Edge, str] = {}
+    for text in m.fixed_edges:
+        try:
+            name, op = split_edge_op(text)
+        except ValueError as err:
+            raise ConfigError(f"fixed_edges: {err}") from None
+        if op is not None:
+            ops[parse_edge(name)] = op
+    if not ops:
+        return ()
+    return tuple(ops.get(e, m.aggregation) for e in edges)
+
+
+def random_edges(
+    num_tasks: int, num_layers: int, pairs: str, prob: float, seed: int
+) -> tuple[Edge, ...]:
+    """Each hierarchical candidate kept independently with probability `prob`, from `seed`.
+
+    Deterministic in (candidates, prob, seed); the result keeps the candidates' order.
+    """
+    candidates = candidate_edges("hierarchical", num_tasks, num_layers, pairs)
+    keep = np.random.default_rng(seed).random(len(candidates)) < prob
+    return tuple(e for e, k in zip(candidates, keep, strict=True) if k)
 
 
 def build_spec(
@@ -47,7 +118,14 @@ def build_spec(
     num_tasks: int,
     bag_vocab_sizes: Sequence[int] = (),
 ) -> ModelSpec:
-    edges = candidate_edges(m.edge_mode, num_tasks, len(m.hidden), m.edge_pairs, m.fixed_edges)
+    if m.edge_mode == "random":
+        edges = random_edges(
+            num_tasks, len(m.hidden), m.edge_pairs, m.random_edge_prob, m.random_seed
+        )
+    else:
+        names = tuple(split_edge_op(e)[0] for e in m.fixed_edges)
+        edges = candidate_edges(m.edge_mode, num_tasks, len(m.hidden), m.edge_pairs, names)
+    family = {k: getattr(m, k) for k in _FAMILY_FIELDS[m.family]}
     return ModelSpec(
         vocab_sizes=tuple(int(v) for v in vocab_sizes),
         num_dense=num_dense,
@@ -64,4 +142,8 @@ def build_spec(
         bag_vocab_sizes=tuple(int(v) for v in bag_vocab_sizes),
         bag_pooling=m.bag_pooling,
         bag_value_weighted=m.bag_value_weighted,
+        family=m.family,
+        aggregation=m.aggregation if m.family == "autoheri" else "concat",
+        edge_ops=_fixed_edge_ops(m, edges) if m.edge_mode == "fixed" else (),
+        **family,
     )

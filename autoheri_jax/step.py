@@ -29,7 +29,7 @@ import optax
 
 from autoheri_jax import sparse_rows
 from autoheri_jax.config import TrainConfig
-from autoheri_jax.losses import edge_entropy, entire_space_bce, entropy_weight_at
+from autoheri_jax.losses import edge_entropy, entropy_weight_at, task_losses
 from autoheri_jax.model.network import (
     ModelSpec,
     Params,
@@ -94,17 +94,27 @@ def _device_index(axis: str | None) -> jax.Array:
 
 
 def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
-    """loss_fn(params, batch, rng, step, embedded=None) -> (total, aux)."""
+    """loss_fn(params, batch, rng, step, embedded=None) -> (total, aux).
+
+    The task loss is the per-stage entire-space BCE summed, plus AITM's label-constraint
+    calibrator for entire-space models (`aux["constraint"]`, 0 for conditional ones).
+    """
 
     def loss_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array, embedded=None):
         dropout_rng = rng if spec.dropout > 0 else None
         logits = forward(params, spec, batch, dropout_rng=dropout_rng, embedded=embedded)
-        stage_bce = entire_space_bce(logits, batch["labels"])
-        task_loss = jnp.sum(stage_bce)
+        stage_bce, constraint = task_losses(logits, batch["labels"], spec)
+        task_loss = jnp.sum(stage_bce) + constraint
         entropy = edge_entropy(params["arch"]["edge_logits"] if spec.has_arch else None)
         weight = entropy_weight_at(step, cfg.entropy_weight, cfg.entropy_warmup_steps)
         total = task_loss + weight * entropy
-        aux = {"loss": task_loss, "stage_bce": stage_bce, "entropy": entropy, "total": total}
+        aux = {
+            "loss": task_loss,
+            "stage_bce": stage_bce,
+            "constraint": constraint,
+            "entropy": entropy,
+            "total": total,
+        }
         return total, aux
 
     return loss_fn
@@ -132,8 +142,8 @@ def _merge_row_grads(rows, g_rows, vocab: int, axis: str | None, shard: int | No
         return sparse_rows.SparseRows(rows, g_rows)
     ids = _all_gather(rows, axis)
     grads = _all_gather(g_rows, axis) / _num_devices(axis)
-    uniq, inverse = jnp.unique(ids, size=ids.shape[0], fill_value=vocab, return_inverse=True)
-    merged = jax.ops.segment_sum(grads, inverse.reshape(-1), num_segments=ids.shape[0])
+    uniq, inverse = sparse_rows.sorted_unique(ids, ids.shape[0], vocab)
+    merged = jax.ops.segment_sum(grads, inverse, num_segments=ids.shape[0])
     if shard is not None:
         local = uniq - _device_index(axis) * shard
         uniq = jnp.where((local >= 0) & (local < shard), local, shard)

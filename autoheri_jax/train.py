@@ -8,6 +8,7 @@ inf (that step's update was skipped, so the state in hand is the last good one).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import threading
 import time
@@ -15,14 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from autoheri_jax.checkpoint import Checkpointer
 from autoheri_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig
 from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
-from autoheri_jax.losses import funnel_log_probs
+from autoheri_jax.losses import stage_probabilities
 from autoheri_jax.model.network import ModelSpec, Params, forward
 from autoheri_jax.parallel import make_data_parallel
 from autoheri_jax.progress import Progress
@@ -41,12 +41,12 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or inf; the message names the phase and step."""
 
 
+@functools.lru_cache(maxsize=32)  # one compilation per model, not one per evaluation
 def make_predict_fn(spec: ModelSpec):
     """Jitted (params, batch) -> (conditional probs, entire-space probs), each B x T."""
 
     def predict(params: Params, batch: dict):
-        logits = forward(params, spec, batch)
-        return jax.nn.sigmoid(logits), jnp.exp(funnel_log_probs(logits)[0])
+        return stage_probabilities(forward(params, spec, batch), spec)
 
     return jax.jit(predict)
 

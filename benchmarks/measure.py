@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import resource
 import statistics
 import time
@@ -92,6 +93,12 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process, all threads."""
+    t = os.times()
+    return t.user + t.system
+
+
 def _median_run(step, n: int, repeats: int) -> tuple[float, list[float]]:
     """Median seconds per call over `repeats` runs of n calls; step() returns what to block on."""
     times = []
@@ -137,8 +144,9 @@ def bench_train(
         return box["state"]
 
     _median_run(step, warmup, 1)
-    faults = _minor_faults()
+    faults, cpu0, wall0 = _minor_faults(), _cpu_s(), time.perf_counter()
     step_s, runs = _median_run(step, steps, repeats)
+    cpu_per_wall = (_cpu_s() - cpu0) / (time.perf_counter() - wall0)
     faults = (_minor_faults() - faults) / (steps * repeats)
     out = {
         "batch_size": b,
@@ -158,6 +166,7 @@ def bench_train(
             "examples_per_s": b / step_s,
             "runs_examples_per_s": [b / t for t in runs],
             "minor_page_faults_per_step": faults,
+            "cpu_s_per_wall_s": cpu_per_wall,  # < cores in use: other processes took the CPU
         },
         "xla_cost_per_step": first["xla_cost"],
     }

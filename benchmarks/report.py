@@ -93,6 +93,14 @@ def _rows(records: dict[str, dict], keys: tuple[str, ...]) -> list[list]:
     return [[label, *(dig(r, k) for k in keys)] for label, r in records.items()]
 
 
+def _record(res: dict, name: str) -> dict:
+    kind, *rest = name.split(":")
+    node = res.get(kind, {})
+    for key in rest:
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    return node
+
+
 def print_report(res: dict) -> None:
     train = {f"{m} @ {b}": r for m, by_b in res["train"].items() for b, r in by_b.items()}
     table(
@@ -118,10 +126,13 @@ def print_report(res: dict) -> None:
     table("3. eval", "model|" + EVAL_KEYS[0], _rows(evals, EVAL_KEYS[1]))
     comp = {n: {**c, "rss": res["peak_rss_mb"].get(n, "-")} for n, c in res["compile"].items()}
     comp["machine"] = {"rss": res["peak_rss_mb"].get("machine", "-")}
+    for n, c in comp.items():
+        c["load"] = dig(res.get("load_per_config", {}), n, "-")
+        c["cpu"] = dig(_record(res, n), "device.cpu_s_per_wall_s")
     table(
         "4-5. compile time (first call - steady call) and peak RSS of each process",
-        "config|first call s|compile s|peak RSS MB",
-        _rows(comp, ("first_call_s", "compile_s", "rss")),
+        "config|first call s|compile s|peak RSS MB|load (1 min)|CPU s / wall s",
+        _rows(comp, ("first_call_s", "compile_s", "rss", "load", "cpu")),
     )
     m = res["machine"]
     if "peak_flops_per_s" in m:

@@ -233,7 +233,7 @@ def assemble(raw: dict[str, dict]) -> dict:
     import roofline
 
     res = {"machine": raw.get("machine", {}), "train": {}, "vocab": {}, "eval": {}}
-    res.update(compile={}, peak_rss_mb={}, roofline={}, errors={})
+    res.update(compile={}, peak_rss_mb={}, load_per_config={}, roofline={}, errors={})
     machine = res["machine"] if "peak_flops_per_s" in res["machine"] else None
     for name, r in raw.items():
         if "error" in r:
@@ -241,6 +241,7 @@ def assemble(raw: dict[str, dict]) -> dict:
             continue
         kind, *rest = name.split(":")
         res["peak_rss_mb"][name] = r["peak_rss_mb"]
+        res["load_per_config"][name] = r["loadavg"]["start"][0]
         if kind == "machine":
             continue
         res[kind].setdefault(rest[0], {})[rest[1] if len(rest) > 1 else "value"] = r

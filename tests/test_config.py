@@ -57,7 +57,7 @@ def test_overrides_parse_against_field_types():
         ("model=3", "model"),
         ("search.epochs=0", "search.epochs"),
         ("model.edge_mode=dense", "edge_mode"),
-        ("baselines=esmm,mmoe", "baselines"),
+        ("baselines=esmm,nosuch", "baselines"),
         ("data.stage_rates=[0.1,0.2]", "stage_rates"),
     ],
 )

@@ -154,3 +154,20 @@ def test_bag_fields_pool_their_entries(pooling, weighted):
         out[2, len(VOCABS) + 1], scale * table[first_bag_row + 6 + 1], rtol=1e-6
     )
     assert forward(params, spec, batch).shape == (3, 2)
+
+
+def test_model_input_and_conditional_stage_probabilities():
+    from autoheri_jax.losses import funnel_log_probs, stage_probabilities
+    from autoheri_jax.model.network import model_input
+
+    spec = tiny_spec(edge_mode="parallel")
+    assert spec.family == "autoheri" and spec.output == "conditional"
+    params = init_params(jax.random.PRNGKey(0), spec)
+    batch = tiny_batch(8)
+    x = model_input(params, spec, batch)
+    assert x.shape == (8, spec.input_dim) == (8, len(VOCABS) * 4 + 2)
+    np.testing.assert_array_equal(x[:, -2:], batch["dense"])
+    logits = forward(params, spec, batch)
+    cond, entire = stage_probabilities(logits, spec)
+    np.testing.assert_array_equal(cond, jax.nn.sigmoid(logits))
+    np.testing.assert_array_equal(entire, jnp.exp(funnel_log_probs(logits)[0]))

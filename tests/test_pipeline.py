@@ -233,6 +233,7 @@ def test_store_round_trip_with_a_side_table(tmp_path):
     assert len(side_ids) == int((shared.ends - shared.starts).sum())  # once per user
     assert len(side_ids) < len(data[1].bags[0].ids)  # not once per impression
     assert not (tmp_path / "train" / "bag.150_14.ids.npy").exists()
+    assert (tmp_path / "train" / "side.users.row.npy").is_file()
     stored = open_split(tmp_path, "train")
     stored = CTRDataset(**{**stored.__dict__, "max_bag_len": 4})
     bag, copy = stored.bags
@@ -259,26 +260,35 @@ def test_store_round_trip_with_a_side_table(tmp_path):
 
 
 def test_side_table_writer_guards(tmp_path):
-    side = SideTableWriter(tmp_path / "side.u", ["150_14"])
-    side.append({"150_14": (np.array([2, 0]), np.array([4, 5]), np.ones(2, np.float32))})
-    w = SplitWriter(tmp_path / "train", 2, 0, 0, ["150_14"], shared={"150_14": side})
+    side = SideTableWriter(tmp_path / "side.u", ["150_14", "109_14"])
+    one = (np.array([2, 0]), np.array([4, 5]), np.ones(2, np.float32))
+    side.append({"150_14": one, "109_14": (np.array([0, 1]), np.array([7]), np.ones(1))})
+    shared = dict.fromkeys(["150_14", "109_14"], side)
+    w = SplitWriter(tmp_path / "train", 2, 0, 0, ["150_14", "109_14"], shared=shared)
     no = (np.zeros((2, 2), np.int8), np.zeros((2, 0), np.int32), np.zeros((2, 0), np.float32))
     with pytest.raises(StoreError, match="outside the 2 rows"):
-        w.append(*no, {"150_14": np.array([0, 2])})  # side row 2 is not written yet
+        w.append(*no, dict.fromkeys(shared, np.array([0, 2])))  # side row 2 is not written yet
     with pytest.raises(StoreError, match="rows must be integer"):
-        w.append(*no, {"150_14": np.array([0.0, 1.0])})
+        w.append(*no, dict.fromkeys(shared, np.array([0.0, 1.0])))
+    with pytest.raises(StoreError, match="rows differ"):
+        w.append(*no, {"150_14": np.array([1, 0]), "109_14": np.array([0, 1])})
     with pytest.raises(StoreError, match="lengths / ids / values"):
-        side.append({"150_14": (np.array([3]), np.array([4, 5]), np.ones(2, np.float32))})
+        side.append({"150_14": (np.array([3, 0]), np.array([4, 5]), np.ones(2)), "109_14": one})
+    with pytest.raises(StoreError, match="different row counts"):
+        side.append({"150_14": one, "109_14": (np.array([1]), np.array([4]), np.ones(1))})
     with pytest.raises(StoreError, match="side table directory"):
         SideTableWriter(tmp_path / "users", ["150_14"])
     with pytest.raises(StoreError, match="not in the store"):
         SplitWriter(tmp_path / "x" / "train", 2, 0, 0, ["150_14"], shared={"150_14": side})
-    w.append(*no, {"150_14": np.array([1, 0])})
-    assert w.rows == 2  # a refused chunk wrote nothing
+    w.append(*no, {"150_14": np.array([1, 0]), "109_14": np.array([1, 0])})
+    assert w.rows == 2 and side.rows == 2  # a refused chunk wrote nothing
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == [
+        "dense.npy", "labels.npy", "side.u.row.npy", "sparse.npy"]  # fmt: skip
     write_manifest(tmp_path, {
-        "stage_names": ["click", "conversion"], "fields": [], "bag_fields": ["150_14"],
-        "dense_fields": [], "vocab_sizes": {"150_14": 9}, "splits": {"train": w.close()},
-        "side_tables": {"side.u": side.close()}, "bag_tables": {"train": {"150_14": "../x"}},
+        "stage_names": ["click", "conversion"], "fields": [], "bag_fields": ["150_14", "109_14"],
+        "dense_fields": [], "vocab_sizes": {"150_14": 9, "109_14": 9},
+        "splits": {"train": w.close()}, "side_tables": {"side.u": side.close()},
+        "bag_tables": {"train": {"150_14": "../x", "109_14": "side.u"}},
     })  # fmt: skip
     with pytest.raises(StoreError, match="not a listed side table"):
         open_split(tmp_path, "train")
@@ -286,3 +296,4 @@ def test_side_table_writer_guards(tmp_path):
     m["bag_tables"]["train"]["150_14"] = "side.u"
     ds = open_split(tmp_path, "train", m)
     assert [ds.bags[0].row(r)[0].tolist() for r in (0, 1)] == [[], [4, 5]]
+    assert [ds.bags[1].row(r)[0].tolist() for r in (0, 1)] == [[7], []]

@@ -182,8 +182,9 @@ def test_valid_split_deterministic_in_seed(raw, tmp_path):
     a = prepare(src, tmp_path / "a", seed=5)
     b = prepare(src, tmp_path / "b", seed=5, chunk_rows=7)  # chunking changes nothing
     c = prepare(src, tmp_path / "c", seed=6)
-    names = ("labels.npy", "sparse.npy", "bag.150_14.row.npy", "bag.210.values.npy")
+    names = ("labels.npy", "sparse.npy", "bag.210.values.npy")
     paths = [f"{split}/{name}" for split in ("train", "valid", "test") for name in names]
+    paths += ["train/side.train.row.npy", "valid/side.train.row.npy", "test/side.test.row.npy"]
     paths += [f"side.{s}/bag.150_14.{c}.npy" for s in ("train", "test") for c in ("ids", "offsets")]
     for path in paths:
         assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
@@ -416,6 +417,7 @@ def test_user_bags_are_stored_once_per_user(raw, tmp_path):
             ids = np.load(out / f"side.{s}" / f"bag.{f}.ids.npy")
             assert len(ids) == sum(len(raw_bag(feats, f)) for feats in users.values())
             assert not (out / s / f"bag.{f}.ids.npy").exists()  # nothing per impression
+        assert sorted(p.name for p in (out / s).glob("side.*")) == [f"side.{s}.row.npy"]
         for f in ITEM_BAGS:  # item bags stay per row
             assert (out / s / f"bag.{f}.ids.npy").is_file()
     is_valid = valid_mask(300, 3, 0.2)
@@ -427,6 +429,7 @@ def test_user_bags_are_stored_once_per_user(raw, tmp_path):
         keys = sorted(raw["users"]["test" if split == "test" else "train"])
         for b in ds.bags:
             if b.name in USER_BAGS:  # row_of is the user's common row (the file is in key order)
+                assert b.row_of is ds.bags[-1].row_of  # one column for the four fields
                 assert b.row_of.dtype == np.int32 and len(b.starts) == 20
                 assert b.row_of.tolist() == [keys.index(r[3]) for r in want]
     first = [r[3] for r in rows["train"]]

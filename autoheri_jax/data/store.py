@@ -17,20 +17,22 @@ per entity, in a side table, and each row stores only its entity's side-table ro
   side.<name>/bag.<field>.offsets.npy  int64 [K + 1]  side-table row k owns ids[o[k]:o[k+1]]
   side.<name>/bag.<field>.ids.npy      int32 [nnz]
   side.<name>/bag.<field>.values.npy   float32 [nnz]
-  <split>/bag.<field>.row.npy          int32 [N]      row r's bag is side-table row row[r]
+  <split>/side.<name>.row.npy          int32 [N]      row r's bags are side-table row row[r]
 
-Several splits may share one side table (e.g. train and valid carved from one raw file). The
-manifest then has
+A side table holds any number of fields of one entity (a user's 109_14 ... 150_14), so a split
+stores one row column per side table it uses, shared by those fields; several splits may share
+one side table (e.g. train and valid carved from one raw file). The manifest then has
   "side_tables": {"side.<name>": {"rows": K, "bag_fields": [...]}}
   "bag_tables": {"<split>": {"<field>": "side.<name>", ...}}
 and a (split, field) pair absent from bag_tables is stored per row as above, so stores without
 these keys (older ones, the peer-format converter's) read unchanged. open_split turns a shared
-field into BagField(starts, ends, ids, values from the side table, row_of=row.npy).
+field into BagField(starts, ends, ids, values from the side table, row_of=side.<name>.row.npy).
 
 Writing: `SideTableWriter(root / "side.<name>", fields)` appends (lengths, ids, values) per field
 for n more entities at a time; `SplitWriter(..., bags, shared={field: side_writer})` then takes,
 for a shared field, a rows array [n] in place of (lengths, ids, values), each row checked against
-the side rows written so far. The converter adds `{name: side.close()}` as side_tables and
+the side rows written so far (the fields of one side table must be given equal rows: it is one
+column). The converter adds `{name: side.close()}` as side_tables and
 `{split: writer.bag_tables}` as bag_tables to the manifest.
 
 Columns are written in chunks through `_NpyAppender` (a .npy file whose header is rewritten with
@@ -171,7 +173,7 @@ class SplitWriter:
 
     bags lists the split's bag fields. shared maps some of them to the SideTableWriter holding
     their bags (a sibling directory of root): for those fields `append` takes each row's side
-    table row instead of the bags themselves, stored as bag.<field>.row.npy.
+    table row instead of the bags themselves, stored once per side table as <side name>.row.npy.
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class SplitWriter:
         shared: Mapping[str, SideTableWriter] | None = None,
     ):
         shared = dict(shared or {})
+        sides: dict[str, SideTableWriter] = {}
         for b, side in shared.items():
             if b not in bags or b not in side.bags:
                 raise StoreError(
@@ -191,15 +194,19 @@ class SplitWriter:
                 )
             if side.root.parent.resolve() != root.parent.resolve():
                 raise StoreError(f"{side.root} is not in the store of {root}")
+            if sides.setdefault(side.name, side) is not side:
+                raise StoreError(f"two side table writers named {side.name}")
         root.mkdir(parents=True, exist_ok=True)
         self.labels = _NpyAppender(root / "labels.npy", np.int8, (num_stages,))
         self.sparse = _NpyAppender(root / "sparse.npy", np.int32, (num_fields,))
         self.dense = _NpyAppender(root / "dense.npy", np.float32, (num_dense,))
         self.bags = {b: _CsrWriter(root, b) for b in bags if b not in shared}
-        self.shared = {
-            b: (side, _NpyAppender(root / f"bag.{b}.row.npy", np.int32, ()))
-            for b, side in shared.items()
-        }
+        self.shared = shared
+        self.row_cols = {  # side name -> (writer, row column, its fields)
+            name: (side, _NpyAppender(root / f"{name}.row.npy", np.int32, ()),
+                   [b for b in shared if shared[b] is side])
+            for name, side in sides.items()
+        }  # fmt: skip
         self.fields = list(bags)
         self.rows = 0
         self.positives: np.ndarray = np.zeros(num_stages, np.int64)
@@ -207,7 +214,7 @@ class SplitWriter:
     @property
     def bag_tables(self) -> dict[str, str]:
         """Shared field -> side table name: this split's entry of the manifest's bag_tables."""
-        return {b: side.name for b, (side, _) in self.shared.items()}
+        return {b: side.name for b, side in self.shared.items()}
 
     def append(
         self,
@@ -217,30 +224,36 @@ class SplitWriter:
         bags: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray] | None = None,
     ) -> None:
         """One chunk of n rows. bags: field -> (lengths [n], ids [sum lengths], values [same]),
-        or for a shared field, rows int [n]: each row's row in the field's side table."""
+        or for a shared field, rows int [n]: each row's row in the field's side table (equal
+        for the fields of one side table)."""
         n = labels.shape[0]
         if sparse.shape[0] != n or dense.shape[0] != n:
             raise StoreError(f"chunk row counts differ: {n}, {sparse.shape[0]}, {dense.shape[0]}")
         bags = bags or {}
         if set(bags) != set(self.fields):
             raise StoreError(f"chunk bag fields {sorted(bags)} != store's {sorted(self.fields)}")
-        for b, (side, _) in self.shared.items():
-            rows = np.asarray(bags[b])
+        side_rows = {}
+        for name, (side, _, fields) in self.row_cols.items():
+            rows = side_rows[name] = np.asarray(bags[fields[0]])
             if rows.shape != (n,) or (n and rows.dtype.kind not in "iu"):
-                raise StoreError(f"shared bag field {b}: rows must be integer [{n}]")
+                raise StoreError(f"shared bag field {fields[0]}: rows must be integer [{n}]")
             if n and (rows.min() < 0 or rows.max() >= side.rows):
                 raise StoreError(
-                    f"shared bag field {b}: rows span [{rows.min()}, {rows.max()}], "
+                    f"shared bag field {fields[0]}: rows span [{rows.min()}, {rows.max()}], "
                     f"outside the {side.rows} rows of {side.root}"
                 )
             if n and rows.max() > np.iinfo(np.int32).max:
-                raise StoreError(f"shared bag field {b}: side table row beyond int32")
+                raise StoreError(f"{side.root}: row {rows.max()} does not fit the int32 column")
+            for b in fields[1:]:
+                if bags[b] is not bags[fields[0]] and not np.array_equal(bags[b], rows):
+                    raise StoreError(f"shared bag fields {fields[0]} and {b} of {name}: "
+                                     "rows differ (one row column per side table)")  # fmt: skip
         for b, cols in self.bags.items():
             cols.check(n, *bags[b])
         for b, cols in self.bags.items():
             cols.append(n, *bags[b])
-        for b, (_, col) in self.shared.items():
-            col.append(np.asarray(bags[b]))
+        for name, (_, col, _) in self.row_cols.items():
+            col.append(side_rows[name])
         self.labels.append(labels)
         self.sparse.append(sparse)
         self.dense.append(dense)
@@ -252,7 +265,7 @@ class SplitWriter:
             col.close()
         for cols in self.bags.values():
             cols.close()
-        for _, col in self.shared.values():
+        for _, col, _ in self.row_cols.values():
             col.close()
         rate = self.positives / max(self.rows, 1)
         return {"rows": self.rows, "positive_rate": [float(r) for r in rate]}
@@ -321,7 +334,7 @@ def open_split(root: str | Path, split: str, manifest: dict | None = None) -> CT
     """Memory-maps one split as a CTRDataset (nothing is read until a batch is gathered).
 
     A field shared through a side table becomes a BagField whose CSR arrays are the side
-    table's and whose row_of is the split's bag.<field>.row.npy."""
+    table's and whose row_of is the split's <side name>.row.npy."""
     root = Path(root)
     manifest = manifest or read_manifest(root)
     if split not in manifest["splits"]:
@@ -330,12 +343,15 @@ def open_split(root: str | Path, split: str, manifest: dict | None = None) -> CT
     d = root / split
     vocab = manifest["vocab_sizes"]
     tables = manifest.get("bag_tables", {}).get(split, {})
+    row_of = {}  # side table -> the split's row column, one memmap shared by its fields
     bags = []
     for b in manifest["bag_fields"]:
         if b in tables:
-            side, side_rows = _side_table(root, manifest, tables[b])
-            row_of = _load(d / f"bag.{b}.row.npy", rows)
-            bags.append(_bag(side, b, int(vocab[b]), side_rows, row_of))
+            name = tables[b]
+            side, side_rows = _side_table(root, manifest, name)
+            if name not in row_of:
+                row_of[name] = _load(d / f"{name}.row.npy", rows)
+            bags.append(_bag(side, b, int(vocab[b]), side_rows, row_of[name]))
         else:
             bags.append(_bag(d, b, int(vocab[b]), rows))
     return CTRDataset(

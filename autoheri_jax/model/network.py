@@ -14,12 +14,25 @@ Parts, in the order data flows:
               incoming edge in edge order. A head maps the last hidden layer to one logit.
   arch        edge logits [E]; while searching, gate g_k = sigmoid(logit_k), so the layer sees
               the expectation of a Bernoulli edge. Without search every gate is 1.
+              With aggregation="search" also op_logits [E, 3] (softmax over aggregation.OPS).
+
+`ModelSpec.aggregation` picks how a layer combines its own input with the gated upstream
+representations (aggregation.py): "concat" (above, the default), "gated_sum", "attention", or
+"search" (every edge mixes all three). `ModelSpec.edge_ops` (one op per edge) overrides it per
+edge, e.g. in a derived model. Only edges whose op is concat (or search) own kernel row blocks;
+the others add params["towers"][...]["layer_j"]["proj" / "attn"].
 
 The logit of task t is conditional: P(stage t | stage t-1). The funnel product lives in
 losses.py. Params layout (top-level keys are optimiser partitions, see optim.py):
 
   {"embedding": {"table"}, "towers": {"task_t": {"layer_j": {"kernel", "bias"}, "head"}},
-   "arch": {"edge_logits"}}       # "arch" only when searched and E > 0
+   "arch": {"edge_logits", "op_logits"}}  # "arch" only when searched and E > 0; op_logits
+                                          # only with aggregation="search"
+
+`ModelSpec.family` other than "autoheri" swaps the towers for a multi-task baseline
+(shared_bottom, mmoe, ple, aitm; see families.py) over the same x; its weights fill
+params["towers"] and it has no edges. `ModelSpec.output` says how to read the logits:
+"conditional" (chained by the funnel product) or "entire" (AITM: P_t = sigmoid(logit_t)).
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from autoheri_jax.model import aggregation, families
 from autoheri_jax.model.edges import Edge, incoming
 
 Params = dict
@@ -57,6 +71,32 @@ class ModelSpec:
     bag_vocab_sizes: tuple[int, ...] = ()
     bag_pooling: str = "mean"  # "sum" | "mean" over a bag's entries
     bag_value_weighted: bool = False  # multiply each bag entry by its feature value
+    # Baseline families (families.py); the fields a family does not use keep their defaults.
+    family: str = "autoheri"  # autoheri | shared_bottom | mmoe | ple | aitm
+    bottom_hidden: tuple[int, ...] = (128, 64)  # shared_bottom: the shared MLP
+    tower_hidden: tuple[int, ...] = (32,)  # shared_bottom, mmoe, ple: per-task tower widths
+    num_experts: int = 4  # mmoe: experts
+    expert_hidden: tuple[int, ...] = (64,)  # mmoe, ple: every expert's MLP widths
+    levels: int = 2  # ple: CGC levels
+    task_experts: int = 1  # ple: task-specific experts per task and level
+    shared_experts: int = 1  # ple: shared experts per level
+    aitm_constraint_weight: float = 0.6  # aitm: weight of the label-constraint calibrator
+    aggregation: str = "concat"  # concat | gated_sum | attention | search (aggregation.py)
+    edge_ops: tuple[str, ...] = ()  # one op per edge (overrides `aggregation`); () = none
+
+    def edge_op(self, k: int) -> str:
+        """Operator of edge k: one of aggregation.AGGREGATIONS."""
+        return self.edge_ops[k] if self.edge_ops else self.aggregation
+
+    @property
+    def searches_ops(self) -> bool:
+        """Whether params["arch"]["op_logits"] exists (mixes every edge's operators)."""
+        return self.has_arch and self.aggregation == "search" and not self.edge_ops
+
+    @property
+    def output(self) -> str:
+        """How to read logit t: "conditional" P(stage t | stage t-1), or "entire" P(stage t)."""
+        return "entire" if self.family in families.ENTIRE_SPACE_FAMILIES else "conditional"
 
     @property
     def num_fields(self) -> int:
@@ -90,10 +130,13 @@ class ModelSpec:
         return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
 
     def layer_input_dims(self, task: int, layer: int) -> list[int]:
-        """Row-block sizes of layer `layer`'s kernel in `task`: own input, then each edge."""
+        """Row-block sizes of layer `layer`'s kernel in `task`: own input, then each edge
+        whose operator is concat (or search), in edge order."""
         own = self.input_dim if layer == 0 else self.hidden[layer - 1]
         return [own] + [
-            self.hidden[self.edges[k].src_layer] for k in incoming(self.edges, task, layer)
+            self.hidden[self.edges[k].src_layer]
+            for k in incoming(self.edges, task, layer)
+            if self.edge_op(k) in ("concat", "search")
         ]
 
 
@@ -113,6 +156,9 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
         },
         "towers": {},
     }
+    if spec.family != "autoheri":
+        params["towers"] = families.init_family(k_towers, spec)
+        return params
     for t in range(spec.num_tasks):
         tower = {}
         k_task = jax.random.fold_in(k_towers, t)
@@ -120,7 +166,9 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
             k_layer = jax.random.fold_in(k_task, j)
             # Block keys depend on the block's identity, not its position, so the own block is
             # bitwise the same whatever edges a variant adds.
-            block_ids = [-1, *(_edge_id(spec.edges[k]) for k in incoming(spec.edges, t, j))]
+            inc = incoming(spec.edges, t, j)
+            cat = [k for k in inc if spec.edge_op(k) in ("concat", "search")]
+            block_ids = [-1, *(_edge_id(spec.edges[k]) for k in cat)]
             blocks = spec.layer_input_dims(t, j)
             kernel = jnp.concatenate(
                 [
@@ -130,6 +178,19 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
                 axis=0,
             )
             tower[f"layer_{j}"] = {"kernel": kernel, "bias": jnp.zeros((width,), jnp.float32)}
+            slots = [
+                aggregation.EdgeSlot(
+                    aggregation.edge_key(spec.edges[k].src_task, spec.edges[k].src_layer),
+                    _edge_id(spec.edges[k]),
+                    spec.hidden[spec.edges[k].src_layer],
+                    spec.edge_op(k),
+                )
+                for k in inc
+            ]
+            # a separate key subtree, so kernel blocks stay bitwise as under concat
+            tower[f"layer_{j}"] |= aggregation.init_layer(
+                jax.random.fold_in(k_layer, 1_000_000), blocks[0], slots
+            )
         k_head = jax.random.fold_in(k_task, len(spec.hidden))
         tower["head"] = {
             "kernel": dense_init(k_head, (spec.hidden[-1], 1)),
@@ -140,6 +201,10 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
         params["arch"] = {
             "edge_logits": jnp.full((spec.num_edges,), spec.init_edge_logit, jnp.float32)
         }
+        if spec.searches_ops:
+            params["arch"]["op_logits"] = jnp.zeros(
+                (spec.num_edges, len(aggregation.OPS)), jnp.float32
+            )
     return params
 
 
@@ -148,6 +213,17 @@ def edge_probabilities(params: Params, spec: ModelSpec) -> jax.Array:
     if spec.has_arch:
         return jax.nn.sigmoid(params["arch"]["edge_logits"])
     return jnp.ones((spec.num_edges,), jnp.float32)
+
+
+def op_probabilities(params: Params, spec: ModelSpec) -> jax.Array:
+    """[E, 3] probability of each operator (aggregation.OPS) per edge: the softmax of
+    op_logits while searching ops, else one-hot on each edge's fixed operator."""
+    if spec.searches_ops:
+        return jax.nn.softmax(params["arch"]["op_logits"], axis=-1)
+    onehot = [
+        [float(spec.edge_op(k) == op) for op in aggregation.OPS] for k in range(spec.num_edges)
+    ]
+    return jnp.asarray(onehot, jnp.float32).reshape(spec.num_edges, len(aggregation.OPS))
 
 
 def lookup_rows(spec: ModelSpec, inputs: Mapping[str, jax.Array]):
@@ -194,6 +270,22 @@ def embed(params: Params, spec: ModelSpec, inputs: Mapping[str, jax.Array]) -> j
     return embed_from(params["embedding"]["table"], spec, inputs, single, bags)
 
 
+def model_input(
+    params: Params,
+    spec: ModelSpec,
+    inputs: Mapping[str, jax.Array],
+    *,
+    embedded: jax.Array | None = None,
+) -> jax.Array:
+    """x: B x input_dim, the flattened field embeddings joined with the dense features."""
+    if embedded is None:
+        embedded = embed(params, spec, inputs)
+    x = embedded.reshape(inputs["sparse"].shape[0], -1)
+    if spec.num_dense:
+        x = jnp.concatenate([x, inputs["dense"].astype(x.dtype)], axis=-1)
+    return x
+
+
 def forward(
     params: Params,
     spec: ModelSpec,
@@ -203,35 +295,40 @@ def forward(
     dropout_rng: jax.Array | None = None,
     embedded: jax.Array | None = None,
 ) -> jax.Array:
-    """B x T conditional stage logits.
+    """B x T stage logits: conditional, or entire-space where `spec.output == "entire"`.
 
     inputs: a batch (see `embed`; dense float32 [B, Dd]); gates: [E] overrides
     `edge_probabilities` (tests and derived masks use it); dropout_rng: enables dropout;
     embedded: precomputed B x (F + Fb) x D embeddings (then params["embedding"] is unused).
     """
-    batch = inputs["sparse"].shape[0]
-    g = edge_probabilities(params, spec) if gates is None else gates
+    x = model_input(params, spec, inputs, embedded=embedded)
     act = _ACTIVATIONS[spec.activation]
-    if embedded is None:
-        embedded = embed(params, spec, inputs)
-    x = embedded.reshape(batch, -1)
-    if spec.num_dense:
-        x = jnp.concatenate([x, inputs["dense"].astype(x.dtype)], axis=-1)
+    if spec.family != "autoheri":
+        return families.family_logits(params["towers"], spec, x, act, dropout_rng)
+    g = edge_probabilities(params, spec) if gates is None else gates
+    w = op_probabilities(params, spec) if spec.searches_ops else None
     outputs: dict[tuple[int, int], jax.Array] = {}
     logits = []
     for t in range(spec.num_tasks):
         tower = params["towers"][f"task_{t}"]
         h = x
         for j in range(len(spec.hidden)):
-            parts = [h]
-            for k in incoming(spec.edges, t, j):
+            layer = tower[f"layer_{j}"]
+            inc = incoming(spec.edges, t, j)
+            reps = {}
+            for k in inc:
                 e = spec.edges[k]
                 rep = outputs[(e.src_task, e.src_layer)]
                 if spec.detach_upstream:
                     rep = jax.lax.stop_gradient(rep)
-                parts.append(g[k] * rep)
-            layer = tower[f"layer_{j}"]
-            h = act(jnp.concatenate(parts, axis=-1) @ layer["kernel"] + layer["bias"])
+                reps[k] = rep
+            if all(spec.edge_op(k) == "concat" for k in inc):
+                z = jnp.concatenate([h, *(g[k] * reps[k] for k in inc)], axis=-1)
+            else:
+                z = aggregation.layer_input(
+                    layer, h, [_edge_input(spec, k, reps[k], g[k], w) for k in inc]
+                )
+            h = act(z @ layer["kernel"] + layer["bias"])
             if dropout_rng is not None and spec.dropout > 0:
                 keep = jax.random.bernoulli(
                     jax.random.fold_in(dropout_rng, t * 1000 + j), 1 - spec.dropout, h.shape
@@ -240,6 +337,22 @@ def forward(
             outputs[(t, j)] = h
         logits.append(h @ tower["head"]["kernel"] + tower["head"]["bias"])
     return jnp.concatenate(logits, axis=-1)
+
+
+def _edge_input(spec: ModelSpec, k: int, rep, gate, w) -> aggregation.EdgeInput:
+    e = spec.edges[k]
+    op = spec.edge_op(k)
+    if op == "search":
+        weights = {name: w[k, i] for i, name in enumerate(aggregation.OPS)}
+    else:
+        weights = {op: 1.0}
+    return aggregation.EdgeInput(aggregation.edge_key(e.src_task, e.src_layer), rep, gate, weights)
+
+
+def derive_ops(params: Params, spec: ModelSpec) -> list[str]:
+    """Each edge's argmax operator (its fixed operator when ops are not searched)."""
+    probs = np.asarray(op_probabilities(params, spec))
+    return [aggregation.OPS[int(i)] for i in probs.argmax(axis=-1)] if probs.size else []
 
 
 def derive_edges(probs: Sequence[float], edges: Sequence[Edge], threshold: float) -> list[Edge]:

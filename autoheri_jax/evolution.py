@@ -1,0 +1,391 @@
+"""Evolutionary search over edge masks: regularised (aging) evolution, a baseline for the
+one-shot search.
+
+A candidate is a 0/1 mask over the candidate edges of `cfg.model` (edge k of
+`candidate_edges(...)` is on when mask[k] == 1). Scoring a candidate trains the fixed
+architecture it names from fresh weights for a short budget (`cfg.retrain` with
+`evolution.budget_epochs` epochs, optionally capped at `evolution.budget_steps` steps) and
+computes `evolution.metric` on the VALIDATION split; the test split is never looked at.
+
+Aging evolution (Real et al., 2019):
+
+  1. draw `population` masks uniformly at random and score them;
+  2. for `cycles` rounds: draw `sample` members of the population without replacement, take
+     the best of them as the parent, flip each of its edges with probability `mutation_prob`
+     (at least one edge always flips), score the child, append it and remove the OLDEST
+     member (not the worst), so a mask stays only while its descendants keep winning;
+  3. the answer is the best mask ever scored.
+
+Everything is drawn from one `numpy.random.default_rng(evolution.seed)`, so a run is a pure
+function of its config. Scores are cached per mask: a mask drawn again costs no training.
+The log of scored candidates doubles as a resume file: rerunning `autoheri evolve` over the
+same workdir replays the draws and takes the logged scores instead of retraining.
+
+The workdir then holds
+  evolution.jsonl     one record per evaluation: index, cycle, mask, edges, score, steps,
+                      seconds (train + score), cached
+  evolution.json      the settings, the best mask, the search cost (train steps, seconds,
+                      candidates) and, when the workdir also holds a one-shot search, its cost
+  architecture.json   the best mask as an architecture record (probabilities 1.0 / 0.0,
+                      search_mode "evolution"): `autoheri retrain` and `evaluate` take it as is
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from autoheri_jax import artifacts
+from autoheri_jax.config import (
+    Config,
+    ConfigError,
+    EvolutionConfig,
+    TrainConfig,
+    from_dict,
+    to_dict,
+)
+from autoheri_jax.data.dataset import CTRDataset
+from autoheri_jax.data.sources import Splits
+from autoheri_jax.metrics import funnel_metrics, metric_keys
+from autoheri_jax.model.edges import Edge, candidate_edges
+
+Mask = tuple[int, ...]
+
+LOG = "evolution.jsonl"
+SUMMARY = "evolution.json"
+ONESHOT_RECORD = "oneshot_architecture.json"  # a one-shot architecture.json that evolve replaced
+# Outputs of the derived model that a new architecture makes stale (baselines stay valid).
+_STALE_AFTER_NEW_ARCH = (
+    "results.json",
+    "architecture.txt",
+    "models/autoheri",
+    "checkpoints/autoheri",
+)
+
+
+# ------------------------------------------------------------------------ the search itself
+
+
+class Evaluation(NamedTuple):
+    index: int  # 0-based order of evaluation
+    cycle: int  # -1 for the initial population, else the cycle that made this child
+    mask: Mask
+    score: float | None  # None: the metric is undefined (a class absent from the split)
+    steps: int  # train steps this evaluation cost (0 when cached)
+    seconds: float  # wall seconds it cost (train + score; 0 when cached)
+    cached: bool  # the mask had been scored before: no training
+
+
+class SearchResult(NamedTuple):
+    best: Evaluation
+    history: list[Evaluation]
+
+    @property
+    def trained(self) -> list[Evaluation]:
+        return [e for e in self.history if not e.cached]
+
+
+def mutate(parent: Mask, prob: float, rng: np.random.Generator) -> Mask:
+    """Flips each bit with probability `prob`; when none flipped, one uniformly chosen bit."""
+    n = len(parent)
+    flips = rng.random(n) < prob
+    if not flips.any():
+        flips[rng.integers(n)] = True
+    return tuple(int(b) ^ int(f) for b, f in zip(parent, flips, strict=True))
+
+
+def _rank(score: float | None) -> float:
+    return -np.inf if score is None else score
+
+
+def aging_evolution(
+    num_edges: int,
+    score_fn: Callable[[Mask], tuple[float | None, dict]],
+    cfg: EvolutionConfig,
+    *,
+    on_eval: Callable[[Evaluation], None] | None = None,
+    known: Callable[[int, Mask], Evaluation | None] | None = None,
+) -> SearchResult:
+    """Runs aging evolution; `score_fn(mask) -> (score, {"steps": ..})`, higher is better.
+
+    `known(index, mask)` may return an earlier run's evaluation of that index (resumption);
+    it is then used instead of calling `score_fn`. `on_eval` sees every new evaluation.
+    Ties between scores go to the earlier member (in sample order, or evaluation order).
+    """
+    if num_edges < 1:
+        raise ConfigError("evolution: the model has no candidate edges to search over")
+    rng = np.random.default_rng(cfg.seed)
+    prob = cfg.mutation_prob or 1.0 / num_edges
+    cache: dict[Mask, float | None] = {}
+    history: list[Evaluation] = []
+
+    def evaluate(mask: Mask, cycle: int) -> Evaluation:
+        index = len(history)
+        earlier = None if known is None else known(index, mask)
+        if earlier is not None:
+            ev = earlier
+            cache.setdefault(mask, ev.score)
+        elif mask in cache:
+            ev = Evaluation(index, cycle, mask, cache[mask], 0, 0.0, True)
+        else:
+            t0 = time.perf_counter()
+            score, info = score_fn(mask)
+            ev = Evaluation(
+                index, cycle, mask, score, int(info.get("steps", 0)), time.perf_counter() - t0,
+                False,
+            )  # fmt: skip
+            cache[mask] = score
+        history.append(ev)
+        if on_eval is not None and earlier is None:
+            on_eval(ev)
+        return ev
+
+    population: list[Evaluation] = []  # oldest first
+    for _ in range(cfg.population):
+        mask = tuple(int(b) for b in rng.integers(0, 2, num_edges))
+        population.append(evaluate(mask, -1))
+    for cycle in range(cfg.cycles):
+        picks = rng.choice(len(population), size=cfg.sample, replace=False)
+        parent = max((population[i] for i in picks), key=lambda e: _rank(e.score))
+        child = evaluate(mutate(parent.mask, prob, rng), cycle)
+        population.append(child)
+        population.pop(0)  # the oldest dies, whatever its score
+    best = max(history, key=lambda e: _rank(e.score))  # first of equals: max keeps the first
+    return SearchResult(best, history)
+
+
+# ---------------------------------------------------------------- scoring by short training
+
+
+def search_edges(cfg: Config, num_tasks: int) -> tuple[Edge, ...]:
+    """The candidate edges the masks range over: those of the searched model's edge_mode."""
+    m = cfg.model
+    if m.edge_mode not in ("parallel", "hierarchical"):
+        raise ConfigError(
+            "model.edge_mode: evolution searches parallel or hierarchical edges, "
+            f"got {m.edge_mode!r}"
+        )
+    return candidate_edges(m.edge_mode, num_tasks, len(m.hidden), m.edge_pairs)
+
+
+def budget_train_config(cfg: Config) -> TrainConfig:
+    """Every candidate trains with the retrain settings for `budget_epochs` epochs."""
+    return dataclasses.replace(cfg.retrain, epochs=cfg.evolution.budget_epochs)
+
+
+def budget_train_rows(cfg: Config, train: CTRDataset) -> CTRDataset:
+    """The training rows a candidate sees: all, or a prefix when budget_steps caps the steps."""
+    ev, bs = cfg.evolution, cfg.retrain.batch_size
+    if ev.budget_steps == 0:
+        return train
+    rows = max(1, ev.budget_steps // ev.budget_epochs) * bs
+    return train if rows >= train.num_rows else train.take(slice(0, rows))
+
+
+def validation_score(cfg: Config, spec, params, valid: CTRDataset) -> float | None:
+    from autoheri_jax.train import predict_dataset
+
+    key = cfg.evolution.metric.removesuffix("_auc")
+    cond, entire = predict_dataset(spec, params, valid, cfg.eval_batch_size)
+    return funnel_metrics(valid.labels, cond, entire, valid.stage_names)[key]["auc"]
+
+
+def make_scorer(
+    cfg: Config, data: Splits, edges: Sequence[Edge], progress: bool
+) -> Callable[[Mask], tuple[float | None, dict]]:
+    """mask -> (validation score, {"steps"}): trains the masked architecture from scratch."""
+    from autoheri_jax.experiment import spec_for
+    from autoheri_jax.models import derived_model
+    from autoheri_jax.train import train
+
+    if data.valid.num_rows == 0:
+        raise ConfigError("evolution scores candidates on the validation split, which is empty")
+    tcfg = budget_train_config(cfg)
+    rows = budget_train_rows(cfg, data.train)
+
+    def score(mask: Mask) -> tuple[float | None, dict]:
+        kept = [e for e, on in zip(edges, mask, strict=True) if on]
+        spec = spec_for(derived_model(cfg.model, kept), rows)
+        state, stats = train(
+            spec, tcfg, rows, desc=f"evolve:{_bits(mask)}", progress=progress,
+            parallel=cfg.parallel,
+        )  # fmt: skip
+        params = artifacts.to_host(state.params)
+        return validation_score(cfg, spec, params, data.valid), {"steps": stats["steps"]}
+
+    return score
+
+
+# ------------------------------------------------------------------------------- the workflow
+
+
+def _bits(mask: Mask) -> str:
+    return "".join(str(b) for b in mask)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _record(ev: Evaluation, edges: Sequence[Edge]) -> dict:
+    return {
+        "index": ev.index,
+        "cycle": ev.cycle,
+        "mask": list(ev.mask),
+        "edges": [e.name for e, on in zip(edges, ev.mask, strict=True) if on],
+        "score": ev.score,
+        "steps": ev.steps,
+        "seconds": ev.seconds,
+        "cached": ev.cached,
+    }
+
+
+def read_log(wd: artifacts.Workdir) -> list[dict]:
+    path = wd.path(LOG)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _prepare(cfg: Config, wd: artifacts.Workdir, fresh: bool) -> None:
+    """Like a search's workdir set-up, but a workdir with a one-shot run of the same config
+    (apart from the evolution section) is kept: its baselines stay, the derived model goes."""
+    from autoheri_jax.experiment import prepare_workdir, saved_config
+
+    if fresh or not wd.path("config.json").exists() or not cfg.checkpoint.resume:
+        prepare_workdir(cfg, wd, fresh=True)
+        for name in (LOG, SUMMARY, ONESHOT_RECORD):
+            wd.path(name).unlink(missing_ok=True)
+        return
+    saved = wd.read_json("config.json", made_by="search")
+    ours = to_dict(cfg.evolution)
+    if saved.get("evolution", ours) != ours and read_log(wd):
+        old = saved.get("evolution", {})
+        keys = sorted(f"evolution.{k}" for k in ours if old.get(k) != ours[k])
+        raise ConfigError(
+            f"{wd.root} holds an evolution run with other settings; differing keys: {keys} "
+            "(pass --fresh to start over)"
+        )
+    earlier = from_dict(EvolutionConfig, saved.get("evolution", {}), prefix="evolution.")
+    saved_config(wd, dataclasses.replace(cfg, evolution=earlier))  # refuses other differences
+    _say(f"evolving in {wd.root} (resuming any logged candidates; --fresh starts over)")
+    wd.write_json("config.json", to_dict(cfg))
+
+
+def _install_architecture(wd: artifacts.Workdir, record: dict) -> None:
+    """Writes architecture.json; a different earlier architecture's derived model is dropped."""
+    old_path = wd.path("architecture.json")
+    if old_path.exists():
+        old = json.loads(old_path.read_text())
+        if old.get("search_mode") != "evolution" and not wd.path(ONESHOT_RECORD).exists():
+            wd.write_json(ONESHOT_RECORD, old)
+        if old["kept"] != record["kept"] and artifacts.is_writer():
+            for stale in _STALE_AFTER_NEW_ARCH:
+                path = wd.path(stale)
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    wd.write_json("architecture.json", record)
+
+
+def oneshot_cost(wd: artifacts.Workdir) -> dict | None:
+    """Steps and seconds of the one-shot search in this workdir, if it has one."""
+    from autoheri_jax.experiment import SEARCHED
+
+    path = wd.path("models", SEARCHED, "train.json")
+    if not path.exists():
+        return None
+    stats = json.loads(path.read_text())
+    return {"steps": stats["steps"], "seconds": stats["seconds"]}
+
+
+def evolve(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False) -> dict:
+    """Aging evolution over edge masks; writes evolution.jsonl/.json and architecture.json."""
+    from autoheri_jax.experiment import load_data
+
+    _prepare(cfg, wd, fresh)
+    data = load_data(cfg, wd, progress)
+    edges = search_edges(cfg, data.train.num_stages)
+    ev = cfg.evolution
+    keys = [k for k, _, _ in metric_keys(data.train.stage_names)]
+    if ev.metric.removesuffix("_auc") not in keys:
+        raise ConfigError(f"evolution.metric: {ev.metric!r} is not scored here; keys: {keys}")
+    logged = read_log(wd)
+    tcfg = budget_train_config(cfg)
+    rows = budget_train_rows(cfg, data.train)
+    per_candidate = tcfg.epochs * (rows.num_rows // tcfg.batch_size)
+    _say(
+        f"[evolve] {len(edges)} candidate edges; population {ev.population}, sample {ev.sample}, "
+        f"cycles {ev.cycles}; each candidate: {per_candidate} steps over {rows.num_rows} rows, "
+        f"scored by validation {ev.metric}"
+        + (f"; {len(logged)} evaluations logged, resuming" if logged else "")
+    )
+
+    def known(index: int, mask: Mask) -> Evaluation | None:
+        if index >= len(logged):
+            return None
+        r = logged[index]
+        if tuple(r["mask"]) != mask:
+            raise ConfigError(
+                f"{wd.path(LOG)} record {index} has mask {_bits(tuple(r['mask']))}, this run drew "
+                f"{_bits(mask)}: it was written by another config (pass --fresh to start over)"
+            )
+        return Evaluation(
+            index, r["cycle"], mask, r["score"], r["steps"], r["seconds"], r["cached"]
+        )
+
+    total = ev.population + ev.cycles
+
+    def on_eval(e: Evaluation) -> None:
+        wd.append_jsonl(LOG, _record(e, edges))
+        score = "n/a" if e.score is None else f"{e.score:.4f}"
+        cost = "seen before: cached" if e.cached else f"{e.steps} steps, {e.seconds:.1f}s"
+        _say(f"[evolve] {e.index + 1}/{total} mask {_bits(e.mask)}: {ev.metric} {score} ({cost})")
+
+    t0 = time.perf_counter()
+    result = aging_evolution(
+        len(edges), make_scorer(cfg, data, edges, progress), ev, on_eval=on_eval, known=known
+    )
+    best = result.best
+    probs = np.asarray(best.mask, dtype=np.float64)
+    record = artifacts.architecture_record(
+        edges, probs, None, cfg.derive_threshold, data.train.stage_names, "evolution"
+    )
+    _install_architecture(wd, record)
+    text = artifacts.render_architecture(record, len(cfg.model.hidden))
+    if artifacts.is_writer():
+        wd.path("architecture.txt").write_text(text)
+    trained = result.trained
+    cost = {
+        "train_steps": sum(e.steps for e in trained),
+        "seconds": sum(e.seconds for e in trained),  # train + score of every trained candidate
+        "candidates": len(trained),  # distinct masks trained
+        "evaluations": len(result.history),
+        "cache_hits": len(result.history) - len(trained),
+        "steps_per_candidate": per_candidate,
+        "session_seconds": time.perf_counter() - t0,  # this invocation (0-ish when replayed)
+    }
+    summary = {
+        "metric": ev.metric,
+        "settings": to_dict(ev),
+        "mutation_prob": ev.mutation_prob or 1.0 / len(edges),
+        "candidate_edges": [e.name for e in edges],
+        "best": _record(best, edges),
+        "cost": cost,
+        "oneshot": oneshot_cost(wd),
+    }
+    wd.write_json(SUMMARY, summary)
+    _say(text)
+    one = summary["oneshot"]
+    _say(
+        f"[evolve] best validation {ev.metric} "
+        f"{'n/a' if best.score is None else f'{best.score:.4f}'} (mask {_bits(best.mask)}); "
+        f"cost {cost['train_steps']} train steps, {cost['seconds']:.1f}s over "
+        f"{cost['candidates']} candidates ({cost['cache_hits']} cache hits)"
+        + ("" if one is None else f"; one-shot search: {one['steps']} steps, {one['seconds']:.1f}s")
+    )
+    return summary

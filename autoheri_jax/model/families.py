@@ -1,0 +1,287 @@
+"""The entire-space multi-task baselines, as pure functions over the "towers" params subtree.
+
+Every family reads the same embedded input x: B x input_dim (see network.py) and returns
+B x T logits, one per funnel stage; the embedding table, the data path, the trainer and the
+loss are shared with AutoHERI. All of a family's weights live under params["towers"], so the
+optimiser routes them to the weights partition.
+
+  shared_bottom  one MLP `bottom_hidden` over x, then a `tower_hidden` tower and a head per task.
+  mmoe           `num_experts` expert MLPs `expert_hidden` over x; task t mixes them with
+                 softmax(x @ G_t) (B x E weights), then its tower and head.
+  ple            `levels` CGC levels. Level l has `task_experts` experts per task and
+                 `shared_experts` shared ones. Task t's gate (over its own and the shared
+                 experts) and the shared gate (over every expert; inner levels only) read
+                 that branch's input to the level: x at level 0, the previous level's mix after.
+                 The last level's task outputs feed the towers and heads.
+  aitm           one `hidden` tower per task gives q_t. From the second task on, the transferred
+                 p_{t-1} = act(z_{t-1} @ W + b) from the previous task's output z_{t-1}
+                 (z_0 = q_0) and q_t are attended over: item u in {p_{t-1}, q_t} scores
+                 <u Q, u K> / sqrt(d), a softmax over the 2 items weights u V, and the weighted
+                 sum z_t feeds task t's head.
+
+The logits of shared_bottom, mmoe and ple are conditional (P(stage t | stage t-1), chained by the
+entire-space loss as for ESMM); AITM's are entire-space, see `ENTIRE_SPACE_FAMILIES`.
+
+Expert, tower and head weights are stacked along a leading group axis (experts, or tasks) and
+applied with one einsum per layer: an MLP's params are {"layer_j": {"kernel": G x in x out,
+"bias": G x out}}, and its input is B x in (the same for every group) or B x G x in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+if TYPE_CHECKING:
+    from autoheri_jax.model.network import ModelSpec
+
+ENTIRE_SPACE_FAMILIES = ("aitm",)  # logits are entire-space P_t directly, not conditional
+Towers = dict
+Act = Callable[[jax.Array], jax.Array]
+
+
+# ------------------------------------------------------------------------------ building blocks
+
+
+def _glorot(key: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
+    """Glorot-uniform G x in x out kernels, each with its own fan-in and fan-out.
+
+    Drawn as one flat vector: XLA compiles a 1-D draw far faster than a 3-D one.
+    """
+    groups, n_in, n_out = shape
+    limit = math.sqrt(6.0 / (n_in + n_out))
+    flat = jax.random.uniform(key, (groups * n_in * n_out,), minval=-limit, maxval=limit)
+    return flat.reshape(shape)
+
+
+def _dense(key: jax.Array, groups: int, n_in: int, n_out: int) -> dict:
+    return {
+        "kernel": _glorot(key, (groups, n_in, n_out)),
+        "bias": jnp.zeros((groups, n_out), jnp.float32),
+    }
+
+
+def _mlp_init(key: jax.Array, groups: int, n_in: int, widths: tuple[int, ...]) -> dict:
+    """`groups` independent MLPs of `widths`, stacked: {"layer_j": kernel G x in x out}."""
+    layers = {}
+    for j, width in enumerate(widths):
+        layers[f"layer_{j}"] = _dense(jax.random.fold_in(key, j), groups, n_in, width)
+        n_in = width
+    return layers
+
+
+def _mlp_apply(mlp: dict, h: jax.Array, act: Act, drop: Callable) -> jax.Array:
+    """h: B x in (shared by all groups) or B x G x in -> B x G x out (input if no layers)."""
+    for j in range(len(mlp)):
+        layer = mlp[f"layer_{j}"]
+        if h.ndim == 2:
+            h = jnp.einsum("bi,gio->bgo", h, layer["kernel"]) + layer["bias"]
+        else:
+            h = jnp.einsum("bgi,gio->bgo", h, layer["kernel"]) + layer["bias"]
+        h = drop(act(h))
+    return h
+
+
+def _heads_init(key: jax.Array, tasks: int, n_in: int) -> dict:
+    return {"kernel": _glorot(key, (tasks, n_in, 1))[..., 0], "bias": jnp.zeros((tasks,))}
+
+
+def _heads_apply(heads: dict, h: jax.Array) -> jax.Array:
+    """h: B x T x d -> B x T logits (task t's head reads h[:, t])."""
+    return jnp.einsum("btd,td->bt", h, heads["kernel"]) + heads["bias"]
+
+
+def _dropper(spec: ModelSpec, rng: jax.Array | None) -> Callable:
+    """drop(h) with a fresh key per call site (call order is static); identity without rng."""
+    count = [0]
+
+    def drop(h: jax.Array) -> jax.Array:
+        if rng is None or spec.dropout <= 0:
+            return h
+        count[0] += 1
+        keep = jax.random.bernoulli(jax.random.fold_in(rng, count[0]), 1 - spec.dropout, h.shape)
+        return jnp.where(keep, h / (1 - spec.dropout), 0.0)
+
+    return drop
+
+
+def _out_dim(widths: tuple[int, ...], n_in: int) -> int:
+    return widths[-1] if widths else n_in
+
+
+# ------------------------------------------------------------------------------ shared bottom
+
+
+def _init_shared_bottom(key: jax.Array, spec: ModelSpec) -> Towers:
+    k_bottom, k_towers, k_heads = jax.random.split(key, 3)
+    d = spec.bottom_hidden[-1]
+    return {
+        "bottom": _mlp_init(k_bottom, 1, spec.input_dim, spec.bottom_hidden),
+        "tower": _mlp_init(k_towers, spec.num_tasks, d, spec.tower_hidden),
+        "head": _heads_init(k_heads, spec.num_tasks, _out_dim(spec.tower_hidden, d)),
+    }
+
+
+def _shared_bottom(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.Array:
+    shared = _mlp_apply(towers["bottom"], x, act, drop)  # B x 1 x d
+    per_task = jnp.broadcast_to(shared, (x.shape[0], spec.num_tasks, shared.shape[-1]))
+    return _heads_apply(towers["head"], _mlp_apply(towers["tower"], per_task, act, drop))
+
+
+# ------------------------------------------------------------------------------ MMoE
+
+
+def _init_mmoe(key: jax.Array, spec: ModelSpec) -> Towers:
+    k_exp, k_gate, k_towers, k_heads = jax.random.split(key, 4)
+    d = spec.expert_hidden[-1]
+    return {
+        "experts": _mlp_init(k_exp, spec.num_experts, spec.input_dim, spec.expert_hidden),
+        "gates": _dense(k_gate, spec.num_tasks, spec.input_dim, spec.num_experts),
+        "tower": _mlp_init(k_towers, spec.num_tasks, d, spec.tower_hidden),
+        "head": _heads_init(k_heads, spec.num_tasks, _out_dim(spec.tower_hidden, d)),
+    }
+
+
+def mmoe_gate_weights(towers: Towers, x: jax.Array) -> jax.Array:
+    """B x T x E softmax weights of each task's gate over the experts (rows sum to 1)."""
+    gates = towers["gates"]
+    return jax.nn.softmax(jnp.einsum("bi,tie->bte", x, gates["kernel"]) + gates["bias"], axis=-1)
+
+
+def _mmoe(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.Array:
+    experts = _mlp_apply(towers["experts"], x, act, drop)  # B x E x d
+    mixed = jnp.einsum("bte,bed->btd", mmoe_gate_weights(towers, x), experts)  # B x T x d
+    return _heads_apply(towers["head"], _mlp_apply(towers["tower"], mixed, act, drop))
+
+
+# ------------------------------------------------------------------------------ PLE
+
+
+def _ple_task_expert_index(spec: ModelSpec) -> np.ndarray:
+    """T x (K + S) rows of a level's expert stack that task t's gate mixes: its own, then shared.
+
+    A level's stack holds task 0's K experts, task 1's, ..., then the S shared experts.
+    """
+    k, t_count = spec.task_experts, spec.num_tasks
+    shared = list(range(t_count * k, t_count * k + spec.shared_experts))
+    return np.array([list(range(t * k, (t + 1) * k)) + shared for t in range(t_count)])
+
+
+def _init_ple(key: jax.Array, spec: ModelSpec) -> Towers:
+    t_count, k, s = spec.num_tasks, spec.task_experts, spec.shared_experts
+    d = spec.expert_hidden[-1]
+    towers: Towers = {}
+    for level in range(spec.levels):
+        k_level = jax.random.fold_in(key, level)
+        n_in = spec.input_dim if level == 0 else d
+        part = {
+            "experts": _mlp_init(k_level, t_count * k + s, n_in, spec.expert_hidden),
+            "task_gates": _dense(jax.random.fold_in(k_level, 1000), t_count, n_in, k + s),
+        }
+        if level < spec.levels - 1:
+            part["shared_gate"] = _dense(
+                jax.random.fold_in(k_level, 1001), 1, n_in, t_count * k + s
+            )
+        towers[f"level_{level}"] = part
+    k_towers, k_heads = jax.random.split(jax.random.fold_in(key, spec.levels))
+    towers["tower"] = _mlp_init(k_towers, t_count, d, spec.tower_hidden)
+    towers["head"] = _heads_init(k_heads, t_count, _out_dim(spec.tower_hidden, d))
+    return towers
+
+
+def _ple(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.Array:
+    t_count, k, s = spec.num_tasks, spec.task_experts, spec.shared_experts
+    own = jnp.asarray(_ple_task_expert_index(spec))  # T x (K + S)
+    task_in = jnp.broadcast_to(x[:, None], (x.shape[0], t_count, x.shape[-1]))  # B x T x in
+    shared_in = x  # B x in
+    for level in range(spec.levels):
+        part = towers[f"level_{level}"]
+        # Each expert reads its branch's input: task t's K experts task_in[:, t], shared ones
+        # shared_in; B x (T*K + S) x in.
+        expert_in = jnp.concatenate(
+            [
+                jnp.repeat(task_in, k, axis=1),
+                jnp.broadcast_to(shared_in[:, None], (x.shape[0], s, shared_in.shape[-1])),
+            ],
+            axis=1,
+        )
+        experts = _mlp_apply(part["experts"], expert_in, act, drop)  # B x (T*K + S) x d
+        g = part["task_gates"]
+        task_w = jax.nn.softmax(
+            jnp.einsum("bti,tie->bte", task_in, g["kernel"]) + g["bias"], axis=-1
+        )  # B x T x (K + S)
+        new_task = jnp.einsum("bte,bted->btd", task_w, experts[:, own])  # B x T x d
+        if "shared_gate" in part:
+            sg = part["shared_gate"]
+            shared_w = jax.nn.softmax(shared_in @ sg["kernel"][0] + sg["bias"][0], axis=-1)
+            shared_in = jnp.einsum("be,bed->bd", shared_w, experts)  # B x d
+        task_in = new_task
+    return _heads_apply(towers["head"], _mlp_apply(towers["tower"], task_in, act, drop))
+
+
+# ------------------------------------------------------------------------------ AITM
+
+
+def _init_aitm(key: jax.Array, spec: ModelSpec) -> Towers:
+    t_count, d = spec.num_tasks, spec.hidden[-1]
+    k_towers, k_info, k_att, k_heads = jax.random.split(key, 4)
+    towers = {
+        "tower": _mlp_init(k_towers, t_count, spec.input_dim, spec.hidden),
+        "head": _heads_init(k_heads, t_count, d),
+    }
+    if t_count > 1:  # one transfer per adjacent pair (t-1 -> t), stacked over T - 1
+        towers["info"] = _dense(k_info, t_count - 1, d, d)
+        towers["attention"] = {
+            name: _glorot(jax.random.fold_in(k_att, i), (t_count - 1, d, d))
+            for i, name in enumerate(("query", "key", "value"))
+        }
+    return towers
+
+
+def ait_attention(attention: dict, pair: int, items: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """items: B x 2 x d ([p_{t-1}, q_t]) -> (z_t: B x d, weights: B x 2, summing to 1).
+
+    Each item scores <u Q, u K> / sqrt(d); the softmax over the 2 items weights u V.
+    """
+    q, k, v = (items @ attention[name][pair] for name in ("query", "key", "value"))
+    scores = jnp.sum(q * k, axis=-1) / math.sqrt(items.shape[-1])  # B x 2
+    weights = jax.nn.softmax(scores, axis=-1)
+    return jnp.einsum("bu,bud->bd", weights, v), weights
+
+
+def _aitm(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.Array:
+    q = _mlp_apply(towers["tower"], x, act, drop)  # B x T x d
+    outputs = [q[:, 0]]
+    for t in range(1, spec.num_tasks):
+        info = towers["info"]
+        p = act(outputs[-1] @ info["kernel"][t - 1] + info["bias"][t - 1])  # B x d
+        z, _ = ait_attention(towers["attention"], t - 1, jnp.stack([p, q[:, t]], axis=1))
+        outputs.append(z)
+    return _heads_apply(towers["head"], jnp.stack(outputs, axis=1))
+
+
+# ------------------------------------------------------------------------------ dispatch
+
+FAMILIES = {  # name -> (init, logits); "autoheri" is network.py's own towers
+    "shared_bottom": (_init_shared_bottom, _shared_bottom),
+    "mmoe": (_init_mmoe, _mmoe),
+    "ple": (_init_ple, _ple),
+    "aitm": (_init_aitm, _aitm),
+}
+
+
+def init_family(key: jax.Array, spec: ModelSpec) -> Towers:
+    """Fresh params["towers"] of `spec.family` (any family but autoheri)."""
+    return FAMILIES[spec.family][0](key, spec)
+
+
+def family_logits(
+    towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, dropout_rng: jax.Array | None
+) -> jax.Array:
+    """x: B x input_dim -> B x T logits (conditional, or entire-space for AITM)."""
+    return FAMILIES[spec.family][1](towers, spec, x, act, _dropper(spec, dropout_rng))

@@ -1,0 +1,513 @@
+"""Multi-seed studies: every arm x seed as a full run, then mean +- std and paired t-tests.
+
+A study file (experiments/studies/*.py) defines `get_study() -> Study`: a base config, named
+arms (each a list of `--set`-style overrides applied to the base) and a number of seeds.
+`run_study` runs every arm x seed as a complete `autoheri run` (or, for an arm whose method is
+"evolution", `autoheri evolve` + `retrain` + `evaluate`) in its own workdir,
+
+  <workdir>/<arm>/seed<k>/     seed k: search.seed, retrain.seed, evolution.seed (and the
+                               random_mask baseline's model.random_seed) = base + k, the data
+                               fixed (the spread is that of training alone)
+  <workdir>/<arm>/dseed<k>/    seed mode "data": data.seed = base + k as well (the spread
+                               includes a fresh draw of the simulated data)
+
+then reads every results.json and writes <workdir>/study.json and study.md: per arm and model
+the mean and sample std over seeds of each metric's test AUC, and the paired comparison of
+each model with `compare_to` trained in the same run (the same data, seed and test rows):
+mean difference, its std and the paired t statistic with K-1 degrees of freedom and its
+two-sided p-value. A run whose results.json exists is not run again, so a study resumes where
+it stopped (an unfinished run resumes from its own checkpoints), and more seeds can be added
+later by raising `--seeds`.
+
+The Student t distribution is computed here from the regularised incomplete beta function
+(a continued fraction); nothing beyond numpy is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoheri_jax.config import Config, ConfigError, apply_overrides, to_dict
+
+METHODS = ("oneshot", "evolution")  # how an arm finds its architecture
+SEED_MODES = {"model": "seed", "data": "dseed"}  # seed mode -> run-directory prefix
+_ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+STUDY_JSON, STUDY_MD, RUN_JSON = "study.json", "study.md", "study_run.json"
+
+
+# --------------------------------------------------------------------------- t distribution
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """1 + d1/(1 + d2/(1 + ...)) for the incomplete beta, by the modified Lentz method."""
+    tiny, eps = 1e-300, 1e-15
+    f, c, d = 1.0, 1.0, 0.0
+    for j in range(1, 10_000):
+        m = j // 2
+        if j % 2:  # odd terms d_{2m+1}
+            coef = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        else:  # even terms d_{2m}
+            coef = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        d = 1.0 + coef * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + coef / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(c * d - 1.0) < eps:
+            return f
+    raise ArithmeticError(f"incomplete beta did not converge (a={a}, b={b}, x={x})")
+
+
+def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b) = B(x; a, b) / B(a, b) for a, b > 0 and x in [0, 1]."""
+    if a <= 0 or b <= 0:
+        raise ValueError(f"a and b must be > 0, got a={a}, b={b}")
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"x must lie in [0, 1], got {x}")
+    if x in (0.0, 1.0):
+        return x
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
+        return 1.0 - regularized_incomplete_beta(b, a, 1.0 - x)
+    log_front = (
+        a * math.log(x) + b * math.log1p(-x) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    )
+    return math.exp(log_front) / (a * _beta_continued_fraction(a, b, x))
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
+    if df <= 0:
+        raise ValueError(f"df must be > 0, got {df}")
+    if math.isnan(t):
+        return math.nan
+    if math.isinf(t):
+        return 0.0
+    return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+
+
+def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Paired t-test of a - b: n, mean and sample std of the differences, t, df, p."""
+    diffs = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    n = len(diffs)
+    out: dict[str, Any] = {"n": n, "mean_diff": None, "std_diff": None, "t": None, "df": None,
+                           "p": None}  # fmt: skip
+    if n == 0:
+        return out
+    out["mean_diff"] = float(diffs.mean())
+    if n < 2:
+        return out
+    sd = float(diffs.std(ddof=1))
+    mean = out["mean_diff"]
+    if sd == 0.0:
+        t = 0.0 if mean == 0.0 else math.copysign(math.inf, mean)
+    else:
+        t = mean / (sd / math.sqrt(n))
+    out.update(std_diff=sd, t=t, df=n - 1, p=t_two_sided_p(t, n - 1))
+    return out
+
+
+def mean_std(values: Sequence[float]) -> dict:
+    """n, mean and sample std (None below two values)."""
+    v = np.asarray([x for x in values if x is not None], np.float64)
+    return {
+        "n": len(v),
+        "mean": float(v.mean()) if len(v) else None,
+        "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+    }
+
+
+# ----------------------------------------------------------------------------- definition
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    name: str  # printed and written to study.json
+    base: Config  # the config every arm starts from
+    arms: Mapping[str, Sequence[str]]  # arm -> `--set` style overrides of the base config
+    seeds: int = 5  # runs per arm (seed k = 0 .. seeds-1); `--seeds` overrides
+    compare_to: str = "esmm"  # model of the same run every other model is paired with
+    keys: tuple[str, ...] = ()  # metric keys reported; () = every key of results.json
+    methods: Mapping[str, str] = dataclasses.field(default_factory=dict)  # arm -> METHODS
+    seed_modes: tuple[str, ...] = ("model",)  # "model": data fixed; "data": data.seed too
+    arm_pairs: tuple[tuple[str, str], ...] = ()  # (a, b): pair_model of arm a vs arm b
+    pair_model: str = "autoheri"  # the model compared across arm_pairs
+    description: str = ""  # one line for study.md
+
+    def __post_init__(self):
+        def need(cond: bool, key: str, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"study {self.name!r}: {key}: {msg}")
+
+        need(isinstance(self.base, Config), "base", "must be an autoheri_jax.config.Config")
+        need(len(self.arms) > 0, "arms", "needs at least one arm")
+        for arm, overrides in self.arms.items():
+            need(bool(_ARM_NAME.match(arm)), "arms", f"{arm!r} is not a usable directory name")
+            ok = not isinstance(overrides, str) and all(isinstance(o, str) for o in overrides)
+            need(ok, f"arms[{arm!r}]", "must be a list of 'key=value' strings")
+        need(isinstance(self.seeds, int) and self.seeds >= 1, "seeds", "must be an int >= 1")
+        for arm, method in self.methods.items():
+            need(arm in self.arms, "methods", f"unknown arm {arm!r}")
+            need(method in METHODS, "methods", f"{arm}: one of {METHODS}, got {method!r}")
+        modes = self.seed_modes
+        need(len(modes) > 0 and len(set(modes)) == len(modes), "seed_modes", "distinct, >= 1")
+        need(all(m in SEED_MODES for m in modes), "seed_modes", f"each one of {list(SEED_MODES)}")
+        for a, b in self.arm_pairs:
+            need(a in self.arms and b in self.arms and a != b, "arm_pairs", f"bad pair {(a, b)}")
+
+    def method(self, arm: str) -> str:
+        return self.methods.get(arm, "oneshot")
+
+    def definition(self) -> dict:
+        """What fixes every run's config: a workdir holds the runs of one definition only."""
+        return {
+            "base": to_dict(self.base),
+            "arms": {a: list(o) for a, o in self.arms.items()},
+            "methods": {a: self.method(a) for a in self.arms},
+        }
+
+
+def load_study(path: str | Path) -> Study:
+    """`get_study()` from a study file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"autoheri_study_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_study"):
+        raise ConfigError(f"{path}: defines no get_study()")
+    study = module.get_study()
+    if not isinstance(study, Study):
+        raise ConfigError(f"{path}: get_study() must return autoheri_jax.study.Study")
+    return study
+
+
+def with_base_overrides(study: Study, overrides: Sequence[str]) -> Study:
+    """The study with `--set` overrides applied to its base config (so to every arm)."""
+    if not overrides:
+        return study
+    return dataclasses.replace(study, base=apply_overrides(study.base, overrides))
+
+
+def arm_config(study: Study, arm: str, seed: int, mode: str = "model") -> Config:
+    """The config of one run: base + the arm's overrides, with seed `seed` applied."""
+    try:
+        cfg = apply_overrides(study.base, list(study.arms[arm]))
+    except ConfigError as e:
+        raise ConfigError(f"study {study.name!r}, arm {arm!r}: {e}") from None
+    r = dataclasses.replace
+    cfg = r(
+        cfg,
+        name=f"{study.name}.{arm}.{SEED_MODES[mode]}{seed}",
+        search=r(cfg.search, seed=cfg.search.seed + seed),
+        retrain=r(cfg.retrain, seed=cfg.retrain.seed + seed),
+        evolution=r(cfg.evolution, seed=cfg.evolution.seed + seed),
+    )
+    if hasattr(cfg.model, "random_seed"):  # the random_mask baseline draws anew per seed
+        cfg = r(cfg, model=r(cfg.model, random_seed=cfg.model.random_seed + seed))
+    if mode == "data":
+        cfg = r(cfg, data=r(cfg.data, seed=cfg.data.seed + seed))
+    models = {"autoheri", *cfg.baselines}
+    if study.compare_to not in models:
+        raise ConfigError(
+            f"study {study.name!r}, arm {arm!r}: compare_to {study.compare_to!r} is not trained "
+            f"(models: {sorted(models)}); add it to baselines"
+        )
+    return cfg
+
+
+def run_dir(workdir: Path, arm: str, seed: int, mode: str = "model") -> Path:
+    return Path(workdir) / arm / f"{SEED_MODES[mode]}{seed}"
+
+
+# ----------------------------------------------------------------------------------- running
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_one(cfg: Config, directory: Path, method: str, progress: bool = False) -> None:
+    """One complete run: search (one-shot or evolution), retrain, evaluate."""
+    from autoheri_jax import experiment
+    from autoheri_jax.artifacts import Workdir
+
+    wd = Workdir(directory)
+    if method == "evolution":
+        from autoheri_jax.evolution import evolve
+
+        evolve(cfg, wd, progress)
+        experiment.retrain(cfg, wd, progress)
+        experiment.evaluate(cfg, wd)
+    else:
+        experiment.run(cfg, wd, progress)
+
+
+def _check_definition(study: Study, workdir: Path) -> None:
+    path = workdir / STUDY_JSON
+    if not path.exists():
+        return
+    old = json.loads(path.read_text()).get("definition")
+    new = study.definition()
+    if old is not None and old != new:
+        keys = sorted(k for k in new if old.get(k) != new[k])
+        raise ConfigError(
+            f"{workdir} holds study runs of another definition (differing: {keys}); "
+            "use another --workdir, or delete it to start over"
+        )
+
+
+def run_study(
+    study: Study,
+    workdir: str | Path,
+    *,
+    seeds: int | None = None,
+    modes: Sequence[str] | None = None,
+    progress: bool = False,
+) -> dict:
+    """Runs every missing arm x seed (x seed mode), then writes and prints the summary."""
+    workdir = Path(workdir).resolve()
+    seeds = study.seeds if seeds is None else seeds
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    modes = tuple(modes or study.seed_modes)
+    for m in modes:
+        if m not in SEED_MODES:
+            raise ConfigError(f"seed mode {m!r}: one of {list(SEED_MODES)}")
+    plan = [
+        (mode, k, arm, arm_config(study, arm, k, mode))  # every config checked before compute
+        for mode in modes
+        for k in range(seeds)  # seed-major: a stopped study has every arm at equal seeds
+        for arm in study.arms
+    ]
+    _check_definition(study, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ran, skipped = [], []
+    t_study = time.perf_counter()
+    for i, (mode, k, arm, cfg) in enumerate(plan):
+        directory = run_dir(workdir, arm, k, mode)
+        label = f"{arm}/{directory.name}"
+        if (directory / "results.json").exists():
+            skipped.append(label)
+            continue
+        _say(f"[study] {study.name}: run {i + 1}/{len(plan)}: {label} ({study.method(arm)})")
+        t0 = time.perf_counter()
+        run_one(cfg, directory, study.method(arm), progress)
+        seconds = time.perf_counter() - t0
+        record = {"arm": arm, "seed": k, "mode": mode, "method": study.method(arm),
+                  "seconds": seconds}  # fmt: skip
+        (directory / RUN_JSON).write_text(json.dumps(record, indent=2) + "\n")
+        ran.append(label)
+        write_summary(study, workdir, seeds, modes)  # partial tables while the study goes on
+    summary = write_summary(study, workdir, seeds, modes)
+    summary["ran"], summary["skipped"] = ran, skipped
+    _say(
+        f"[study] {study.name}: {len(ran)} runs done now, {len(skipped)} found done, "
+        f"{time.perf_counter() - t_study:.1f}s"
+    )
+    _say(render_markdown(summary))
+    return summary
+
+
+# ------------------------------------------------------------------------------- collecting
+
+
+def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
+    """Test AUCs per model (and the oracle) and the search cost of one finished run."""
+    path = Path(directory) / "results.json"
+    if not path.exists():
+        return None
+    res = json.loads(path.read_text())
+    auc = {name: {k: v["auc"] for k, v in m["test"].items()} for name, m in res["models"].items()}
+    if res.get("oracle"):
+        auc["oracle"] = {k: v["auc"] for k, v in res["oracle"]["test"].items()}
+    cost: dict[str, Any] = {"method": method, "steps": None, "seconds": None, "candidates": None}
+    evo = Path(directory) / "evolution.json"
+    oneshot = Path(directory) / "models" / "autoheri_search" / "train.json"
+    if method == "evolution" and evo.exists():
+        c = json.loads(evo.read_text())["cost"]
+        cost.update(steps=c["train_steps"], seconds=c["seconds"], candidates=c["candidates"])
+    elif oneshot.exists():
+        c = json.loads(oneshot.read_text())
+        cost.update(steps=c["steps"], seconds=c["seconds"], candidates=1)
+    run = Path(directory) / RUN_JSON
+    cost["run_seconds"] = json.loads(run.read_text())["seconds"] if run.exists() else None
+    return {"keys": res["metric_keys"], "auc": auc, "cost": cost,
+            "kept": res["architecture"]["kept"]}  # fmt: skip
+
+
+def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: int,
+              modes: Sequence[str]) -> dict:  # fmt: skip
+    """runs[(mode, arm, seed)] = collect_run(...) -> tables of study.json."""
+    keys = list(study.keys)
+    if not keys:  # every key any run reports, in results.json order
+        for r in runs.values():
+            keys += [k for k in r["keys"] if k not in keys]
+    out: dict[str, Any] = {"name": study.name, "description": study.description, "seeds": seeds,
+                           "compare_to": study.compare_to, "keys": keys, "modes": {}}  # fmt: skip
+    for mode in modes:
+        arms: dict[str, Any] = {}
+        for arm in study.arms:
+            got = {k: runs[(mode, arm, k)] for k in range(seeds) if (mode, arm, k) in runs}
+            models: list[str] = []
+            for r in got.values():
+                models += [m for m in r["auc"] if m not in models]
+            table = {
+                m: {
+                    key: mean_std([r["auc"][m].get(key) for r in got.values() if m in r["auc"]])
+                    for key in keys
+                }
+                for m in models
+            }
+            paired = {}
+            for m in models:
+                if m in (study.compare_to, "oracle"):
+                    continue
+                paired[m] = {}
+                for key in keys:
+                    pairs = [
+                        (r["auc"][m].get(key), r["auc"][study.compare_to].get(key))
+                        for r in got.values()
+                        if m in r["auc"] and study.compare_to in r["auc"]
+                    ]
+                    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+                    paired[m][key] = paired_test([a for a, _ in pairs], [b for _, b in pairs])
+            costs = [r["cost"] for r in got.values()]
+            cost = {
+                f: mean_std([c[f] for c in costs])["mean"]
+                for f in ("steps", "seconds", "candidates", "run_seconds")
+            }
+            cost["method"] = study.method(arm)
+            kept = [len(r["kept"]) for r in got.values()]
+            arms[arm] = {"seeds_done": sorted(got), "models": table, "paired": paired,
+                         "cost": cost, "kept_edges": mean_std(kept)}  # fmt: skip
+        pairs_out = []
+        for a, b in study.arm_pairs:
+            common = [
+                k for k in range(seeds)
+                if (mode, a, k) in runs and (mode, b, k) in runs
+                and study.pair_model in runs[(mode, a, k)]["auc"]
+                and study.pair_model in runs[(mode, b, k)]["auc"]
+            ]  # fmt: skip
+            tests = {}
+            for key in keys:
+                vals = [
+                    (runs[(mode, a, k)]["auc"][study.pair_model].get(key),
+                     runs[(mode, b, k)]["auc"][study.pair_model].get(key))
+                    for k in common
+                ]  # fmt: skip
+                vals = [(x, y) for x, y in vals if x is not None and y is not None]
+                tests[key] = paired_test([x for x, _ in vals], [y for _, y in vals])
+            pairs_out.append({"a": a, "b": b, "model": study.pair_model, "tests": tests})
+        out["modes"][mode] = {"arms": arms, "arm_pairs": pairs_out}
+    return out
+
+
+def write_summary(study: Study, workdir: Path, seeds: int, modes: Sequence[str]) -> dict:
+    runs = {}
+    for mode in modes:
+        for arm in study.arms:
+            for k in range(seeds):
+                r = collect_run(run_dir(workdir, arm, k, mode), study.method(arm))
+                if r is not None:
+                    runs[(mode, arm, k)] = r
+    summary = summarize(study, runs, seeds, modes)
+    summary["definition"] = study.definition()
+    (workdir / STUDY_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+    (workdir / STUDY_MD).write_text(render_markdown(summary))
+    return summary
+
+
+# -------------------------------------------------------------------------------- rendering
+
+
+def _f(v: float | None, fmt: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def _cell(s: dict) -> str:
+    if s["mean"] is None:
+        return "n/a"
+    return f"{s['mean']:.4f}" + ("" if s["std"] is None else f" ± {s['std']:.4f}")
+
+
+def _test_cell(t: dict) -> str:
+    if t["mean_diff"] is None:
+        return "n/a"
+    if t["t"] is None:
+        return f"{t['mean_diff']:+.4f} (n=1)"
+    tt = "inf" if math.isinf(t["t"]) else f"{t['t']:.2f}"
+    return f"{t['mean_diff']:+.4f} ± {t['std_diff']:.4f} (t={tt}, p={t['p']:.3f})"
+
+
+_MODE_TITLE = {
+    "model": "seeds vary the model (search / retrain / evolution seeds); data fixed",
+    "data": "seeds vary the model and the simulated data (data.seed)",
+}
+
+
+def render_markdown(summary: dict) -> str:
+    keys = summary["keys"]
+    lines = [f"# Study {summary['name']}", ""]
+    if summary.get("description"):
+        lines += [summary["description"], ""]
+    lines += [
+        f"Test AUC, mean ± sample std over up to {summary['seeds']} seeds. Paired: model minus "
+        f"{summary['compare_to']} of the same run, mean ± std of the difference, paired t "
+        "(df = seeds - 1) and its two-sided p.",
+        "",
+    ]
+    for mode, body in summary["modes"].items():
+        lines += [f"## {_MODE_TITLE[mode]}", ""]
+        head = "| arm | model | seeds | " + " | ".join(f"{k} AUC" for k in keys) + " |"
+        lines += ["### Test AUC", "", head, "|" + " --- |" * (3 + len(keys))]
+        for arm, a in body["arms"].items():
+            for model, row in a["models"].items():
+                n = max((row[k]["n"] for k in keys), default=0)
+                cells = " | ".join(_cell(row[k]) for k in keys)
+                lines.append(f"| {arm} | {model} | {n} | {cells} |")
+        lines += ["", f"### Paired difference vs {summary['compare_to']}", ""]
+        lines += [
+            "| arm | model | " + " | ".join(f"Δ {k} AUC" for k in keys) + " |",
+            "|" + " --- |" * (2 + len(keys)),
+        ]
+        for arm, a in body["arms"].items():
+            for model, tests in a["paired"].items():
+                cells = " | ".join(_test_cell(tests[k]) for k in keys)
+                lines.append(f"| {arm} | {model} | {cells} |")
+        if body["arm_pairs"]:
+            lines += ["", "### Paired difference between arms", ""]
+            lines += [
+                "| arm a − arm b | model | " + " | ".join(f"Δ {k} AUC" for k in keys) + " |",
+                "|" + " --- |" * (2 + len(keys)),
+            ]
+            for p in body["arm_pairs"]:
+                cells = " | ".join(_test_cell(p["tests"][k]) for k in keys)
+                lines.append(f"| {p['a']} − {p['b']} | {p['model']} | {cells} |")
+        lines += ["", "### Search cost (means over seeds) and kept edges (mean ± std)", ""]
+        lines += [
+            "| arm | search | search steps | search s | candidates trained | kept edges "
+            "| run wall s |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for arm, a in body["arms"].items():
+            c, kept = a["cost"], a["kept_edges"]
+            kept_cell = _f(kept["mean"], ".1f") + (
+                "" if kept["std"] is None else f" ± {kept['std']:.1f}"
+            )
+            lines.append(
+                f"| {arm} | {c['method']} | {_f(c['steps'], '.0f')} | {_f(c['seconds'], '.1f')} "
+                f"| {_f(c['candidates'], '.1f')} | {kept_cell} | {_f(c['run_seconds'], '.1f')} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

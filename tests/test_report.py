@@ -1,0 +1,269 @@
+"""TensorBoard event files (written and read without TensorFlow) and `autoheri report`."""
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoheri_jax import tb_events
+from autoheri_jax.cli import main
+from autoheri_jax.report import ReportError, normalize_study
+
+SMOKE = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "smoke.py")
+PNGS = ("edge_probabilities", "edge_heatmap", "architecture", "auc", "loss")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- event files
+
+
+@pytest.mark.parametrize(
+    ("data", "crc"),
+    [
+        (b"123456789", 0xE3069283),
+        (b"", 0x00000000),
+        (bytes(32), 0x8A9136AA),  # RFC 3720 (iSCSI) test vectors
+        (b"\xff" * 32, 0x62A8AB43),
+        (bytes(range(32)), 0x46DD794E),
+        (bytes(range(31, -1, -1)), 0x113FDB5C),
+    ],
+)
+def test_crc32c_known_vectors(data, crc):
+    assert tb_events.crc32c(data) == crc
+
+
+def test_masked_crc_is_the_tfrecord_mask():
+    crc = tb_events.crc32c(b"123456789")
+    expected = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2**32
+    assert tb_events.masked_crc32c(b"123456789") == expected
+    assert tb_events.masked_crc32c(b"") == 0xA282EAD8
+
+
+def test_event_round_trip(tmp_path):
+    w = tb_events.EventWriter(tmp_path / "tb" / "run")
+    assert not (tmp_path / "tb").exists()  # nothing is made before the first write
+    w.scalar("loss", 0.75, step=1)
+    w.scalars({"loss": 0.5, "edge_prob/0.0->1.1": 0.25, "stage_bce/0": -3.0}, step=2)
+    w.scalar("big", 1e30, step=2**40)
+    w.flush()
+    w.close()
+    with pytest.raises(ValueError, match="closed"):
+        w.scalar("loss", 0.1, step=3)
+    files = tb_events.event_files(tmp_path / "tb" / "run")
+    assert files == [w.path]
+    assert w.path.name.startswith("events.out.tfevents.")
+    assert w.path.name.split(".")[3].isdigit()  # events.out.tfevents.<time>.<host>
+    events = tb_events.read_events(w.path)
+    assert events[0]["file_version"] == "brain.Event:2" and not events[0]["scalars"]
+    assert all(ev["wall_time"] > 1e9 for ev in events)
+    got = tb_events.read_scalars(w.path)
+    assert [(t, s) for t, s, _ in got] == [
+        ("loss", 1),
+        ("loss", 2),
+        ("edge_prob/0.0->1.1", 2),
+        ("stage_bce/0", 2),
+        ("big", 2**40),
+    ]
+    want = np.float32([0.75, 0.5, 0.25, -3.0, 1e30])  # simple_value is a float32
+    np.testing.assert_array_equal(np.float32([v for *_, v in got]), want)
+
+
+def test_negative_step_and_varint_round_trip():
+    for step in (0, 1, 127, 128, 300, 2**31, 2**63 - 1, -1, -(2**63)):
+        ev = tb_events.decode_event(tb_events.encode_event(1.5, step, {"x": 2.0}))
+        assert ev["step"] == step and ev["scalars"] == [("x", 2.0)] and ev["wall_time"] == 1.5
+
+
+def _two_record_file(tmp_path) -> tuple[Path, int]:
+    w = tb_events.EventWriter(tmp_path)
+    w.scalar("loss", 1.0, step=1)
+    first = len(tb_events.frame_record(tb_events.encode_event(0.0, file_version="brain.Event:2")))
+    return w.path, first  # the second record (the scalar) starts at byte `first`
+
+
+def test_corrupted_payload_byte_names_the_file_and_offset(tmp_path):
+    path, second = _two_record_file(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[second + 12 + 3] ^= 0x40  # a byte inside the second record's payload
+    path.write_bytes(bytes(data))
+    with pytest.raises(tb_events.EventFileError) as err:
+        tb_events.read_scalars(path)
+    msg = str(err.value)
+    assert str(path) in msg and f"byte offset {second}:" in msg and "payload checksum" in msg
+
+
+def test_corrupted_length_and_truncation_are_named(tmp_path):
+    path, second = _two_record_file(tmp_path)
+    good = path.read_bytes()
+    bad = bytearray(good)
+    bad[second] ^= 0x01  # the second record's length field
+    path.write_bytes(bytes(bad))
+    with pytest.raises(tb_events.EventFileError, match=f"byte offset {second}: length checksum"):
+        tb_events.read_scalars(path)
+    path.write_bytes(good[:-3])
+    with pytest.raises(tb_events.EventFileError, match=f"byte offset {second}: truncated"):
+        tb_events.read_scalars(path)
+
+
+def test_framing_matches_the_tfrecord_layout(tmp_path):
+    payload = b"hello"
+    rec = tb_events.frame_record(payload)
+    assert struct.unpack("<Q", rec[:8]) == (5,)
+    assert struct.unpack("<I", rec[8:12]) == (tb_events.masked_crc32c(rec[:8]),)
+    assert rec[12:17] == payload
+    assert struct.unpack("<I", rec[17:]) == (tb_events.masked_crc32c(payload),)
+
+
+def test_discard_from_drops_relogged_steps_and_stale_files(tmp_path):
+    old = tb_events.EventWriter(tmp_path)
+    for step in (5, 10, 15):
+        old.scalar("loss", step / 10, step)
+    resumed = tb_events.EventWriter(tmp_path)
+    resumed.discard_from(10)  # resumed from a checkpoint before step 10
+    assert [s for _, s, _ in tb_events.read_scalars(old.path)] == [5]
+    resumed.scalar("loss", 9.0, 10)
+    assert len(tb_events.event_files(tmp_path)) == 2
+    tb_events.EventWriter(tmp_path).discard_from(0)  # trained afresh
+    assert tb_events.event_files(tmp_path) == []
+
+
+def test_tensorboard_reads_our_file(tmp_path):
+    loader_mod = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_file_loader",
+        reason="tensorboard is not installed (it is not a dependency)",
+    )
+    w = tb_events.EventWriter(tmp_path)
+    w.scalars({"loss": 0.5, "entropy": 0.25}, step=7)
+    events = list(loader_mod.EventFileLoader(str(w.path)).Load())
+    assert events[0].file_version == "brain.Event:2"
+    assert events[1].step == 7
+    values = {v.tag: v for v in events[1].summary.value}
+    assert set(values) == {"loss", "entropy"}
+    loss = values["loss"]
+    got = loss.simple_value if loss.HasField("simple_value") else loss.tensor.float_val[0]
+    assert got == 0.5
+
+
+# ----------------------------------------------------------------------------- a real run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("report") / "run"
+    assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0
+    return wd
+
+
+def test_run_writes_tensorboard_scalars(run_dir):
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    arch = json.loads((run_dir / "architecture.json").read_text())
+    edges = [c["edge"] for c in arch["candidates"]]
+    dirs = sorted(p.name for p in (run_dir / "tb").iterdir())
+    assert dirs == sorted(
+        [
+            "search_autoheri_search",
+            "retrain_autoheri",
+            "retrain_esmm",
+            "retrain_hierarchical_all_on",
+        ]
+    )
+    for d in dirs:
+        phase, model = d.split("_", 1)
+        files = tb_events.event_files(run_dir / "tb" / d)
+        assert len(files) == 1
+        scalars = tb_events.read_scalars(files[0])
+        tags = {t for t, _, _ in scalars}
+        base = {"loss", "stage_bce/0", "stage_bce/1", "entropy", "examples_per_s"}
+        assert tags == (base | {f"edge_prob/{e}" for e in edges} if phase == "search" else base)
+        logged = [m for m in metrics if m["model"] == model and m["phase"] == phase]
+        losses = [(s, v) for t, s, v in scalars if t == "loss"]
+        assert [s for s, _ in losses] == [m["step"] for m in logged]
+        np.testing.assert_allclose([v for _, v in losses], [m["loss"] for m in logged], rtol=1e-6)
+    # the search's last edge probabilities are the derived architecture's
+    search = tb_events.read_scalars(tb_events.event_files(run_dir / "tb" / dirs[-1])[0])
+    last = {t.split("/", 1)[1]: v for t, _, v in search if t.startswith("edge_prob/")}
+    for c in arch["candidates"]:
+        assert last[c["edge"]] == pytest.approx(c["prob"], rel=1e-6)
+
+
+def _check_pngs(out: Path, names) -> None:
+    for name in names:
+        data = (out / f"{name}.png").read_bytes()
+        assert data[:8] == PNG_MAGIC, name
+        assert len(data) > 10_000, name  # a drawn figure, not an empty canvas
+
+
+def test_report_renders_every_figure_and_the_results(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    assert "report.md" in capsys.readouterr().out
+    out = run_dir / "report"
+    _check_pngs(out, PNGS)
+    md = (out / "report.md").read_text()
+    for name in PNGS:
+        assert f"]({name}.png)" in md, name
+    res = json.loads((run_dir / "results.json").read_text())
+    for model in [*res["models"].values(), res["oracle"]]:
+        for key in res["metric_keys"]:
+            assert f"{model['test'][key]['auc']:.4f}" in md
+            assert f"{model['test'][key]['nll']:.4f}" in md
+    for name in res["models"]:
+        assert f"| {name} |" in md
+    arch_txt = (run_dir / "architecture.txt").read_text()
+    assert arch_txt.splitlines()[0] in md
+    assert "skipped" not in md
+
+
+def test_report_skips_what_is_not_there_yet(run_dir, tmp_path, capsys):
+    wd = tmp_path / "searched"
+    shutil.copytree(run_dir, wd)
+    shutil.rmtree(wd / "report")
+    (wd / "results.json").unlink()  # evaluation not run yet
+    assert main(["report", str(wd)]) == 0
+    out = capsys.readouterr().out
+    assert "auc.png skipped" in out and "results.json" in out
+    md = (wd / "report" / "report.md").read_text()
+    assert "`results.json` is missing: run `autoheri evaluate` first" in md
+    assert not (wd / "report" / "auc.png").exists()
+    _check_pngs(wd / "report", [n for n in PNGS if n != "auc"])
+
+
+def test_report_reads_study_json_for_error_bars(run_dir, tmp_path, capsys):
+    wd = tmp_path / "study"
+    shutil.copytree(run_dir, wd)
+    keys = ["ctr", "cvr", "ctcvr"]
+    per_model = lambda m: {k: {"mean": m + 0.01 * i, "std": 0.02} for i, k in enumerate(keys)}
+    study = {
+        "arms": {
+            "cascade0": {"autoheri": per_model(0.6), "esmm": per_model(0.58)},
+            "cascade1": {"autoheri": per_model(0.66), "esmm": per_model(0.6)},
+        }
+    }
+    (wd / "study.json").write_text(json.dumps(study))
+    assert main(["report", str(wd)]) == 0
+    _check_pngs(wd / "report", ["auc"])
+    md = (wd / "report" / "report.md").read_text()
+    assert "| cascade1 | autoheri | 0.6600 ± 0.0200 |" in md
+
+
+def test_study_json_shapes():
+    cell = {"ctr": {"mean": 0.6, "std": 0.01, "n": 3}}
+    minimal = normalize_study({"arms": {"a": {"esmm": cell}}}, Path("s.json"))
+    nested = normalize_study(
+        {"keys": ["ctr"], "modes": {"train": {"arms": {"a": {"models": {"esmm": cell}}}}}},
+        Path("s.json"),
+    )
+    assert minimal["arms"] == nested["arms"] == {"a": {"esmm": cell}}
+    with pytest.raises(ReportError, match="s.json"):
+        normalize_study({"arms": {"a": {"esmm": 0.6}}}, Path("s.json"))
+
+
+def test_report_on_an_empty_dir_names_the_missing_file(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "config.json is missing" in err and "autoheri run" in err
+    assert "Traceback" not in err
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
