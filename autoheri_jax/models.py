@@ -19,20 +19,36 @@ from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge
 from autoheri_jax.model.network import ModelSpec
 
 
+def _fixed_aggregation(m: ModelConfig) -> str:
+    """An unsearched model's aggregation: a fixed operator carries over, "search" -> "concat"."""
+    return "concat" if m.aggregation == "search" else m.aggregation
+
+
 def _esmm(m: ModelConfig) -> ModelConfig:
-    return dataclasses.replace(m, edge_mode="none", searched=False, fixed_edges=())
+    return dataclasses.replace(
+        m, edge_mode="none", searched=False, fixed_edges=(), aggregation="concat"
+    )
 
 
 def _all_on(mode: str) -> Callable[[ModelConfig], ModelConfig]:
     def variant(m: ModelConfig) -> ModelConfig:
-        return dataclasses.replace(m, edge_mode=mode, searched=False, fixed_edges=())
+        return dataclasses.replace(
+            m, edge_mode=mode, searched=False, fixed_edges=(), aggregation=_fixed_aggregation(m)
+        )
 
     return variant
 
 
 def _family(name: str) -> Callable[[ModelConfig], ModelConfig]:
     def variant(m: ModelConfig) -> ModelConfig:
-        return dataclasses.replace(m, family=name, edge_mode="none", searched=False, fixed_edges=())
+        return dataclasses.replace(
+            m,
+            family=name,
+            edge_mode="none",
+            searched=False,
+            fixed_edges=(),
+            aggregation="concat",
+        )
 
     return variant
 
@@ -74,13 +90,12 @@ def derived_model(
         if len(ops) != len(kept):
             raise ValueError(f"{len(ops)} ops for {len(kept)} kept edges")
         names = [n if op is None else f"{n}:{op}" for n, op in zip(names, ops, strict=True)]
-    aggregation = "concat" if m.aggregation == "search" else m.aggregation
     return dataclasses.replace(
         m,
         edge_mode="fixed",
         searched=False,
         fixed_edges=tuple(names),
-        aggregation=aggregation,
+        aggregation=_fixed_aggregation(m),
     )
 
 

@@ -114,10 +114,10 @@ def test_evolve_cli_end_to_end_then_retrain_and_evaluate(repo, tmp_path, monkeyp
     wd = tmp_path / "evo"
     args = ["--config", SMOKE, "--workdir", str(wd), "--no-progress", "--set", "baselines=esmm"]
     args += ["--set", "evolution.population=2", "--set", "evolution.sample=2"]
-    args += ["--set", "evolution.cycles=2", "--set", "data.num_train=1024"]  # 4 steps each
+    args += ["--set", "evolution.cycles=1", "--set", "data.num_train=1024"]  # 4 steps each
     assert main(["evolve", *args]) == 0
     log = [json.loads(line) for line in (wd / "evolution.jsonl").read_text().splitlines()]
-    assert len(log) == 4 and [r["index"] for r in log] == [0, 1, 2, 3]
+    assert len(log) == 3 and [r["index"] for r in log] == [0, 1, 2]
     for r in log:
         assert len(r["mask"]) == 4 and set(r["mask"]) <= {0, 1}
         assert r["cached"] or (r["steps"] == 4 and r["seconds"] > 0 and 0 <= r["score"] <= 1)
@@ -133,10 +133,10 @@ def test_evolve_cli_end_to_end_then_retrain_and_evaluate(repo, tmp_path, monkeyp
     # A rerun replays the logged candidates: no training, no duplicate records.
     assert main(["evolve", *args]) == 0
     assert "evaluations logged, resuming" in capsys.readouterr().out
-    assert len((wd / "evolution.jsonl").read_text().splitlines()) == 4
+    assert len((wd / "evolution.jsonl").read_text().splitlines()) == 3
     assert json.loads((wd / "architecture.json").read_text()) == arch
     # Other evolution settings over the same log are refused, naming the key.
-    assert main(["evolve", *args, "--set", "evolution.cycles=3"]) == 2
+    assert main(["evolve", *args, "--set", "evolution.cycles=2"]) == 2
     assert "evolution.cycles" in capsys.readouterr().err
 
     assert main(["retrain", "--workdir", str(wd), "--no-progress"]) == 0

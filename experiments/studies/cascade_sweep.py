@@ -11,7 +11,7 @@ the data of an arm is fixed). About 10 s per run on 2 unloaded CPU cores: ~4 min
 Expected (the paper's claim, tested here): AutoHERI minus ESMM on CVR / CTCVR AUC grows with
 the cascade strength, and at strength 0 (nothing to share) it is about zero: AutoHERI should do
 no harm there (a paired difference whose p-value is not small).
-Measured with `--seeds 2` (52 s on 2 CPU cores, warm compilation cache): the claim does NOT
+Measured with `--seeds 2` (45-52 s on 2 CPU cores, warm compilation cache): the claim does NOT
 show at this size. AutoHERI minus ESMM, test CVR AUC: -0.0057 (p=0.02), -0.0058 (p=0.24),
 -0.0042 (p=0.23), -0.0049 (p=0.11) at strength 0 / 0.25 / 0.5 / 0.9; CTCVR AUC: +0.0001,
 +0.0001, +0.0004, -0.0001 (all p > 0.1). So: no harm on CTCVR, a small CVR loss everywhere,
