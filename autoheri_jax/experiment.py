@@ -219,6 +219,13 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
         op_names=OPS,
     )
     assert record["kept"] == [e.name for e in kept]
+    previous = wd.path("architecture.json")
+    if previous.exists() and artifacts.is_writer():
+        old = json.loads(previous.read_text())
+        if (old.get("kept"), old.get("kept_ops")) != (record["kept"], record.get("kept_ops")):
+            # A retrained model of another architecture (an evolved one, say) is stale now.
+            for stale in (wd.path("models", AUTOHERI), wd.path("checkpoints", AUTOHERI)):
+                shutil.rmtree(stale, ignore_errors=True)
     wd.write_json("architecture.json", record)
     text = artifacts.render_architecture(record, len(cfg.model.hidden))
     if artifacts.is_writer():

@@ -106,6 +106,10 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
         stage_bce, constraint = task_losses(logits, batch["labels"], spec)
         task_loss = jnp.sum(stage_bce) + constraint
         entropy = edge_entropy(params["arch"]["edge_logits"] if spec.has_arch else None)
+        if spec.has_arch and "op_logits" in params["arch"]:
+            # The operator choice is pushed to one-hot like the edges: mean categorical entropy.
+            op_logp = jax.nn.log_softmax(params["arch"]["op_logits"], axis=-1)
+            entropy = entropy - jnp.mean(jnp.sum(jnp.exp(op_logp) * op_logp, axis=-1))
         weight = entropy_weight_at(step, cfg.entropy_weight, cfg.entropy_warmup_steps)
         total = task_loss + weight * entropy
         aux = {

@@ -191,3 +191,17 @@ def test_fixed_edge_ops_parse_and_reject():
     with pytest.raises(ConfigError, match="aggregation"):
         ModelConfig(aggregation="search", searched=False)
     assert len(VOCABS) == 4
+
+
+def test_entropy_term_covers_the_operator_choice():
+    from autoheri_jax.step import make_loss_fn
+
+    spec = tiny_spec(edge_mode="parallel", aggregation="search")
+    params = init_params(jax.random.PRNGKey(0), spec)
+    loss_fn = make_loss_fn(spec, TrainConfig(entropy_weight=1.0))
+    batch = tiny_batch(8)
+    step = jnp.zeros((), jnp.int32)
+    uniform = loss_fn(params, batch, jax.random.PRNGKey(1), step)[1]["entropy"]
+    params["arch"]["op_logits"] = params["arch"]["op_logits"].at[:, 0].set(30.0)
+    sharp = loss_fn(params, batch, jax.random.PRNGKey(1), step)[1]["entropy"]
+    np.testing.assert_allclose(uniform - sharp, np.log(3.0), rtol=1e-5)  # uniform over 3 ops
