@@ -70,17 +70,13 @@ def unique_lookup_rows(
 def sorted_unique(x: jax.Array, size: int, fill: int) -> tuple[jax.Array, jax.Array]:
     """(unique values ascending, padded with `fill` to `size`; index of each x in them).
 
-    Same result as `jnp.unique(x, size=size, fill_value=fill, return_inverse=True)` for
-    values <= fill, at a third of the cost on CPU: one single-array sort (jnp.unique sorts
-    (value, position) pairs), a scatter of each run's value, and a searchsorted for the
-    inverse. Values equal to `fill` (masked entries) may appear as one extra unique value.
+    `jnp.unique` with a static size. A cheaper formulation (one plain sort, then
+    `searchsorted(method="scan_unrolled")` for the inverse) runs 20% faster per step on CPU
+    but made XLA take ~48 s instead of ~0.8 s to compile the default model's step, so it is
+    not used.
     """
-    xs = jnp.sort(x)
-    starts = jnp.concatenate([jnp.ones((1,), bool), xs[1:] != xs[:-1]])
-    slot = jnp.cumsum(starts) - 1
-    uniq = jnp.full((size,), fill, x.dtype).at[jnp.where(starts, slot, size)].set(xs, mode="drop")
-    inverse = jnp.searchsorted(uniq, x, method="scan_unrolled").astype(jnp.int32)
-    return uniq, inverse
+    uniq, inverse = jnp.unique(x, size=size, fill_value=fill, return_inverse=True)
+    return uniq, inverse.reshape(-1).astype(jnp.int32)
 
 
 def gather_rows(table: jax.Array, rows: jax.Array) -> jax.Array:
