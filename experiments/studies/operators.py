@@ -1,0 +1,32 @@
+"""Aggregation operators: concat + linear (the paper) vs gated sum vs attention vs a searched
+per-edge choice among the three (the paper's stated future work).
+
+Command:
+  autoheri study --config experiments/studies/operators.py --workdir runs/studies/operators
+
+Arms over experiments/configs/study_base.py, all with hierarchical searched edges:
+`concat`, `gated_sum`, `attention` and `search` (`model.aggregation`); the "between arms" table
+pairs each operator with concat seed by seed. 5 seeds, a few minutes on 2 CPU cores.
+Expected: differences of a few thousandths of AUC; an operator helps only if its paired
+difference to concat is positive with a small p-value. Measured results: experiments/README.md.
+"""
+
+from pathlib import Path
+
+from autoheri_jax.config import load_config
+from autoheri_jax.study import Study
+
+BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
+OPERATORS = ("concat", "gated_sum", "attention", "search")
+
+
+def get_study() -> Study:
+    return Study(
+        name="operators",
+        base=load_config(BASE),
+        arms={op: [f"model.aggregation={op}"] for op in OPERATORS},
+        seeds=5,
+        compare_to="esmm",
+        arm_pairs=tuple((op, "concat") for op in OPERATORS[1:]),
+        description="Aggregation operators: concat vs gated sum vs attention vs searched choice.",
+    )
