@@ -437,15 +437,23 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         cfg = from_dict(Config, raw)
     else:
-        spec = importlib.util.spec_from_file_location(f"autoheri_config_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if not hasattr(module, "get_config"):
-            raise ConfigError(f"{path}: defines no get_config()")
-        cfg = module.get_config()
-        if not isinstance(cfg, Config):
-            raise ConfigError(f"{path}: get_config() must return autoheri_jax.config.Config")
+        cfg = call_python_file(path, "get_config", Config)
     return apply_overrides(cfg, overrides)
+
+
+def call_python_file(path: Path, function: str, returns: type) -> Any:
+    """Runs `function()` from the Python file `path` (a config or study file) and checks its
+    result's type; every failure names the file."""
+    spec = importlib.util.spec_from_file_location(f"autoheri_{function}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, function):
+        raise ConfigError(f"{path}: defines no {function}()")
+    result = getattr(module, function)()
+    if not isinstance(result, returns):
+        kind = f"{returns.__module__}.{returns.__qualname__}"
+        raise ConfigError(f"{path}: {function}() must return {kind}")
+    return result
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -26,7 +26,6 @@ The Student t distribution is computed here from the regularised incomplete beta
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import re
@@ -37,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from autoheri_jax.config import Config, ConfigError, apply_overrides, to_dict
+from autoheri_jax.config import Config, ConfigError, apply_overrides, call_python_file, to_dict
 
 METHODS = ("oneshot", "evolution")  # how an arm finds its architecture
 SEED_MODES = {"model": "seed", "data": "dseed"}  # seed mode -> run-directory prefix
@@ -181,15 +180,7 @@ def load_study(path: str | Path) -> Study:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"autoheri_study_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_study"):
-        raise ConfigError(f"{path}: defines no get_study()")
-    study = module.get_study()
-    if not isinstance(study, Study):
-        raise ConfigError(f"{path}: get_study() must return autoheri_jax.study.Study")
-    return study
+    return call_python_file(path, "get_study", Study)
 
 
 def with_base_overrides(study: Study, overrides: Sequence[str]) -> Study:
