@@ -101,13 +101,7 @@ def _cpu_s() -> float:
 
 def _median_run(step, n: int, repeats: int) -> tuple[float, list[float]]:
     """Median seconds per call over `repeats` runs of n calls; step() returns what to block on."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n - 1):
-            step()
-        jax.block_until_ready(step())
-        times.append((time.perf_counter() - t0) / n)
+    times = roofline.repeat_seconds(step, repeats, n)
     return statistics.median(times), times
 
 

@@ -112,10 +112,8 @@ def xla_cost(compiled) -> dict:
     return {k: float(cost[k]) for k in ("flops", "bytes accessed") if k in (cost or {})}
 
 
-def best_seconds(fn: Callable[[], object], repeats: int, inner: int = 1) -> float:
-    """Best (min) wall time of `inner` calls of fn (blocked at the end), after a warm-up call:
-    a machine rate is what the hardware can do, so the least disturbed repeat is kept."""
-    jax.block_until_ready(fn())
+def repeat_seconds(fn: Callable[[], object], repeats: int, inner: int = 1) -> list[float]:
+    """Seconds per call of each of `repeats` runs of `inner` calls (blocked at each run's end)."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -123,7 +121,14 @@ def best_seconds(fn: Callable[[], object], repeats: int, inner: int = 1) -> floa
             fn()
         jax.block_until_ready(fn())
         times.append((time.perf_counter() - t0) / inner)
-    return min(times)
+    return times
+
+
+def best_seconds(fn: Callable[[], object], repeats: int, inner: int = 1) -> float:
+    """Best (min) wall time of `inner` calls of fn (blocked at the end), after a warm-up call:
+    a machine rate is what the hardware can do, so the least disturbed repeat is kept."""
+    jax.block_until_ready(fn())
+    return min(repeat_seconds(fn, repeats, inner))
 
 
 def matmul_rate(m: int, k: int, n: int, repeats: int) -> float:

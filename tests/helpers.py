@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from autoheri_jax.config import ModelConfig
+from autoheri_jax.data.dataset import BagField, CTRDataset
 from autoheri_jax.models import build_spec
 
 VOCABS = (7, 5, 11, 3)
@@ -25,3 +26,26 @@ def tiny_batch(batch: int = 16, num_tasks: int = 2, seed: int = 0) -> dict:
     for _ in range(num_tasks - 1):
         labels.append(labels[-1] & (rng.random(batch) < 0.5))
     return {"sparse": sparse, "dense": dense, "labels": np.stack(labels, 1).astype(np.float32)}
+
+
+def toy_dataset(n=1000, with_bags=True):
+    """N rows, field "row" = row index, one bag field (150_14) of 0-5 entries, 2 stages."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 6, n)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    bags = (
+        BagField("150_14", 50, offsets[:-1], offsets[1:],
+                 rng.integers(1, 50, offsets[-1]).astype(np.int32),
+                 rng.random(offsets[-1]).astype(np.float32)),
+    )  # fmt: skip
+    click = rng.random(n) < 0.3
+    return CTRDataset(
+        sparse=np.stack([np.arange(n), rng.integers(0, 9, n)], 1).astype(np.int32),
+        dense=rng.random((n, 2), dtype=np.float32),
+        labels=np.stack([click, click & (rng.random(n) < 0.3)], 1).astype(np.float32),
+        field_names=("row", "f"),
+        vocab_sizes=(n, 9),
+        stage_names=("click", "conversion"),
+        bags=bags if with_bags else (),
+        max_bag_len=4,
+    )

@@ -14,11 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_spec
+from helpers import tiny_spec, toy_dataset
 
 from autoheri_jax.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.config import TrainConfig
-from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.optim import make_optimizer
 from autoheri_jax.train import abstract_state, init_state
@@ -77,21 +76,8 @@ def test_train_state_round_trip_is_bitwise(tmp_path):
     ck.close()
 
 
-def _dataset(n=400):
-    rng = np.random.default_rng(0)
-    click = rng.random(n) < 0.3
-    return CTRDataset(
-        sparse=np.stack([np.arange(n), rng.integers(0, 9, n)], 1).astype(np.int32),
-        dense=rng.random((n, 2), dtype=np.float32),
-        labels=np.stack([click, click & (rng.random(n) < 0.3)], 1).astype(np.float32),
-        field_names=("row", "f"),
-        vocab_sizes=(n, 9),
-        stage_names=("click", "conversion"),
-    )
-
-
 def test_grain_iterator_resumes_at_the_next_batch(tmp_path):
-    source = StepBatchSource(_dataset(), 32, seed=3, num_epochs=2)
+    source = StepBatchSource(toy_dataset(400, with_bags=False), 32, seed=3, num_epochs=2)
     it = train_iterator(source)
     for _ in range(13):  # into the second epoch
         next(it)
@@ -100,7 +86,9 @@ def test_grain_iterator_resumes_at_the_next_batch(tmp_path):
         ck.save(13, state, extra={}, data_state=it.get_state())
     want = next(it)
     _, _, data_state = Checkpointer(tmp_path).restore(13, abstract)
-    resumed = train_iterator(StepBatchSource(_dataset(), 32, seed=3, num_epochs=2))
+    resumed = train_iterator(
+        StepBatchSource(toy_dataset(400, with_bags=False), 32, seed=3, num_epochs=2)
+    )
     resumed.set_state(data_state)
     got = next(resumed)
     assert got.keys() == want.keys()

@@ -13,32 +13,11 @@ from autoheri_jax.data.store import (
     read_manifest,
     write_manifest,
 )
-
-
-def _dataset(n=1000, with_bags=True):
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(0, 6, n)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    bags = (
-        BagField("150_14", 50, offsets[:-1], offsets[1:],
-                 rng.integers(1, 50, offsets[-1]).astype(np.int32),
-                 rng.random(offsets[-1]).astype(np.float32)),
-    )  # fmt: skip
-    click = rng.random(n) < 0.3
-    return CTRDataset(
-        sparse=np.stack([np.arange(n), rng.integers(0, 9, n)], 1).astype(np.int32),
-        dense=rng.random((n, 2), dtype=np.float32),
-        labels=np.stack([click, click & (rng.random(n) < 0.3)], 1).astype(np.float32),
-        field_names=("row", "f"),
-        vocab_sizes=(n, 9),
-        stage_names=("click", "conversion"),
-        bags=bags if with_bags else (),
-        max_bag_len=4,
-    )
+from tests.helpers import toy_dataset
 
 
 def test_each_epoch_visits_every_kept_row_once():
-    data = _dataset(1000)
+    data = toy_dataset(1000)
     src = StepBatchSource(data, batch_size=64, seed=3, num_epochs=2)
     assert len(src) == 2 * (1000 // 64)
     for epoch in range(2):
@@ -52,7 +31,7 @@ def test_each_epoch_visits_every_kept_row_once():
 
 
 def test_processes_split_each_global_batch():
-    data = _dataset(1000)
+    data = toy_dataset(1000)
     whole = StepBatchSource(data, 64, seed=1, num_epochs=1)
     parts = [StepBatchSource(data, 64, seed=1, num_epochs=1, process_index=p, process_count=4)
              for p in range(4)]  # fmt: skip
@@ -64,7 +43,7 @@ def test_processes_split_each_global_batch():
 
 
 def test_iterator_state_resumes_at_the_next_batch():
-    src = StepBatchSource(_dataset(1000), 32, seed=0, num_epochs=1)
+    src = StepBatchSource(toy_dataset(1000), 32, seed=0, num_epochs=1)
     it = train_iterator(src)
     for _ in range(5):
         next(it)
@@ -79,7 +58,7 @@ def test_iterator_state_resumes_at_the_next_batch():
 
 
 def test_bag_gather_pads_truncates_and_masks():
-    data = _dataset(50)
+    data = toy_dataset(50)
     bag = data.bags[0]
     idx = np.arange(50)
     batch = data.batch(idx)
@@ -103,7 +82,7 @@ def test_eval_pass_is_exact():
 
 
 def test_memmapped_store_batches_equal_in_memory(tmp_path):
-    data = _dataset(300)
+    data = toy_dataset(300)
     bag = data.bags[0]
     w = SplitWriter(tmp_path / "train", 2, 2, 2, ["150_14"])
     for a in range(0, 300, 128):  # streamed in chunks
@@ -142,7 +121,7 @@ def _shared(n=200, users=13, seed=1):
     ex_off = np.concatenate([[0], np.cumsum(ex_len)])
     pos = np.concatenate([np.arange(offsets[u], offsets[u + 1]) for u in row_of])
     expanded = BagField("150_14", 40, ex_off[:-1], ex_off[1:], ids[pos], values[pos])
-    base = _dataset(n, with_bags=False)
+    base = toy_dataset(n, with_bags=False)
     make = lambda bag: CTRDataset(**{**base.__dict__, "bags": (bag,), "max_bag_len": 4})
     return make(shared), make(expanded)
 
