@@ -2,7 +2,8 @@
 
 Layout of `<directory>/<step>/` (written by `ocp.CheckpointManager`):
 
-  state/   the TrainState pytree (StandardSave): step, params, opt_state, rng, first_bad_step
+  state/   the TrainState pytree (StandardSave): step, params, opt_state, rng, first_bad_step,
+           row_scratch (all SCRATCH_EMPTY at a step boundary: 4 bytes per table row)
   extra/   JSON: phase, model name, architecture, config, ... plus `fingerprint`
   data/    JSON: {"iterator": grain iterator `get_state()` or null}
   metrics/ JSON: the metrics passed to `save` (only when best-checkpoint tracking is on)

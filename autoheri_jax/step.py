@@ -47,6 +47,10 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
     rng: jax.Array  # base key; step keys are fold_in(rng, step)
     first_bad_step: jax.Array  # int32 scalar: first step with a non-finite loss, -1 if none
+    # int32 [table rows] (sparse embeddings; [0] otherwise): sparse_rows.dedupe's scratch,
+    # kept across steps so finding a batch's rows never costs O(vocabulary); it holds
+    # SCRATCH_EMPTY at every step boundary, so results and checkpoints never depend on it.
+    row_scratch: jax.Array
 
 
 def init_state(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTransformation):
@@ -58,6 +62,7 @@ def init_state(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTrans
         opt_state=optimizer.init(params),
         rng=k_train,
         first_bad_step=jnp.full((), -1, jnp.int32),
+        row_scratch=sparse_rows.new_scratch(spec.table_rows if cfg.sparse_embeddings else 0),
     )
 
 
@@ -136,41 +141,43 @@ def _fetch_rows(table: jax.Array, rows: jax.Array, axis: str | None, sharded: bo
     return jax.lax.dynamic_slice_in_dim(held, me * rows.shape[0], rows.shape[0])
 
 
-def _merge_row_grads(rows, g_rows, vocab: int, axis: str | None, shard: int | None):
+def _merge_row_grads(rows, g_rows, axis: str | None, shard: int | None, scratch, bound: int):
     """All devices' (row, grad) pairs -> one SparseRows with each row once (mean over devices).
 
     `shard`: rows held per device when the table is sharded (ids become local, foreign rows
-    the out-of-range sentinel that every scatter drops).
+    the out-of-range sentinel that every scatter drops). `bound`: distinct rows of the global
+    batch at most. Returns (SparseRows, scratch).
     """
     if axis is None:
-        return sparse_rows.SparseRows(rows, g_rows)
+        return sparse_rows.SparseRows(rows, g_rows), scratch
     ids = _all_gather(rows, axis)
     grads = _all_gather(g_rows, axis) / _num_devices(axis)
-    uniq, inverse = sparse_rows.sorted_unique(ids, ids.shape[0], vocab)
-    merged = jax.ops.segment_sum(grads, inverse, num_segments=ids.shape[0])
+    uniq, inverse, _, scratch = sparse_rows.dedupe(ids, scratch, bound)
+    merged = jax.ops.segment_sum(grads, inverse, num_segments=uniq.shape[0])
     if shard is not None:
         local = uniq - _device_index(axis) * shard
         uniq = jnp.where((local >= 0) & (local < shard), local, shard)
-    return sparse_rows.SparseRows(uniq.astype(jnp.int32), merged)
+    return sparse_rows.SparseRows(uniq, merged), scratch
 
 
 def make_grad_fn(
     spec: ModelSpec, cfg: TrainConfig, axis: str | None = None, shard_embeddings: bool = False
 ) -> Callable:
-    """grad_fn(params, batch, rng, step) -> (aux, grads), averaged over `axis`.
+    """grad_fn(params, batch, rng, step, scratch) -> (aux, grads, scratch), averaged over `axis`.
 
     With sparse embeddings the table's gradient is `SparseRows` over the touched rows: the loss
-    is differentiated with respect to those rows only, never the whole table.
+    is differentiated with respect to those rows only, never the whole table. `scratch` is
+    `TrainState.row_scratch` (returned unchanged with dense embeddings).
     """
     loss_fn = make_loss_fn(spec, cfg)
     if shard_embeddings and not cfg.sparse_embeddings:
         raise ValueError("sharded embedding tables need sparse_embeddings=True")
 
-    def grad_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array):
+    def grad_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array, scratch):
         if not cfg.sparse_embeddings:
             (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng, step)
-            return _pmean(aux, axis), _pmean(grads, axis)
-        rows, single, bags, _ = sparse_rows.unique_lookup_rows(spec, batch)
+            return _pmean(aux, axis), _pmean(grads, axis), scratch
+        rows, single, bags, _, scratch = sparse_rows.unique_lookup_rows(spec, batch, scratch)
         table = params["embedding"]["table"]
         table_rows = _fetch_rows(table, rows, axis, shard_embeddings)
         others = {k: v for k, v in params.items() if k != "embedding"}
@@ -182,8 +189,13 @@ def make_grad_fn(
         grad = jax.value_and_grad(on_rows, argnums=(0, 1), has_aux=True)
         (_, aux), (g_others, g_rows) = grad(others, table_rows)
         shard = table.shape[0] if shard_embeddings else None
-        g_table = _merge_row_grads(rows, g_rows, spec.table_rows, axis, shard)
-        return _pmean(aux, axis), {**_pmean(g_others, axis), "embedding": {"table": g_table}}
+        bag_len = 0 if bags is None else bags.shape[-1]
+        global_bound = sparse_rows.unique_row_bound(
+            spec, single.shape[0] * _num_devices(axis), bag_len
+        )
+        g_table, scratch = _merge_row_grads(rows, g_rows, axis, shard, scratch, global_bound)
+        grads = {**_pmean(g_others, axis), "embedding": {"table": g_table}}
+        return _pmean(aux, axis), grads, scratch
 
     return grad_fn
 
@@ -200,11 +212,13 @@ def make_step_fn(
 
     def step_fn(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), _device_index(axis))
-        aux, grads = grad_fn(state.params, batch, rng, state.step)
+        aux, grads, scratch = grad_fn(state.params, batch, rng, state.step, state.row_scratch)
         if cfg.bilevel:
             # First-order bi-level (DARTS-1st): the arch partition takes its gradient from a
             # held-out batch at the current weights; the weights keep the training gradient.
-            aux_v, grads_v = grad_fn(state.params, batch["valid"], rng, state.step)
+            aux_v, grads_v, scratch = grad_fn(
+                state.params, batch["valid"], rng, state.step, scratch
+            )
             grads = {**grads, "arch": grads_v["arch"]}
             aux["valid_loss"] = aux_v["loss"]
             aux["total"] = aux["total"] + aux_v["total"]  # either non-finite stops the run
@@ -222,7 +236,7 @@ def make_step_fn(
             (state.first_bad_step < 0) & ~finite, state.step, state.first_bad_step
         )
         aux["edge_probs"] = edge_probabilities(params, spec)  # after this step's update
-        return TrainState(state.step + 1, params, opt_state, state.rng, first_bad), aux
+        return TrainState(state.step + 1, params, opt_state, state.rng, first_bad, scratch), aux
 
     return step_fn
 

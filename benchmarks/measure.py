@@ -28,6 +28,7 @@ from autoheri_jax.experiment import load_data
 from autoheri_jax.model.network import ModelSpec, init_params
 from autoheri_jax.models import VARIANTS, build_spec
 from autoheri_jax.optim import make_optimizer
+from autoheri_jax.step import make_grad_fn
 from autoheri_jax.train import (
     count_params,
     init_state,
@@ -35,11 +36,6 @@ from autoheri_jax.train import (
     make_update_fn,
     predict_dataset,
 )
-
-try:  # the step's pieces live in step.py since the data-parallel work, train.py before it
-    from autoheri_jax.step import make_grad_fn
-except ImportError:
-    from autoheri_jax.train import make_grad_fn
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("esmm", "search", "retrain")
@@ -151,6 +147,7 @@ def bench_train(
         "params": count_params(jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), spec))),
         "table_rows": roofline.table_rows(spec),
         "unique_rows_per_batch": float(np.mean([unique_rows(spec, x) for x in host])),
+        "unique_row_bound": sparse_rows.unique_row_bound(spec, b),
         "init_s": init_s,
         "first_call_s": first_s,
         "compile_s": max(first_s - step_s, 0.0),
@@ -205,18 +202,19 @@ def _breakdown(spec, tcfg, state, dev, steps, repeats) -> dict:
     grad_fn = make_grad_fn(spec, tcfg)
 
     def dense_leaves(*args):  # SparseRows is no pytree: return its values
-        aux, grads = grad_fn(*args)
+        aux, grads, _ = grad_fn(*args)
         leaf = lambda g: g.values if isinstance(g, sparse_rows.SparseRows) else g
         return aux, jax.tree.map(leaf, grads)
 
     grad = jax.jit(dense_leaves)
-    args = (state.params, dev[0], state.rng, state.step)
+    args = (state.params, dev[0], state.rng, state.step, state.row_scratch)
     jax.block_until_ready(grad(*args))
     out["grad"] = 1e3 * _median_run(lambda: grad(*args), steps, repeats)[0]
     if tcfg.sparse_embeddings:
-        uniq = jax.jit(lambda x: sparse_rows.unique_lookup_rows(spec, x))
-        jax.block_until_ready(uniq(dev[0]))
-        out["unique"] = 1e3 * _median_run(lambda: uniq(dev[0]), steps, repeats)[0]
+        uniq = jax.jit(lambda x, s: sparse_rows.unique_lookup_rows(spec, x, s))
+        jax.block_until_ready(uniq(dev[0], state.row_scratch))
+        run = lambda: uniq(dev[0], state.row_scratch)
+        out["unique"] = 1e3 * _median_run(run, steps, repeats)[0]
     return out
 
 

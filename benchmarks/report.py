@@ -50,7 +50,7 @@ EVAL_KEYS = (
 )
 ROOF_KEYS = (
     "kFLOP/ex|XLA kFLOP/ex|kB/ex|compute ex/s|bandwidth ex/s|bound|measured ex/s|% of bound|"
-    "pipeline %",
+    "pipeline %|matmul floor ex/s|% of floor",
     (
         "kflops",
         "xla_kflops",
@@ -61,6 +61,8 @@ ROOF_KEYS = (
         "measured_examples_per_s",
         "percent",
         "pipeline_percent",
+        "matmul_floor_examples_per_s",
+        "floor_percent",
     ),
 )
 
@@ -160,6 +162,7 @@ def print_report(res: dict) -> None:
             "kbytes": b["bytes_per_example"] / 1e3,
             "percent": 100 * b["fraction_of_attainable"],
             "pipeline_percent": 100 * b.get("pipeline_fraction_of_attainable", 0) or "-",
+            "floor_percent": 100 * b.get("fraction_of_matmul_floor", 0) or "-",
         }
         for n, b in res["roofline"].items()
     }

@@ -18,6 +18,12 @@ Work per example is counted from a `ModelSpec` (float32 throughout):
 The machine side is measured: a jitted float32 matmul at the towers' shapes and a large square
 one (the peak), a jitted elementwise pass and a numpy copy over a large array (streaming
 bandwidth, read + write counted), and a jitted random-row gather from a large [V, D] table.
+
+A second, tighter floor per train config (`step_matmul_seconds`): the step's own tower matmuls
+(forward, input gradient, weight gradient of every layer at the step's batch) jitted together
+and timed alone. Peak FLOP/s assumes every matmul runs like a large square one; the towers'
+thin shapes (2048 x 64 x 32, ...) do not, so this is what the arithmetic of the step costs on
+this machine's matmul library before any embedding, optimiser or elementwise work.
 """
 
 from __future__ import annotations
@@ -139,6 +145,20 @@ def matmul_rate(m: int, k: int, n: int, repeats: int) -> float:
     return 2 * m * k * n / best_seconds(lambda: f(a, b), repeats, inner)
 
 
+def step_matmul_seconds(spec, batch_size: int, repeats: int) -> float:
+    """Best time of one train step's tower matmuls alone (see the module docstring)."""
+    shapes = layer_shapes(spec)
+    xs = [jnp.ones((batch_size, k), jnp.float32) for k, _ in shapes]
+    ws = [jnp.ones((k, n), jnp.float32) / k for k, n in shapes]
+    dzs = [jnp.ones((batch_size, n), jnp.float32) for _, n in shapes]
+
+    @jax.jit
+    def matmuls(xs, ws, dzs):
+        return [(x @ w, dz @ w.T, x.T @ dz) for x, w, dz in zip(xs, ws, dzs, strict=True)]
+
+    return best_seconds(lambda: matmuls(xs, ws, dzs), repeats, inner=5)
+
+
 def _jax_stream(nbytes: int, repeats: int) -> tuple[dict, float]:
     """Bytes/s of a jitted elementwise pass (read + write) over nbytes: in place (input
     donated, as the train step donates its state) and into a freshly allocated output; and the
@@ -208,12 +228,22 @@ def measure_machine(
     }
 
 
-def bound(flops: float, nbytes: float, machine: dict, measured: float) -> dict:
-    """Attainable examples/s = min(compute bound, bandwidth bound); measured as a fraction."""
+def bound(
+    flops: float, nbytes: float, machine: dict, measured: float, matmul_floor: float | None = None
+) -> dict:
+    """Attainable examples/s = min(compute bound, bandwidth bound); measured as a fraction.
+    `matmul_floor`: examples/s of the step's matmuls alone (step_matmul_seconds), if known."""
     compute = machine["peak_flops_per_s"] / flops
     memory = machine["peak_bandwidth_bytes_per_s"] / nbytes
     attainable = min(compute, memory)
+    floor = {}
+    if matmul_floor:
+        floor = {
+            "matmul_floor_examples_per_s": matmul_floor,
+            "fraction_of_matmul_floor": measured / matmul_floor,
+        }
     return {
+        **floor,
         "flops_per_example": flops,
         "bytes_per_example": nbytes,
         "intensity_flops_per_byte": flops / nbytes,

@@ -20,7 +20,9 @@ impressions; --smoke uses experiments/configs/smoke.py and tiny sizes (seconds, 
 Timings are medians over repeats, warm-up excluded, blocked with jax.block_until_ready; compile
 time is the first call minus the steady step. The roofline's bounds are examples/s =
 min(peak FLOP/s / FLOPs per example, bandwidth / bytes per example); see roofline.py for how
-work is counted. The machine may be shared: the load average is recorded beside the figures.
+work is counted. Each train config also gets a matmul floor: its step's tower matmuls alone
+(forward, dX, dW at the step's shapes), jitted together and timed, as examples/s. The machine
+may be shared: the load average is recorded beside the figures.
 """
 
 from __future__ import annotations
@@ -163,6 +165,7 @@ def run_one(name: str, s: dict) -> dict:
             steps, repeats = s["vocab_steps"], s["vocab_repeats"]
             more = {"breakdown": True, "pipeline": False}
         out = measure.bench_train(spec, tcfg, data, steps=steps, repeats=repeats, **more)
+        out["matmul_floor_s"] = roofline.step_matmul_seconds(spec, batch, repeats)
         u = out["unique_rows_per_batch"]
         work = {
             "flops": roofline.flops_per_example(spec, batch, u, sparse),
@@ -248,9 +251,9 @@ def assemble(raw: dict[str, dict]) -> dict:
         res["compile"][name] = {"first_call_s": r["first_call_s"], "compile_s": r["compile_s"]}
         if machine is not None and "work_per_example" in r:
             w = r["work_per_example"]
-            b = roofline.bound(
-                w["flops"]["total"], w["bytes"]["total"], machine, r["device"]["examples_per_s"]
-            )
+            floor = r["batch_size"] / r["matmul_floor_s"] if r.get("matmul_floor_s") else None
+            measured = r["device"]["examples_per_s"]
+            b = roofline.bound(w["flops"]["total"], w["bytes"]["total"], machine, measured, floor)
             b.update({k: v for k, v in w.items() if k.startswith("xla_")})
             if "pipeline" in r:
                 b["pipeline_fraction_of_attainable"] = (

@@ -174,6 +174,22 @@ def test_shared_bags_are_validated():
             make(bad)
 
 
+def test_ids_outside_a_fields_vocabulary_are_refused():
+    data = toy_dataset(50)
+    sparse = data.sparse.copy()
+    sparse[7, 0] = data.vocab_sizes[0]
+    with pytest.raises(ValueError, match=r"row 7: field row id 50 is outside its vocabulary"):
+        CTRDataset(**{**data.__dict__, "sparse": sparse})
+    sparse[7, 0] = -1
+    with pytest.raises(ValueError, match="row 7"):
+        CTRDataset(**{**data.__dict__, "sparse": sparse})
+    bag = data.bags[0]
+    ids = bag.ids.copy()
+    ids[3] = bag.vocab_size + 2
+    with pytest.raises(ValueError, match=r"bag field 150_14: ids span .* outside its vocab"):
+        CTRDataset(**{**data.__dict__, "bags": (dataclasses.replace(bag, ids=ids),)})
+
+
 def _write_shared_store(root, data, chunk=64):
     """data's shared bag through a side table (users written as they are first needed, so the
     two streams interleave), the per-row copy of it as a second, per-row field."""

@@ -8,7 +8,13 @@ import pytest
 from autoheri_jax.config import TrainConfig
 from autoheri_jax.model.network import lookup_rows
 from autoheri_jax.optim import make_optimizer
-from autoheri_jax.sparse_rows import unique_lookup_rows
+from autoheri_jax.sparse_rows import (
+    SCRATCH_EMPTY,
+    dedupe,
+    new_scratch,
+    unique_lookup_rows,
+    unique_row_bound,
+)
 from autoheri_jax.train import init_state, make_update_fn
 from tests.helpers import VOCABS, tiny_batch, tiny_spec
 
@@ -24,17 +30,66 @@ def _run(cfg, spec, batches):
     return jax.device_get(state.params), update
 
 
+def _unique(spec, batch):
+    rows, single_idx, bag_idx, n, scratch = unique_lookup_rows(
+        spec, batch, new_scratch(spec.table_rows)
+    )
+    assert np.all(np.asarray(scratch) == SCRATCH_EMPTY)  # handed back as it came
+    return rows, single_idx, bag_idx, n
+
+
 def test_unique_rows_are_exact_and_padded_with_the_sentinel():
     spec = tiny_spec(edge_mode="none", searched=False)
     batch = tiny_batch(16)
-    rows, single_idx, bag_idx, n = unique_lookup_rows(spec, batch)
+    rows, single_idx, bag_idx, n = _unique(spec, batch)
     flat = np.asarray(lookup_rows(spec, batch)[0]).ravel()
-    want = np.unique(flat)
-    assert rows.shape == (flat.size,) and bag_idx is None
+    want = list(dict.fromkeys(flat.tolist()))  # distinct, in order of first occurrence
+    assert rows.shape == (unique_row_bound(spec, 16) + 1,) and bag_idx is None
     assert int(n) == len(want)
     np.testing.assert_array_equal(rows[: len(want)], want)
     assert np.all(np.asarray(rows[len(want) :]) == spec.table_rows)  # out-of-range sentinel
     np.testing.assert_array_equal(np.asarray(rows)[np.asarray(single_idx)], flat.reshape(16, -1))
+
+
+def test_row_bound_is_per_field_and_tight():
+    spec = tiny_spec(edge_mode="none", searched=False)
+    big = 10 * max(VOCABS)
+    assert unique_row_bound(spec, 1) == len(VOCABS)
+    assert unique_row_bound(spec, big) == sum(VOCABS)  # every row of every field
+    rng = np.random.default_rng(0)
+    batch = tiny_batch(big)
+    batch["sparse"] = np.stack([rng.permutation(big) % v for v in VOCABS], axis=1).astype(np.int32)
+    _, _, _, n = _unique(spec, batch)
+    assert int(n) == unique_row_bound(spec, big)  # reached exactly: no slot to spare
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dedupe_finds_distinct_ids_in_first_occurrence_order(seed):
+    rng = np.random.default_rng(seed)
+    vocab = 60
+    x = rng.integers(0, 50 if seed else 1, 300).astype(np.int32)  # seed 0: all equal
+    x[rng.integers(0, 300, 7)] = vocab  # some sentinel (masked) entries
+    bound = 50
+    rows, inv, n, scratch = jax.jit(dedupe, static_argnums=2)(
+        jnp.asarray(x), new_scratch(vocab), bound
+    )
+    want = [v for v in dict.fromkeys(x.tolist()) if v != vocab]
+    assert int(n) == len(want) and rows.shape == (bound + 1,) and inv.dtype == jnp.int32
+    np.testing.assert_array_equal(rows[: len(want)], want)
+    assert np.all(np.asarray(rows[len(want) :]) == vocab)  # padding, then the sentinel slot
+    np.testing.assert_array_equal(np.asarray(rows)[np.asarray(inv)], x)
+    assert np.all(np.asarray(inv)[x == vocab] == bound)
+    assert np.all(np.asarray(scratch) == SCRATCH_EMPTY)
+
+
+def test_out_of_range_ids_read_their_own_fields_rows():
+    spec = tiny_spec(edge_mode="none", searched=False)
+    batch = tiny_batch(4)
+    batch["sparse"] = batch["sparse"].copy()
+    batch["sparse"][0, 0] = VOCABS[0] + 5  # would be field 1's rows without the clamp
+    batch["sparse"][1, 0] = -3
+    single, _ = lookup_rows(spec, batch)
+    assert int(single[0, 0]) == VOCABS[0] - 1 and int(single[1, 0]) == 0
 
 
 def test_rowwise_adagrad_equals_dense_adagrad():
@@ -78,7 +133,7 @@ def test_masked_bag_entries_are_not_touched():
     batch["bag_ids"] = np.array([[[1, 3]], [[2, 4]]], np.int32)
     batch["bag_mask"] = np.array([[[1, 0]], [[1, 0]]], np.float32)  # ids 3 and 4 are padding
     batch["bag_values"] = batch["bag_mask"]
-    rows, _, _, n = unique_lookup_rows(spec, batch)
+    rows, _, _, n = _unique(spec, batch)
     first_bag = sum(VOCABS)
     real = set(np.asarray(rows[: int(n)]).tolist())
     assert first_bag + 1 in real and first_bag + 2 in real
@@ -100,17 +155,3 @@ def test_dense_gradient_is_refused_by_a_sparse_optimiser():
     state = tx.init({"t": jnp.zeros((3, 2))})
     with pytest.raises(TypeError, match="dense gradient"):
         tx.update({"t": jnp.ones((3, 2))}, state)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_sorted_unique_is_sorted_padded_and_inverts(seed):
-    from autoheri_jax.sparse_rows import sorted_unique
-
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.integers(0, 50 if seed else 1, 300), jnp.int32)  # seed 0: all equal
-    x = x.at[:7].set(60)  # some sentinel (masked) entries
-    uniq, inv = jax.jit(sorted_unique, static_argnums=(1, 2))(x, 300, 60)
-    n = len(np.unique(np.asarray(x)))
-    np.testing.assert_array_equal(uniq[:n], np.unique(np.asarray(x)))
-    assert np.all(np.asarray(uniq[n:]) == 60) and inv.dtype == jnp.int32
-    np.testing.assert_array_equal(uniq[inv], x)

@@ -137,6 +137,22 @@ class CTRDataset:
                     )
         if isinstance(self.labels, np.memmap):
             return  # a store was validated when written; scanning it here would read it all
+        if n and self.sparse.shape[1]:
+            bad = (self.sparse < 0) | (self.sparse >= np.asarray(self.vocab_sizes, np.int64))
+            if bad.any():
+                row, f = (int(i[0]) for i in np.nonzero(bad))
+                raise ValueError(
+                    f"row {row}: field {self.field_names[f]} id {int(self.sparse[row, f])} is "
+                    f"outside its vocabulary [0, {self.vocab_sizes[f]})"
+                )
+        for b in self.bags:
+            if len(b.ids) and not isinstance(b.ids, np.memmap):
+                lo, hi = int(b.ids.min()), int(b.ids.max())
+                if lo < 0 or hi >= b.vocab_size:
+                    raise ValueError(
+                        f"bag field {b.name}: ids span [{lo}, {hi}], outside its vocabulary "
+                        f"[0, {b.vocab_size})"
+                    )
         if n and np.any(np.diff(self.labels, axis=1) > 0):
             row = int(np.argmax(np.any(np.diff(self.labels, axis=1) > 0, axis=1)))
             raise ValueError(f"row {row}: a later funnel stage is positive without the earlier one")

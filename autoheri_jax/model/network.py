@@ -227,13 +227,20 @@ def op_probabilities(params: Params, spec: ModelSpec) -> jax.Array:
 
 
 def lookup_rows(spec: ModelSpec, inputs: Mapping[str, jax.Array]):
-    """Table rows of every lookup: single fields [B, F], bag entries [B, Fb, L] (or None)."""
+    """Table rows of every lookup: single fields [B, F], bag entries [B, Fb, L] (or None).
+
+    Ids are clamped into their field's rows, so a field never reads another field's
+    embeddings and sparse_rows.unique_row_bound holds. Datasets reject out-of-range ids when
+    built (CTRDataset), so the clamp changes nothing for data that got here.
+    """
     offsets = jnp.asarray(spec.field_offsets)
     num_single = len(spec.vocab_sizes)
-    single = inputs["sparse"] + offsets[None, :num_single]
+    top = jnp.asarray(spec.vocab_sizes + spec.bag_vocab_sizes, jnp.int32) - 1
+    single = jnp.clip(inputs["sparse"], 0, top[None, :num_single]) + offsets[None, :num_single]
     bags = None
     if spec.bag_vocab_sizes:
-        bags = inputs["bag_ids"] + offsets[None, num_single:, None]
+        ids = jnp.clip(inputs["bag_ids"], 0, top[None, num_single:, None])
+        bags = ids + offsets[None, num_single:, None]
     return single, bags
 
 
