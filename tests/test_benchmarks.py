@@ -50,3 +50,20 @@ def test_suite_smoke(repo, tmp_path):
         for k in ("flops_per_example", "bytes_per_example", "xla_flops_per_example"):
             assert b[k] > 0, k
         assert b["attainable_examples_per_s"] > 0 and b["fraction_of_attainable"] > 0
+    for name, b in res["roofline"].items():  # train and vocab configs: their matmul floor
+        if not name.startswith("eval"):
+            assert b["matmul_floor_examples_per_s"] > 0 and b["fraction_of_matmul_floor"] > 0
+
+
+def test_profile_step_sees_every_matmul_and_no_table_copy(repo, tmp_path):
+    out = tmp_path / "profile.json"
+    cmd = [sys.executable, "benchmarks/profile_step.py", "--config", "experiments/configs/smoke.py",
+           "--batch-size", "64", "--steps", "2", "--json", str(out)]  # fmt: skip
+    p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["wall_ms"] > 0 and res["kinds_ms"]["matmul"] > 0
+    # the smoke search model: 2 towers x (3 layers + head) forward, dX and dW, each a dot
+    forms = {d["form"] for d in res["matmuls"]}
+    assert len(res["matmuls"]) >= 8 and forms >= {"NN"}
+    assert res["table_copies"] == []

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -146,6 +147,22 @@ def test_no_recompilation_between_steps(sparse):
     cfg = dataclasses.replace(BASE, sparse_embeddings=sparse)
     _, update = _run(cfg, spec, [tiny_batch(16, seed=s) for s in range(4)])
     assert update._cache_size() == 1
+
+
+def test_compiled_step_never_copies_a_table_sized_buffer():
+    """A copy of the table, a moment or the dedupe scratch would make every step O(vocabulary)
+    (XLA inserts one when an in-place scatter's buffer is still read elsewhere)."""
+    spec = dataclasses.replace(
+        tiny_spec(edge_mode="hierarchical"), vocab_sizes=(40_000, *VOCABS[1:])
+    )
+    opt = make_optimizer(BASE)
+    update = make_update_fn(spec, BASE, opt)
+    hlo = update.lower(init_state(spec, BASE, opt), tiny_batch(16)).compile().as_text()
+    v = spec.table_rows
+    sized = re.compile(rf"= (s32\[{v}\]|f32\[{v},{spec.embed_dim}\])\S* (copy|fusion)\(")
+    copies = [line.strip() for line in hlo.splitlines() if sized.search(line)]
+    copies = [c for c in copies if " copy(" in c or ("kind=kLoop" in c and "scatter" not in c)]
+    assert not copies, copies
 
 
 def test_dense_gradient_is_refused_by_a_sparse_optimiser():

@@ -329,13 +329,20 @@ def forward(
                 if spec.detach_upstream:
                     rep = jax.lax.stop_gradient(rep)
                 reps[k] = rep
+            kernel = layer["kernel"]
             if all(spec.edge_op(k) == "concat" for k in inc):
-                z = jnp.concatenate([h, *(g[k] * reps[k] for k in inc)], axis=-1)
+                # g_k * rep_k @ W_k == rep_k @ (g_k * W_k): the gates scale the kernel's row
+                # blocks (K x N per step) instead of the B x K activations, in both passes.
+                z = jnp.concatenate([h, *(reps[k] for k in inc)], axis=-1)
+                if inc:
+                    row_gates = [jnp.ones((h.shape[-1],), kernel.dtype)]
+                    row_gates += [jnp.broadcast_to(g[k], reps[k].shape[-1:]) for k in inc]
+                    kernel = kernel * jnp.concatenate(row_gates)[:, None]
             else:
                 z = aggregation.layer_input(
                     layer, h, [_edge_input(spec, k, reps[k], g[k], w) for k in inc]
                 )
-            h = act(z @ layer["kernel"] + layer["bias"])
+            h = act(z @ kernel + layer["bias"])
             if dropout_rng is not None and spec.dropout > 0:
                 keep = jax.random.bernoulli(
                     jax.random.fold_in(dropout_rng, t * 1000 + j), 1 - spec.dropout, h.shape
