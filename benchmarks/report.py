@@ -119,7 +119,7 @@ def print_report(res: dict) -> None:
     for k, q in res.get("vocab_step_ratio", {}).items():
         print(
             f"   {k}: step time at {q['largest_rows']:,} / {q['smallest_rows']:,} rows = "
-            f"{q['ratio']:.2f}x"
+            f"{q['ratio']:.2f}x (medians), {q.get('best_ratio', float('nan')):.2f}x (best repeats)"
         )
     evals = {
         m: {**r, "xla_kflops": dig(r, "xla_cost_per_step.flops", 0) / r["batch_size"] / 1e3}

@@ -53,8 +53,8 @@ MODES = {
         "breakdown_batches": (2048,),
         "vocab_rows": (100_000, 1_000_000, 10_000_000),
         "vocab_batch": 2048,
-        "vocab_steps": 10,
-        "vocab_repeats": 3,
+        "vocab_steps": 20,
+        "vocab_repeats": 5,
         "eval_batch": 8192,
         "eval_rows": 65_536,
         "eval_steps": 4,
@@ -76,7 +76,7 @@ MODES["quick"] = {
     "examples_per_run": 20_480,
     "repeats": 3,
     "vocab_rows": (100_000, 1_000_000),
-    "vocab_steps": 5,
+    "vocab_steps": 10,
     "eval_rows": 32_768,
     "eval_repeats": 3,
     "machine": {
@@ -264,11 +264,12 @@ def assemble(raw: dict[str, dict]) -> dict:
     for k, by_rows in res["vocab"].items():
         rows = sorted(by_rows, key=int)
         if len(rows) > 1:
-            ratio = by_rows[rows[-1]]["device"]["step_ms"] / by_rows[rows[0]]["device"]["step_ms"]
+            big, small = by_rows[rows[-1]]["device"], by_rows[rows[0]]["device"]
             res.setdefault("vocab_step_ratio", {})[k] = {
                 "largest_rows": int(rows[-1]),
                 "smallest_rows": int(rows[0]),
-                "ratio": ratio,
+                "ratio": big["step_ms"] / small["step_ms"],  # of medians
+                "best_ratio": big["best_step_ms"] / small["best_step_ms"],  # of best repeats
             }
     return res
 

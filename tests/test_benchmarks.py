@@ -34,7 +34,8 @@ def test_suite_smoke(repo, tmp_path):
         for r in by_rows.values():
             assert r["device"]["step_ms"] > 0 and r["init_s"] > 0
             assert (r["breakdown_ms"].get("unique", 0) > 0) == (kind == "sparse")
-        assert res["vocab_step_ratio"][kind]["ratio"] > 0
+        q = res["vocab_step_ratio"][kind]
+        assert q["ratio"] > 0 and q["best_ratio"] > 0
     for r in res["eval"].values():
         assert r["device"]["examples_per_s"] > 0 and r["predict_dataset"]["examples_per_s"] > 0
 
