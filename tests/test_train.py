@@ -153,11 +153,14 @@ def test_bilevel_takes_the_arch_gradient_from_the_validation_batch():
         state, _ = make_update_fn(spec, c, opt)(state, batch)
         results[name] = jax.device_get(state.params)
     bi, tr, va = results["bilevel"], results["train_only"], results["valid_only"]
-    np.testing.assert_array_equal(bi["arch"]["edge_logits"], va["arch"]["edge_logits"])
-    np.testing.assert_array_equal(
-        bi["towers"]["task_1"]["head"]["kernel"], tr["towers"]["task_1"]["head"]["kernel"]
+    # Equal up to float rounding: the two programs compile (and fuse) differently.
+    close = dict(rtol=1e-6, atol=0)
+    np.testing.assert_allclose(bi["arch"]["edge_logits"], va["arch"]["edge_logits"], **close)
+    np.testing.assert_allclose(
+        bi["towers"]["task_1"]["head"]["kernel"], tr["towers"]["task_1"]["head"]["kernel"], **close
     )
-    assert not np.array_equal(tr["arch"]["edge_logits"], va["arch"]["edge_logits"])
+    assert not np.allclose(tr["arch"]["edge_logits"], va["arch"]["edge_logits"], **close)
+    assert not np.allclose(bi["arch"]["edge_logits"], tr["arch"]["edge_logits"], **close)
 
 
 def test_bilevel_search_runs_with_a_validation_split():

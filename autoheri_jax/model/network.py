@@ -12,6 +12,8 @@ Parts, in the order data flows:
               where h_t^{-1} = x and each (g_k, h_u^i) comes from an edge u.i -> t.j. The
               kernel is one matrix whose rows are blocks: own input first, then one block per
               incoming edge in edge order. A head maps the last hidden layer to one logit.
+              (Computed the same way but cheaper: the gates scale W's row blocks rather than
+              the B x K activations, and all towers' first layers multiply x in one matmul.)
   arch        edge logits [E]; while searching, gate g_k = sigmoid(logit_k), so the layer sees
               the expectation of a Bernoulli edge. Without search every gate is 1.
               With aggregation="search" also op_logits [E, 3] (softmax over aggregation.OPS).
@@ -316,6 +318,7 @@ def forward(
     w = op_probabilities(params, spec) if spec.searches_ops else None
     outputs: dict[tuple[int, int], jax.Array] = {}
     logits = []
+    own0 = _shared_first_layer(params, spec, x)
     for t in range(spec.num_tasks):
         tower = params["towers"][f"task_{t}"]
         h = x
@@ -333,16 +336,23 @@ def forward(
             if all(spec.edge_op(k) == "concat" for k in inc):
                 # g_k * rep_k @ W_k == rep_k @ (g_k * W_k): the gates scale the kernel's row
                 # blocks (K x N per step) instead of the B x K activations, in both passes.
-                z = jnp.concatenate([h, *(reps[k] for k in inc)], axis=-1)
                 if inc:
                     row_gates = [jnp.ones((h.shape[-1],), kernel.dtype)]
                     row_gates += [jnp.broadcast_to(g[k], reps[k].shape[-1:]) for k in inc]
                     kernel = kernel * jnp.concatenate(row_gates)[:, None]
+                if j == 0 and own0 is not None:
+                    pre = own0[t]
+                    if inc:
+                        edge_in = jnp.concatenate([reps[k] for k in inc], axis=-1)
+                        pre = pre + edge_in @ kernel[h.shape[-1] :]
+                else:
+                    pre = jnp.concatenate([h, *(reps[k] for k in inc)], axis=-1) @ kernel
             else:
                 z = aggregation.layer_input(
                     layer, h, [_edge_input(spec, k, reps[k], g[k], w) for k in inc]
                 )
-            h = act(z @ kernel + layer["bias"])
+                pre = z @ kernel
+            h = act(pre + layer["bias"])
             if dropout_rng is not None and spec.dropout > 0:
                 keep = jax.random.bernoulli(
                     jax.random.fold_in(dropout_rng, t * 1000 + j), 1 - spec.dropout, h.shape
@@ -351,6 +361,19 @@ def forward(
             outputs[(t, j)] = h
         logits.append(h @ tower["head"]["kernel"] + tower["head"]["bias"])
     return jnp.concatenate(logits, axis=-1)
+
+
+def _shared_first_layer(params: Params, spec: ModelSpec, x: jax.Array) -> list | None:
+    """Every tower's first layer applied to its own input x in one matmul, split per task:
+    x @ [W_0 | W_1 | ...] (B x T*H0). Each tower reads the same x, so one wide product runs
+    faster than T narrow ones, and its backward yields dX already summed over the towers.
+    None (each layer multiplies on its own) with one task or a non-concat edge into layer 0."""
+    first = [incoming(spec.edges, t, 0) for t in range(spec.num_tasks)]
+    if spec.num_tasks < 2 or any(spec.edge_op(k) != "concat" for inc in first for k in inc):
+        return None
+    d_in = x.shape[-1]
+    own = [params["towers"][f"task_{t}"]["layer_0"]["kernel"][:d_in] for t in range(spec.num_tasks)]
+    return jnp.split(x @ jnp.concatenate(own, axis=1), spec.num_tasks, axis=1)
 
 
 def _edge_input(spec: ModelSpec, k: int, rep, gate, w) -> aggregation.EdgeInput:
