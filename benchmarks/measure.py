@@ -157,6 +157,7 @@ def bench_train(
             "step_ms": 1e3 * step_s,
             "best_step_ms": 1e3 * min(runs),  # the least disturbed repeat (shared machines)
             "examples_per_s": b / step_s,
+            "best_examples_per_s": b / min(runs),
             "runs_examples_per_s": [b / t for t in runs],
             "minor_page_faults_per_step": faults,
             "cpu_s_per_wall_s": cpu_per_wall,  # < cores in use: other processes took the CPU
