@@ -6,9 +6,9 @@ Command:
 500k training impressions (CTR ~4%, CVR among clicks ~10%, cascade strength 0.5), 23 Ali-CCP
 fields, embed 16, towers 128-64-32; search 2 epochs, then the derived model, ESMM and the
 parallel / hierarchical all-on models each retrain 2 epochs.
-Expected (measured 2026-11-29 on 2 CPU cores: 1 min 7 s wall, one seed): the search keeps 7
-of 9 edges; test AUC ctr / cvr / ctcvr: autoheri 0.677 / 0.610 / 0.704, esmm 0.676 / 0.590 /
-0.679, oracle 0.804 / 0.779 / 0.881. Every model stays well below the oracle.
+Expected (measured 2026-11-29 on 2 CPU cores: 58 s wall, one seed): the search keeps 7
+of 9 edges; test AUC ctr / cvr / ctcvr: autoheri 0.677 / 0.610 / 0.704, esmm 0.676 / 0.585 /
+0.677, oracle 0.804 / 0.779 / 0.881. Every model stays well below the oracle.
 """
 
 from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig
