@@ -28,6 +28,25 @@ class MissingArtifactError(FileNotFoundError):
     """A step needs a file an earlier step writes; the message names the file and the step."""
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file ([] if it is missing). A bad last line is a write cut short
+    by a crash and is skipped; a bad earlier line raises ValueError naming file and line."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if n == len(lines):
+                break
+            raise ValueError(f"{path}, line {n}: not JSON ({e})") from None
+    return out
+
+
 class Workdir:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()

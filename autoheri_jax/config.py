@@ -17,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autoheri_jax.model.edges import AGGREGATIONS
+from autoheri_jax.model.edges import OPS as EDGE_OPS
+
 
 class ConfigError(ValueError):
     """A config key, value or file is wrong; the message names it."""
@@ -34,8 +37,6 @@ DATA_FORMATS = (
     "auto", "store", "aliccp_raw", "rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress",
 )  # fmt: skip
 BAG_POOLING = ("mean", "sum")
-EDGE_OPS = ("concat", "gated_sum", "attention")  # = model.aggregation.OPS
-AGGREGATIONS = (*EDGE_OPS, "search")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -96,7 +97,8 @@ class DataConfig:
         _check(self.format in DATA_FORMATS, "format", f"one of {DATA_FORMATS}")
         _check(self.on_bad_row in ("strict", "skip"), "on_bad_row", "strict or skip")
         _check(0 <= self.valid_fraction < 1, "valid_fraction", "must lie in [0, 1)")
-        _check(self.min_count >= 1 and self.max_bag_len >= 1, "min_count", "must be >= 1")
+        for k in ("min_count", "max_bag_len"):
+            _check(getattr(self, k) >= 1, k, "must be >= 1")
         for k in ("num_train", "num_test", "num_users", "num_items", "latent_dim"):
             _check(getattr(self, k) > 0, f"{k}", "must be > 0")
         for k in ("num_valid", "num_dense", "noise_fields"):

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -54,19 +53,13 @@ from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits
 from autoheri_jax.metrics import funnel_metrics, metric_keys
 from autoheri_jax.model.edges import Edge, candidate_edges
+from autoheri_jax.progress import say as _say
 
 Mask = tuple[int, ...]
 
 LOG = "evolution.jsonl"
 SUMMARY = "evolution.json"
 ONESHOT_RECORD = "oneshot_architecture.json"  # a one-shot architecture.json that evolve replaced
-# Outputs of the derived model that a new architecture makes stale (baselines stay valid).
-_STALE_AFTER_NEW_ARCH = (
-    "results.json",
-    "architecture.txt",
-    "models/autoheri",
-    "checkpoints/autoheri",
-)
 
 
 # ------------------------------------------------------------------------ the search itself
@@ -229,10 +222,6 @@ def _bits(mask: Mask) -> str:
     return "".join(str(b) for b in mask)
 
 
-def _say(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def _record(ev: Evaluation, edges: Sequence[Edge]) -> dict:
     return {
         "index": ev.index,
@@ -247,10 +236,7 @@ def _record(ev: Evaluation, edges: Sequence[Edge]) -> dict:
 
 
 def read_log(wd: artifacts.Workdir) -> list[dict]:
-    path = wd.path(LOG)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return artifacts.read_jsonl(wd.path(LOG))
 
 
 def _prepare(cfg: Config, wd: artifacts.Workdir, fresh: bool) -> None:
@@ -279,17 +265,16 @@ def _prepare(cfg: Config, wd: artifacts.Workdir, fresh: bool) -> None:
 
 
 def _install_architecture(wd: artifacts.Workdir, record: dict) -> None:
-    """Writes architecture.json; a different earlier architecture's derived model is dropped."""
+    """Keeps a one-shot architecture.json as ONESHOT_RECORD, then installs the evolved one
+    (a different earlier architecture's derived model and results are dropped; baselines stay)."""
+    from autoheri_jax.experiment import install_architecture
+
     old_path = wd.path("architecture.json")
     if old_path.exists():
         old = json.loads(old_path.read_text())
         if old.get("search_mode") != "evolution" and not wd.path(ONESHOT_RECORD).exists():
             wd.write_json(ONESHOT_RECORD, old)
-        if old["kept"] != record["kept"] and artifacts.is_writer():
-            for stale in _STALE_AFTER_NEW_ARCH:
-                path = wd.path(stale)
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    wd.write_json("architecture.json", record)
+    install_architecture(wd, record, stale=("results.json",))
 
 
 def oneshot_cost(wd: artifacts.Workdir) -> dict | None:

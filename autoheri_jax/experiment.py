@@ -33,6 +33,7 @@ from autoheri_jax.model.network import (
     op_probabilities,
 )
 from autoheri_jax.models import VARIANTS, build_spec, derived_model
+from autoheri_jax.progress import say as _say
 from autoheri_jax.train import (
     Resumable,
     abstract_state,
@@ -56,22 +57,15 @@ def spec_for(model: ModelConfig, data: CTRDataset) -> ModelSpec:
     )
 
 
-def _say(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def _drop_later_records(wd: artifacts.Workdir, model: str, step: int) -> None:
     """A resumed model re-logs the steps after its checkpoint: drop the first telling of them."""
     for name in ("metrics.jsonl", "edge_history.jsonl"):
         path = wd.path(name)
         if not path.exists() or not artifacts.is_writer():
             continue
-        keep = [
-            line
-            for line in path.read_text().splitlines()
-            if not (json.loads(line)["model"] == model and json.loads(line)["step"] > step)
-        ]
-        path.write_text("".join(line + "\n" for line in keep))
+        records = artifacts.read_jsonl(path)
+        keep = [r for r in records if not (r["model"] == model and r["step"] > step)]
+        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _train_and_save(
@@ -162,9 +156,9 @@ def prepare_workdir(cfg: Config, wd: artifacts.Workdir, fresh: bool = False) -> 
         _say(f"resuming the run in {wd.root} (pass --fresh to start over)")
         wd.write_json("config.json", to_dict(cfg))  # this run's devices and save policy
         return
-    if old.exists() and json.loads(old.read_text()).get("data") != to_dict(cfg.data):
-        shutil.rmtree(wd.path("store"), ignore_errors=True)  # converted from other data
     if artifacts.is_writer():
+        if old.exists() and json.loads(old.read_text()).get("data") != to_dict(cfg.data):
+            shutil.rmtree(wd.path("store"), ignore_errors=True)  # converted from other data
         for stale in _RUN_OUTPUTS:
             path = wd.path(stale)
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -219,19 +213,26 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
         op_names=OPS,
     )
     assert record["kept"] == [e.name for e in kept]
-    previous = wd.path("architecture.json")
-    if previous.exists() and artifacts.is_writer():
-        old = json.loads(previous.read_text())
-        if (old.get("kept"), old.get("kept_ops")) != (record["kept"], record.get("kept_ops")):
-            # A retrained model of another architecture (an evolved one, say) is stale now.
-            for stale in (wd.path("models", AUTOHERI), wd.path("checkpoints", AUTOHERI)):
-                shutil.rmtree(stale, ignore_errors=True)
-    wd.write_json("architecture.json", record)
+    install_architecture(wd, record)
     text = artifacts.render_architecture(record, len(cfg.model.hidden))
     if artifacts.is_writer():
         wd.path("architecture.txt").write_text(text)
     _say(text)
     return record
+
+
+def install_architecture(wd: artifacts.Workdir, record: dict, stale: tuple[str, ...] = ()) -> None:
+    """Writes architecture.json. If the earlier one kept other edges or operators, the model
+    retrained from it (and the outputs named in `stale`) no longer match and are deleted."""
+    previous = wd.path("architecture.json")
+    if previous.exists() and artifacts.is_writer():
+        old = json.loads(previous.read_text())
+        if (old.get("kept"), old.get("kept_ops")) != (record["kept"], record.get("kept_ops")):
+            for path in (wd.path("models", AUTOHERI), wd.path("checkpoints", AUTOHERI)):
+                shutil.rmtree(path, ignore_errors=True)
+            for name in stale:
+                wd.path(name).unlink(missing_ok=True)
+    wd.write_json("architecture.json", record)
 
 
 def model_configs(cfg: Config, record: dict) -> dict[str, ModelConfig]:

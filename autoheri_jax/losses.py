@@ -110,6 +110,13 @@ def edge_entropy(edge_logits: jax.Array | None) -> jax.Array:
     return jnp.mean(bernoulli_entropy_from_logits(edge_logits))
 
 
+def op_entropy(op_logits: jax.Array) -> jax.Array:
+    """Mean categorical entropy of each edge's operator choice [E, ops]: pushed to one-hot like
+    the edges."""
+    logp = jax.nn.log_softmax(op_logits, axis=-1)
+    return -jnp.mean(jnp.sum(jnp.exp(logp) * logp, axis=-1))
+
+
 def entropy_weight_at(step: jax.Array, weight: float, warmup_steps: int) -> jax.Array:
     """Linear warm-up from 0 to `weight` over `warmup_steps` (constant when warmup is 0)."""
     if warmup_steps <= 0:

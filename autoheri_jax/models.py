@@ -13,9 +13,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from autoheri_jax.config import ConfigError, ModelConfig
-from autoheri_jax.model.aggregation import split_edge_op
-from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge
+from autoheri_jax.config import ModelConfig
+from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge, split_edge_op
 from autoheri_jax.model.network import ModelSpec
 
 
@@ -41,14 +40,7 @@ def _all_on(mode: str) -> Callable[[ModelConfig], ModelConfig]:
 
 def _family(name: str) -> Callable[[ModelConfig], ModelConfig]:
     def variant(m: ModelConfig) -> ModelConfig:
-        return dataclasses.replace(
-            m,
-            family=name,
-            edge_mode="none",
-            searched=False,
-            fixed_edges=(),
-            aggregation="concat",
-        )
+        return dataclasses.replace(_esmm(m), family=name)
 
     return variant
 
@@ -103,10 +95,7 @@ def _fixed_edge_ops(m: ModelConfig, edges: Sequence[Edge]) -> tuple[str, ...]:
     """Per-edge operators from "u.i->d.j:op" entries (others take m.aggregation); () if none."""
     ops: dict[Edge, str] = {}
     for text in m.fixed_edges:
-        try:
-            name, op = split_edge_op(text)
-        except ValueError as err:
-            raise ConfigError(f"fixed_edges: {err}") from None
+        name, op = split_edge_op(text)  # ModelConfig has checked the suffix
         if op is not None:
             ops[parse_edge(name)] = op
     if not ops:

@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 from autoheri_jax.config import ConfigError, ParallelConfig, TrainConfig
 from autoheri_jax.model.network import ModelSpec
 from autoheri_jax.optim import make_optimizer
-from autoheri_jax.step import TrainState, init_state, make_step_fn
+from autoheri_jax.step import TrainState, init_state, make_step_fn, make_update_fn
 
 AXIS = "data"
 
@@ -70,9 +70,9 @@ class DataParallel:
 
     launcher: str
     devices: list
-    shard_embeddings: bool
     step: Any
-    specs: Any
+    specs: Any  # PartitionSpec per state leaf
+    abstract: Any  # the state's shapes and dtypes (jax.eval_shape of init_state)
     mesh: Any = None
 
     @property
@@ -89,17 +89,15 @@ class DataParallel:
             return jax.jit(init, out_shardings=shardings)()
         return self.to_device(jax.jit(init)())
 
-    def abstract_state(self, spec: ModelSpec, cfg: TrainConfig) -> TrainState:
+    def abstract_state(self) -> TrainState:
         """Shapes, dtypes and canonical-layout shardings: the target a checkpoint restores to."""
-        opt = make_optimizer(cfg)
-        abstract = jax.eval_shape(lambda: init_state(spec, cfg, opt))
         if self.launcher == "mesh":
             place = lambda s: NamedSharding(self.mesh, s)
         else:
             place = lambda s: jax.sharding.SingleDeviceSharding(self.devices[0])
         return jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=place(s)),
-            abstract,
+            self.abstract,
             self.specs,
         )
 
@@ -170,15 +168,14 @@ def make_data_parallel(spec: ModelSpec, cfg: TrainConfig, pcfg: ParallelConfig) 
     abstract = jax.eval_shape(lambda: init_state(spec, cfg, opt))
     specs = state_specs(abstract, pcfg.shard_embeddings)
     if launcher == "single":
-        step = jax.jit(make_step_fn(spec, cfg, opt), donate_argnums=0)
-        return DataParallel("single", devices[:1], False, step, specs)
+        return DataParallel("single", devices[:1], make_update_fn(spec, cfg, opt), specs, abstract)
     step_fn = make_step_fn(spec, cfg, opt, axis=AXIS, shard_embeddings=pcfg.shard_embeddings)
     if launcher == "pmap":
         step = jax.pmap(step_fn, axis_name=AXIS, devices=devices, donate_argnums=0)
-        return DataParallel("pmap", devices, pcfg.shard_embeddings, step, specs)
+        return DataParallel("pmap", devices, step, specs, abstract)
     mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS,))
     sharded = jax.shard_map(
         step_fn, mesh=mesh, in_specs=(specs, P(AXIS)), out_specs=(specs, P()), check_vma=False
     )
     step = jax.jit(sharded, donate_argnums=0)
-    return DataParallel("mesh", devices, pcfg.shard_embeddings, step, specs, mesh)
+    return DataParallel("mesh", devices, step, specs, abstract, mesh)

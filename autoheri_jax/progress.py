@@ -1,4 +1,4 @@
-"""A dependency-free progress line for training loops.
+"""A dependency-free progress line for training loops, and `say` for one-off status lines.
 
 On a terminal it redraws one line (`\\r`); elsewhere (CI logs, pipes) it prints a line at
 most every `min_interval_s`, so logs stay short but never silent.
@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import sys
 import time
+
+
+def say(msg: str) -> None:
+    """A status line, flushed at once (logs of long runs stay in order with the progress)."""
+    print(msg, flush=True)
 
 
 class Progress:

@@ -40,7 +40,7 @@ from autoheri_jax.report_figures import (
     plot_edge_probabilities,
     plot_loss,
 )
-from autoheri_jax.report_inputs import FIGURES, Inputs, ReportError, load_inputs, normalize_study  # noqa: F401
+from autoheri_jax.report_inputs import Inputs, ReportError, load_inputs, normalize_study  # noqa: F401
 
 _PLOTS = {
     "edge_probabilities": plot_edge_probabilities,

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoheri_jax import artifacts
 from autoheri_jax.model.edges import parse_edge
 
-FIGURES = ("edge_probabilities", "edge_heatmap", "architecture", "auc", "loss")
 _DPI = 120
 
 
@@ -32,18 +32,10 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    lines = path.read_text().splitlines()
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if n == len(lines):  # a run still writing: the last line may be half there
-                break
-            raise ReportError(f"{path}, line {n}: not JSON ({e})") from None
-    return out
+    try:
+        return artifacts.read_jsonl(path)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
 
 
 @dataclass

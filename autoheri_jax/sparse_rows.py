@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from autoheri_jax.model.network import ModelSpec
+from autoheri_jax.model.network import ModelSpec, lookup_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +108,6 @@ def unique_lookup_rows(
     each bag entry [B, Fb, L] or None, number of distinct rows, the scratch). Masked bag
     entries point at the sentinel slot, so they are never "touched".
     """
-    from autoheri_jax.model.network import lookup_rows
-
     single, bags = lookup_rows(spec, inputs)
     vocab = spec.table_rows  # out of range: gathers read 0, scatters drop it
     flat = [single.reshape(-1)]

@@ -29,7 +29,7 @@ import optax
 
 from autoheri_jax import sparse_rows
 from autoheri_jax.config import TrainConfig
-from autoheri_jax.losses import edge_entropy, entropy_weight_at, task_losses
+from autoheri_jax.losses import edge_entropy, entropy_weight_at, op_entropy, task_losses
 from autoheri_jax.model.network import (
     ModelSpec,
     Params,
@@ -111,10 +111,8 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
         stage_bce, constraint = task_losses(logits, batch["labels"], spec)
         task_loss = jnp.sum(stage_bce) + constraint
         entropy = edge_entropy(params["arch"]["edge_logits"] if spec.has_arch else None)
-        if spec.has_arch and "op_logits" in params["arch"]:
-            # The operator choice is pushed to one-hot like the edges: mean categorical entropy.
-            op_logp = jax.nn.log_softmax(params["arch"]["op_logits"], axis=-1)
-            entropy = entropy - jnp.mean(jnp.sum(jnp.exp(op_logp) * op_logp, axis=-1))
+        if spec.searches_ops:
+            entropy = entropy + op_entropy(params["arch"]["op_logits"])
         weight = entropy_weight_at(step, cfg.entropy_weight, cfg.entropy_warmup_steps)
         total = task_loss + weight * entropy
         aux = {
@@ -129,34 +127,39 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
     return loss_fn
 
 
-def _fetch_rows(table: jax.Array, rows: jax.Array, axis: str | None, sharded: bool):
-    """[U, D] values of global rows `rows`: local gather, or assembled from their owners."""
+def _to_local(ids: jax.Array, axis: str, shard: int) -> jax.Array:
+    """Global table rows -> rows of this device's shard; rows it does not own -> `shard`
+    (out of range: gathers read 0, scatters drop them)."""
+    local = ids - _device_index(axis) * shard
+    return jnp.where((local >= 0) & (local < shard), local, shard)
+
+
+def _fetch_rows(table: jax.Array, rows: jax.Array, all_rows, axis: str | None, sharded: bool):
+    """[U, D] values of global rows `rows`: local gather, or assembled from their owners
+    (`all_rows`: every device's rows, [n * U])."""
     if not sharded:
         return sparse_rows.gather_rows(table, rows)
-    me, shard = _device_index(axis), table.shape[0]
-    wanted = _all_gather(rows, axis)  # every device's rows, [n * U]
-    local = wanted - me * shard
-    mine = jnp.where((local >= 0) & (local < shard), local, shard)
+    mine = _to_local(all_rows, axis, table.shape[0])
     held = jax.lax.psum(sparse_rows.gather_rows(table, mine), axis)  # each row from its owner
+    me = _device_index(axis)
     return jax.lax.dynamic_slice_in_dim(held, me * rows.shape[0], rows.shape[0])
 
 
-def _merge_row_grads(rows, g_rows, axis: str | None, shard: int | None, scratch, bound: int):
+def _merge_row_grads(all_rows, g_rows, axis: str | None, shard: int | None, scratch, bound: int):
     """All devices' (row, grad) pairs -> one SparseRows with each row once (mean over devices).
 
+    `all_rows`: every device's rows ([n * U]; this device's rows when `axis` is None).
     `shard`: rows held per device when the table is sharded (ids become local, foreign rows
     the out-of-range sentinel that every scatter drops). `bound`: distinct rows of the global
     batch at most. Returns (SparseRows, scratch).
     """
     if axis is None:
-        return sparse_rows.SparseRows(rows, g_rows), scratch
-    ids = _all_gather(rows, axis)
+        return sparse_rows.SparseRows(all_rows, g_rows), scratch
     grads = _all_gather(g_rows, axis) / _num_devices(axis)
-    uniq, inverse, _, scratch = sparse_rows.dedupe(ids, scratch, bound)
+    uniq, inverse, _, scratch = sparse_rows.dedupe(all_rows, scratch, bound)
     merged = jax.ops.segment_sum(grads, inverse, num_segments=uniq.shape[0])
     if shard is not None:
-        local = uniq - _device_index(axis) * shard
-        uniq = jnp.where((local >= 0) & (local < shard), local, shard)
+        uniq = _to_local(uniq, axis, shard)
     return sparse_rows.SparseRows(uniq, merged), scratch
 
 
@@ -179,7 +182,8 @@ def make_grad_fn(
             return _pmean(aux, axis), _pmean(grads, axis), scratch
         rows, single, bags, _, scratch = sparse_rows.unique_lookup_rows(spec, batch, scratch)
         table = params["embedding"]["table"]
-        table_rows = _fetch_rows(table, rows, axis, shard_embeddings)
+        all_rows = _all_gather(rows, axis)  # gathered once: fetch and merge both need it
+        table_rows = _fetch_rows(table, rows, all_rows, axis, shard_embeddings)
         others = {k: v for k, v in params.items() if k != "embedding"}
 
         def on_rows(others, table_rows):
@@ -193,7 +197,7 @@ def make_grad_fn(
         global_bound = sparse_rows.unique_row_bound(
             spec, single.shape[0] * _num_devices(axis), bag_len
         )
-        g_table, scratch = _merge_row_grads(rows, g_rows, axis, shard, scratch, global_bound)
+        g_table, scratch = _merge_row_grads(all_rows, g_rows, axis, shard, scratch, global_bound)
         grads = {**_pmean(g_others, axis), "embedding": {"table": g_table}}
         return _pmean(aux, axis), grads, scratch
 

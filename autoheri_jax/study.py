@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from autoheri_jax.config import Config, ConfigError, apply_overrides, call_python_file, to_dict
+from autoheri_jax.progress import say as _say
 
 METHODS = ("oneshot", "evolution")  # how an arm finds its architecture
 SEED_MODES = {"model": "seed", "data": "dseed"}  # seed mode -> run-directory prefix
@@ -204,8 +205,8 @@ def arm_config(study: Study, arm: str, seed: int, mode: str = "model") -> Config
         retrain=r(cfg.retrain, seed=cfg.retrain.seed + seed),
         evolution=r(cfg.evolution, seed=cfg.evolution.seed + seed),
     )
-    if hasattr(cfg.model, "random_seed"):  # the random_mask baseline draws anew per seed
-        cfg = r(cfg, model=r(cfg.model, random_seed=cfg.model.random_seed + seed))
+    # the random_mask baseline draws anew per seed
+    cfg = r(cfg, model=r(cfg.model, random_seed=cfg.model.random_seed + seed))
     if mode == "data":
         cfg = r(cfg, data=r(cfg.data, seed=cfg.data.seed + seed))
     models = {"autoheri", *cfg.baselines}
@@ -222,10 +223,6 @@ def run_dir(workdir: Path, arm: str, seed: int, mode: str = "model") -> Path:
 
 
 # ----------------------------------------------------------------------------------- running
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def run_one(cfg: Config, directory: Path, method: str, progress: bool = False) -> None:
@@ -267,6 +264,8 @@ def run_study(
     progress: bool = False,
 ) -> dict:
     """Runs every missing arm x seed (x seed mode), then writes and prints the summary."""
+    from autoheri_jax.artifacts import Workdir
+
     workdir = Path(workdir).resolve()
     seeds = study.seeds if seeds is None else seeds
     if seeds < 1:
@@ -297,7 +296,7 @@ def run_study(
         seconds = time.perf_counter() - t0
         record = {"arm": arm, "seed": k, "mode": mode, "method": study.method(arm),
                   "seconds": seconds}  # fmt: skip
-        (directory / RUN_JSON).write_text(json.dumps(record, indent=2) + "\n")
+        Workdir(directory).write_json(RUN_JSON, record)
         ran.append(label)
         write_summary(study, workdir, seeds, modes)  # partial tables while the study goes on
     summary = write_summary(study, workdir, seeds, modes)
@@ -315,6 +314,9 @@ def run_study(
 
 def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
     """Test AUCs per model (and the oracle) and the search cost of one finished run."""
+    from autoheri_jax.artifacts import Workdir
+    from autoheri_jax.evolution import oneshot_cost
+
     path = Path(directory) / "results.json"
     if not path.exists():
         return None
@@ -324,13 +326,12 @@ def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
         auc["oracle"] = {k: v["auc"] for k, v in res["oracle"]["test"].items()}
     cost: dict[str, Any] = {"method": method, "steps": None, "seconds": None, "candidates": None}
     evo = Path(directory) / "evolution.json"
-    oneshot = Path(directory) / "models" / "autoheri_search" / "train.json"
+    oneshot = oneshot_cost(Workdir(directory))
     if method == "evolution" and evo.exists():
         c = json.loads(evo.read_text())["cost"]
         cost.update(steps=c["train_steps"], seconds=c["seconds"], candidates=c["candidates"])
-    elif oneshot.exists():
-        c = json.loads(oneshot.read_text())
-        cost.update(steps=c["steps"], seconds=c["seconds"], candidates=1)
+    elif oneshot is not None:
+        cost.update(steps=oneshot["steps"], seconds=oneshot["seconds"], candidates=1)
     run = Path(directory) / RUN_JSON
     cost["run_seconds"] = json.loads(run.read_text())["seconds"] if run.exists() else None
     return {"keys": res["metric_keys"], "auc": auc, "cost": cost,
@@ -405,6 +406,8 @@ def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: in
 
 
 def write_summary(study: Study, workdir: Path, seeds: int, modes: Sequence[str]) -> dict:
+    from autoheri_jax.artifacts import Workdir
+
     runs = {}
     for mode in modes:
         for arm in study.arms:
@@ -414,7 +417,7 @@ def write_summary(study: Study, workdir: Path, seeds: int, modes: Sequence[str])
                     runs[(mode, arm, k)] = r
     summary = summarize(study, runs, seeds, modes)
     summary["definition"] = study.definition()
-    (workdir / STUDY_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+    Workdir(workdir).write_json(STUDY_JSON, summary)
     (workdir / STUDY_MD).write_text(render_markdown(summary))
     return summary
 

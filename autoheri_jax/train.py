@@ -34,7 +34,7 @@ from autoheri_jax.step import (  # noqa: F401  (re-exported: the loop's public v
     make_update_fn,
 )
 
-_SYNC_EVERY = 4  # steps between host syncs on several devices
+_SYNC_EVERY = 4  # steps between host syncs on several CPU devices
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -90,11 +90,17 @@ def fingerprint(spec: ModelSpec, cfg: TrainConfig) -> dict:
     return {"model": dataclasses.asdict(spec), "train": train_cfg}
 
 
-def _valid_loss(spec: ModelSpec, params, valid: CTRDataset | None, rows: int) -> dict | None:
-    """Mean entire-space NLL summed over stages on the first `rows` validation rows."""
+def _scoring_rows(valid: CTRDataset | None, rows: int) -> CTRDataset | None:
+    """The first `rows` validation rows that score checkpoints (None: nothing to score on)."""
     if valid is None or rows == 0 or valid.num_rows == 0 or jax.process_count() > 1:
         return None
-    part = valid.take(slice(0, min(rows, valid.num_rows)))
+    return valid.take(slice(0, min(rows, valid.num_rows)))
+
+
+def _valid_loss(spec: ModelSpec, params, part: CTRDataset | None) -> dict | None:
+    """Mean entire-space NLL summed over stages on `part` (see _scoring_rows)."""
+    if part is None:
+        return None
     _, entire = predict_dataset(spec, params, part, 4096)
     p = np.clip(entire.astype(np.float64), 1e-7, 1 - 1e-7)
     y = np.asarray(part.labels, np.float64)
@@ -160,7 +166,7 @@ def train(
                             async_save=c.async_save, fingerprint=resumable.fingerprint)  # fmt: skip
     start = 0
     if ckpt is not None and resumable.cfg.resume and ckpt.latest_step() is not None:
-        restored, _, data_state = ckpt.restore(None, dp.abstract_state(spec, cfg))
+        restored, _, data_state = ckpt.restore(None, dp.abstract_state())
         state = dp.to_device(restored) if dp.launcher == "pmap" else restored
         batches.set_state(data_state["train"])
         if valid_batches is not None:
@@ -179,17 +185,20 @@ def train(
                 "was dropped, the run stopped, and the last checkpoint before it is intact"
             )
 
+    scoring = None  # taken once: every save scores the same rows
+    if resumable is not None and resumable.cfg.keep_best:
+        scoring = _scoring_rows(valid, resumable.cfg.valid_rows)
+
     def save(step: int, force: bool) -> None:
         check_finite((step - 1) // source.steps_per_epoch)
         canonical = dp.canonical(state)
         valid_state = None if valid_batches is None else valid_batches.get_state()
         iterators = {"train": batches.get_state(), "valid": valid_state}
-        metrics = None
-        if resumable.cfg.keep_best:
-            metrics = _valid_loss(spec, canonical.params, valid, resumable.cfg.valid_rows)
+        metrics = _valid_loss(spec, canonical.params, scoring) if resumable.cfg.keep_best else None
         ckpt.save(step, canonical, extra=resumable.extra, data_state=iterators, metrics=metrics,
                   force=force)  # fmt: skip
 
+    on_cpu_devices = dp.num_devices > 1 and dp.devices[0].platform == "cpu"
     stop: dict = {}
     previous_handlers = _catch_signals(stop) if ckpt is not None else {}
     bar = Progress(total, desc, enabled=progress)
@@ -200,8 +209,9 @@ def train(
             if valid_batches is not None:
                 batch["valid"] = next(valid_batches)
             state, aux = dp.step(state, dp.place_batch(batch))
-            if dp.num_devices > 1 and step % _SYNC_EVERY == 0:
-                # Simulated CPU devices can deadlock in all-reduce with many steps in flight.
+            if on_cpu_devices and step % _SYNC_EVERY == 0:
+                # Simulated CPU devices can deadlock in all-reduce with many steps in flight
+                # (accelerators keep their steps overlapping).
                 jax.block_until_ready(state.step)
             epoch = (step - 1) // source.steps_per_epoch
             if step % cfg.log_every == 0 or step == total:

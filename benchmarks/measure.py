@@ -146,7 +146,7 @@ def bench_train(
         "sparse_embeddings": tcfg.sparse_embeddings,
         "edges": spec.num_edges,
         "params": count_params(jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), spec))),
-        "table_rows": roofline.table_rows(spec),
+        "table_rows": spec.table_rows,
         "unique_rows_per_batch": float(np.mean([unique_rows(spec, x) for x in host])),
         "unique_row_bound": sparse_rows.unique_row_bound(spec, b),
         "init_s": init_s,

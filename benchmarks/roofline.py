@@ -57,11 +57,6 @@ def tower_params(spec) -> int:
     return sum(k * n + n for k, n in layer_shapes(spec)) + (spec.num_edges if spec.has_arch else 0)
 
 
-def table_rows(spec) -> int:
-    """Rows of the allocated table (newer specs pad it to a multiple of the device count)."""
-    return int(getattr(spec, "table_rows", sum(spec.vocab_sizes) + sum(spec.bag_vocab_sizes)))
-
-
 def flops_per_example(
     spec, batch_size: int, touched_rows: int, sparse: bool, train: bool = True, bag_len: int = 0
 ) -> dict:
@@ -70,7 +65,7 @@ def flops_per_example(
     if not train:
         return {"towers": fwd, "pooling": pooling, "total": fwd + pooling}
     scatter = spec.num_fields * spec.embed_dim
-    rows = touched_rows if sparse else table_rows(spec)
+    rows = touched_rows if sparse else spec.table_rows
     optimizer = ADAM_FLOPS * (tower_params(spec) + rows * spec.embed_dim) / batch_size
     return {
         "towers": 3 * fwd,
@@ -94,7 +89,7 @@ def bytes_per_example(
     if sparse:
         table = TABLE_PASSES_SPARSE * touched_rows * row / batch_size
     else:
-        table = TABLE_PASSES_DENSE * table_rows(spec) * row / batch_size
+        table = TABLE_PASSES_DENSE * spec.table_rows * row / batch_size
     towers = TOWER_PASSES * tower_params(spec) * F32 / batch_size
     parts = {
         "inputs": inputs,

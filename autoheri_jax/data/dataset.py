@@ -65,9 +65,12 @@ class BagField:
         a, b = int(self.starts[k]), int(self.ends[k])
         return np.asarray(self.ids[a:b]), np.asarray(self.values[a:b])
 
-    def gather(self, idx: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Padded [B, max_len] ids, values and mask of rows idx (longer bags are truncated)."""
-        k = self.bag_rows(idx)
+    def gather(
+        self, idx: np.ndarray, max_len: int, bag_rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Padded [B, max_len] ids, values and mask of rows idx (longer bags are truncated).
+        `bag_rows`: self.bag_rows(idx) if the caller already has it."""
+        k = self.bag_rows(idx) if bag_rows is None else bag_rows
         start = np.asarray(self.starts[k], np.int64)
         length = np.minimum(np.asarray(self.ends[k], np.int64) - start, max_len)
         mask = np.arange(max_len)[None, :] < length[:, None]
@@ -170,10 +173,6 @@ class CTRDataset:
         return int(self.dense.shape[1])
 
     @property
-    def bag_names(self) -> tuple[str, ...]:
-        return tuple(b.name for b in self.bags)
-
-    @property
     def bag_vocab_sizes(self) -> tuple[int, ...]:
         return tuple(b.vocab_size for b in self.bags)
 
@@ -203,7 +202,12 @@ class CTRDataset:
             "labels": np.asarray(self.labels[idx], np.float32),
         }
         if self.bags:
-            parts = [b.gather(idx, self.max_bag_len) for b in self.bags]
+            # Fields of one side table share its row_of: look each mapping up once per batch.
+            rows: dict[int, np.ndarray] = {}
+            for b in self.bags:
+                if id(b.row_of) not in rows:
+                    rows[id(b.row_of)] = b.bag_rows(idx)
+            parts = [b.gather(idx, self.max_bag_len, rows[id(b.row_of)]) for b in self.bags]
             batch["bag_ids"] = np.stack([p[0] for p in parts], axis=1)  # [B, Fb, L]
             batch["bag_values"] = np.stack([p[1] for p in parts], axis=1)
             batch["bag_mask"] = np.stack([p[2] for p in parts], axis=1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import json
 import re
 import sys
 from collections import Counter
@@ -472,5 +471,5 @@ def convert_processed(
         "bad_rows": dict(bad.counts),
         "input": str(Path(path).resolve()),
     }
-    store.write_manifest(out, json.loads(json.dumps(manifest)))
+    store.write_manifest(out, manifest)
     return store.read_manifest(out)

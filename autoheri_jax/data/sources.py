@@ -52,9 +52,9 @@ def resolve_format(path: Path, fmt: str) -> str:
         return "store"
     if path.is_dir() and (path / RAW_ALICCP_MARKER).is_file():
         return "aliccp_raw"
-    from autoheri_jax.data.formats import detect_format, find_split_files
+    from autoheri_jax.data.formats import detect_format
 
-    return detect_format(find_split_files(path)["train"] if path.is_dir() else path)
+    return detect_format(path)
 
 
 def prepare_store(

@@ -37,20 +37,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-OPS = ("concat", "gated_sum", "attention")  # the order of op_logits' last axis
-AGGREGATIONS = (*OPS, "search")
+from autoheri_jax.model.edges import AGGREGATIONS, OPS, split_edge_op  # noqa: F401 (re-exported)
+
 ATTN_DIM = 32  # query/key width cap of the attention operator
-
-
-def split_edge_op(text: str) -> tuple[str, str | None]:
-    """ "u.i->d.j:op" -> ("u.i->d.j", op); without a suffix the op is None."""
-    name, sep, op = text.partition(":")
-    if not sep:
-        return text, None
-    op = op.strip()
-    if op not in OPS:
-        raise ValueError(f"edge {text!r}: operator {op!r} is not one of {OPS}")
-    return name, op
 
 
 def edge_key(src_task: int, src_layer: int) -> str:

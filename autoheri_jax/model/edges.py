@@ -16,6 +16,21 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
+OPS = ("concat", "gated_sum", "attention")  # aggregation operators; the order of op_logits
+AGGREGATIONS = (*OPS, "search")  # a layer's aggregation: one operator, or searched per edge
+
+
+def split_edge_op(text: str) -> tuple[str, str | None]:
+    """ "u.i->d.j:op" -> ("u.i->d.j", op); without a suffix the op is None."""
+    name, sep, op = text.partition(":")
+    if not sep:
+        return text, None
+    op = op.strip()
+    if op not in OPS:
+        raise ValueError(f"edge {text!r}: operator {op!r} is not one of {OPS}")
+    return name, op
+
+
 _EDGE_RE = re.compile(r"^\s*(\d+)\.(\d+)\s*->\s*(\d+)\.(\d+)\s*$")
 
 

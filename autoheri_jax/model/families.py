@@ -96,6 +96,12 @@ def _heads_apply(heads: dict, h: jax.Array) -> jax.Array:
     return jnp.einsum("btd,td->bt", h, heads["kernel"]) + heads["bias"]
 
 
+def dropout(h: jax.Array, rng: jax.Array, salt: int, rate: float) -> jax.Array:
+    """Inverted dropout of h with key fold_in(rng, salt): kept units are scaled by 1/(1-rate)."""
+    keep = jax.random.bernoulli(jax.random.fold_in(rng, salt), 1 - rate, h.shape)
+    return jnp.where(keep, h / (1 - rate), 0.0)
+
+
 def _dropper(spec: ModelSpec, rng: jax.Array | None) -> Callable:
     """drop(h) with a fresh key per call site (call order is static); identity without rng."""
     count = [0]
@@ -104,8 +110,7 @@ def _dropper(spec: ModelSpec, rng: jax.Array | None) -> Callable:
         if rng is None or spec.dropout <= 0:
             return h
         count[0] += 1
-        keep = jax.random.bernoulli(jax.random.fold_in(rng, count[0]), 1 - spec.dropout, h.shape)
-        return jnp.where(keep, h / (1 - spec.dropout), 0.0)
+        return dropout(h, rng, count[0], spec.dropout)
 
     return drop
 

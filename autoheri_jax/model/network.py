@@ -354,10 +354,7 @@ def forward(
                 pre = z @ kernel
             h = act(pre + layer["bias"])
             if dropout_rng is not None and spec.dropout > 0:
-                keep = jax.random.bernoulli(
-                    jax.random.fold_in(dropout_rng, t * 1000 + j), 1 - spec.dropout, h.shape
-                )
-                h = jnp.where(keep, h / (1 - spec.dropout), 0.0)
+                h = families.dropout(h, dropout_rng, t * 1000 + j, spec.dropout)
             outputs[(t, j)] = h
         logits.append(h @ tower["head"]["kernel"] + tower["head"]["bias"])
     return jnp.concatenate(logits, axis=-1)
