@@ -401,17 +401,13 @@ class _Run:
 
 
 def _reusable(out: Path, options: dict, sizes: dict) -> dict | None:
-    """The manifest of a finished store made from the same files and options; None if there is
-    nothing at out or only what an interrupted conversion leaves; otherwise StoreError."""
-    if store.is_finished(out):
-        m = store.read_manifest(out)
+    """store.reusable with this converter's test: same format, options and input sizes."""
+
+    def same(m: dict) -> bool:
         old = {k: v.get("bytes") for k, v in m.get("source", {}).items()}
-        if m.get("format") == FORMAT and m.get("options") == options and old == sizes:
-            return m
-        raise store.StoreError(f"{out} holds a store made from other files or options; remove it")
-    if out.exists() and (out.is_file() or {e.name for e in out.iterdir()} - _ENTRIES):
-        raise store.StoreError(f"{out} exists and is not a store; refusing to replace it")
-    return None
+        return m.get("format") == FORMAT and m.get("options") == options and old == sizes
+
+    return store.reusable(out, same, _ENTRIES)
 
 
 def prepare_aliccp_raw(

@@ -408,13 +408,9 @@ def convert_processed(
     options = dict(min_count=min_count, valid_fraction=valid_fraction, seed=seed)
     options |= {"format": fmt, "on_bad_row": on_bad_row}
     out = Path(out_dir)
-    if store.is_finished(out):
-        manifest = store.read_manifest(out)
-        if manifest.get("source") == source and manifest.get("options") == options:
-            return manifest
-        raise store.StoreError(f"{out} holds a store made from other files or options; remove it")
-    if out.exists() and (not out.is_dir() or {e.name for e in out.iterdir()} - _STORE_ENTRIES):
-        raise store.StoreError(f"{out} exists and is not a store; refusing to replace it")
+    same = lambda m: m.get("source") == source and m.get("options") == options
+    if (done := store.reusable(out, same, _STORE_ENTRIES)) is not None:
+        return done
     store.reset_unfinished(out)
 
     bad = _BadRows(on_bad_row)

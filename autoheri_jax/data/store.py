@@ -52,7 +52,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -275,6 +275,20 @@ def write_manifest(root: Path, manifest: dict) -> None:
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2) + "\n")
     os.replace(tmp, root / MANIFEST)  # atomic: the store counts as finished only from here
+
+
+def reusable(out: Path, matches: Callable[[dict], bool], entries: set[str]) -> dict | None:
+    """The manifest of a finished store at `out` that `matches` (made from the same inputs and
+    options); None if there is nothing at `out` or only what an interrupted conversion leaves
+    (names in `entries`). A finished store from other inputs, or anything else, is refused."""
+    if is_finished(out):
+        manifest = read_manifest(out)
+        if matches(manifest):
+            return manifest
+        raise StoreError(f"{out} holds a store made from other files or options; remove it")
+    if out.exists() and (not out.is_dir() or {e.name for e in out.iterdir()} - entries):
+        raise StoreError(f"{out} exists and is not a store; refusing to replace it")
+    return None
 
 
 def is_finished(root: str | Path) -> bool:
