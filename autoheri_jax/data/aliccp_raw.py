@@ -260,20 +260,19 @@ def _read_chunks(path: Path, chunk_rows: int, hasher):
 
 
 class _Spill:
-    """A temp column appended chunk by chunk, read back as a memmap."""
+    """A temp column appended chunk by chunk (a store.NpyAppender), read back as a memmap."""
 
     def __init__(self, path: Path, dtype):
-        self.path, self.dtype, self.rows, self.f = path, np.dtype(dtype), 0, path.open("wb")
+        self.out = store.NpyAppender(path, dtype, ())
 
     def add(self, a: np.ndarray) -> None:
-        self.f.write(np.ascontiguousarray(a, self.dtype).tobytes())
-        self.rows += len(a)
+        self.out.append(np.asarray(a).reshape(-1))
 
     def read(self) -> np.ndarray:
-        self.f.close()
-        if not self.rows:
-            return np.zeros(0, self.dtype)
-        return np.memmap(self.path, self.dtype, "r", shape=(self.rows,))
+        self.out.close()
+        if not self.out.rows:
+            return np.zeros(0, self.out.dtype)
+        return np.load(self.out.path, mmap_mode="r")
 
 
 def _map_cols(raw: np.ndarray, names: list[str], vocabs: dict) -> np.ndarray:

@@ -35,7 +35,7 @@ the side rows written so far (the fields of one side table must be given equal r
 column). The converter adds `{name: side.close()}` as side_tables and
 `{split: writer.bag_tables}` as bag_tables to the manifest.
 
-Columns are written in chunks through `_NpyAppender` (a .npy file whose header is rewritten with
+Columns are written in chunks through `NpyAppender` (a .npy file whose header is rewritten with
 the final row count), so converting tens of GB never holds more than one chunk in memory. The
 reader opens every column with `np.load(mmap_mode="r")`: a batch is one fancy-index gather per
 column (two for a shared bag: row.npy, then the side table), and nothing is read until a batch
@@ -69,7 +69,7 @@ class StoreError(ValueError):
     """A store is missing, unfinished or inconsistent; the message names the path."""
 
 
-class _NpyAppender:
+class NpyAppender:
     """Appends row chunks to a .npy file; `close` writes the true shape into the header."""
 
     def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]):
@@ -105,9 +105,9 @@ class _CsrWriter:
 
     def __init__(self, root: Path, field: str):
         self.field = field
-        self.offsets = _NpyAppender(root / f"bag.{field}.offsets.npy", np.int64, ())
-        self.ids = _NpyAppender(root / f"bag.{field}.ids.npy", np.int32, ())
-        self.values = _NpyAppender(root / f"bag.{field}.values.npy", np.float32, ())
+        self.offsets = NpyAppender(root / f"bag.{field}.offsets.npy", np.int64, ())
+        self.ids = NpyAppender(root / f"bag.{field}.ids.npy", np.int32, ())
+        self.values = NpyAppender(root / f"bag.{field}.values.npy", np.float32, ())
         self.offsets.append(np.zeros(1, np.int64))
         self.nnz = 0
 
@@ -197,13 +197,13 @@ class SplitWriter:
             if sides.setdefault(side.name, side) is not side:
                 raise StoreError(f"two side table writers named {side.name}")
         root.mkdir(parents=True, exist_ok=True)
-        self.labels = _NpyAppender(root / "labels.npy", np.int8, (num_stages,))
-        self.sparse = _NpyAppender(root / "sparse.npy", np.int32, (num_fields,))
-        self.dense = _NpyAppender(root / "dense.npy", np.float32, (num_dense,))
+        self.labels = NpyAppender(root / "labels.npy", np.int8, (num_stages,))
+        self.sparse = NpyAppender(root / "sparse.npy", np.int32, (num_fields,))
+        self.dense = NpyAppender(root / "dense.npy", np.float32, (num_dense,))
         self.bags = {b: _CsrWriter(root, b) for b in bags if b not in shared}
         self.shared = shared
         self.row_cols = {  # side name -> (writer, row column, its fields)
-            name: (side, _NpyAppender(root / f"{name}.row.npy", np.int32, ()),
+            name: (side, NpyAppender(root / f"{name}.row.npy", np.int32, ()),
                    [b for b in shared if shared[b] is side])
             for name, side in sides.items()
         }  # fmt: skip
