@@ -37,6 +37,8 @@ DATA_FORMATS = (
     "auto", "store", "aliccp_raw", "rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress",
 )  # fmt: skip
 BAG_POOLING = ("mean", "sum")
+EDGE_INITS = ("zero", "block")
+ARCH_OPTIMIZERS = ("adam", "shared_adam", "sgd")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -129,6 +131,14 @@ class ModelConfig:
     fixed_edges: tuple[str, ...] = ()
     detach_upstream: bool = False  # stop gradients from a downstream tower into upstream ones
     init_edge_logit: float = 0.0  # starting arch logit; 0 = probability 0.5
+    # std of Gaussian noise added to each starting arch logit, drawn from the weight-init seed
+    # (so seeds start the search from different points); 0 = every edge starts equal
+    edge_logit_noise: float = 0.0
+    # how a concat edge's kernel row block starts: "zero" (the layer starts exactly as without
+    # the edge, so its input scale does not grow with the number of incoming edges, and an
+    # edge's gate has no gradient until its block has learned something) or "block" (each block
+    # its own Glorot fan-in: a layer with K edges starts with ~(1+K)x the input variance)
+    edge_init: str = "zero"
     embed_init_scale: float = 0.05  # std of the embedding initialiser
     bag_pooling: str = "mean"  # how a multi-valued field's entries are pooled: mean | sum
     bag_value_weighted: bool = False  # weight each bag entry by its feature value
@@ -154,6 +164,8 @@ class ModelConfig:
         _check_types(self, "")
         _check(self.embed_dim > 0, "embed_dim", "must be > 0")
         _check(self.aggregation in AGGREGATIONS, "aggregation", f"one of {AGGREGATIONS}")
+        _check(self.edge_init in EDGE_INITS, "edge_init", f"one of {EDGE_INITS}")
+        _check(self.edge_logit_noise >= 0, "edge_logit_noise", "must be >= 0")
         _check(
             self.aggregation != "search" or self.searched,
             "aggregation",
@@ -207,12 +219,30 @@ class TrainConfig:
     optimizer: str = "adam"  # optimiser of the weights partition
     lr: float = 2e-3  # learning rate of the weights partition
     weight_decay: float = 0.0  # decoupled weight decay (adamw only)
-    arch_lr: float = 3e-2  # learning rate of the arch partition (edge logits, Adam)
+    arch_lr: float = 5e-2  # learning rate of the arch partition (edge logits)
+    # arch partition's rule: "adam" moves every logit by ~arch_lr per step whatever its
+    # gradient's size (weak evidence moves as fast as strong); "shared_adam" is Adam with one
+    # second moment for all arch params, so steps keep the gradients' relative sizes and stay
+    # free of their overall scale; "sgd" (momentum 0.9) moves in proportion to the raw gradient
+    arch_optimizer: str = "shared_adam"
+    # steps at the start during which the arch params do not move at all (bitwise; their
+    # optimiser state does not advance either): the weights learn first, so the edge decision
+    # rests on trained representations rather than on initialisation noise; about 40% of the
+    # search's steps (the default fits a 390-step search; set it per config)
+    arch_warmup_steps: int = 150
+    # cost per unit of edge probability, summed over edges (a sparsity prior: an edge must
+    # lower the task loss by more than this to stay on); 0 = the paper's search (no cost)
+    sparsity_weight: float = 0.0
     embedding_optimizer: str = "adam"  # embeddings partition: adam | adagrad
     embedding_lr: float = 0.0  # learning rate of the embeddings partition; 0 = same as lr
     sparse_embeddings: bool = True  # update only looked-up rows (adam becomes lazy Adam)
-    entropy_weight: float = 0.1  # weight of the edge-probability entropy regulariser
-    entropy_warmup_steps: int = 0  # steps over which the entropy weight ramps up from 0
+    # weight of the entropy regulariser, per edge: the term is weight x sum over edges of each
+    # edge's Bernoulli entropy, so the push on one edge is the same at 9, 18 or 27 candidates
+    entropy_weight: float = 1e-3
+    # steps over which the entropy weight ramps up linearly from 0, counted from the end of
+    # arch_warmup_steps (0 = full weight as soon as the arch params move): the edges follow
+    # the task loss's evidence first and are pushed to 0 or 1 only towards the end
+    entropy_warmup_steps: int = 240
     bilevel: bool = False  # arch gradient from a validation batch (first-order bi-level)
     grad_clip: float = 0.0  # global-norm clip of all gradients; 0 = off
     seed: int = 0  # weight init, dropout and shuffling seed
@@ -231,7 +261,11 @@ class TrainConfig:
         _check(self.embedding_lr >= 0, "embedding_lr", "must be >= 0")
         for k in ("lr", "arch_lr"):
             _check(getattr(self, k) > 0, f"{k}", "must be > 0")
-        for k in ("weight_decay", "entropy_weight", "entropy_warmup_steps", "grad_clip"):
+        _check(
+            self.arch_optimizer in ARCH_OPTIMIZERS, "arch_optimizer", f"one of {ARCH_OPTIMIZERS}"
+        )
+        for k in ("weight_decay", "entropy_weight", "entropy_warmup_steps", "grad_clip",
+                  "arch_warmup_steps", "sparsity_weight"):  # fmt: skip
             _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
 
 
@@ -269,7 +303,9 @@ class CheckpointConfig:
         _check(self.valid_rows >= 0, "valid_rows", "must be >= 0")
 
 
-EVOLUTION_METRICS = ("cvr_auc", "ctcvr_auc", "ctr_auc", "atr_auc", "ctatr_auc")
+# *_auc: validation AUC of that key; neg_valid_loss: minus the validation entire-space log-loss
+# summed over stages (every impression counts, so candidates are told apart with less noise)
+EVOLUTION_METRICS = ("cvr_auc", "ctcvr_auc", "ctr_auc", "atr_auc", "ctatr_auc", "neg_valid_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,10 +365,11 @@ class Config:
             "search.bilevel",
             f"needs data.num_valid >= search.batch_size ({self.search.batch_size})",
         )
-        from autoheri_jax.models import VARIANTS  # late: models imports this module
+        from autoheri_jax.models import ARCH_VARIANTS, VARIANTS  # late: models imports this
 
+        known = sorted({*VARIANTS, *ARCH_VARIANTS})
         for b in self.baselines:
-            _check(b in VARIANTS, "baselines", f"unknown model {b!r}; known: {sorted(VARIANTS)}")
+            _check(b in known, "baselines", f"unknown model {b!r}; known: {known}")
 
 
 # ----------------------------------------------------------------------------- (de)serialise

@@ -55,6 +55,8 @@ from autoheri_jax.metrics import funnel_metrics, metric_keys
 from autoheri_jax.model.edges import Edge, candidate_edges
 from autoheri_jax.progress import say as _say
 
+VALID_LOSS_METRIC = "neg_valid_loss"  # see config.EVOLUTION_METRICS
+
 Mask = tuple[int, ...]
 
 LOG = "evolution.jsonl"
@@ -184,8 +186,13 @@ def budget_train_rows(cfg: Config, train: CTRDataset) -> CTRDataset:
 def validation_score(cfg: Config, spec, params, valid: CTRDataset) -> float | None:
     from autoheri_jax.train import predict_dataset
 
-    key = cfg.evolution.metric.removesuffix("_auc")
     cond, entire = predict_dataset(spec, params, valid, cfg.eval_batch_size)
+    if cfg.evolution.metric == VALID_LOSS_METRIC:
+        # every impression counts here, where a CVR AUC rests on a few hundred conversions
+        p = np.clip(entire.astype(np.float64), 1e-7, 1 - 1e-7)
+        y = valid.labels.astype(np.float64)
+        return float(np.sum(np.mean(y * np.log(p) + (1 - y) * np.log1p(-p), axis=0)))
+    key = cfg.evolution.metric.removesuffix("_auc")
     return funnel_metrics(valid.labels, cond, entire, valid.stage_names)[key]["auc"]
 
 
@@ -297,7 +304,7 @@ def evolve(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
     edges = search_edges(cfg, data.train.num_stages)
     ev = cfg.evolution
     keys = [k for k, _, _ in metric_keys(data.train.stage_names)]
-    if ev.metric.removesuffix("_auc") not in keys:
+    if ev.metric != VALID_LOSS_METRIC and ev.metric.removesuffix("_auc") not in keys:
         raise ConfigError(f"evolution.metric: {ev.metric!r} is not scored here; keys: {keys}")
     logged = read_log(wd)
     tcfg = budget_train_config(cfg)

@@ -26,13 +26,14 @@ from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits, load_splits
 from autoheri_jax.metrics import funnel_metrics, metric_keys
 from autoheri_jax.model.aggregation import OPS
+from autoheri_jax.model.edges import parse_edge
 from autoheri_jax.model.network import (
     ModelSpec,
     derive_edges,
     edge_probabilities,
     op_probabilities,
 )
-from autoheri_jax.models import VARIANTS, build_spec, derived_model
+from autoheri_jax.models import ARCH_VARIANTS, VARIANTS, build_spec, derived_model
 from autoheri_jax.progress import say as _say
 from autoheri_jax.train import (
     Resumable,
@@ -240,7 +241,16 @@ def model_configs(cfg: Config, record: dict) -> dict[str, ModelConfig]:
     kept = artifacts.kept_edges(record)
     models = {AUTOHERI: derived_model(cfg.model, kept, artifacts.kept_ops(record))}
     for name in cfg.baselines:
-        models[name] = VARIANTS[name](cfg.model)
+        if name in ARCH_VARIANTS:
+            if "candidates" not in record:
+                raise ConfigError(
+                    f"baseline {name!r} needs the search's candidate edges; architecture.json "
+                    "has none (rerun `autoheri search`)"
+                )
+            candidates = [parse_edge(c["edge"]) for c in record["candidates"]]
+            models[name] = ARCH_VARIANTS[name](cfg.model, candidates, kept)
+        else:
+            models[name] = VARIANTS[name](cfg.model)
     return models
 
 
@@ -265,7 +275,7 @@ def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
         t0 = time.perf_counter()
         cond, entire = predict_dataset(spec, params, test, cfg.eval_batch_size)
         models[name] = {
-            "test": funnel_metrics(test.labels, cond, entire, stages),
+            "test": funnel_metrics(test.labels, cond, entire, stages, test.true_probs),
             "edges": list(model.fixed_edges)
             if model.edge_mode == "fixed"
             else [e.name for e in spec.edges],
@@ -275,7 +285,8 @@ def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
     oracle = None
     if test.true_probs is not None:
         entire = np.cumprod(test.true_probs, axis=1)
-        oracle = {"test": funnel_metrics(test.labels, test.true_probs, entire, stages)}
+        truth = test.true_probs
+        oracle = {"test": funnel_metrics(test.labels, truth, entire, stages, truth)}
     results = {
         "schema_version": 1,
         "name": cfg.name,
@@ -297,17 +308,30 @@ def format_table(results: dict) -> str:
     rows = [(name, m["test"]) for name, m in results["models"].items()]
     if results["oracle"] is not None:
         rows.append(("oracle (true probs)", results["oracle"]["test"]))
-    header = f"{'model':<22}" + "".join(f"{k + ' AUC':>11}" for k in keys)
-    header += "".join(f"{k + ' NLL':>11}" for k in keys)
     fmt = lambda v: f"{'n/a':>11}" if v is None else f"{v:>11.4f}"
-    lines = [f"test metrics ({results['data']['test']['rows']} impressions)", header]
-    for name, m in rows:
-        lines.append(
-            f"{name:<22}"
-            + "".join(fmt(m[k]["auc"]) for k in keys)
-            + "".join(fmt(m[k]["nll"]) for k in keys)
-        )
+    columns = [(k, "auc", f"{k} AUC") for k in keys] + [(k, "nll", f"{k} NLL") for k in keys]
+    lines = [f"test metrics ({results['data']['test']['rows']} impressions)"]
+    lines += _table(rows, columns, fmt)
+    if results["oracle"] is not None:  # the simulator's truth: the low-noise instrument
+        soft = [(k, "soft_auc", f"{k} sAUC") for k in keys]
+        soft += [(k, "soft_auc_all", f"{k}* sAUC") for k in keys if _has(rows, k, "soft_auc_all")]
+        soft += [(k, "excess_nll_all", f"{k}* xNLL") for k in keys if _has(rows, k, "soft_auc_all")]
+        lines += ["", "against the true probabilities (sAUC: soft-label AUC; *: post-click "
+                  "rate over every impression; xNLL: log-loss above the oracle's)"]  # fmt: skip
+        lines += _table(rows, soft, fmt)
     return "\n".join(lines)
+
+
+def _has(rows, key: str, field: str) -> bool:
+    return any(field in test.get(key, {}) for _, test in rows)
+
+
+def _table(rows, columns, fmt) -> list[str]:
+    header = f"{'model':<22}" + "".join(f"{title:>11}" for _, _, title in columns)
+    return [header] + [
+        f"{name:<22}" + "".join(fmt(test[k].get(field)) for k, field, _ in columns)
+        for name, test in rows
+    ]
 
 
 def run(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False) -> dict:

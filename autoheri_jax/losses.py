@@ -103,23 +103,36 @@ def bernoulli_entropy_from_logits(logits: jax.Array) -> jax.Array:
 
 
 def edge_entropy(edge_logits: jax.Array | None) -> jax.Array:
-    """Mean entropy over edges. Minimising it pushes every probability towards 0 or 1, so the
-    relaxed architecture the search trains is close to the discrete one it derives."""
+    """Sum over edges of each edge's entropy. Minimising it pushes every probability towards 0
+    or 1, so the relaxed architecture the search trains is close to the discrete one it
+    derives. A sum, not a mean: the push on one edge does not shrink as candidates are added,
+    so a weight means the same at 9, 18 or 27 candidates."""
     if edge_logits is None or edge_logits.size == 0:
         return jnp.zeros((), jnp.float32)
-    return jnp.mean(bernoulli_entropy_from_logits(edge_logits))
+    return jnp.sum(bernoulli_entropy_from_logits(edge_logits))
+
+
+def edge_cost(edge_logits: jax.Array | None) -> jax.Array:
+    """Expected number of kept edges, sum_k sigmoid(logit_k): times `sparsity_weight`, a price
+    each edge must earn back in task loss to stay on."""
+    if edge_logits is None or edge_logits.size == 0:
+        return jnp.zeros((), jnp.float32)
+    return jnp.sum(jax.nn.sigmoid(edge_logits))
 
 
 def op_entropy(op_logits: jax.Array) -> jax.Array:
-    """Mean categorical entropy of each edge's operator choice [E, ops]: pushed to one-hot like
-    the edges."""
+    """Sum over edges of the categorical entropy of each edge's operator choice [E, ops]:
+    pushed to one-hot like the edges."""
     logp = jax.nn.log_softmax(op_logits, axis=-1)
-    return -jnp.mean(jnp.sum(jnp.exp(logp) * logp, axis=-1))
+    return -jnp.sum(jnp.exp(logp) * logp)
 
 
-def entropy_weight_at(step: jax.Array, weight: float, warmup_steps: int) -> jax.Array:
-    """Linear warm-up from 0 to `weight` over `warmup_steps` (constant when warmup is 0)."""
+def entropy_weight_at(
+    step: jax.Array, weight: float, warmup_steps: int, start_step: int = 0
+) -> jax.Array:
+    """0 before `start_step`, then a linear ramp to `weight` over `warmup_steps` (a step
+    to `weight` at `start_step` when warmup is 0)."""
+    since = step.astype(jnp.float32) - start_step
     if warmup_steps <= 0:
-        return jnp.asarray(weight, jnp.float32)
-    frac = jnp.minimum(1.0, step.astype(jnp.float32) / warmup_steps)
-    return weight * frac
+        return jnp.where(since >= 0, weight, 0.0).astype(jnp.float32)
+    return weight * jnp.clip(since / warmup_steps, 0.0, 1.0)

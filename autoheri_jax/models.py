@@ -57,6 +57,38 @@ VARIANTS: dict[str, Callable[[ModelConfig], ModelConfig]] = {
     "aitm": _family("aitm"),  # adaptive information transfer; entire-space outputs
 }
 
+
+def matched_random_edges(candidates: Sequence[Edge], count: int, seed: int) -> tuple[Edge, ...]:
+    """`count` of `candidates` drawn uniformly without replacement from `seed`, in candidate
+    order. Deterministic in (candidates, count, seed)."""
+    if not 0 <= count <= len(candidates):
+        raise ValueError(f"cannot draw {count} of {len(candidates)} candidate edges")
+    pick = np.random.default_rng(seed).permutation(len(candidates))[:count]
+    return tuple(candidates[i] for i in sorted(pick))
+
+
+def _random_matched(
+    m: ModelConfig, candidates: Sequence[Edge], kept: Sequence[Edge]
+) -> ModelConfig:
+    """As many edges as the search kept, drawn uniformly from the search's candidates
+    (model.random_seed): the control that tells a searched choice from a lucky edge count."""
+    edges = matched_random_edges(candidates, len(kept), m.random_seed)
+    return dataclasses.replace(
+        m,
+        edge_mode="fixed",
+        searched=False,
+        fixed_edges=tuple(e.name for e in edges),
+        aggregation=_fixed_aggregation(m),
+    )
+
+
+# Variants that depend on the search's outcome: (searched-model config, candidate edges, kept
+# edges) -> the config to train. Named in `baselines` like VARIANTS; built at retrain time.
+ARCH_VARIANTS: dict[str, Callable[[ModelConfig, Sequence[Edge], Sequence[Edge]], ModelConfig]] = {
+    "random_matched": _random_matched,  # a random mask with the searched edge count
+}
+
+
 # The ModelConfig fields each family reads; the others stay at their ModelSpec defaults, so a
 # family's spec (its jit cache key and checkpoint fingerprint) ignores unrelated settings.
 _FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
@@ -142,6 +174,8 @@ def build_spec(
         dropout=m.dropout,
         detach_upstream=m.detach_upstream,
         init_edge_logit=m.init_edge_logit,
+        edge_logit_noise=m.edge_logit_noise,
+        edge_init=m.edge_init,
         embed_init_scale=m.embed_init_scale,
         bag_vocab_sizes=tuple(int(v) for v in bag_vocab_sizes),
         bag_pooling=m.bag_pooling,

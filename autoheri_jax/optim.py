@@ -12,8 +12,10 @@ edge logits see the same training-loss gradient as the weights, plus the entropy
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from autoheri_jax import sparse_rows
@@ -55,13 +57,86 @@ def _embeddings_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.adam(lr) if cfg.embedding_optimizer == "adam" else optax.adagrad(lr)
 
 
+class DelayedState(NamedTuple):
+    count: jax.Array  # int32 scalar: updates seen so far (moving or not)
+    inner: optax.OptState  # the wrapped rule's state, untouched while frozen
+
+
+def delayed(inner: optax.GradientTransformation, start: int) -> optax.GradientTransformation:
+    """`inner` from update `start` on; before it, zero updates and `inner`'s state does not
+    advance, so the parameters stay bitwise where they were and the rule starts afresh (Adam's
+    moments and bias correction begin at the first real step). `start` 0 wraps too, so the
+    state's structure (and a checkpoint's) does not depend on the warm-up's length."""
+
+    def init_fn(params):
+        return DelayedState(jnp.zeros((), jnp.int32), inner.init(params))
+
+    def update_fn(updates, state, params=None):
+        new_updates, new_inner = inner.update(updates, state.inner, params)
+        moving = state.count >= start
+        pick = lambda new, old: jnp.where(moving, new, old)
+        new_updates = jax.tree.map(lambda u: jnp.where(moving, u, jnp.zeros_like(u)), new_updates)
+        new_inner = jax.tree.map(pick, new_inner, state.inner)
+        return new_updates, DelayedState(state.count + 1, new_inner)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class SharedRmsState(NamedTuple):
+    count: jax.Array  # int32 scalar
+    mu: optax.Updates  # first moment, per parameter
+    nu: jax.Array  # float32 scalar: second moment of the whole partition's gradient
+
+
+def scale_by_shared_rms(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-12
+) -> optax.GradientTransformation:
+    """Adam with one second moment for the whole partition: mu_k / sqrt(mean_k nu).
+
+    Per-parameter Adam divides each edge's gradient by its own size, so an edge with a
+    gradient of 1e-7 moves as fast as one with 1e-3 and the sign of noise decides. Sharing
+    the normaliser keeps the step scale-free (no learning rate to retune per dataset) while an
+    edge with twice the evidence moves twice as far.
+    """
+
+    def init_fn(params):
+        mu = jax.tree.map(jnp.zeros_like, params)
+        return SharedRmsState(jnp.zeros((), jnp.int32), mu, jnp.zeros((), jnp.float32))
+
+    def update_fn(updates, state, params=None):
+        del params
+        leaves = jax.tree.leaves(updates)
+        size = sum(x.size for x in leaves)
+        square = sum(jnp.sum(jnp.square(x)) for x in leaves) / max(size, 1)
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+        nu = b2 * state.nu + (1 - b2) * square
+        count = state.count + 1
+        mu_hat_scale = 1 / (1 - b1 ** count.astype(jnp.float32))
+        nu_hat = nu / (1 - b2 ** count.astype(jnp.float32))
+        denom = jnp.sqrt(nu_hat) + eps
+        out = jax.tree.map(lambda m: m * mu_hat_scale / denom, mu)
+        return out, SharedRmsState(count, mu, nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _arch_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    if cfg.arch_optimizer == "sgd":
+        rule = optax.sgd(cfg.arch_lr, momentum=0.9)
+    elif cfg.arch_optimizer == "shared_adam":
+        rule = optax.chain(scale_by_shared_rms(), optax.scale(-cfg.arch_lr))
+    else:
+        rule = optax.adam(cfg.arch_lr)
+    return delayed(rule, cfg.arch_warmup_steps)
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     """Embeddings, weights and arch params in separate partitions, each with its own rule."""
     partitioned = optax.partition(
         {
             "embeddings": _embeddings_optimizer(cfg),
             "weights": _weights_optimizer(cfg),
-            "arch": optax.adam(cfg.arch_lr),
+            "arch": _arch_optimizer(cfg),
         },
         param_labels,
     )

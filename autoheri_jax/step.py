@@ -29,7 +29,13 @@ import optax
 
 from autoheri_jax import sparse_rows
 from autoheri_jax.config import TrainConfig
-from autoheri_jax.losses import edge_entropy, entropy_weight_at, op_entropy, task_losses
+from autoheri_jax.losses import (
+    edge_cost,
+    edge_entropy,
+    entropy_weight_at,
+    op_entropy,
+    task_losses,
+)
 from autoheri_jax.model.network import (
     ModelSpec,
     Params,
@@ -102,7 +108,9 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
     """loss_fn(params, batch, rng, step, embedded=None) -> (total, aux).
 
     The task loss is the per-stage entire-space BCE summed, plus AITM's label-constraint
-    calibrator for entire-space models (`aux["constraint"]`, 0 for conditional ones).
+    calibrator for entire-space models (`aux["constraint"]`, 0 for conditional ones). The
+    search adds the entropy regulariser (ramped in once the arch params start moving) and the
+    sparsity cost (`sparsity_weight` x expected kept edges).
     """
 
     def loss_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array, embedded=None):
@@ -110,11 +118,16 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
         logits = forward(params, spec, batch, dropout_rng=dropout_rng, embedded=embedded)
         stage_bce, constraint = task_losses(logits, batch["labels"], spec)
         task_loss = jnp.sum(stage_bce) + constraint
-        entropy = edge_entropy(params["arch"]["edge_logits"] if spec.has_arch else None)
+        edge_logits = params["arch"]["edge_logits"] if spec.has_arch else None
+        entropy = edge_entropy(edge_logits)
         if spec.searches_ops:
             entropy = entropy + op_entropy(params["arch"]["op_logits"])
-        weight = entropy_weight_at(step, cfg.entropy_weight, cfg.entropy_warmup_steps)
+        weight = entropy_weight_at(
+            step, cfg.entropy_weight, cfg.entropy_warmup_steps, cfg.arch_warmup_steps
+        )
         total = task_loss + weight * entropy
+        if cfg.sparsity_weight > 0:
+            total = total + cfg.sparsity_weight * edge_cost(edge_logits)
         aux = {
             "loss": task_loss,
             "stage_bce": stage_bce,

@@ -43,6 +43,9 @@ METHODS = ("oneshot", "evolution")  # how an arm finds its architecture
 SEED_MODES = {"model": "seed", "data": "dseed"}  # seed mode -> run-directory prefix
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 STUDY_JSON, STUDY_MD, RUN_JSON = "study.json", "study.md", "study_run.json"
+# results.json fields a study on simulated data reports beside the sampled-label AUC: scores
+# against the true probabilities, free of label noise (see metrics.py)
+PRECISE_FIELDS = ("soft_auc", "soft_auc_all", "excess_nll_all")
 
 
 # --------------------------------------------------------------------------- t distribution
@@ -95,12 +98,33 @@ def t_two_sided_p(t: float, df: float) -> float:
     return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
 
 
+def t_quantile(q: float, df: float) -> float:
+    """The q-quantile of Student's t with `df` degrees of freedom (0.5 < q < 1), by bisection
+    on `t_two_sided_p` (monotone in |t|)."""
+    if not 0.5 < q < 1:
+        raise ValueError(f"q must lie in (0.5, 1), got {q}")
+    lo, hi = 0.0, 1.0
+    while t_two_sided_p(hi, df) > 2 * (1 - q):
+        hi *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > 2 * (1 - q) else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+CONFIDENCE = 0.95  # two-sided confidence of every interval a study reports
+POWER = 0.8  # power at which a study's minimum detectable difference is stated
+
+
 def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Paired t-test of a - b: n, mean and sample std of the differences, t, df, p."""
+    """Paired t-test of a - b: n, mean and sample std of the differences, t, df, p, the 95%
+    confidence interval of the mean difference (ci_lo, ci_hi) and `mde`, the smallest true
+    difference this many pairs with this spread detect at two-sided 5% with 80% power,
+    (t_{0.975, df} + t_{0.8, df}) x std / sqrt(n)."""
     diffs = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     n = len(diffs)
     out: dict[str, Any] = {"n": n, "mean_diff": None, "std_diff": None, "t": None, "df": None,
-                           "p": None}  # fmt: skip
+                           "p": None, "ci_lo": None, "ci_hi": None, "mde": None}  # fmt: skip
     if n == 0:
         return out
     out["mean_diff"] = float(diffs.mean())
@@ -113,7 +137,21 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:
     else:
         t = mean / (sd / math.sqrt(n))
     out.update(std_diff=sd, t=t, df=n - 1, p=t_two_sided_p(t, n - 1))
+    se = sd / math.sqrt(n)
+    half = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * se
+    out.update(ci_lo=mean - half, ci_hi=mean + half)
+    out["mde"] = (t_quantile(0.5 + CONFIDENCE / 2, n - 1) + t_quantile(POWER, n - 1)) * se
     return out
+
+
+def mean_pairwise_jaccard(sets: Sequence[Sequence[str]]) -> float | None:
+    """Mean Jaccard similarity |A & B| / |A | B| over every pair of sets (1 for two empty
+    sets); None below two sets. 1 = every seed kept the same edges."""
+    sets = [set(x) for x in sets]
+    scores = [
+        len(a & b) / len(a | b) if a | b else 1.0 for i, a in enumerate(sets) for b in sets[i + 1 :]
+    ]
+    return float(np.mean(scores)) if scores else None
 
 
 def mean_std(values: Sequence[float]) -> dict:
@@ -137,6 +175,11 @@ class Study:
     seeds: int = 5  # runs per arm (seed k = 0 .. seeds-1); `--seeds` overrides
     compare_to: str = "esmm"  # model of the same run every other model is paired with
     keys: tuple[str, ...] = ()  # metric keys reported; () = every key of results.json
+    # per key, the results.json fields reported besides the sampled-label AUC (columns
+    # "<key>.<field>"; fields a run lacks, e.g. soft_auc on real data, are left out)
+    fields: tuple[str, ...] = ("soft_auc", "soft_auc_all")
+    # (model a, model b) pairs of the same run compared seed by seed besides compare_to
+    model_pairs: tuple[tuple[str, str], ...] = ()
     methods: Mapping[str, str] = dataclasses.field(default_factory=dict)  # arm -> METHODS
     seed_modes: tuple[str, ...] = ("model",)  # "model": data fixed; "data": data.seed too
     arm_pairs: tuple[tuple[str, str], ...] = ()  # (a, b): pair_model of arm a vs arm b
@@ -163,6 +206,9 @@ class Study:
         need(all(m in SEED_MODES for m in modes), "seed_modes", f"each one of {list(SEED_MODES)}")
         for a, b in self.arm_pairs:
             need(a in self.arms and b in self.arms and a != b, "arm_pairs", f"bad pair {(a, b)}")
+        for pair in self.model_pairs:
+            need(len(pair) == 2 and pair[0] != pair[1], "model_pairs", f"bad pair {pair!r}")
+        need(not isinstance(self.fields, str), "fields", "must be a tuple of field names")
 
     def method(self, arm: str) -> str:
         return self.methods.get(arm, "oneshot")
@@ -321,9 +367,10 @@ def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
     if not path.exists():
         return None
     res = json.loads(path.read_text())
-    auc = {name: {k: v["auc"] for k, v in m["test"].items()} for name, m in res["models"].items()}
+    tests = {name: m["test"] for name, m in res["models"].items()}
     if res.get("oracle"):
-        auc["oracle"] = {k: v["auc"] for k, v in res["oracle"]["test"].items()}
+        tests["oracle"] = res["oracle"]["test"]
+    auc = {name: _columns(test) for name, test in tests.items()}
     cost: dict[str, Any] = {"method": method, "steps": None, "seconds": None, "candidates": None}
     evo = Path(directory) / "evolution.json"
     oneshot = oneshot_cost(Workdir(directory))
@@ -338,13 +385,53 @@ def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
             "kept": res["architecture"]["kept"]}  # fmt: skip
 
 
+def _columns(test: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
+    """One results.json "test" block -> {column: value}: "<key>" is the sampled-label AUC,
+    "<key>.<field>" any other numeric field (soft_auc, excess_nll, ...)."""
+    out: dict[str, float | None] = {}
+    for key, fields in test.items():
+        out[key] = fields.get("auc")
+        for name, value in fields.items():
+            if name not in ("auc", "rows", "positives") and not isinstance(value, bool | str):
+                out[f"{key}.{name}"] = value
+    return out
+
+
+def _paired_models(runs, a: str, b: str, key: str) -> dict:
+    """paired_test of model a vs model b on column `key` over the runs holding both."""
+    pairs = [(r["auc"][a].get(key), r["auc"][b].get(key))
+             for r in runs if a in r["auc"] and b in r["auc"]]  # fmt: skip
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    return paired_test([x for x, _ in pairs], [y for _, y in pairs])
+
+
+def column_label(column: str) -> str:
+    """Table heading of a column: "cvr" -> "cvr AUC", "cvr.soft_auc_all" -> "cvr soft AUC
+    (all)"."""
+    key, _, field = column.partition(".")
+    return f"{key} {_FIELD_LABELS.get(field, field)}"
+
+
+_FIELD_LABELS = {
+    "": "AUC",
+    "soft_auc": "soft AUC",
+    "soft_auc_all": "soft AUC (all)",
+    "excess_nll": "excess NLL",
+    "excess_nll_all": "excess NLL (all)",
+    "nll": "NLL",
+}
+
+
 def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: int,
               modes: Sequence[str]) -> dict:  # fmt: skip
     """runs[(mode, arm, seed)] = collect_run(...) -> tables of study.json."""
-    keys = list(study.keys)
-    if not keys:  # every key any run reports, in results.json order
+    base_keys = list(study.keys)
+    if not base_keys:  # every key any run reports, in results.json order
         for r in runs.values():
-            keys += [k for k in r["keys"] if k not in keys]
+            base_keys += [k for k in r["keys"] if k not in base_keys]
+    present = {c for r in runs.values() for values in r["auc"].values() for c in values}
+    keys = list(base_keys)  # columns: the sampled AUC of each key, then the asked fields
+    keys += [f"{k}.{f}" for f in study.fields for k in base_keys if f"{k}.{f}" in present]
     out: dict[str, Any] = {"name": study.name, "description": study.description, "seeds": seeds,
                            "compare_to": study.compare_to, "keys": keys, "modes": {}}  # fmt: skip
     for mode in modes:
@@ -361,19 +448,11 @@ def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: in
                 }
                 for m in models
             }
-            paired = {}
-            for m in models:
-                if m in (study.compare_to, "oracle"):
-                    continue
-                paired[m] = {}
-                for key in keys:
-                    pairs = [
-                        (r["auc"][m].get(key), r["auc"][study.compare_to].get(key))
-                        for r in got.values()
-                        if m in r["auc"] and study.compare_to in r["auc"]
-                    ]
-                    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-                    paired[m][key] = paired_test([a for a, _ in pairs], [b for _, b in pairs])
+            paired = {
+                m: {key: _paired_models(got.values(), m, study.compare_to, key) for key in keys}
+                for m in models
+                if m not in (study.compare_to, "oracle")
+            }
             costs = [r["cost"] for r in got.values()]
             cost = {
                 f: mean_std([c[f] for c in costs])["mean"]
@@ -381,8 +460,19 @@ def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: in
             }
             cost["method"] = study.method(arm)
             kept = [len(r["kept"]) for r in got.values()]
+            between = {
+                f"{ma} − {mb}": {key: _paired_models(got.values(), ma, mb, key) for key in keys}
+                for ma, mb in study.model_pairs
+            }
+            counts: dict[str, int] = {}
+            for r in got.values():
+                for e in r["kept"]:
+                    counts[e] = counts.get(e, 0) + 1
             arms[arm] = {"seeds_done": sorted(got), "models": table, "paired": paired,
-                         "cost": cost, "kept_edges": mean_std(kept)}  # fmt: skip
+                         "model_pairs": between, "cost": cost, "kept_edges": mean_std(kept),
+                         "kept_jaccard": mean_pairwise_jaccard([r["kept"] for r in got.values()]),
+                         "kept_frequency": {e: c / len(got) for e, c in sorted(counts.items())}
+                         if got else {}}  # fmt: skip
         pairs_out = []
         for a, b in study.arm_pairs:
             common = [
@@ -436,12 +526,15 @@ def _cell(s: dict) -> str:
 
 
 def _test_cell(t: dict) -> str:
+    """Mean difference [95% CI] (p; MDE = the smallest difference the study detects)."""
     if t["mean_diff"] is None:
         return "n/a"
     if t["t"] is None:
         return f"{t['mean_diff']:+.4f} (n=1)"
-    tt = "inf" if math.isinf(t["t"]) else f"{t['t']:.2f}"
-    return f"{t['mean_diff']:+.4f} ± {t['std_diff']:.4f} (t={tt}, p={t['p']:.3f})"
+    return (
+        f"{t['mean_diff']:+.4f} [{t['ci_lo']:+.4f}, {t['ci_hi']:+.4f}] "
+        f"(p={t['p']:.3f}; MDE {t['mde']:.4f})"
+    )
 
 
 _MODE_TITLE = {
@@ -450,49 +543,54 @@ _MODE_TITLE = {
 }
 
 
+def _diff_table(title: str, first: str, rows: list[tuple[str, str, dict]], keys) -> list[str]:
+    lines = ["", f"### {title}", ""]
+    lines += [f"| {first} | model | " + " | ".join(f"Δ {column_label(k)}" for k in keys) + " |"]
+    lines += ["|" + " --- |" * (2 + len(keys))]
+    for a, model, tests in rows:
+        lines.append(f"| {a} | {model} | " + " | ".join(_test_cell(tests[k]) for k in keys) + " |")
+    return lines
+
+
 def render_markdown(summary: dict) -> str:
     keys = summary["keys"]
     lines = [f"# Study {summary['name']}", ""]
     if summary.get("description"):
         lines += [summary["description"], ""]
     lines += [
-        f"Test AUC, mean ± sample std over up to {summary['seeds']} seeds. Paired: model minus "
-        f"{summary['compare_to']} of the same run, mean ± std of the difference, paired t "
-        "(df = seeds - 1) and its two-sided p.",
+        f"Test metrics, mean ± sample std over up to {summary['seeds']} seeds. Paired: model "
+        f"minus {summary['compare_to']} of the same run, mean difference [95% CI] (two-sided p "
+        "of the paired t-test, df = seeds - 1; MDE: the smallest true difference these seeds "
+        "detect at 5% with 80% power). Soft AUC scores against the simulator's true "
+        "probabilities; (all) scores post-click CVR on every impression.",
         "",
     ]
     for mode, body in summary["modes"].items():
         lines += [f"## {_MODE_TITLE[mode]}", ""]
-        head = "| arm | model | seeds | " + " | ".join(f"{k} AUC" for k in keys) + " |"
-        lines += ["### Test AUC", "", head, "|" + " --- |" * (3 + len(keys))]
+        head = "| arm | model | seeds | " + " | ".join(column_label(k) for k in keys) + " |"
+        lines += ["### Test metrics", "", head, "|" + " --- |" * (3 + len(keys))]
         for arm, a in body["arms"].items():
             for model, row in a["models"].items():
                 n = max((row[k]["n"] for k in keys), default=0)
                 cells = " | ".join(_cell(row[k]) for k in keys)
                 lines.append(f"| {arm} | {model} | {n} | {cells} |")
-        lines += ["", f"### Paired difference vs {summary['compare_to']}", ""]
-        lines += [
-            "| arm | model | " + " | ".join(f"Δ {k} AUC" for k in keys) + " |",
-            "|" + " --- |" * (2 + len(keys)),
+        rows = [(arm, m, t) for arm, a in body["arms"].items() for m, t in a["paired"].items()]
+        lines += _diff_table(f"Paired difference vs {summary['compare_to']}", "arm", rows, keys)
+        rows = [
+            (arm, pair, t)
+            for arm, a in body["arms"].items()
+            for pair, t in a.get("model_pairs", {}).items()
         ]
-        for arm, a in body["arms"].items():
-            for model, tests in a["paired"].items():
-                cells = " | ".join(_test_cell(tests[k]) for k in keys)
-                lines.append(f"| {arm} | {model} | {cells} |")
+        if rows:
+            lines += _diff_table("Paired difference between models", "arm", rows, keys)
         if body["arm_pairs"]:
-            lines += ["", "### Paired difference between arms", ""]
-            lines += [
-                "| arm a − arm b | model | " + " | ".join(f"Δ {k} AUC" for k in keys) + " |",
-                "|" + " --- |" * (2 + len(keys)),
-            ]
-            for p in body["arm_pairs"]:
-                cells = " | ".join(_test_cell(p["tests"][k]) for k in keys)
-                lines.append(f"| {p['a']} − {p['b']} | {p['model']} | {cells} |")
-        lines += ["", "### Search cost (means over seeds) and kept edges (mean ± std)", ""]
+            rows = [(f"{p['a']} − {p['b']}", p["model"], p["tests"]) for p in body["arm_pairs"]]
+            lines += _diff_table("Paired difference between arms", "arm a − arm b", rows, keys)
+        lines += ["", "### Search cost (means over seeds) and kept edges", ""]
         lines += [
             "| arm | search | search steps | search s | candidates trained | kept edges "
-            "| run wall s |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| kept-set Jaccard | run wall s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for arm, a in body["arms"].items():
             c, kept = a["cost"], a["kept_edges"]
@@ -501,7 +599,13 @@ def render_markdown(summary: dict) -> str:
             )
             lines.append(
                 f"| {arm} | {c['method']} | {_f(c['steps'], '.0f')} | {_f(c['seconds'], '.1f')} "
-                f"| {_f(c['candidates'], '.1f')} | {kept_cell} | {_f(c['run_seconds'], '.1f')} |"
+                f"| {_f(c['candidates'], '.1f')} | {kept_cell} | "
+                f"{_f(a.get('kept_jaccard'), '.2f')} | {_f(c['run_seconds'], '.1f')} |"
             )
+        lines += ["", "Share of seeds keeping each edge:", ""]
+        for arm, a in body["arms"].items():
+            freq = a.get("kept_frequency") or {}
+            cells = ", ".join(f"{e} {v:.1f}" for e, v in freq.items()) or "none kept"
+            lines.append(f"* {arm}: {cells}")
         lines.append("")
     return "\n".join(lines)

@@ -12,7 +12,8 @@ VOCABS = (7, 5, 11, 3)
 
 
 def tiny_spec(num_tasks: int = 2, **model_kw):
-    kw = {"embed_dim": 4, "hidden": (8, 6, 5)}
+    # random edge blocks, so an open edge visibly changes the downstream tower
+    kw = {"embed_dim": 4, "hidden": (8, 6, 5), "edge_init": "block"}
     kw.update(model_kw)
     return build_spec(ModelConfig(**kw), VOCABS, num_dense=2, num_tasks=num_tasks)
 

@@ -31,8 +31,8 @@ def _setup(sparse=True, bags=False):
     data = simulate_funnel(num_rows=2048, seed=0, num_users=300, num_items=500, click_rate=0.2,
                            stage_rates=(0.3,), num_dense=2)  # fmt: skip
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2)
-    cfg = TrainConfig(epochs=1, batch_size=128, lr=1e-2, arch_lr=5e-2, log_every=4,
-                      sparse_embeddings=sparse)  # fmt: skip
+    cfg = TrainConfig(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
+                      log_every=4, sparse_embeddings=sparse)  # fmt: skip
     return data.take(slice(0, 128 * 12)), spec, cfg
 
 
@@ -95,5 +95,7 @@ def case_eight_device_runs_are_bitwise_reproducible():
 
 if __name__ == "__main__":
     assert len(jax.devices()) == 8, jax.devices()
-    globals()[f"case_{sys.argv[1]}"]()
-    print("ok", sys.argv[1])
+    for name in sys.argv[1:]:
+        print("running", name, flush=True)
+        globals()[f"case_{name}"]()
+        print("ok", name, flush=True)

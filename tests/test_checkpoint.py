@@ -22,7 +22,7 @@ from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.optim import make_optimizer
 from autoheri_jax.train import abstract_state, init_state
 
-CFG = TrainConfig(batch_size=16)
+CFG = TrainConfig(arch_warmup_steps=0, batch_size=16)
 
 
 @functools.cache

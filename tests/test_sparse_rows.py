@@ -19,7 +19,9 @@ from autoheri_jax.sparse_rows import (
 from autoheri_jax.train import init_state, make_update_fn
 from tests.helpers import VOCABS, tiny_batch, tiny_spec
 
-BASE = TrainConfig(epochs=1, batch_size=16, lr=1e-2, arch_lr=1e-2, entropy_weight=0.0)
+BASE = TrainConfig(
+    arch_warmup_steps=0, epochs=1, batch_size=16, lr=1e-2, arch_lr=1e-2, entropy_weight=0.0
+)
 
 
 def _run(cfg, spec, batches):

@@ -19,7 +19,9 @@ from autoheri_jax.train import (
 )
 from tests.helpers import tiny_batch, tiny_spec
 
-FAST = TrainConfig(epochs=1, batch_size=128, lr=1e-2, arch_lr=5e-2, log_every=4)
+FAST = TrainConfig(
+    arch_warmup_steps=0, epochs=1, batch_size=128, lr=1e-2, arch_lr=5e-2, log_every=4
+)
 
 
 def _data(num_rows=6000, stages=2, seed=0):
@@ -57,7 +59,9 @@ def test_one_joint_step_moves_each_partition_with_its_own_rate():
     batch = tiny_batch(64)
     moved = {}
     for arch_lr in (1e-3, 1e-1):
-        cfg = dataclasses.replace(FAST, lr=1e-3, arch_lr=arch_lr, entropy_weight=0.0)
+        cfg = dataclasses.replace(
+            FAST, lr=1e-3, arch_lr=arch_lr, entropy_weight=0.0, arch_optimizer="adam"
+        )
         opt = make_optimizer(cfg)
         state = init_state(spec, cfg, opt)
         before = jax.device_get(state.params)

@@ -20,6 +20,7 @@ learn from.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 
@@ -147,12 +148,26 @@ def _build_world(
     return dataclasses.replace(world, bases=bases)
 
 
-def _draw_pairs(world: _World, n: int, seed: int, key: int):
-    u = np.random.default_rng([seed, key, 0]).random(n)
-    i = np.random.default_rng([seed, key, 1]).random(n)
+@functools.lru_cache(maxsize=4)
+def _cached_world(*args) -> _World:
+    """One world per argument tuple: the train and test draws of a run share it."""
+    return _build_world(*args)
+
+
+def _draw_pairs(world: _World, n: int, seed: int, key: int, draw: int = 0):
+    u = np.random.default_rng(_stream(seed, key, 0, draw=draw)).random(n)
+    i = np.random.default_rng(_stream(seed, key, 1, draw=draw)).random(n)
     uidx = world.user_perm[np.minimum(np.searchsorted(world.user_cdf, u), len(world.user_cdf) - 1)]
     iidx = world.item_perm[np.minimum(np.searchsorted(world.item_cdf, i), len(world.item_cdf) - 1)]
     return uidx, iidx
+
+
+def _stream(seed: int, *key: int, draw: int = 0) -> list[int]:
+    """The seed sequence of one random stream of impression draw `draw`. Draw 0 keeps the
+    original keys (bitwise the same data as before draws existed); draw d > 0 appends
+    (1 << 20) + d, a tail no draw-0 key ever has, so the draws of one world never share a
+    stream."""
+    return [seed, *key] if draw == 0 else [seed, *key, (1 << 20) + draw]
 
 
 def _raw_interactions(world: _World, uidx, iidx) -> np.ndarray:
@@ -216,11 +231,14 @@ def simulate_funnel(
     num_dense: int = 0,
     latent_dim: int = 8,
     noise_fields: int = 0,
+    draw: int = 0,
 ) -> CTRDataset:
     """Simulate `num_rows` i.i.d. impressions of the world fixed by `seed` and the world arguments.
 
     `stage_rates[k]` is the target mean rate of stage k+2 among impressions that reached stage k+1
-    (so one entry for 2 stages, two for 3). Identical arguments give bitwise identical arrays.
+    (so one entry for 2 stages, two for 3). `draw` picks an independent sample of impressions
+    from the same world (the test split is draw 1, so its rows do not depend on the training
+    size). Identical arguments give bitwise identical arrays.
     """
     _check_int("num_rows", num_rows, 1)
     _check_int("seed", seed, 0)
@@ -244,17 +262,18 @@ def simulate_funnel(
     _check_int("num_dense", num_dense, 0)
     _check_int("latent_dim", latent_dim, 1)
     _check_int("noise_fields", noise_fields, 0)
+    _check_int("draw", draw, 0)
 
-    world = _build_world(
+    world = _cached_world(
         int(seed), num_stages, int(num_users), int(num_items), float(zipf_exponent),
         int(num_dense), int(latent_dim), int(noise_fields), float(cascade_strength),
         (float(click_rate), *map(float, rates)),
     )  # fmt: skip
     n = int(num_rows)
-    uidx, iidx = _draw_pairs(world, n, seed, 10)
+    uidx, iidx = _draw_pairs(world, n, seed, 10, draw)
     probs = _sigmoid(world.bases[:, None] + _logit_offsets(world, uidx, iidx)).T
     probs = np.clip(probs, 1e-7, 1.0 - 1e-7)
-    draws = np.random.default_rng([seed, 11]).random((n, num_stages))
+    draws = np.random.default_rng(_stream(seed, 11, draw=draw)).random((n, num_stages))
     labels = np.cumprod(draws < probs, axis=1).astype(np.float32)
 
     attrs = np.concatenate(
@@ -267,7 +286,7 @@ def simulate_funnel(
         key = attrs[:, col[uf]].astype(np.int64) * world.vocab[itf] + attrs[:, col[itf]]
         blocks.append(np.take(world.cross_tables[f], key)[:, None])
     for j, v in enumerate(world.noise_vocab):
-        rng = np.random.default_rng([seed, 12, j])
+        rng = np.random.default_rng(_stream(seed, 12, j, draw=draw))
         blocks.append(rng.integers(1, v, size=(n, 1), dtype=np.int32))
         names.append(f"noise_{j}")
     fields = ALI_CCP_FIELDS + tuple(f"noise_{j}" for j in range(noise_fields))
@@ -277,7 +296,9 @@ def simulate_funnel(
 
     ud, idn = np.take(world.user_dense, uidx, axis=0), np.take(world.item_dense, iidx, axis=0)
     c = world.dense_coef
-    jitter = np.random.default_rng([seed, 13]).uniform(-_DENSE_NOISE, _DENSE_NOISE, ud.shape)
+    jitter = np.random.default_rng(_stream(seed, 13, draw=draw)).uniform(
+        -_DENSE_NOISE, _DENSE_NOISE, ud.shape
+    )
     raw = c[0] * ud + c[1] * idn + c[2] * ud * idn + jitter
     lo, hi = world.dense_range
     dense = np.clip((raw - lo) / np.maximum(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)

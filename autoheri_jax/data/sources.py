@@ -28,8 +28,9 @@ class Splits(NamedTuple):
 
 
 def simulated_splits(d: DataConfig) -> Splits:
-    full = simulate_funnel(
-        num_rows=d.num_train + d.num_valid + d.num_test,
+    """Train and valid from the world's first draw of impressions, test from a second
+    independent draw, so the test rows are the same whatever the training size."""
+    world = dict(
         seed=d.seed,
         num_stages=d.num_stages,
         num_users=d.num_users,
@@ -42,7 +43,9 @@ def simulated_splits(d: DataConfig) -> Splits:
         latent_dim=d.latent_dim,
         noise_fields=d.noise_fields,
     )
-    return Splits(*full.split([d.num_train, d.num_valid, d.num_test]))
+    fit = simulate_funnel(num_rows=d.num_train + d.num_valid, **world)
+    train, valid = fit.split([d.num_train, d.num_valid])
+    return Splits(train, valid, simulate_funnel(num_rows=d.num_test, draw=1, **world))
 
 
 def resolve_format(path: Path, fmt: str) -> str:

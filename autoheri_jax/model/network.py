@@ -51,6 +51,7 @@ from autoheri_jax.model.edges import Edge, incoming
 
 Params = dict
 TABLE_ROW_MULTIPLE = 128  # padded table rows: any power-of-two device count <= 128 shards them
+ARCH_NOISE_STREAM = 2  # fold_in tag of the starting-logit noise (split(key) uses neither)
 _ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "tanh": jnp.tanh}
 
 
@@ -69,6 +70,8 @@ class ModelSpec:
     dropout: float = 0.0
     detach_upstream: bool = False
     init_edge_logit: float = 0.0
+    edge_logit_noise: float = 0.0  # std of the starting arch logits' noise
+    edge_init: str = "block"  # "zero" | "block": how concat edge row blocks start
     embed_init_scale: float = 0.05
     bag_vocab_sizes: tuple[int, ...] = ()
     bag_pooling: str = "mean"  # "sum" | "mean" over a bag's entries
@@ -146,9 +149,19 @@ def _edge_id(e: Edge) -> int:
     return 1 + e.src_task * 1000 + e.src_layer
 
 
+def _edge_block_init(spec: ModelSpec, key: jax.Array, rows: int, width: int) -> jax.Array:
+    """A concat edge's kernel row block: zeros (`edge_init="zero"`: the layer's input scale is
+    that of the layer without edges, and the edge enters only as training finds it useful) or
+    Glorot over the block's own fan-in (`"block"`)."""
+    if spec.edge_init == "zero":
+        return jnp.zeros((rows, width), jnp.float32)
+    return jax.nn.initializers.glorot_uniform()(key, (rows, width))
+
+
 def init_params(key: jax.Array, spec: ModelSpec) -> Params:
-    """Fresh parameters. Each kernel block gets its own fan-in, so a tower whose gates are all
-    0 starts exactly as an independent (ESMM) tower would."""
+    """Fresh parameters. The own-input block of every kernel is drawn as in a tower without
+    edges (bitwise the same key), so a tower whose gates are all 0 starts exactly as an
+    independent (ESMM) tower would; edge blocks start as `spec.edge_init` says."""
     dense_init = jax.nn.initializers.glorot_uniform()
     k_embed, k_towers = jax.random.split(key)
     params: Params = {
@@ -175,6 +188,8 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
             kernel = jnp.concatenate(
                 [
                     dense_init(jax.random.fold_in(k_layer, b + 1), (n, width))
+                    if b == -1
+                    else _edge_block_init(spec, jax.random.fold_in(k_layer, b + 1), n, width)
                     for b, n in zip(block_ids, blocks, strict=True)
                 ],
                 axis=0,
@@ -200,9 +215,11 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
         }
         params["towers"][f"task_{t}"] = tower
     if spec.has_arch:
-        params["arch"] = {
-            "edge_logits": jnp.full((spec.num_edges,), spec.init_edge_logit, jnp.float32)
-        }
+        logits = jnp.full((spec.num_edges,), spec.init_edge_logit, jnp.float32)
+        if spec.edge_logit_noise > 0:
+            k_arch = jax.random.fold_in(key, ARCH_NOISE_STREAM)
+            logits = logits + spec.edge_logit_noise * jax.random.normal(k_arch, logits.shape)
+        params["arch"] = {"edge_logits": logits}
         if spec.searches_ops:
             params["arch"]["op_logits"] = jnp.zeros(
                 (spec.num_edges, len(aggregation.OPS)), jnp.float32

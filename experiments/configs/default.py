@@ -19,7 +19,9 @@ def get_config() -> Config:
         name="default",
         data=DataConfig(num_train=500_000, num_valid=20_000, num_test=50_000, cascade_strength=0.5),
         model=ModelConfig(embed_dim=16, hidden=(128, 64, 32), edge_mode="hierarchical"),
-        search=TrainConfig(epochs=2, batch_size=1024, lr=2e-3, arch_lr=3e-2, entropy_weight=0.1),
+        search=TrainConfig(
+            epochs=2, batch_size=1024, lr=2e-3, arch_warmup_steps=375, entropy_warmup_steps=600
+        ),
         retrain=TrainConfig(epochs=2, batch_size=1024, lr=2e-3, entropy_weight=0.0),
         baselines=("esmm", "parallel_all_on", "hierarchical_all_on"),
     )

@@ -20,7 +20,9 @@ from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig
 
 
 def get_config() -> Config:
-    train = TrainConfig(epochs=3, batch_size=8, lr=5e-3, arch_lr=5e-2, log_every=2)
+    # a few dozen search steps: the arch params wait the first 12, the entropy ramps over 18
+    train = TrainConfig(epochs=3, batch_size=8, lr=5e-3, log_every=2, arch_warmup_steps=12,
+                        entropy_warmup_steps=18)  # fmt: skip
     return Config(
         name="samples",
         data=DataConfig(source="files", path="../shared/data/ali-ccp/torch-rechub", min_count=1),

@@ -12,7 +12,9 @@ from autoheri_jax.config import CheckpointConfig, Config, DataConfig, ModelConfi
 
 
 def get_config() -> Config:
-    train = TrainConfig(epochs=1, batch_size=256, lr=5e-3, arch_lr=5e-2, log_every=5)
+    # 16 search steps: the arch params wait 6 of them, the entropy ramps in over 8
+    train = TrainConfig(epochs=1, batch_size=256, lr=5e-3, log_every=5, arch_warmup_steps=6,
+                        entropy_warmup_steps=8)  # fmt: skip
     return Config(
         name="smoke",
         data=DataConfig(

@@ -17,9 +17,11 @@ and -0.0005. The parallel search kept 2 and 0 of its 3 edges (0 = the ESMM model
 from pathlib import Path
 
 from autoheri_jax.config import load_config
+from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
+KEYS = ("ctr", "cvr", "ctcvr")
 
 
 def get_study() -> Study:
@@ -31,6 +33,9 @@ def get_study() -> Study:
             "parallel": ["model.edge_mode=parallel"],
         },
         seeds=5,
+        seed_modes=("data",),
+        keys=KEYS,
+        fields=FIELDS,
         compare_to="esmm",
         arm_pairs=(("hierarchical", "parallel"),),
         description="Searched hierarchical vs searched parallel aggregation vs none (ESMM).",

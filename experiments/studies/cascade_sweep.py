@@ -21,9 +21,11 @@ no trend with the cascade strength. ESMM CVR AUC 0.7125 / 0.7326 / 0.7333 / 0.69
 from pathlib import Path
 
 from autoheri_jax.config import load_config
+from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
+KEYS = ("ctr", "cvr", "ctcvr")
 STRENGTHS = ("0", "0.25", "0.5", "0.9")
 
 
@@ -33,6 +35,9 @@ def get_study() -> Study:
         base=load_config(BASE),
         arms={f"cascade_{s}": [f"data.cascade_strength={s}"] for s in STRENGTHS},
         seeds=5,
+        seed_modes=("data",),
+        keys=KEYS,
+        fields=FIELDS,
         compare_to="esmm",
         description="AutoHERI vs ESMM as the share of conversion propensity built from click's "
         "hidden interaction (data.cascade_strength) goes from 0 to 0.9.",

@@ -18,10 +18,12 @@ Measured with `--seeds 2` (86 s): kept edges 4.5 / 4.5 / 5.5 / 4.5 of 9 for weig
 from pathlib import Path
 
 from autoheri_jax.config import load_config
+from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
-WEIGHTS = ("0", "0.01", "0.1", "1")
+KEYS = ("ctr", "cvr", "ctcvr")
+WEIGHTS = ("0", "0.001", "0.01", "0.1")
 
 
 def get_study() -> Study:
@@ -30,6 +32,9 @@ def get_study() -> Study:
         base=load_config(BASE),
         arms={f"entropy_{w}": [f"search.entropy_weight={w}"] for w in WEIGHTS},
         seeds=5,
+        seed_modes=("data",),
+        keys=KEYS,
+        fields=FIELDS,
         compare_to="esmm",
         description="Weight of the entropy regulariser on the edge probabilities during search.",
     )

@@ -22,9 +22,11 @@ from pathlib import Path
 
 from autoheri_jax.config import ModelConfig, load_config
 from autoheri_jax.models import VARIANTS
+from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
+KEYS = ("ctr", "cvr", "ctcvr")
 CORE = ("esmm", "parallel_all_on", "hierarchical_all_on")
 OPTIONAL = ("random_mask", "shared_bottom", "mmoe", "ple", "aitm")
 # Widths of the other families, set only where ModelConfig has the field.
@@ -40,6 +42,9 @@ def get_study() -> Study:
         base=load_config(BASE, [f"baselines={','.join(baselines)}", *widths]),
         arms={"main": []},
         seeds=5,
+        seed_modes=("data",),
+        keys=KEYS,
+        fields=FIELDS,
         compare_to="esmm",
         description=f"AutoHERI vs {', '.join(baselines)}.",
     )

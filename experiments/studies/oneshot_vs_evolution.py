@@ -30,23 +30,28 @@ distinct candidates each (seconds mostly compilation; the full arm ran with a wa
 from pathlib import Path
 
 from autoheri_jax.config import load_config
+from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
+KEYS = ("ctr", "cvr", "ctcvr")
 EVOLUTION = ["evolution.population=4", "evolution.sample=2", "evolution.cycles=8"]
 
 
 def get_study() -> Study:
     return Study(
         name="oneshot_vs_evolution",
-        base=load_config(BASE, [*EVOLUTION, "evolution.metric=cvr_auc"]),
+        base=load_config(BASE, [*EVOLUTION, "evolution.metric=neg_valid_loss"]),
         arms={
             "oneshot": [],
-            "evolution_matched": ["evolution.budget_epochs=1", "evolution.budget_steps=13"],
+            "evolution_matched": ["evolution.budget_epochs=1", "evolution.budget_steps=32"],
             "evolution_full": ["evolution.budget_epochs=1", "evolution.budget_steps=0"],
         },
         methods={"evolution_matched": "evolution", "evolution_full": "evolution"},
-        seeds=3,
+        seeds=5,
+        seed_modes=("data",),
+        keys=KEYS,
+        fields=FIELDS,
         compare_to="esmm",
         arm_pairs=(("evolution_matched", "oneshot"), ("evolution_full", "oneshot")),
         description="Architecture quality and search cost: one-shot vs aging evolution.",

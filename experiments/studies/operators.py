@@ -14,9 +14,11 @@ difference to concat is positive with a small p-value. Measured results: experim
 from pathlib import Path
 
 from autoheri_jax.config import load_config
+from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
+KEYS = ("ctr", "cvr", "ctcvr")
 OPERATORS = ("concat", "gated_sum", "attention", "search")
 
 
@@ -26,6 +28,9 @@ def get_study() -> Study:
         base=load_config(BASE),
         arms={op: [f"model.aggregation={op}"] for op in OPERATORS},
         seeds=5,
+        seed_modes=("data",),
+        keys=KEYS,
+        fields=FIELDS,
         compare_to="esmm",
         arm_pairs=tuple((op, "concat") for op in OPERATORS[1:]),
         description="Aggregation operators: concat vs gated sum vs attention vs searched choice.",

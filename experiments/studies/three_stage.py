@@ -21,10 +21,13 @@ edges 8.0 ± 4.2 of 18 (adjacent) and 11.5 ± 2.1 of 27 (all).
 from pathlib import Path
 
 from autoheri_jax.config import load_config
+from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
-THREE = ["data.num_stages=3", "data.stage_rates=[0.3,0.3]", "data.num_train=300000"]
+KEYS = ()  # every key: ctr, atr, ctatr, cvr, ctcvr
+# activation | click 20%, conversion | activation 15%: ~1.2k training conversions, as in 2 stages
+THREE = ["data.num_stages=3", "data.stage_rates=[0.2,0.15]"]
 
 
 def get_study() -> Study:
@@ -33,6 +36,9 @@ def get_study() -> Study:
         base=load_config(BASE, THREE),
         arms={"adjacent": ["model.edge_pairs=adjacent"], "all": ["model.edge_pairs=all"]},
         seeds=5,
+        seed_modes=("data",),
+        keys=KEYS,
+        fields=FIELDS,
         compare_to="esmm",
         arm_pairs=(("all", "adjacent"),),
         description="A 3-stage funnel (click -> activation -> conversion).",
