@@ -16,10 +16,10 @@ Every run searches, then retrains the derived model, ESMM, every edge on
 the model seeds. Scored on a separate 1M-impression test draw against the true probabilities;
 the headline is cvr.soft_auc_all (post-click CVR over every impression). About 6 min on 2 CPU
 cores.
-Expected (the targets of issue 10): in transfer, all-on and AutoHERI above ESMM with the paired 95% CI above 0
-and AutoHERI >= random_matched; in no_cascade, AutoHERI no worse than ESMM (CI reaching 0 or
-above, point estimate >= -0.002) with clearly fewer kept edges; kept-set Jaccard over the
-transfer seeds >= 0.7. Measured: see experiments/README.md.
+Expected (the targets of issue 10): in transfer, all-on and AutoHERI above ESMM with the
+paired 95% CI above 0 and AutoHERI >= random_matched; in no_cascade, AutoHERI no worse than
+ESMM (CI reaching 0 or above, point estimate >= -0.002) with clearly fewer kept edges;
+kept-set Jaccard over the transfer seeds >= 0.7. Measured: see experiments/README.md.
 """
 
 from pathlib import Path
