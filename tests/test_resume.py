@@ -86,26 +86,47 @@ def _assert_bitwise(a: dict, b: dict) -> None:
         jax.tree.map(np.testing.assert_array_equal, a[m], b[m])
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Uninterrupted runs, one per device count, made once and shared by the tests below."""
+    made: dict[int, Path] = {}
+
+    def get(repo, devices: int) -> Path:
+        if devices not in made:
+            wd = tmp_path_factory.mktemp(f"ref{devices}")
+            _run(repo, wd, devices, *_launcher(devices))
+            made[devices] = wd
+        return made[devices]
+
+    return get
+
+
+def _launcher(devices: int) -> tuple[str, ...]:
+    return ("--set", "parallel.launcher=mesh") if devices > 1 else ()
+
+
 @pytest.mark.parametrize("devices", [1, 8])
-def test_killed_runs_resume_to_the_uninterrupted_result(repo, tmp_path, devices):
-    extra = ("--set", "parallel.launcher=mesh") if devices > 1 else ()
-    ref = tmp_path / "ref"
-    _run(repo, ref, devices, *extra)
+def test_killed_runs_resume_to_the_uninterrupted_result(repo, tmp_path, devices, reference):
+    """One workdir killed twice: during the search, then (resumed) during retraining."""
+    extra = _launcher(devices)
     rng = random.Random(devices)
+    wd = tmp_path / "killed"
     for phase, model in (("search", "autoheri_search"), ("retrain", "esmm")):
-        wd = tmp_path / f"killed_{phase}"
-        code, _, _ = _kill_when(repo, wd, devices, phase, model, rng.randint(5, 40), extra=extra)
+        code, out, _ = _kill_when(repo, wd, devices, phase, model, rng.randint(5, 40), extra=extra)
         assert code == -signal.SIGKILL
         assert not (wd / "models" / model / "train.json").exists(), "killed too late"
         assert any((wd / "checkpoints" / model).iterdir())
-        resumed = _run(repo, wd, devices, *extra)
-        assert f"{model}: resuming from the checkpoint at step" in resumed.stdout
-        _assert_bitwise(_params(wd), _params(ref))
+        if phase == "retrain":  # this run had resumed the search killed before
+            assert "autoheri_search: resuming from the checkpoint at step" in out
+    resumed = _run(repo, wd, devices, *extra)
+    assert "esmm: resuming from the checkpoint at step" in resumed.stdout
+    _assert_bitwise(_params(wd), _params(reference(repo, devices)))
+    for model in ("autoheri_search", "esmm"):
         steps = [r["step"] for r in _records(wd) if r["model"] == model]
         assert steps == sorted(set(steps))  # re-logged steps replace the first telling
 
 
-def test_sigterm_saves_then_resumes(repo, tmp_path):
+def test_sigterm_saves_then_resumes(repo, tmp_path, reference):
     wd = tmp_path / "term"
     code, _, err = _kill_when(repo, wd, 1, "search", "autoheri_search", 10, sig=signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, err[-3000:]
@@ -113,9 +134,7 @@ def test_sigterm_saves_then_resumes(repo, tmp_path):
     with Checkpointer(wd / "checkpoints" / "autoheri_search") as ckpt:
         assert ckpt.latest_step() >= 10
     _run(repo, wd, 1)
-    ref = tmp_path / "ref"
-    _run(repo, ref, 1)
-    _assert_bitwise(_params(wd), _params(ref))
+    _assert_bitwise(_params(wd), _params(reference(repo, 1)))
 
 
 def test_eight_device_checkpoint_resumes_on_one_device(repo, tmp_path):
