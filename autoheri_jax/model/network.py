@@ -71,7 +71,7 @@ class ModelSpec:
     detach_upstream: bool = False
     init_edge_logit: float = 0.0
     edge_logit_noise: float = 0.0  # std of the starting arch logits' noise
-    edge_init: str = "block"  # "zero" | "block": how concat edge row blocks start
+    edge_init: str = "zero"  # "zero" | "block": how concat edge row blocks start
     embed_init_scale: float = 0.05
     bag_vocab_sizes: tuple[int, ...] = ()
     bag_pooling: str = "mean"  # "sum" | "mean" over a bag's entries

@@ -3,15 +3,13 @@
 Command:
   autoheri study --config experiments/studies/aggregation.py --workdir runs/studies/aggregation
 
-Arms over experiments/configs/study_base.py: `hierarchical` (any click layer may feed any
-conversion layer: 9 candidates) and `parallel` (same depth only: 3 candidates), each searched
-one-shot and retrained; "none" is the ESMM row every run also trains. 5 seeds, about 2 min on 2
-CPU cores. The "between arms" table pairs the two searched models seed by seed.
-Expected (the paper's claim): hierarchical >= parallel >= none on CVR and CTCVR AUC, with
-differences of a few thousandths that 5 seeds may not resolve (read the p-values first).
-Measured with `--seeds 2` (32 s): hierarchical minus parallel, CVR AUC -0.0007 (p=0.91), CTCVR
-+0.0009 (p=0.26); vs ESMM, CVR AUC -0.0042 (hierarchical) and -0.0035 (parallel), CTCVR +0.0004
-and -0.0005. The parallel search kept 2 and 0 of its 3 edges (0 = the ESMM model exactly).
+Arms over experiments/configs/study_base.py (the transfer regime): `hierarchical` (any click
+layer may feed any conversion layer: 9 candidates) and `parallel` (same depth only: 3
+candidates), each searched one-shot and retrained; "none" is the ESMM row every run also
+trains. 5 seeds with the data redrawn per seed, about 4 min on 2 CPU cores. The "between arms"
+table pairs the two searched models seed by seed.
+Expected (the paper's claim): hierarchical >= parallel >= none. Measured: experiments/README.md
+(Results).
 """
 
 from pathlib import Path

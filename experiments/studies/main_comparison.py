@@ -6,15 +6,11 @@ Command:
 
 One arm over experiments/configs/study_base.py whose baselines are esmm, parallel_all_on,
 hierarchical_all_on and, when registered in autoheri_jax.models.VARIANTS (checked when this
-file is loaded), random_mask, shared_bottom, mmoe, ple and aitm. The other families get widths
-of the same order as the 32-16-8 towers. 5 seeds (random_mask draws a new mask per seed);
-about 30-40 s per seed on 2 CPU cores.
-Expected (the paper's claim): AutoHERI at or above ESMM and the all-on baselines on CVR / CTCVR
-AUC, every model well below the oracle. Measured with `--seeds 2` (47 s, all 8 baselines
-registered): ESMM is the model to beat at this size. Minus ESMM, test CVR AUC: autoheri
--0.0042, parallel_all_on -0.0081, hierarchical_all_on -0.0059, random_mask -0.0044,
-shared_bottom -0.0106, mmoe -0.0043, ple -0.0091, aitm -0.0023; CTCVR AUC: autoheri +0.0004,
-aitm +0.0016, the others -0.0017 to +0.0004. ESMM CVR AUC 0.7333, oracle 0.8379.
+file is loaded), random_mask, shared_bottom, mmoe, ple and aitm (shared bottom 32-16, experts
+32, task towers 16). 5 seeds with the data redrawn per seed (random_mask draws a new mask per
+seed); about 2 min per seed on 2 CPU cores.
+Expected (the paper's claim): AutoHERI at or above ESMM and the all-on baselines, every model
+well below the oracle. Measured: experiments/README.md (Results).
 """
 
 import dataclasses

@@ -6,9 +6,10 @@ Command:
 
 Arms over experiments/configs/study_base.py, all with hierarchical searched edges:
 `concat`, `gated_sum`, `attention` and `search` (`model.aggregation`); the "between arms" table
-pairs each operator with concat seed by seed. 5 seeds, a few minutes on 2 CPU cores.
-Expected: differences of a few thousandths of AUC; an operator helps only if its paired
-difference to concat is positive with a small p-value. Measured results: experiments/README.md.
+pairs each operator with concat seed by seed. 5 seeds with the data redrawn per seed, about 8
+min on 2 CPU cores.
+Expected: an operator helps only if its paired difference to concat has a CI above 0.
+Measured: experiments/README.md (Results).
 """
 
 from pathlib import Path
