@@ -6,6 +6,7 @@ from pathlib import Path
 
 from autoheri_jax.model.edges import parse_edge
 from autoheri_jax.report_inputs import _DPI, Inputs, _colors
+from autoheri_jax.study import column_label
 
 
 def _figure(width: float, height: float):
@@ -391,7 +392,7 @@ def plot_auc(inp: Inputs, path: Path) -> str | None:
                 ax.text(i + 0.45, oracle[key], f" {oracle[key]:.3f}", va="center", fontsize=7.5)
         if low < 0.5:
             ax.axhline(0.5, color="0.4", lw=0.8, ls=":")
-        ax.set_xticks(x, [f"{k} AUC" for k in keys])
+        ax.set_xticks(x, [column_label(k) for k in keys], fontsize=8)
         ax.set_ylabel("test AUC")
         ax.set_ylim(low, min(1.0, max(values) + 0.05))
         ax.set_xlim(-0.6, len(keys) - 0.4 + 0.25)

@@ -118,7 +118,8 @@ def normalize_study(raw: Any, path: Path) -> dict:
         raise ReportError(
             f"{path}: expected {{'arms': {{arm: {{model: {{key: {{'mean': x, 'std': y}}}}}}}}}}"
         )
-    keys = list(raw.get("keys") or [])
+    # AUC columns only ("cvr", "cvr.soft_auc", ...): a log-loss column has no place on an AUC axis
+    keys = [k for k in raw.get("keys") or [] if "nll" not in k]
     return {"arms": arms, "keys": keys}
 
 

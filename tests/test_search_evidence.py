@@ -199,3 +199,21 @@ def test_edge_logit_noise_draws_fresh_starting_points_per_seed():
     same = init_params(jax.random.PRNGKey(0), quiet)["towers"]
     jax.tree.map(np.testing.assert_array_equal, same,
                  init_params(jax.random.PRNGKey(0), noisy)["towers"])  # fmt: skip
+
+
+def test_study_columns_carry_ci_and_mde_and_the_report_plots_only_aucs(tmp_path):
+    from autoheri_jax.report_inputs import normalize_study
+    from autoheri_jax.study import column_label, mean_pairwise_jaccard, paired_test
+
+    t = paired_test([0.71, 0.72, 0.70, 0.74, 0.73], [0.70, 0.70, 0.69, 0.71, 0.71])
+    assert t["ci_lo"] < t["mean_diff"] < t["ci_hi"] and t["ci_lo"] > 0  # a clear gain
+    half = t["ci_hi"] - t["mean_diff"]
+    assert half == pytest.approx(2.7764451 * t["std_diff"] / np.sqrt(5), rel=1e-6)
+    assert t["mde"] == pytest.approx((2.7764451 + 0.9409646) * t["std_diff"] / np.sqrt(5), 1e-6)
+    assert mean_pairwise_jaccard([["a", "b"], ["a", "b"], ["a"]]) == pytest.approx(2 / 3)
+    assert mean_pairwise_jaccard([[], []]) == 1.0 and mean_pairwise_jaccard([["a"]]) is None
+    assert column_label("cvr") == "cvr AUC"
+    assert column_label("cvr.soft_auc_all") == "cvr soft AUC (all)"
+    raw = {"keys": ["cvr", "cvr.soft_auc", "cvr.excess_nll_all"],
+           "arms": {"a": {"m": {"cvr": {"mean": 0.7, "std": 0.01}}}}}  # fmt: skip
+    assert normalize_study(raw, tmp_path / "study.json")["keys"] == ["cvr", "cvr.soft_auc"]
