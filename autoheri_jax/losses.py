@@ -1,4 +1,4 @@
-"""Entire-space funnel loss and the edge-entropy regulariser, in log space from logits.
+"""Entire-space funnel loss, the edge-entropy regulariser and the edge cost, from logits.
 
 With conditional stage logits z_0 .. z_{T-1}, the entire-space probability of reaching stage t
 is P_t = prod_{k<=t} sigmoid(z_k) (pCTR, pCTCVR = pCTR x pCVR, ...). ESMM trains BCE on every P_t

@@ -6,7 +6,11 @@ Lazy Adam / Adagrad by default, see sparse_rows.py), `weights` (towers) and `arc
 logits). A new top-level params key needs an entry here; unlabelled parameters are refused.
 
 All partitions are updated jointly in one jitted step, single-level as in the paper: the
-edge logits see the same training-loss gradient as the weights, plus the entropy term.
+edge logits see the same training-loss gradient as the weights, plus the entropy term (and the
+optional sparsity cost). The arch partition's rule is wrapped in `delayed`, which holds the
+logits and the rule's state still for `arch_warmup_steps`, and is by default
+`scale_by_shared_rms` (Adam with one second moment for all logits), so a logit's step keeps
+its share of the evidence; see README "How the search decides".
 """
 
 from __future__ import annotations
