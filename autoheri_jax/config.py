@@ -305,6 +305,18 @@ class CheckpointConfig:
 
 # *_auc: validation AUC of that key; neg_valid_loss: minus the validation entire-space log-loss
 # summed over stages (every impression counts, so candidates are told apart with less noise)
+# The edge search as the AutoHERI paper (and this project before its search waited for
+# evidence) ran it, as `--set` overrides: per-logit Adam on the edge logits from step 0, the
+# entropy at full weight from step 0 (0.1 on the mean over 9 edges = 0.0111 per edge), edge
+# kernel rows drawn with their own Glorot fan-in. The control arm of the search studies.
+PAPER_SEARCH_RECIPE = (
+    "search.arch_optimizer=adam",
+    "search.arch_warmup_steps=0",
+    "search.entropy_weight=0.0111",
+    "search.entropy_warmup_steps=0",
+    "model.edge_init=block",
+)
+
 EVOLUTION_METRICS = ("cvr_auc", "ctcvr_auc", "ctr_auc", "atr_auc", "ctatr_auc", "neg_valid_loss")
 
 

@@ -2,47 +2,29 @@
 
 Command:
   autoheri study --config experiments/studies/paper_recipe.py \
-      --workdir runs/studies/paper_recipe --seeds 10
+      --workdir runs/studies/paper_recipe
 
-The arms of experiments/studies/search_decides.py (transfer: cascade 0.95; no_cascade: 0) with
-the search as the paper and this project before issue 10 ran it: per-edge Adam on the edge
-logits from step 0 (no warm-up), entropy at full weight from step 0 (0.1 on the mean entropy
-over the 9 edges = 0.0111 per edge), edge kernel rows drawn with their own Glorot fan-in.
-Every data and model seed equals search_decides's, so ESMM and the other baselines are the
-same runs and the AutoHERI rows of the two studies pair seed by seed. 10 seeds, about 10 min on
-2 CPU cores.
+experiments/studies/search_decides.py (transfer: cascade 0.95; no_cascade: 0; 10 seeds) with
+the search as the paper and this project before issue 10 ran it
+(`autoheri_jax.config.PAPER_SEARCH_RECIPE`: per-logit Adam on the edge logits from step 0,
+entropy at full weight from step 0, edge kernel rows with their own Glorot fan-in). Every data
+and model seed equals search_decides's, so ESMM is the same run in both and the AutoHERI rows
+of the two studies pair seed by seed. About 10 min on 2 CPU cores.
 Expected: the paper's recipe decides before the weights have learned, so its kept sets follow
-the first noisy steps rather than the regime. Measured: experiments/README.md (Results).
+the seed rather than the regime. Measured: experiments/README.md (Results).
 """
 
+import dataclasses
 from pathlib import Path
 
-from autoheri_jax.config import load_config
-from autoheri_jax.study import PRECISE_FIELDS, Study
+from autoheri_jax.config import PAPER_SEARCH_RECIPE
+from autoheri_jax.study import Study, load_study, with_base_overrides
 
-BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
-PAPER = [
-    "search.arch_optimizer=adam",
-    "search.arch_warmup_steps=0",
-    "search.entropy_weight=0.0111",
-    "search.entropy_warmup_steps=0",
-    "model.edge_init=block",
-]
+SEARCH_DECIDES = Path(__file__).with_name("search_decides.py")
 
 
 def get_study() -> Study:
-    return Study(
-        name="paper_recipe",
-        base=load_config(BASE, ["baselines=esmm,hierarchical_all_on,random_matched", *PAPER]),
-        arms={
-            "transfer": ["data.cascade_strength=0.95"],
-            "no_cascade": ["data.cascade_strength=0"],
-        },
-        seeds=10,
-        seed_modes=("data",),
-        compare_to="esmm",
-        keys=("cvr", "ctcvr"),
-        fields=PRECISE_FIELDS,
-        model_pairs=(("autoheri", "random_matched"), ("autoheri", "hierarchical_all_on")),
-        description="search_decides's arms searched with the paper's recipe.",
+    study = with_base_overrides(load_study(SEARCH_DECIDES), PAPER_SEARCH_RECIPE)
+    return dataclasses.replace(
+        study, name="paper_recipe", description="search_decides's arms, the paper's search."
     )

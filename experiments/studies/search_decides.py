@@ -12,9 +12,9 @@ Arms over experiments/configs/study_base.py (its docstring explains the world):
   no_cascade   cascade strength 0: the stages share nothing, so an edge carries no signal
 Every run searches, then retrains the derived model, ESMM, every edge on
 (hierarchical_all_on) and a random mask with as many edges as the search kept
-(random_matched). 5 seeds; each seed redraws the simulated world and its data (data.seed) and
+(random_matched). 10 seeds; each seed redraws the simulated world and its data (data.seed) and
 the model seeds. Scored on a separate 1M-impression test draw against the true probabilities;
-the headline is cvr.soft_auc_all (post-click CVR over every impression). About 6 min on 2 CPU
+the headline is cvr.soft_auc_all (post-click CVR over every impression). About 7 min on 2 CPU
 cores.
 Expected (the targets of issue 10): in transfer, all-on and AutoHERI above ESMM with the
 paired 95% CI above 0 and AutoHERI >= random_matched; in no_cascade, AutoHERI no worse than
@@ -38,7 +38,7 @@ def get_study() -> Study:
             "transfer": ["data.cascade_strength=0.95"],
             "no_cascade": ["data.cascade_strength=0"],
         },
-        seeds=5,
+        seeds=10,
         seed_modes=("data",),
         compare_to="esmm",
         keys=("cvr", "ctcvr"),
