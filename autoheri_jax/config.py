@@ -303,8 +303,6 @@ class CheckpointConfig:
         _check(self.valid_rows >= 0, "valid_rows", "must be >= 0")
 
 
-# *_auc: validation AUC of that key; neg_valid_loss: minus the validation entire-space log-loss
-# summed over stages (every impression counts, so candidates are told apart with less noise)
 # The edge search as the AutoHERI paper (and this project before its search waited for
 # evidence) ran it, as `--set` overrides: per-logit Adam on the edge logits from step 0, the
 # entropy at full weight from step 0 (0.1 on the mean over 9 edges = 0.0111 per edge), edge
@@ -317,6 +315,8 @@ PAPER_SEARCH_RECIPE = (
     "model.edge_init=block",
 )
 
+# *_auc: validation AUC of that key; neg_valid_loss: minus the validation entire-space log-loss
+# summed over stages (every impression counts, so candidates are told apart with less noise)
 EVOLUTION_METRICS = ("cvr_auc", "ctcvr_auc", "ctr_auc", "atr_auc", "ctatr_auc", "neg_valid_loss")
 
 

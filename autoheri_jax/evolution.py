@@ -51,7 +51,7 @@ from autoheri_jax.config import (
 )
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits
-from autoheri_jax.metrics import funnel_metrics, metric_keys
+from autoheri_jax.metrics import BinaryScores, funnel_metrics, metric_keys, nll
 from autoheri_jax.model.edges import Edge, candidate_edges
 from autoheri_jax.progress import say as _say
 
@@ -189,9 +189,8 @@ def validation_score(cfg: Config, spec, params, valid: CTRDataset) -> float | No
     cond, entire = predict_dataset(spec, params, valid, cfg.eval_batch_size)
     if cfg.evolution.metric == VALID_LOSS_METRIC:
         # every impression counts here, where a CVR AUC rests on a few hundred conversions
-        p = np.clip(entire.astype(np.float64), 1e-7, 1 - 1e-7)
-        y = valid.labels.astype(np.float64)
-        return float(np.sum(np.mean(y * np.log(p) + (1 - y) * np.log1p(-p), axis=0)))
+        stages = range(entire.shape[1])
+        return -sum(nll(BinaryScores(entire[:, k], valid.labels[:, k])) for k in stages)
     key = cfg.evolution.metric.removesuffix("_auc")
     return funnel_metrics(valid.labels, cond, entire, valid.stage_names)[key]["auc"]
 

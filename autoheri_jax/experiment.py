@@ -313,17 +313,14 @@ def format_table(results: dict) -> str:
     lines = [f"test metrics ({results['data']['test']['rows']} impressions)"]
     lines += _table(rows, columns, fmt)
     if results["oracle"] is not None:  # the simulator's truth: the low-noise instrument
+        everywhere = [k for k in keys if any("soft_auc_all" in test[k] for _, test in rows)]
         soft = [(k, "soft_auc", f"{k} sAUC") for k in keys]
-        soft += [(k, "soft_auc_all", f"{k}* sAUC") for k in keys if _has(rows, k, "soft_auc_all")]
-        soft += [(k, "excess_nll_all", f"{k}* xNLL") for k in keys if _has(rows, k, "soft_auc_all")]
+        soft += [(k, "soft_auc_all", f"{k}* sAUC") for k in everywhere]
+        soft += [(k, "excess_nll_all", f"{k}* xNLL") for k in everywhere]
         lines += ["", "against the true probabilities (sAUC: soft-label AUC; *: post-click "
                   "rate over every impression; xNLL: log-loss above the oracle's)"]  # fmt: skip
         lines += _table(rows, soft, fmt)
     return "\n".join(lines)
-
-
-def _has(rows, key: str, field: str) -> bool:
-    return any(field in test.get(key, {}) for _, test in rows)
 
 
 def _table(rows, columns, fmt) -> list[str]:

@@ -141,6 +141,7 @@ def funnel_metrics(
     """Per metric key: auc, nll, rows scored and positives among them; with `true_cond`
     ([N, T] true conditional probabilities) also soft_auc and excess_nll (and, for later
     conditional stages, soft_auc_all and excess_nll_all over every impression)."""
+    scored = funnel_scores(labels, cond_probs, entire_probs, stage_names)
     out = {
         key: {
             "auc": auc(s),
@@ -148,20 +149,16 @@ def funnel_metrics(
             "rows": len(s.labels),
             "positives": int(np.sum(s.labels)),
         }
-        for key, s in funnel_scores(labels, cond_probs, entire_probs, stage_names).items()
+        for key, s in scored.items()
     }
     if true_cond is None:
         return out
     true_entire = np.cumprod(np.asarray(true_cond, np.float64), axis=1)
     truth = funnel_scores(labels, true_cond, true_entire, stage_names)  # same rows, true p
-    for (key, k, kind), (_, model) in zip(
-        metric_keys(stage_names),
-        funnel_scores(labels, cond_probs, entire_probs, stage_names).items(),
-        strict=True,
-    ):
+    for key, k, kind in metric_keys(stage_names):
         p = truth[key].scores
-        out[key]["soft_auc"] = soft_auc(model.scores, p)
-        out[key]["excess_nll"] = excess_nll(model.scores, p)
+        out[key]["soft_auc"] = soft_auc(scored[key].scores, p)
+        out[key]["excess_nll"] = excess_nll(scored[key].scores, p)
         if kind == "conditional" and k > 0:
             out[key]["soft_auc_all"] = soft_auc(cond_probs[:, k], true_cond[:, k])
             out[key]["excess_nll_all"] = excess_nll(cond_probs[:, k], true_cond[:, k])

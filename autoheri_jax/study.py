@@ -397,12 +397,16 @@ def _columns(test: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
     return out
 
 
-def _paired_models(runs, a: str, b: str, key: str) -> dict:
-    """paired_test of model a vs model b on column `key` over the runs holding both."""
-    pairs = [(r["auc"][a].get(key), r["auc"][b].get(key))
-             for r in runs if a in r["auc"] and b in r["auc"]]  # fmt: skip
+def _paired(pairs) -> dict:
+    """paired_test over the (a, b) pairs where both values exist."""
     pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
     return paired_test([x for x, _ in pairs], [y for _, y in pairs])
+
+
+def _paired_models(runs, a: str, b: str, key: str) -> dict:
+    """paired_test of model a vs model b on column `key` over the runs holding both."""
+    return _paired((r["auc"][a].get(key), r["auc"][b].get(key))
+                   for r in runs if a in r["auc"] and b in r["auc"])  # fmt: skip
 
 
 def column_label(column: str) -> str:
@@ -481,15 +485,12 @@ def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: in
                 and study.pair_model in runs[(mode, a, k)]["auc"]
                 and study.pair_model in runs[(mode, b, k)]["auc"]
             ]  # fmt: skip
-            tests = {}
-            for key in keys:
-                vals = [
-                    (runs[(mode, a, k)]["auc"][study.pair_model].get(key),
-                     runs[(mode, b, k)]["auc"][study.pair_model].get(key))
-                    for k in common
-                ]  # fmt: skip
-                vals = [(x, y) for x, y in vals if x is not None and y is not None]
-                tests[key] = paired_test([x for x, _ in vals], [y for _, y in vals])
+            m = study.pair_model
+            tests = {
+                key: _paired((runs[(mode, a, k)]["auc"][m].get(key),
+                              runs[(mode, b, k)]["auc"][m].get(key)) for k in common)
+                for key in keys
+            }  # fmt: skip
             pairs_out.append({"a": a, "b": b, "model": study.pair_model, "tests": tests})
         out["modes"][mode] = {"arms": arms, "arm_pairs": pairs_out}
     return out

@@ -30,7 +30,7 @@ class Splits(NamedTuple):
 def simulated_splits(d: DataConfig) -> Splits:
     """Train and valid from the world's first draw of impressions, test from a second
     independent draw, so the test rows are the same whatever the training size."""
-    world = dict(
+    world_args = dict(
         seed=d.seed,
         num_stages=d.num_stages,
         num_users=d.num_users,
@@ -43,9 +43,9 @@ def simulated_splits(d: DataConfig) -> Splits:
         latent_dim=d.latent_dim,
         noise_fields=d.noise_fields,
     )
-    fit = simulate_funnel(num_rows=d.num_train + d.num_valid, **world)
+    fit = simulate_funnel(num_rows=d.num_train + d.num_valid, **world_args)
     train, valid = fit.split([d.num_train, d.num_valid])
-    return Splits(train, valid, simulate_funnel(num_rows=d.num_test, draw=1, **world))
+    return Splits(train, valid, simulate_funnel(num_rows=d.num_test, draw=1, **world_args))
 
 
 def resolve_format(path: Path, fmt: str) -> str:
