@@ -217,3 +217,17 @@ def test_study_columns_carry_ci_and_mde_and_the_report_plots_only_aucs(tmp_path)
     raw = {"keys": ["cvr", "cvr.soft_auc", "cvr.excess_nll_all"],
            "arms": {"a": {"m": {"cvr": {"mean": 0.7, "std": 0.01}}}}}  # fmt: skip
     assert normalize_study(raw, tmp_path / "study.json")["keys"] == ["cvr", "cvr.soft_auc"]
+
+
+def test_gate_evidence_script_reports_a_z_per_candidate_edge(repo):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gate_evidence", repo / "experiments" / "gate_evidence.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    smoke = repo / "experiments" / "configs" / "smoke.py"
+    out = module.gate_evidence(smoke, [], batches=2)
+    assert out["batches"] == 2 and len(out["z"]) == len(out["edges"]) == 4  # 2 layers: 2 x 2
+    assert all(np.isfinite(out["z"]))
