@@ -26,7 +26,10 @@ class ConfigError(ValueError):
 
 
 EDGE_MODES = ("none", "parallel", "hierarchical", "fixed", "random")
-FAMILIES = ("autoheri", "shared_bottom", "mmoe", "ple", "aitm")
+FAMILIES = (
+    "autoheri", "shared_bottom", "mmoe", "ple", "aitm", "dbmtl", "gmsl", "esm2",
+    "multi_dr", "escm2_ips", "escm2_dr", "dcmt",
+)  # fmt: skip
 EDGE_PAIRS = ("adjacent", "all")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad")
@@ -147,15 +150,23 @@ class ModelConfig:
     random_edge_prob: float = 0.5  # chance that a candidate edge is kept
     random_seed: int = 0  # seed of the edge draw: same seed, same edges
     # Baseline families (model/families.py): towers other than AutoHERI's, over the same input
-    family: str = "autoheri"  # autoheri | shared_bottom | mmoe | ple | aitm (only autoheri: edges)
-    bottom_hidden: tuple[int, ...] = (128, 64)  # shared_bottom: widths of the shared MLP
-    tower_hidden: tuple[int, ...] = (32,)  # shared_bottom, mmoe, ple: per-task tower widths
+    family: str = "autoheri"  # one of FAMILIES (only autoheri has edges); see models.VARIANTS
+    bottom_hidden: tuple[int, ...] = (128, 64)  # shared_bottom, dbmtl: widths of the shared MLP
+    tower_hidden: tuple[int, ...] = (32,)  # shared_bottom, dbmtl, mmoe, ple: per-task towers
     num_experts: int = 4  # mmoe: expert MLPs mixed by every task's softmax gate
     expert_hidden: tuple[int, ...] = (64,)  # mmoe, ple: widths of every expert MLP
     levels: int = 2  # ple: stacked CGC extraction levels
     task_experts: int = 1  # ple: task-specific experts per task and level
     shared_experts: int = 1  # ple: shared experts per level
     aitm_constraint_weight: float = 0.6  # aitm: weight of the label-constraint calibrator
+    # Debiasing families (objectives.py). The propensity of stage k is the model's own
+    # P(reach stage k-1) (pCTR for CVR), without gradient, clipped to [clip, 1 - clip] so no
+    # inverse weight exceeds 1 / clip.
+    propensity_clip: float = 0.05  # multi_dr, escm2_*, dcmt
+    escm2_counterfactual_weight: float = 0.5  # escm2_*: lambda_c, the counterfactual CVR risk
+    escm2_ctcvr_weight: float = 0.5  # escm2_*: lambda_g, the CTCVR BCE
+    imputation_weight: float = 1.0  # multi_dr: weight of the imputation-tower loss
+    dcmt_constraint_weight: float = 1e-3  # dcmt: weight of the mean |1 - (r + r*)|
     # How a layer combines its input with the gated upstream layers (model/aggregation.py):
     # concat (the paper's concat + linear) | gated_sum | attention | search (learn one per edge)
     aggregation: str = "concat"
@@ -210,6 +221,12 @@ class ModelConfig:
         for k in ("num_experts", "levels", "task_experts", "shared_experts"):
             _check(getattr(self, k) >= 1, k, "must be >= 1")
         _check(self.aitm_constraint_weight >= 0, "aitm_constraint_weight", "must be >= 0")
+        _check(0 < self.propensity_clip < 0.5, "propensity_clip", "must lie in (0, 0.5)")
+        for k in (
+            "escm2_counterfactual_weight", "escm2_ctcvr_weight", "imputation_weight",
+            "dcmt_constraint_weight",
+        ):  # fmt: skip
+            _check(getattr(self, k) >= 0, k, "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,6 +399,11 @@ class Config:
         known = sorted({*VARIANTS, *ARCH_VARIANTS})
         for b in self.baselines:
             _check(b in known, "baselines", f"unknown model {b!r}; known: {known}")
+        _check(
+            not simulated or "esm2" not in self.baselines or self.data.num_stages == 3,
+            "baselines",
+            "esm2 needs a 3-stage funnel (click -> action -> purchase): data.num_stages=3",
+        )
 
 
 # ----------------------------------------------------------------------------- (de)serialise

@@ -24,7 +24,7 @@ from autoheri_jax.config import (
 )
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits, load_splits
-from autoheri_jax.metrics import funnel_metrics, metric_keys
+from autoheri_jax.metrics import CALIBRATION_BINS, funnel_metrics, metric_keys
 from autoheri_jax.model.aggregation import OPS
 from autoheri_jax.model.edges import parse_edge
 from autoheri_jax.model.network import (
@@ -197,6 +197,9 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
     prepare_workdir(cfg, wd, fresh)
     data = load_data(cfg, wd, progress)
     _say(f"data: train {data.train.summary()['positive_rate']} over {data.train.num_rows} rows")
+    for name in cfg.baselines:  # a baseline the data cannot train fails now, not after search
+        if name in VARIANTS:
+            spec_for(VARIANTS[name](cfg.model), data.train)
     spec = spec_for(cfg.model, data.train)
     params = _train_and_save(cfg, wd, SEARCHED, "search", spec, cfg.search, data, progress)
     probs = np.asarray(edge_probabilities(params, spec))
@@ -320,6 +323,25 @@ def format_table(results: dict) -> str:
         lines += ["", "against the true probabilities (sAUC: soft-label AUC; *: post-click "
                   "rate over every impression; xNLL: log-loss above the oracle's)"]  # fmt: skip
         lines += _table(rows, soft, fmt)
+    if any("ece" in test[k] for _, test in rows for k in keys):  # results.json from before: none
+        later = [k for k in keys if any("selection_gap" in test[k] for _, test in rows)]
+        truth = results["oracle"] is not None
+        flat = [  # selection_gap's means beside the key's other fields, for _table
+            (name, {k: {**test[k], **(test[k].get("selection_gap") or {})} for k in keys})
+            for name, test in rows
+        ]
+        calib = [(k, "ece", f"{k} ECE") for k in keys]
+        calib += [(k, "pred_scored", f"{k} scored") for k in later]
+        calib += [(k, "pred_all", f"{k} all") for k in later]
+        calib += [(k, "mae_true_all", f"{k}* MAE") for k in later if truth]
+        lines += [
+            "",
+            f"calibration (ECE: |mean pred - label rate| over {CALIBRATION_BINS} equal-mass bins; "
+            "scored / all: mean predicted rate",
+            " where the previous stage was reached / on every impression"
+            + ("; *: MAE vs the true rate on every impression)" if truth else ")"),
+        ]
+        lines += _table(flat, calib, fmt)
     return "\n".join(lines)
 
 

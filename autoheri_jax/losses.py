@@ -73,25 +73,31 @@ def label_constraint(entire: jax.Array) -> jax.Array:
 def task_losses(logits: jax.Array, labels: jax.Array, spec: ModelSpec):
     """(stage BCE [T], calibrator scalar) of a model's B x T logits against B x T labels.
 
-    The calibrator is `spec.aitm_constraint_weight * label_constraint(P)` for entire-space
-    logits and exactly 0 for conditional ones (their P_t never exceed P_{t-1}).
+    The calibrator is `spec.aitm_constraint_weight * label_constraint(P)` for AITM and exactly
+    0 for every other family (conditional P_t never exceed P_{t-1}; ESM²'s paths cannot
+    either). The debiasing families' objectives are in objectives.py.
     """
     stage_bce = entire_space_bce(logits, labels, spec.output)
-    if spec.output != "entire" or spec.aitm_constraint_weight == 0:
+    if spec.family != "aitm" or spec.aitm_constraint_weight == 0:
         return stage_bce, jnp.zeros((), stage_bce.dtype)
     return stage_bce, spec.aitm_constraint_weight * label_constraint(jax.nn.sigmoid(logits))
 
 
-def stage_probabilities(logits: jax.Array, spec: ModelSpec) -> tuple[jax.Array, jax.Array]:
+def stage_probabilities(
+    logits: jax.Array, spec: ModelSpec, extras: dict | None = None
+) -> tuple[jax.Array, jax.Array]:
     """logits B x T -> (conditional, entire-space) probabilities, each B x T.
 
     Conditional logits: (sigmoid(z_t), prod_{k<=t} sigmoid(z_k)). Entire-space logits:
     (P_t / P_{t-1} clipped to [0, 1], with P_{-1} = 1; sigmoid(z_t)), the ratio formed in log
-    space so P_{t-1} near 0 gives no 0 / 0.
+    space so P_{t-1} near 0 gives no 0 / 0, unless the family states its conditional rates
+    itself (extras["conditional_logits"], ESM²'s heads).
     """
     if spec.output != "entire":
         return jax.nn.sigmoid(logits), jnp.exp(funnel_log_probs(logits)[0])
     log_p = jax.nn.log_sigmoid(logits)
+    if extras and "conditional_logits" in extras:
+        return jax.nn.sigmoid(extras["conditional_logits"]), jnp.exp(log_p)
     previous = jnp.concatenate([jnp.zeros_like(log_p[:, :1]), log_p[:, :-1]], axis=-1)
     return jnp.exp(jnp.minimum(log_p - previous, 0.0)), jnp.exp(log_p)
 

@@ -16,6 +16,26 @@ against them, which removes the label-sampling noise that dominates a rare task'
   *_all         for a conditional later stage (cvr): the same two over every impression, the
                 true post-click probability against the predicted one on all rows (the
                 quantity an ad system ranks and bids with), not only on the clicked ones.
+
+Calibration. A debiasing claim (ESMM-style training fixes pCVR on unclicked impressions) is a
+claim about the level of the predicted probabilities, which AUC is blind to, so every key also
+gets (bins: `CALIBRATION_BINS` equal-mass bins of the scored rows, see `reliability`):
+
+  ece           expected calibration error against the labels: sum_b (n_b / N) |q_b - y_b|
+                (q_b, y_b: mean prediction and mean label in bin b).
+  reliability   those bins: {"pred", "obs", "rows", "score_min", "score_max"}, one list entry
+                per bin, in increasing score (the reliability diagram's points).
+  ece_true      (true probabilities known) the same with the true probability as the observed
+                value: free of label noise, 0 only for a prediction calibrated bin by bin.
+  mae_true, rmse_true
+                (true probabilities known) mean |q - p| and sqrt(mean (q - p)^2) per row.
+  mae_true_all  for a conditional later stage: mean |q - p| over every impression.
+  selection_gap for a conditional later stage (cvr): the mean prediction over the rows that
+                reached the previous stage ("scored": clicked) and over every impression, and
+                "gap" = all - scored; with the truth also "true_scored", "true_all" and
+                "bias_all" = mean prediction - mean truth over every impression. A model fit
+                on clicked rows only carries their level to every impression; the true
+                means show how far apart the two populations really are.
 """
 
 from __future__ import annotations
@@ -27,6 +47,7 @@ import numpy as np
 
 STAGE_ABBREV = {"click": "ctr", "activation": "atr", "conversion": "cvr"}
 _NLL_EPS = 1e-7
+CALIBRATION_BINS = 10  # equal-mass bins of ece / reliability in funnel_metrics
 
 
 class BinaryScores(NamedTuple):
@@ -105,6 +126,113 @@ def excess_nll(scores: np.ndarray, probs: np.ndarray) -> float | None:
     return float(np.mean(kl))
 
 
+def _equal_mass_bins(
+    scores: np.ndarray, targets: np.ndarray, bins: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(scores, observed values) of each of min(bins, N) bins of (nearly) equal row count, in
+    increasing score; np.array_split makes the counts differ by at most 1 (the first N mod bins
+    bins hold one row more).
+
+    Rows are sorted stably by score and every row of a group of tied scores observes the group's
+    mean target. A tie straddling a bin boundary thus splits its rows between the bins without
+    its labels deciding which row goes where: the result is the average over every order of
+    the tied rows, so it depends on the multiset of (score, target) pairs only, never on row
+    order. (Breaking ties by target instead would push a tie's positives into the upper bin
+    and invent miscalibration: a constant predictor would get a 0 bin and a >> rate bin.)"""
+    s = np.asarray(scores, np.float64).ravel()
+    t = np.asarray(targets, np.float64).ravel()
+    if len(s) != len(t):
+        raise ValueError(f"scores ({len(s)}) and targets ({len(t)}) differ in length")
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    if len(s) == 0:
+        return []
+    order = np.argsort(s, kind="stable")
+    s, t = s[order], t[order]
+    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
+    counts = np.diff(np.append(starts, len(s)))
+    t = np.repeat(np.add.reduceat(t, starts) / counts, counts)  # a tie's mean, on every row
+    return [(s[i], t[i]) for i in np.array_split(np.arange(len(s)), min(bins, len(s)))]
+
+
+def reliability(scores: np.ndarray, targets: np.ndarray, bins: int = 10) -> dict | None:
+    """Reliability diagram over equal-mass bins: per bin (increasing score) the mean predicted
+    probability ("pred"), the mean observed value ("obs": the label rate, or the mean true
+    probability when `targets` are probabilities), the row count ("rows") and the scores'
+    range ("score_min", "score_max"). A calibrated predictor has pred_b ~ obs_b in every bin.
+
+    Equal-mass rather than equal-width bins: at a 3% rate equal-width bins put nearly every row
+    in the first bin; equal mass gives every bin the same label noise, sd(obs_b) ~
+    sqrt(q_b (1 - q_b) / n_b). None for empty input (undefined, like `nll`)."""
+    if len(scores) == 0:
+        return None
+    parts = _equal_mass_bins(scores, targets, bins)
+    return {
+        "pred": [float(s.mean()) for s, _ in parts],
+        "obs": [float(t.mean()) for _, t in parts],
+        "rows": [len(s) for s, _ in parts],
+        "score_min": [float(s[0]) for s, _ in parts],
+        "score_max": [float(s[-1]) for s, _ in parts],
+    }
+
+
+def ece(scores: np.ndarray, targets: np.ndarray, bins: int = 10) -> float | None:
+    """Expected calibration error over the equal-mass bins of `reliability`:
+
+        ECE = sum_b (n_b / N) |mean_pred_b - mean_obs_b|
+
+    in probability units (0.005 at a 3% rate is a 17% relative error). With 0/1 labels it
+    carries label noise, about sqrt(2 q (1 - q) bins / (pi N)) for a perfectly calibrated q
+    (so compare models on the same rows, or use the truth: `ece_true`). None for empty input."""
+    if len(scores) == 0:
+        return None
+    parts = _equal_mass_bins(scores, targets, bins)
+    n = sum(len(s) for s, _ in parts)
+    return float(sum(len(s) * abs(s.mean() - t.mean()) for s, t in parts) / n)
+
+
+def mae(scores: np.ndarray, probs: np.ndarray) -> float | None:
+    """Mean |q - p| per row (q predicted, p true): the calibration error no binning can hide
+    (bins average errors of opposite sign away). None for empty input."""
+    if len(scores) == 0:
+        return None
+    return float(np.mean(np.abs(np.asarray(scores, np.float64) - np.asarray(probs, np.float64))))
+
+
+def rmse(scores: np.ndarray, probs: np.ndarray) -> float | None:
+    """sqrt(mean (q - p)^2): as `mae`, weighting the large errors more. None for empty input."""
+    if len(scores) == 0:
+        return None
+    d = np.asarray(scores, np.float64) - np.asarray(probs, np.float64)
+    return float(np.sqrt(np.mean(d * d)))
+
+
+def selection_gap(
+    pred: np.ndarray, reached: np.ndarray, truth: np.ndarray | None = None
+) -> dict[str, float | None]:
+    """The selection effect on a conditional stage's prediction (pred: [N], every impression;
+    reached: [N] bool, the rows that reached the previous stage, e.g. clicked):
+
+        pred_scored = mean(q over reached rows), pred_all = mean(q over all rows),
+        gap = pred_all - pred_scored
+
+    with the truth p ([N]) also true_scored and true_all (the same means of p) and
+    bias_all = pred_all - true_all. The truth's own gap (true_all - true_scored) is the real
+    selection bias; a model whose gap is ~0 while the truth's is not carries the clicked
+    rows' level to every impression. A mean over no rows is None."""
+    q = np.asarray(pred, np.float64)
+    reached = np.asarray(reached, bool)
+    mean = lambda x: float(x.mean()) if len(x) else None
+    out = {"pred_scored": mean(q[reached]), "pred_all": mean(q)}
+    both = out["pred_scored"] is not None and out["pred_all"] is not None
+    out["gap"] = out["pred_all"] - out["pred_scored"] if both else None
+    if truth is not None:
+        p = np.asarray(truth, np.float64)
+        out["true_scored"], out["true_all"] = mean(p[reached]), mean(p)
+        out["bias_all"] = None if out["pred_all"] is None else out["pred_all"] - out["true_all"]
+    return out
+
+
 def metric_keys(stage_names: Sequence[str]) -> list[tuple[str, int, str]]:
     """(key, stage, kind) per reported metric. kind "conditional" scores stage k on the rows that
     reached stage k-1 (CVR over clicks); "entire" scores it over all impressions (CTCVR)."""
@@ -138,9 +266,11 @@ def funnel_metrics(
     stage_names: Sequence[str],
     true_cond: np.ndarray | None = None,
 ) -> dict[str, dict]:
-    """Per metric key: auc, nll, rows scored and positives among them; with `true_cond`
-    ([N, T] true conditional probabilities) also soft_auc and excess_nll (and, for later
-    conditional stages, soft_auc_all and excess_nll_all over every impression)."""
+    """Per metric key: auc, nll, rows scored, positives among them, ece and reliability
+    (against the labels); for later conditional stages also selection_gap. With `true_cond`
+    ([N, T] true conditional probabilities) also soft_auc, excess_nll, ece_true, mae_true and
+    rmse_true (and, for later conditional stages, soft_auc_all, excess_nll_all and
+    mae_true_all over every impression). The fields are defined in the module docstring."""
     scored = funnel_scores(labels, cond_probs, entire_probs, stage_names)
     out = {
         key: {
@@ -148,18 +278,29 @@ def funnel_metrics(
             "nll": nll(s),
             "rows": len(s.labels),
             "positives": int(np.sum(s.labels)),
+            "ece": ece(s.scores, s.labels, CALIBRATION_BINS),
+            "reliability": reliability(s.scores, s.labels, CALIBRATION_BINS),
         }
         for key, s in scored.items()
     }
+    later = [(key, k) for key, k, kind in metric_keys(stage_names) if kind == "conditional" and k]
+    for key, k in later:
+        reached = labels[:, k - 1] > 0.5  # the rows funnel_scores scores this key on
+        truth_k = None if true_cond is None else true_cond[:, k]
+        out[key]["selection_gap"] = selection_gap(cond_probs[:, k], reached, truth_k)
     if true_cond is None:
         return out
     true_entire = np.cumprod(np.asarray(true_cond, np.float64), axis=1)
     truth = funnel_scores(labels, true_cond, true_entire, stage_names)  # same rows, true p
     for key, k, kind in metric_keys(stage_names):
-        p = truth[key].scores
-        out[key]["soft_auc"] = soft_auc(scored[key].scores, p)
-        out[key]["excess_nll"] = excess_nll(scored[key].scores, p)
+        q, p = scored[key].scores, truth[key].scores
+        out[key]["soft_auc"] = soft_auc(q, p)
+        out[key]["excess_nll"] = excess_nll(q, p)
+        out[key]["ece_true"] = ece(q, p, CALIBRATION_BINS)
+        out[key]["mae_true"] = mae(q, p)
+        out[key]["rmse_true"] = rmse(q, p)
         if kind == "conditional" and k > 0:
             out[key]["soft_auc_all"] = soft_auc(cond_probs[:, k], true_cond[:, k])
             out[key]["excess_nll_all"] = excess_nll(cond_probs[:, k], true_cond[:, k])
+            out[key]["mae_true_all"] = mae(cond_probs[:, k], true_cond[:, k])
     return out

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from autoheri_jax.config import ModelConfig
+from autoheri_jax.config import ConfigError, ModelConfig
+from autoheri_jax.model import families
 from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge, split_edge_op
 from autoheri_jax.model.network import ModelSpec
 
@@ -55,6 +56,13 @@ VARIANTS: dict[str, Callable[[ModelConfig], ModelConfig]] = {
     "mmoe": _family("mmoe"),  # multi-gate mixture of experts
     "ple": _family("ple"),  # progressive layered extraction (stacked CGC levels)
     "aitm": _family("aitm"),  # adaptive information transfer; entire-space outputs
+    "dbmtl": _family("dbmtl"),  # deep Bayesian multi-target: stage t reads stage t-1's output
+    "gmsl": _family("gmsl"),  # a GRU carries state from one funnel stage to the next
+    "esm2": _family("esm2"),  # post-click decomposition (D-/O-Action paths); 3-stage funnels
+    "multi_dr": _family("multi_dr"),  # doubly robust CVR risk with an imputation tower
+    "escm2_ips": _family("escm2_ips"),  # ESMM + inverse-propensity counterfactual CVR risk
+    "escm2_dr": _family("escm2_dr"),  # ESMM + doubly robust counterfactual CVR risk
+    "dcmt": _family("dcmt"),  # factual + counterfactual CVR heads over the entire space
 }
 
 
@@ -97,6 +105,13 @@ _FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
     "mmoe": ("num_experts", "expert_hidden", "tower_hidden"),
     "ple": ("levels", "task_experts", "shared_experts", "expert_hidden", "tower_hidden"),
     "aitm": ("aitm_constraint_weight",),
+    "dbmtl": ("bottom_hidden", "tower_hidden"),
+    "gmsl": (),
+    "esm2": (),
+    "multi_dr": ("propensity_clip", "imputation_weight"),
+    "escm2_ips": ("propensity_clip", "escm2_counterfactual_weight", "escm2_ctcvr_weight"),
+    "escm2_dr": ("propensity_clip", "escm2_counterfactual_weight", "escm2_ctcvr_weight"),
+    "dcmt": ("propensity_clip", "dcmt_constraint_weight"),
 }
 
 
@@ -162,6 +177,13 @@ def build_spec(
         names = tuple(split_edge_op(e)[0] for e in m.fixed_edges)
         edges = candidate_edges(m.edge_mode, num_tasks, len(m.hidden), m.edge_pairs, names)
     family = {k: getattr(m, k) for k in _FAMILY_FIELDS[m.family]}
+    stages = families.FAMILIES[m.family].stages if m.family != "autoheri" else ()
+    if stages and num_tasks not in stages:
+        raise ConfigError(
+            f"model.family={m.family!r} needs a funnel of {' or '.join(map(str, stages))} "
+            f"stages; the data has {num_tasks} (esm2 reads click -> action -> purchase: use "
+            "data.num_stages=3 on the simulator, or leave it out of `baselines`)"
+        )
     return ModelSpec(
         vocab_sizes=tuple(int(v) for v in vocab_sizes),
         num_dense=num_dense,

@@ -14,7 +14,11 @@ Writes into `DIR/report/`:
                           line (results.json); with `DIR/study.json`, bars are means over seeds
                           with one-std error bars, one panel per arm
   loss.png                training loss per model over steps, one panel per phase (metrics.jsonl)
-  report.md               the page: every figure, the results table, the derived architecture
+  reliability.png         per metric key, mean label rate against mean prediction in each
+                          equal-mass bin, one line per model and the diagonal; log-log axes when
+                          every value is below 0.2 (results.json "reliability")
+  report.md               the page: every figure, the results and calibration tables, the derived
+                          architecture
 
 `study.json` (optional; written by a multi-seed study) is read in this minimal shape, other keys
 ignored; a model named `oracle` in an arm, if present, is drawn as that arm's reference line:
@@ -31,6 +35,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from autoheri_jax.metrics import CALIBRATION_BINS
+from autoheri_jax.report_calibration import calibration_tables, plot_reliability
 from autoheri_jax.report_figures import (
     _missing_note,
     _num_layers,
@@ -48,6 +54,7 @@ _PLOTS = {
     "architecture": plot_architecture,
     "auc": plot_auc,
     "loss": plot_loss,
+    "reliability": plot_reliability,
 }
 _CAPTIONS = {
     "edge_probabilities": "Edge probabilities during the search",
@@ -55,6 +62,7 @@ _CAPTIONS = {
     "architecture": "Derived architecture",
     "auc": "Test AUC",
     "loss": "Training loss",
+    "reliability": "Reliability (calibration)",
 }
 
 
@@ -136,6 +144,22 @@ def write_markdown(inp: Inputs, out: Path, skipped: dict[str, str]) -> Path:
     elif "auc" not in skipped:
         lines.extend(["*No `study.json` in the workdir: one run, so no error bars.*", ""])
     figure("auc")
+
+    lines.extend(["## Calibration", ""])
+    tables = calibration_tables(inp.results)
+    if tables is not None:
+        lines.append(
+            f"ECE: the expected calibration error, sum over {CALIBRATION_BINS} equal-mass bins "
+            "of the scored rows of (bin share) x |mean prediction - label rate|, in probability "
+            "units; label noise alone gives a calibrated model a small ECE, the oracle's row "
+            'shows how much. "vs truth": the same against the simulator\'s true probabilities '
+            "(ECE) or per row over every impression (MAE). Selection gap: the mean predicted "
+            "conditional rate where the previous stage was reached (scored, e.g. clicked) and "
+            "on every impression; bias (all) = mean prediction - mean true rate on every "
+            "impression."
+        )
+        lines.extend(["", *tables, ""])
+    figure("reliability")
 
     lines.extend(["## Derived architecture", ""])
     text = _architecture_text(inp)

@@ -34,16 +34,16 @@ from autoheri_jax.losses import (
     edge_entropy,
     entropy_weight_at,
     op_entropy,
-    task_losses,
 )
 from autoheri_jax.model.network import (
     ModelSpec,
     Params,
     edge_probabilities,
     embed_from,
-    forward,
+    forward_outputs,
     init_params,
 )
+from autoheri_jax.objectives import task_loss as family_task_loss
 from autoheri_jax.optim import make_optimizer
 
 
@@ -107,17 +107,20 @@ def _device_index(axis: str | None) -> jax.Array:
 def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
     """loss_fn(params, batch, rng, step, embedded=None) -> (total, aux).
 
-    The task loss is the per-stage entire-space BCE summed, plus AITM's label-constraint
-    calibrator for entire-space models (`aux["constraint"]`, 0 for conditional ones). The
+    The task loss is the family's objective (objectives.py): the per-stage entire-space BCE
+    summed for ESMM-like models, plus AITM's calibrator (`aux["constraint"]`) or a debiasing
+    family's counterfactual terms (`aux["debias"]`); `aux["stage_bce"]` is every family's
+    entire-space BCE per stage, for comparable logs. The
     search adds the entropy regulariser (ramped in once the arch params start moving) and the
     sparsity cost (`sparsity_weight` x expected kept edges).
     """
 
     def loss_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array, embedded=None):
         dropout_rng = rng if spec.dropout > 0 else None
-        logits = forward(params, spec, batch, dropout_rng=dropout_rng, embedded=embedded)
-        stage_bce, constraint = task_losses(logits, batch["labels"], spec)
-        task_loss = jnp.sum(stage_bce) + constraint
+        logits, extras = forward_outputs(
+            params, spec, batch, dropout_rng=dropout_rng, embedded=embedded
+        )
+        task_loss, terms = family_task_loss(logits, extras, batch["labels"], spec)
         edge_logits = params["arch"]["edge_logits"] if spec.has_arch else None
         entropy = edge_entropy(edge_logits)
         if spec.searches_ops:
@@ -130,8 +133,7 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
             total = total + cfg.sparsity_weight * edge_cost(edge_logits)
         aux = {
             "loss": task_loss,
-            "stage_bce": stage_bce,
-            "constraint": constraint,
+            **terms,
             "entropy": entropy,
             "total": total,
         }

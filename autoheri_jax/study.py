@@ -392,7 +392,10 @@ def _columns(test: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
     for key, fields in test.items():
         out[key] = fields.get("auc")
         for name, value in fields.items():
-            if name not in ("auc", "rows", "positives") and not isinstance(value, bool | str):
+            numeric = value is None or (
+                isinstance(value, int | float) and not isinstance(value, bool)
+            )
+            if name not in ("auc", "rows", "positives") and numeric:  # not bins, not gaps
                 out[f"{key}.{name}"] = value
     return out
 

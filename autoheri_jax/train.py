@@ -23,7 +23,7 @@ from autoheri_jax.config import CheckpointConfig, ConfigError, ParallelConfig, T
 from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.losses import stage_probabilities
-from autoheri_jax.model.network import ModelSpec, Params, forward
+from autoheri_jax.model.network import ModelSpec, Params, forward_outputs
 from autoheri_jax.parallel import make_data_parallel
 from autoheri_jax.progress import Progress
 from autoheri_jax.step import (  # noqa: F401  (re-exported: the loop's public vocabulary)
@@ -46,7 +46,8 @@ def make_predict_fn(spec: ModelSpec):
     """Jitted (params, batch) -> (conditional probs, entire-space probs), each B x T."""
 
     def predict(params: Params, batch: dict):
-        return stage_probabilities(forward(params, spec, batch), spec)
+        logits, extras = forward_outputs(params, spec, batch)
+        return stage_probabilities(logits, spec, extras)
 
     return jax.jit(predict)
 

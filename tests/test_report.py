@@ -11,9 +11,10 @@ import pytest
 from autoheri_jax import tb_events
 from autoheri_jax.cli import main
 from autoheri_jax.report import ReportError, normalize_study
+from autoheri_jax.report_calibration import axis_range
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "smoke.py")
-PNGS = ("edge_probabilities", "edge_heatmap", "architecture", "auc", "loss")
+PNGS = ("edge_probabilities", "edge_heatmap", "architecture", "auc", "loss", "reliability")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -209,6 +210,8 @@ def test_report_renders_every_figure_and_the_results(run_dir, capsys):
         for key in res["metric_keys"]:
             assert f"{model['test'][key]['auc']:.4f}" in md
             assert f"{model['test'][key]['nll']:.4f}" in md
+            assert f"{model['test'][key]['ece']:.4f}" in md
+        assert f"{model['test']['cvr']['selection_gap']['pred_all']:.4f}" in md
     for name in res["models"]:
         assert f"| {name} |" in md
     arch_txt = (run_dir / "architecture.txt").read_text()
@@ -227,7 +230,40 @@ def test_report_skips_what_is_not_there_yet(run_dir, tmp_path, capsys):
     md = (wd / "report" / "report.md").read_text()
     assert "`results.json` is missing: run `autoheri evaluate` first" in md
     assert not (wd / "report" / "auc.png").exists()
-    _check_pngs(wd / "report", [n for n in PNGS if n != "auc"])
+    assert not (wd / "report" / "reliability.png").exists()
+    assert "*Reliability (calibration): skipped, `results.json` is missing" in md
+    _check_pngs(wd / "report", [n for n in PNGS if n not in ("auc", "reliability")])
+
+
+_CALIBRATION = ("ece", "reliability", "ece_true", "mae_true", "rmse_true", "mae_true_all",
+                "selection_gap")  # fmt: skip
+
+
+def test_report_notes_an_old_results_json_without_calibration(run_dir, tmp_path, capsys):
+    wd = tmp_path / "old"
+    shutil.copytree(run_dir, wd)
+    shutil.rmtree(wd / "report")
+    res = json.loads((wd / "results.json").read_text())
+    for model in [*res["models"].values(), res["oracle"]]:
+        for fields in model["test"].values():
+            for name in _CALIBRATION:
+                fields.pop(name, None)
+    (wd / "results.json").write_text(json.dumps(res))
+    assert main(["report", str(wd)]) == 0
+    out = capsys.readouterr().out
+    assert "reliability.png skipped: results.json has no calibration fields" in out
+    md = (wd / "report" / "report.md").read_text()
+    assert "*Reliability (calibration): skipped, results.json has no calibration fields" in md
+    assert "ECE" not in md and not (wd / "report" / "reliability.png").exists()
+    _check_pngs(wd / "report", [n for n in PNGS if n != "reliability"])
+    assert f"{res['models']['esmm']['test']['cvr']['auc']:.4f}" in md  # the rest as before
+
+
+def test_reliability_axes_keep_a_three_percent_rate_readable():
+    log, low, high = axis_range([0.001, 0.03, 0.05, 0.0])
+    assert log and low < 0.001 and 0.05 < high < 0.2
+    log, low, high = axis_range([0.05, 0.3, 0.6])
+    assert not log and low == 0.0 and 0.6 < high <= 1.0
 
 
 def test_report_reads_study_json_for_error_bars(run_dir, tmp_path, capsys):

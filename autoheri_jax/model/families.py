@@ -1,9 +1,10 @@
 """The entire-space multi-task baselines, as pure functions over the "towers" params subtree.
 
 Every family reads the same embedded input x: B x input_dim (see network.py) and returns
-B x T logits, one per funnel stage; the embedding table, the data path, the trainer and the
-loss are shared with AutoHERI. All of a family's weights live under params["towers"], so the
-optimiser routes them to the weights partition.
+(B x T logits, extras), one logit per funnel stage; the embedding table, the data path, the
+trainer and the entire-space labels are shared with AutoHERI. All of a family's weights live
+under params["towers"], so the optimiser routes them to the weights partition. `extras` holds
+outputs only a family's loss reads (objectives.py); it is {} for the families here.
 
   shared_bottom  one MLP `bottom_hidden` over x, then a `tower_hidden` tower and a head per task.
   mmoe           `num_experts` expert MLPs `expert_hidden` over x; task t mixes them with
@@ -19,104 +20,38 @@ optimiser routes them to the weights partition.
                  <u Q, u K> / sqrt(d), a softmax over the 2 items weights u V, and the weighted
                  sum z_t feeds task t's head.
 
-The logits of shared_bottom, mmoe and ple are conditional (P(stage t | stage t-1), chained by the
-entire-space loss as for ESMM); AITM's are entire-space, see `ENTIRE_SPACE_FAMILIES`.
-
-Expert, tower and head weights are stacked along a leading group axis (experts, or tasks) and
-applied with one einsum per layer: an MLP's params are {"layer_j": {"kernel": G x in x out,
-"bias": G x out}}, and its input is B x in (the same for every group) or B x G x in.
+DBMTL, GMSL and ESM² live in funnel_families.py; the debiasing families (Multi-DR, ESCM², DCMT)
+in causal_families.py. `FAMILIES` registers them all with their logit kind: "conditional"
+(P(stage t | stage t-1), chained by the entire-space loss as for ESMM) or "entire" (P_t
+itself: AITM, ESM²), and the funnel depth they need.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from autoheri_jax.model import causal_families, funnel_families
+from autoheri_jax.model.blocks import (
+    Act,
+    Towers,
+    dense,
+    dropper,
+    glorot,
+    heads_apply,
+    heads_init,
+    mlp_apply,
+    mlp_init,
+    out_dim,
+)
+
 if TYPE_CHECKING:
     from autoheri_jax.model.network import ModelSpec
-
-ENTIRE_SPACE_FAMILIES = ("aitm",)  # logits are entire-space P_t directly, not conditional
-Towers = dict
-Act = Callable[[jax.Array], jax.Array]
-
-
-# ------------------------------------------------------------------------------ building blocks
-
-
-def _glorot(key: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
-    """Glorot-uniform G x in x out kernels, each with its own fan-in and fan-out.
-
-    Drawn as one flat vector: XLA compiles a 1-D draw far faster than a 3-D one.
-    """
-    groups, n_in, n_out = shape
-    limit = math.sqrt(6.0 / (n_in + n_out))
-    flat = jax.random.uniform(key, (groups * n_in * n_out,), minval=-limit, maxval=limit)
-    return flat.reshape(shape)
-
-
-def _dense(key: jax.Array, groups: int, n_in: int, n_out: int) -> dict:
-    return {
-        "kernel": _glorot(key, (groups, n_in, n_out)),
-        "bias": jnp.zeros((groups, n_out), jnp.float32),
-    }
-
-
-def _mlp_init(key: jax.Array, groups: int, n_in: int, widths: tuple[int, ...]) -> dict:
-    """`groups` independent MLPs of `widths`, stacked: {"layer_j": kernel G x in x out}."""
-    layers = {}
-    for j, width in enumerate(widths):
-        layers[f"layer_{j}"] = _dense(jax.random.fold_in(key, j), groups, n_in, width)
-        n_in = width
-    return layers
-
-
-def _mlp_apply(mlp: dict, h: jax.Array, act: Act, drop: Callable) -> jax.Array:
-    """h: B x in (shared by all groups) or B x G x in -> B x G x out (input if no layers)."""
-    for j in range(len(mlp)):
-        layer = mlp[f"layer_{j}"]
-        if h.ndim == 2:
-            h = jnp.einsum("bi,gio->bgo", h, layer["kernel"]) + layer["bias"]
-        else:
-            h = jnp.einsum("bgi,gio->bgo", h, layer["kernel"]) + layer["bias"]
-        h = drop(act(h))
-    return h
-
-
-def _heads_init(key: jax.Array, tasks: int, n_in: int) -> dict:
-    return {"kernel": _glorot(key, (tasks, n_in, 1))[..., 0], "bias": jnp.zeros((tasks,))}
-
-
-def _heads_apply(heads: dict, h: jax.Array) -> jax.Array:
-    """h: B x T x d -> B x T logits (task t's head reads h[:, t])."""
-    return jnp.einsum("btd,td->bt", h, heads["kernel"]) + heads["bias"]
-
-
-def dropout(h: jax.Array, rng: jax.Array, salt: int, rate: float) -> jax.Array:
-    """Inverted dropout of h with key fold_in(rng, salt): kept units are scaled by 1/(1-rate)."""
-    keep = jax.random.bernoulli(jax.random.fold_in(rng, salt), 1 - rate, h.shape)
-    return jnp.where(keep, h / (1 - rate), 0.0)
-
-
-def _dropper(spec: ModelSpec, rng: jax.Array | None) -> Callable:
-    """drop(h) with a fresh key per call site (call order is static); identity without rng."""
-    count = [0]
-
-    def drop(h: jax.Array) -> jax.Array:
-        if rng is None or spec.dropout <= 0:
-            return h
-        count[0] += 1
-        return dropout(h, rng, count[0], spec.dropout)
-
-    return drop
-
-
-def _out_dim(widths: tuple[int, ...], n_in: int) -> int:
-    return widths[-1] if widths else n_in
 
 
 # ------------------------------------------------------------------------------ shared bottom
@@ -126,16 +61,16 @@ def _init_shared_bottom(key: jax.Array, spec: ModelSpec) -> Towers:
     k_bottom, k_towers, k_heads = jax.random.split(key, 3)
     d = spec.bottom_hidden[-1]
     return {
-        "bottom": _mlp_init(k_bottom, 1, spec.input_dim, spec.bottom_hidden),
-        "tower": _mlp_init(k_towers, spec.num_tasks, d, spec.tower_hidden),
-        "head": _heads_init(k_heads, spec.num_tasks, _out_dim(spec.tower_hidden, d)),
+        "bottom": mlp_init(k_bottom, 1, spec.input_dim, spec.bottom_hidden),
+        "tower": mlp_init(k_towers, spec.num_tasks, d, spec.tower_hidden),
+        "head": heads_init(k_heads, spec.num_tasks, out_dim(spec.tower_hidden, d)),
     }
 
 
 def _shared_bottom(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.Array:
-    shared = _mlp_apply(towers["bottom"], x, act, drop)  # B x 1 x d
+    shared = mlp_apply(towers["bottom"], x, act, drop)  # B x 1 x d
     per_task = jnp.broadcast_to(shared, (x.shape[0], spec.num_tasks, shared.shape[-1]))
-    return _heads_apply(towers["head"], _mlp_apply(towers["tower"], per_task, act, drop))
+    return heads_apply(towers["head"], mlp_apply(towers["tower"], per_task, act, drop))
 
 
 # ------------------------------------------------------------------------------ MMoE
@@ -145,10 +80,10 @@ def _init_mmoe(key: jax.Array, spec: ModelSpec) -> Towers:
     k_exp, k_gate, k_towers, k_heads = jax.random.split(key, 4)
     d = spec.expert_hidden[-1]
     return {
-        "experts": _mlp_init(k_exp, spec.num_experts, spec.input_dim, spec.expert_hidden),
-        "gates": _dense(k_gate, spec.num_tasks, spec.input_dim, spec.num_experts),
-        "tower": _mlp_init(k_towers, spec.num_tasks, d, spec.tower_hidden),
-        "head": _heads_init(k_heads, spec.num_tasks, _out_dim(spec.tower_hidden, d)),
+        "experts": mlp_init(k_exp, spec.num_experts, spec.input_dim, spec.expert_hidden),
+        "gates": dense(k_gate, spec.num_tasks, spec.input_dim, spec.num_experts),
+        "tower": mlp_init(k_towers, spec.num_tasks, d, spec.tower_hidden),
+        "head": heads_init(k_heads, spec.num_tasks, out_dim(spec.tower_hidden, d)),
     }
 
 
@@ -159,9 +94,9 @@ def mmoe_gate_weights(towers: Towers, x: jax.Array) -> jax.Array:
 
 
 def _mmoe(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.Array:
-    experts = _mlp_apply(towers["experts"], x, act, drop)  # B x E x d
+    experts = mlp_apply(towers["experts"], x, act, drop)  # B x E x d
     mixed = jnp.einsum("bte,bed->btd", mmoe_gate_weights(towers, x), experts)  # B x T x d
-    return _heads_apply(towers["head"], _mlp_apply(towers["tower"], mixed, act, drop))
+    return heads_apply(towers["head"], mlp_apply(towers["tower"], mixed, act, drop))
 
 
 # ------------------------------------------------------------------------------ PLE
@@ -185,17 +120,15 @@ def _init_ple(key: jax.Array, spec: ModelSpec) -> Towers:
         k_level = jax.random.fold_in(key, level)
         n_in = spec.input_dim if level == 0 else d
         part = {
-            "experts": _mlp_init(k_level, t_count * k + s, n_in, spec.expert_hidden),
-            "task_gates": _dense(jax.random.fold_in(k_level, 1000), t_count, n_in, k + s),
+            "experts": mlp_init(k_level, t_count * k + s, n_in, spec.expert_hidden),
+            "task_gates": dense(jax.random.fold_in(k_level, 1000), t_count, n_in, k + s),
         }
         if level < spec.levels - 1:
-            part["shared_gate"] = _dense(
-                jax.random.fold_in(k_level, 1001), 1, n_in, t_count * k + s
-            )
+            part["shared_gate"] = dense(jax.random.fold_in(k_level, 1001), 1, n_in, t_count * k + s)
         towers[f"level_{level}"] = part
     k_towers, k_heads = jax.random.split(jax.random.fold_in(key, spec.levels))
-    towers["tower"] = _mlp_init(k_towers, t_count, d, spec.tower_hidden)
-    towers["head"] = _heads_init(k_heads, t_count, _out_dim(spec.tower_hidden, d))
+    towers["tower"] = mlp_init(k_towers, t_count, d, spec.tower_hidden)
+    towers["head"] = heads_init(k_heads, t_count, out_dim(spec.tower_hidden, d))
     return towers
 
 
@@ -215,7 +148,7 @@ def _ple(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.A
             ],
             axis=1,
         )
-        experts = _mlp_apply(part["experts"], expert_in, act, drop)  # B x (T*K + S) x d
+        experts = mlp_apply(part["experts"], expert_in, act, drop)  # B x (T*K + S) x d
         g = part["task_gates"]
         task_w = jax.nn.softmax(
             jnp.einsum("bti,tie->bte", task_in, g["kernel"]) + g["bias"], axis=-1
@@ -226,7 +159,7 @@ def _ple(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.A
             shared_w = jax.nn.softmax(shared_in @ sg["kernel"][0] + sg["bias"][0], axis=-1)
             shared_in = jnp.einsum("be,bed->bd", shared_w, experts)  # B x d
         task_in = new_task
-    return _heads_apply(towers["head"], _mlp_apply(towers["tower"], task_in, act, drop))
+    return heads_apply(towers["head"], mlp_apply(towers["tower"], task_in, act, drop))
 
 
 # ------------------------------------------------------------------------------ AITM
@@ -236,13 +169,13 @@ def _init_aitm(key: jax.Array, spec: ModelSpec) -> Towers:
     t_count, d = spec.num_tasks, spec.hidden[-1]
     k_towers, k_info, k_att, k_heads = jax.random.split(key, 4)
     towers = {
-        "tower": _mlp_init(k_towers, t_count, spec.input_dim, spec.hidden),
-        "head": _heads_init(k_heads, t_count, d),
+        "tower": mlp_init(k_towers, t_count, spec.input_dim, spec.hidden),
+        "head": heads_init(k_heads, t_count, d),
     }
     if t_count > 1:  # one transfer per adjacent pair (t-1 -> t), stacked over T - 1
-        towers["info"] = _dense(k_info, t_count - 1, d, d)
+        towers["info"] = dense(k_info, t_count - 1, d, d)
         towers["attention"] = {
-            name: _glorot(jax.random.fold_in(k_att, i), (t_count - 1, d, d))
+            name: glorot(jax.random.fold_in(k_att, i), (t_count - 1, d, d))
             for i, name in enumerate(("query", "key", "value"))
         }
     return towers
@@ -260,33 +193,60 @@ def ait_attention(attention: dict, pair: int, items: jax.Array) -> tuple[jax.Arr
 
 
 def _aitm(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.Array:
-    q = _mlp_apply(towers["tower"], x, act, drop)  # B x T x d
+    q = mlp_apply(towers["tower"], x, act, drop)  # B x T x d
     outputs = [q[:, 0]]
     for t in range(1, spec.num_tasks):
         info = towers["info"]
         p = act(outputs[-1] @ info["kernel"][t - 1] + info["bias"][t - 1])  # B x d
         z, _ = ait_attention(towers["attention"], t - 1, jnp.stack([p, q[:, t]], axis=1))
         outputs.append(z)
-    return _heads_apply(towers["head"], jnp.stack(outputs, axis=1))
+    return heads_apply(towers["head"], jnp.stack(outputs, axis=1))
 
 
 # ------------------------------------------------------------------------------ dispatch
 
-FAMILIES = {  # name -> (init, logits); "autoheri" is network.py's own towers
-    "shared_bottom": (_init_shared_bottom, _shared_bottom),
-    "mmoe": (_init_mmoe, _mmoe),
-    "ple": (_init_ple, _ple),
-    "aitm": (_init_aitm, _aitm),
+
+class Family(NamedTuple):
+    init: Callable  # (key, spec) -> params["towers"]
+    apply: Callable  # (towers, spec, x, act, drop) -> (B x T logits, extras)
+    output: str = "conditional"  # what logit t is: "conditional" or "entire" (P_t itself)
+    stages: tuple[int, ...] = ()  # funnel depths it is defined for; () = any
+
+
+def _no_extras(fn: Callable) -> Callable:
+    return lambda *args: (fn(*args), {})
+
+
+FAMILIES: dict[str, Family] = {  # "autoheri" is network.py's own towers
+    "shared_bottom": Family(_init_shared_bottom, _no_extras(_shared_bottom)),
+    "mmoe": Family(_init_mmoe, _no_extras(_mmoe)),
+    "ple": Family(_init_ple, _no_extras(_ple)),
+    "aitm": Family(_init_aitm, _no_extras(_aitm), "entire"),
+    "dbmtl": Family(funnel_families.init_dbmtl, funnel_families.dbmtl),
+    "gmsl": Family(funnel_families.init_gmsl, funnel_families.gmsl),
+    "esm2": Family(funnel_families.init_esm2, funnel_families.esm2, "entire", (3,)),
+    **{
+        name: Family(causal_families.init_causal, causal_families.causal)
+        for name in causal_families.EXTRA_OUTPUT
+    },
 }
+ENTIRE_SPACE_FAMILIES = tuple(n for n, f in FAMILIES.items() if f.output == "entire")
 
 
 def init_family(key: jax.Array, spec: ModelSpec) -> Towers:
     """Fresh params["towers"] of `spec.family` (any family but autoheri)."""
-    return FAMILIES[spec.family][0](key, spec)
+    return FAMILIES[spec.family].init(key, spec)
+
+
+def family_outputs(
+    towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, dropout_rng: jax.Array | None
+) -> tuple[jax.Array, dict]:
+    """x: B x input_dim -> (B x T logits, the family's extra outputs for its loss)."""
+    return FAMILIES[spec.family].apply(towers, spec, x, act, dropper(spec, dropout_rng))
 
 
 def family_logits(
     towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, dropout_rng: jax.Array | None
 ) -> jax.Array:
-    """x: B x input_dim -> B x T logits (conditional, or entire-space for AITM)."""
-    return FAMILIES[spec.family][1](towers, spec, x, act, _dropper(spec, dropout_rng))
+    """x: B x input_dim -> B x T logits (conditional, or entire-space; see `FAMILIES`)."""
+    return family_outputs(towers, spec, x, act, dropout_rng)[0]

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoheri_jax.model import aggregation, families
+from autoheri_jax.model import aggregation, blocks, families
 from autoheri_jax.model.edges import Edge, incoming
 
 Params = dict
@@ -77,7 +77,7 @@ class ModelSpec:
     bag_pooling: str = "mean"  # "sum" | "mean" over a bag's entries
     bag_value_weighted: bool = False  # multiply each bag entry by its feature value
     # Baseline families (families.py); the fields a family does not use keep their defaults.
-    family: str = "autoheri"  # autoheri | shared_bottom | mmoe | ple | aitm
+    family: str = "autoheri"  # autoheri or a key of families.FAMILIES
     bottom_hidden: tuple[int, ...] = (128, 64)  # shared_bottom: the shared MLP
     tower_hidden: tuple[int, ...] = (32,)  # shared_bottom, mmoe, ple: per-task tower widths
     num_experts: int = 4  # mmoe: experts
@@ -86,6 +86,13 @@ class ModelSpec:
     task_experts: int = 1  # ple: task-specific experts per task and level
     shared_experts: int = 1  # ple: shared experts per level
     aitm_constraint_weight: float = 0.6  # aitm: weight of the label-constraint calibrator
+    # debiasing families (objectives.py): propensities are the model's own detached P(reach
+    # stage k-1), clipped to [propensity_clip, 1 - propensity_clip]
+    propensity_clip: float = 0.05
+    escm2_counterfactual_weight: float = 0.5  # escm2_*: lambda_c
+    escm2_ctcvr_weight: float = 0.5  # escm2_*: lambda_g
+    imputation_weight: float = 1.0  # multi_dr: weight of the imputation loss
+    dcmt_constraint_weight: float = 1e-3  # dcmt: weight of |1 - (r + r*)|
     aggregation: str = "concat"  # concat | gated_sum | attention | search (aggregation.py)
     edge_ops: tuple[str, ...] = ()  # one op per edge (overrides `aggregation`); () = none
 
@@ -101,7 +108,7 @@ class ModelSpec:
     @property
     def output(self) -> str:
         """How to read logit t: "conditional" P(stage t | stage t-1), or "entire" P(stage t)."""
-        return "entire" if self.family in families.ENTIRE_SPACE_FAMILIES else "conditional"
+        return families.FAMILIES[self.family].output if self.family != "autoheri" else "conditional"
 
     @property
     def num_fields(self) -> int:
@@ -327,10 +334,25 @@ def forward(
     `edge_probabilities` (tests and derived masks use it); dropout_rng: enables dropout;
     embedded: precomputed B x (F + Fb) x D embeddings (then params["embedding"] is unused).
     """
+    kw = {"gates": gates, "dropout_rng": dropout_rng, "embedded": embedded}
+    return forward_outputs(params, spec, inputs, **kw)[0]
+
+
+def forward_outputs(
+    params: Params,
+    spec: ModelSpec,
+    inputs: Mapping[str, jax.Array],
+    *,
+    gates: jax.Array | None = None,
+    dropout_rng: jax.Array | None = None,
+    embedded: jax.Array | None = None,
+) -> tuple[jax.Array, dict]:
+    """(B x T stage logits as `forward`, extras): extras holds the outputs only a family's
+    loss reads (imputed errors, counterfactual heads; families.py), {} for most models."""
     x = model_input(params, spec, inputs, embedded=embedded)
     act = _ACTIVATIONS[spec.activation]
     if spec.family != "autoheri":
-        return families.family_logits(params["towers"], spec, x, act, dropout_rng)
+        return families.family_outputs(params["towers"], spec, x, act, dropout_rng)
     g = edge_probabilities(params, spec) if gates is None else gates
     w = op_probabilities(params, spec) if spec.searches_ops else None
     outputs: dict[tuple[int, int], jax.Array] = {}
@@ -371,10 +393,10 @@ def forward(
                 pre = z @ kernel
             h = act(pre + layer["bias"])
             if dropout_rng is not None and spec.dropout > 0:
-                h = families.dropout(h, dropout_rng, t * 1000 + j, spec.dropout)
+                h = blocks.dropout(h, dropout_rng, t * 1000 + j, spec.dropout)
             outputs[(t, j)] = h
         logits.append(h @ tower["head"]["kernel"] + tower["head"]["bias"])
-    return jnp.concatenate(logits, axis=-1)
+    return jnp.concatenate(logits, axis=-1), {}
 
 
 def _shared_first_layer(params: Params, spec: ModelSpec, x: jax.Array) -> list | None:
