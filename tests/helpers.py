@@ -18,6 +18,18 @@ def tiny_spec(num_tasks: int = 2, **model_kw):
     return build_spec(ModelConfig(**kw), VOCABS, num_dense=2, num_tasks=num_tasks)
 
 
+def tiny_funnel(stages: int = 2):
+    """(train 4000, test 1000) rows of a small learnable simulated funnel of 2 or 3 stages."""
+    from autoheri_jax.data.simulator import simulate_funnel
+
+    data = simulate_funnel(
+        num_rows=5000, seed=0, num_stages=stages, num_users=50, num_items=100,
+        click_rate=0.2, stage_rates=(0.3,) if stages == 2 else (0.4, 0.4),
+        cascade_strength=0.7,
+    )  # fmt: skip
+    return data.split([4000, 1000])
+
+
 def tiny_batch(batch: int = 16, num_tasks: int = 2, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     sparse = np.stack([rng.integers(0, v, batch) for v in VOCABS], axis=1).astype(np.int32)

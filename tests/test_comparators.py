@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from autoheri_jax.config import ConfigError, ModelConfig, TrainConfig
-from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.losses import stage_probabilities
 from autoheri_jax.metrics import funnel_metrics
 from autoheri_jax.model.funnel_families import esm2_log_paths, gru_cell, log1mexp
@@ -19,7 +18,7 @@ from autoheri_jax.models import VARIANTS, build_spec
 from autoheri_jax.objectives import task_loss
 from autoheri_jax.optim import param_labels
 from autoheri_jax.train import make_predict_fn, train
-from tests.helpers import VOCABS, tiny_batch
+from tests.helpers import VOCABS, tiny_batch, tiny_funnel
 
 NEW = ("dbmtl", "gmsl", "esm2", "multi_dr", "escm2_ips", "escm2_dr", "dcmt")
 SMALL = {"embed_dim": 4, "hidden": (16, 8), "bottom_hidden": (16, 8), "tower_hidden": (8,)}
@@ -240,12 +239,7 @@ def test_debias_config_fields_are_validated_and_reach_the_spec():
 @pytest.mark.parametrize("name", NEW)
 def test_comparator_learns_the_funnel(name):
     stages = 3 if name == "esm2" else 2
-    data = simulate_funnel(
-        num_rows=5000, seed=0, num_stages=stages, num_users=50, num_items=100,
-        click_rate=0.2, stage_rates=(0.3,) if stages == 2 else (0.4, 0.4),
-        cascade_strength=0.7,
-    )  # fmt: skip
-    tr, te = data.split([4000, 1000])
+    tr, te = tiny_funnel(stages)
     spec = build_spec(
         VARIANTS[name](ModelConfig(**SMALL)), tr.vocab_sizes, tr.num_dense, tr.num_stages
     )

@@ -9,7 +9,6 @@ import pytest
 
 from autoheri_jax.config import FAMILIES as CONFIG_FAMILIES
 from autoheri_jax.config import Config, ConfigError, ModelConfig, TrainConfig, apply_overrides
-from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.experiment import model_configs
 from autoheri_jax.losses import entire_space_bce, label_constraint, stage_probabilities, task_losses
 from autoheri_jax.metrics import funnel_metrics
@@ -20,7 +19,7 @@ from autoheri_jax.model.network import forward, init_params, model_input
 from autoheri_jax.models import VARIANTS, build_spec
 from autoheri_jax.optim import param_labels
 from autoheri_jax.train import train
-from tests.helpers import VOCABS, tiny_batch
+from tests.helpers import VOCABS, tiny_batch, tiny_funnel
 
 FAMILIES = ("shared_bottom", "mmoe", "ple", "aitm")
 SMALL = {
@@ -89,12 +88,7 @@ def test_family_shapes_and_param_groups(name, num_tasks):
     [("shared_bottom", 2), ("mmoe", 2), ("ple", 2), ("aitm", 2), ("aitm", 3), ("random_mask", 2)],
 )
 def test_family_learns_the_funnel(name, stages):
-    data = simulate_funnel(
-        num_rows=5000, seed=0, num_stages=stages, num_users=50, num_items=100,
-        click_rate=0.2, stage_rates=(0.3,) if stages == 2 else (0.4, 0.4),
-        cascade_strength=0.7,
-    )  # fmt: skip
-    tr, te = data.split([4000, 1000])
+    tr, te = tiny_funnel(stages)
     spec = build_spec(_model(name), tr.vocab_sizes, tr.num_dense, tr.num_stages)
     records = []
     state, _ = train(
