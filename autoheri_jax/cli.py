@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config"
     )
+    st.add_argument(
+        "--vmap-seeds",
+        action="store_true",
+        help="train an arm's seeds together, one vmapped step per model (one-shot arms)",
+    )
     st.add_argument("--no-progress", action="store_true", help="no progress line")
     rep = sub.add_parser("report", help="figures and a markdown page in DIR/report/")
     rep.add_argument("workdir", metavar="DIR", help="a workdir of `autoheri run` (or a study)")
@@ -119,7 +124,8 @@ def _study(args: argparse.Namespace) -> int:
     study = with_base_overrides(load_study(args.config), args.set)
     modes = tuple(dict.fromkeys([*study.seed_modes, *(["data"] if args.vary_data else [])]))
     enable_compilation_cache()
-    run_study(study, args.workdir, seeds=args.seeds, modes=modes, progress=not args.no_progress)
+    run_study(study, args.workdir, seeds=args.seeds, modes=modes, progress=not args.no_progress,
+              vmap_seeds=args.vmap_seeds)  # fmt: skip
     print(f"autoheri study: done; study.md in {Path(args.workdir).resolve()}")
     return 0
 

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -69,24 +70,11 @@ def _drop_later_records(wd: artifacts.Workdir, model: str, step: int) -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
-def _train_and_save(
-    cfg: Config,
-    wd: artifacts.Workdir,
-    name: str,
-    phase: str,
-    spec: ModelSpec,
-    tcfg: TrainConfig,
-    data: Splits,
-    progress: bool,
-    extra: dict | None = None,
-):
-    """Trains one model (or finds it trained, or resumes it) and returns its params."""
-    abstract = abstract_state(spec, tcfg).params
-    if wd.path("models", name, "train.json").exists():
-        _say(f"[{phase}] {name}: already trained in {wd.root}; reusing it")
-        return wd.load_params(name, abstract, made_by=phase)
-    _say(f"[{phase}] {name}: {spec.num_edges} edges, params {count_params(abstract)}")
-
+def model_logger(
+    wd: artifacts.Workdir, name: str, phase: str, spec: ModelSpec, tcfg: TrainConfig
+) -> Callable[[int, dict], None]:
+    """on_log(step, record) that appends a model's records to the workdir's metrics.jsonl,
+    edge_history.jsonl and TensorBoard events."""
     from autoheri_jax import tb_events
 
     tb = tb_events.EventWriter(wd.path("tb", f"{phase}_{name}"))  # file made at the 1st write
@@ -104,13 +92,57 @@ def _train_and_save(
                 tb.discard_from(0 if step <= tcfg.log_every else step)
             tb.scalars(scalars, step)
 
+    return on_log
+
+
+def trained_params(wd: artifacts.Workdir, name: str, phase: str, spec, tcfg: TrainConfig):
+    """The params of a model this workdir already trained (None if it has not)."""
+    if not wd.path("models", name, "train.json").exists():
+        return None
+    _say(f"[{phase}] {name}: already trained in {wd.root}; reusing it")
+    return wd.load_params(name, abstract_state(spec, tcfg).params, made_by=phase)
+
+
+def save_trained(
+    cfg: Config, wd: artifacts.Workdir, name: str, phase: str, spec, state, stats: dict
+):
+    """Writes a trained model's params and train.json, drops its checkpoints; -> params."""
+    params = artifacts.to_host(state.params)
+    wd.save_params(name, params)
+    wd.write_json(f"models/{name}/train.json", {**stats, "edges": [e.name for e in spec.edges]})
+    if not cfg.checkpoint.keep_after_finish and artifacts.is_writer():
+        shutil.rmtree(wd.path("checkpoints", name), ignore_errors=True)  # params are the record
+    _say(
+        f"[{phase}] {name}: {stats['steps'] - stats['resumed_at']} steps in "
+        f"{stats['seconds']:.1f}s ({stats['examples_per_s']:,.0f} examples/s)"
+    )
+    return params
+
+
+def train_and_save(
+    cfg: Config,
+    wd: artifacts.Workdir,
+    name: str,
+    phase: str,
+    spec: ModelSpec,
+    tcfg: TrainConfig,
+    data: Splits,
+    progress: bool,
+    extra: dict | None = None,
+):
+    """Trains one model (or finds it trained, or resumes it) and returns its params."""
+    done = trained_params(wd, name, phase, spec, tcfg)
+    if done is not None:
+        return done
+    _say(f"[{phase}] {name}: {spec.num_edges} edges, params "
+         f"{count_params(abstract_state(spec, tcfg).params)}")  # fmt: skip
+
     def on_resume(step: int) -> None:
         _say(f"[{phase}] {name}: resuming from the checkpoint at step {step}")
         _drop_later_records(wd, name, step)
 
-    ckpt_dir = wd.path("checkpoints", name)
     resumable = Resumable(
-        directory=ckpt_dir,
+        directory=wd.path("checkpoints", name),
         cfg=cfg.checkpoint,
         extra={"phase": phase, "model": name, "config": to_dict(cfg), **(extra or {})},
         fingerprint=fingerprint(spec, tcfg),
@@ -120,23 +152,14 @@ def _train_and_save(
         tcfg,
         data.train,
         desc=f"{phase}:{name}",
-        on_log=on_log,
+        on_log=model_logger(wd, name, phase, spec, tcfg),
         progress=progress,
         valid=data.valid,
         parallel=cfg.parallel,
         resumable=resumable,
         on_resume=on_resume,
     )
-    params = artifacts.to_host(state.params)
-    wd.save_params(name, params)
-    wd.write_json(f"models/{name}/train.json", {**stats, "edges": [e.name for e in spec.edges]})
-    if not cfg.checkpoint.keep_after_finish and artifacts.is_writer():
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the final params are the durable record
-    _say(
-        f"[{phase}] {name}: {stats['steps'] - stats['resumed_at']} steps in "
-        f"{stats['seconds']:.1f}s ({stats['examples_per_s']:,.0f} examples/s)"
-    )
-    return params
+    return save_trained(cfg, wd, name, phase, spec, state, stats)
 
 
 _RUNTIME_SECTIONS = ("parallel", "checkpoint")  # how to run, not what: may change on resume
@@ -193,15 +216,25 @@ def _diff_keys(a: dict, b: dict, prefix: str = ""):
             yield prefix, k
 
 
+def check_baselines(cfg: Config, data: Splits) -> None:
+    """A baseline the data cannot train (esm2 on 2 stages) fails before the search, not after."""
+    for name in cfg.baselines:
+        if name in VARIANTS:
+            spec_for(VARIANTS[name](cfg.model), data.train)
+
+
 def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False) -> dict:
     prepare_workdir(cfg, wd, fresh)
     data = load_data(cfg, wd, progress)
     _say(f"data: train {data.train.summary()['positive_rate']} over {data.train.num_rows} rows")
-    for name in cfg.baselines:  # a baseline the data cannot train fails now, not after search
-        if name in VARIANTS:
-            spec_for(VARIANTS[name](cfg.model), data.train)
+    check_baselines(cfg, data)
     spec = spec_for(cfg.model, data.train)
-    params = _train_and_save(cfg, wd, SEARCHED, "search", spec, cfg.search, data, progress)
+    params = train_and_save(cfg, wd, SEARCHED, "search", spec, cfg.search, data, progress)
+    return derive_architecture(cfg, wd, spec, params, data.train.stage_names)
+
+
+def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, stage_names) -> dict:
+    """The searched params -> architecture.json / .txt (the kept edges and operators)."""
     probs = np.asarray(edge_probabilities(params, spec))
     logits = np.asarray(params["arch"]["edge_logits"])
     kept = derive_edges(probs, spec.edges, cfg.derive_threshold)
@@ -211,7 +244,7 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
         probs,
         logits,
         cfg.derive_threshold,
-        data.train.stage_names,
+        stage_names,
         cfg.model.edge_mode,
         op_probs=op_probs,
         op_names=OPS,
@@ -263,7 +296,7 @@ def retrain(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> None:
     for name, model in model_configs(cfg, record).items():
         spec = spec_for(model, data.train)
         extra = {"architecture": record["kept"]} if name == AUTOHERI else {}
-        _train_and_save(cfg, wd, name, "retrain", spec, cfg.retrain, data, progress, extra)
+        train_and_save(cfg, wd, name, "retrain", spec, cfg.retrain, data, progress, extra)
 
 
 def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:

@@ -68,3 +68,16 @@ def test_profile_step_sees_every_matmul_and_no_table_copy(repo, tmp_path):
     forms = {d["form"] for d in res["matmuls"]}
     assert len(res["matmuls"]) >= 8 and forms >= {"NN"}
     assert res["table_copies"] == []
+
+
+def test_seeds_benchmark_smoke(repo, tmp_path):
+    """benchmarks/seeds_throughput.py runs both steps it compares and reports positive figures."""
+    out = tmp_path / "seeds.json"
+    cmd = [sys.executable, "benchmarks/seeds_throughput.py", "--smoke", "--json", str(out)]
+    p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    (model,) = res["models"]
+    assert model["model"] == "search" and model["one_run_s_per_step"] > 0
+    assert [r["k"] for r in model["vmapped"]] == [2]
+    assert all(r["s_per_step"] > 0 and r["x_one_run"] > 0 for r in model["vmapped"])

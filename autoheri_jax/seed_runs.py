@@ -1,0 +1,97 @@
+"""K complete runs (search -> derive -> retrain -> evaluate) with their seeds vmapped.
+
+The runs differ only in seeds (the study's seed k: TrainConfig seeds, and data.seed in the
+"data" seed mode). Each model is trained for all the runs that still need it in one vmapped
+step per group of equal specs (seed_batch.py): the search always forms one group (the data's
+shapes do not depend on its seed), so does every baseline; the derived AutoHERI models share a
+step where the searches kept the same edges and are trained one by one otherwise. Every run's
+workdir ends up holding what `experiment.run` writes (params, train.json, metrics.jsonl,
+architecture.json, results.json), so `autoheri evaluate`, `report` and the study read it alike;
+train.json records `"launcher": "vmap"` and the group's size and time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from autoheri_jax import artifacts, experiment
+from autoheri_jax.config import Config
+from autoheri_jax.data.sources import Splits
+from autoheri_jax.progress import say
+from autoheri_jax.seed_batch import group_by_spec, train_seeds
+from autoheri_jax.step import abstract_state, count_params
+
+
+def _vmappable(cfg: Config) -> bool:
+    """One device and no bi-level search: what seed_batch supports."""
+    return cfg.parallel.num_devices <= 1 and not cfg.search.bilevel
+
+
+def _train_model(
+    cfgs: Sequence[Config],
+    wds: Sequence[artifacts.Workdir],
+    datas: Sequence[Splits],
+    name: str,
+    phase: str,
+    specs: Sequence,
+    progress: bool,
+    extras: Sequence[dict] | None = None,
+) -> list:
+    """Model `name` of every run: reused where trained, else vmapped per group of equal specs
+    (a group of one, or a run seed_batch cannot take, trains alone). -> params per run."""
+    tcfgs = [getattr(c, phase) for c in cfgs]
+    params: list = [
+        experiment.trained_params(wd, name, phase, spec, t)
+        for wd, spec, t in zip(wds, specs, tcfgs, strict=True)
+    ]
+    todo = [i for i, p in enumerate(params) if p is None]
+    for group in group_by_spec([specs[i] for i in todo]):
+        runs = [todo[g] for g in group]
+        if len(runs) == 1 or not all(_vmappable(cfgs[i]) for i in runs):
+            for i in runs:
+                extra = None if extras is None else extras[i]
+                params[i] = experiment.train_and_save(
+                    cfgs[i], wds[i], name, phase, specs[i], tcfgs[i], datas[i], progress, extra
+                )
+            continue
+        spec = specs[runs[0]]
+        counts = count_params(abstract_state(spec, tcfgs[runs[0]]).params)
+        say(f"[{phase}] {name}: {len(runs)} seeds in one vmapped step; params {counts} each")
+        loggers = [experiment.model_logger(wds[i], name, phase, spec, tcfgs[i]) for i in runs]
+        trained = train_seeds(
+            spec,
+            [tcfgs[i] for i in runs],
+            [datas[i].train for i in runs],
+            desc=f"{phase}:{name}",
+            on_logs=loggers,
+            progress=progress,
+        )
+        for i, (state, stats) in zip(runs, trained, strict=True):
+            params[i] = experiment.save_trained(cfgs[i], wds[i], name, phase, spec, state, stats)
+    return params
+
+
+def run_seeds(
+    cfgs: Sequence[Config], wds: Sequence[artifacts.Workdir], progress: bool = True
+) -> list[dict]:
+    """Runs every config in its workdir (resuming what each has done); -> results per run."""
+    datas = []
+    for cfg, wd in zip(cfgs, wds, strict=True):
+        experiment.prepare_workdir(cfg, wd)
+        data = experiment.load_data(cfg, wd, progress)
+        experiment.check_baselines(cfg, data)
+        datas.append(data)
+    specs = [experiment.spec_for(c.model, d.train) for c, d in zip(cfgs, datas, strict=True)]
+    searched = _train_model(cfgs, wds, datas, experiment.SEARCHED, "search", specs, progress)
+    records = [
+        experiment.derive_architecture(cfg, wd, spec, params, data.train.stage_names)
+        for cfg, wd, spec, params, data in zip(cfgs, wds, specs, searched, datas, strict=True)
+    ]
+    models = [experiment.model_configs(c, r) for c, r in zip(cfgs, records, strict=True)]
+    for name in models[0]:
+        specs = [experiment.spec_for(m[name], d.train) for m, d in zip(models, datas, strict=True)]
+        extras = [
+            {"architecture": r["kept"]} if name == experiment.AUTOHERI else {} for r in records
+        ]
+        _train_model(cfgs, wds, datas, name, "retrain", specs, progress, extras)
+    return [experiment.evaluate(c, wd) for c, wd in zip(cfgs, wds, strict=True)]
