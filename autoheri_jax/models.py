@@ -46,6 +46,14 @@ def _family(name: str) -> Callable[[ModelConfig], ModelConfig]:
     return variant
 
 
+def _esmm_stacked(m: ModelConfig) -> ModelConfig:
+    """ESMM's loss on the debiasing families' stacked towers (escm2_ips without its
+    counterfactual term, CTCVR at weight 1): separates their loss from their implementation."""
+    return dataclasses.replace(
+        _family("escm2_ips")(m), escm2_counterfactual_weight=0.0, escm2_ctcvr_weight=1.0
+    )
+
+
 VARIANTS: dict[str, Callable[[ModelConfig], ModelConfig]] = {
     "esmm": _esmm,  # independent towers over a shared embedding, entire-space loss
     "parallel_all_on": _all_on("parallel"),  # every same-depth edge on, no search
@@ -63,6 +71,7 @@ VARIANTS: dict[str, Callable[[ModelConfig], ModelConfig]] = {
     "escm2_ips": _family("escm2_ips"),  # ESMM + inverse-propensity counterfactual CVR risk
     "escm2_dr": _family("escm2_dr"),  # ESMM + doubly robust counterfactual CVR risk
     "dcmt": _family("dcmt"),  # factual + counterfactual CVR heads over the entire space
+    "esmm_stacked": _esmm_stacked,  # ESMM's loss on the debiasing families' towers (a control)
 }
 
 

@@ -301,3 +301,13 @@ def test_rank_families_ranks_pairs_and_states_what_the_ci_supports(repo, tmp_pat
     assert "| 1.0 |" in good and "| above |" in good  # lower error: better, "above"
     ranks = module.mean_ranks({"a": [1.0, 2.0], "b": [1.0, 3.0]}, lower=False)
     assert ranks == {"a": 1.75, "b": 1.25}  # seed 0 tied (1.5 each), seed 1: b first
+
+
+def test_esmm_stacked_trains_esmms_loss_on_the_debiasing_towers():
+    """The control: escm2_ips's towers with exactly ESMM's objective (no counterfactual term)."""
+    spec = _spec("esmm_stacked")
+    assert spec.family == "escm2_ips" and spec.escm2_counterfactual_weight == 0.0
+    total, terms = task_loss(LOGITS, {}, LABELS, spec)
+    ctr, ctcvr = _esmm_terms()
+    np.testing.assert_allclose(float(total), ctr + ctcvr, rtol=1e-6)
+    assert float(terms["debias"]) == 0.0

@@ -11,27 +11,50 @@ Vocabularies are built on the train split only (ids seen < min_count times, or u
 and applied unchanged to valid / test. Bad rows raise a DataFormatError naming file and line
 (on_bad_row="strict") or are skipped and counted per reason ("skip"). PaddleRec's AITM demo data
 has rows with purchase=1 and click=0: convert it with on_bad_row="skip" (labels are never changed).
+
+The fixed-column formats are read in blocks by pyarrow (csv_blocks.py); a block that is not clean
+is re-parsed by the exact per-row parser (rowcheck.py), which alone names and counts bad rows, so
+errors, line numbers and stores do not depend on the engine (engine="python": rowcheck only, the
+reference the tests compare against). paddle_esmm (variable-width lines) is parsed by rowcheck.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import re
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
-from autoheri_jax.data import store
+from autoheri_jax.data import csv_blocks, store
+from autoheri_jax.data.csv_blocks import (
+    NUMERIC,
+    ByteProgress,
+    finite_column,
+    id_column,
+    open_error,
+    plain_bytes,
+    read_csv,
+    token_mask,
+)
 from autoheri_jax.data.errors import DataFormatError
+from autoheri_jax.data.rowcheck import (
+    LABEL_TOKENS,
+    STAGES,
+    BadRows,
+    fixed_rows,
+    parse_esmm,
+    read_bytes,
+    split_lines,
+)
 from autoheri_jax.data.vocab import apply_vocabulary, build_vocabulary, save_vocabularies
 
 FORMATS = ("rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress")
-STAGES = ["click", "conversion"]
+ENGINES = ("arrow", "python")  # python: every row through rowcheck (the reference, for tests)
 _CP = ["click", "purchase"]
 _ALICCP = ["101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206", "207"]
 _RECHUB_SPARSE = [*_ALICCP, "210", "216", "508", "509", "702", "853", "301"]
@@ -40,14 +63,14 @@ _RECHUB_DENSE = ["D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D7
 _AITM_SPARSE = [*_ALICCP, "216", "508", "509", "702", "853", "301"]
 _AX_SPARSE = [f"categorical_{i}" for i in range(1, 17)]
 _AX_DENSE = [f"numerical_{i}" for i in range(1, 64)]
-_LABEL_TOKENS = ("0", "1", "0.0", "1.0")
-_CHUNK = 1 << 16  # rows parsed at a time (bounds the string arrays of the CSV formats)
 _NOT_DATA = {".md", ".json", ".yaml", ".yml", ".py", ".sh", ".npy", ".npz"}
 _STORE_ENTRIES = {"train", "valid", "test", "vocab", "manifest.json.tmp"}
 _INT = re.compile(r"-?\d+")
 _TOKEN = re.compile(r"[^:]+:-?\d+")
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
 _SPLIT_KEYS = (("train", "train"), ("valid", "val"), ("test", "test"))
+_BOM = "\ufeff".encode()
+_F64 = pa.float64()
 
 
 class _Layout(NamedTuple):
@@ -97,206 +120,90 @@ class _Table:
         return _Table(self.labels[idx], self.sparse[idx], present, self.dense[idx], bags)
 
 
-class _BadRows:
-    """Strict: raise at the first bad row. Skip: drop bad rows and count them per reason."""
-
-    def __init__(self, mode: str):
-        self.mode, self.counts = mode, Counter()
-
-    def resolve(self, path: Path, lines: np.ndarray, checks: list, open_last: int | None):
-        """checks: (reason, bad-row mask, row -> detail or None), in priority order; -> ok mask."""
-        first = np.full(len(lines), -1)
-        for k, (_, mask, _) in enumerate(checks):
-            first[(first < 0) & mask] = k
-        bad = first >= 0
-        truncated = bool(len(lines)) and bad[-1] and lines[-1] == open_last
-        if self.mode == "strict" and bad.any():
-            i = int(np.argmax(bad))
-            reason, _, detail = checks[first[i]]
-            detail = detail(i) if detail else ""
-            if truncated and i == len(lines) - 1:  # most likely a cut-off file: say so first
-                detail = f"no newline at end of file, and {reason}" + (
-                    f" ({detail})" * bool(detail)
-                )
-                reason = "truncated last line"
-            raise DataFormatError(path, int(lines[i]), reason, detail)
-        if truncated:
-            first[-1] = len(checks)
-        reasons = [c[0] for c in checks] + ["truncated last line"]
-        for k, n in zip(*np.unique(first[bad], return_counts=True), strict=True):
-            self.counts[reasons[k]] += int(n)
-        return ~bad
-
-
-def _read_bytes(path: Path) -> bytes:
-    if not path.exists():
-        raise DataFormatError(path, None, "no such file or directory")
+def _data_start(path: Path, lay: _Layout, fmt: str) -> tuple[int, int]:
+    """(byte offset, line number) of the first data line: after the header if the first
+    non-blank line is one (rowcheck.split_lines's notion of blank), else that line."""
     try:
-        data = path.read_bytes()
+        f = path.open("rb")
     except OSError as e:
-        raise DataFormatError(path, None, "cannot read", str(e.strerror)) from e
-    if not data.strip():
-        raise DataFormatError(path, None, "empty file")
-    return data
+        raise open_error(path, e) from e
+    header, pos = ",".join(lay.header), 0
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            text = raw.decode("utf-8", "surrogateescape").removesuffix("\n")
+            text = (text.removeprefix("\ufeff") if lineno == 1 else text).removesuffix("\r")
+            if text.strip() or _SURROGATE.search(text):
+                if text.strip() == header:
+                    return pos + len(raw), lineno + 1
+                if lay.header_required:
+                    got = f"expected the {fmt} header {header[:50]!r}..., got {text[:50]!r}"
+                    raise DataFormatError(path, lineno, "unexpected header", got)
+                return pos + (len(_BOM) if pos == 0 and raw.startswith(_BOM) else 0), lineno
+            pos += len(raw)
+    raise DataFormatError(path, None, "empty file")
 
 
-def _read_lines(path: Path):
-    """Non-blank lines: (texts, 1-based line numbers, non-UTF-8 mask, unterminated last line)."""
-    data = _read_bytes(path)
-    text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    texts = text.split("\n")
-    open_last = None if data.endswith(b"\n") else len(texts)  # its 1-based line number
-    if open_last is None:
-        texts.pop()
-    utf8_bad = np.zeros(len(texts), bool)
-    if _SURROGATE.search(text):
-        utf8_bad = np.array([_SURROGATE.search(t) is not None for t in texts])
-    texts = [t.removesuffix("\r") for t in texts]
-    keep = [i for i, t in enumerate(texts) if utf8_bad[i] or t.strip()]
-    return [texts[i] for i in keep], np.array(keep, np.int64) + 1, utf8_bad[keep], open_last
+def _fast_fixed(lay: _Layout, block: bytes) -> list[list[np.ndarray]] | None:
+    """[labels, raw ids, dense] columns of a block whose every row is clean, else None (see
+    csv_blocks); column lists, not [n, C] arrays: a strided write per cell costs more than the
+    parse."""
+    if not plain_bytes(block, NUMERIC):
+        return None
+    types = {c: pa.string() for c in lay.labels + lay.sparse} | dict.fromkeys(lay.dense, _F64)
+    t = read_csv(block, lay.header, types, lay.labels + lay.sparse + lay.dense)
+    if t is None or not all(token_mask(t.column(c), LABEL_TOKENS).all() for c in lay.labels):
+        return None
+    y = [token_mask(t.column(c), ("1", "1.0")).astype(np.int8) for c in lay.labels]
+    ids = [id_column(t.column(c)) for c in lay.sparse]
+    dense = [finite_column(t.column(c)) for c in lay.dense]
+    if any(c is None for c in ids + dense) or (y[1] > y[0]).any():
+        return None
+    return [y, ids, [c.astype(np.float32) for c in dense]]
 
 
-def _int_cells(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int64 values and ok mask of a string array (ok: optional '-' then 1..18 digits)."""
-    body = np.strings.lstrip(a, "-")
-    ok = np.strings.isdecimal(body) & (np.strings.str_len(body) <= 18)
-    ok &= np.strings.find(a, "-") <= 0
-    ok &= np.strings.count(a, "-") <= 1
-    return np.where(ok, a, "0").astype(np.int64), ok
+def _columns(parts: list, k: int, dtype, width: int) -> np.ndarray:
+    """[N, width] array of part lists' k-th column lists, stored column-major (the vocabulary
+    passes read one column at a time)."""
+    n = sum(len(p[0][0]) for p in parts)
+    out = np.empty((width, n), dtype)
+    for j in range(width):
+        np.concatenate([p[k][j] for p in parts], out=out[j])
+    return out.T
 
 
-def _float_cells(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    def to_float(s: str) -> float:
-        try:
-            return float(s)
-        except ValueError:
-            return np.nan
-
-    try:
-        v = a.astype(np.float64)
-    except ValueError:  # locate the bad cells (only when a chunk has some)
-        v = np.array([[to_float(s) for s in row] for row in a], np.float64).reshape(a.shape)
-    return v, np.isfinite(v)
+def _col_parts(parts: list) -> list:
+    return [[list(a.T) for a in p] for p in parts]
 
 
-def _cells(reason: str, ok: np.ndarray, values: np.ndarray, names) -> tuple:
-    """A check on a [n, C] block of cells: a row is bad if any cell is; names the first one."""
-
-    def detail(i: int) -> str:
-        j = int(np.argmax(~ok[i]))
-        return f"{str(values[i, j])!r} in column {names[j]}"
-
-    return reason, ~ok.all(1), detail
-
-
-def _labels(lab: np.ndarray) -> tuple[np.ndarray, list]:
-    """int8 [n, 2] labels of a [n, 2] string block, and their checks."""
-    y = np.isin(lab, ("1", "1.0")).astype(np.int8)
-    hint = "click=0 but conversion=1 (on_bad_row='skip' drops such rows; labels are never changed)"
-    conv = ("conversion without click", y[:, 1] > y[:, 0], lambda i: hint)
-    return y, [_cells("label not 0/1", np.isin(lab, _LABEL_TOKENS), lab, STAGES), conv]
-
-
-def _fixed_chunk(lay: _Layout, texts: list[str]) -> tuple[tuple, list]:
-    rows = [t.split(",") for t in texts]
-    ncol, width = np.array([len(r) for r in rows]), len(lay.header)
-    wrong, filler = ncol != width, ["0"] * width
-    block = np.array([filler if w else r for r, w in zip(rows, wrong, strict=True)], dtype=str)
-    y, label_checks = _labels(block[:, lay.cols(lay.labels)])
-    ids, id_ok = _int_cells(sp := block[:, lay.cols(lay.sparse)])
-    dense, dense_ok = _float_cells(de := block[:, lay.cols(lay.dense)])
-    checks = [
-        ("wrong field count", wrong, lambda i: f"{ncol[i]} fields, expected {width}"),
-        label_checks[0],
-        _cells("non-integer id", id_ok, sp, lay.sparse),
-        _cells("non-numeric dense value", dense_ok, de, lay.dense),
-        label_checks[1],
-    ]
-    return (y, ids, dense.astype(np.float32)), checks
-
-
-def _parse_fixed(path: Path, fmt: str, bad: _BadRows) -> _Table:
+def _parse_fixed(path: Path, fmt: str, bad: BadRows, engine: str, progress: bool) -> _Table:
     lay = _LAYOUTS[fmt]
-    texts, lines, utf8_bad, open_last = _read_lines(path)
-    header = ",".join(lay.header)
-    if texts[0].strip() == header:
-        texts, lines, utf8_bad = texts[1:], lines[1:], utf8_bad[1:]
-    elif lay.header_required:
-        got = f"expected the {fmt} header {header[:50]!r}..., got {texts[0][:50]!r}"
-        raise DataFormatError(path, int(lines[0]), "unexpected header", got)
-    if not texts:
+    if engine == "python":  # the reference: whole file, every row through rowcheck
+        texts, lines, utf8_bad, open_last = split_lines(read_bytes(path))
+        header = ",".join(lay.header)
+        if texts[0].strip() == header:
+            texts, lines, utf8_bad = texts[1:], lines[1:], utf8_bad[1:]
+        elif lay.header_required:
+            got = f"expected the {fmt} header {header[:50]!r}..., got {texts[0][:50]!r}"
+            raise DataFormatError(path, int(lines[0]), "unexpected header", got)
+        parts = _col_parts(fixed_rows(path, lay, texts, lines, utf8_bad, open_last, bad))
+        rows = len(texts)
+    else:
+        (start, first), parts, rows = _data_start(path, lay, fmt), [], 0
+        meter = ByteProgress(path.name, path.stat().st_size, progress)
+        for line, block, done in csv_blocks.read_blocks(path, start, first):
+            if (cols := _fast_fixed(lay, block)) is not None:
+                parts.append(cols)
+                rows += len(cols[0][0])
+            else:
+                texts, lines, utf8_bad, open_last = split_lines(block, line, at_start=False)
+                rows += len(texts)
+                parts += _col_parts(fixed_rows(path, lay, texts, lines, utf8_bad, open_last, bad))
+            meter.update(done, rows)
+        meter.close(rows)
+    if not rows:
         raise DataFormatError(path, None, "no data rows")
-    parts = []
-    for s in range(0, len(texts), _CHUNK):
-        cols, checks = _fixed_chunk(lay, texts[s : s + _CHUNK])
-        checks.insert(0, ("non-UTF-8 bytes", utf8_bad[s : s + _CHUNK], None))
-        ok = bad.resolve(path, lines[s : s + _CHUNK], checks, open_last)
-        parts.append([c[ok] for c in cols])
-    y, ids, dense = (np.concatenate(p) for p in zip(*parts, strict=True))
-    return _Table(y, ids, None, dense, {})
-
-
-def _field_index(names: np.ndarray, inv: np.ndarray, schema: tuple[list, list]) -> np.ndarray:
-    """Per token: its position in schema single + bag fields, -1 for a field not in the schema."""
-    pos = {f: k for k, f in enumerate(schema[0] + schema[1])}
-    return np.array([pos.get(str(x), -1) for x in names], np.int64)[inv]
-
-
-def _parse_esmm(path: Path, bad: _BadRows, schema: tuple[list, list] | None):
-    """The table and the schema (single fields, bag fields); schema None: derive it (train)."""
-    texts, lines, utf8_bad, open_last = _read_lines(path)
-    rows = [t.split(",") for t in texts]
-    n, ncol = len(rows), np.array([len(r) for r in rows])
-    short = ncol < 3
-    lab = [("0", "0") if s else r[1:3] for r, s in zip(rows, short, strict=True)]
-    y, label_checks = _labels(np.array(lab, dtype=str).reshape(n, 2))
-    feats = itertools.chain.from_iterable(r[3:] for r, s in zip(rows, short, strict=True) if not s)
-    toks = np.array(list(feats), dtype=str)
-    fld, sep, id_s = np.strings.partition(toks, ":")
-    row_of = np.repeat(np.arange(n), np.where(short, 0, ncol - 3))
-    ids, id_ok = _int_cells(id_s)
-    names, inv = np.unique(fld, return_inverse=True)
-    malformed = (sep != ":") | (fld == "")
-
-    def by_row(reason: str, tok_bad: np.ndarray) -> tuple:
-        def detail(i: int) -> str:
-            return repr(str(toks[np.flatnonzero(tok_bad & (row_of == i))[0]]))
-
-        return reason, np.bincount(row_of, weights=tok_bad, minlength=n) > 0, detail
-
-    checks = [
-        ("non-UTF-8 bytes", utf8_bad, None),
-        ("wrong field count", short, lambda i: f"{ncol[i]} fields, expected >= 3"),
-        label_checks[0],
-        by_row("malformed field:id token", malformed),
-        by_row("non-integer id", ~id_ok & ~malformed),
-        label_checks[1],
-    ]
-    if schema is not None:
-        fidx, nf = _field_index(names, inv, schema), max(len(schema[0]), 1)
-        single = (fidx >= 0) & (fidx < len(schema[0]))
-        u, c = np.unique(row_of[single] * nf + fidx[single], return_counts=True)
-        dup = np.full(n, -1)
-        dup[u[c > 1] // nf] = u[c > 1] % nf
-        checks.append(("repeated single-valued field", dup >= 0, lambda i: schema[0][dup[i]]))
-    ok = bad.resolve(path, lines, checks, open_last)
-    keep = ok[row_of]
-    if schema is None:
-        nn = max(len(names), 1)
-        u, c = np.unique(row_of[keep] * nn + inv[keep], return_counts=True)
-        seen, multi = np.zeros(len(names), bool), np.zeros(len(names), bool)
-        seen[u % nn], multi[u[c > 1] % nn] = True, True
-        schema = ([str(x) for x in names[seen & ~multi]], [str(x) for x in names[multi]])
-        fidx = _field_index(names, inv, schema)
-    nf, m, r = len(schema[0]), int(ok.sum()), (np.cumsum(ok) - 1)[row_of]
-    sel = keep & (fidx >= 0) & (fidx < nf)
-    sparse, present = np.zeros((m, nf), np.int64), np.zeros((m, nf), bool)
-    sparse[r[sel], fidx[sel]], present[r[sel], fidx[sel]] = ids[sel], True
-    bags = {}
-    for k, b in enumerate(schema[1]):
-        sel = keep & (fidx == nf + k)
-        bags[b] = (np.bincount(r[sel], minlength=m), ids[sel])
-    return _Table(y[ok], sparse, present, np.zeros((m, 0), np.float32), bags), schema
+    y, ids = _columns(parts, 0, np.int8, 2), _columns(parts, 1, np.int64, len(lay.sparse))
+    return _Table(y, ids, None, _columns(parts, 2, np.float32, len(lay.dense)), {})
 
 
 def _first_line(path: Path) -> str:
@@ -381,12 +288,18 @@ def convert_processed(
     valid_fraction: float = 0.1,
     seed: int = 0,
     on_bad_row: str = "strict",
+    progress: bool = True,
+    engine: str = "arrow",
 ) -> dict:
     """Converts a processed file / directory (see find_split_files) into a store; its manifest.
 
     A finished store from the same files and options is returned as is; a half-written one is
-    removed and rebuilt; a finished store from other files or options is an error.
+    removed and rebuilt; a finished store from other files or options is an error. progress: an
+    MB/s line on stderr for files that take more than a few seconds. engine: how the fixed-column
+    formats are parsed (ENGINES; the store is the same).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"bad option: engine={engine!r} (one of {ENGINES})")
     bad_arg = fmt not in ("auto", *FORMATS) or on_bad_row not in ("strict", "skip")
     if bad_arg or not 0 <= valid_fraction < 1 or min_count < 1:
         raise ValueError(
@@ -413,13 +326,14 @@ def convert_processed(
         return done
     store.reset_unfinished(out)
 
-    bad = _BadRows(on_bad_row)
+    bad = BadRows(on_bad_row)
     tables, schema = {}, None
     for split, f in files.items():
         if fmt == "paddle_esmm":
-            tables[split], schema = _parse_esmm(f, bad, schema)
+            (y, ids, present, bags), schema = parse_esmm(f, bad, schema)
+            tables[split] = _Table(y, ids, present, np.zeros((len(y), 0), np.float32), bags)
         else:
-            tables[split] = _parse_fixed(f, fmt, bad)
+            tables[split] = _parse_fixed(f, fmt, bad, engine, progress)
         if not len(tables[split].labels):
             raise DataFormatError(f, None, "no usable data rows", "every row was bad")
     valid_from = "file" if "valid" in tables else None
@@ -439,7 +353,7 @@ def convert_processed(
     splits = {}
     for split in [s for s in ("train", "valid", "test") if s in tables]:
         t = tables[split]
-        sparse = np.zeros(t.sparse.shape, np.int32)
+        sparse = np.zeros(t.sparse.shape[::-1], np.int32).T  # column-major, as t.sparse
         for j, name in enumerate(fields):
             sparse[:, j] = apply_vocabulary(vocabs[name], t.sparse[:, j])
         if t.present is not None:
@@ -450,9 +364,10 @@ def convert_processed(
         writer.append(t.labels, sparse, t.dense, bags)
         splits[split] = writer.close()
     save_vocabularies(out, vocabs)
-    if bad.counts:
-        total = sum(bad.counts.values())
-        print(f"convert_processed: skipped {total} bad rows: {dict(bad.counts)}", file=sys.stderr)
+    counts = dict(sorted(bad.counts.items()))  # by reason: the same whatever the block sizes
+    if counts:
+        total = sum(counts.values())
+        print(f"convert_processed: skipped {total} bad rows: {counts}", file=sys.stderr)
     manifest = {
         "format": fmt,
         "stage_names": STAGES,
@@ -464,7 +379,7 @@ def convert_processed(
         "valid_from": valid_from,
         "source": source,
         "options": options,
-        "bad_rows": dict(bad.counts),
+        "bad_rows": counts,
         "input": str(Path(path).resolve()),
     }
     store.write_manifest(out, manifest)

@@ -80,7 +80,7 @@ def prepare_store(
     else:
         from autoheri_jax.data.formats import convert_processed
 
-        convert_processed(src, out, fmt=fmt, **options)
+        convert_processed(src, out, fmt=fmt, progress=progress, **options)
     return out
 
 

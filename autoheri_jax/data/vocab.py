@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 _COMPACT_EVERY = 64  # pending chunks merged at a time: bounds memory while streaming
+_LUT_MAX = 1 << 24  # largest raw id mapped through a dense lookup table (64 MB of int32)
 
 
 class FieldCounter:
@@ -71,6 +72,11 @@ def apply_vocabulary(vocab: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
     raw = np.asarray(raw_ids, np.int64)
     if len(vocab) == 0:
         return np.zeros(raw.shape, np.int32)
+    top = int(vocab[-1])
+    if vocab[0] >= 0 and top < _LUT_MAX and top < 4 * raw.size:  # a table beats a binary search
+        lut = np.zeros(top + 2, np.int32)  # lut[-1] == lut[top + 1] == 0: ids outside the vocab
+        lut[vocab] = np.arange(1, len(vocab) + 1, dtype=np.int32)
+        return lut[np.clip(raw, -1, top + 1)]
     pos = np.searchsorted(vocab, raw)
     pos_c = np.minimum(pos, len(vocab) - 1)
     found = vocab[pos_c] == raw

@@ -1,0 +1,228 @@
+"""The exact per-row parser and bad-row checks of the processed formats (formats.py).
+
+This is the reference: every row it accepts is parsed here exactly as the store holds it, and
+every row it refuses is named (`FILE:LINE: reason`) or counted per reason. The fast path
+(csv_blocks.py) hands a block here whenever it cannot vouch for every row, so error messages
+and skip counts come from this code alone, whichever engine runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from autoheri_jax.data.errors import DataFormatError
+
+STAGES = ["click", "conversion"]
+LABEL_TOKENS = ("0", "1", "0.0", "1.0")
+CHUNK = 1 << 16  # rows parsed at a time (bounds the string arrays of the CSV formats)
+_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
+
+
+class BadRows:
+    """Strict: raise at the first bad row. Skip: drop bad rows and count them per reason."""
+
+    def __init__(self, mode: str):
+        self.mode, self.counts = mode, Counter()
+
+    def resolve(self, path: Path, lines: np.ndarray, checks: list, open_last: int | None):
+        """checks: (reason, bad-row mask, row -> detail or None), in priority order; -> ok mask."""
+        first = np.full(len(lines), -1)
+        for k, (_, mask, _) in enumerate(checks):
+            first[(first < 0) & mask] = k
+        bad = first >= 0
+        truncated = bool(len(lines)) and bad[-1] and lines[-1] == open_last
+        if self.mode == "strict" and bad.any():
+            i = int(np.argmax(bad))
+            reason, _, detail = checks[first[i]]
+            detail = detail(i) if detail else ""
+            if truncated and i == len(lines) - 1:  # most likely a cut-off file: say so first
+                detail = f"no newline at end of file, and {reason}" + (
+                    f" ({detail})" * bool(detail)
+                )
+                reason = "truncated last line"
+            raise DataFormatError(path, int(lines[i]), reason, detail)
+        if truncated:
+            first[-1] = len(checks)
+        reasons = [c[0] for c in checks] + ["truncated last line"]
+        for k, n in zip(*np.unique(first[bad], return_counts=True), strict=True):
+            self.counts[reasons[k]] += int(n)
+        return ~bad
+
+
+def read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise DataFormatError(path, None, "no such file or directory")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataFormatError(path, None, "cannot read", str(e.strerror)) from e
+    if not data.strip():
+        raise DataFormatError(path, None, "empty file")
+    return data
+
+
+def split_lines(data: bytes, first_line: int = 1, at_start: bool = True):
+    """Non-blank lines of a file (or of a part of one starting at line first_line): (texts,
+    1-based line numbers, non-UTF-8 mask, line number of an unterminated last line or None)."""
+    text = data.decode("utf-8", "surrogateescape")
+    if at_start:
+        text = text.removeprefix("\ufeff")
+    texts = text.split("\n")
+    open_last = None if data.endswith(b"\n") else first_line + len(texts) - 1
+    if open_last is None:
+        texts.pop()
+    utf8_bad = np.zeros(len(texts), bool)
+    if _SURROGATE.search(text):
+        utf8_bad = np.array([_SURROGATE.search(t) is not None for t in texts])
+    texts = [t.removesuffix("\r") for t in texts]
+    keep = [i for i, t in enumerate(texts) if utf8_bad[i] or t.strip()]
+    lines = np.array(keep, np.int64) + first_line
+    return [texts[i] for i in keep], lines, utf8_bad[keep], open_last
+
+
+def int_cells(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 values and ok mask of a string array (ok: optional '-' then 1..18 digits)."""
+    body = np.strings.lstrip(a, "-")
+    ok = np.strings.isdecimal(body) & (np.strings.str_len(body) <= 18)
+    ok &= np.strings.find(a, "-") <= 0
+    ok &= np.strings.count(a, "-") <= 1
+    return np.where(ok, a, "0").astype(np.int64), ok
+
+
+def _float_cells(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def to_float(s: str) -> float:
+        try:
+            return float(s)
+        except ValueError:
+            return np.nan
+
+    try:
+        v = a.astype(np.float64)
+    except ValueError:  # locate the bad cells (only when a chunk has some)
+        v = np.array([[to_float(s) for s in row] for row in a], np.float64).reshape(a.shape)
+    return v, np.isfinite(v)
+
+
+def _cells(reason: str, ok: np.ndarray, values: np.ndarray, names) -> tuple:
+    """A check on a [n, C] block of cells: a row is bad if any cell is; names the first one."""
+
+    def detail(i: int) -> str:
+        j = int(np.argmax(~ok[i]))
+        return f"{str(values[i, j])!r} in column {names[j]}"
+
+    return reason, ~ok.all(1), detail
+
+
+def labels(lab: np.ndarray) -> tuple[np.ndarray, list]:
+    """int8 [n, 2] labels of a [n, 2] string block, and their checks."""
+    y = np.isin(lab, ("1", "1.0")).astype(np.int8)
+    hint = "click=0 but conversion=1 (on_bad_row='skip' drops such rows; labels are never changed)"
+    conv = ("conversion without click", y[:, 1] > y[:, 0], lambda i: hint)
+    return y, [_cells("label not 0/1", np.isin(lab, LABEL_TOKENS), lab, STAGES), conv]
+
+
+def fixed_chunk(lay, texts: list[str]) -> tuple[tuple, list]:
+    """(labels, raw ids, dense) of rows of a fixed-column layout, and their checks."""
+    rows = [t.split(",") for t in texts]
+    ncol, width = np.array([len(r) for r in rows]), len(lay.header)
+    wrong, filler = ncol != width, ["0"] * width
+    block = np.array([filler if w else r for r, w in zip(rows, wrong, strict=True)], dtype=str)
+    y, label_checks = labels(block[:, lay.cols(lay.labels)])
+    ids, id_ok = int_cells(sp := block[:, lay.cols(lay.sparse)])
+    dense, dense_ok = _float_cells(de := block[:, lay.cols(lay.dense)])
+    checks = [
+        ("wrong field count", wrong, lambda i: f"{ncol[i]} fields, expected {width}"),
+        label_checks[0],
+        _cells("non-integer id", id_ok, sp, lay.sparse),
+        _cells("non-numeric dense value", dense_ok, de, lay.dense),
+        label_checks[1],
+    ]
+    return (y, ids, dense.astype(np.float32)), checks
+
+
+def fixed_rows(path: Path, lay, texts, lines, utf8_bad, open_last, bad: BadRows) -> list:
+    """Parsed good rows of some lines, as [labels, raw ids, dense] parts (CHUNK rows each)."""
+    parts = []
+    for s in range(0, len(texts), CHUNK):
+        cols, checks = fixed_chunk(lay, texts[s : s + CHUNK])
+        checks.insert(0, ("non-UTF-8 bytes", utf8_bad[s : s + CHUNK], None))
+        ok = bad.resolve(path, lines[s : s + CHUNK], checks, open_last)
+        parts.append([c[ok] for c in cols])
+    return parts
+
+
+def _field_index(names: np.ndarray, inv: np.ndarray, schema: tuple[list, list]) -> np.ndarray:
+    """Per token: its position in schema single + bag fields, -1 for a field not in the schema."""
+    pos = {f: k for k, f in enumerate(schema[0] + schema[1])}
+    return np.array([pos.get(str(x), -1) for x in names], np.int64)[inv]
+
+
+def _esmm_tokens(texts: list[str], utf8_bad: np.ndarray):
+    """The rows of ESMM lines as (labels, per-row token counts, field names, row of each token,
+    raw ids, checks): the per-row reference parse."""
+    rows = [t.split(",") for t in texts]
+    n, ncol = len(rows), np.array([len(r) for r in rows])
+    short = ncol < 3
+    lab = [("0", "0") if s else r[1:3] for r, s in zip(rows, short, strict=True)]
+    y, label_checks = labels(np.array(lab, dtype=str).reshape(n, 2))
+    feats = itertools.chain.from_iterable(r[3:] for r, s in zip(rows, short, strict=True) if not s)
+    toks = np.array(list(feats), dtype=str)
+    fld, sep, id_s = np.strings.partition(toks, ":")
+    row_of = np.repeat(np.arange(n), np.where(short, 0, ncol - 3))
+    ids, id_ok = int_cells(id_s)
+    malformed = (sep != ":") | (fld == "")
+
+    def by_row(reason: str, tok_bad: np.ndarray) -> tuple:
+        def detail(i: int) -> str:
+            return repr(str(toks[np.flatnonzero(tok_bad & (row_of == i))[0]]))
+
+        return reason, np.bincount(row_of, weights=tok_bad, minlength=n) > 0, detail
+
+    checks = [
+        ("non-UTF-8 bytes", utf8_bad, None),
+        ("wrong field count", short, lambda i: f"{ncol[i]} fields, expected >= 3"),
+        label_checks[0],
+        by_row("malformed field:id token", malformed),
+        by_row("non-integer id", ~id_ok & ~malformed),
+        label_checks[1],
+    ]
+    return y, fld, row_of, ids, checks
+
+
+def parse_esmm(path: Path, bad: BadRows, schema: tuple[list, list] | None):
+    """(labels, raw ids, present, bags) of an ESMM file and the schema (single fields, bag
+    fields); schema None: derive it (train)."""
+    texts, lines, utf8_bad, open_last = split_lines(read_bytes(path))
+    y, fld, row_of, ids, checks = _esmm_tokens(texts, utf8_bad)
+    n = len(texts)
+    names, inv = np.unique(fld, return_inverse=True)
+    if schema is not None:
+        fidx, nf = _field_index(names, inv, schema), max(len(schema[0]), 1)
+        single = (fidx >= 0) & (fidx < len(schema[0]))
+        u, c = np.unique(row_of[single] * nf + fidx[single], return_counts=True)
+        dup = np.full(n, -1)
+        dup[u[c > 1] // nf] = u[c > 1] % nf
+        checks.append(("repeated single-valued field", dup >= 0, lambda i: schema[0][dup[i]]))
+    ok = bad.resolve(path, lines, checks, open_last)
+    keep = ok[row_of]
+    if schema is None:
+        nn = max(len(names), 1)
+        u, c = np.unique(row_of[keep] * nn + inv[keep], return_counts=True)
+        seen, multi = np.zeros(len(names), bool), np.zeros(len(names), bool)
+        seen[u % nn], multi[u[c > 1] % nn] = True, True
+        schema = ([str(x) for x in names[seen & ~multi]], [str(x) for x in names[multi]])
+        fidx = _field_index(names, inv, schema)
+    nf, m, r = len(schema[0]), int(ok.sum()), (np.cumsum(ok) - 1)[row_of]
+    sel = keep & (fidx >= 0) & (fidx < nf)
+    sparse, present = np.zeros((m, nf), np.int64), np.zeros((m, nf), bool)
+    sparse[r[sel], fidx[sel]], present[r[sel], fidx[sel]] = ids[sel], True
+    bags = {}
+    for k, b in enumerate(schema[1]):
+        sel = keep & (fidx == nf + k)
+        bags[b] = (np.bincount(r[sel], minlength=m), ids[sel])
+    return (y[ok], sparse, present, bags), schema
