@@ -103,12 +103,40 @@ def rank_table(runs: list[dict], column: str, reference: str) -> list[str]:
     return lines
 
 
+def gap_table(arm_dir: Path, mode: str, key: str = "cvr") -> list[str]:
+    """Mean over seeds of each model's selection gap on `key` (results.json "selection_gap"):
+    the mean predicted rate over reached rows (clicked) and over every impression, and the
+    same two means of the truth."""
+    prefix = SEED_MODES[mode]
+    runs = [json.loads(p.read_text()) for p in sorted(arm_dir.glob(f"{prefix}*/results.json"))]
+    if not runs:
+        return []
+    tests = [{**r["models"], **({"oracle": r["oracle"]} if r.get("oracle") else {})} for r in runs]
+    lines = [
+        f"**{key} selection gap** (means over {len(runs)} seeds; scored = clicked rows)",
+        "",
+        "| model | pred scored | pred all | gap (all − scored) | true all | bias all |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in tests[0]:
+        gaps = [t[m]["test"][key].get("selection_gap") for t in tests if m in t]
+        if not gaps or any(g is None for g in gaps):
+            continue
+        mean = {f: float(np.mean([g[f] for g in gaps])) if all(g.get(f) is not None
+                for g in gaps) else None for f in gaps[0]}  # fmt: skip
+        cells = [mean.get(f) for f in ("pred_scored", "pred_all", "gap", "true_all", "bias_all")]
+        lines.append(f"| {m} | " + " | ".join("n/a" if c is None else f"{c:.4f}" for c in cells)
+                     + " |")  # fmt: skip
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("workdir", help="a study workdir (holds study.json and <arm>/ runs)")
     ap.add_argument("--columns", default=",".join(DEFAULT_COLUMNS))
     ap.add_argument("--mode", default="data", choices=sorted(SEED_MODES))
     ap.add_argument("--reference", default="esmm")
+    ap.add_argument("--gaps", action="store_true", help="also the cvr selection-gap table")
     args = ap.parse_args(argv)
     root = Path(args.workdir)
     summary = root / "study.json"
@@ -124,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"### {arm}\n")
         for column in args.columns.split(","):
             print("\n".join(rank_table(runs, column, args.reference)) + "\n")
+        if args.gaps:
+            print("\n".join(gap_table(root / arm, args.mode)) + "\n")
     return 0
 
 

@@ -262,7 +262,10 @@ def test_comparator_learns_the_funnel(name):
 
 def _results(values: dict[str, tuple[float, float]]) -> dict:
     """A minimal results.json: per model (cvr.soft_auc_all, cvr.mae_true_all)."""
-    test = lambda a, m: {"cvr": {"auc": a, "soft_auc_all": a, "mae_true_all": m, "rows": 1}}
+    gap = {"pred_scored": 0.03, "pred_all": 0.02, "gap": -0.01, "true_all": 0.01, "bias_all": 0.01}
+    test = lambda a, m: {
+        "cvr": {"auc": a, "soft_auc_all": a, "mae_true_all": m, "rows": 1, "selection_gap": gap}
+    }
     return {
         "metric_keys": ["cvr"],
         "models": {name: {"test": test(a, m)} for name, (a, m) in values.items()},
@@ -299,6 +302,9 @@ def test_rank_families_ranks_pairs_and_states_what_the_ci_supports(repo, tmp_pat
     mae_rows = out.split("**cvr.mae_true_all**")[1]
     good = next(line for line in mae_rows.splitlines() if line.startswith("| good "))
     assert "| 1.0 |" in good and "| above |" in good  # lower error: better, "above"
+    assert module.main([str(tmp_path), "--columns", "cvr", "--gaps"]) == 0
+    gaps = capsys.readouterr().out.split("selection gap")[1]
+    assert "| good | 0.0300 | 0.0200 | -0.0100 | 0.0100 | 0.0100 |" in gaps
     ranks = module.mean_ranks({"a": [1.0, 2.0], "b": [1.0, 3.0]}, lower=False)
     assert ranks == {"a": 1.75, "b": 1.25}  # seed 0 tied (1.5 each), seed 1: b first
 
