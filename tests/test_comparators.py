@@ -317,3 +317,14 @@ def test_esmm_stacked_trains_esmms_loss_on_the_debiasing_towers():
     ctr, ctcvr = _esmm_terms()
     np.testing.assert_allclose(float(total), ctr + ctcvr, rtol=1e-6)
     assert float(terms["debias"]) == 0.0
+
+
+def test_esm2_on_a_two_stage_simulator_is_refused_before_compute():
+    from autoheri_jax.config import Config, apply_overrides
+
+    with pytest.raises(ConfigError, match=r"baselines: esm2 needs a 3-stage funnel"):
+        apply_overrides(Config(), ["baselines=esmm,esm2"])
+    cfg = apply_overrides(
+        Config(), ["baselines=esmm,esm2", "data.num_stages=3", "data.stage_rates=[0.3,0.3]"]
+    )
+    assert cfg.baselines == ("esmm", "esm2")
