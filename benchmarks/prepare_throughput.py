@@ -2,7 +2,9 @@
 directory next to parse-only references (pandas.read_csv if installed, pyarrow.csv.read_csv).
 
 Command:
-  python benchmarks/prepare_throughput.py [--mb 200] [--rechub-mb 200] [--only raw|rechub]
+  python benchmarks/prepare_throughput.py [--mb 200] [--rechub-mb 200] [--esmm-mb 100]
+                                          [--only raw|rechub|esmm] [--esmm-python]
+                                          [--raw-engine arrow|python]
                                           [--chunk-rows 100000] [--json out.json]
 
 Each conversion and each reference runs in a fresh child process (spawned), so its peak RSS
@@ -24,7 +26,13 @@ size, and per top-level directory: splits, the side.* user-bag tables, vocab), a
 wall time from the manifest: common = both common files parsed (the test user bags written as the
 side.test table meanwhile); skeleton = train skeleton parsed, joined, counted and spilled plus test
 skeleton parsed, joined and written; vocab = vocabularies built and the train user bags written as
-the side.train table; write = train / valid written.
+the side.train table; write = train / valid written. --raw-engine python times the exact
+per-line parser (the engine before the block fast path).
+
+paddle_esmm: a train.txt / test.txt directory of about --esmm-mb MB (70 / 30 %) of
+`sample_id,click,conversion,field:id,...` lines: the 18 single-valued fields, 1-5 210 and 10-120
+150_14 tokens (~1.1 kB a line), ids Zipf-like from pools of 5k; converted with valid_fraction
+0.1, MB/s over the directory; --esmm-python also times engine="python" (the per-row reference).
 """
 
 from __future__ import annotations
@@ -147,11 +155,13 @@ def _timed(what: str, src: str, out: str, chunk_rows: int) -> dict:
         rows, m = len(pandas.read_csv(src)), None
     elif what == "pyarrow":
         rows, m = pcsv.read_csv(src).num_rows, None
-    elif what == "rechub":
-        m = convert_processed(src, out, valid_fraction=0.1, progress=True)
+    elif what in ("rechub", "esmm", "esmm_python"):
+        engine = "python" if what == "esmm_python" else "arrow"
+        m = convert_processed(src, out, valid_fraction=0.1, progress=True, engine=engine)
         rows = sum(v["rows"] for v in m["splits"].values())
     else:
-        m = prepare_aliccp_raw(src, out, chunk_rows=chunk_rows, progress=True)
+        engine = "python" if what == "raw_python" else "arrow"
+        m = prepare_aliccp_raw(src, out, chunk_rows=chunk_rows, progress=True, engine=engine)
         rows = None
     res = {"s": time.perf_counter() - t, "cpu_s": time.process_time() - cpu, "rows": rows}
     return res | {"peak_mb": round(_peak_mb()), "manifest": m}
@@ -198,7 +208,7 @@ def bench_rechub(mb: float) -> dict:
     return res
 
 
-def bench_raw(mb: float, chunk_rows: int) -> dict:
+def bench_raw(mb: float, chunk_rows: int, engine: str = "arrow") -> dict:
     with tempfile.TemporaryDirectory(prefix="aliccp_bench_") as d:
         raw, out = Path(d) / "raw", Path(d) / "store"
         raw.mkdir()
@@ -206,7 +216,7 @@ def bench_raw(mb: float, chunk_rows: int) -> dict:
         rows = generate(raw, mb)
         gen_s = time.perf_counter() - t
         sizes = {p.name: p.stat().st_size for p in sorted(raw.iterdir())}
-        r = _child("raw", str(raw), str(out), chunk_rows)
+        r = _child("raw_python" if engine == "python" else "raw", str(raw), str(out), chunk_rows)
         m, total_s, cpu_s = r["manifest"], r["s"], r["cpu_s"]
         parts = {d.name: sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 1e6
                  for d in sorted(out.iterdir()) if d.is_dir()}  # fmt: skip
@@ -242,19 +252,76 @@ def bench_raw(mb: float, chunk_rows: int) -> dict:
     return res
 
 
+def generate_esmm(root: Path, mb: float, seed: int = 0) -> dict:
+    """A paddle_esmm train / test directory of about mb MB (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    fields = [f for f in [*USER, *ITEM] if not f.endswith("_14") and f not in ("210", "853")]
+    fields += ["853"]  # single-valued in the ESMM files; 210 and 150_14 are the bags
+    pools = {f: [f"{f}:{i}" for i in np.unique(rng.integers(0, 500_000, 5000))]
+             for f in [*fields, "210", "150_14"]}  # fmt: skip
+    rows = {}
+    for split, share in (("train", 0.7), ("test", 0.3)):
+        n, written = 0, 0
+        with (root / f"{split}.txt").open("w") as fh:
+            while written < mb * share * 1e6:
+                lines = []
+                for _ in range(1000):
+                    toks = [pools[f][min(int(rng.zipf(1.3)), len(pools[f])) - 1] for f in fields]
+                    for b, k in (("210", rng.integers(1, 6)), ("150_14", rng.integers(10, 121))):
+                        toks += [pools[b][min(int(z), len(pools[b])) - 1] for z in rng.zipf(1.3, k)]
+                    click = int(rng.random() < 0.04)
+                    conv = int(click and rng.random() < 0.05)
+                    lines.append(f"{n},{click},{conv}," + ",".join(toks) + "\n")
+                    n += 1
+                text = "".join(lines)
+                fh.write(text)
+                written += len(text)
+        rows[split] = n
+    return rows
+
+
+def bench_esmm(mb: float, reference: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="esmm_bench_") as d:
+        src = Path(d) / "esmm"
+        src.mkdir()
+        generate_esmm(src, mb)
+        total = sum(p.stat().st_size for p in src.iterdir()) / 1e6
+        runs = {k: _child(k, str(src), str(Path(d) / f"store_{k}"), 0)
+                for k in ("esmm", "esmm_python")[: 1 + reference]}  # fmt: skip
+    res = {"dir_mb": round(total, 1)}
+    for k, r in runs.items():
+        rate = round(total / r["s"], 1)
+        res[k] = {"s": round(r["s"], 2), "mb_per_s": rate, "peak_mb": r["peak_mb"]}
+        engine = "python" if k == "esmm_python" else "arrow"
+        cpu, peak = r["cpu_s"], r["peak_mb"]
+        print(f"paddle_esmm {total:.1f} MB ({r['rows']:,} rows), engine {engine}: prepare "
+              f"{r['s']:.2f} s, {rate} MB/s, CPU {cpu:.1f} s, peak RSS {peak} MB")  # fmt: skip
+    return res
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=200.0, help="raw Ali-CCP size to generate (MB)")
     ap.add_argument("--rechub-mb", type=float, default=200.0, help="torch-rechub CSV size (MB)")
-    ap.add_argument("--only", choices=("raw", "rechub"), help="run one of the two")
+    ap.add_argument("--esmm-mb", type=float, default=100.0, help="paddle_esmm size (MB)")
+    ap.add_argument("--only", choices=("raw", "rechub", "esmm"), help="run one of the three")
+    ap.add_argument("--esmm-python", action="store_true", help="also time engine='python'")
+    ap.add_argument(
+        "--raw-engine",
+        choices=("arrow", "python"),
+        default="arrow",
+        help="raw Ali-CCP parser (python: the exact per-line one, as before issue 12)",
+    )
     ap.add_argument("--chunk-rows", type=int, default=100_000)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     res = {}
-    if args.only != "raw":
+    if args.only in (None, "rechub"):
         res["rechub"] = bench_rechub(args.rechub_mb)
-    if args.only != "rechub":
-        res["raw"] = bench_raw(args.mb, args.chunk_rows)
+    if args.only in (None, "raw"):
+        res["raw"] = bench_raw(args.mb, args.chunk_rows, args.raw_engine)
+    if args.only in (None, "esmm"):
+        res["esmm"] = bench_esmm(args.esmm_mb, args.esmm_python)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     return res

@@ -15,7 +15,8 @@ has rows with purchase=1 and click=0: convert it with on_bad_row="skip" (labels 
 The fixed-column formats are read in blocks by pyarrow (csv_blocks.py); a block that is not clean
 is re-parsed by the exact per-row parser (rowcheck.py), which alone names and counts bad rows, so
 errors, line numbers and stores do not depend on the engine (engine="python": rowcheck only, the
-reference the tests compare against). paddle_esmm (variable-width lines) is parsed by rowcheck.
+reference the tests compare against). paddle_esmm (variable-width lines) goes the same way:
+blocks through esmm_blocks.py when clean, else rowcheck (rowcheck.parse_esmm).
 """
 
 from __future__ import annotations
@@ -295,8 +296,8 @@ def convert_processed(
 
     A finished store from the same files and options is returned as is; a half-written one is
     removed and rebuilt; a finished store from other files or options is an error. progress: an
-    MB/s line on stderr for files that take more than a few seconds. engine: how the fixed-column
-    formats are parsed (ENGINES; the store is the same).
+    MB/s line on stderr for files that take more than a few seconds. engine: how the files are
+    parsed (ENGINES; the store is the same).
     """
     if engine not in ENGINES:
         raise ValueError(f"bad option: engine={engine!r} (one of {ENGINES})")
@@ -330,7 +331,7 @@ def convert_processed(
     tables, schema = {}, None
     for split, f in files.items():
         if fmt == "paddle_esmm":
-            (y, ids, present, bags), schema = parse_esmm(f, bad, schema)
+            (y, ids, present, bags), schema = parse_esmm(f, bad, schema, engine)
             tables[split] = _Table(y, ids, present, np.zeros((len(y), 0), np.float32), bags)
         else:
             tables[split] = _parse_fixed(f, fmt, bad, engine, progress)

@@ -1,9 +1,9 @@
 """The exact per-row parser and bad-row checks of the processed formats (formats.py).
 
 This is the reference: every row it accepts is parsed here exactly as the store holds it, and
-every row it refuses is named (`FILE:LINE: reason`) or counted per reason. The fast path
-(csv_blocks.py) hands a block here whenever it cannot vouch for every row, so error messages
-and skip counts come from this code alone, whichever engine runs.
+every row it refuses is named (`FILE:LINE: reason`) or counted per reason. The fast paths
+(csv_blocks.py, esmm_blocks.py) hand a block here whenever they cannot vouch for every row, so
+error messages and skip counts come from this code alone, whichever engine runs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autoheri_jax.data import csv_blocks, esmm_blocks
 from autoheri_jax.data.errors import DataFormatError
 
 STAGES = ["click", "conversion"]
@@ -194,10 +195,13 @@ def _esmm_tokens(texts: list[str], utf8_bad: np.ndarray):
     return y, fld, row_of, ids, checks
 
 
-def parse_esmm(path: Path, bad: BadRows, schema: tuple[list, list] | None):
-    """(labels, raw ids, present, bags) of an ESMM file and the schema (single fields, bag
-    fields); schema None: derive it (train)."""
-    texts, lines, utf8_bad, open_last = split_lines(read_bytes(path))
+def _esmm_exact(path: Path, data: bytes, first: int, at_start: bool, bad: BadRows, schema):
+    """(labels, field names, per token: name index / row / raw id, ok rows) of some lines, every
+    line through _esmm_tokens; bad rows are resolved here (strict: the first one raises)."""
+    texts, lines, utf8_bad, open_last = split_lines(data, first, at_start)
+    if not texts:  # blank lines only (a block of them, or a whitespace-only file)
+        z = np.zeros(0, np.int64)
+        return np.zeros((0, 2), np.int8), [], z, z, z, np.zeros(0, bool)
     y, fld, row_of, ids, checks = _esmm_tokens(texts, utf8_bad)
     n = len(texts)
     names, inv = np.unique(fld, return_inverse=True)
@@ -209,6 +213,41 @@ def parse_esmm(path: Path, bad: BadRows, schema: tuple[list, list] | None):
         dup[u[c > 1] // nf] = u[c > 1] % nf
         checks.append(("repeated single-valued field", dup >= 0, lambda i: schema[0][dup[i]]))
     ok = bad.resolve(path, lines, checks, open_last)
+    return y, [str(x) for x in names], inv.reshape(-1), row_of, ids, ok
+
+
+def _esmm_parts(path: Path, bad: BadRows, schema, engine: str):
+    """Per piece of the file, _esmm_exact's tuple: the whole file at once (engine "python", the
+    reference), or blocks of whole lines, each through esmm_blocks when it vouches for it."""
+    if engine == "python":
+        yield _esmm_exact(path, read_bytes(path), 1, True, bad, schema)
+        return
+    if not path.exists():
+        raise DataFormatError(path, None, "no such file or directory")
+    blank = True
+    for first, block, _ in csv_blocks.read_blocks(path, 0, 1):
+        blank = blank and not block.strip()
+        fast = esmm_blocks.esmm_block(block, first == 1, schema and schema[0])
+        if fast is None:
+            yield _esmm_exact(path, block, first, first == 1, bad, schema)
+        else:
+            yield *fast, np.ones(len(fast[0]), bool)
+    if blank:  # read_bytes's test, made while streaming
+        raise DataFormatError(path, None, "empty file")
+
+
+def parse_esmm(path: Path, bad: BadRows, schema: tuple[list, list] | None, engine="python"):
+    """(labels, raw ids, present, bags) of an ESMM file and the schema (single fields, bag
+    fields); schema None: derive it (train). engine: see _esmm_parts (the result is the same)."""
+    parts = list(_esmm_parts(path, bad, schema, engine))
+    names = sorted({f for p in parts for f in p[1]})  # np.unique's order over the whole file
+    pos = {f: k for k, f in enumerate(names)}
+    y, ok = np.concatenate([p[0] for p in parts]), np.concatenate([p[5] for p in parts])
+    inv = np.concatenate([np.array([pos[f] for f in p[1]], np.int64)[p[2]] for p in parts])
+    starts = np.cumsum([0] + [len(p[0]) for p in parts])
+    row_of = np.concatenate([p[3] + s for p, s in zip(parts, starts, strict=False)])
+    ids = np.concatenate([p[4] for p in parts])
+    names = np.array(names, dtype=str)
     keep = ok[row_of]
     if schema is None:
         nn = max(len(names), 1)
@@ -216,7 +255,7 @@ def parse_esmm(path: Path, bad: BadRows, schema: tuple[list, list] | None):
         seen, multi = np.zeros(len(names), bool), np.zeros(len(names), bool)
         seen[u % nn], multi[u[c > 1] % nn] = True, True
         schema = ([str(x) for x in names[seen & ~multi]], [str(x) for x in names[multi]])
-        fidx = _field_index(names, inv, schema)
+    fidx = _field_index(names, inv, schema)
     nf, m, r = len(schema[0]), int(ok.sum()), (np.cumsum(ok) - 1)[row_of]
     sel = keep & (fidx >= 0) & (fidx < nf)
     sparse, present = np.zeros((m, nf), np.int64), np.zeros((m, nf), bool)
