@@ -69,8 +69,10 @@ def plain_bytes(block: bytes, allowed: bytes | None) -> bool:
     in \\r\\n (pyarrow ends a line at a lone \\r, rowcheck does not), and, where the caller names
     them, no bytes but `allowed` (which rules out spaces, hex and other forms pyarrow's number
     parser takes and rowcheck's refuses)."""
-    if not block.isascii() or block.count(b"\r") != block.count(b"\r\n"):
+    if not block.isascii():
         return False
+    if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):  # memchr first: most
+        return False  # files have no \r at all, and two full counts cost 16 ms a block
     return allowed is None or not block.translate(None, allowed)
 
 
