@@ -25,6 +25,8 @@ import dataclasses
 import hashlib
 import re
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,6 +58,7 @@ from autoheri_jax.data.vocab import apply_vocabulary, build_vocabulary, save_voc
 
 FORMATS = ("rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress")
 ENGINES = ("arrow", "python")  # python: every row through rowcheck (the reference, for tests)
+_AHEAD = 2  # blocks whose fast path runs ahead of the one being taken
 _CP = ["click", "purchase"]
 _ALICCP = ["101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206", "207"]
 _RECHUB_SPARSE = [*_ALICCP, "210", "216", "508", "509", "702", "853", "301"]
@@ -191,15 +194,33 @@ def _parse_fixed(path: Path, fmt: str, bad: BadRows, engine: str, progress: bool
     else:
         (start, first), parts, rows = _data_start(path, lay, fmt), [], 0
         meter = ByteProgress(path.name, path.stat().st_size, progress)
-        for line, block, done in csv_blocks.read_blocks(path, start, first):
-            if (cols := _fast_fixed(lay, block)) is not None:
+
+        def take(line: int, block: bytes, done: int, cols) -> None:
+            nonlocal rows
+            if cols is not None:
                 parts.append(cols)
                 rows += len(cols[0][0])
-            else:
+            else:  # in file order: strict mode names the first bad row, skip counts add up
                 texts, lines, utf8_bad, open_last = split_lines(block, line, at_start=False)
                 rows += len(texts)
-                parts += _col_parts(fixed_rows(path, lay, texts, lines, utf8_bad, open_last, bad))
+                parts.extend(
+                    _col_parts(fixed_rows(path, lay, texts, lines, utf8_bad, open_last, bad))
+                )
             meter.update(done, rows)
+
+        # The fast path of the next block runs while this one's columns are cast (pyarrow and
+        # numpy release the GIL); it has no side effects, so only `take` must keep file order.
+        # At most _AHEAD blocks are in flight: memory stays bounded by blocks, not the file.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pending: deque = deque()
+            for line, block, done in csv_blocks.read_blocks(path, start, first):
+                pending.append((line, block, done, pool.submit(_fast_fixed, lay, block)))
+                if len(pending) > _AHEAD:
+                    line_, block_, done_, fut = pending.popleft()
+                    take(line_, block_, done_, fut.result())
+            while pending:
+                line_, block_, done_, fut = pending.popleft()
+                take(line_, block_, done_, fut.result())
         meter.close(rows)
     if not rows:
         raise DataFormatError(path, None, "no data rows")
