@@ -62,3 +62,14 @@ def toy_dataset(n=1000, with_bags=True):
         bags=bags if with_bags else (),
         max_bag_len=4,
     )
+
+
+def mutate_line(rng, lines, alphabet) -> bytearray:
+    """A random line of `lines` with 1-2 random edits (insert, replace or delete one token of
+    `alphabet`): the fuzz case of the parser-agreement tests."""
+    line = bytearray(lines[int(rng.integers(0, len(lines)))])
+    for _ in range(int(rng.integers(1, 3))):
+        at = int(rng.integers(0, len(line)))
+        op, tok = int(rng.integers(0, 3)), alphabet[int(rng.integers(0, len(alphabet)))]
+        line[at : at + (op > 0)] = b"" if op == 2 else tok
+    return line

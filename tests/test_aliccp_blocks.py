@@ -17,6 +17,7 @@ from test_prepare_aliccp import BAD, COMMON, SKEL, _bad, make_raw, write_raw
 from autoheri_jax.data import aliccp_blocks, aliccp_raw, aliccp_rows
 from autoheri_jax.data.aliccp_raw import prepare_aliccp_raw
 from autoheri_jax.data.errors import DataFormatError
+from tests.helpers import mutate_line
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +108,7 @@ def test_block_path_accepts_only_what_the_line_check_accepts(raw):
     for name in (SKEL["train"], COMMON["train"]):
         lines = raw["lines"][name]
         for _ in range(600):
-            line = bytearray(lines[int(rng.integers(0, len(lines)))])
-            for _ in range(int(rng.integers(1, 3))):
-                at = int(rng.integers(0, len(line)))
-                op, tok = int(rng.integers(0, 3)), alphabet[int(rng.integers(0, len(alphabet)))]
-                line[at : at + (op > 0)] = b"" if op == 2 else tok
+            line = mutate_line(rng, lines, alphabet)
             skeleton = name.startswith("sample")
             parsers = [
                 aliccp_rows._Parser(Path(name), skeleton, True, dict(keys) if skeleton else {},

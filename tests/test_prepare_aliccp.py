@@ -22,6 +22,7 @@ from autoheri_jax.data.aliccp_raw import (
 )
 from autoheri_jax.data.errors import DataFormatError
 from autoheri_jax.data.store import StoreError, open_split
+from tests.helpers import mutate_line
 
 SKEL = {"train": "sample_skeleton_train.csv", "test": "sample_skeleton_test.csv"}
 COMMON = {"train": "common_features_train.csv", "test": "common_features_test.csv"}
@@ -358,11 +359,7 @@ def test_fast_path_and_line_check_agree(raw):
     for name in (SKEL["train"], COMMON["train"]):
         lines = raw["lines"][name]
         for _ in range(400):
-            line = bytearray(lines[int(rng.integers(0, len(lines)))])
-            for _ in range(int(rng.integers(1, 3))):
-                at = int(rng.integers(0, len(line)))
-                op, tok = int(rng.integers(0, 3)), alphabet[int(rng.integers(0, len(alphabet)))]
-                line[at : at + (op > 0)] = b"" if op == 2 else tok
+            line = mutate_line(rng, lines, alphabet)
             skeleton = name.startswith("sample")
             index = dict(keys) if skeleton else {}
             p = aliccp_raw._Parser(Path(name), skeleton, True, index, Counter(), Counter())
