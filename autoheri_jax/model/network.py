@@ -32,9 +32,11 @@ losses.py. Params layout (top-level keys are optimiser partitions, see optim.py)
                                           # only with aggregation="search"
 
 `ModelSpec.family` other than "autoheri" swaps the towers for a multi-task baseline
-(shared_bottom, mmoe, ple, aitm; see families.py) over the same x; its weights fill
-params["towers"] and it has no edges. `ModelSpec.output` says how to read the logits:
-"conditional" (chained by the funnel product) or "entire" (AITM: P_t = sigmoid(logit_t)).
+(families.FAMILIES: shared_bottom, mmoe, ple, aitm, dbmtl, gmsl, esm2, multi_dr, escm2_ips,
+escm2_dr, dcmt) over the same x; its weights fill params["towers"] and it has no edges.
+`ModelSpec.output` says how to read the logits: "conditional" (chained by the funnel product)
+or "entire" (AITM, ESM²: P_t = sigmoid(logit_t)). `forward_outputs` also returns the outputs
+only a family's loss reads (objectives.py).
 """
 
 from __future__ import annotations
