@@ -184,11 +184,16 @@ def ece(scores: np.ndarray, targets: np.ndarray, bins: int = 10) -> float | None
     in probability units (0.005 at a 3% rate is a 17% relative error). With 0/1 labels it
     carries label noise, about sqrt(2 q (1 - q) bins / (pi N)) for a perfectly calibrated q
     (so compare models on the same rows, or use the truth: `ece_true`). None for empty input."""
-    if len(scores) == 0:
+    return ece_of(reliability(scores, targets, bins))
+
+
+def ece_of(rel: dict | None) -> float | None:
+    """`ece` from bins `reliability` already made (one sort of the scores, not two)."""
+    if rel is None:
         return None
-    parts = _equal_mass_bins(scores, targets, bins)
-    n = sum(len(s) for s, _ in parts)
-    return float(sum(len(s) * abs(s.mean() - t.mean()) for s, t in parts) / n)
+    rows = rel["rows"]
+    gaps = (n * abs(p - o) for n, p, o in zip(rows, rel["pred"], rel["obs"], strict=True))
+    return float(sum(gaps) / sum(rows))
 
 
 def mae(scores: np.ndarray, probs: np.ndarray) -> float | None:
@@ -278,11 +283,12 @@ def funnel_metrics(
             "nll": nll(s),
             "rows": len(s.labels),
             "positives": int(np.sum(s.labels)),
-            "ece": ece(s.scores, s.labels, CALIBRATION_BINS),
             "reliability": reliability(s.scores, s.labels, CALIBRATION_BINS),
         }
         for key, s in scored.items()
     }
+    for fields in out.values():
+        fields["ece"] = ece_of(fields["reliability"])
     later = [(key, k) for key, k, kind in metric_keys(stage_names) if kind == "conditional" and k]
     for key, k in later:
         reached = labels[:, k - 1] > 0.5  # the rows funnel_scores scores this key on

@@ -85,10 +85,10 @@ def imputation_loss(delta, observed, propensity, imputed) -> jax.Array:
     return jnp.mean(observed * jnp.square(delta - imputed) / propensity, axis=0)
 
 
-def dcmt_risk(cond_logits, cf_logits, observed, converted, propensity, constraint_weight):
-    """Per later stage [T-1]: factual IPS on reached rows, counterfactual IPS (label 1 - r) on
-    the others, and the weighted mean |1 - (r_hat + r*_hat)| over all rows."""
-    factual = ips_risk(bce_from_logits(converted, cond_logits), observed, propensity)
+def dcmt_risk(delta, cond_logits, cf_logits, observed, converted, propensity, constraint_weight):
+    """Per later stage [T-1]: factual IPS of delta on reached rows, counterfactual IPS (label
+    1 - r) on the others, and the weighted mean |1 - (r_hat + r*_hat)| over all rows."""
+    factual = ips_risk(delta, observed, propensity)
     counter = jnp.mean(
         (1.0 - observed) * bce_from_logits(1.0 - converted, cf_logits) / (1.0 - propensity),
         axis=0,
@@ -118,8 +118,8 @@ def task_loss(logits: jax.Array, extras: dict, labels: jax.Array, spec: ModelSpe
     if spec.family == "dcmt":
         debias = jnp.sum(
             dcmt_risk(
-                cond_logits, extras["counterfactual_logits"], observed, converted, propensity,
-                spec.dcmt_constraint_weight,
+                delta, cond_logits, extras["counterfactual_logits"], observed, converted,
+                propensity, spec.dcmt_constraint_weight,
             )
         )  # fmt: skip
         terms["debias"] = debias

@@ -72,9 +72,10 @@ def _same_but_seed(cfgs: Sequence[TrainConfig]) -> None:
         raise ConfigError("vmapped seeds do not support search.bilevel; run seeds one by one")
 
 
-def make_seed_step(spec: ModelSpec, cfg: TrainConfig) -> Callable:
+def make_seed_step(spec: ModelSpec, cfg: TrainConfig, optimizer=None) -> Callable:
     """The jitted K-seed step: (stacked state, K x B batch) -> (stacked state, stacked aux)."""
-    return jax.jit(jax.vmap(make_step_fn(spec, cfg, make_optimizer(cfg))), donate_argnums=0)
+    optimizer = make_optimizer(cfg) if optimizer is None else optimizer
+    return jax.jit(jax.vmap(make_step_fn(spec, cfg, optimizer)), donate_argnums=0)
 
 
 def train_seeds(
@@ -109,7 +110,7 @@ def train_seeds(
     batches = iter(grain.MapDataset.source(source).to_iter_dataset(options))
     optimizer = make_optimizer(cfg)
     state = stack_trees([init_state(spec, c, optimizer) for c in cfgs])
-    step_fn = make_seed_step(spec, cfg)
+    step_fn = make_seed_step(spec, cfg, optimizer)
     total, k_seeds = len(source), len(cfgs)
     bar = Progress(total, f"{desc} x{k_seeds} seeds", enabled=progress)
     t_start = time.perf_counter()

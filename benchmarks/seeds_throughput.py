@@ -1,7 +1,8 @@
 """K seeds in one vmapped step against K separate runs, on the study-size model.
 
 Command:
-  python benchmarks/seeds_throughput.py [--ks 1,2,5,10] [--steps 100] [--json out.json]
+  python benchmarks/seeds_throughput.py [--ks 1,2,5,10] [--steps 100] [--dense-embeddings]
+      [--json out.json]
   python benchmarks/seeds_throughput.py --smoke          # seconds: the tests' check
 
 Model and data: experiments/configs/study_base.py (embed 8, towers 64-32-16, batch 1024, 23
@@ -25,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import grain
 import jax
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,27 +73,24 @@ def bench_model(name: str, spec, tcfg, datas, ks, steps: int) -> dict:
     sources = [
         StepBatchSource(d, tcfg.batch_size, c.seed, 1) for d, c in zip(datas, cfgs, strict=False)
     ]
-    one = _steady(
-        make_update_fn(spec, tcfg, opt),
-        init_state(spec, cfgs[0], opt),
-        train_iterator(sources[0]),
-        steps,
-    )
+    update = make_update_fn(spec, tcfg, opt)
+    state = init_state(spec, cfgs[0], opt)
+    cost = update.lower(state, sources[0][0]).compile().cost_analysis()
+    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+    one = _steady(update, state, train_iterator(sources[0]), steps)
     rows = []
     for k in ks:
         state = stack_trees([init_state(spec, c, opt) for c in cfgs[:k]])
-        import grain
-
         ds = grain.MapDataset.source(StackedSource(sources[:k]))
         batches = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
-        per_step = _steady(make_seed_step(spec, tcfg), state, batches, steps)
+        per_step = _steady(make_seed_step(spec, tcfg, opt), state, batches, steps)
         rows.append({
             "k": k,
             "s_per_step": per_step,
             "examples_per_s_per_seed": tcfg.batch_size / per_step,
             "x_one_run": per_step / one,
         })  # fmt: skip
-    return {"model": name, "one_run_s_per_step": one,
+    return {"model": name, "one_run_s_per_step": one, "flops_per_step": flops,
             "one_run_examples_per_s": tcfg.batch_size / one, "vmapped": rows}  # fmt: skip
 
 
@@ -111,6 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", default="1,2,5,10")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--smoke", action="store_true", help="tiny world and model, seconds")
+    ap.add_argument("--dense-embeddings", action="store_true", help="train.sparse_embeddings=false")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
@@ -118,8 +118,13 @@ def main(argv=None) -> int:
         ks, args.steps = [2], 3
     cfg = load_config(BASE, SMOKE if args.smoke else [])
     batch = 64 if args.smoke else cfg.search.batch_size
-    search_cfg = dataclasses.replace(cfg.search, batch_size=batch, epochs=1)
-    retrain_cfg = dataclasses.replace(cfg.retrain, batch_size=batch, epochs=1)
+    sparse = not args.dense_embeddings
+    search_cfg = dataclasses.replace(
+        cfg.search, batch_size=batch, epochs=1, sparse_embeddings=sparse
+    )
+    retrain_cfg = dataclasses.replace(
+        cfg.retrain, batch_size=batch, epochs=1, sparse_embeddings=sparse
+    )
     datas = _datasets(cfg, max(*ks, 1 if args.smoke else 5), (args.steps + 2) * batch)
     specs = {
         "search": (spec_for(cfg.model, datas[0]), search_cfg),
@@ -132,8 +137,10 @@ def main(argv=None) -> int:
     for name, (spec, tcfg) in specs.items():
         res = bench_model(name, spec, tcfg, datas, ks, args.steps)
         out["models"].append(res)
+        gflops = res["flops_per_step"] / 1e9
         print(f"{name}: one run {res['one_run_s_per_step'] * 1e3:.2f} ms/step "
-              f"({res['one_run_examples_per_s']:,.0f} examples/s)")  # fmt: skip
+              f"({res['one_run_examples_per_s']:,.0f} examples/s; XLA counts {gflops:.3f} GFLOP "
+              f"a step: {gflops / res['one_run_s_per_step']:.1f} GFLOP/s)")  # fmt: skip
         print(f"  {'K':>3} {'ms/step':>9} {'ex/s per seed':>14} {'x one run':>10} {'K runs':>7}")
         for r in res["vmapped"]:
             cells = (f"{r['k']:>3}", f"{r['s_per_step'] * 1e3:>9.2f}",

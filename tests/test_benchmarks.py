@@ -12,12 +12,17 @@ SECTIONS = {"meta", "machine", "train", "vocab", "vocab_step_ratio", "eval", "co
 SECTIONS |= {"peak_rss_mb", "roofline", "errors"}
 
 
-def test_suite_smoke(repo, tmp_path):
+def _bench_json(repo, tmp_path, script: str, *args: str) -> dict:
+    """Runs benchmarks/<script> with `args` and --json; -> the figures it wrote."""
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "benchmarks/suite.py", "--smoke", "--json", str(out)]
+    cmd = [sys.executable, f"benchmarks/{script}", *args, "--json", str(out)]
     p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    res = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_suite_smoke(repo, tmp_path):
+    res = _bench_json(repo, tmp_path, "suite.py", "--smoke")
     assert set(res) >= SECTIONS and res["errors"] == {}
 
     m = res["machine"]
@@ -57,12 +62,8 @@ def test_suite_smoke(repo, tmp_path):
 
 
 def test_profile_step_sees_every_matmul_and_no_table_copy(repo, tmp_path):
-    out = tmp_path / "profile.json"
-    cmd = [sys.executable, "benchmarks/profile_step.py", "--config", "experiments/configs/smoke.py",
-           "--batch-size", "64", "--steps", "2", "--json", str(out)]  # fmt: skip
-    p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    res = json.loads(out.read_text())
+    args = ["--config", "experiments/configs/smoke.py", "--batch-size", "64", "--steps", "2"]
+    res = _bench_json(repo, tmp_path, "profile_step.py", *args)
     assert res["wall_ms"] > 0 and res["kinds_ms"]["matmul"] > 0
     # the smoke search model: 2 towers x (3 layers + head) forward, dX and dW, each a dot
     forms = {d["form"] for d in res["matmuls"]}
@@ -72,11 +73,7 @@ def test_profile_step_sees_every_matmul_and_no_table_copy(repo, tmp_path):
 
 def test_seeds_benchmark_smoke(repo, tmp_path):
     """benchmarks/seeds_throughput.py runs both steps it compares and reports positive figures."""
-    out = tmp_path / "seeds.json"
-    cmd = [sys.executable, "benchmarks/seeds_throughput.py", "--smoke", "--json", str(out)]
-    p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    res = json.loads(out.read_text())
+    res = _bench_json(repo, tmp_path, "seeds_throughput.py", "--smoke")
     (model,) = res["models"]
     assert model["model"] == "search" and model["one_run_s_per_step"] > 0
     assert [r["k"] for r in model["vmapped"]] == [2]

@@ -230,7 +230,6 @@ FAMILIES: dict[str, Family] = {  # "autoheri" is network.py's own towers
         for name in causal_families.EXTRA_OUTPUT
     },
 }
-ENTIRE_SPACE_FAMILIES = tuple(n for n, f in FAMILIES.items() if f.output == "entire")
 
 
 def init_family(key: jax.Array, spec: ModelSpec) -> Towers:
@@ -243,10 +242,3 @@ def family_outputs(
 ) -> tuple[jax.Array, dict]:
     """x: B x input_dim -> (B x T logits, the family's extra outputs for its loss)."""
     return FAMILIES[spec.family].apply(towers, spec, x, act, dropper(spec, dropout_rng))
-
-
-def family_logits(
-    towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, dropout_rng: jax.Array | None
-) -> jax.Array:
-    """x: B x input_dim -> B x T logits (conditional, or entire-space; see `FAMILIES`)."""
-    return family_outputs(towers, spec, x, act, dropout_rng)[0]
