@@ -18,16 +18,27 @@ MTReclib AliExpress) or a prepared store; the format is detected when it is unam
 
 Expected failures (bad config, missing files, non-finite loss) print one line naming the key,
 file or step and exit with status 2; no traceback.
+
+Every command takes `--quiet`: no status lines and no progress lines, errors still shown. Status
+lines go through the "autoheri_jax" logger (progress.py: stdout by default, data preparation and
+errors on stderr), so a caller of main() can silence or redirect them with `logging`.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
 from autoheri_jax.config import DATA_FORMATS, ConfigError, DataConfig, load_config
+from autoheri_jax.progress import PACKAGE, get_logger
+
+# Results and errors both go through the logger (results INFO -> stdout, errors ERROR -> stderr,
+# by default): one place to silence or redirect everything, and --quiet (WARNING) keeps errors.
+# argparse's own usage errors stay argparse's (stderr, exit 2): they come before any logging.
+_log = get_logger("autoheri_jax.cli")  # not __name__: that is "__main__" under python -m
 
 _STEPS = ("run", "search", "retrain", "evaluate", "evolve")
 
@@ -47,7 +58,17 @@ def enable_compilation_cache() -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoheri", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
-    prep = sub.add_parser("prepare", help="convert data files into a memory-mapped store")
+    # flags every command takes, given after the command as --no-progress is
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no status or progress lines (the autoheri_jax logger at WARNING); errors still shown",
+    )
+    prep = sub.add_parser(
+        "prepare", parents=[common], help="convert data files into a memory-mapped store"
+    )
     prep.add_argument("--data", required=True, help="raw Ali-CCP dir, or a peer format's file/dir")
     prep.add_argument("--out", required=True, help="store directory to write")
     prep.add_argument("--format", default="auto", choices=DATA_FORMATS)
@@ -57,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--on-bad-row", choices=("strict", "skip"), default="strict")
     prep.add_argument("--no-progress", action="store_true")
     for step in _STEPS:
-        p = sub.add_parser(step)
+        p = sub.add_parser(step, parents=[common])
         p.add_argument("--workdir", required=True, help="where every artefact of the run lives")
         first = step in ("run", "search", "evolve")
         if first:
@@ -83,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="override a config field, e.g. --set search.epochs=1",
         )
         p.add_argument("--no-progress", action="store_true", help="no progress line")
-    st = sub.add_parser("study", help="every arm x seed of a study file, then mean +- std, t-tests")
+    st = sub.add_parser(
+        "study",
+        parents=[common],
+        help="every arm x seed of a study file, then mean +- std, t-tests",
+    )
     st.add_argument("--config", required=True, help="study file (experiments/studies/*.py)")
     st.add_argument("--workdir", required=True, help="holds <arm>/seed<k>/ runs and study.md")
     st.add_argument("--seeds", type=int, help="seeds per arm (default: the study's)")
@@ -99,22 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="train an arm's seeds together, one vmapped step per model (one-shot arms)",
     )
     st.add_argument("--no-progress", action="store_true", help="no progress line")
-    rep = sub.add_parser("report", help="figures and a markdown page in DIR/report/")
+    rep = sub.add_parser(
+        "report", parents=[common], help="figures and a markdown page in DIR/report/"
+    )
     rep.add_argument("workdir", metavar="DIR", help="a workdir of `autoheri run` (or a study)")
     return parser
 
 
 def _report(args: argparse.Namespace) -> int:
-    from autoheri_jax.report import ReportError, render
+    from autoheri_jax.report.inputs import ReportError
+    from autoheri_jax.report.page import render
 
     try:
         page, skipped = render(args.workdir)
     except ReportError as e:
-        print(f"autoheri report: error: {e}", file=sys.stderr)
+        _log.error(f"autoheri report: error: {e}")
         return 2
     for figure, why in skipped.items():
-        print(f"autoheri report: {figure}.png skipped: {why}")
-    print(f"autoheri report: done; {page}")
+        _log.info(f"autoheri report: {figure}.png skipped: {why}")
+    _log.info(f"autoheri report: done; {page}")
     return 0
 
 
@@ -126,7 +154,7 @@ def _study(args: argparse.Namespace) -> int:
     enable_compilation_cache()
     run_study(study, args.workdir, seeds=args.seeds, modes=modes, progress=not args.no_progress,
               vmap_seeds=args.vmap_seeds)  # fmt: skip
-    print(f"autoheri study: done; study.md in {Path(args.workdir).resolve()}")
+    _log.info(f"autoheri study: done; study.md in {Path(args.workdir).resolve()}")
     return 0
 
 
@@ -146,18 +174,33 @@ def _prepare(args: argparse.Namespace) -> int:
     out = prepare_store(d, Path(args.out).resolve(), progress=not args.no_progress)
     manifest = read_manifest(out)
     rows = {k: v["rows"] for k, v in manifest["splits"].items()}
-    print(f"autoheri prepare: store {out}: rows {rows}, bad rows {manifest.get('bad_rows', {})}")
+    bad = manifest.get("bad_rows", {})
+    _log.info(f"autoheri prepare: store {out}: rows {rows}, bad rows {bad}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.quiet:
+        return _main(args)
+    # --quiet: WARNING for this command only (main() is also called in-process: tests, notebooks)
+    log = logging.getLogger(PACKAGE)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    args.no_progress = True  # the progress lines (stderr, not logged) go too
+    try:
+        return _main(args)
+    finally:
+        log.setLevel(level)
+
+
+def _main(args: argparse.Namespace) -> int:
     from autoheri_jax import experiment
     from autoheri_jax.artifacts import MissingArtifactError, Workdir
-    from autoheri_jax.checkpoint import CheckpointError
     from autoheri_jax.data.errors import DataFormatError
     from autoheri_jax.data.store import StoreError
-    from autoheri_jax.train import NonFiniteLossError, TrainingInterrupted
+    from autoheri_jax.train.checkpoint import CheckpointError
+    from autoheri_jax.train.loop import NonFiniteLossError, TrainingInterrupted
 
     try:
         if args.step == "prepare":
@@ -178,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--set needs --config (a searched workdir keeps its config)")
         enable_compilation_cache()
         if cfg is not None:
-            from autoheri_jax.parallel import init_distributed
+            from autoheri_jax.train.parallel import init_distributed
 
             init_distributed(cfg.parallel)
         wd = Workdir(args.workdir)
@@ -188,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "search":
             experiment.search(cfg, wd, progress, fresh=args.fresh)
         elif args.step == "evolve":
-            from autoheri_jax.evolution import evolve
+            from autoheri_jax.search.evolution import evolve
 
             evolve(cfg, wd, progress, fresh=args.fresh)
         elif args.step == "retrain":
@@ -196,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             experiment.evaluate(experiment.saved_config(wd, cfg), wd)
     except TrainingInterrupted as e:
-        print(f"autoheri {args.step}: {e}", file=sys.stderr)
+        _log.error(f"autoheri {args.step}: {e}")
         return 128 + e.signum
     except (
         ConfigError,
@@ -206,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         StoreError,
         CheckpointError,
     ) as e:
-        print(f"autoheri {args.step}: error: {e}", file=sys.stderr)
+        _log.error(f"autoheri {args.step}: error: {e}")
         return 2
-    print(f"autoheri {args.step}: done; artefacts in {Path(args.workdir).resolve()}")
+    _log.info(f"autoheri {args.step}: done; artefacts in {Path(args.workdir).resolve()}")
     return 0
 
 

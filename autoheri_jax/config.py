@@ -19,6 +19,7 @@ from typing import Any
 
 from autoheri_jax.model.edges import AGGREGATIONS
 from autoheri_jax.model.edges import OPS as EDGE_OPS
+from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS
 
 
 class ConfigError(ValueError):
@@ -150,7 +151,7 @@ class ModelConfig:
     random_edge_prob: float = 0.5  # chance that a candidate edge is kept
     random_seed: int = 0  # seed of the edge draw: same seed, same edges
     # Baseline families (model/families.py): towers other than AutoHERI's, over the same input
-    family: str = "autoheri"  # one of FAMILIES (only autoheri has edges); see models.VARIANTS
+    family: str = "autoheri"  # one of FAMILIES (only autoheri has edges); see model/variants.py
     bottom_hidden: tuple[int, ...] = (128, 64)  # shared_bottom, dbmtl: widths of the shared MLP
     tower_hidden: tuple[int, ...] = (32,)  # shared_bottom, dbmtl, mmoe, ple: per-task towers
     num_experts: int = 4  # mmoe: expert MLPs mixed by every task's softmax gate
@@ -394,7 +395,6 @@ class Config:
             "search.bilevel",
             f"needs data.num_valid >= search.batch_size ({self.search.batch_size})",
         )
-        from autoheri_jax.models import ARCH_VARIANTS, VARIANTS  # late: models imports this
 
         known = sorted({*VARIANTS, *ARCH_VARIANTS})
         for b in self.baselines:

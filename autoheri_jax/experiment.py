@@ -26,24 +26,16 @@ from autoheri_jax.config import (
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits, load_splits
 from autoheri_jax.metrics import CALIBRATION_BINS, funnel_metrics, metric_keys
-from autoheri_jax.model.aggregation import OPS
+from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import parse_edge
-from autoheri_jax.model.network import (
-    ModelSpec,
-    derive_edges,
-    edge_probabilities,
-    op_probabilities,
-)
-from autoheri_jax.models import ARCH_VARIANTS, VARIANTS, build_spec, derived_model
+from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS, derived_model
 from autoheri_jax.progress import say as _say
-from autoheri_jax.train import (
-    Resumable,
-    abstract_state,
-    count_params,
-    fingerprint,
-    predict_dataset,
-    train,
-)
+from autoheri_jax.report import tensorboard
+from autoheri_jax.search import architecture
+from autoheri_jax.train.loop import Resumable, fingerprint, train
+from autoheri_jax.train.predict import predict_dataset
+from autoheri_jax.train.step import abstract_state, count_params
 
 SEARCHED = "autoheri_search"  # the relaxed supernet, kept for inspection
 AUTOHERI = "autoheri"  # the derived architecture retrained from fresh weights
@@ -74,24 +66,26 @@ def model_logger(
     wd: artifacts.Workdir, name: str, phase: str, spec: ModelSpec, tcfg: TrainConfig
 ) -> Callable[[int, dict], None]:
     """on_log(step, record) that appends a model's records to the workdir's metrics.jsonl,
-    edge_history.jsonl and TensorBoard events."""
-    from autoheri_jax import tb_events
-
-    tb = tb_events.EventWriter(wd.path("tb", f"{phase}_{name}"))  # file made at the 1st write
+    edge_history.jsonl and TensorBoard events; `on_log.resumed(step)` says training resumed
+    from the checkpoint at `step` (events after it are purged in TensorBoard)."""
+    tb = tensorboard.ScalarWriter(wd.path("tb", f"{phase}_{name}"))
 
     def on_log(step: int, rec: dict) -> None:
         probs = rec.pop("edge_probs")
         wd.append_jsonl("metrics.jsonl", {"phase": phase, "model": name, **rec})
-        scalars = tb_events.flatten_scalars(rec)  # loss, stage_bce/<i>, entropy, examples_per_s
+        scalars = tensorboard.flatten_scalars(rec)  # loss, stage_bce/<i>, entropy, examples_per_s
         if spec.has_arch:
             named = {e.name: p for e, p in zip(spec.edges, probs, strict=True)}
             wd.append_jsonl("edge_history.jsonl", {"model": name, "step": step, "probs": named})
             scalars |= {f"edge_prob/{edge}": p for edge, p in named.items()}
         if artifacts.is_writer():  # TensorBoard: `tensorboard --logdir <workdir>/tb`
-            if not tb.started:  # trained afresh: drop older events; resumed: the re-logged steps
-                tb.discard_from(0 if step <= tcfg.log_every else step)
-            tb.scalars(scalars, step)
+            tb.scalars(scalars, step)  # the first write of a fresh run drops older files
 
+    def resumed(step: int) -> None:
+        if artifacts.is_writer():
+            tb.start(resumed_at=step + 1)
+
+    on_log.resumed = resumed
     return on_log
 
 
@@ -137,9 +131,12 @@ def train_and_save(
     _say(f"[{phase}] {name}: {spec.num_edges} edges, params "
          f"{count_params(abstract_state(spec, tcfg).params)}")  # fmt: skip
 
+    on_log = model_logger(wd, name, phase, spec, tcfg)
+
     def on_resume(step: int) -> None:
         _say(f"[{phase}] {name}: resuming from the checkpoint at step {step}")
         _drop_later_records(wd, name, step)
+        on_log.resumed(step)
 
     resumable = Resumable(
         directory=wd.path("checkpoints", name),
@@ -152,7 +149,7 @@ def train_and_save(
         tcfg,
         data.train,
         desc=f"{phase}:{name}",
-        on_log=model_logger(wd, name, phase, spec, tcfg),
+        on_log=on_log,
         progress=progress,
         valid=data.valid,
         parallel=cfg.parallel,
@@ -235,23 +232,12 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
 
 def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, stage_names) -> dict:
     """The searched params -> architecture.json / .txt (the kept edges and operators)."""
-    probs = np.asarray(edge_probabilities(params, spec))
-    logits = np.asarray(params["arch"]["edge_logits"])
-    kept = derive_edges(probs, spec.edges, cfg.derive_threshold)
-    op_probs = np.asarray(op_probabilities(params, spec)) if spec.searches_ops else None
-    record = artifacts.architecture_record(
-        spec.edges,
-        probs,
-        logits,
-        cfg.derive_threshold,
-        stage_names,
-        cfg.model.edge_mode,
-        op_probs=op_probs,
-        op_names=OPS,
+    mode = cfg.model.edge_mode
+    record = architecture.searched_architecture(
+        params, spec, cfg.derive_threshold, stage_names, mode
     )
-    assert record["kept"] == [e.name for e in kept]
     install_architecture(wd, record)
-    text = artifacts.render_architecture(record, len(cfg.model.hidden))
+    text = architecture.render_architecture(record, len(cfg.model.hidden))
     if artifacts.is_writer():
         wd.path("architecture.txt").write_text(text)
     _say(text)
@@ -274,8 +260,8 @@ def install_architecture(wd: artifacts.Workdir, record: dict, stale: tuple[str, 
 
 def model_configs(cfg: Config, record: dict) -> dict[str, ModelConfig]:
     """Every model the retrain step trains: the derived AutoHERI model, then the baselines."""
-    kept = artifacts.kept_edges(record)
-    models = {AUTOHERI: derived_model(cfg.model, kept, artifacts.kept_ops(record))}
+    kept = architecture.kept_edges(record)
+    models = {AUTOHERI: derived_model(cfg.model, kept, architecture.kept_ops(record))}
     for name in cfg.baselines:
         if name in ARCH_VARIANTS:
             if "candidates" not in record:

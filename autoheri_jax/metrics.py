@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+from scipy import stats
 
 STAGE_ABBREV = {"click": "ctr", "activation": "atr", "conversion": "cvr"}
 _NLL_EPS = 1e-7
@@ -61,17 +62,6 @@ def merge(*states: BinaryScores) -> BinaryScores:
     )
 
 
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of x, tied values sharing the mean of their ranks."""
-    order = np.argsort(x, kind="stable")
-    _, inverse, counts = np.unique(x[order], return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    mean_rank = ends - (counts - 1) / 2.0
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = mean_rank[inverse]
-    return ranks
-
-
 def auc(state: BinaryScores) -> float | None:
     """Exact ROC AUC; None when one class is absent (undefined, never a silent 0.5)."""
     labels = np.asarray(state.labels).astype(bool)
@@ -79,7 +69,7 @@ def auc(state: BinaryScores) -> float | None:
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
-    ranks = average_ranks(np.asarray(state.scores, dtype=np.float64))
+    ranks = stats.rankdata(np.asarray(state.scores, dtype=np.float64))  # ties: mean rank
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 

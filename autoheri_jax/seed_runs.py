@@ -18,8 +18,8 @@ from autoheri_jax import artifacts, experiment
 from autoheri_jax.config import Config
 from autoheri_jax.data.sources import Splits
 from autoheri_jax.progress import say
-from autoheri_jax.seed_batch import group_by_spec, train_seeds
-from autoheri_jax.step import abstract_state, count_params
+from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
+from autoheri_jax.train.step import abstract_state, count_params
 
 
 def _vmappable(cfg: Config) -> bool:

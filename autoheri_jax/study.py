@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from autoheri_jax.config import Config, ConfigError, apply_overrides, call_python_file, to_dict
 from autoheri_jax.progress import say as _say
@@ -51,65 +52,16 @@ PRECISE_FIELDS = ("soft_auc", "soft_auc_all", "excess_nll_all")
 # --------------------------------------------------------------------------- t distribution
 
 
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """1 + d1/(1 + d2/(1 + ...)) for the incomplete beta, by the modified Lentz method."""
-    tiny, eps = 1e-300, 1e-15
-    f, c, d = 1.0, 1.0, 0.0
-    for j in range(1, 10_000):
-        m = j // 2
-        if j % 2:  # odd terms d_{2m+1}
-            coef = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        else:  # even terms d_{2m}
-            coef = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        d = 1.0 + coef * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + coef / c
-        c = c if abs(c) > tiny else tiny
-        f *= c * d
-        if abs(c * d - 1.0) < eps:
-            return f
-    raise ArithmeticError(f"incomplete beta did not converge (a={a}, b={b}, x={x})")
-
-
-def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b) = B(x; a, b) / B(a, b) for a, b > 0 and x in [0, 1]."""
-    if a <= 0 or b <= 0:
-        raise ValueError(f"a and b must be > 0, got a={a}, b={b}")
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"x must lie in [0, 1], got {x}")
-    if x in (0.0, 1.0):
-        return x
-    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
-        return 1.0 - regularized_incomplete_beta(b, a, 1.0 - x)
-    log_front = (
-        a * math.log(x) + b * math.log1p(-x) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    )
-    return math.exp(log_front) / (a * _beta_continued_fraction(a, b, x))
-
-
 def t_two_sided_p(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
     if df <= 0:
         raise ValueError(f"df must be > 0, got {df}")
-    if math.isnan(t):
-        return math.nan
-    if math.isinf(t):
-        return 0.0
-    return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return float(2.0 * stats.t.sf(abs(t), df)) if not math.isnan(t) else math.nan
 
 
 def t_quantile(q: float, df: float) -> float:
-    """The q-quantile of Student's t with `df` degrees of freedom (0.5 < q < 1), by bisection
-    on `t_two_sided_p` (monotone in |t|)."""
-    if not 0.5 < q < 1:
-        raise ValueError(f"q must lie in (0.5, 1), got {q}")
-    lo, hi = 0.0, 1.0
-    while t_two_sided_p(hi, df) > 2 * (1 - q):
-        hi *= 2.0
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > 2 * (1 - q) else (lo, mid)
-    return 0.5 * (lo + hi)
+    """The q-quantile of Student's t with `df` degrees of freedom."""
+    return float(stats.t.ppf(q, df))
 
 
 CONFIDENCE = 0.95  # two-sided confidence of every interval a study reports
@@ -278,7 +230,7 @@ def run_one(cfg: Config, directory: Path, method: str, progress: bool = False) -
 
     wd = Workdir(directory)
     if method == "evolution":
-        from autoheri_jax.evolution import evolve
+        from autoheri_jax.search.evolution import evolve
 
         evolve(cfg, wd, progress)
         experiment.retrain(cfg, wd, progress)
@@ -398,7 +350,7 @@ def _run_vmapped_arms(study, workdir, plan, seeds, modes, progress, ran) -> list
 def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
     """Test AUCs per model (and the oracle) and the search cost of one finished run."""
     from autoheri_jax.artifacts import Workdir
-    from autoheri_jax.evolution import oneshot_cost
+    from autoheri_jax.search.evolution import oneshot_cost
 
     path = Path(directory) / "results.json"
     if not path.exists():

@@ -31,11 +31,11 @@ def _dir_bytes(path: Path) -> int:
 def checkpoint_figures() -> dict:
     import jax
 
-    from autoheri_jax.checkpoint import Checkpointer
     from autoheri_jax.config import load_config
     from autoheri_jax.experiment import load_data, spec_for
-    from autoheri_jax.optim import make_optimizer
-    from autoheri_jax.step import init_state
+    from autoheri_jax.train.checkpoint import Checkpointer
+    from autoheri_jax.train.optim import make_optimizer
+    from autoheri_jax.train.step import init_state
 
     cfg = load_config(REPO / "experiments/configs/default.py")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_train=4096, num_test=1))
@@ -68,7 +68,7 @@ def step_time(launcher: str, steps: int = 20) -> dict:
 
     from autoheri_jax.config import ParallelConfig, load_config
     from autoheri_jax.experiment import load_data, spec_for
-    from autoheri_jax.parallel import make_data_parallel
+    from autoheri_jax.train.parallel import make_data_parallel
 
     cfg = load_config(REPO / "experiments/configs/default.py")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_train=65536, num_test=1))

@@ -26,17 +26,13 @@ from autoheri_jax.config import Config, ModelConfig, TrainConfig, load_config
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.experiment import load_data
-from autoheri_jax.model.network import ModelSpec, init_params
-from autoheri_jax.models import VARIANTS, build_spec
-from autoheri_jax.optim import make_optimizer
-from autoheri_jax.step import make_grad_fn
-from autoheri_jax.train import (
-    count_params,
-    init_state,
-    make_predict_fn,
-    make_update_fn,
-    predict_dataset,
-)
+from autoheri_jax.model.build import build_spec
+from autoheri_jax.model.network import init_params
+from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.model.variants import VARIANTS
+from autoheri_jax.train.optim import make_optimizer
+from autoheri_jax.train.predict import make_predict_fn, predict_dataset
+from autoheri_jax.train.step import count_params, init_state, make_grad_fn, make_update_fn
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("esmm", "search", "retrain")

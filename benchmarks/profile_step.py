@@ -36,8 +36,8 @@ import jax  # after XLA_FLAGS is set
 import measure
 import numpy as np
 
-from autoheri_jax.optim import make_optimizer
-from autoheri_jax.train import init_state, make_update_fn
+from autoheri_jax.train.optim import make_optimizer
+from autoheri_jax.train.step import init_state, make_update_fn
 
 _RUNTIME = ("$", "ThunkExecutor", "SlinkyThreadPool", "PjitFunction", "ParseArguments")
 _DOT = re.compile(

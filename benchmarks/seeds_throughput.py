@@ -36,16 +36,11 @@ from autoheri_jax.config import load_config  # noqa: E402
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator  # noqa: E402
 from autoheri_jax.data.sources import load_splits  # noqa: E402
 from autoheri_jax.experiment import spec_for  # noqa: E402
-from autoheri_jax.models import VARIANTS  # noqa: E402
-from autoheri_jax.optim import make_optimizer  # noqa: E402
-from autoheri_jax.seed_batch import (  # noqa: E402
-    StackedSource,
-    make_seed_step,
-    stack_trees,
-    train_seeds,
-)
-from autoheri_jax.step import init_state, make_update_fn  # noqa: E402
-from autoheri_jax.train import train  # noqa: E402
+from autoheri_jax.model.variants import VARIANTS  # noqa: E402
+from autoheri_jax.train.loop import train  # noqa: E402
+from autoheri_jax.train.optim import make_optimizer  # noqa: E402
+from autoheri_jax.train.seed_batch import StackedSource, make_seed_step, stack_trees, train_seeds  # noqa: E402
+from autoheri_jax.train.step import init_state, make_update_fn  # noqa: E402
 
 BASE = ROOT / "experiments" / "configs" / "study_base.py"
 SMOKE = ["data.num_users=50", "data.num_items=80", "model.hidden=[8,4]", "model.embed_dim=4"]

@@ -29,9 +29,9 @@ import numpy as np
 
 from autoheri_jax import experiment
 from autoheri_jax.config import load_config
-from autoheri_jax.sparse_rows import new_scratch
-from autoheri_jax.step import make_grad_fn
-from autoheri_jax.train import train
+from autoheri_jax.train.loop import train
+from autoheri_jax.train.sparse_embedding import new_scratch
+from autoheri_jax.train.step import make_grad_fn
 
 BASE = Path(__file__).resolve().parent / "configs" / "study_base.py"
 

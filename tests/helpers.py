@@ -6,7 +6,7 @@ import numpy as np
 
 from autoheri_jax.config import ModelConfig
 from autoheri_jax.data.dataset import BagField, CTRDataset
-from autoheri_jax.models import build_spec
+from autoheri_jax.model.build import build_spec
 
 VOCABS = (7, 5, 11, 3)
 

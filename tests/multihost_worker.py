@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from autoheri_jax.config import ParallelConfig
-from autoheri_jax.parallel import init_distributed
+from autoheri_jax.train.parallel import init_distributed
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
     from parallel_cases import _setup
 
-    from autoheri_jax.train import train
+    from autoheri_jax.train.loop import train
 
     data, spec, cfg = _setup(True)
     state, stats = train(spec, cfg, data, desc=f"p{pid}", progress=False, parallel=pcfg)

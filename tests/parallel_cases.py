@@ -16,8 +16,8 @@ import numpy as np
 
 from autoheri_jax.config import ModelConfig, ParallelConfig, TrainConfig
 from autoheri_jax.data.simulator import simulate_funnel
-from autoheri_jax.models import build_spec
-from autoheri_jax.train import train
+from autoheri_jax.model.build import build_spec
+from autoheri_jax.train.loop import train
 
 # Why a tolerance and not bitwise equality: 8 devices sum the same gradient terms in another
 # order (per-device means, then a cross-device mean) than one device does, and float32
@@ -74,8 +74,8 @@ def case_sharded_tables_equal_replicated():
 
 
 def case_sharded_state_is_split_across_devices():
-    from autoheri_jax.optim import make_optimizer
-    from autoheri_jax.parallel import make_data_parallel
+    from autoheri_jax.train.optim import make_optimizer
+    from autoheri_jax.train.parallel import make_data_parallel
 
     _, spec, cfg = _setup(True)
     dp = make_data_parallel(spec, cfg, ParallelConfig(launcher="mesh", shard_embeddings=True))

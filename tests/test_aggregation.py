@@ -5,21 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoheri_jax import artifacts
 from autoheri_jax.config import ConfigError, ModelConfig, TrainConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.model import aggregation
+from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import Edge
-from autoheri_jax.model.network import (
-    derive_edges,
-    derive_ops,
-    edge_probabilities,
-    forward,
-    init_params,
-    op_probabilities,
-)
-from autoheri_jax.models import build_spec, derived_model
-from autoheri_jax.train import train
+from autoheri_jax.model.network import forward, init_params
+from autoheri_jax.model.variants import derived_model
+from autoheri_jax.search import architecture
+from autoheri_jax.search.architecture import derive_edges, derive_ops
+from autoheri_jax.search.gates import edge_probabilities, op_probabilities
+from autoheri_jax.train.loop import train
 from tests.helpers import VOCABS, tiny_batch, tiny_spec
 
 FAST = TrainConfig(
@@ -145,7 +141,7 @@ def test_search_derives_argmax_ops_and_the_derived_model_runs():
     assert ops[:2] == ["gated_sum", "attention"]
     assert ops == [aggregation.OPS[i] for i in np.argmax(logits, axis=1)]
     probs = np.asarray(edge_probabilities(params, spec))
-    record = artifacts.architecture_record(
+    record = architecture.architecture_record(
         spec.edges,
         probs,
         np.asarray(params["arch"]["edge_logits"]),
@@ -158,8 +154,8 @@ def test_search_derives_argmax_ops_and_the_derived_model_runs():
     assert [c["op"] for c in record["candidates"]] == ops
     assert record["kept"] == [e.name for e in derive_edges(probs, spec.edges, 0.5)]
     assert record["kept_ops"] == ops[:3]
-    assert "gated_sum" in artifacts.render_architecture(record, 2)
-    derived = derived_model(model, artifacts.kept_edges(record), artifacts.kept_ops(record))
+    assert "gated_sum" in architecture.render_architecture(record, 2)
+    derived = derived_model(model, architecture.kept_edges(record), architecture.kept_ops(record))
     assert derived.aggregation == "concat" and not derived.searched
     assert derived.fixed_edges[:2] == (
         f"{spec.edges[0].name}:gated_sum",
@@ -196,7 +192,7 @@ def test_fixed_edge_ops_parse_and_reject():
 
 
 def test_entropy_term_covers_the_operator_choice():
-    from autoheri_jax.step import make_loss_fn
+    from autoheri_jax.train.step import make_loss_fn
 
     spec = tiny_spec(edge_mode="parallel", aggregation="search")
     params = init_params(jax.random.PRNGKey(0), spec)

@@ -87,3 +87,40 @@ def test_module_entry_point_prints_help():
         [sys.executable, "-m", "autoheri_jax", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "run" in out.stdout and "evaluate" in out.stdout
+
+
+def test_quiet_drops_status_lines_not_errors(tmp_path, monkeypatch, capsys):
+    import autoheri_jax.cli as cli
+    from autoheri_jax.progress import say
+
+    code = main(["run", "--config", SMOKE, "--workdir", str(tmp_path / "x"),
+                 "--set", "search.epoch=1", "--quiet"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2 and "search.epoch" in captured.err and captured.out == ""
+
+    def fake_prepare(args):  # a cheap command that says something
+        say(f"status line; progress {not args.no_progress}")
+        return 0
+
+    monkeypatch.setattr(cli, "_prepare", fake_prepare)
+    assert main(["prepare", "--data", "d", "--out", "o", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["prepare", "--data", "d", "--out", "o"]) == 0  # the level is restored
+    assert capsys.readouterr().out == "status line; progress True\n"
+
+
+def test_package_logger_level_silences_say(capsys):
+    import logging
+
+    from autoheri_jax.progress import say
+
+    log = logging.getLogger("autoheri_jax")
+    level = log.level
+    say("shown")
+    log.setLevel(logging.WARNING)
+    try:
+        say("silenced")
+    finally:
+        log.setLevel(level)
+    say("shown again")
+    assert capsys.readouterr() == ("shown\nshown again\n", "")

@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 
 from autoheri_jax.config import ConfigError, ModelConfig, TrainConfig
-from autoheri_jax.losses import stage_probabilities
 from autoheri_jax.metrics import funnel_metrics
+from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.funnel_families import esm2_log_paths, gru_cell, log1mexp
+from autoheri_jax.model.losses import stage_probabilities
 from autoheri_jax.model.network import forward_outputs, init_params
-from autoheri_jax.models import VARIANTS, build_spec
-from autoheri_jax.objectives import task_loss
-from autoheri_jax.optim import param_labels
-from autoheri_jax.train import make_predict_fn, train
+from autoheri_jax.model.objectives import task_loss
+from autoheri_jax.model.variants import VARIANTS
+from autoheri_jax.train.loop import train
+from autoheri_jax.train.optim import param_labels
+from autoheri_jax.train.predict import make_predict_fn
 from tests.helpers import VOCABS, tiny_batch, tiny_funnel
 
 NEW = ("dbmtl", "gmsl", "esm2", "multi_dr", "escm2_ips", "escm2_dr", "dcmt")
@@ -190,7 +192,7 @@ def test_dcmt_loss_matches_hand_computation():
 def test_dr_terms_each_train_their_own_model():
     """DR-JL: the DR risk has no gradient into the imputed error, the imputation loss none into
     the prediction."""
-    from autoheri_jax.objectives import dr_risk, imputation_loss
+    from autoheri_jax.model.objectives import dr_risk, imputation_loss
 
     delta, imputed = jnp.array([0.7, 0.2, 0.1]), jnp.array([0.3, 0.3, 0.3])
     o, p = jnp.array([1.0, 0.0, 1.0]), jnp.array([0.5, 0.5, 0.2])

@@ -7,7 +7,10 @@ import pytest
 from autoheri_jax import artifacts
 from autoheri_jax.cli import main
 from autoheri_jax.config import Config, ConfigError, EvolutionConfig, apply_overrides, load_config
-from autoheri_jax.evolution import (
+from autoheri_jax.experiment import load_data
+from autoheri_jax.model.edges import candidate_edges
+from autoheri_jax.search import architecture
+from autoheri_jax.search.evolution import (
     ONESHOT_RECORD,
     _install_architecture,
     aging_evolution,
@@ -15,8 +18,6 @@ from autoheri_jax.evolution import (
     budget_train_rows,
     mutate,
 )
-from autoheri_jax.experiment import load_data
-from autoheri_jax.model.edges import candidate_edges
 
 SMOKE = "experiments/configs/smoke.py"
 
@@ -92,14 +93,14 @@ def test_budget_steps_trains_a_candidate_on_a_prefix_of_train(repo):
 def test_a_new_architecture_replaces_a_one_shot_derived_model(tmp_path):
     wd = artifacts.Workdir(tmp_path)
     edges = candidate_edges("hierarchical", 2, 2)
-    oneshot = artifacts.architecture_record(
+    oneshot = architecture.architecture_record(
         edges, np.array([0.9, 0.1, 0.8, 0.2]), None, 0.5, ["click", "conversion"], "hierarchical"
     )
     wd.write_json("architecture.json", oneshot)
     for model in ("autoheri", "esmm"):
         (tmp_path / "models" / model).mkdir(parents=True)
     wd.write_json("results.json", {})
-    evolved = artifacts.architecture_record(
+    evolved = architecture.architecture_record(
         edges, np.array([1.0, 0.0, 0.0, 0.0]), None, 0.5, ["click", "conversion"], "evolution"
     )
     _install_architecture(wd, evolved)

@@ -10,15 +10,22 @@ import pytest
 from autoheri_jax.config import FAMILIES as CONFIG_FAMILIES
 from autoheri_jax.config import Config, ConfigError, ModelConfig, TrainConfig, apply_overrides
 from autoheri_jax.experiment import model_configs
-from autoheri_jax.losses import entire_space_bce, label_constraint, stage_probabilities, task_losses
 from autoheri_jax.metrics import funnel_metrics
 from autoheri_jax.model import families
+from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import candidate_edges
+from autoheri_jax.model.embedding import model_input
 from autoheri_jax.model.families import ait_attention, mmoe_gate_weights
-from autoheri_jax.model.network import forward, init_params, model_input
-from autoheri_jax.models import VARIANTS, build_spec
-from autoheri_jax.optim import param_labels
-from autoheri_jax.train import train
+from autoheri_jax.model.losses import (
+    entire_space_bce,
+    label_constraint,
+    stage_probabilities,
+    task_losses,
+)
+from autoheri_jax.model.network import forward, init_params
+from autoheri_jax.model.variants import VARIANTS
+from autoheri_jax.train.loop import train
+from autoheri_jax.train.optim import param_labels
 from tests.helpers import VOCABS, tiny_batch, tiny_funnel
 
 FAMILIES = ("shared_bottom", "mmoe", "ple", "aitm")

@@ -4,13 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from autoheri_jax.losses import (
-    bernoulli_entropy_from_logits,
-    edge_entropy,
-    entire_space_bce,
-    entropy_weight_at,
-    funnel_log_probs,
-)
+from autoheri_jax.model.losses import entire_space_bce, funnel_log_probs
+from autoheri_jax.search.gates import bernoulli_entropy_from_logits, edge_entropy, entropy_weight_at
 
 
 def _naive_bce(logits, labels):

@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoheri_jax.losses import entire_space_bce
 from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge
-from autoheri_jax.model.network import edge_probabilities, embed, forward, init_params
+from autoheri_jax.model.embedding import embed
+from autoheri_jax.model.losses import entire_space_bce
+from autoheri_jax.model.network import forward, init_params
+from autoheri_jax.search.gates import edge_probabilities
 from tests.helpers import VOCABS, tiny_batch, tiny_spec
 
 
@@ -157,8 +159,8 @@ def test_bag_fields_pool_their_entries(pooling, weighted):
 
 
 def test_model_input_and_conditional_stage_probabilities():
-    from autoheri_jax.losses import funnel_log_probs, stage_probabilities
-    from autoheri_jax.model.network import model_input
+    from autoheri_jax.model.embedding import model_input
+    from autoheri_jax.model.losses import funnel_log_probs, stage_probabilities
 
     spec = tiny_spec(edge_mode="parallel")
     assert spec.family == "autoheri" and spec.output == "conditional"
@@ -171,3 +173,51 @@ def test_model_input_and_conditional_stage_probabilities():
     cond, entire = stage_probabilities(logits, spec)
     np.testing.assert_array_equal(cond, jax.nn.sigmoid(logits))
     np.testing.assert_array_equal(entire, jnp.exp(funnel_log_probs(logits)[0]))
+
+
+def test_gated_concat_equals_the_layer_formula():
+    from autoheri_jax.model.network import gated_concat
+
+    keys = jax.random.split(jax.random.PRNGKey(3), 5)
+    h = jax.random.normal(keys[0], (6, 5))
+    reps = [jax.random.normal(keys[1], (6, 4)), jax.random.normal(keys[2], (6, 3))]
+    kernel = jax.random.normal(keys[3], (5 + 4 + 3, 7))
+    gates = jnp.asarray([0.3, 0.9])
+
+    def formula(kernel, gates):
+        return jnp.concatenate([h, gates[0] * reps[0], gates[1] * reps[1]], axis=-1) @ kernel
+
+    def fast(kernel, gates, own_pre=None):
+        return gated_concat(kernel, h, reps, [gates[0], gates[1]], own_pre)
+
+    want = formula(kernel, gates)
+    np.testing.assert_allclose(fast(kernel, gates), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast(kernel, gates, h @ kernel[:5]), want, rtol=1e-5, atol=1e-5)
+    for argnum in (0, 1):  # the gradients the search trains on agree too
+        g_fast = jax.grad(lambda *a: fast(*a).sum(), argnums=argnum)(kernel, gates)
+        g_ref = jax.grad(lambda *a: formula(*a).sum(), argnums=argnum)(kernel, gates)
+        np.testing.assert_allclose(g_fast, g_ref, rtol=1e-5, atol=1e-5)
+    alone = gated_concat(kernel[:5], h, [], [])
+    np.testing.assert_allclose(alone, h @ kernel[:5], rtol=1e-6)
+    assert gated_concat(kernel[:5], h, [], [], own_pre=want) is want
+
+
+def test_named_random_streams_keep_their_tags_and_bounds():
+    from autoheri_jax import rng
+
+    key = jax.random.PRNGKey(0)
+    code = rng.edge_code(1, 2)
+    assert code == 1 + 1000 + 2
+    same = lambda a, b: np.array_equal(jax.random.key_data(a), jax.random.key_data(b))
+    assert same(rng.edge_stream(key, "edge_block", code), jax.random.fold_in(key, code + 1))
+    assert same(rng.stream(key, "aggregation"), jax.random.fold_in(key, 1_000_000))
+    assert same(rng.stream(key, "own_block"), jax.random.fold_in(key, 0))
+    with pytest.raises(ValueError, match="outside"):
+        rng.stream(key, "layer", rng.MAX_LAYERS + 1)
+    with pytest.raises(ValueError, match="outside the key space"):
+        rng.edge_code(0, rng.MAX_LAYERS)
+    spans = {}
+    for name, s in rng.STREAMS.items():  # no two streams of one parent share a tag
+        for other, (lo, hi) in spans.get(s.parent, {}).items():
+            assert s.base + s.size <= lo or hi <= s.base, (name, other)
+        spans.setdefault(s.parent, {})[name] = (s.base, s.base + s.size)

@@ -1,4 +1,4 @@
-"""TensorBoard event files (written and read without TensorFlow) and `autoheri report`."""
+"""TensorBoard event files (tensorboardX, read back independently) and `autoheri report`."""
 
 import json
 import shutil
@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorboardX.proto.event_pb2 import Event, SessionLog
+from tensorboardX.record_writer import masked_crc32c
 
-from autoheri_jax import tb_events
 from autoheri_jax.cli import main
-from autoheri_jax.report import ReportError, normalize_study
-from autoheri_jax.report_calibration import axis_range
+from autoheri_jax.report import tensorboard
+from autoheri_jax.report.calibration import axis_range
+from autoheri_jax.report.inputs import ReportError, normalize_study
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "smoke.py")
 PNGS = ("edge_probabilities", "edge_heatmap", "architecture", "auc", "loss", "reliability")
@@ -21,46 +23,35 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # ----------------------------------------------------------------------------- event files
 
 
-@pytest.mark.parametrize(
-    ("data", "crc"),
-    [
-        (b"123456789", 0xE3069283),
-        (b"", 0x00000000),
-        (bytes(32), 0x8A9136AA),  # RFC 3720 (iSCSI) test vectors
-        (b"\xff" * 32, 0x62A8AB43),
-        (bytes(range(32)), 0x46DD794E),
-        (bytes(range(31, -1, -1)), 0x113FDB5C),
-    ],
-)
-def test_crc32c_known_vectors(data, crc):
-    assert tb_events.crc32c(data) == crc
+def read_events(path: Path) -> list[Event]:
+    """A reader independent of the writer: TFRecord framing checked here, protos decoded by
+    tensorboardX's Event message."""
+    data, out, at = path.read_bytes(), [], 0
+    while at < len(data):
+        (n,) = struct.unpack("<Q", data[at : at + 8])
+        assert struct.unpack("<I", data[at + 8 : at + 12]) == (masked_crc32c(data[at : at + 8]),)
+        payload = data[at + 12 : at + 12 + n]
+        assert struct.unpack("<I", data[at + 12 + n : at + 16 + n]) == (masked_crc32c(payload),)
+        out.append(Event.FromString(payload))
+        at += 16 + n
+    return out
 
 
-def test_masked_crc_is_the_tfrecord_mask():
-    crc = tb_events.crc32c(b"123456789")
-    expected = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2**32
-    assert tb_events.masked_crc32c(b"123456789") == expected
-    assert tb_events.masked_crc32c(b"") == 0xA282EAD8
+def read_scalars(path: Path) -> list[tuple[str, int, float]]:
+    return [(v.tag, ev.step, v.simple_value) for ev in read_events(path) for v in ev.summary.value]
 
 
 def test_event_round_trip(tmp_path):
-    w = tb_events.EventWriter(tmp_path / "tb" / "run")
+    w = tensorboard.ScalarWriter(tmp_path / "tb" / "run")
     assert not (tmp_path / "tb").exists()  # nothing is made before the first write
-    w.scalar("loss", 0.75, step=1)
+    w.scalars({"loss": 0.75}, step=1)
     w.scalars({"loss": 0.5, "edge_prob/0.0->1.1": 0.25, "stage_bce/0": -3.0}, step=2)
-    w.scalar("big", 1e30, step=2**40)
-    w.flush()
-    w.close()
-    with pytest.raises(ValueError, match="closed"):
-        w.scalar("loss", 0.1, step=3)
-    files = tb_events.event_files(tmp_path / "tb" / "run")
-    assert files == [w.path]
-    assert w.path.name.startswith("events.out.tfevents.")
-    assert w.path.name.split(".")[3].isdigit()  # events.out.tfevents.<time>.<host>
-    events = tb_events.read_events(w.path)
-    assert events[0]["file_version"] == "brain.Event:2" and not events[0]["scalars"]
-    assert all(ev["wall_time"] > 1e9 for ev in events)
-    got = tb_events.read_scalars(w.path)
+    w.scalars({"big": 1e30}, step=2**40)
+    assert tensorboard.event_files(tmp_path / "tb" / "run") == [w.path]  # on disk already
+    events = read_events(w.path)
+    assert events[0].file_version == "brain.Event:2" and not events[0].summary.value
+    assert all(ev.wall_time > 1e9 for ev in events)
+    got = read_scalars(w.path)
     assert [(t, s) for t, s, _ in got] == [
         ("loss", 1),
         ("loss", 2),
@@ -70,65 +61,28 @@ def test_event_round_trip(tmp_path):
     ]
     want = np.float32([0.75, 0.5, 0.25, -3.0, 1e30])  # simple_value is a float32
     np.testing.assert_array_equal(np.float32([v for *_, v in got]), want)
+    w.close()
 
 
-def test_negative_step_and_varint_round_trip():
-    for step in (0, 1, 127, 128, 300, 2**31, 2**63 - 1, -1, -(2**63)):
-        ev = tb_events.decode_event(tb_events.encode_event(1.5, step, {"x": 2.0}))
-        assert ev["step"] == step and ev["scalars"] == [("x", 2.0)] and ev["wall_time"] == 1.5
-
-
-def _two_record_file(tmp_path) -> tuple[Path, int]:
-    w = tb_events.EventWriter(tmp_path)
-    w.scalar("loss", 1.0, step=1)
-    first = len(tb_events.frame_record(tb_events.encode_event(0.0, file_version="brain.Event:2")))
-    return w.path, first  # the second record (the scalar) starts at byte `first`
-
-
-def test_corrupted_payload_byte_names_the_file_and_offset(tmp_path):
-    path, second = _two_record_file(tmp_path)
-    data = bytearray(path.read_bytes())
-    data[second + 12 + 3] ^= 0x40  # a byte inside the second record's payload
-    path.write_bytes(bytes(data))
-    with pytest.raises(tb_events.EventFileError) as err:
-        tb_events.read_scalars(path)
-    msg = str(err.value)
-    assert str(path) in msg and f"byte offset {second}:" in msg and "payload checksum" in msg
-
-
-def test_corrupted_length_and_truncation_are_named(tmp_path):
-    path, second = _two_record_file(tmp_path)
-    good = path.read_bytes()
-    bad = bytearray(good)
-    bad[second] ^= 0x01  # the second record's length field
-    path.write_bytes(bytes(bad))
-    with pytest.raises(tb_events.EventFileError, match=f"byte offset {second}: length checksum"):
-        tb_events.read_scalars(path)
-    path.write_bytes(good[:-3])
-    with pytest.raises(tb_events.EventFileError, match=f"byte offset {second}: truncated"):
-        tb_events.read_scalars(path)
-
-
-def test_framing_matches_the_tfrecord_layout(tmp_path):
-    payload = b"hello"
-    rec = tb_events.frame_record(payload)
-    assert struct.unpack("<Q", rec[:8]) == (5,)
-    assert struct.unpack("<I", rec[8:12]) == (tb_events.masked_crc32c(rec[:8]),)
-    assert rec[12:17] == payload
-    assert struct.unpack("<I", rec[17:]) == (tb_events.masked_crc32c(payload),)
-
-
-def test_discard_from_drops_relogged_steps_and_stale_files(tmp_path):
-    old = tb_events.EventWriter(tmp_path)
+def test_resume_purges_relogged_steps_and_afresh_drops_old_files(tmp_path):
+    old = tensorboard.ScalarWriter(tmp_path)
     for step in (5, 10, 15):
-        old.scalar("loss", step / 10, step)
-    resumed = tb_events.EventWriter(tmp_path)
-    resumed.discard_from(10)  # resumed from a checkpoint before step 10
-    assert [s for _, s, _ in tb_events.read_scalars(old.path)] == [5]
-    resumed.scalar("loss", 9.0, 10)
-    assert len(tb_events.event_files(tmp_path)) == 2
-    tb_events.EventWriter(tmp_path).discard_from(0)  # trained afresh
-    assert tb_events.event_files(tmp_path) == []
+        old.scalars({"loss": step / 10}, step)
+    resumed = tensorboard.ScalarWriter(tmp_path)
+    resumed.start(resumed_at=10)  # resumed from a checkpoint at step 9
+    resumed.scalars({"loss": 9.0}, 10)
+    assert len(tensorboard.event_files(tmp_path)) == 2
+    start = [ev for ev in read_events(resumed.path) if ev.HasField("session_log")]
+    assert [(ev.step, ev.session_log.status) for ev in start] == [(10, SessionLog.START)]
+    assert read_scalars(old.path) == [("loss", s, pytest.approx(s / 10)) for s in (5, 10, 15)]
+    fresh = tensorboard.ScalarWriter(tmp_path)
+    fresh.scalars({"loss": 1.0}, 1)  # trained afresh: older files go
+    assert tensorboard.event_files(tmp_path) == [fresh.path]
+
+
+def test_flatten_scalars_names_list_entries():
+    rec = {"step": 3, "epoch": 0, "loss": 0.5, "stage_bce": [0.1, 0.2], "note": "x"}
+    assert tensorboard.flatten_scalars(rec) == {"loss": 0.5, "stage_bce/0": 0.1, "stage_bce/1": 0.2}
 
 
 def test_tensorboard_reads_our_file(tmp_path):
@@ -136,7 +90,7 @@ def test_tensorboard_reads_our_file(tmp_path):
         "tensorboard.backend.event_processing.event_file_loader",
         reason="tensorboard is not installed (it is not a dependency)",
     )
-    w = tb_events.EventWriter(tmp_path)
+    w = tensorboard.ScalarWriter(tmp_path)
     w.scalars({"loss": 0.5, "entropy": 0.25}, step=7)
     events = list(loader_mod.EventFileLoader(str(w.path)).Load())
     assert events[0].file_version == "brain.Event:2"
@@ -173,9 +127,9 @@ def test_run_writes_tensorboard_scalars(run_dir):
     )
     for d in dirs:
         phase, model = d.split("_", 1)
-        files = tb_events.event_files(run_dir / "tb" / d)
+        files = tensorboard.event_files(run_dir / "tb" / d)
         assert len(files) == 1
-        scalars = tb_events.read_scalars(files[0])
+        scalars = read_scalars(files[0])
         tags = {t for t, _, _ in scalars}
         base = {"loss", "stage_bce/0", "stage_bce/1", "entropy", "examples_per_s"}
         assert tags == (base | {f"edge_prob/{e}" for e in edges} if phase == "search" else base)
@@ -184,7 +138,7 @@ def test_run_writes_tensorboard_scalars(run_dir):
         assert [s for s, _ in losses] == [m["step"] for m in logged]
         np.testing.assert_allclose([v for _, v in losses], [m["loss"] for m in logged], rtol=1e-6)
     # the search's last edge probabilities are the derived architecture's
-    search = tb_events.read_scalars(tb_events.event_files(run_dir / "tb" / dirs[-1])[0])
+    search = read_scalars(tensorboard.event_files(run_dir / "tb" / dirs[-1])[0])
     last = {t.split("/", 1)[1]: v for t, _, v in search if t.startswith("edge_prob/")}
     for c in arch["candidates"]:
         assert last[c["edge"]] == pytest.approx(c["prob"], rel=1e-6)

@@ -18,11 +18,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from autoheri_jax.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.config import CheckpointConfig, ModelConfig, TrainConfig
 from autoheri_jax.data.simulator import simulate_funnel
-from autoheri_jax.models import build_spec
-from autoheri_jax.train import NonFiniteLossError, Resumable, fingerprint, train
+from autoheri_jax.model.build import build_spec
+from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
+from autoheri_jax.train.loop import NonFiniteLossError, Resumable, fingerprint, train
 
 SMOKE = "experiments/configs/smoke.py"
 # 64 search steps and 64 per retrained model, a checkpoint every 3: room to kill mid-phase.

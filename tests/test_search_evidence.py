@@ -8,13 +8,13 @@ import optax
 import pytest
 
 from autoheri_jax.config import TrainConfig
-from autoheri_jax.losses import edge_cost, edge_entropy, entropy_weight_at
 from autoheri_jax.metrics import BinaryScores, auc, excess_nll, funnel_metrics, soft_auc
 from autoheri_jax.model.edges import candidate_edges
 from autoheri_jax.model.network import forward, init_params
-from autoheri_jax.models import matched_random_edges
-from autoheri_jax.optim import make_optimizer
-from autoheri_jax.step import init_state, make_update_fn
+from autoheri_jax.model.variants import matched_random_edges
+from autoheri_jax.search.gates import edge_cost, edge_entropy, entropy_weight_at
+from autoheri_jax.train.optim import make_optimizer
+from autoheri_jax.train.step import init_state, make_update_fn
 from tests.helpers import tiny_batch, tiny_spec
 
 # ------------------------------------------------------------------------- the instrument
@@ -163,7 +163,7 @@ def test_matched_random_mask_has_the_searched_edge_count():
 
 
 def test_shared_rms_arch_steps_keep_relative_evidence_and_ignore_overall_scale():
-    from autoheri_jax.optim import scale_by_shared_rms
+    from autoheri_jax.train.optim import scale_by_shared_rms
 
     rule = scale_by_shared_rms()
     params = {"edge_logits": jnp.zeros(3)}
@@ -202,7 +202,7 @@ def test_edge_logit_noise_draws_fresh_starting_points_per_seed():
 
 
 def test_study_columns_carry_ci_and_mde_and_the_report_plots_only_aucs(tmp_path):
-    from autoheri_jax.report_inputs import normalize_study
+    from autoheri_jax.report.inputs import normalize_study
     from autoheri_jax.study import column_label, mean_pairwise_jaccard, paired_test
 
     t = paired_test([0.71, 0.72, 0.70, 0.74, 0.73], [0.70, 0.70, 0.69, 0.71, 0.71])

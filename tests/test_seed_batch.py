@@ -11,8 +11,8 @@ import pytest
 from autoheri_jax.cli import main
 from autoheri_jax.config import ConfigError, TrainConfig
 from autoheri_jax.data.simulator import simulate_funnel
-from autoheri_jax.seed_batch import group_by_spec, train_seeds
-from autoheri_jax.train import NonFiniteLossError, train
+from autoheri_jax.train.loop import NonFiniteLossError, train
+from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
 from tests.helpers import tiny_spec
 
 CFG = TrainConfig(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=3,
@@ -25,7 +25,7 @@ def _data(seed: int):
 
 def _spec(data):
     from autoheri_jax.config import ModelConfig
-    from autoheri_jax.models import build_spec
+    from autoheri_jax.model.build import build_spec
 
     model = ModelConfig(embed_dim=4, hidden=(8, 6), edge_init="block")
     return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 
 from autoheri_jax.config import TrainConfig
-from autoheri_jax.model.network import lookup_rows
-from autoheri_jax.optim import make_optimizer
-from autoheri_jax.sparse_rows import (
+from autoheri_jax.model.embedding import lookup_rows
+from autoheri_jax.train.optim import make_optimizer
+from autoheri_jax.train.sparse_embedding import (
     SCRATCH_EMPTY,
     dedupe,
     new_scratch,
     unique_lookup_rows,
     unique_row_bound,
 )
-from autoheri_jax.train import init_state, make_update_fn
+from autoheri_jax.train.step import init_state, make_update_fn
 from tests.helpers import VOCABS, tiny_batch, tiny_spec
 
 BASE = TrainConfig(
@@ -168,7 +168,7 @@ def test_compiled_step_never_copies_a_table_sized_buffer():
 
 
 def test_dense_gradient_is_refused_by_a_sparse_optimiser():
-    from autoheri_jax.sparse_rows import lazy_adam
+    from autoheri_jax.train.sparse_embedding import lazy_adam
 
     tx = lazy_adam(1e-2)
     state = tx.init({"t": jnp.zeros((3, 2))})

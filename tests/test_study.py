@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from autoheri_jax import study as study_mod
 from autoheri_jax.cli import main
@@ -14,7 +15,6 @@ from autoheri_jax.study import (
     load_study,
     mean_std,
     paired_test,
-    regularized_incomplete_beta,
     run_dir,
     t_two_sided_p,
     write_summary,
@@ -39,18 +39,14 @@ def test_t_test_p_values_match_known_values():
         assert t_two_sided_p(t, 2) == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-10)
 
 
-def test_regularized_incomplete_beta_identities():
-    for x in (0.0, 0.01, 0.3, 0.5, 0.77, 0.999, 1.0):
-        assert regularized_incomplete_beta(1, 1, x) == pytest.approx(x, abs=1e-14)
-        assert regularized_incomplete_beta(2.5, 1, x) == pytest.approx(x**2.5, abs=1e-12)
-        for a, b in ((0.5, 0.5), (3.0, 7.5), (40.0, 0.5)):
-            total = regularized_incomplete_beta(a, b, x) + regularized_incomplete_beta(b, a, 1 - x)
-            assert total == pytest.approx(1.0, abs=1e-12)
-    # I_0.5(a, a) = 1/2 by symmetry; arcsine law: I_x(1/2, 1/2) = 2 asin(sqrt x) / pi
-    assert regularized_incomplete_beta(6.0, 6.0, 0.5) == pytest.approx(0.5, abs=1e-14)
-    assert regularized_incomplete_beta(0.5, 0.5, 0.2) == pytest.approx(
-        2 * math.asin(math.sqrt(0.2)) / math.pi, abs=1e-12
-    )
+def test_paired_test_agrees_with_scipy_ttest_rel():
+    a, b = [0.71, 0.72, 0.70, 0.74, 0.69], [0.70, 0.70, 0.69, 0.71, 0.70]
+    ref = stats.ttest_rel(a, b)
+    got = paired_test(a, b)
+    assert got["t"] == pytest.approx(ref.statistic, rel=1e-12)
+    assert got["p"] == pytest.approx(ref.pvalue, rel=1e-12)
+    ci = ref.confidence_interval(0.95)
+    assert (got["ci_lo"], got["ci_hi"]) == pytest.approx((ci.low, ci.high), rel=1e-12)
 
 
 def test_paired_test_and_mean_std():

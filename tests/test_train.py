@@ -8,15 +8,11 @@ import pytest
 from autoheri_jax.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.metrics import funnel_metrics
-from autoheri_jax.models import build_spec
-from autoheri_jax.optim import make_optimizer, param_labels
-from autoheri_jax.train import (
-    NonFiniteLossError,
-    init_state,
-    make_update_fn,
-    predict_dataset,
-    train,
-)
+from autoheri_jax.model.build import build_spec
+from autoheri_jax.train.loop import NonFiniteLossError, train
+from autoheri_jax.train.optim import make_optimizer, param_labels
+from autoheri_jax.train.predict import predict_dataset
+from autoheri_jax.train.step import init_state, make_update_fn
 from tests.helpers import tiny_batch, tiny_spec
 
 FAST = TrainConfig(

@@ -1,1 +1,2 @@
-"""Data: the in-memory impression container, the funnel simulator and batch iteration."""
+"""Data: the impression container and its shape contract (dataset.py), the funnel simulator,
+file formats converted into a memory-mapped store, vocabularies, and the grain pipeline."""

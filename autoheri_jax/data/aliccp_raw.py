@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -56,7 +55,9 @@ from autoheri_jax.data.aliccp_rows import (
 from autoheri_jax.data.aliccp_rows import MISSING as _MISSING
 from autoheri_jax.data.errors import DataFormatError
 from autoheri_jax.data.vocab import FieldCounter, apply_vocabulary, save_vocabularies
+from autoheri_jax.progress import get_logger
 
+_log = get_logger(__name__)  # under autoheri_jax.data: stderr by default (progress.py)
 FORMAT = "aliccp_raw"
 STAGES = ["click", "conversion"]
 FIELDS = USER_SINGLE + ITEM_SINGLE  # the sparse columns, in the order of the 23 Ali-CCP fields
@@ -213,7 +214,7 @@ class _Run:
         el = max(now - t0, 1e-9)
         mb = f", {nbytes / el / 1e6:.1f} MB/s" if nbytes else ""
         if self.progress:
-            print(f"prepare {label}: {rows} rows, {rows / el:,.0f} rows/s{mb}", file=sys.stderr)
+            _log.info(f"prepare {label}: {rows} rows, {rows / el:,.0f} rows/s{mb}")
         return now
 
 
@@ -258,9 +259,7 @@ def prepare_aliccp_raw(
     options = {"min_count": min_count, "valid_fraction": valid_fraction, "seed": seed,
                "on_bad_row": on_bad_row}  # fmt: skip
     if (done := _reusable(out, options, run.sizes)) is not None:
-        print(
-            f"prepare: {out} is prepared from these files already; nothing to do", file=sys.stderr
-        )
+        _log.info(f"prepare: {out} is prepared from these files already; nothing to do")
         return done
     store.reset_unfinished(out)
     (tmp := out / "_tmp").mkdir(parents=True)
@@ -323,7 +322,7 @@ def prepare_aliccp_raw(
     shutil.rmtree(tmp)
     if run.bad:
         summary = ", ".join(f"{r}: {c}" for r, c in sorted(run.bad.items()))
-        print(f"prepare: skipped {sum(run.bad.values())} bad rows ({summary})", file=sys.stderr)
+        _log.warning(f"prepare: skipped {sum(run.bad.values())} bad rows ({summary})")
     store.write_manifest(out, {
         "format": FORMAT, "stage_names": STAGES, "fields": FIELDS, "bag_fields": BAG_FIELDS,
         "dense_fields": [], "vocab_sizes": {f: len(v) + 1 for f, v in vocabs.items()},

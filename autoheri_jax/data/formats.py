@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,7 +54,9 @@ from autoheri_jax.data.rowcheck import (
     split_lines,
 )
 from autoheri_jax.data.vocab import apply_vocabulary, build_vocabulary, save_vocabularies
+from autoheri_jax.progress import get_logger
 
+_log = get_logger(__name__)  # under autoheri_jax.data: stderr by default (progress.py)
 FORMATS = ("rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress")
 ENGINES = ("arrow", "python")  # python: every row through rowcheck (the reference, for tests)
 _AHEAD = 2  # blocks whose fast path runs ahead of the one being taken
@@ -389,7 +390,7 @@ def convert_processed(
     counts = dict(sorted(bad.counts.items()))  # by reason: the same whatever the block sizes
     if counts:
         total = sum(counts.values())
-        print(f"convert_processed: skipped {total} bad rows: {counts}", file=sys.stderr)
+        _log.warning(f"convert_processed: skipped {total} bad rows: {counts}")
     manifest = {
         "format": fmt,
         "stage_names": STAGES,

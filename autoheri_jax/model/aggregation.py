@@ -37,6 +37,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from autoheri_jax import rng
 from autoheri_jax.model.edges import AGGREGATIONS, OPS, split_edge_op  # noqa: F401 (re-exported)
 
 ATTN_DIM = 32  # query/key width cap of the attention operator
@@ -56,7 +57,7 @@ class EdgeSlot(NamedTuple):
     """Static description of one incoming edge for `init_layer`."""
 
     key: str  # edge_key(...)
-    seed: int  # stable per-edge int for key folding
+    seed: int  # the edge's rng.edge_code: its key does not depend on the other edges
     src_width: int  # d_k
     op: str  # one of AGGREGATIONS
 
@@ -79,7 +80,7 @@ def init_layer(key: jax.Array, own: int, slots: Sequence[EdgeSlot]) -> dict:
     for s in slots:
         if s.op == "concat":
             continue
-        k = jax.random.fold_in(key, s.seed)
+        k = rng.edge_stream(key, "edge_projection", s.seed)
         entry = {"kernel": dense_init(k, (s.src_width, own))}
         if uses(s.op, "gated_sum"):
             entry["gate"] = jnp.zeros((own,), jnp.float32)
@@ -88,7 +89,7 @@ def init_layer(key: jax.Array, own: int, slots: Sequence[EdgeSlot]) -> dict:
         out["proj"] = proj
     if any(uses(s.op, "attention") for s in slots):
         a = min(own, ATTN_DIM)
-        k = jax.random.fold_in(key, 0)
+        k = rng.stream(key, "attention")
         kq, kk = jax.random.split(k)
         out["attn"] = {"query": dense_init(kq, (own, a)), "key": dense_init(kk, (own, a))}
     return out

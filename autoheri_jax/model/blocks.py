@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
+from autoheri_jax import rng as rng_streams
+
 if TYPE_CHECKING:
-    from autoheri_jax.model.network import ModelSpec
+    from autoheri_jax.model.spec import ModelSpec
 
 Towers = dict
 Act = Callable[[jax.Array], jax.Array]
@@ -43,7 +45,7 @@ def mlp_init(key: jax.Array, groups: int, n_in: int, widths: tuple[int, ...]) ->
     """`groups` independent MLPs of `widths`, stacked: {"layer_j": kernel G x in x out}."""
     layers = {}
     for j, width in enumerate(widths):
-        layers[f"layer_{j}"] = dense(jax.random.fold_in(key, j), groups, n_in, width)
+        layers[f"layer_{j}"] = dense(rng_streams.stream(key, "mlp_layer", j), groups, n_in, width)
         n_in = width
     return layers
 
@@ -71,7 +73,7 @@ def heads_apply(heads: dict, h: jax.Array) -> jax.Array:
 
 def dropout(h: jax.Array, rng: jax.Array, salt: int, rate: float) -> jax.Array:
     """Inverted dropout of h with key fold_in(rng, salt): kept units are scaled by 1/(1-rate)."""
-    keep = jax.random.bernoulli(jax.random.fold_in(rng, salt), 1 - rate, h.shape)
+    keep = jax.random.bernoulli(rng_streams.stream(rng, "dropout", salt), 1 - rate, h.shape)
     return jnp.where(keep, h / (1 - rate), 0.0)
 
 

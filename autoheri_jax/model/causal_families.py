@@ -26,7 +26,7 @@ import jax
 from autoheri_jax.model.blocks import Act, Towers, heads_apply, heads_init, mlp_apply, mlp_init
 
 if TYPE_CHECKING:
-    from autoheri_jax.model.network import ModelSpec
+    from autoheri_jax.model.spec import ModelSpec
 
 # family -> the name of its extra per-later-stage output (None: ESMM's towers only)
 EXTRA_OUTPUT = {

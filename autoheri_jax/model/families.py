@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from autoheri_jax import rng
 from autoheri_jax.model import causal_families, funnel_families
 from autoheri_jax.model.blocks import (
     Act,
@@ -51,7 +52,7 @@ from autoheri_jax.model.blocks import (
 )
 
 if TYPE_CHECKING:
-    from autoheri_jax.model.network import ModelSpec
+    from autoheri_jax.model.spec import ModelSpec
 
 
 # ------------------------------------------------------------------------------ shared bottom
@@ -117,16 +118,18 @@ def _init_ple(key: jax.Array, spec: ModelSpec) -> Towers:
     d = spec.expert_hidden[-1]
     towers: Towers = {}
     for level in range(spec.levels):
-        k_level = jax.random.fold_in(key, level)
+        k_level = rng.stream(key, "mlp_layer", level)
         n_in = spec.input_dim if level == 0 else d
         part = {
             "experts": mlp_init(k_level, t_count * k + s, n_in, spec.expert_hidden),
-            "task_gates": dense(jax.random.fold_in(k_level, 1000), t_count, n_in, k + s),
+            "task_gates": dense(rng.stream(k_level, "ple_task_gates"), t_count, n_in, k + s),
         }
         if level < spec.levels - 1:
-            part["shared_gate"] = dense(jax.random.fold_in(k_level, 1001), 1, n_in, t_count * k + s)
+            part["shared_gate"] = dense(
+                rng.stream(k_level, "ple_shared_gate"), 1, n_in, t_count * k + s
+            )
         towers[f"level_{level}"] = part
-    k_towers, k_heads = jax.random.split(jax.random.fold_in(key, spec.levels))
+    k_towers, k_heads = jax.random.split(rng.stream(key, "mlp_layer", spec.levels))
     towers["tower"] = mlp_init(k_towers, t_count, d, spec.tower_hidden)
     towers["head"] = heads_init(k_heads, t_count, out_dim(spec.tower_hidden, d))
     return towers
@@ -175,7 +178,7 @@ def _init_aitm(key: jax.Array, spec: ModelSpec) -> Towers:
     if t_count > 1:  # one transfer per adjacent pair (t-1 -> t), stacked over T - 1
         towers["info"] = dense(k_info, t_count - 1, d, d)
         towers["attention"] = {
-            name: glorot(jax.random.fold_in(k_att, i), (t_count - 1, d, d))
+            name: glorot(rng.stream(k_att, "aitm_projection", i), (t_count - 1, d, d))
             for i, name in enumerate(("query", "key", "value"))
         }
     return towers
@@ -209,7 +212,6 @@ def _aitm(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.
 class Family(NamedTuple):
     init: Callable  # (key, spec) -> params["towers"]
     apply: Callable  # (towers, spec, x, act, drop) -> (B x T logits, extras)
-    output: str = "conditional"  # what logit t is: "conditional" or "entire" (P_t itself)
     stages: tuple[int, ...] = ()  # funnel depths it is defined for; () = any
 
 
@@ -221,10 +223,10 @@ FAMILIES: dict[str, Family] = {  # "autoheri" is network.py's own towers
     "shared_bottom": Family(_init_shared_bottom, _no_extras(_shared_bottom)),
     "mmoe": Family(_init_mmoe, _no_extras(_mmoe)),
     "ple": Family(_init_ple, _no_extras(_ple)),
-    "aitm": Family(_init_aitm, _no_extras(_aitm), "entire"),
+    "aitm": Family(_init_aitm, _no_extras(_aitm)),
     "dbmtl": Family(funnel_families.init_dbmtl, funnel_families.dbmtl),
     "gmsl": Family(funnel_families.init_gmsl, funnel_families.gmsl),
-    "esm2": Family(funnel_families.init_esm2, funnel_families.esm2, "entire", (3,)),
+    "esm2": Family(funnel_families.init_esm2, funnel_families.esm2, stages=(3,)),
     **{
         name: Family(causal_families.init_causal, causal_families.causal)
         for name in causal_families.EXTRA_OUTPUT

@@ -53,7 +53,7 @@ from autoheri_jax.model.blocks import (
 )
 
 if TYPE_CHECKING:
-    from autoheri_jax.model.network import ModelSpec
+    from autoheri_jax.model.spec import ModelSpec
 
 ESM2_HEADS = ("ctr", "d_action", "buy_after_d_action", "buy_after_o_action")
 

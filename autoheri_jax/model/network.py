@@ -41,121 +41,19 @@ only a family's loss reads (objectives.py).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from autoheri_jax import rng
 from autoheri_jax.model import aggregation, blocks, families
-from autoheri_jax.model.edges import Edge, incoming
+from autoheri_jax.model.edges import incoming
+from autoheri_jax.model.embedding import model_input
+from autoheri_jax.model.spec import ModelSpec, Params
+from autoheri_jax.search.gates import edge_probabilities, op_probabilities
 
-Params = dict
-TABLE_ROW_MULTIPLE = 128  # padded table rows: any power-of-two device count <= 128 shards them
-ARCH_NOISE_STREAM = 2  # fold_in tag of the starting-logit noise (split(key) uses neither)
 _ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "tanh": jnp.tanh}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """Static structure of one model: fixes every shape, hashable for `jit`."""
-
-    vocab_sizes: tuple[int, ...]
-    num_dense: int
-    num_tasks: int
-    embed_dim: int
-    hidden: tuple[int, ...]
-    edges: tuple[Edge, ...]
-    searched: bool
-    activation: str = "relu"
-    dropout: float = 0.0
-    detach_upstream: bool = False
-    init_edge_logit: float = 0.0
-    edge_logit_noise: float = 0.0  # std of the starting arch logits' noise
-    edge_init: str = "zero"  # "zero" | "block": how concat edge row blocks start
-    embed_init_scale: float = 0.05
-    bag_vocab_sizes: tuple[int, ...] = ()
-    bag_pooling: str = "mean"  # "sum" | "mean" over a bag's entries
-    bag_value_weighted: bool = False  # multiply each bag entry by its feature value
-    # Baseline families (families.py); the fields a family does not use keep their defaults.
-    family: str = "autoheri"  # autoheri or a key of families.FAMILIES
-    bottom_hidden: tuple[int, ...] = (128, 64)  # shared_bottom: the shared MLP
-    tower_hidden: tuple[int, ...] = (32,)  # shared_bottom, mmoe, ple: per-task tower widths
-    num_experts: int = 4  # mmoe: experts
-    expert_hidden: tuple[int, ...] = (64,)  # mmoe, ple: every expert's MLP widths
-    levels: int = 2  # ple: CGC levels
-    task_experts: int = 1  # ple: task-specific experts per task and level
-    shared_experts: int = 1  # ple: shared experts per level
-    aitm_constraint_weight: float = 0.6  # aitm: weight of the label-constraint calibrator
-    # debiasing families (objectives.py): propensities are the model's own detached P(reach
-    # stage k-1), clipped to [propensity_clip, 1 - propensity_clip]
-    propensity_clip: float = 0.05
-    escm2_counterfactual_weight: float = 0.5  # escm2_*: lambda_c
-    escm2_ctcvr_weight: float = 0.5  # escm2_*: lambda_g
-    imputation_weight: float = 1.0  # multi_dr: weight of the imputation loss
-    dcmt_constraint_weight: float = 1e-3  # dcmt: weight of |1 - (r + r*)|
-    aggregation: str = "concat"  # concat | gated_sum | attention | search (aggregation.py)
-    edge_ops: tuple[str, ...] = ()  # one op per edge (overrides `aggregation`); () = none
-
-    def edge_op(self, k: int) -> str:
-        """Operator of edge k: one of aggregation.AGGREGATIONS."""
-        return self.edge_ops[k] if self.edge_ops else self.aggregation
-
-    @property
-    def searches_ops(self) -> bool:
-        """Whether params["arch"]["op_logits"] exists (mixes every edge's operators)."""
-        return self.has_arch and self.aggregation == "search" and not self.edge_ops
-
-    @property
-    def output(self) -> str:
-        """How to read logit t: "conditional" P(stage t | stage t-1), or "entire" P(stage t)."""
-        return families.FAMILIES[self.family].output if self.family != "autoheri" else "conditional"
-
-    @property
-    def num_fields(self) -> int:
-        return len(self.vocab_sizes) + len(self.bag_vocab_sizes)
-
-    @property
-    def input_dim(self) -> int:
-        return self.num_fields * self.embed_dim + self.num_dense
-
-    @property
-    def num_edges(self) -> int:
-        return len(self.edges)
-
-    @property
-    def has_arch(self) -> bool:
-        return self.searched and self.num_edges > 0
-
-    @property
-    def vocab_rows(self) -> int:
-        """Rows that fields use; the table has `table_rows` >= this (padding is never looked up)."""
-        return sum(self.vocab_sizes) + sum(self.bag_vocab_sizes)
-
-    @property
-    def table_rows(self) -> int:
-        return -(-self.vocab_rows // TABLE_ROW_MULTIPLE) * TABLE_ROW_MULTIPLE
-
-    @property
-    def field_offsets(self) -> np.ndarray:
-        """First table row of every field: single-valued fields, then bag fields."""
-        sizes = (*self.vocab_sizes, *self.bag_vocab_sizes)
-        return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
-
-    def layer_input_dims(self, task: int, layer: int) -> list[int]:
-        """Row-block sizes of layer `layer`'s kernel in `task`: own input, then each edge
-        whose operator is concat (or search), in edge order."""
-        own = self.input_dim if layer == 0 else self.hidden[layer - 1]
-        return [own] + [
-            self.hidden[self.edges[k].src_layer]
-            for k in incoming(self.edges, task, layer)
-            if self.edge_op(k) in ("concat", "search")
-        ]
-
-
-def _edge_id(e: Edge) -> int:
-    return 1 + e.src_task * 1000 + e.src_layer
 
 
 def _edge_block_init(spec: ModelSpec, key: jax.Array, rows: int, width: int) -> jax.Array:
@@ -185,20 +83,21 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
         return params
     for t in range(spec.num_tasks):
         tower = {}
-        k_task = jax.random.fold_in(k_towers, t)
+        k_task = rng.stream(k_towers, "task", t)
         for j, width in enumerate(spec.hidden):
-            k_layer = jax.random.fold_in(k_task, j)
+            k_layer = rng.stream(k_task, "layer", j)
             # Block keys depend on the block's identity, not its position, so the own block is
             # bitwise the same whatever edges a variant adds.
             inc = incoming(spec.edges, t, j)
             cat = [k for k in inc if spec.edge_op(k) in ("concat", "search")]
-            block_ids = [-1, *(_edge_id(spec.edges[k]) for k in cat)]
+            codes = [rng.edge_code(spec.edges[k].src_task, spec.edges[k].src_layer) for k in cat]
+            block_ids = [-1, *codes]
             blocks = spec.layer_input_dims(t, j)
             kernel = jnp.concatenate(
                 [
-                    dense_init(jax.random.fold_in(k_layer, b + 1), (n, width))
+                    dense_init(rng.stream(k_layer, "own_block"), (n, width))
                     if b == -1
-                    else _edge_block_init(spec, jax.random.fold_in(k_layer, b + 1), n, width)
+                    else _edge_block_init(spec, rng.edge_stream(k_layer, "edge_block", b), n, width)
                     for b, n in zip(block_ids, blocks, strict=True)
                 ],
                 axis=0,
@@ -207,7 +106,7 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
             slots = [
                 aggregation.EdgeSlot(
                     aggregation.edge_key(spec.edges[k].src_task, spec.edges[k].src_layer),
-                    _edge_id(spec.edges[k]),
+                    rng.edge_code(spec.edges[k].src_task, spec.edges[k].src_layer),
                     spec.hidden[spec.edges[k].src_layer],
                     spec.edge_op(k),
                 )
@@ -215,9 +114,9 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
             ]
             # a separate key subtree, so kernel blocks stay bitwise as under concat
             tower[f"layer_{j}"] |= aggregation.init_layer(
-                jax.random.fold_in(k_layer, 1_000_000), blocks[0], slots
+                rng.stream(k_layer, "aggregation"), blocks[0], slots
             )
-        k_head = jax.random.fold_in(k_task, len(spec.hidden))
+        k_head = rng.stream(k_task, "layer", len(spec.hidden))  # the layer after the last
         tower["head"] = {
             "kernel": dense_init(k_head, (spec.hidden[-1], 1)),
             "bias": jnp.zeros((1,), jnp.float32),
@@ -226,7 +125,7 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
     if spec.has_arch:
         logits = jnp.full((spec.num_edges,), spec.init_edge_logit, jnp.float32)
         if spec.edge_logit_noise > 0:
-            k_arch = jax.random.fold_in(key, ARCH_NOISE_STREAM)
+            k_arch = rng.stream(key, "arch_noise")
             logits = logits + spec.edge_logit_noise * jax.random.normal(k_arch, logits.shape)
         params["arch"] = {"edge_logits": logits}
         if spec.searches_ops:
@@ -234,91 +133,6 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
                 (spec.num_edges, len(aggregation.OPS)), jnp.float32
             )
     return params
-
-
-def edge_probabilities(params: Params, spec: ModelSpec) -> jax.Array:
-    """[E] probability of each candidate edge (1 for every edge of an unsearched model)."""
-    if spec.has_arch:
-        return jax.nn.sigmoid(params["arch"]["edge_logits"])
-    return jnp.ones((spec.num_edges,), jnp.float32)
-
-
-def op_probabilities(params: Params, spec: ModelSpec) -> jax.Array:
-    """[E, 3] probability of each operator (aggregation.OPS) per edge: the softmax of
-    op_logits while searching ops, else one-hot on each edge's fixed operator."""
-    if spec.searches_ops:
-        return jax.nn.softmax(params["arch"]["op_logits"], axis=-1)
-    onehot = [
-        [float(spec.edge_op(k) == op) for op in aggregation.OPS] for k in range(spec.num_edges)
-    ]
-    return jnp.asarray(onehot, jnp.float32).reshape(spec.num_edges, len(aggregation.OPS))
-
-
-def lookup_rows(spec: ModelSpec, inputs: Mapping[str, jax.Array]):
-    """Table rows of every lookup: single fields [B, F], bag entries [B, Fb, L] (or None).
-
-    Ids are clamped into their field's rows, so a field never reads another field's
-    embeddings and sparse_rows.unique_row_bound holds. Datasets reject out-of-range ids when
-    built (CTRDataset), so the clamp changes nothing for data that got here.
-    """
-    offsets = jnp.asarray(spec.field_offsets)
-    num_single = len(spec.vocab_sizes)
-    top = jnp.asarray(spec.vocab_sizes + spec.bag_vocab_sizes, jnp.int32) - 1
-    single = jnp.clip(inputs["sparse"], 0, top[None, :num_single]) + offsets[None, :num_single]
-    bags = None
-    if spec.bag_vocab_sizes:
-        ids = jnp.clip(inputs["bag_ids"], 0, top[None, num_single:, None])
-        bags = ids + offsets[None, num_single:, None]
-    return single, bags
-
-
-def embed_from(
-    table: jax.Array,
-    spec: ModelSpec,
-    inputs: Mapping[str, jax.Array],
-    single: jax.Array,
-    bags: jax.Array | None,
-) -> jax.Array:
-    """B x (F + Fb) x D from `table` rows: `single` [B, F] and `bags` [B, Fb, L] index it.
-
-    `table` is the whole embedding table, or just a batch's unique rows (sparse updates).
-    """
-    out = jnp.take(table, single, axis=0)
-    if bags is not None:
-        vectors = jnp.take(table, bags, axis=0)  # B x Fb x L x D
-        mask = inputs["bag_mask"]
-        weights = mask * inputs["bag_values"] if spec.bag_value_weighted else mask
-        pooled = jnp.einsum("bfl,bfld->bfd", weights, vectors)
-        if spec.bag_pooling == "mean":
-            pooled = pooled / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)[..., None]
-        out = jnp.concatenate([out, pooled], axis=1)
-    return out
-
-
-def embed(params: Params, spec: ModelSpec, inputs: Mapping[str, jax.Array]) -> jax.Array:
-    """B x (F + Fb) x D field embeddings from the shared table.
-
-    inputs: sparse int32 [B, F] per-field ids; with bag fields also bag_ids int32 [B, Fb, L],
-    bag_values and bag_mask float32 [B, Fb, L] (mask 0 = padding).
-    """
-    single, bags = lookup_rows(spec, inputs)
-    return embed_from(params["embedding"]["table"], spec, inputs, single, bags)
-
-
-def model_input(
-    params: Params,
-    spec: ModelSpec,
-    inputs: Mapping[str, jax.Array],
-    *,
-    embedded: jax.Array | None = None,
-) -> jax.Array:
-    """x: B x input_dim, the flattened field embeddings joined with the dense features."""
-    if embedded is None:
-        embedded = embed(params, spec, inputs)
-    x = embedded.reshape(inputs["sparse"].shape[0], -1)
-    if spec.num_dense:
-        x = jnp.concatenate([x, inputs["dense"].astype(x.dtype)], axis=-1)
-    return x
 
 
 def forward(
@@ -373,32 +187,47 @@ def forward_outputs(
                 if spec.detach_upstream:
                     rep = jax.lax.stop_gradient(rep)
                 reps[k] = rep
-            kernel = layer["kernel"]
             if all(spec.edge_op(k) == "concat" for k in inc):
-                # g_k * rep_k @ W_k == rep_k @ (g_k * W_k): the gates scale the kernel's row
-                # blocks (K x N per step) instead of the B x K activations, in both passes.
-                if inc:
-                    row_gates = [jnp.ones((h.shape[-1],), kernel.dtype)]
-                    row_gates += [jnp.broadcast_to(g[k], reps[k].shape[-1:]) for k in inc]
-                    kernel = kernel * jnp.concatenate(row_gates)[:, None]
-                if j == 0 and own0 is not None:
-                    pre = own0[t]
-                    if inc:
-                        edge_in = jnp.concatenate([reps[k] for k in inc], axis=-1)
-                        pre = pre + edge_in @ kernel[h.shape[-1] :]
-                else:
-                    pre = jnp.concatenate([h, *(reps[k] for k in inc)], axis=-1) @ kernel
+                own_pre = own0[t] if j == 0 and own0 is not None else None
+                edge_reps, gates = [reps[k] for k in inc], [g[k] for k in inc]
+                pre = gated_concat(layer["kernel"], h, edge_reps, gates, own_pre)
             else:
                 z = aggregation.layer_input(
                     layer, h, [_edge_input(spec, k, reps[k], g[k], w) for k in inc]
                 )
-                pre = z @ kernel
+                pre = z @ layer["kernel"]
             h = act(pre + layer["bias"])
             if dropout_rng is not None and spec.dropout > 0:
-                h = blocks.dropout(h, dropout_rng, t * 1000 + j, spec.dropout)
+                h = blocks.dropout(h, dropout_rng, rng.dropout_site(t, j), spec.dropout)
             outputs[(t, j)] = h
         logits.append(h @ tower["head"]["kernel"] + tower["head"]["bias"])
     return jnp.concatenate(logits, axis=-1), {}
+
+
+def gated_concat(
+    kernel: jax.Array,
+    h: jax.Array,
+    reps: Sequence[jax.Array],
+    gates: Sequence[jax.Array],
+    own_pre: jax.Array | None = None,
+) -> jax.Array:
+    """The concat layer's pre-activation concat(h, g_1 r_1, ..., g_K r_K) @ W, computed faster.
+
+    h: B x Din (the layer's own input); reps: K upstream outputs B x H_k; gates: K scalars;
+    kernel: (Din + sum H_k) x N, row blocks in that order; own_pre: h @ W[:Din] when the
+    caller already has it (`_shared_first_layer`). Since g_k r_k @ W_k == r_k @ (g_k W_k), the
+    gates scale W's row blocks (K x N per step) instead of the B x H_k activations, in both
+    passes. Equal to the formula up to float rounding (tests/test_model.py).
+    """
+    if reps:
+        row_gates = [jnp.ones((h.shape[-1],), kernel.dtype)]
+        row_gates += [jnp.broadcast_to(g, r.shape[-1:]) for g, r in zip(gates, reps, strict=True)]
+        kernel = kernel * jnp.concatenate(row_gates)[:, None]
+    if own_pre is None:
+        return jnp.concatenate([h, *reps], axis=-1) @ kernel
+    if not reps:
+        return own_pre
+    return own_pre + jnp.concatenate(reps, axis=-1) @ kernel[h.shape[-1] :]
 
 
 def _shared_first_layer(params: Params, spec: ModelSpec, x: jax.Array) -> list | None:
@@ -422,14 +251,3 @@ def _edge_input(spec: ModelSpec, k: int, rep, gate, w) -> aggregation.EdgeInput:
     else:
         weights = {op: 1.0}
     return aggregation.EdgeInput(aggregation.edge_key(e.src_task, e.src_layer), rep, gate, weights)
-
-
-def derive_ops(params: Params, spec: ModelSpec) -> list[str]:
-    """Each edge's argmax operator (its fixed operator when ops are not searched)."""
-    probs = np.asarray(op_probabilities(params, spec))
-    return [aggregation.OPS[int(i)] for i in probs.argmax(axis=-1)] if probs.size else []
-
-
-def derive_edges(probs: Sequence[float], edges: Sequence[Edge], threshold: float) -> list[Edge]:
-    """The discrete architecture: edges whose probability exceeds `threshold`."""
-    return [e for e, p in zip(edges, probs, strict=True) if float(p) > threshold]

@@ -5,7 +5,7 @@ Command:
       --workdir runs/studies/main_comparison
 
 One arm over experiments/configs/study_base.py whose baselines are esmm, parallel_all_on,
-hierarchical_all_on and, when registered in autoheri_jax.models.VARIANTS (checked when this
+hierarchical_all_on and, when registered in autoheri_jax.model.variants.VARIANTS (checked when this
 file is loaded), random_mask, shared_bottom, mmoe, ple and aitm (shared bottom 32-16, experts
 32, task towers 16). 5 seeds with the data redrawn per seed (random_mask draws a new mask per
 seed); about 2 min per seed on 2 CPU cores.
@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 
 from autoheri_jax.config import ModelConfig, load_config
-from autoheri_jax.models import VARIANTS
+from autoheri_jax.model.variants import VARIANTS
 from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 

@@ -27,24 +27,21 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from autoheri_jax import sparse_rows
+from autoheri_jax import rng as rng_streams
 from autoheri_jax.config import TrainConfig
-from autoheri_jax.losses import (
+from autoheri_jax.model.network import forward_outputs, init_params
+from autoheri_jax.model.objectives import task_loss as family_task_loss
+from autoheri_jax.model.spec import ModelSpec, Params
+from autoheri_jax.search.gates import (
     edge_cost,
     edge_entropy,
+    edge_probabilities,
     entropy_weight_at,
     op_entropy,
 )
-from autoheri_jax.model.network import (
-    ModelSpec,
-    Params,
-    edge_probabilities,
-    embed_from,
-    forward_outputs,
-    init_params,
-)
-from autoheri_jax.objectives import task_loss as family_task_loss
-from autoheri_jax.optim import make_optimizer
+from autoheri_jax.train import sparse_embedding
+from autoheri_jax.train.collectives import device_index, pmean
+from autoheri_jax.train.optim import make_optimizer
 
 
 class TrainState(NamedTuple):
@@ -53,7 +50,7 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
     rng: jax.Array  # base key; step keys are fold_in(rng, step)
     first_bad_step: jax.Array  # int32 scalar: first step with a non-finite loss, -1 if none
-    # int32 [table rows] (sparse embeddings; [0] otherwise): sparse_rows.dedupe's scratch,
+    # int32 [table rows] (sparse embeddings; [0] otherwise): sparse_embedding.dedupe's scratch,
     # kept across steps so finding a batch's rows never costs O(vocabulary); it holds
     # SCRATCH_EMPTY at every step boundary, so results and checkpoints never depend on it.
     row_scratch: jax.Array
@@ -68,7 +65,7 @@ def init_state(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTrans
         opt_state=optimizer.init(params),
         rng=k_train,
         first_bad_step=jnp.full((), -1, jnp.int32),
-        row_scratch=sparse_rows.new_scratch(spec.table_rows if cfg.sparse_embeddings else 0),
+        row_scratch=sparse_embedding.new_scratch(spec.table_rows if cfg.sparse_embeddings else 0),
     )
 
 
@@ -83,22 +80,6 @@ def count_params(tree: Any) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- collectives (None = 1 device)
-
-
-def _pmean(x: Any, axis: str | None) -> Any:
-    return x if axis is None else jax.lax.pmean(x, axis)
-
-
-def _all_gather(x: jax.Array, axis: str | None) -> jax.Array:
-    return x if axis is None else jax.lax.all_gather(x, axis, tiled=True)
-
-
-def _num_devices(axis: str | None) -> int:
-    return 1 if axis is None else jax.lax.axis_size(axis)
-
-
-def _device_index(axis: str | None) -> jax.Array:
-    return jnp.zeros((), jnp.int32) if axis is None else jax.lax.axis_index(axis)
 
 
 # ----------------------------------------------------------------------------------- the step
@@ -142,42 +123,6 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
     return loss_fn
 
 
-def _to_local(ids: jax.Array, axis: str, shard: int) -> jax.Array:
-    """Global table rows -> rows of this device's shard; rows it does not own -> `shard`
-    (out of range: gathers read 0, scatters drop them)."""
-    local = ids - _device_index(axis) * shard
-    return jnp.where((local >= 0) & (local < shard), local, shard)
-
-
-def _fetch_rows(table: jax.Array, rows: jax.Array, all_rows, axis: str | None, sharded: bool):
-    """[U, D] values of global rows `rows`: local gather, or assembled from their owners
-    (`all_rows`: every device's rows, [n * U])."""
-    if not sharded:
-        return sparse_rows.gather_rows(table, rows)
-    mine = _to_local(all_rows, axis, table.shape[0])
-    held = jax.lax.psum(sparse_rows.gather_rows(table, mine), axis)  # each row from its owner
-    me = _device_index(axis)
-    return jax.lax.dynamic_slice_in_dim(held, me * rows.shape[0], rows.shape[0])
-
-
-def _merge_row_grads(all_rows, g_rows, axis: str | None, shard: int | None, scratch, bound: int):
-    """All devices' (row, grad) pairs -> one SparseRows with each row once (mean over devices).
-
-    `all_rows`: every device's rows ([n * U]; this device's rows when `axis` is None).
-    `shard`: rows held per device when the table is sharded (ids become local, foreign rows
-    the out-of-range sentinel that every scatter drops). `bound`: distinct rows of the global
-    batch at most. Returns (SparseRows, scratch).
-    """
-    if axis is None:
-        return sparse_rows.SparseRows(all_rows, g_rows), scratch
-    grads = _all_gather(g_rows, axis) / _num_devices(axis)
-    uniq, inverse, _, scratch = sparse_rows.dedupe(all_rows, scratch, bound)
-    merged = jax.ops.segment_sum(grads, inverse, num_segments=uniq.shape[0])
-    if shard is not None:
-        uniq = _to_local(uniq, axis, shard)
-    return sparse_rows.SparseRows(uniq, merged), scratch
-
-
 def make_grad_fn(
     spec: ModelSpec, cfg: TrainConfig, axis: str | None = None, shard_embeddings: bool = False
 ) -> Callable:
@@ -192,29 +137,15 @@ def make_grad_fn(
         raise ValueError("sharded embedding tables need sparse_embeddings=True")
 
     def grad_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array, scratch):
-        if not cfg.sparse_embeddings:
-            (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng, step)
-            return _pmean(aux, axis), _pmean(grads, axis), scratch
-        rows, single, bags, _, scratch = sparse_rows.unique_lookup_rows(spec, batch, scratch)
-        table = params["embedding"]["table"]
-        all_rows = _all_gather(rows, axis)  # gathered once: fetch and merge both need it
-        table_rows = _fetch_rows(table, rows, all_rows, axis, shard_embeddings)
-        others = {k: v for k, v in params.items() if k != "embedding"}
+        def loss_on(p: Params, embedded: jax.Array | None = None):
+            return loss_fn(p, batch, rng, step, embedded=embedded)
 
-        def on_rows(others, table_rows):
-            embedded = embed_from(table_rows, spec, batch, single, bags)
-            return loss_fn(others, batch, rng, step, embedded=embedded)
-
-        grad = jax.value_and_grad(on_rows, argnums=(0, 1), has_aux=True)
-        (_, aux), (g_others, g_rows) = grad(others, table_rows)
-        shard = table.shape[0] if shard_embeddings else None
-        bag_len = 0 if bags is None else bags.shape[-1]
-        global_bound = sparse_rows.unique_row_bound(
-            spec, single.shape[0] * _num_devices(axis), bag_len
-        )
-        g_table, scratch = _merge_row_grads(all_rows, g_rows, axis, shard, scratch, global_bound)
-        grads = {**_pmean(g_others, axis), "embedding": {"table": g_table}}
-        return _pmean(aux, axis), grads, scratch
+        if cfg.sparse_embeddings:
+            return sparse_embedding.value_and_grad(
+                loss_on, params, spec, batch, scratch, axis, shard_embeddings
+            )
+        (_, aux), grads = jax.value_and_grad(loss_on, has_aux=True)(params)
+        return pmean(aux, axis), pmean(grads, axis), scratch
 
     return grad_fn
 
@@ -230,7 +161,8 @@ def make_step_fn(
     grad_fn = make_grad_fn(spec, cfg, axis, shard_embeddings)
 
     def step_fn(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), _device_index(axis))
+        step_key = rng_streams.stream(state.rng, "step", state.step)
+        rng = rng_streams.stream(step_key, "device", device_index(axis))
         aux, grads, scratch = grad_fn(state.params, batch, rng, state.step, state.row_scratch)
         if cfg.bilevel:
             # First-order bi-level (DARTS-1st): the arch partition takes its gradient from a
@@ -245,7 +177,7 @@ def make_step_fn(
 
         def apply(params, opt_state):
             updates, opt_state = optimizer.update(grads, opt_state, params)
-            return sparse_rows.apply_updates(params, updates), opt_state
+            return sparse_embedding.apply_updates(params, updates), opt_state
 
         # `cond`, not `where`: selecting between whole tables would cost O(vocabulary).
         params, opt_state = jax.lax.cond(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoheri_jax.model.edges import parse_edge
-from autoheri_jax.report_inputs import _DPI, Inputs, _colors
+from autoheri_jax.report.inputs import _DPI, Inputs, _colors
 from autoheri_jax.study import column_label
 
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 if TYPE_CHECKING:
-    from autoheri_jax.model.network import ModelSpec
+    from autoheri_jax.model.spec import ModelSpec
 
 
 def funnel_log_probs(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -100,45 +100,3 @@ def stage_probabilities(
         return jax.nn.sigmoid(extras["conditional_logits"]), jnp.exp(log_p)
     previous = jnp.concatenate([jnp.zeros_like(log_p[:, :1]), log_p[:, :-1]], axis=-1)
     return jnp.exp(jnp.minimum(log_p - previous, 0.0)), jnp.exp(log_p)
-
-
-def bernoulli_entropy_from_logits(logits: jax.Array) -> jax.Array:
-    """Elementwise entropy (nats) of Bernoulli(sigmoid(logits)); 0 at p in {0, 1}."""
-    p = jax.nn.sigmoid(logits)
-    return -(p * jax.nn.log_sigmoid(logits) + (1.0 - p) * jax.nn.log_sigmoid(-logits))
-
-
-def edge_entropy(edge_logits: jax.Array | None) -> jax.Array:
-    """Sum over edges of each edge's entropy. Minimising it pushes every probability towards 0
-    or 1, so the relaxed architecture the search trains is close to the discrete one it
-    derives. A sum, not a mean: the push on one edge does not shrink as candidates are added,
-    so a weight means the same at 9, 18 or 27 candidates."""
-    if edge_logits is None or edge_logits.size == 0:
-        return jnp.zeros((), jnp.float32)
-    return jnp.sum(bernoulli_entropy_from_logits(edge_logits))
-
-
-def edge_cost(edge_logits: jax.Array | None) -> jax.Array:
-    """Expected number of kept edges, sum_k sigmoid(logit_k): times `sparsity_weight`, a price
-    each edge must earn back in task loss to stay on."""
-    if edge_logits is None or edge_logits.size == 0:
-        return jnp.zeros((), jnp.float32)
-    return jnp.sum(jax.nn.sigmoid(edge_logits))
-
-
-def op_entropy(op_logits: jax.Array) -> jax.Array:
-    """Sum over edges of the categorical entropy of each edge's operator choice [E, ops]:
-    pushed to one-hot like the edges."""
-    logp = jax.nn.log_softmax(op_logits, axis=-1)
-    return -jnp.sum(jnp.exp(logp) * logp)
-
-
-def entropy_weight_at(
-    step: jax.Array, weight: float, warmup_steps: int, start_step: int = 0
-) -> jax.Array:
-    """0 before `start_step`, then a linear ramp to `weight` over `warmup_steps` (a step
-    to `weight` at `start_step` when warmup is 0)."""
-    since = step.astype(jnp.float32) - start_step
-    if warmup_steps <= 0:
-        return jnp.where(since >= 0, weight, 0.0).astype(jnp.float32)
-    return weight * jnp.clip(since / warmup_steps, 0.0, 1.0)

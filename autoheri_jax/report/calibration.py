@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autoheri_jax.report_figures import _figure, _missing_note, _save
-from autoheri_jax.report_inputs import Inputs
+from autoheri_jax.report.figures import _figure, _missing_note, _save
+from autoheri_jax.report.inputs import Inputs
 
 ORACLE = "oracle (true probs)"
 _LOG_BELOW = 0.2  # a panel whose largest value is below this gets log axes: 3% stays readable

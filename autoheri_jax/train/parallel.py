@@ -28,9 +28,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from autoheri_jax.config import ConfigError, ParallelConfig, TrainConfig
-from autoheri_jax.model.network import ModelSpec
-from autoheri_jax.optim import make_optimizer
-from autoheri_jax.step import TrainState, init_state, make_step_fn, make_update_fn
+from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.train.optim import make_optimizer
+from autoheri_jax.train.step import TrainState, init_state, make_step_fn, make_update_fn
 
 AXIS = "data"
 

@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from autoheri_jax.losses import funnel_log_probs, task_losses
+from autoheri_jax.model.losses import funnel_log_probs, task_losses
 
 if TYPE_CHECKING:
-    from autoheri_jax.model.network import ModelSpec
+    from autoheri_jax.model.spec import ModelSpec
 
 DEBIAS_FAMILIES = ("multi_dr", "escm2_ips", "escm2_dr", "dcmt")
 

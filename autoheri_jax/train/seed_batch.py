@@ -32,10 +32,10 @@ import numpy as np
 from autoheri_jax.config import ConfigError, TrainConfig
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource
-from autoheri_jax.model.network import ModelSpec
-from autoheri_jax.optim import make_optimizer
+from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.progress import Progress
-from autoheri_jax.step import TrainState, init_state, make_step_fn
+from autoheri_jax.train.optim import make_optimizer
+from autoheri_jax.train.step import TrainState, init_state, make_step_fn
 
 
 class StackedSource:
@@ -92,7 +92,7 @@ def train_seeds(
     on_logs[k](step, record) gets seed k's records every log_every steps and at the end.
     Raises NonFiniteLossError naming the seed and step if any seed's loss went non-finite.
     """
-    from autoheri_jax.train import NonFiniteLossError
+    from autoheri_jax.train.loop import NonFiniteLossError
 
     if len(cfgs) != len(datas) or not cfgs:
         raise ValueError(f"{len(cfgs)} configs for {len(datas)} datasets")

@@ -36,8 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from autoheri_jax.metrics import CALIBRATION_BINS
-from autoheri_jax.report_calibration import calibration_tables, plot_reliability
-from autoheri_jax.report_figures import (
+from autoheri_jax.report.calibration import calibration_tables, plot_reliability
+from autoheri_jax.report.figures import (
     _missing_note,
     _num_layers,
     plot_architecture,
@@ -46,7 +46,7 @@ from autoheri_jax.report_figures import (
     plot_edge_probabilities,
     plot_loss,
 )
-from autoheri_jax.report_inputs import Inputs, ReportError, load_inputs, normalize_study  # noqa: F401
+from autoheri_jax.report.inputs import Inputs, ReportError, load_inputs, normalize_study  # noqa: F401
 
 _PLOTS = {
     "edge_probabilities": plot_edge_probabilities,
@@ -110,7 +110,7 @@ def _architecture_text(inp: Inputs) -> str | None:
     if inp.architecture_txt is not None:
         return inp.architecture_txt
     if inp.architecture is not None:
-        from autoheri_jax.artifacts import render_architecture
+        from autoheri_jax.search.architecture import render_architecture
 
         return render_architecture(inp.architecture, _num_layers(inp))
     return None

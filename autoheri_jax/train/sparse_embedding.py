@@ -23,13 +23,16 @@ group is an ordinary third partition (`embeddings`) beside `weights` and `arch`:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from autoheri_jax.model.network import ModelSpec, lookup_rows
+from autoheri_jax.model.embedding import embed_from, lookup_rows
+from autoheri_jax.model.spec import ModelSpec, Params
+from autoheri_jax.train.collectives import all_gather, device_index, num_devices, pmean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +128,84 @@ def unique_lookup_rows(
 
 def gather_rows(table: jax.Array, rows: jax.Array) -> jax.Array:
     return table.at[rows].get(mode="fill", fill_value=0)
+
+
+# ------------------------------------------------------- the row gradient, across devices
+
+
+def _to_local(ids: jax.Array, axis: str, shard: int) -> jax.Array:
+    """Global table rows -> rows of this device's shard; rows it does not own -> `shard`
+    (out of range: gathers read 0, scatters drop them)."""
+    local = ids - device_index(axis) * shard
+    return jnp.where((local >= 0) & (local < shard), local, shard)
+
+
+def _fetch_rows(table: jax.Array, rows: jax.Array, all_rows, axis: str | None, sharded: bool):
+    """[U, D] values of global rows `rows`: local gather, or assembled from their owners
+    (`all_rows`: every device's rows, [n * U])."""
+    if not sharded:
+        return gather_rows(table, rows)
+    mine = _to_local(all_rows, axis, table.shape[0])
+    held = jax.lax.psum(gather_rows(table, mine), axis)  # each row from its owner
+    me = device_index(axis)
+    return jax.lax.dynamic_slice_in_dim(held, me * rows.shape[0], rows.shape[0])
+
+
+def _merge_row_grads(all_rows, g_rows, axis: str | None, shard: int | None, scratch, bound: int):
+    """All devices' (row, grad) pairs -> one SparseRows with each row once (mean over devices).
+
+    `all_rows`: every device's rows ([n * U]; this device's rows when `axis` is None).
+    `shard`: rows held per device when the table is sharded (ids become local, foreign rows
+    the out-of-range sentinel that every scatter drops). `bound`: distinct rows of the global
+    batch at most. Returns (SparseRows, scratch).
+    """
+    if axis is None:
+        return SparseRows(all_rows, g_rows), scratch
+    grads = all_gather(g_rows, axis) / num_devices(axis)
+    uniq, inverse, _, scratch = dedupe(all_rows, scratch, bound)
+    merged = jax.ops.segment_sum(grads, inverse, num_segments=uniq.shape[0])
+    if shard is not None:
+        uniq = _to_local(uniq, axis, shard)
+    return SparseRows(uniq, merged), scratch
+
+
+def value_and_grad(
+    loss_on: Callable,
+    params: Params,
+    spec: ModelSpec,
+    batch: dict,
+    scratch: jax.Array,
+    axis: str | None = None,
+    sharded: bool = False,
+) -> tuple[dict, dict, jax.Array]:
+    """`loss_on(params, embedded) -> (loss, aux)` differentiated with respect to the batch's
+    distinct table rows and every other parameter, averaged over `axis`.
+
+    Look up the rows (`unique_lookup_rows`), fetch their values (from their owners when the
+    table is `sharded` over `axis`), embed from those rows alone, differentiate, and merge
+    every device's row gradients so each row appears once. `params` passed to `loss_on` lack
+    "embedding". Returns (aux, grads with the table's gradient as `SparseRows`, scratch).
+    """
+    rows, single, bags, _, scratch = unique_lookup_rows(spec, batch, scratch)
+    table = params["embedding"]["table"]
+    all_rows = all_gather(rows, axis)  # gathered once: fetch and merge both need it
+    table_rows = _fetch_rows(table, rows, all_rows, axis, sharded)
+    others = {k: v for k, v in params.items() if k != "embedding"}
+
+    def on_rows(others, table_rows):
+        return loss_on(others, embed_from(table_rows, spec, batch, single, bags))
+
+    grad = jax.value_and_grad(on_rows, argnums=(0, 1), has_aux=True)
+    (_, aux), (g_others, g_rows) = grad(others, table_rows)
+    shard = table.shape[0] if sharded else None
+    bag_len = 0 if bags is None else bags.shape[-1]
+    global_bound = unique_row_bound(spec, single.shape[0] * num_devices(axis), bag_len)
+    g_table, scratch = _merge_row_grads(all_rows, g_rows, axis, shard, scratch, global_bound)
+    grads = {**pmean(g_others, axis), "embedding": {"table": g_table}}
+    return pmean(aux, axis), grads, scratch
+
+
+# ------------------------------------------------------------------------------ the update
 
 
 def _check_sparse(g: Any) -> SparseRows:

@@ -2,7 +2,7 @@
 
 Every leaf is labelled from its path: the top-level key of the params pytree names its
 group, and `GROUP_OF_KEY` maps groups to partitions: `embeddings` (the table; row-sparse
-Lazy Adam / Adagrad by default, see sparse_rows.py), `weights` (towers) and `arch` (edge
+Lazy Adam / Adagrad by default, see sparse_embedding.py), `weights` (towers) and `arch` (edge
 logits). A new top-level params key needs an entry here; unlabelled parameters are refused.
 
 All partitions are updated jointly in one jitted step, single-level as in the paper: the
@@ -21,23 +21,24 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
-from autoheri_jax import sparse_rows
 from autoheri_jax.config import TrainConfig
+from autoheri_jax.train import sparse_embedding
 
 GROUP_OF_KEY: Mapping[str, str] = {"embedding": "embeddings", "towers": "weights", "arch": "arch"}
 
 
 def param_labels(params, group_of_key: Mapping[str, str] = GROUP_OF_KEY):
-    """A pytree of partition labels with the structure of `params`."""
+    """A pytree of partition labels with the structure of `params` (a nested dict), by the
+    top-level key of each leaf's path (flax's path-aware map over the params dict)."""
 
-    def label(path, _leaf):
-        top = getattr(path[0], "key", None)
-        if top not in group_of_key:
-            raise KeyError(f"parameter {jax.tree_util.keystr(path)} has no optimiser group")
-        return group_of_key[top]
+    def label(path: tuple[str, ...], _leaf):
+        if path[0] not in group_of_key:
+            raise KeyError(f"parameter {'/'.join(path)} has no optimiser group")
+        return group_of_key[path[0]]
 
-    return jax.tree_util.tree_map_with_path(label, params)
+    return traverse_util.path_aware_map(label, params)
 
 
 def _weights_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -56,8 +57,8 @@ def _embeddings_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     lr = cfg.embedding_lr or cfg.lr
     if cfg.sparse_embeddings:
         if cfg.embedding_optimizer == "adam":
-            return sparse_rows.lazy_adam(lr)
-        return sparse_rows.rowwise_adagrad(lr)
+            return sparse_embedding.lazy_adam(lr)
+        return sparse_embedding.rowwise_adagrad(lr)
     return optax.adam(lr) if cfg.embedding_optimizer == "adam" else optax.adagrad(lr)
 
 
@@ -145,5 +146,5 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         param_labels,
     )
     if cfg.grad_clip > 0:
-        return optax.chain(sparse_rows.clip_by_global_norm(cfg.grad_clip), partitioned)
+        return optax.chain(sparse_embedding.clip_by_global_norm(cfg.grad_clip), partitioned)
     return partitioned

@@ -54,6 +54,7 @@ from autoheri_jax.data.sources import Splits
 from autoheri_jax.metrics import BinaryScores, funnel_metrics, metric_keys, nll
 from autoheri_jax.model.edges import Edge, candidate_edges
 from autoheri_jax.progress import say as _say
+from autoheri_jax.search import architecture
 
 VALID_LOSS_METRIC = "neg_valid_loss"  # see config.EVOLUTION_METRICS
 
@@ -184,7 +185,7 @@ def budget_train_rows(cfg: Config, train: CTRDataset) -> CTRDataset:
 
 
 def validation_score(cfg: Config, spec, params, valid: CTRDataset) -> float | None:
-    from autoheri_jax.train import predict_dataset
+    from autoheri_jax.train.predict import predict_dataset
 
     cond, entire = predict_dataset(spec, params, valid, cfg.eval_batch_size)
     if cfg.evolution.metric == VALID_LOSS_METRIC:
@@ -200,8 +201,8 @@ def make_scorer(
 ) -> Callable[[Mask], tuple[float | None, dict]]:
     """mask -> (validation score, {"steps"}): trains the masked architecture from scratch."""
     from autoheri_jax.experiment import spec_for
-    from autoheri_jax.models import derived_model
-    from autoheri_jax.train import train
+    from autoheri_jax.model.variants import derived_model
+    from autoheri_jax.train.loop import train
 
     if data.valid.num_rows == 0:
         raise ConfigError("evolution scores candidates on the validation split, which is empty")
@@ -343,11 +344,11 @@ def evolve(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
     )
     best = result.best
     probs = np.asarray(best.mask, dtype=np.float64)
-    record = artifacts.architecture_record(
+    record = architecture.architecture_record(
         edges, probs, None, cfg.derive_threshold, data.train.stage_names, "evolution"
     )
     _install_architecture(wd, record)
-    text = artifacts.render_architecture(record, len(cfg.model.hidden))
+    text = architecture.render_architecture(record, len(cfg.model.hidden))
     if artifacts.is_writer():
         wd.path("architecture.txt").write_text(text)
     trained = result.trained

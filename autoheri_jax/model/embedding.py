@@ -1,0 +1,81 @@
+"""The shared embedding layer: field ids -> rows of one table -> B x (F + Fb) x D -> x.
+
+Dense lookups (the whole table is a parameter) live here; the row-sparse training path
+(train/sparse_embedding.py) reuses `lookup_rows` and `embed_from` over a batch's unique rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from autoheri_jax.model.spec import ModelSpec, Params
+
+
+def lookup_rows(spec: ModelSpec, inputs: Mapping[str, jax.Array]):
+    """Table rows of every lookup: single fields [B, F], bag entries [B, Fb, L] (or None).
+
+    Ids are clamped into their field's rows, so a field never reads another field's
+    embeddings and sparse_rows.unique_row_bound holds. Datasets reject out-of-range ids when
+    built (CTRDataset), so the clamp changes nothing for data that got here.
+    """
+    offsets = jnp.asarray(spec.field_offsets)
+    num_single = len(spec.vocab_sizes)
+    top = jnp.asarray(spec.vocab_sizes + spec.bag_vocab_sizes, jnp.int32) - 1
+    single = jnp.clip(inputs["sparse"], 0, top[None, :num_single]) + offsets[None, :num_single]
+    bags = None
+    if spec.bag_vocab_sizes:
+        ids = jnp.clip(inputs["bag_ids"], 0, top[None, num_single:, None])
+        bags = ids + offsets[None, num_single:, None]
+    return single, bags
+
+
+def embed_from(
+    table: jax.Array,
+    spec: ModelSpec,
+    inputs: Mapping[str, jax.Array],
+    single: jax.Array,
+    bags: jax.Array | None,
+) -> jax.Array:
+    """B x (F + Fb) x D from `table` rows: `single` [B, F] and `bags` [B, Fb, L] index it.
+
+    `table` is the whole embedding table, or just a batch's unique rows (sparse updates).
+    """
+    out = jnp.take(table, single, axis=0)
+    if bags is not None:
+        vectors = jnp.take(table, bags, axis=0)  # B x Fb x L x D
+        mask = inputs["bag_mask"]
+        weights = mask * inputs["bag_values"] if spec.bag_value_weighted else mask
+        pooled = jnp.einsum("bfl,bfld->bfd", weights, vectors)
+        if spec.bag_pooling == "mean":
+            pooled = pooled / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)[..., None]
+        out = jnp.concatenate([out, pooled], axis=1)
+    return out
+
+
+def embed(params: Params, spec: ModelSpec, inputs: Mapping[str, jax.Array]) -> jax.Array:
+    """B x (F + Fb) x D field embeddings from the shared table.
+
+    inputs: sparse int32 [B, F] per-field ids; with bag fields also bag_ids int32 [B, Fb, L],
+    bag_values and bag_mask float32 [B, Fb, L] (mask 0 = padding).
+    """
+    single, bags = lookup_rows(spec, inputs)
+    return embed_from(params["embedding"]["table"], spec, inputs, single, bags)
+
+
+def model_input(
+    params: Params,
+    spec: ModelSpec,
+    inputs: Mapping[str, jax.Array],
+    *,
+    embedded: jax.Array | None = None,
+) -> jax.Array:
+    """x: B x input_dim, the flattened field embeddings joined with the dense features."""
+    if embedded is None:
+        embedded = embed(params, spec, inputs)
+    x = embedded.reshape(inputs["sparse"].shape[0], -1)
+    if spec.num_dense:
+        x = jnp.concatenate([x, inputs["dense"].astype(x.dtype)], axis=-1)
+    return x

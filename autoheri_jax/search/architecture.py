@@ -1,0 +1,128 @@
+"""From trained gates to the discrete architecture, its record and its rendering.
+
+`derive(...)` keeps the edges whose probability exceeds the threshold (with each kept edge's
+argmax operator after an operator search); `architecture_record` is that decision as JSON
+(architecture.json), the single place the kept set is computed; `render_architecture` draws
+it as one grid per task pair (architecture.txt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from autoheri_jax.model.edges import OPS, Edge, parse_edge
+from autoheri_jax.model.spec import ModelSpec, Params
+from autoheri_jax.search.gates import edge_probabilities, op_probabilities
+
+
+def derive_ops(params: Params, spec: ModelSpec) -> list[str]:
+    """Each edge's argmax operator (its fixed operator when ops are not searched)."""
+    probs = np.asarray(op_probabilities(params, spec))
+    return [OPS[int(i)] for i in probs.argmax(axis=-1)] if probs.size else []
+
+
+def derive_edges(probs: Sequence[float], edges: Sequence[Edge], threshold: float) -> list[Edge]:
+    """The discrete architecture: edges whose probability exceeds `threshold`."""
+    return [e for e, p in zip(edges, probs, strict=True) if float(p) > threshold]
+
+
+def architecture_record(
+    edges: Sequence[Edge],
+    probs: np.ndarray,
+    logits: np.ndarray | None,
+    threshold: float,
+    task_names: Sequence[str],
+    mode: str,
+    op_probs: np.ndarray | None = None,
+    op_names: Sequence[str] = (),
+) -> dict:
+    """op_probs: [E, len(op_names)] operator probabilities of an operator search; each
+    candidate then records "op" (the argmax) and "op_probs" ({op: prob})."""
+    kept = set(derive_edges(probs, edges, threshold))
+    candidates = []
+    for k, e in enumerate(edges):
+        c = {
+            "edge": e.name,
+            "description": e.describe(task_names),
+            "prob": float(probs[k]),
+            "logit": None if logits is None else float(logits[k]),
+            "kept": e in kept,
+        }
+        if op_probs is not None:
+            c["op"] = op_names[int(np.argmax(op_probs[k]))]
+            c["op_probs"] = {n: float(p) for n, p in zip(op_names, op_probs[k], strict=True)}
+        candidates.append(c)
+    record = {
+        "search_mode": mode,
+        "threshold": threshold,
+        "task_names": list(task_names),
+        "candidates": candidates,
+        "kept": [c["edge"] for c in candidates if c["kept"]],
+    }
+    if op_probs is not None:
+        record["kept_ops"] = [c["op"] for c in candidates if c["kept"]]
+    return record
+
+
+def searched_architecture(
+    params: Params, spec: ModelSpec, threshold: float, task_names: Sequence[str], mode: str
+) -> dict:
+    """The record of a one-shot search's outcome: its gates (and operators) read off `params`."""
+    op_probs = np.asarray(op_probabilities(params, spec)) if spec.searches_ops else None
+    return architecture_record(
+        spec.edges,
+        np.asarray(edge_probabilities(params, spec)),
+        np.asarray(params["arch"]["edge_logits"]),
+        threshold,
+        task_names,
+        mode,
+        op_probs=op_probs,
+        op_names=OPS,
+    )
+
+
+def kept_edges(record: dict) -> list[Edge]:
+    return [parse_edge(e) for e in record["kept"]]
+
+
+def kept_ops(record: dict) -> list[str] | None:
+    """Each kept edge's searched operator, or None when the search did not choose operators."""
+    return record.get("kept_ops")
+
+
+def render_architecture(record: dict, num_layers: int) -> str:
+    """A grid per task pair: rows = upstream layer, columns = downstream layer."""
+    names = record["task_names"]
+    by_pair: dict[tuple[int, int], dict[tuple[int, int], dict]] = {}
+    for c in record["candidates"]:
+        e = parse_edge(c["edge"])
+        by_pair.setdefault((e.src_task, e.dst_task), {})[(e.src_layer, e.dst_layer)] = c
+    kept, total = len(record["kept"]), len(record["candidates"])
+    lines = [
+        f"AutoHERI derived architecture ({record['search_mode']} search): {kept} of {total} "
+        f"candidate edges kept (probability > {record['threshold']})",
+        "cell = edge probability; * = kept; . = not a candidate",
+    ]
+    for (u, d), cells in sorted(by_pair.items()):
+        lines.append("")
+        lines.append(f"{names[u]} (rows: layer i) -> {names[d]} (columns: layer j)")
+        lines.append("        " + "".join(f"{'j=' + str(j):>9}" for j in range(num_layers)))
+        for i in range(num_layers):
+            row = f"  i={i:<4}"
+            for j in range(num_layers):
+                c = cells.get((i, j))
+                row += f"{'.':>9}" if c is None else f"{c['prob']:>8.3f}{'*' if c['kept'] else ' '}"
+            lines.append(row)
+    if record.get("kept_ops") is not None and record["kept"]:
+        lines.append("")
+        lines.append("operators of the kept edges (argmax of the operator search):")
+        ops = {c["edge"]: c for c in record["candidates"]}
+        for name, op in zip(record["kept"], record["kept_ops"], strict=True):
+            probs = " ".join(f"{k}={v:.3f}" for k, v in ops[name]["op_probs"].items())
+            lines.append(f"  {name:<12} {op:<10} ({probs})")
+    if not record["kept"]:
+        lines.append("")
+        lines.append("No edge kept: the derived model is ESMM's independent towers.")
+    return "\n".join(lines) + "\n"

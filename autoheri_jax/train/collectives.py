@@ -1,0 +1,28 @@
+"""Named-axis collectives that are identities on one device (`axis=None`).
+
+The training step is written once per device; these let the same code run alone under `jit`
+and data-parallel under `shard_map` or `pmap` (parallel.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def pmean(x: Any, axis: str | None) -> Any:
+    return x if axis is None else jax.lax.pmean(x, axis)
+
+
+def all_gather(x: jax.Array, axis: str | None) -> jax.Array:
+    return x if axis is None else jax.lax.all_gather(x, axis, tiled=True)
+
+
+def num_devices(axis: str | None) -> int:
+    return 1 if axis is None else jax.lax.axis_size(axis)
+
+
+def device_index(axis: str | None) -> jax.Array:
+    return jnp.zeros((), jnp.int32) if axis is None else jax.lax.axis_index(axis)

@@ -1,0 +1,305 @@
+"""The host loop: `train()` feeds the jitted step (step.py) and reads like its parts.
+
+    restore (or init) -> for each step: next batch, step, log, save -> stop on a signal
+
+`InputFeed` owns the grain iterators (train, and validation batches for the bi-level search),
+`CheckpointSaver` the resume and save policy (orbax, checkpoint.py), `StepLog` the log records
+and the progress bar, `SignalStop` the SIGTERM / SIGINT flag. The loop syncs with the device
+only at log points: it then reads the metrics and `state.first_bad_step`, and raises
+`NonFiniteLossError` naming the step if a loss was NaN or inf (that step's update was skipped,
+so the state in hand is the last good one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from autoheri_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig
+from autoheri_jax.data.dataset import CTRDataset
+from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
+from autoheri_jax.metrics import BinaryScores, nll
+from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.progress import Progress
+from autoheri_jax.train.checkpoint import Checkpointer
+from autoheri_jax.train.parallel import make_data_parallel
+from autoheri_jax.train.predict import predict_dataset
+from autoheri_jax.train.step import TrainState
+
+_SYNC_EVERY = 4  # steps between host syncs on several CPU devices
+VALID_SEED_OFFSET = 7919  # the bi-level validation stream's permutation seed: cfg.seed + this
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf; the message names the phase and step."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resumable:
+    """Where and how a training run checkpoints, and what each checkpoint records."""
+
+    directory: Path
+    cfg: CheckpointConfig
+    extra: dict  # phase, model, architecture, config: JSON written with every checkpoint
+    fingerprint: dict  # what must match for a checkpoint to be resumed (see fingerprint())
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM / SIGINT arrived; a checkpoint of the current step was saved first."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+def fingerprint(spec: ModelSpec, cfg: TrainConfig) -> dict:
+    """Everything that fixes the state's shapes and the run's trajectory."""
+    train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "log_every"}
+    return {"model": dataclasses.asdict(spec), "train": train_cfg}
+
+
+class InputFeed:
+    """The training batches (and, for the bi-level search, validation batches) of one run,
+    cut per process from the seeded global permutation (data/pipeline.py)."""
+
+    def __init__(self, cfg: TrainConfig, data: CTRDataset, valid: CTRDataset | None):
+        shard = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+        self.source = StepBatchSource(data, cfg.batch_size, cfg.seed, cfg.epochs, **shard)
+        self.train = train_iterator(self.source)
+        self.valid = None
+        if cfg.bilevel:
+            valid_epochs = -(-len(self.source) // (valid.num_rows // cfg.batch_size))
+            valid_source = StepBatchSource(
+                valid, cfg.batch_size, cfg.seed + VALID_SEED_OFFSET, valid_epochs, **shard
+            )
+            self.valid = train_iterator(valid_source, num_threads=1, prefetch=2)
+
+    @property
+    def total_steps(self) -> int:
+        return len(self.source)
+
+    def epoch_of(self, step: int) -> int:
+        return (step - 1) // self.source.steps_per_epoch
+
+    def next(self) -> dict:
+        batch = next(self.train)
+        if self.valid is not None:
+            batch["valid"] = next(self.valid)
+        return batch
+
+    def get_state(self) -> dict:
+        valid = None if self.valid is None else self.valid.get_state()
+        return {"train": self.train.get_state(), "valid": valid}
+
+    def set_state(self, state: dict) -> None:
+        self.train.set_state(state["train"])
+        if self.valid is not None:
+            self.valid.set_state(state["valid"])
+
+
+class CheckpointSaver:
+    """When to save, what each checkpoint holds (state, iterator positions, the validation
+    loss that ranks checkpoints) and how a run resumes from the latest one."""
+
+    def __init__(self, r: Resumable, spec: ModelSpec, cfg: TrainConfig, valid: CTRDataset | None):
+        c = r.cfg
+        self.resumable, self.spec, self.batch_size = r, spec, cfg.batch_size
+        self.ckpt = Checkpointer(r.directory, keep=c.keep, keep_best=c.keep_best,
+                                 async_save=c.async_save, fingerprint=r.fingerprint)  # fmt: skip
+        # taken once, so every save is scored on the same rows (None: nothing scores)
+        self.scoring = _scoring_rows(valid, c.valid_rows) if c.keep_best else None
+
+    def restore(self, dp, feed: InputFeed) -> tuple[TrainState, int] | None:
+        """(state, step) of the latest checkpoint, the feed positioned after it; or None."""
+        if not self.resumable.cfg.resume or self.ckpt.latest_step() is None:
+            return None
+        restored, _, data_state = self.ckpt.restore(None, dp.abstract_state())
+        feed.set_state(data_state)
+        state = dp.to_device(restored) if dp.launcher == "pmap" else restored
+        return state, int(jax.device_get(restored.step))
+
+    def due(self, step: int, total: int) -> bool:
+        return step % self.resumable.cfg.every_steps == 0 or step == total
+
+    def save(self, step: int, canonical: TrainState, feed: InputFeed, force: bool) -> None:
+        metrics = None
+        if self.resumable.cfg.keep_best:
+            metrics = _valid_loss(self.spec, canonical.params, self.scoring, self.batch_size)
+        self.ckpt.save(step, canonical, extra=self.resumable.extra, data_state=feed.get_state(),
+                       metrics=metrics, force=force)  # fmt: skip
+
+    def close(self) -> None:
+        self.ckpt.close()
+
+
+class StepLog:
+    """Host-side records every `log_every` steps (and at the end), and the progress bar."""
+
+    def __init__(self, cfg: TrainConfig, desc: str, total: int, start: int, on_log, progress):
+        self.cfg, self.start, self.total, self.on_log = cfg, start, total, on_log
+        self.bar = Progress(total, desc, enabled=progress)
+        self.t_start = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        return step % self.cfg.log_every == 0 or step == self.total
+
+    def write(self, step: int, epoch: int, aux: dict) -> None:
+        seconds = time.perf_counter() - self.t_start
+        record = {
+            "step": step,
+            "epoch": epoch,
+            "loss": float(aux["loss"]),
+            "stage_bce": [float(x) for x in aux["stage_bce"]],
+            "entropy": float(aux["entropy"]),
+            **({"valid_loss": float(aux["valid_loss"])} if self.cfg.bilevel else {}),
+            "edge_probs": [float(p) for p in aux["edge_probs"]],
+            "examples_per_s": (step - self.start) * self.cfg.batch_size / seconds,
+        }
+        if self.on_log is not None:
+            self.on_log(step, record)
+        self.bar.update(step - self.start, loss=record["loss"], entropy=record["entropy"])
+
+    def stats(self, dp) -> dict:
+        seconds = time.perf_counter() - self.t_start
+        done = self.total - self.start
+        return {"steps": self.total, "resumed_at": self.start, "seconds": seconds,
+                "examples_per_s": done * self.cfg.batch_size / seconds if done else 0.0,
+                "launcher": dp.launcher, "devices": dp.num_devices}  # fmt: skip
+
+
+class SignalStop:
+    """Catches SIGTERM / SIGINT while active (main thread only), so the loop can checkpoint
+    the current step before stopping; the previous handlers come back on exit."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.signum, self._previous = enabled, None, {}
+
+    def __enter__(self) -> SignalStop:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+
+            def handler(signum, _frame):
+                self.signum = signum
+
+            self._previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+
+
+def _check_sizes(cfg: TrainConfig, data: CTRDataset, valid: CTRDataset | None, desc: str):
+    if cfg.bilevel and (valid is None or valid.num_rows < cfg.batch_size):
+        rows = 0 if valid is None else valid.num_rows
+        raise ConfigError(
+            f"{desc}: bilevel needs >= batch_size ({cfg.batch_size}) validation rows, got {rows}"
+        )
+    if data.num_rows < cfg.batch_size:
+        raise ConfigError(
+            f"{desc}: batch_size {cfg.batch_size} exceeds the {data.num_rows} training rows"
+        )
+
+
+def _raise_if_non_finite(dp, state: TrainState, desc: str, epoch: int) -> None:
+    bad = int(dp.host_value(state.first_bad_step))
+    if bad >= 0:
+        raise NonFiniteLossError(
+            f"{desc}: non-finite loss at step {bad} (epoch {epoch}); that step's update "
+            "was dropped, the run stopped, and the last checkpoint before it is intact"
+        )
+
+
+def train(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    data: CTRDataset,
+    *,
+    desc: str,
+    on_log: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+    valid: CTRDataset | None = None,
+    parallel: ParallelConfig | None = None,
+    resumable: Resumable | None = None,
+    on_resume: Callable[[int], None] | None = None,
+) -> tuple[TrainState, dict]:
+    """Trains for cfg.epochs (resuming from `resumable`'s checkpoints when there are any).
+
+    `on_log(step, record)` receives host-side metrics every cfg.log_every steps and at the end;
+    `on_resume(step)` is called once when a checkpoint was restored. `valid` feeds the arch
+    gradient when cfg.bilevel and scores checkpoints. `parallel` picks devices and launcher;
+    the returned state is in the canonical layout whatever the launcher.
+    """
+    _check_sizes(cfg, data, valid, desc)
+    dp = make_data_parallel(spec, cfg, parallel or ParallelConfig())
+    feed = InputFeed(cfg, data, valid)
+    total = feed.total_steps
+    saver = None if resumable is None else CheckpointSaver(resumable, spec, cfg, valid)
+    resumed = None if saver is None else saver.restore(dp, feed)
+    if resumed is None:
+        state, start = dp.init_state(spec, cfg), 0
+    else:
+        state, start = resumed
+        if on_resume is not None:
+            on_resume(start)
+
+    def save(step: int, force: bool) -> None:
+        _raise_if_non_finite(dp, state, desc, feed.epoch_of(step))
+        saver.save(step, dp.canonical(state), feed, force)
+
+    # Simulated CPU devices can deadlock in all-reduce with many steps in flight (accelerators
+    # keep their steps overlapping), so the host syncs every few steps there.
+    sync_every = _SYNC_EVERY if dp.num_devices > 1 and dp.devices[0].platform == "cpu" else 0
+    log = StepLog(cfg, desc, total, start, on_log, progress)
+    try:
+        with SignalStop(enabled=saver is not None) as stop:
+            for step in range(start + 1, total + 1):
+                state, aux = dp.step(state, dp.place_batch(feed.next()))
+                if sync_every and step % sync_every == 0:
+                    jax.block_until_ready(state.step)
+                if log.due(step):
+                    aux = dp.host_value(aux)
+                    _raise_if_non_finite(dp, state, desc, feed.epoch_of(step))
+                    log.write(step, feed.epoch_of(step), aux)
+                if saver is None:
+                    continue
+                if stop.signum is not None:
+                    save(step, force=True)
+                    saver.ckpt.wait()
+                    name = signal.Signals(stop.signum).name
+                    raise TrainingInterrupted(
+                        f"{desc}: {name} at step {step}; checkpoint saved in "
+                        f"{resumable.directory}; run the same command again to resume",
+                        stop.signum,
+                    )
+                if saver.due(step, total):
+                    save(step, force=step == total)
+            jax.block_until_ready(state)
+            _raise_if_non_finite(dp, state, desc, feed.epoch_of(max(total, 1)))
+    finally:
+        if saver is not None:
+            saver.close()
+    return dp.canonical(state), log.stats(dp)
+
+
+def _scoring_rows(valid: CTRDataset | None, rows: int) -> CTRDataset | None:
+    """The first `rows` validation rows that score checkpoints (None: nothing to score on)."""
+    if valid is None or rows == 0 or valid.num_rows == 0 or jax.process_count() > 1:
+        return None
+    return valid.take(slice(0, min(rows, valid.num_rows)))
+
+
+def _valid_loss(spec: ModelSpec, params, part: CTRDataset | None, batch_size: int) -> dict | None:
+    """Entire-space NLL of `part` (see _scoring_rows), summed over the funnel's stages."""
+    if part is None:
+        return None
+    _, entire = predict_dataset(spec, params, part, batch_size)
+    labels = np.asarray(part.labels)
+    stages = [nll(BinaryScores(entire[:, t], labels[:, t])) for t in range(labels.shape[1])]
+    return {"valid_loss": float(sum(stages))}

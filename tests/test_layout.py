@@ -1,0 +1,124 @@
+"""The package layout: no import cycles (function-local imports count), and each package
+depends only on the layers below it (docs/architecture.md)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "autoheri_jax"
+
+# package -> what it must never import (prefixes of dotted module names)
+FORBIDDEN = {
+    "autoheri_jax.config": ("autoheri_jax.model.network", "autoheri_jax.train"),
+    "autoheri_jax.data": ("autoheri_jax.model", "autoheri_jax.search", "autoheri_jax.train",
+                          "autoheri_jax.report", "autoheri_jax.experiment", "autoheri_jax.study",
+                          "autoheri_jax.cli"),
+    "autoheri_jax.model": ("autoheri_jax.data", "autoheri_jax.train", "autoheri_jax.report",
+                           "autoheri_jax.experiment", "autoheri_jax.study", "autoheri_jax.cli",
+                           "autoheri_jax.search.evolution", "autoheri_jax.search.architecture"),
+    "autoheri_jax.search.gates": ("autoheri_jax.model.network", "autoheri_jax.train"),
+    "autoheri_jax.train": ("autoheri_jax.report", "autoheri_jax.experiment", "autoheri_jax.study",
+                           "autoheri_jax.cli", "autoheri_jax.search.evolution"),
+    "autoheri_jax.report": ("autoheri_jax.train", "autoheri_jax.experiment", "autoheri_jax.cli"),
+}  # fmt: skip
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node, except those under `if TYPE_CHECKING:` (annotations only, never run)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every autoheri_jax module `path` imports when run, at any depth of the file."""
+    out = set()
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("autoheri_jax")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autoheri_jax"):
+            for a in node.names:  # `from pkg import module` imports the module
+                sub = f"{node.module}.{a.name}"
+                out.add(sub if (PACKAGE.parent / Path(*sub.split("."))).with_suffix(".py").exists()
+                        else node.module)  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    mods = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {m: {d for d in imports_of(p) if d in mods and d != m} for m, p in mods.items()}
+
+
+def test_no_import_cycles(graph):
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert cycles == [], f"import cycles: {cycles}"
+
+
+def test_packages_import_only_layers_below(graph):
+    bad = [
+        f"{m} imports {d}"
+        for m, deps in graph.items()
+        for pkg, banned in FORBIDDEN.items()
+        if m == pkg or m.startswith(pkg + ".")
+        for d in deps
+        if any(d == b or d.startswith(b + ".") for b in banned)
+    ]
+    assert bad == []
+
+
+def test_a_cycle_would_be_found(graph):
+    looped = {k: set(v) for k, v in graph.items()}
+    looped["autoheri_jax.model.spec"].add("autoheri_jax.model.network")
+    with pytest.raises(AssertionError, match="model.network"):
+        test_no_import_cycles(looped)
+
+
+def test_building_a_config_imports_no_jax():
+    code = (
+        "import sys; from autoheri_jax.config import load_config;"
+        "load_config('experiments/configs/default.py');"
+        "print(sorted(m for m in ('jax', 'optax', 'orbax') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
