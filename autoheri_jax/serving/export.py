@@ -111,7 +111,7 @@ def schema_for(spec, data, vocabs: dict | None, max_bag_len: int, params) -> dic
         ],
         "bag_pooling": spec.bag_pooling,
         "bag_value_weighted": spec.bag_value_weighted,
-        "dense": list(data.dense_names),
+        "dense": list(data.dense_names) or [f"D{j}" for j in range(data.num_dense)],
         "stages": list(data.stage_names),
         "outputs": [
             {"name": f"p{key}", "stage": k, "kind": kind}
