@@ -33,6 +33,13 @@ def _lookup(model: ExportedModel, field: str, raw_ids: np.ndarray) -> np.ndarray
     return np.concatenate([[0], model.vocabs[field].index(raw_ids)]).astype(np.int32)
 
 
+def _few(names, k: int = 8) -> str:
+    names = list(names)
+    if len(names) <= k:
+        return str(names)
+    return f"[{', '.join(map(repr, names[:k]))}, ... ({len(names)} in all)]"
+
+
 class _Plan:
     """Where each input of the export comes from in the data, and its lookup table."""
 
@@ -44,9 +51,9 @@ class _Plan:
         missing += [d for d in model.dense if d not in rows.dense_names]
         if missing:
             raise ExportError(
-                f"{data.source} ({data.format}) has no column {missing} that the model reads; "
-                f"it has fields {list(rows.field_names)}, bag fields {list(bags)} and dense "
-                f"{list(rows.dense_names)}"
+                f"{data.source} ({data.format}) lacks {len(missing)} column(s) the model reads: "
+                f"{_few(missing)}; it has fields {_few(rows.field_names)}, bag fields "
+                f"{_few(list(bags))} and dense columns {_few(rows.dense_names)}"
             )
         self.model, self.rows, self.single, self.bags = model, rows, single, bags
         self.luts = {
