@@ -107,7 +107,7 @@ def test_predict_refuses_data_without_the_models_columns(tmp_path, capsys):
     args = ["predict", "--model", str(tmp_path / "export"), "--data", str(aitm),
             "--on-bad-row", "skip", "--out", str(tmp_path / "x.csv"), "--no-progress"]  # fmt: skip
     assert main(args) == 2
-    assert "lacks 5 column(s) the model reads: ['210', '109_14'" in capsys.readouterr().err
+    assert "lacks 13 column(s) the model reads: ['210', '109_14'" in capsys.readouterr().err
     args[-2] = str(tmp_path / "x.txt")
     assert main(args) == 2
     assert "extension picks the format" in capsys.readouterr().err
