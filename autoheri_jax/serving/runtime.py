@@ -172,7 +172,12 @@ class ExportedModel:
                     f"{self.root / PARAMS}: parameter {p['name']!r} is {got}, expected {want}"
                 )
         widths = {"sparse": len(s["fields"]), "dense": len(s["dense"])}
+        widths |= dict.fromkeys(("bag_ids", "bag_values", "bag_mask"), len(s["bag_fields"]))
+        lengths = {b["max_len"] for b in s["bag_fields"]}
         for i in s["inputs"]:
+            if i["name"].startswith("bag_") and lengths != {i["shape"][2]}:
+                raise ExportError(f"{self.root / SCHEMA}: input {i['name']!r} is {i['shape']} "
+                                  f"but the bag fields' max_len are {sorted(lengths)}")  # fmt: skip
             if i["name"] in widths and i["shape"][1] != widths[i["name"]]:
                 raise ExportError(
                     f"{self.root / SCHEMA}: input {i['name']!r} is {i['shape']} "
