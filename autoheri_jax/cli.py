@@ -8,6 +8,8 @@
   autoheri evolve   --config FILE --workdir DIR [--set ...]             evolutionary search
   autoheri study    --config STUDY --workdir DIR [--seeds K]            arms x seeds, t-tests
   autoheri report   DIR                                                 figures + report.md
+  autoheri export   --workdir DIR [--model NAME] --out EXPORT_DIR       a servable model
+  autoheri predict  --model EXPORT_DIR --data PATH --out FILE [...]     scores to CSV / Parquet
 
 `evolve` writes the same architecture.json as `search` (then `retrain`, `evaluate` as usual);
 `study` takes a study file (experiments/studies/*.py, `get_study()`), not a config.
@@ -124,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="train an arm's seeds together, one vmapped step per model (one-shot arms)",
     )
     st.add_argument("--no-progress", action="store_true", help="no progress line")
+    ex = sub.add_parser(
+        "export", parents=[common], help="a trained model -> a directory a service can load"
+    )
+    ex.add_argument("--workdir", required=True, help="a workdir of `autoheri run`")
+    ex.add_argument("--model", default="autoheri", help="which trained model (default autoheri)")
+    ex.add_argument("--out", required=True, help="export directory to write (replaced if one)")
+    pr = sub.add_parser(
+        "predict", parents=[common], help="score a data file with an exported model"
+    )
+    pr.add_argument("--model", required=True, metavar="EXPORT_DIR", help="an `autoheri export`")
+    pr.add_argument("--data", required=True, help="a file of any supported format, or a store")
+    pr.add_argument("--format", default="auto", choices=DATA_FORMATS)
+    pr.add_argument("--split", default="test", help="split of a store to score (default test)")
+    pr.add_argument("--on-bad-row", choices=("strict", "skip"), default="strict")
+    pr.add_argument("--batch-size", type=int, default=4096)
+    pr.add_argument("--out", required=True, help="scores to write: FILE.csv or FILE.parquet")
+    pr.add_argument("--no-progress", action="store_true")
     rep = sub.add_parser(
         "report", parents=[common], help="figures and a markdown page in DIR/report/"
     )
@@ -179,6 +198,36 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serving(args: argparse.Namespace) -> int:
+    """export / predict: their own errors (export directory, data) exit 2 with one line."""
+    from autoheri_jax.artifacts import MissingArtifactError
+    from autoheri_jax.data.errors import DataFormatError
+    from autoheri_jax.data.store import StoreError
+    from autoheri_jax.serving.runtime import ExportError
+
+    try:
+        if args.step == "export":
+            from autoheri_jax.serving.export import export_workdir
+
+            out = export_workdir(args.workdir, args.model, args.out)
+            _log.info(f"autoheri export: done; {args.model} of {args.workdir} in {out}")
+            return 0
+        from autoheri_jax.serving.predict import predict_file
+        from autoheri_jax.serving.runtime import load
+
+        enable_compilation_cache()
+        opts = {"fmt": args.format, "on_bad_row": args.on_bad_row, "split": args.split,
+                "batch_size": args.batch_size, "progress": not args.no_progress}  # fmt: skip
+        summary = predict_file(load(args.model), args.data, args.out, **opts)
+    except (ConfigError, MissingArtifactError, DataFormatError, StoreError, ExportError) as e:
+        _log.error(f"autoheri {args.step}: error: {e}")
+        return 2
+    skipped = f", bad rows skipped {summary['bad_rows']}" if summary["bad_rows"] else ""
+    _log.info(f"autoheri predict: done; {summary['rows']} rows ({summary['format']}) scored in "
+              f"{summary['seconds']:.1f}s{skipped} -> {summary['out']}")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.quiet:
@@ -195,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.step in ("export", "predict"):
+        return _serving(args)
     from autoheri_jax import experiment
     from autoheri_jax.artifacts import MissingArtifactError, Workdir
     from autoheri_jax.data.errors import DataFormatError
