@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 import roofline
 
-from autoheri_jax import sparse_rows
 from autoheri_jax.config import Config, ModelConfig, TrainConfig, load_config
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
@@ -30,6 +29,7 @@ from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.network import init_params
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.model.variants import VARIANTS
+from autoheri_jax.train import sparse_embedding as sparse_rows
 from autoheri_jax.train.optim import make_optimizer
 from autoheri_jax.train.predict import make_predict_fn, predict_dataset
 from autoheri_jax.train.step import count_params, init_state, make_grad_fn, make_update_fn

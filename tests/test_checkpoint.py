@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from helpers import tiny_spec, toy_dataset
 
-from autoheri_jax.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.config import TrainConfig
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
-from autoheri_jax.optim import make_optimizer
-from autoheri_jax.train import abstract_state, init_state
+from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
+from autoheri_jax.train.optim import make_optimizer
+from autoheri_jax.train.step import abstract_state, init_state
 
 CFG = TrainConfig(arch_warmup_steps=0, batch_size=16)
 
@@ -219,7 +219,7 @@ def test_failed_background_save_leaves_the_previous_checkpoint(tmp_path, monkeyp
 KILLED_CHILD = """
     import sys, time
     import jax, numpy as np
-    from autoheri_jax.checkpoint import Checkpointer
+    from autoheri_jax.train.checkpoint import Checkpointer
     ck = Checkpointer(sys.argv[1])
     ck.save(1, {"w": np.arange(8, dtype=np.float32)}, extra={"at": 1})
     ck.wait()
@@ -253,9 +253,9 @@ EIGHT_DEVICES_CHILD = """
     import jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from helpers import tiny_spec
-    from autoheri_jax.checkpoint import Checkpointer
+    from autoheri_jax.train.checkpoint import Checkpointer
     from autoheri_jax.config import TrainConfig
-    from autoheri_jax.train import abstract_state
+    from autoheri_jax.train.step import abstract_state
 
     src, dst, expected = sys.argv[1:4]
     assert jax.device_count() == 8
@@ -301,3 +301,82 @@ def test_restore_across_device_counts(tmp_path):
     assert extra["at"] == 8
     _assert_same(got, state)
     assert all(x.sharding.device_set == {jax.devices()[0]} for x in jax.tree.leaves(got))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_restore_their_own_iterator_positions(repo, tmp_path):
+    """2 processes on localhost stop at different batches; each restores its own position."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device each
+    env["JAX_PLATFORMS"] = "cpu"
+    worker = str(repo / "tests" / "iterator_checkpoint_worker.py")
+    port, directory = str(_free_port()), tmp_path / "ckpt"
+    procs = [
+        subprocess.Popen([sys.executable, worker, str(i), "2", port, str(directory)],
+                         cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for i in range(2)
+    ]  # fmt: skip
+    positions = []
+    try:
+        for i, p in enumerate(procs):
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, out[-2000:] + err[-4000:]
+            words = out.strip().splitlines()[-1].split()
+            assert words[:2] == ["ok", str(i)], out[-2000:]
+            positions.append(int(words[2]))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert positions == [3, 5]
+    data = directory / "1" / "data"
+    files = {n: data / f"process_{n}-of-2.json" for n in range(2)}
+    assert all(f.is_file() for f in files.values()), sorted(p.name for p in data.iterdir())
+    states = [json.loads(f.read_text()) for f in files.values()]
+    assert states[0] != states[1] and [s["next_index"] for s in states] == positions
+
+
+def test_data_state_none_and_checkpoints_of_the_old_layout(tmp_path):
+    """data_state=None round-trips; a checkpoint whose data/ is the old single JSON item
+    restores; one with neither file is a CheckpointError naming the missing file."""
+    import orbax.checkpoint as ocp
+
+    state = {"w": np.arange(4, dtype=np.float32)}
+    abstract = {"w": jax.ShapeDtypeStruct((4,), jnp.float32)}
+    with Checkpointer(tmp_path / "new", async_save=False) as ck:
+        ck.save(1, state, extra={})
+        ck.save(2, state, extra={}, data_state={"train": {"next_index": 2}, "valid": None})
+    ck = Checkpointer(tmp_path / "new")
+    assert ck.restore(1, abstract)[2] is None
+    assert ck.restore(2, abstract)[2] == {"train": {"next_index": 2}, "valid": None}
+    assert (tmp_path / "new" / "2" / "data" / "process_0-of-1.json").is_file()
+
+    old = tmp_path / "old"  # what the previous Checkpointer wrote
+    handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.JsonCheckpointHandler(),
+                "data": ocp.JsonCheckpointHandler()}  # fmt: skip
+    options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
+    with ocp.CheckpointManager(old, item_handlers=handlers, options=options) as mgr:
+        mgr.save(5, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave({"at": 5}),
+            data=ocp.args.JsonSave({"iterator": {"next_index": 9}})))  # fmt: skip
+    ck = Checkpointer(old)
+    assert not ck.quarantined
+    got, extra, data_state = ck.restore(5, abstract)
+    np.testing.assert_array_equal(got["w"], state["w"])
+    assert extra["at"] == 5 and data_state == {"next_index": 9}
+
+    (old / "5" / "data" / "metadata").unlink()
+    with pytest.raises(CheckpointError, match=r"step 5 has no data-iterator state .*"
+                       r"data/process_0-of-1\.json is missing"):  # fmt: skip
+        ck.restore(5, abstract)
+    ck.close()
+    reopened = Checkpointer(old)  # incomplete now: set aside on open
+    assert [p.name for p in reopened.quarantined] == ["5.invalid-0"]
+    assert reopened.all_steps() == []

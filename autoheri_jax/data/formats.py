@@ -22,7 +22,6 @@ blocks through esmm_blocks.py when clean, else rowcheck (rowcheck.parse_esmm).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +53,7 @@ from autoheri_jax.data.rowcheck import (
     split_lines,
 )
 from autoheri_jax.data.vocab import apply_vocabulary, build_vocabulary, save_vocabularies
+from autoheri_jax.hashing import sha256_file
 from autoheri_jax.progress import get_logger
 
 _log = get_logger(__name__)  # under autoheri_jax.data: stderr by default (progress.py)
@@ -287,14 +287,6 @@ def find_split_files(path: str | Path) -> dict[str, Path]:
     return {s: found[s] for s, _ in _SPLIT_KEYS if s in found}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _carve(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded row-level (train, valid) indices, each in file order; >= 1 row stays in train."""
     n_valid = min(max(round(n * fraction), 1), n - 1) if fraction > 0 else 0
@@ -338,7 +330,7 @@ def convert_processed(
                     f, None, "mixed formats", f"looks like {other}; train is {fmt}"
                 )
     source = {
-        p.name: {"split": s, "bytes": p.stat().st_size, "sha256": _sha256(p)}
+        p.name: {"split": s, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for s, p in files.items()
     }
     options = dict(min_count=min_count, valid_fraction=valid_fraction, seed=seed)

@@ -18,8 +18,9 @@ def lookup_rows(spec: ModelSpec, inputs: Mapping[str, jax.Array]):
     """Table rows of every lookup: single fields [B, F], bag entries [B, Fb, L] (or None).
 
     Ids are clamped into their field's rows, so a field never reads another field's
-    embeddings and sparse_rows.unique_row_bound holds. Datasets reject out-of-range ids when
-    built (CTRDataset), so the clamp changes nothing for data that got here.
+    embeddings and train/sparse_embedding.unique_row_bound holds. Datasets reject
+    out-of-range ids when built (CTRDataset), so the clamp changes nothing for data that got
+    here.
     """
     offsets = jnp.asarray(spec.field_offsets)
     num_single = len(spec.vocab_sizes)

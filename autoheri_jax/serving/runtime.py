@@ -21,7 +21,6 @@ out-of-vocabulary row the model trained on. Columns the model does not read are 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,8 @@ from pathlib import Path
 import jax
 import numpy as np
 from jax import export as jax_export
+
+from autoheri_jax.hashing import sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -44,14 +45,6 @@ MAX_BUCKET = 4096  # calls are padded to a power of two up to this: at most 13 c
 
 class ExportError(ValueError):
     """An export directory or an input is unusable; the message names the file or column."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Vocabulary:

@@ -1,0 +1,428 @@
+"""Resumable training checkpoints: one composite orbax checkpoint per saved step.
+
+Layout of `<directory>/<step>/` (written by `ocp.CheckpointManager`):
+
+  state/   the TrainState pytree (StandardSave): step, params, opt_state, rng, first_bad_step,
+           row_scratch (all SCRATCH_EMPTY at a step boundary: 4 bytes per table row)
+  extra/   JSON: phase, model name, architecture, config, ... plus `fingerprint`
+  data/    one JSON file per process, `process_<i>-of-<n>.json`: that process's data-iterator
+           state (`data_state` as passed to `save`, or null), written by grain's own
+           `grain.checkpoint.CheckpointHandler`. Per process because the processes of a
+           multi-process run may stop at different iterator positions (each feeds its own slice
+           of every global batch); each process writes, and on restore reads back, its own.
+           Checkpoints of older versions hold one JSON item `data/metadata` instead,
+           {"iterator": ...} written by the primary process only; those still restore.
+  metrics/ JSON: the metrics passed to `save` (only when best-checkpoint tracking is on)
+
+Retention: the `keep` latest checkpoints, plus the single best one by `best_metric` when
+`keep_best` (a checkpoint saved without that metric never counts as best). orbax 0.12.8 turns
+`max_to_keep` + `best_fn` into "the best `max_to_keep`" only, so the retention here is an
+explicit preservation policy, `AnyPreservationPolicy([LatestN(keep), BestN(n=1)])`.
+
+Crash safety: orbax writes each step into `<step>.orbax-checkpoint-tmp-*` and renames it to
+`<step>` after `commit_success.txt` is written, so an interrupted save never shows up as a
+step; leftover tmp directories are deleted when a Checkpointer opens the directory. A numbered
+directory without the commit marker or an item (copied half-way, truncated) is renamed to
+`<step>.invalid-<n>` on open, so that it can neither be restored nor confuse retention.
+
+Restore targets are abstract (`jax.eval_shape` output); a leaf's `sharding` decides where the
+restored array lives, so a run may resume on a different device count. Leaves without one are
+placed on the first device. The structure, shapes and dtypes are checked against the
+checkpoint before any array is read, and the fingerprint (model shapes, config fields) before
+that; each mismatch raises `CheckpointError` naming the directory, step and key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import grain.checkpoint as grain_ckpt
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocp_managers
+
+_ITEMS = ("state", "extra", "data")
+_COMMIT_MARKER = "commit_success.txt"
+_STEP_NAME = re.compile(r"^(0|[1-9]\d*)$")
+_DATA_FILE = re.compile(r"^process_(\d+)-of-(\d+)\.json$")  # grain's per-process file name
+_LEGACY_DATA_FILE = "metadata"  # the old JsonCheckpointHandler item: {"iterator": ...}
+_log = logging.getLogger(__name__)
+
+
+class _DropNoMetricsWarning(logging.Filter):
+    """orbax warns on every save without metrics while best tracking is on; that is routine
+    here (metrics exist only at evaluation points), so the warning is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_DropNoMetricsWarning())
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit this run; the message says which."""
+
+
+def _jsonable(obj: Any, what: str) -> Any:
+    """`obj` as plain JSON types (tuples become lists, numpy / jax scalars numbers)."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic | np.ndarray | jax.Array):
+            return np.asarray(o).tolist()
+        raise TypeError(f"{type(o).__name__} {o!r}")
+
+    try:
+        return json.loads(json.dumps(obj, default=default))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{what} is not JSON-serialisable: {e}") from e
+
+
+def _data_file_name(process_index: int, process_count: int) -> str:
+    """The file grain's CheckpointHandler writes for one process (its naming, repeated here)."""
+    return f"process_{process_index}-of-{process_count}.json"
+
+
+def _register_grain_args() -> None:
+    """grain.checkpoint registers its Save / Restore args with orbax on import; make sure."""
+    for args_cls, kw in (
+        (grain_ckpt.CheckpointSave, {"for_save": True, "for_restore": False}),
+        (grain_ckpt.CheckpointRestore, {"for_save": False, "for_restore": True}),
+    ):
+        try:
+            registered = ocp.args.get_registered_handler_cls(args_cls)
+        except ValueError:
+            registered = None
+        if registered is not grain_ckpt.CheckpointHandler:
+            ocp.args.register_with_handler(grain_ckpt.CheckpointHandler, **kw)(args_cls)
+
+
+_register_grain_args()
+
+
+class _IteratorState:
+    """A JSON data-iterator state dressed as an iterator for grain's CheckpointHandler.
+
+    The loop hands `save` plain JSON (`{"train": it.get_state(), ...}`), not iterator objects.
+    For anything but a `grain.DatasetIterator` the handler stores `item.get_state()` bytes
+    verbatim and restores through `item.set_state(bytes)` then `item.start_prefetch()`.
+    """
+
+    def __init__(self, state: Any = None):
+        self.state = state
+
+    def get_state(self) -> bytes:
+        return json.dumps(self.state, indent=1).encode()
+
+    def set_state(self, state: bytes) -> None:
+        self.state = json.loads(state.decode())
+
+    def start_prefetch(self) -> None:
+        pass
+
+
+def _flatten_dict(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten_dict(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _metric_key(best_metric: str, best_mode: str):
+    worst = math.inf if best_mode == "min" else -math.inf
+
+    def value(metrics: Any) -> float:
+        v = metrics.get(best_metric) if isinstance(metrics, Mapping) else None
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            return worst
+        return v if math.isfinite(v) else worst
+
+    return value
+
+
+def _step_problem(path: Path) -> str | None:
+    """Why the numbered directory `path` is not a complete checkpoint, or None if it is."""
+    if not path.is_dir():
+        return "not a directory"
+    missing = [n for n in (_COMMIT_MARKER, *_ITEMS) if not (path / n).exists()]
+    if not (path / "state" / "_METADATA").exists():
+        missing.append("state/_METADATA")
+    if (path / "data").is_dir():
+        missing += _data_problem(path / "data")
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+def _data_problem(data: Path) -> list[str]:
+    """The iterator-state files missing from `data/`: every process_<i>-of-<n>.json of one n
+    (or the legacy single JSON item)."""
+    if (data / _LEGACY_DATA_FILE).is_file():
+        return []
+    counts = {int(m[2]) for p in data.iterdir() if (m := _DATA_FILE.match(p.name))}
+    if len(counts) != 1:  # none, or files of different process counts
+        return ["data/process_<i>-of-<n>.json"]
+    (n,) = counts
+    return [
+        f"data/{name}" for i in range(n) if not (data / (name := _data_file_name(i, n))).is_file()
+    ]
+
+
+def _quarantine_invalid_steps(directory: Path) -> list[Path]:
+    moved = []
+    if jax.process_index() != 0 or not directory.is_dir():
+        return moved
+    for path in sorted(directory.iterdir()):
+        if not _STEP_NAME.match(path.name) or (problem := _step_problem(path)) is None:
+            continue
+        n = 0
+        while (target := path.with_name(f"{path.name}.invalid-{n}")).exists():
+            n += 1
+        path.rename(target)
+        _log.warning("ignoring incomplete checkpoint %s (%s): moved to %s", path, problem, target)
+        moved.append(target)
+    return moved
+
+
+def _leaf_names(tree: Any) -> list[tuple[str, Any]]:
+    """(orbax parameter name, leaf) pairs, in tree order: 'params.towers.task_0.head.bias'."""
+    names = jax.tree.leaves(ocp.tree.get_param_names(tree, include_empty_nodes=False))
+    return list(zip(names, jax.tree.leaves(tree), strict=True))
+
+
+def _restore_target(abstract_state: Any) -> Any:
+    """ShapeDtypeStructs with a sharding on every leaf (default: the first device)."""
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def leaf(x: Any) -> jax.ShapeDtypeStruct:
+        sharding = getattr(x, "sharding", None)
+        if not isinstance(sharding, jax.sharding.Sharding):
+            sharding = default
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+    return jax.tree.map(leaf, abstract_state)
+
+
+class Checkpointer:
+    """Saves and restores (TrainState, extra JSON, data-iterator state) under one directory."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        keep: int = 3,
+        keep_best: bool = True,
+        best_metric: str = "valid_loss",
+        best_mode: str = "min",
+        async_save: bool = True,
+        fingerprint: dict | None = None,
+    ):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
+        self.directory = Path(directory).resolve()
+        self.best_metric = best_metric
+        self.fingerprint = None if fingerprint is None else _jsonable(fingerprint, "fingerprint")
+        self.quarantined = _quarantine_invalid_steps(self.directory)
+        latest = ocp_managers.LatestN(n=keep)
+        best_fn = _metric_key(best_metric, best_mode) if keep_best else None
+        if keep_best:
+            best = ocp_managers.BestN(
+                get_metric_fn=best_fn,
+                reverse=best_mode == "min",  # BestN keeps the tail of the sorted list
+                n=1,
+                keep_checkpoints_without_metrics=False,
+            )
+            policy = ocp_managers.AnyPreservationPolicy([latest, best])
+        else:
+            policy = latest
+        options = ocp.CheckpointManagerOptions(
+            best_fn=best_fn,  # also makes the manager write each step's metrics
+            best_mode=best_mode,
+            preservation_policy=policy,
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+            create=True,
+        )
+        handlers = {
+            "state": ocp.StandardCheckpointHandler(),
+            "extra": ocp.JsonCheckpointHandler(),
+            "data": grain_ckpt.CheckpointHandler(),  # one file per process
+        }  # explicit handlers: a fresh manager can then read metadata of existing steps
+        self._manager = ocp.CheckpointManager(
+            self.directory, item_handlers=handlers, options=options
+        )
+
+    # ------------------------------------------------------------------------------ save
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        extra: dict,
+        data_state: dict | None = None,
+        metrics: dict | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Writes step `step`; False when nothing was written.
+
+        Without `force` a step not after the latest checkpoint is skipped; with `force` (the
+        final or SIGTERM save) any step is written unless a checkpoint for it already exists.
+        With async saving the arrays are copied off the device before this returns, so the
+        state may be donated right after; the files are written in the background.
+        """
+        step = int(step)
+        if "fingerprint" in extra:
+            raise ValueError("extra['fingerprint'] is reserved: pass fingerprint= to Checkpointer")
+        extra_json = _jsonable({**extra, "fingerprint": self.fingerprint}, "extra")
+        data_json = _jsonable(data_state, "data_state")
+        metrics_json = None if metrics is None else _jsonable(metrics, "metrics")
+        if step in self._manager.all_steps():
+            return False
+        if not force and not self._manager.should_save(step):
+            return False
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            extra=ocp.args.JsonSave(extra_json),
+            data=grain_ckpt.CheckpointSave(_IteratorState(data_json)),
+        )
+        try:
+            saved = self._manager.save(step, args=args, metrics=metrics_json, force=force)
+        except Exception as e:
+            raise CheckpointError(f"saving step {step} to {self.directory} failed: {e}") from e
+        return bool(saved)
+
+    def wait(self) -> None:
+        """Blocks until background saves are committed; raises CheckpointError if one failed."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise CheckpointError(f"a background save to {self.directory} failed: {e}") from e
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------- query
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        """The newest checkpoint (one still being written in the background included)."""
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The step with the best `best_metric` (the latest step when best tracking is off)."""
+        return self._manager.best_step()
+
+    # --------------------------------------------------------------------------- restore
+
+    def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, dict, dict | None]:
+        """(state, extra, data_state) of `step` (None: the latest), shaped like the target;
+        data_state is this process's, as its `save` was given it."""
+        self.wait()
+        steps = self.all_steps()
+        if step is None:
+            if not steps:
+                raise CheckpointError(f"no checkpoint in {self.directory}")
+            step = steps[-1]
+        elif int(step) not in steps:
+            raise CheckpointError(
+                f"no checkpoint for step {step} in {self.directory}; available: {steps}"
+            )
+        step = int(step)
+        where = f"checkpoint in {self.directory} step {step}"
+        data_dir = self.directory / str(step) / "data"
+        mine = data_dir / _data_file_name(jax.process_index(), jax.process_count())
+        legacy = not mine.is_file() and (data_dir / _LEGACY_DATA_FILE).is_file()
+        if not mine.is_file() and not legacy:
+            raise CheckpointError(
+                f"{where} has no data-iterator state for process {jax.process_index()} of "
+                f"{jax.process_count()}: {mine} is missing"
+            )
+        args = {"extra": ocp.args.JsonRestore()}
+        if not legacy:
+            args["data"] = grain_ckpt.CheckpointRestore(_IteratorState())
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(**args))
+            if legacy:
+                # Written before the per-process layout: one JSON item {"iterator": ...} saved
+                # by the primary process only (the same position for every process), read
+                # with the handler that wrote it, as the manager's "data" handler is grain's.
+                data = ocp.JsonCheckpointHandler().restore(data_dir).get("iterator")
+            else:
+                data = meta["data"].state
+        except Exception as e:
+            raise CheckpointError(f"{where} is unreadable: {type(e).__name__}: {e}") from e
+        extra = dict(meta["extra"])
+        self._check_fingerprint(where, extra.get("fingerprint"))
+        self._check_structure(where, step, abstract_state)
+        target = _restore_target(abstract_state)
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+            )
+        except Exception as e:
+            raise CheckpointError(f"{where} is unreadable: {type(e).__name__}: {e}") from e
+        return restored["state"], extra, data
+
+    def _check_fingerprint(self, where: str, saved: Any) -> None:
+        if self.fingerprint is None:
+            return
+        have = _flatten_dict(saved) if isinstance(saved, Mapping) else {}
+        want = _flatten_dict(self.fingerprint)
+        absent = "<absent>"
+        diffs = [
+            f"{k}={json.dumps(have.get(k, absent))}, this run has {json.dumps(want.get(k, absent))}"
+            for k in sorted(set(have) | set(want))
+            if have.get(k, absent) != want.get(k, absent)
+        ]
+        if diffs:
+            raise CheckpointError(f"{where} was written with " + "; ".join(diffs))
+
+    def _check_structure(self, where: str, step: int, abstract_state: Any) -> None:
+        try:
+            saved_tree = self._manager.item_metadata(step)["state"].tree
+        except Exception as e:
+            raise CheckpointError(f"{where}: cannot read the state metadata: {e}") from e
+        saved = {
+            m.name: m
+            for m in jax.tree.leaves(saved_tree)
+            if isinstance(m, ocp.metadata.ArrayMetadata)
+        }
+        target = _leaf_names(abstract_state)
+        for name, leaf in target:
+            m = saved.get(name)
+            if m is None:
+                raise CheckpointError(f"{where} has no state.{name}, which this run expects")
+            shape, dtype = tuple(np.shape(leaf)), np.dtype(leaf.dtype)
+            if tuple(m.shape) != shape or np.dtype(m.dtype) != dtype:
+                raise CheckpointError(
+                    f"{where} has state.{name} as {np.dtype(m.dtype).name}{list(m.shape)}, "
+                    f"this run expects {dtype.name}{list(shape)}"
+                )
+        extra = sorted(set(saved) - {name for name, _ in target})
+        if extra:
+            raise CheckpointError(f"{where} has state.{extra[0]}, which this run does not expect")
