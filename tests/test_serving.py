@@ -234,5 +234,11 @@ print(json.dumps({{"mods": mods, "heavy": heavy, "n": len(scores["pctr"])}}))
                          cwd=REPO, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["mods"] == ["autoheri_jax", "autoheri_jax.serving", "autoheri_jax.serving.runtime"]
+    # the runtime and its stdlib-only digest helper; no config, model, train or data module
+    assert got["mods"] == [
+        "autoheri_jax",
+        "autoheri_jax.hashing",
+        "autoheri_jax.serving",
+        "autoheri_jax.serving.runtime",
+    ]
     assert got["heavy"] == [] and got["n"] == 3

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from autoheri_jax import rng as rng_streams
-
-if TYPE_CHECKING:
-    from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.model.spec import ModelSpec
 
 Towers = dict
 Act = Callable[[jax.Array], jax.Array]

@@ -19,14 +19,10 @@ returns (B x T logits, extras) with extras {"imputed_error": B x (T-1)} or
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 
 from autoheri_jax.model.blocks import Act, Towers, heads_apply, heads_init, mlp_apply, mlp_init
-
-if TYPE_CHECKING:
-    from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.model.spec import ModelSpec
 
 # family -> the name of its extra per-later-stage output (None: ESMM's towers only)
 EXTRA_OUTPUT = {

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,10 +50,7 @@ from autoheri_jax.model.blocks import (
     mlp_init,
     out_dim,
 )
-
-if TYPE_CHECKING:
-    from autoheri_jax.model.spec import ModelSpec
-
+from autoheri_jax.model.spec import ModelSpec
 
 # ------------------------------------------------------------------------------ shared bottom
 

@@ -35,8 +35,6 @@ families.py's. Where a published description leaves a choice open, the choice is
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 import jax.numpy as jnp
 
@@ -51,9 +49,7 @@ from autoheri_jax.model.blocks import (
     mlp_init,
     out_dim,
 )
-
-if TYPE_CHECKING:
-    from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.model.spec import ModelSpec
 
 ESM2_HEADS = ("ctr", "d_action", "buy_after_d_action", "buy_after_o_action")
 

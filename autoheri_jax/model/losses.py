@@ -17,13 +17,10 @@ P_t > P_{t-1}, which a funnel can never have. `task_losses` and `stage_probabili
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 import jax.numpy as jnp
 
-if TYPE_CHECKING:
-    from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.model.spec import ModelSpec
 
 
 def funnel_log_probs(logits: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -40,15 +40,11 @@ Published defaults and the choices made here (see the README's model table):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 import jax.numpy as jnp
 
 from autoheri_jax.model.losses import funnel_log_probs, task_losses
-
-if TYPE_CHECKING:
-    from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.model.spec import ModelSpec
 
 DEBIAS_FAMILIES = ("multi_dr", "escm2_ips", "escm2_dr", "dcmt")
 
