@@ -210,6 +210,15 @@ class ExportedModel:
             elif got != n:
                 raise ExportError(f"column {name!r} has {got} rows, earlier columns {n}")
 
+        def flat(name: str, kinds: str, expected: str) -> np.ndarray:
+            col = np.asarray(columns[name])
+            if col.ndim != 1 or col.dtype.kind not in kinds:
+                raise ExportError(
+                    f"column {name!r}: {col.dtype}{list(col.shape)}, expected a {expected}"
+                )
+            rows(name, len(col))
+            return col
+
         missing = [c for c in [*self.fields, *self.bag_fields, *self.dense] if c not in columns]
         if missing:
             raise ExportError(
@@ -218,13 +227,7 @@ class ExportedModel:
             )
         sparse = []
         for name in self.fields:
-            raw = np.asarray(columns[name])
-            if raw.ndim != 1 or raw.dtype.kind not in "iu":
-                raise ExportError(
-                    f"column {name!r}: {raw.dtype}{list(raw.shape)}, expected a "
-                    "1-D integer array of raw ids"
-                )
-            rows(name, len(raw))
+            raw = flat(name, "iu", "1-D integer array of raw ids")
             sparse.append(self.vocabs[name].index(raw))
         out = {}
         if self.bag_fields:
@@ -240,13 +243,7 @@ class ExportedModel:
             )
         dense = []
         for name in self.dense:
-            col = np.asarray(columns[name])
-            if col.ndim != 1 or col.dtype.kind not in "iuf":
-                raise ExportError(
-                    f"column {name!r}: {col.dtype}{list(col.shape)}, expected a 1-D numeric array"
-                )
-            rows(name, len(col))
-            dense.append(col.astype(np.float32))
+            dense.append(flat(name, "iuf", "1-D numeric array").astype(np.float32))
         n = 0 if n is None else n
         out["sparse"] = np.stack(sparse, axis=1) if sparse else np.zeros((n, 0), np.int32)
         if self.dense:
