@@ -25,7 +25,7 @@ edge, e.g. in a derived model. Only edges whose op is concat (or search) own ker
 the others add params["towers"][...]["layer_j"]["proj" / "attn"].
 
 The logit of task t is conditional: P(stage t | stage t-1). The funnel product lives in
-losses.py. Params layout (top-level keys are optimiser partitions, see optim.py):
+losses.py. Params layout (top-level keys are optimiser partitions, see train/optim.py):
 
   {"embedding": {"table"}, "towers": {"task_t": {"layer_j": {"kernel", "bias"}, "head"}},
    "arch": {"edge_logits", "op_logits"}}  # "arch" only when searched and E > 0; op_logits

@@ -1,9 +1,11 @@
-"""Named model variants and the bridge from config to a static `ModelSpec`.
+"""Named model variants: the models a config's `baselines` can list (build.py turns each into
+a static `ModelSpec`).
 
 A variant is a function from the experiment's searched-model config to the config of the
 model to train, so every baseline shares the searched model's embedding size and towers and
 differs only in its edges, or swaps the towers for another model family (families.py) over
-the same embedding. To add a model, register one function in `VARIANTS`.
+the same embedding. Neither jax nor config is imported here, so config.py validates names
+against this module without pulling in either. To add a model, register one function in `VARIANTS`.
 """
 
 from __future__ import annotations
