@@ -10,7 +10,6 @@ import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -62,31 +61,35 @@ def _drop_later_records(wd: artifacts.Workdir, model: str, step: int) -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
-def model_logger(
-    wd: artifacts.Workdir, name: str, phase: str, spec: ModelSpec, tcfg: TrainConfig
-) -> Callable[[int, dict], None]:
-    """on_log(step, record) that appends a model's records to the workdir's metrics.jsonl,
-    edge_history.jsonl and TensorBoard events; `on_log.resumed(step)` says training resumed
-    from the checkpoint at `step` (events after it are purged in TensorBoard)."""
-    tb = tensorboard.ScalarWriter(wd.path("tb", f"{phase}_{name}"))
+class ModelLog:
+    """A model's log records into the workdir: metrics.jsonl, edge_history.jsonl and
+    TensorBoard scalars (`tensorboard --logdir <workdir>/tb`). Called as on_log(step, record)."""
 
-    def on_log(step: int, rec: dict) -> None:
+    def __init__(self, wd: artifacts.Workdir, name: str, phase: str, spec: ModelSpec):
+        self.wd, self.name, self.phase, self.spec = wd, name, phase, spec
+        self.tb = tensorboard.ScalarWriter(wd.path("tb", f"{phase}_{name}"))
+
+    def __call__(self, step: int, rec: dict) -> None:
         probs = rec.pop("edge_probs")
-        wd.append_jsonl("metrics.jsonl", {"phase": phase, "model": name, **rec})
+        self.wd.append_jsonl("metrics.jsonl", {"phase": self.phase, "model": self.name, **rec})
         scalars = tensorboard.flatten_scalars(rec)  # loss, stage_bce/<i>, entropy, examples_per_s
-        if spec.has_arch:
-            named = {e.name: p for e, p in zip(spec.edges, probs, strict=True)}
-            wd.append_jsonl("edge_history.jsonl", {"model": name, "step": step, "probs": named})
+        if self.spec.has_arch:
+            named = {e.name: p for e, p in zip(self.spec.edges, probs, strict=True)}
+            record = {"model": self.name, "step": step, "probs": named}
+            self.wd.append_jsonl("edge_history.jsonl", record)
             scalars |= {f"edge_prob/{edge}": p for edge, p in named.items()}
-        if artifacts.is_writer():  # TensorBoard: `tensorboard --logdir <workdir>/tb`
-            tb.scalars(scalars, step)  # the first write of a fresh run drops older files
-
-    def resumed(step: int) -> None:
         if artifacts.is_writer():
-            tb.start(resumed_at=step + 1)
+            self.tb.scalars(scalars, step)  # the first write of a fresh run drops older files
 
-    on_log.resumed = resumed
-    return on_log
+    def resumed(self, step: int) -> None:
+        """Training resumed from the checkpoint at `step`: the steps after it are logged
+        again, so their first telling goes (JSON lines) or is purged (TensorBoard)."""
+        _drop_later_records(self.wd, self.name, step)
+        if artifacts.is_writer():
+            self.tb.start(resumed_at=step + 1)
+
+    def close(self) -> None:
+        self.tb.close()
 
 
 def trained_params(wd: artifacts.Workdir, name: str, phase: str, spec, tcfg: TrainConfig):
@@ -131,11 +134,10 @@ def train_and_save(
     _say(f"[{phase}] {name}: {spec.num_edges} edges, params "
          f"{count_params(abstract_state(spec, tcfg).params)}")  # fmt: skip
 
-    on_log = model_logger(wd, name, phase, spec, tcfg)
+    on_log = ModelLog(wd, name, phase, spec)
 
     def on_resume(step: int) -> None:
         _say(f"[{phase}] {name}: resuming from the checkpoint at step {step}")
-        _drop_later_records(wd, name, step)
         on_log.resumed(step)
 
     resumable = Resumable(
@@ -144,18 +146,21 @@ def train_and_save(
         extra={"phase": phase, "model": name, "config": to_dict(cfg), **(extra or {})},
         fingerprint=fingerprint(spec, tcfg),
     )
-    state, stats = train(
-        spec,
-        tcfg,
-        data.train,
-        desc=f"{phase}:{name}",
-        on_log=on_log,
-        progress=progress,
-        valid=data.valid,
-        parallel=cfg.parallel,
-        resumable=resumable,
-        on_resume=on_resume,
-    )
+    try:
+        state, stats = train(
+            spec,
+            tcfg,
+            data.train,
+            desc=f"{phase}:{name}",
+            on_log=on_log,
+            progress=progress,
+            valid=data.valid,
+            parallel=cfg.parallel,
+            resumable=resumable,
+            on_resume=on_resume,
+        )
+    finally:
+        on_log.close()
     return save_trained(cfg, wd, name, phase, spec, state, stats)
 
 

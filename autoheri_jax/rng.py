@@ -7,7 +7,7 @@ size) ranges of one parent kind never overlap; `_check_disjoint` proves it at im
 
     PRNGKey(seed) --split--> init, train                          (train/step.init_state)
     init   --split--> embedding, towers;  init --"arch_noise"-->   (model/network.init_params)
-    towers --"task" t--> task --"layer" j--> layer;  task --"head"-->
+    towers --"task" t--> task --"layer" j--> layer j < L; j = L is the tower's head
     layer  --"own_block"--> the own-input kernel block;  --"edge_block" code(e)--> an edge's
            block;  --"aggregation"--> the gated-sum / attention parameters of the layer
     aggregation --"attention"-->, --"edge_projection" code(e)-->         (model/aggregation.py)
@@ -83,7 +83,8 @@ def stream(key: jax.Array, name: str, index: int | jax.Array = 0) -> jax.Array:
     s = STREAMS[name]
     if isinstance(index, int) and not 0 <= index < s.size:
         raise ValueError(f"random stream {name!r}: index {index} outside [0, {s.size})")
-    return jax.random.fold_in(key, s.base + index) if s.base else jax.random.fold_in(key, index)
+    # base 0 folds the index itself: a traced step or device index gets no extra add
+    return jax.random.fold_in(key, s.base + index if s.base else index)
 
 
 def edge_stream(key: jax.Array, name: str, code: int) -> jax.Array:
@@ -94,7 +95,7 @@ def edge_stream(key: jax.Array, name: str, code: int) -> jax.Array:
 def edge_code(src_task: int, src_layer: int) -> int:
     """An edge's identity inside a downstream layer: 1 + 1000 src_task + src_layer, so a block's
     key does not depend on which other edges the layer has (>= 1: 0 would be the own block)."""
-    if not (0 <= src_task < MAX_TASKS - 1 and 0 <= src_layer < MAX_LAYERS):
+    if not (0 <= src_task < MAX_TASKS and 0 <= src_layer < MAX_LAYERS):
         raise ValueError(f"edge from task {src_task} layer {src_layer}: outside the key space")
     return 1 + src_task * MAX_LAYERS + src_layer
 

@@ -57,15 +57,19 @@ def _train_model(
         spec = specs[runs[0]]
         counts = count_params(abstract_state(spec, tcfgs[runs[0]]).params)
         say(f"[{phase}] {name}: {len(runs)} seeds in one vmapped step; params {counts} each")
-        loggers = [experiment.model_logger(wds[i], name, phase, spec, tcfgs[i]) for i in runs]
-        trained = train_seeds(
-            spec,
-            [tcfgs[i] for i in runs],
-            [datas[i].train for i in runs],
-            desc=f"{phase}:{name}",
-            on_logs=loggers,
-            progress=progress,
-        )
+        loggers = [experiment.ModelLog(wds[i], name, phase, spec) for i in runs]
+        try:
+            trained = train_seeds(
+                spec,
+                [tcfgs[i] for i in runs],
+                [datas[i].train for i in runs],
+                desc=f"{phase}:{name}",
+                on_logs=loggers,
+                progress=progress,
+            )
+        finally:
+            for log in loggers:
+                log.close()
         for i, (state, stats) in zip(runs, trained, strict=True):
             params[i] = experiment.save_trained(cfgs[i], wds[i], name, phase, spec, state, stats)
     return params

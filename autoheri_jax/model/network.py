@@ -135,22 +135,14 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
     return params
 
 
-def forward(
-    params: Params,
-    spec: ModelSpec,
-    inputs: Mapping[str, jax.Array],
-    *,
-    gates: jax.Array | None = None,
-    dropout_rng: jax.Array | None = None,
-    embedded: jax.Array | None = None,
-) -> jax.Array:
+def forward(params: Params, spec: ModelSpec, inputs: Mapping[str, jax.Array], **kw) -> jax.Array:
     """B x T stage logits: conditional, or entire-space where `spec.output == "entire"`.
 
-    inputs: a batch (see `embed`; dense float32 [B, Dd]); gates: [E] overrides
-    `edge_probabilities` (tests and derived masks use it); dropout_rng: enables dropout;
-    embedded: precomputed B x (F + Fb) x D embeddings (then params["embedding"] is unused).
+    inputs: a batch (see embedding.embed; dense float32 [B, Dd]); keywords as
+    `forward_outputs`: gates [E] overrides `edge_probabilities` (tests and derived masks use
+    it); dropout_rng enables dropout; embedded: precomputed B x (F + Fb) x D embeddings (then
+    params["embedding"] is unused).
     """
-    kw = {"gates": gates, "dropout_rng": dropout_rng, "embedded": embedded}
     return forward_outputs(params, spec, inputs, **kw)[0]
 
 

@@ -65,13 +65,12 @@ def named_leaves(params) -> tuple[list[str], list[np.ndarray], object]:
     return names, [np.asarray(x) for _, x in paths], treedef
 
 
-def lower(spec, params, inputs: list[dict], platforms=DEFAULT_PLATFORMS):
+def lower(spec, leaves: list[np.ndarray], treedef, inputs: list[dict], platforms=DEFAULT_PLATFORMS):
     """-> (Exported, platforms it was lowered for). Falls back to CPU alone when a platform
     cannot be lowered on this installation (recorded in the manifest)."""
     from autoheri_jax.model.losses import stage_probabilities
     from autoheri_jax.model.network import forward_outputs
 
-    _, leaves, treedef = named_leaves(params)
     input_names = [i["name"] for i in inputs]
 
     def predict(*args):
@@ -95,15 +94,14 @@ def lower(spec, params, inputs: list[dict], platforms=DEFAULT_PLATFORMS):
         return jax_export.export(jax.jit(predict), platforms=("cpu",))(*avals), why
 
 
-def schema_for(spec, data, vocabs: dict | None, max_bag_len: int, params) -> dict:
-    """schema.json from the model spec, its params and a dataset of its data (names, stages)."""
+def schema_for(spec, data, vocabs: dict | None, max_bag_len: int, names, leaves) -> dict:
+    """schema.json from the model spec, its named param leaves and a dataset of its data."""
     from autoheri_jax.metrics import metric_keys
 
     def field(name: str, size: int) -> dict:
         kind = "identity" if vocabs is None else "table"
         return {"name": name, "size": int(size), "vocab": kind}
 
-    names, leaves, _ = named_leaves(params)
     return {
         "fields": [field(n, v) for n, v in zip(data.field_names, spec.vocab_sizes, strict=True)],
         "bag_fields": [
@@ -148,9 +146,9 @@ def write_export(
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()) and not (out / rt.MANIFEST).is_file():
         raise rt.ExportError(f"{out} exists and is not an export; refusing to overwrite it")
-    schema = schema_for(spec, data, vocabs, max_bag_len, params)
-    names, leaves, _ = named_leaves(params)
-    exported, fallback = lower(spec, params, schema["inputs"], platforms)
+    names, leaves, treedef = named_leaves(params)  # to host once
+    schema = schema_for(spec, data, vocabs, max_bag_len, names, leaves)
+    exported, fallback = lower(spec, leaves, treedef, schema["inputs"], platforms)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
