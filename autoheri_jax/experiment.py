@@ -31,7 +31,7 @@ from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS, derived_model
 from autoheri_jax.progress import say as _say
 from autoheri_jax.report import tensorboard
-from autoheri_jax.search import architecture
+from autoheri_jax.search import architecture, evidence
 from autoheri_jax.train.loop import Resumable, fingerprint, train
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.step import abstract_state, count_params
@@ -225,22 +225,40 @@ def check_baselines(cfg: Config, data: Splits) -> None:
             spec_for(VARIANTS[name](cfg.model), data.train)
 
 
+def search_setup(cfg: Config) -> tuple[ModelConfig, TrainConfig]:
+    """The supernet the search trains and how: the relaxed, gated model of the gradient search,
+    or (masked) every candidate edge without gates, trained under Bernoulli edge masks."""
+    if cfg.edge_search.method == "masked":
+        supernet = dataclasses.replace(cfg.model, searched=False)
+        return supernet, dataclasses.replace(cfg.search, edge_keep_prob=cfg.edge_search.keep_prob)
+    return cfg.model, cfg.search
+
+
 def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False) -> dict:
     prepare_workdir(cfg, wd, fresh)
     data = load_data(cfg, wd, progress)
-    _say(f"data: train {data.train.summary()['positive_rate']} over {data.train.num_rows} rows")
+    rates = {k: round(v, 4) for k, v in data.train.summary()["positive_rate"].items()}
+    _say(f"data: train {rates} over {data.train.num_rows} rows")
     check_baselines(cfg, data)
-    spec = spec_for(cfg.model, data.train)
-    params = train_and_save(cfg, wd, SEARCHED, "search", spec, cfg.search, data, progress)
-    return derive_architecture(cfg, wd, spec, params, data.train.stage_names)
+    model, tcfg = search_setup(cfg)
+    spec = spec_for(model, data.train)
+    params = train_and_save(cfg, wd, SEARCHED, "search", spec, tcfg, data, progress)
+    return derive_architecture(cfg, wd, spec, params, data)
 
 
-def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, stage_names) -> dict:
+def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> dict:
     """The searched params -> architecture.json / .txt (the kept edges and operators)."""
     mode = cfg.model.edge_mode
-    record = architecture.searched_architecture(
-        params, spec, cfg.derive_threshold, stage_names, mode
-    )
+    stage_names = data.train.stage_names
+    if cfg.edge_search.method == "masked":
+        t0 = time.perf_counter()
+        ev = evidence.edge_evidence(spec, params, data.valid, cfg.edge_search)
+        _say(f"[search] edge evidence: {time.perf_counter() - t0:.1f}s")
+        record = architecture.evidence_record(spec.edges, ev, stage_names, mode)
+    else:
+        record = architecture.searched_architecture(
+            params, spec, cfg.derive_threshold, stage_names, mode
+        )
     install_architecture(wd, record)
     text = architecture.render_architecture(record, len(cfg.model.hidden))
     if artifacts.is_writer():

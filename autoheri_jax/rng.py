@@ -14,6 +14,7 @@ size) ranges of one parent kind never overlap; `_check_disjoint` proves it at im
     mlp    --"mlp_layer" j--> layer j of an MLP stack; a PLE level key also has
            --"ple_task_gates"--> and --"ple_shared_gate"-->       (blocks.py, families.py)
     train  --"step" s--> step key --"device" d--> the device's key    (train/step.py)
+    step key --"edge_mask"--> the step's Bernoulli edge mask (a masked supernet's step)
     device key --"dropout" site--> one dropout mask (`dropout_site`)
 
 The numbers are those the code always used, so results stay bitwise the same; the table only
@@ -54,6 +55,9 @@ STREAMS: dict[str, Stream] = {
     "aitm_projection": Stream("aitm_attention", 0, 3),  # its query, key and value maps
     "step": Stream("train", 0, 2**31),
     "device": Stream("step", 0, 2**31),
+    # the step's edge mask of a masked supernet (TrainConfig.edge_keep_prob): one draw per
+    # step shared by every device, so data-parallel replicas train the same sub-network
+    "edge_mask": Stream("step", 2**31, 1),
     # dropout masks: AutoHERI layer (t, j) at dropout_site(t, j); a baseline family numbers its
     # sites 1, 2, ... in call order. A model is one or the other, so they never meet.
     "dropout": Stream("device", 0, MAX_TASKS * MAX_LAYERS),

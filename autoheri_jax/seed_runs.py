@@ -36,10 +36,12 @@ def _train_model(
     specs: Sequence,
     progress: bool,
     extras: Sequence[dict] | None = None,
+    tcfgs: Sequence | None = None,
 ) -> list:
     """Model `name` of every run: reused where trained, else vmapped per group of equal specs
-    (a group of one, or a run seed_batch cannot take, trains alone). -> params per run."""
-    tcfgs = [getattr(c, phase) for c in cfgs]
+    (a group of one, or a run seed_batch cannot take, trains alone); `tcfgs` default to each
+    config's `phase` section. -> params per run."""
+    tcfgs = [getattr(c, phase) for c in cfgs] if tcfgs is None else tcfgs
     params: list = [
         experiment.trained_params(wd, name, phase, spec, t)
         for wd, spec, t in zip(wds, specs, tcfgs, strict=True)
@@ -85,10 +87,12 @@ def run_seeds(
         data = experiment.load_data(cfg, wd, progress)
         experiment.check_baselines(cfg, data)
         datas.append(data)
-    specs = [experiment.spec_for(c.model, d.train) for c, d in zip(cfgs, datas, strict=True)]
-    searched = _train_model(cfgs, wds, datas, experiment.SEARCHED, "search", specs, progress)
+    setups = [experiment.search_setup(c) for c in cfgs]
+    specs = [experiment.spec_for(m, d.train) for (m, _), d in zip(setups, datas, strict=True)]
+    searched = _train_model(cfgs, wds, datas, experiment.SEARCHED, "search", specs, progress,
+                            tcfgs=[t for _, t in setups])  # fmt: skip
     records = [
-        experiment.derive_architecture(cfg, wd, spec, params, data.train.stage_names)
+        experiment.derive_architecture(cfg, wd, spec, params, data)
         for cfg, wd, spec, params, data in zip(cfgs, wds, specs, searched, datas, strict=True)
     ]
     models = [experiment.model_configs(c, r) for c, r in zip(cfgs, records, strict=True)]

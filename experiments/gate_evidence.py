@@ -1,19 +1,27 @@
-"""What the edge logits' gradient says once the weights have learned: the evidence the search
-follows, measured without the search moving it.
+"""The common mode of every edge decision rule: do the nine per-edge z share one sign, and how
+closely do they follow a pure intercept shift of the CVR logit? Before and after each rule's
+correction.
 
-Command (the figures in experiments/README.md, "Why the search cannot yet decide"):
-  for s in 0 1 2 3 4; do for c in 0.95 0; do
-    python experiments/gate_evidence.py --set data.seed=$s --set search.seed=$s \
-        --set data.cascade_strength=$c
-  done; done
+Command (the table in experiments/README.md, "The common mode of the decision rules"):
+  python experiments/gate_evidence.py --seeds 5 --cascades 0.95 0 --out runs/gate_evidence.json
 
-Trains the config's supernet for its search epochs with every edge logit frozen at its start
-(gate 0.5), then averages the task-loss gradient of each edge logit over `--batches`
-validation batches of the search's batch size and prints, per edge, the mean (x 1e4) and its
-z (mean / standard error over batches). Negative = opening the edge lowers the loss.
-Expected on experiments/configs/study_base.py, seeds 0-4: in 7 of the 10 worlds the nine z
-share one sign; "open" in 2 of 5 transfer (cascade 0.95) and 2 of 5 control (cascade 0)
-worlds; |z| up to 8.3. About 15 s per world on 2 CPU cores.
+Per world (experiments/configs/study_base.py with data.cascade_strength c and data.seed =
+search.seed = k, as the studies' seed k) two supernets are trained for the search budget:
+
+  gradient  the relaxed supernet with every edge logit frozen at its start (gate 0.5), the
+            evidence the gradient search follows: d_k = -dL/dg_k per validation batch.
+            Its intercept part replaces each row's logit sensitivity dz/dg_k by its batch mean
+            (what a pure intercept shift of the same size would give, to first order);
+            "after" is d minus that part.
+  masked    the supernet trained under Bernoulli(0.5) edge masks and judged by its paired
+            on/off contrasts (autoheri_jax/search/evidence.py): raw_nll before any correction;
+            shift_nll (raw minus the pure intercept shift of each pair's mean logit change)
+            and recal_nll / recal_cvr_nll (the cross-fitted per-mask Platt refit) after.
+
+Prints per world and rule: same_sign (all nine z of one sign), intercept_corr (correlation
+over edges of the mean contrasts with their intercept parts: 1 = the rule sees calibration
+only) and the z's; then per regime the share of worlds whose z share one sign and the mean
+correlation. About 50 s per world on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -29,49 +37,119 @@ import numpy as np
 
 from autoheri_jax import experiment
 from autoheri_jax.config import load_config
+from autoheri_jax.model.losses import entire_space_bce
+from autoheri_jax.model.network import forward
+from autoheri_jax.search import evidence
+from autoheri_jax.search.gates import edge_probabilities
 from autoheri_jax.train.loop import train
-from autoheri_jax.train.sparse_embedding import new_scratch
-from autoheri_jax.train.step import make_grad_fn
 
 BASE = Path(__file__).resolve().parent / "configs" / "study_base.py"
+MASKED_RULES = {
+    "masked_raw": "raw_nll",
+    "masked_shift": "shift_nll",
+    "masked_recal": "recal_nll",
+    "masked_recal_cvr": "recal_cvr_nll",
+}
 
 
-def gate_evidence(config: Path, overrides: list[str], batches: int) -> dict:
-    cfg = load_config(config, overrides)
-    # weights only: the edge logits never move, every gate stays at its starting value
-    frozen = dataclasses.replace(cfg.search, arch_warmup_steps=2**30, entropy_weight=0.0,
-                                 sparsity_weight=0.0)  # fmt: skip
+def gradient_contrasts(spec, params, batches) -> tuple[np.ndarray, np.ndarray]:
+    """[nb, E] -dL/dg_k at the supernet's gates and its pure-intercept part (see docstring)."""
+    gates = edge_probabilities(params, spec)
+
+    @jax.jit
+    def one(batch, labels):
+        z_of = lambda g: forward(params, spec, batch, gates=g)
+        jac = jax.jacfwd(z_of)(gates)  # B x T x E
+        dl_dz = jax.grad(lambda z: jnp.sum(entire_space_bce(z, labels)))(z_of(gates))  # B x T
+        d = -jnp.einsum("bt,bte->e", dl_dz, jac)
+        intercept = -jnp.einsum("t,te->e", dl_dz.sum(0), jac.mean(0))
+        return d, intercept
+
+    rows = [one({k: v for k, v in b.items() if k != "labels"}, b["labels"]) for b in batches]
+    return np.stack([np.asarray(d) for d, _ in rows]), np.stack([np.asarray(i) for _, i in rows])
+
+
+def world(cascade: float, seed: int, overrides: list[str], batches: int) -> dict:
+    sets = [f"data.cascade_strength={cascade}", f"data.seed={seed}", f"search.seed={seed}"]
+    cfg = load_config(BASE, [*sets, *overrides])
     data = experiment.load_data(cfg, None, progress=False)
-    spec = experiment.spec_for(cfg.model, data.train)
-    state, _ = train(spec, frozen, data.train, desc="gate evidence", progress=False)
-    dense = dataclasses.replace(frozen, sparse_embeddings=False)  # plain gradients suffice here
-    grad_fn = jax.jit(make_grad_fn(spec, dense))
-    bs, scratch = frozen.batch_size, new_scratch(spec.table_rows)
-    rows = min(batches, data.valid.num_rows // bs)
-    if rows < 2:
-        raise SystemExit(f"need >= 2 validation batches of {bs}; the split has {rows}")
-    grads = []
-    for b in range(rows):
-        batch = data.valid.batch(np.arange(b * bs, (b + 1) * bs))
-        _, g, scratch = grad_fn(state.params, batch, jax.random.PRNGKey(0), jnp.int32(0), scratch)
-        grads.append(np.asarray(g["arch"]["edge_logits"], np.float64))
-    g = np.stack(grads)
-    mean, se = g.mean(0), g.std(0, ddof=1) / np.sqrt(len(g))
-    return {
-        "edges": [e.name for e in spec.edges],
-        "mean_x1e4": [round(float(m) * 1e4, 3) for m in mean],
-        "z": [round(float(z), 2) for z in mean / se],
-        "batches": rows,
+    out = {"cascade": cascade, "seed": seed}
+    # the gradient rule: weights only, every gate held at its start
+    # sgd at lr 1e-30 moves no logit off 0 in float32: every gate stays exactly 0.5
+    frozen = dataclasses.replace(
+        cfg.search,
+        arch_warmup_steps=0,
+        arch_lr=1e-30,
+        arch_optimizer="sgd",
+        entropy_weight=0.0,
+        sparsity_weight=0.0,
+    )
+    grad_spec = experiment.spec_for(cfg.model, data.train)
+    state, _ = _train(grad_spec, frozen, data.train)
+    vb = evidence.validation_batches(data.valid, cfg.edge_search.batch_size, batches)
+    d, intercept = gradient_contrasts(grad_spec, state.params, vb)
+    out["gradient"] = {
+        "before": evidence.common_mode(d, intercept),
+        "after": evidence.common_mode(d - intercept, intercept),
     }
+    # the masked rules: one supernet, every correction
+    masked_cfg = dataclasses.replace(
+        cfg,
+        edge_search=dataclasses.replace(cfg.edge_search, method="masked", valid_batches=batches),
+    )
+    model, tcfg = experiment.search_setup(masked_cfg)
+    spec = experiment.spec_for(model, data.train)
+    state, _ = _train(spec, tcfg, data.train)
+    ev = evidence.edge_evidence(spec, state.params, data.valid, masked_cfg.edge_search)
+    for rule, criterion in MASKED_RULES.items():
+        out[rule] = ev["common_mode"][criterion]
+    return out
+
+
+def _train(spec, cfg, data):
+    return train(spec, cfg, data, desc="gate evidence", progress=False)
+
+
+def summarize(worlds: list[dict]) -> dict:
+    """Per cascade and rule: share of worlds whose z share one sign, mean intercept corr."""
+    rules = ["gradient.before", "gradient.after", *MASKED_RULES]
+    out = {}
+    for c in sorted({w["cascade"] for w in worlds}, reverse=True):
+        ws = [w for w in worlds if w["cascade"] == c]
+        row = {}
+        for r in rules:
+            head, _, tail = r.partition(".")
+            got = [w[head][tail] if tail else w[head] for w in ws]
+            corr = [g["intercept_corr"] for g in got if g["intercept_corr"] is not None]
+            row[r] = {
+                "same_sign_share": float(np.mean([g["same_sign"] for g in got])),
+                "intercept_corr_mean": float(np.mean(corr)) if corr else None,
+                "intercept_corr_range": [float(min(corr)), float(max(corr))] if corr else None,
+                "worlds": len(ws),
+            }
+        out[str(c)] = row
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", type=Path, default=BASE, help="a config (default: study_base)")
+    ap.add_argument("--seeds", type=int, default=5, help="worlds per cascade: seeds 0..n-1")
+    ap.add_argument("--cascades", type=float, nargs="+", default=[0.95, 0.0])
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--batches", type=int, default=40, help="validation batches averaged")
+    ap.add_argument("--batches", type=int, default=100, help="validation batches scored")
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
-    print(json.dumps(gate_evidence(args.config, args.set, args.batches)))
+    worlds = []
+    for c in args.cascades:
+        for k in range(args.seeds):
+            w = world(c, k, args.set, args.batches)
+            print(json.dumps(w), flush=True)
+            worlds.append(w)
+    summary = summarize(worlds)
+    print(json.dumps(summary, indent=1))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"worlds": worlds, "summary": summary}, indent=1))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ def _in_repo(repo, monkeypatch):
 
 def test_smoke_run_writes_every_artefact(tmp_path, capsys):
     wd = tmp_path / "run"
-    assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0
+    gradient = ["--set", "edge_search.method=gradient"]  # the search that logs edge gates
+    assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress", *gradient]) == 0
     out = capsys.readouterr().out
     assert "oracle (true probs)" in out and "esmm" in out
     for name in (
@@ -43,6 +44,19 @@ def test_smoke_run_writes_every_artefact(tmp_path, capsys):
     assert history[-1]["probs"] == {c["edge"]: c["prob"] for c in arch["candidates"]}
     phases = {json.loads(line)["phase"] for line in (wd / "metrics.jsonl").read_text().splitlines()}
     assert phases == {"search", "retrain"}
+
+
+def test_masked_smoke_run_records_each_edges_evidence(tmp_path, capsys):
+    wd = tmp_path / "run"
+    assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0
+    arch = json.loads((wd / "architecture.json").read_text())
+    assert arch["search_method"] == "masked" and len(arch["candidates"]) == 4
+    for c in arch["candidates"]:
+        e = c["evidence"]
+        assert e["ci_lo"] <= e["mean"] <= e["ci_hi"]
+        assert c["kept"] == (e["z"] > arch["threshold"])  # undecided edges are dropped
+    assert "z of the edge's on/off contrast" in (wd / "architecture.txt").read_text()
+    assert not (wd / "edge_history.jsonl").exists()  # no gate was learned
 
 
 def test_steps_one_at_a_time_equal_the_whole_run(tmp_path, capsys):

@@ -102,8 +102,22 @@ def test_configs_are_frozen():
 def test_cross_section_checks():
     with pytest.raises(ConfigError, match="search.batch_size"):
         apply_overrides(Config(), ["data.num_train=100"])
+    gradient = "edge_search.method=gradient"  # the bi-level arch step needs arch params
     with pytest.raises(ConfigError, match="search.bilevel"):
-        apply_overrides(Config(), ["search.bilevel=true", "data.num_valid=10"])
+        apply_overrides(Config(), [gradient, "search.bilevel=true", "data.num_valid=10"])
     with pytest.raises(ConfigError, match="retrain.bilevel"):
         apply_overrides(Config(), ["retrain.bilevel=true"])
-    assert apply_overrides(Config(), ["search.bilevel=true"]).search.bilevel
+    assert apply_overrides(Config(), [gradient, "search.bilevel=true"]).search.bilevel
+    with pytest.raises(ConfigError, match="masked has no arch gradient"):
+        apply_overrides(Config(), ["search.bilevel=true"])
+    with pytest.raises(ConfigError, match="operator search"):
+        apply_overrides(Config(), ["model.aggregation=search"])
+
+
+def test_an_old_config_json_loads_as_the_gradient_search_it_ran():
+    from autoheri_jax.config import from_dict, to_dict
+
+    old = to_dict(Config())
+    del old["edge_search"]
+    assert from_dict(Config, old).edge_search.method == "gradient"
+    assert from_dict(Config, to_dict(Config())).edge_search.method == "masked"

@@ -108,7 +108,8 @@ def test_tensorboard_reads_our_file(tmp_path):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("report") / "run"
-    assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0
+    gradient = ["--set", "edge_search.method=gradient"]  # a search with gate history to draw
+    assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress", *gradient]) == 0
     return wd
 
 

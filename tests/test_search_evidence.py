@@ -227,7 +227,11 @@ def test_gate_evidence_script_reports_a_z_per_candidate_edge(repo):
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    smoke = repo / "experiments" / "configs" / "smoke.py"
-    out = module.gate_evidence(smoke, [], batches=2)
-    assert out["batches"] == 2 and len(out["z"]) == len(out["edges"]) == 4  # 2 layers: 2 x 2
-    assert all(np.isfinite(out["z"]))
+    small = ["data.num_train=20000", "data.num_valid=8192", "data.num_test=1000"]
+    out = module.world(0.95, 0, small, batches=8)
+    for rule in ("masked_raw", "masked_shift", "masked_recal", "masked_recal_cvr"):
+        assert len(out[rule]["z"]) == 9 and all(np.isfinite(out[rule]["z"]))
+    for part in ("before", "after"):
+        assert len(out["gradient"][part]["z"]) == 9
+    summary = module.summarize([out])
+    assert summary["0.95"]["gradient.before"]["worlds"] == 1

@@ -132,25 +132,30 @@ def plot_edge_heatmap(inp: Inputs, path: Path) -> str | None:
         return "the searched model has no candidate edges (edge_mode none): nothing to grid"
     pairs = _pairs(arch)
     n = _num_layers(inp)
+    masked = arch.get("search_method") == "masked"  # cells are z of the contrast, not gates
+    value = (lambda c: c["evidence"]["z"]) if masked else (lambda c: c["prob"])
+    top = max([abs(value(c)) for c in arch["candidates"]] + [arch["threshold"] * 1.5])
+    scale = {"vmin": -top, "vmax": top, "cmap": "RdBu"} if masked else {"vmin": 0.0, "vmax": 1.0}
     fig = _figure(max(5.5, 1.4 + (0.9 + 0.85 * n) * len(pairs)), 2.4 + 0.85 * n)
     axes = fig.subplots(1, len(pairs), squeeze=False)[0]
     image = None
     for ax, ((u, d), cells) in zip(axes, pairs.items(), strict=True):
         grid = np.full((n, n), np.nan)
         for (i, j), c in cells.items():
-            grid[i, j] = c["prob"]
-        image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="equal")
+            grid[i, j] = value(c)
+        image = ax.imshow(grid, aspect="equal", **({"cmap": "viridis"} | scale))
         for i in range(n):
             for j in range(n):
                 c = cells.get((i, j))
                 if c is None:
                     ax.text(j, i, "-", ha="center", va="center", color="0.5")
                     continue
-                light = c["prob"] > 0.6
+                light = abs(value(c)) < 0.6 * top if masked else value(c) > 0.6
+                label = f"z={value(c):+.1f}" if masked else f"{value(c):.3f}"
                 ax.text(
                     j,
                     i,
-                    f"{c['prob']:.3f}" + ("\nkept" if c["kept"] else ""),
+                    label + ("\nkept" if c["kept"] else ""),
                     ha="center",
                     va="center",
                     fontsize=9,
@@ -166,11 +171,45 @@ def plot_edge_heatmap(inp: Inputs, path: Path) -> str | None:
         ax.set_xlabel(f"{inp.task_name(d)} layer j (downstream)")
         ax.set_ylabel(f"{inp.task_name(u)} layer i (upstream)")
         ax.set_title(f"{inp.task_name(u)} -> {inp.task_name(d)}", fontsize=10)
-    fig.colorbar(image, ax=list(axes), shrink=0.8, label="final edge probability")
+    label = "z of the on/off contrast (> 0: the edge helps)" if masked else "final probability"
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label=label)
     kept = len(arch["kept"])
+    rule = f"z > {arch['threshold']:g}" if masked else f"probability > {arch['threshold']}"
     fig.suptitle(
         f"{arch['search_mode']} search: {kept} of {len(arch['candidates'])} edges kept\n"
-        f"(probability > {arch['threshold']}, outlined red; - = not a candidate)",
+        f"({rule}, outlined red; - = not a candidate)",
+        fontsize=10,
+    )
+    _save(fig, path)
+    return None
+
+
+def plot_edge_evidence(inp: Inputs, path: Path) -> str | None:
+    """A masked search's evidence: each edge's mean on/off contrast with its 95% interval."""
+    import numpy as np
+
+    arch = inp.architecture
+    if arch is None:
+        return _missing_note(inp, "architecture.json")
+    if arch.get("search_method") != "masked":
+        return "the search learned gates (edge_search.method=gradient): no contrast to draw"
+    cands = arch["candidates"]
+    ev = [c["evidence"] for c in cands]
+    mean = np.array([e["mean"] for e in ev]) * 1e4
+    err = np.array([[e["mean"] - e["ci_lo"], e["ci_hi"] - e["mean"]] for e in ev]).T * 1e4
+    fig = _figure(max(5.5, 0.7 * len(cands) + 2), 3.6)
+    ax = fig.subplots()
+    x = np.arange(len(cands))
+    colors = ["#c0392b" if c["kept"] else "#1f618d" for c in cands]
+    ax.bar(x, mean, color=colors, alpha=0.8)
+    ax.errorbar(x, mean, yerr=err, fmt="none", ecolor="black", capsize=3)
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set_xticks(x, [f"{c['edge']}\nz={e['z']:+.1f}" for c, e in zip(cands, ev, strict=True)],
+                  fontsize=8)  # fmt: skip
+    ax.set_ylabel(f"{arch['evidence']['criterion']} off - on (nats x 1e4)")
+    ax.set_title(
+        f"edge evidence, mean [95% CI] over {arch['evidence']['batches']} validation batches; "
+        f"red = kept (z > {arch['threshold']:g})",
         fontsize=10,
     )
     _save(fig, path)
@@ -268,7 +307,7 @@ def plot_architecture(inp: Inputs, path: Path) -> str | None:
         placed.append(best)
         ax.text(
             *best,
-            f"p={c['prob']:.3f}",
+            f"z={c['evidence']['z']:+.1f}" if c.get("evidence") else f"p={c['prob']:.3f}",
             ha="center",
             va="center",
             fontsize=8.5,

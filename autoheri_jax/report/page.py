@@ -42,6 +42,7 @@ from autoheri_jax.report.figures import (
     _num_layers,
     plot_architecture,
     plot_auc,
+    plot_edge_evidence,
     plot_edge_heatmap,
     plot_edge_probabilities,
     plot_loss,
@@ -51,6 +52,7 @@ from autoheri_jax.report.inputs import Inputs, ReportError, load_inputs, normali
 _PLOTS = {
     "edge_probabilities": plot_edge_probabilities,
     "edge_heatmap": plot_edge_heatmap,
+    "edge_evidence": plot_edge_evidence,
     "architecture": plot_architecture,
     "auc": plot_auc,
     "loss": plot_loss,
@@ -58,7 +60,8 @@ _PLOTS = {
 }
 _CAPTIONS = {
     "edge_probabilities": "Edge probabilities during the search",
-    "edge_heatmap": "Final edge probabilities per task pair",
+    "edge_heatmap": "Per task pair: final edge probabilities (gradient) or contrast z (masked)",
+    "edge_evidence": "Each edge's on/off contrast with its 95% interval (masked search)",
     "architecture": "Derived architecture",
     "auc": "Test AUC",
     "loss": "Training loss",
@@ -167,6 +170,7 @@ def write_markdown(inp: Inputs, out: Path, skipped: dict[str, str]) -> Path:
         lines.extend(["```", text.rstrip("\n"), "```", ""])
     figure("architecture")
     figure("edge_heatmap")
+    figure("edge_evidence")
 
     lines.extend(["## Search", ""])
     figure("edge_probabilities")

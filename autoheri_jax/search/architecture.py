@@ -83,6 +83,34 @@ def searched_architecture(
     )
 
 
+def evidence_record(
+    edges: Sequence[Edge], evidence: dict, task_names: Sequence[str], mode: str
+) -> dict:
+    """The record of a masked search (search/evidence.py): per candidate its contrast's mean,
+    95% interval, z and decision; "prob" is None (no gate was learned)."""
+    candidates = [
+        {
+            "edge": e.name,
+            "description": e.describe(task_names),
+            "prob": None,
+            "logit": None,
+            "kept": bool(evidence["kept"][k]),
+            "evidence": evidence["per_edge"][k],
+        }
+        for k, e in enumerate(edges)
+    ]
+    meta = {k: v for k, v in evidence.items() if k not in ("per_edge", "kept")}
+    return {
+        "search_mode": mode,
+        "search_method": "masked",
+        "threshold": evidence["threshold"],
+        "task_names": list(task_names),
+        "candidates": candidates,
+        "kept": [c["edge"] for c in candidates if c["kept"]],
+        "evidence": meta,
+    }
+
+
 def kept_edges(record: dict) -> list[Edge]:
     return [parse_edge(e) for e in record["kept"]]
 
@@ -90,6 +118,14 @@ def kept_edges(record: dict) -> list[Edge]:
 def kept_ops(record: dict) -> list[str] | None:
     """Each kept edge's searched operator, or None when the search did not choose operators."""
     return record.get("kept_ops")
+
+
+def _cell(c: dict) -> str:
+    if c.get("evidence") is not None:
+        mark = {"kept": "*", "undecided": "?"}.get(c["evidence"]["decision"], " ")
+        mark = "*" if c["kept"] else mark
+        return f"{c['evidence']['z']:>+8.2f}{mark}"
+    return f"{c['prob']:>8.3f}{'*' if c['kept'] else ' '}"
 
 
 def render_architecture(record: dict, num_layers: int) -> str:
@@ -100,11 +136,23 @@ def render_architecture(record: dict, num_layers: int) -> str:
         e = parse_edge(c["edge"])
         by_pair.setdefault((e.src_task, e.dst_task), {})[(e.src_layer, e.dst_layer)] = c
     kept, total = len(record["kept"]), len(record["candidates"])
-    lines = [
-        f"AutoHERI derived architecture ({record['search_mode']} search): {kept} of {total} "
-        f"candidate edges kept (probability > {record['threshold']})",
-        "cell = edge probability; * = kept; . = not a candidate",
-    ]
+    masked = record.get("search_method") == "masked"
+    if masked:
+        ev = record["evidence"]
+        lines = [
+            f"AutoHERI derived architecture ({record['search_mode']} masked search): {kept} of "
+            f"{total} candidate edges kept (contrast z > {record['threshold']:g} on "
+            f"{ev['criterion']}, {ev['batches']} validation batches x {ev['contexts']} contexts)",
+            "cell = z of the edge's on/off contrast (> 0: the edge lowers the loss); * = kept; "
+            "? = undecided (|z| <= threshold, " + ev["undecided_rule"] + "ped); . = not a "
+            "candidate",
+        ]
+    else:
+        lines = [
+            f"AutoHERI derived architecture ({record['search_mode']} search): {kept} of {total} "
+            f"candidate edges kept (probability > {record['threshold']})",
+            "cell = edge probability; * = kept; . = not a candidate",
+        ]
     for (u, d), cells in sorted(by_pair.items()):
         lines.append("")
         lines.append(f"{names[u]} (rows: layer i) -> {names[d]} (columns: layer j)")
@@ -113,8 +161,17 @@ def render_architecture(record: dict, num_layers: int) -> str:
             row = f"  i={i:<4}"
             for j in range(num_layers):
                 c = cells.get((i, j))
-                row += f"{'.':>9}" if c is None else f"{c['prob']:>8.3f}{'*' if c['kept'] else ' '}"
+                row += f"{'.':>9}" if c is None else _cell(c)
             lines.append(row)
+    if masked:
+        lines.append("")
+        lines.append("evidence per edge: mean contrast (nats x 1e4) [95% CI], z, decision")
+        for c in record["candidates"]:
+            e = c["evidence"]
+            lines.append(
+                f"  {c['edge']:<12} {e['mean'] * 1e4:+8.2f} [{e['ci_lo'] * 1e4:+8.2f}, "
+                f"{e['ci_hi'] * 1e4:+8.2f}]  z {e['z']:+6.2f}  {e['decision']}"
+            )
     if record.get("kept_ops") is not None and record["kept"]:
         lines.append("")
         lines.append("operators of the kept edges (argmax of the operator search):")

@@ -228,7 +228,8 @@ def export_workdir(workdir: str | Path, model: str, out: str | Path) -> Path:
     cfg = experiment.saved_config(wd, None)
     record = wd.read_json("architecture.json", made_by="search")
     models = experiment.model_configs(cfg, record)
-    models[experiment.SEARCHED] = cfg.model
+    search_model, search_tcfg = experiment.search_setup(cfg)
+    models[experiment.SEARCHED] = search_model
     if model not in models:
         raise ConfigError(f"{wd.root} has no model {model!r}; it has {sorted(models)}")
     if cfg.data.source == "simulator":
@@ -247,7 +248,7 @@ def export_workdir(workdir: str | Path, model: str, out: str | Path) -> Path:
             "min_count": manifest.get("options", {}).get("min_count"),
         }
     spec = experiment.spec_for(models[model], data)
-    tcfg = cfg.search if model == experiment.SEARCHED else cfg.retrain
+    tcfg = search_tcfg if model == experiment.SEARCHED else cfg.retrain
     made_by = "search" if model == experiment.SEARCHED else "retrain"
     params = wd.load_params(model, abstract_state(spec, tcfg).params, made_by=made_by)
     results = wd.path("results.json")

@@ -207,6 +207,27 @@ def _check_sizes(cfg: TrainConfig, data: CTRDataset, valid: CTRDataset | None, d
         )
 
 
+MIN_ARCH_SHARE = 0.25  # least share of a gradient search's steps in which its edge logits move
+
+
+def check_schedule(spec: ModelSpec, cfg: TrainConfig, total: int, desc: str) -> None:
+    """Refuses a gradient search whose warm-up swallows it: with arch_warmup_steps near the
+    step count (a larger batch, a smaller file) the gates barely move from 0.5 and the kept
+    set is decided by noise. Checked against the run's real step count, before any compute."""
+    if not spec.has_arch or cfg.edge_keep_prob > 0:
+        return
+    moving = total - cfg.arch_warmup_steps
+    if moving < max(1, MIN_ARCH_SHARE * total):
+        raise ConfigError(
+            f"{desc}: search.arch_warmup_steps={cfg.arch_warmup_steps} leaves the edge logits "
+            f"{max(moving, 0)} of the search's {total} steps (batch_size {cfg.batch_size}, "
+            f"{cfg.epochs} epoch(s)); at least {MIN_ARCH_SHARE:.0%} must move them: set "
+            f"search.arch_warmup_steps <= {int((1 - MIN_ARCH_SHARE) * total)} (about 40% is "
+            f"{int(0.4 * total)}) and search.entropy_warmup_steps to about "
+            f"{int(0.6 * total)}, or use edge_search.method=masked"
+        )
+
+
 def _raise_if_non_finite(dp, state: TrainState, desc: str, epoch: int) -> None:
     bad = int(dp.host_value(state.first_bad_step))
     if bad >= 0:
@@ -240,6 +261,7 @@ def train(
     dp = make_data_parallel(spec, cfg, parallel or ParallelConfig())
     feed = InputFeed(cfg, data, valid)
     total = feed.total_steps
+    check_schedule(spec, cfg, total, desc)
     saver = None if resumable is None else CheckpointSaver(resumable, spec, cfg, valid)
     resumed = None if saver is None else saver.restore(dp, feed)
     if resumed is None:

@@ -92,7 +92,7 @@ def train_seeds(
     on_logs[k](step, record) gets seed k's records every log_every steps and at the end.
     Raises NonFiniteLossError naming the seed and step if any seed's loss went non-finite.
     """
-    from autoheri_jax.train.loop import NonFiniteLossError
+    from autoheri_jax.train.loop import NonFiniteLossError, check_schedule
 
     if len(cfgs) != len(datas) or not cfgs:
         raise ValueError(f"{len(cfgs)} configs for {len(datas)} datasets")
@@ -106,6 +106,7 @@ def train_seeds(
         for d, c in zip(datas, cfgs, strict=True)
     ]
     source = StackedSource(sources)
+    check_schedule(spec, cfg, len(source), desc)
     options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
     batches = iter(grain.MapDataset.source(source).to_iter_dataset(options))
     optimizer = make_optimizer(cfg)

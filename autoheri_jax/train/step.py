@@ -79,14 +79,24 @@ def count_params(tree: Any) -> dict[str, int]:
     return {k: int(sum(x.size for x in jax.tree.leaves(v))) for k, v in tree.items()}
 
 
-# ---------------------------------------------------------------- collectives (None = 1 device)
+def step_edge_mask(spec: ModelSpec, cfg: TrainConfig, step_key: jax.Array) -> jax.Array | None:
+    """[E] the step's 0/1 edge mask of a masked supernet (`cfg.edge_keep_prob` > 0): every edge
+    on with that probability, one draw per step for the whole batch, from the step key (so
+    every device draws the same sub-network). None when the step trains the spec's own gates."""
+    if cfg.edge_keep_prob <= 0 or spec.num_edges == 0:
+        return None
+    key = rng_streams.stream(step_key, "edge_mask")
+    return jax.random.bernoulli(key, cfg.edge_keep_prob, (spec.num_edges,)).astype(jnp.float32)
 
 
 # ----------------------------------------------------------------------------------- the step
 
 
 def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
-    """loss_fn(params, batch, rng, step, embedded=None) -> (total, aux).
+    """loss_fn(params, batch, rng, step, embedded=None, gates=None) -> (total, aux).
+
+    gates [E]: the edge gates the forward uses instead of the arch params' (a mask of a
+    masked supernet step or of an architecture batch); None = `edge_probabilities`.
 
     The task loss is the family's objective (objectives.py): the per-stage entire-space BCE
     summed for ESMM-like models, plus AITM's calibrator (`aux["constraint"]`) or a debiasing
@@ -96,10 +106,12 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
     sparsity cost (`sparsity_weight` x expected kept edges).
     """
 
-    def loss_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array, embedded=None):
+    def loss_fn(
+        params: Params, batch: dict, rng: jax.Array, step: jax.Array, embedded=None, gates=None
+    ):
         dropout_rng = rng if spec.dropout > 0 else None
         logits, extras = forward_outputs(
-            params, spec, batch, dropout_rng=dropout_rng, embedded=embedded
+            params, spec, batch, dropout_rng=dropout_rng, embedded=embedded, gates=gates
         )
         task_loss, terms = family_task_loss(logits, extras, batch["labels"], spec)
         edge_logits = params["arch"]["edge_logits"] if spec.has_arch else None
@@ -126,7 +138,8 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
 def make_grad_fn(
     spec: ModelSpec, cfg: TrainConfig, axis: str | None = None, shard_embeddings: bool = False
 ) -> Callable:
-    """grad_fn(params, batch, rng, step, scratch) -> (aux, grads, scratch), averaged over `axis`.
+    """grad_fn(params, batch, rng, step, scratch, gates=None) -> (aux, grads, scratch),
+    averaged over `axis`; gates as in `make_loss_fn`.
 
     With sparse embeddings the table's gradient is `SparseRows` over the touched rows: the loss
     is differentiated with respect to those rows only, never the whole table. `scratch` is
@@ -136,9 +149,9 @@ def make_grad_fn(
     if shard_embeddings and not cfg.sparse_embeddings:
         raise ValueError("sharded embedding tables need sparse_embeddings=True")
 
-    def grad_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array, scratch):
+    def grad_fn(params: Params, batch: dict, rng: jax.Array, step: jax.Array, scratch, gates=None):
         def loss_on(p: Params, embedded: jax.Array | None = None):
-            return loss_fn(p, batch, rng, step, embedded=embedded)
+            return loss_fn(p, batch, rng, step, embedded=embedded, gates=gates)
 
         if cfg.sparse_embeddings:
             return sparse_embedding.value_and_grad(
@@ -156,19 +169,34 @@ def make_step_fn(
     optimizer: optax.GradientTransformation,
     axis: str | None = None,
     shard_embeddings: bool = False,
+    guard: bool = True,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """The pure per-device step; `axis` names the data-parallel mesh axis (None: one device)."""
+    """The pure per-device step; `axis` names the data-parallel mesh axis (None: one device).
+
+    step_fn(state, batch, gates=None): `gates` [E] fixes the edges the step trains (one
+    architecture of a vmapped architecture batch, train/arch_batch.py); otherwise a masked
+    supernet draws its step's mask (`step_edge_mask`) and a searched model uses its gates.
+
+    guard=False applies the update even when the loss is non-finite (first_bad_step is still
+    recorded) for a caller that skips the step itself: under `vmap` the per-state `cond`
+    becomes a select between whole old and new states, O(vocabulary) per step, so a batch
+    of states is better guarded once, outside the vmap (arch_batch.py).
+    """
     grad_fn = make_grad_fn(spec, cfg, axis, shard_embeddings)
 
-    def step_fn(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    def step_fn(state: TrainState, batch: dict, gates=None) -> tuple[TrainState, dict]:
         step_key = rng_streams.stream(state.rng, "step", state.step)
         rng = rng_streams.stream(step_key, "device", device_index(axis))
-        aux, grads, scratch = grad_fn(state.params, batch, rng, state.step, state.row_scratch)
+        if gates is None:
+            gates = step_edge_mask(spec, cfg, step_key)
+        aux, grads, scratch = grad_fn(
+            state.params, batch, rng, state.step, state.row_scratch, gates
+        )
         if cfg.bilevel:
             # First-order bi-level (DARTS-1st): the arch partition takes its gradient from a
             # held-out batch at the current weights; the weights keep the training gradient.
             aux_v, grads_v, scratch = grad_fn(
-                state.params, batch["valid"], rng, state.step, scratch
+                state.params, batch["valid"], rng, state.step, scratch, gates
             )
             grads = {**grads, "arch": grads_v["arch"]}
             aux["valid_loss"] = aux_v["loss"]
@@ -179,10 +207,12 @@ def make_step_fn(
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return sparse_embedding.apply_updates(params, updates), opt_state
 
-        # `cond`, not `where`: selecting between whole tables would cost O(vocabulary).
-        params, opt_state = jax.lax.cond(
-            finite, apply, lambda p, o: (p, o), state.params, state.opt_state
-        )
+        if guard:  # `cond`, not `where`: selecting between whole tables costs O(vocabulary)
+            params, opt_state = jax.lax.cond(
+                finite, apply, lambda p, o: (p, o), state.params, state.opt_state
+            )
+        else:
+            params, opt_state = apply(state.params, state.opt_state)
         first_bad = jnp.where(
             (state.first_bad_step < 0) & ~finite, state.step, state.first_bad_step
         )

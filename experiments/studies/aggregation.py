@@ -14,7 +14,7 @@ Expected (the paper's claim): hierarchical >= parallel >= none. Measured: experi
 
 from pathlib import Path
 
-from autoheri_jax.config import load_config
+from autoheri_jax.config import GRADIENT_SEARCH, load_config
 from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
@@ -25,7 +25,7 @@ KEYS = ("ctr", "cvr", "ctcvr")
 def get_study() -> Study:
     return Study(
         name="aggregation",
-        base=load_config(BASE),
+        base=load_config(BASE, GRADIENT_SEARCH),
         arms={
             "hierarchical": ["model.edge_mode=hierarchical"],
             "parallel": ["model.edge_mode=parallel"],

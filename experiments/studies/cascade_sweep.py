@@ -12,7 +12,7 @@ zero at strength 0 (no harm). Measured: experiments/README.md (Results).
 
 from pathlib import Path
 
-from autoheri_jax.config import load_config
+from autoheri_jax.config import GRADIENT_SEARCH, load_config
 from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
@@ -24,7 +24,7 @@ STRENGTHS = ("0", "0.25", "0.5", "0.9")
 def get_study() -> Study:
     return Study(
         name="cascade_sweep",
-        base=load_config(BASE),
+        base=load_config(BASE, GRADIENT_SEARCH),
         arms={f"cascade_{s}": [f"data.cascade_strength={s}"] for s in STRENGTHS},
         seeds=5,
         seed_modes=("data",),

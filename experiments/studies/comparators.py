@@ -27,7 +27,7 @@ study measures. Measured: experiments/README.md (Results, "Every family ranked")
 
 from pathlib import Path
 
-from autoheri_jax.config import load_config
+from autoheri_jax.config import GRADIENT_SEARCH, load_config
 from autoheri_jax.study import PRECISE_FIELDS, Study
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
@@ -44,7 +44,7 @@ FIELDS = (*PRECISE_FIELDS, "ece", "mae_true_all")
 def get_study() -> Study:
     return Study(
         name="comparators",
-        base=load_config(BASE, [f"baselines={','.join(TWO_STAGE)}", *WIDTHS]),
+        base=load_config(BASE, [*GRADIENT_SEARCH, f"baselines={','.join(TWO_STAGE)}", *WIDTHS]),
         arms={
             "transfer": ["data.cascade_strength=0.95"],
             "no_cascade": ["data.cascade_strength=0"],

@@ -21,7 +21,7 @@ with them. Measured: experiments/README.md (Results, "Every family ranked").
 
 from pathlib import Path
 
-from autoheri_jax.config import load_config
+from autoheri_jax.config import GRADIENT_SEARCH, load_config
 from autoheri_jax.study import PRECISE_FIELDS, Study
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
@@ -31,7 +31,7 @@ MODELS = ("esmm", "esmm_stacked", "escm2_ips", "multi_dr", "dcmt")
 def get_study() -> Study:
     return Study(
         name="debias_ablation",
-        base=load_config(BASE, [f"baselines={','.join(MODELS)}"]),
+        base=load_config(BASE, [*GRADIENT_SEARCH, f"baselines={','.join(MODELS)}"]),
         arms={
             "transfer": ["data.cascade_strength=0.95"],
             "no_cascade": ["data.cascade_strength=0"],

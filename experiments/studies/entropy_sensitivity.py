@@ -16,7 +16,7 @@ experiments/README.md (Results).
 
 from pathlib import Path
 
-from autoheri_jax.config import load_config
+from autoheri_jax.config import GRADIENT_SEARCH, load_config
 from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
@@ -28,7 +28,7 @@ WEIGHTS = ("0", "0.001", "0.01", "0.1")
 def get_study() -> Study:
     return Study(
         name="entropy_sensitivity",
-        base=load_config(BASE),
+        base=load_config(BASE, GRADIENT_SEARCH),
         arms={f"entropy_{w}": [f"search.entropy_weight={w}"] for w in WEIGHTS},
         seeds=5,
         seed_modes=("data",),

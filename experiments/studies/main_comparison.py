@@ -16,7 +16,7 @@ well below the oracle. Measured: experiments/README.md (Results).
 import dataclasses
 from pathlib import Path
 
-from autoheri_jax.config import ModelConfig, load_config
+from autoheri_jax.config import GRADIENT_SEARCH, ModelConfig, load_config
 from autoheri_jax.model.variants import VARIANTS
 from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
@@ -35,7 +35,7 @@ def get_study() -> Study:
     widths = [f"model.{k}={v}" for k, v in FAMILY_WIDTHS.items() if k in fields]
     return Study(
         name="main_comparison",
-        base=load_config(BASE, [f"baselines={','.join(baselines)}", *widths]),
+        base=load_config(BASE, [*GRADIENT_SEARCH, f"baselines={','.join(baselines)}", *widths]),
         arms={"main": []},
         seeds=5,
         seed_modes=("data",),

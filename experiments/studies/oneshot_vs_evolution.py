@@ -24,7 +24,7 @@ Measured: experiments/README.md (Results).
 
 from pathlib import Path
 
-from autoheri_jax.config import load_config
+from autoheri_jax.config import GRADIENT_SEARCH, load_config
 from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
@@ -36,7 +36,7 @@ EVOLUTION = ["evolution.population=4", "evolution.sample=2", "evolution.cycles=8
 def get_study() -> Study:
     return Study(
         name="oneshot_vs_evolution",
-        base=load_config(BASE, [*EVOLUTION, "evolution.metric=neg_valid_loss"]),
+        base=load_config(BASE, [*GRADIENT_SEARCH, *EVOLUTION, "evolution.metric=neg_valid_loss"]),
         arms={
             "oneshot": [],
             "evolution_matched": ["evolution.budget_epochs=1", "evolution.budget_steps=32"],

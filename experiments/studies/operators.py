@@ -14,7 +14,7 @@ Measured: experiments/README.md (Results).
 
 from pathlib import Path
 
-from autoheri_jax.config import load_config
+from autoheri_jax.config import GRADIENT_SEARCH, load_config
 from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
@@ -26,7 +26,7 @@ OPERATORS = ("concat", "gated_sum", "attention", "search")
 def get_study() -> Study:
     return Study(
         name="operators",
-        base=load_config(BASE),
+        base=load_config(BASE, GRADIENT_SEARCH),
         arms={op: [f"model.aggregation={op}"] for op in OPERATORS},
         seeds=5,
         seed_modes=("data",),

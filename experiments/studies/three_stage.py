@@ -15,7 +15,7 @@ Measured: experiments/README.md (Results).
 
 from pathlib import Path
 
-from autoheri_jax.config import load_config
+from autoheri_jax.config import GRADIENT_SEARCH, load_config
 from autoheri_jax.study import PRECISE_FIELDS as FIELDS
 from autoheri_jax.study import Study
 
@@ -28,7 +28,7 @@ THREE = ["data.num_stages=3", "data.stage_rates=[0.2,0.15]"]
 def get_study() -> Study:
     return Study(
         name="three_stage",
-        base=load_config(BASE, THREE),
+        base=load_config(BASE, [*GRADIENT_SEARCH, *THREE]),
         arms={"adjacent": ["model.edge_pairs=adjacent"], "all": ["model.edge_pairs=all"]},
         seeds=5,
         seed_modes=("data",),

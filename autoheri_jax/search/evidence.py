@@ -1,0 +1,294 @@
+"""Evidence from discrete masks: each edge judged by its paired on/off contrast on validation.
+
+The masked search (`edge_search.method = "masked"`) trains the supernet's weights under fixed
+Bernoulli(keep_prob) edge masks, one per step (train/step.step_edge_mask), so no edge's weights
+learn to rely on a probability that drifts. This module then decides, from the frozen weights:
+
+  masks       C context masks of the other edges (Bernoulli(keep_prob), drawn once from
+              `edge_search.seed`); per context c and edge k the pair (k off, k on): M = 2 C E
+              masks, every one scored on every validation batch (the same rows: a paired design).
+  contrast    d[b, k] = mean_c L_b(c, k off) - L_b(c, k on) for validation batch b: > 0 means
+              switching edge k on lowers the loss.
+  calibration Switching an edge shifts the mean of the downstream logits, and the entire-space
+              log-loss rewards whichever shift moves the prediction toward the validation rate:
+              a property of the model's calibration error, not of what the edge carries
+              (measured in the search issue's notes; every edge's raw contrast then shares one
+              sign). So before scoring, each mask's conditional logit of every stage t >= 1 is
+              refit, a_t + b_t z_t (Platt scaling on the rows that reached stage t-1), on one
+              half of the validation batches and scored on the other half (cross-fitting: even
+              batches fit for odd ones and back), and the contrast compares recalibrated models.
+  decision    z_k = mean_b d / (std_b d / sqrt(n_b)). z > threshold: kept; z < -threshold:
+              dropped (evidence it hurts); otherwise undecided, and undecided edges follow
+              `edge_search.undecided` ("drop": an edge is kept on evidence only).
+
+`common_mode` measures what a rule's z share: whether all share one sign and how closely the
+per-edge contrasts follow the contrast a pure intercept shift of the same size would give.
+Shapes: logits M x B x T, labels B x T (cumulative: label t = reached stage t).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from autoheri_jax.model.losses import entire_space_bce
+from autoheri_jax.model.network import forward
+from autoheri_jax.model.spec import ModelSpec, Params
+
+CRITERIA = ("recal_nll", "raw_nll", "recal_cvr_nll", "shift_nll")
+DECISIONS = ("kept", "dropped", "undecided")
+_NEWTON_STEPS = 25  # Platt fits converge in < 10 from (0, 1); more costs little
+
+
+def contrast_masks(num_edges: int, contexts: int, keep_prob: float, seed: int) -> np.ndarray:
+    """[C, E, 2, E] 0/1 masks: context c with edge k off ([..., 0, :]) and on ([..., 1, :])."""
+    ctx = np.random.default_rng(seed).random((contexts, num_edges)) < keep_prob
+    masks = np.repeat(ctx[:, None, None, :], num_edges, axis=1).repeat(2, axis=2)
+    eye = np.arange(num_edges)
+    masks[:, eye, 0, eye] = False
+    masks[:, eye, 1, eye] = True
+    return masks.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _masked_logits_fn(spec: ModelSpec):
+    """Jitted (params, batch, masks [M, E]) -> M x B x T logits. Under vmap only what depends
+    on the mask is batched: the embedding and the upstream tower run once per batch."""
+
+    def logits(params: Params, batch: dict, masks: jax.Array) -> jax.Array:
+        return jax.vmap(lambda g: forward(params, spec, batch, gates=g))(masks)
+
+    return jax.jit(logits)
+
+
+def masked_logits(spec: ModelSpec, params: Params, batches: Sequence[dict], masks) -> np.ndarray:
+    """[nb, M, B, T] logits of every mask on every batch (labels are not read)."""
+    fn = _masked_logits_fn(spec)
+    flat = jnp.asarray(np.asarray(masks).reshape(-1, spec.num_edges))
+    out = []
+    for b in batches:
+        inputs = {k: v for k, v in b.items() if k != "labels"}
+        out.append(np.asarray(fn(params, inputs, flat)))
+    return np.stack(out)
+
+
+_STEP_SIZES = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)  # the Newton step's line search
+
+
+def platt_fit(z: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
+    """[2] (a, b) minimising the w-weighted BCE of sigmoid(a + b z) against y: logistic
+    regression of the label on the logit, by Newton from (0, 1) (the identity map) with a
+    line search over the step sizes (a plain Newton step can overshoot from far away; a step
+    of 0 keeps a converged fit where it is). z, y, w: [N]; w = 1 on the rows the stage is
+    scored on, 0 elsewhere."""
+    x = jnp.stack([jnp.ones_like(z), z], axis=-1)  # N x 2
+    ridge = 1e-6 * jnp.maximum(jnp.sum(w), 1.0) * jnp.eye(2)
+    sizes = jnp.asarray(_STEP_SIZES, z.dtype)
+
+    def loss(theta):
+        u = x @ theta
+        return jnp.sum(w * (jax.nn.softplus(u) - y * u))
+
+    def newton_step(theta):
+        p = jax.nn.sigmoid(x @ theta)
+        g = x.T @ (w * (p - y))
+        h = (x * (w * p * (1 - p))[:, None]).T @ x + ridge
+        return jnp.linalg.solve(h, g)
+
+    def searched(_, theta):
+        tries = theta[None] - sizes[:, None] * newton_step(theta)[None]
+        return tries[jnp.argmin(jax.vmap(loss)(tries))]
+
+    theta = jax.lax.fori_loop(0, _NEWTON_STEPS, searched, jnp.array([0.0, 1.0], z.dtype))
+    # Near the optimum float32 losses cannot rank the tries (their differences fall below the
+    # sum's rounding), so plain Newton steps, which converge quadratically there, finish it.
+    return jax.lax.fori_loop(0, 4, lambda _, t: t - newton_step(t), theta)
+
+
+@jax.jit
+def fit_recalibration(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """logits M x N x T, labels N x T -> [M, T, 2] per mask and stage (a_t, b_t); stage 0 (no
+    edge enters the first tower) keeps the identity (0, 1)."""
+    num_stages = logits.shape[-1]
+    fits = [jnp.broadcast_to(jnp.array([0.0, 1.0], logits.dtype), (logits.shape[0], 2))]
+    for t in range(1, num_stages):
+        fit = jax.vmap(platt_fit, in_axes=(0, None, None))
+        fits.append(fit(logits[:, :, t], labels[:, t], labels[:, t - 1]))
+    return jnp.stack(fits, axis=1)
+
+
+def apply_recalibration(logits: jax.Array, ab: jax.Array) -> jax.Array:
+    """logits [..., M, B, T] with ab [M, T, 2] -> a + b z per mask and stage."""
+    return ab[..., :, None, :, 0] + ab[..., :, None, :, 1] * logits
+
+
+def entire_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """[..., M] entire-space BCE summed over stages of logits [..., M, B, T]."""
+    fn = lambda z: jnp.sum(entire_space_bce(z, labels))
+    return jnp.vectorize(fn, signature="(b,t)->()")(logits)
+
+
+def conditional_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """[..., M] BCE of each stage t >= 1 on the rows that reached t-1, summed over stages."""
+    total = 0.0
+    for t in range(1, logits.shape[-1]):
+        z, y, w = logits[..., t], labels[:, t], labels[:, t - 1]
+        bce = -(y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z))
+        total = total + jnp.sum(w * bce, axis=-1) / jnp.maximum(jnp.sum(w), 1.0)
+    return total
+
+
+@jax.jit
+def _batch_losses(logits, labels, ab_other_half):
+    """One batch: logits M x B x T -> dict of [M] losses per criterion (see CRITERIA)."""
+    recal = apply_recalibration(logits, ab_other_half)
+    return {
+        "raw_nll": entire_nll(logits, labels),
+        "recal_nll": entire_nll(recal, labels),
+        "recal_cvr_nll": conditional_nll(recal, labels),
+    }
+
+
+@jax.jit
+def _shifted_off_losses(off, on, labels):
+    """[C, E] entire-space NLL of the 'off' logits shifted by the pair's mean logit change
+    (stages t >= 1): the loss change a pure intercept shift of the same size would cause.
+    off, on: C x E x B x T."""
+    shift = jnp.mean(on - off, axis=-2, keepdims=True)
+    shift = shift.at[..., 0].set(0.0)
+    return entire_nll(off + shift, labels)
+
+
+def contrasts(spec: ModelSpec, params: Params, batches: Sequence[dict], masks) -> dict:
+    """Per-batch paired contrasts: {criterion: [nb, E] d[b, k]} with d > 0 = edge k helps, plus
+    "intercept" [nb, E] (the pure-intercept-shift part of the raw contrast) and "shift_nll"
+    (the raw contrast minus it: the first-order calibration correction).
+
+    masks [C, E, 2, E]: a context with edge k switched is often the context itself, so only the
+    distinct masks (about C (E + 1) of the 2 C E) are run through the model."""
+    if len(batches) < 2:
+        raise ValueError(f"the edge contrast needs >= 2 validation batches, got {len(batches)}")
+    c, e = masks.shape[:2]
+    unique, index = np.unique(np.asarray(masks).reshape(-1, e), axis=0, return_inverse=True)
+    logits = masked_logits(spec, params, batches, unique)  # nb x U x B x T
+    labels = np.stack([np.asarray(b["labels"], np.float32) for b in batches])  # nb x B x T
+    return contrasts_from_logits(logits, labels, index.reshape(c, e, 2))
+
+
+def contrasts_from_logits(logits: np.ndarray, labels: np.ndarray, pairs: np.ndarray) -> dict:
+    """`contrasts` from the logits: logits [nb, U, B, T] of U masks on nb batches, labels
+    [nb, B, T], pairs [C, E, 2] the index into U of each context's (edge off, edge on)."""
+    nb, t = logits.shape[0], labels.shape[-1]
+    fits = []
+    for half in (np.arange(0, nb, 2), np.arange(1, nb, 2)):  # each half's fit scores the other
+        lg = np.concatenate(list(logits[half]), axis=1)  # U x (|half| B) x T
+        fits.append(fit_recalibration(jnp.asarray(lg), jnp.asarray(labels[half].reshape(-1, t))))
+    ab = jnp.stack([fits[1 - b % 2] for b in range(nb)])  # nb x U x T x 2
+    losses = jax.vmap(_batch_losses)(jnp.asarray(logits), jnp.asarray(labels), ab)
+    off, on = np.asarray(pairs)[..., 0], np.asarray(pairs)[..., 1]
+    out = {}
+    for name, lv in losses.items():  # lv: nb x U
+        lv = np.asarray(lv, np.float64)
+        out[name] = (lv[:, off] - lv[:, on]).mean(1)
+    lg = jnp.asarray(logits)
+    shifted = jax.vmap(_shifted_off_losses)(lg[:, off], lg[:, on], jnp.asarray(labels))
+    raw = np.asarray(losses["raw_nll"], np.float64)
+    out["intercept"] = (raw[:, off] - np.asarray(shifted, np.float64)).mean(1)
+    out["shift_nll"] = out["raw_nll"] - out["intercept"]
+    return out
+
+
+def z_scores(d: np.ndarray) -> dict:
+    """d [nb, E] per-batch contrasts -> per edge mean, standard error, z and 95% t-interval
+    (z = 0 where every batch agrees exactly, e.g. an edge whose weights are all zero)."""
+    d = np.asarray(d, np.float64)
+    n = d.shape[0]
+    mean = d.mean(0)
+    se = d.std(0, ddof=1) / np.sqrt(n)
+    z = np.divide(mean, se, out=np.zeros_like(mean), where=se > 0)
+    half = stats.t.ppf(0.975, n - 1) * se
+    return {"mean": mean, "se": se, "z": z, "ci_lo": mean - half, "ci_hi": mean + half, "n": n}
+
+
+def decide(z: np.ndarray, threshold: float, undecided: str) -> tuple[list[str], np.ndarray]:
+    """(per-edge decision of DECISIONS, [E] bool kept) under the rule in the module docstring."""
+    decisions = [
+        "kept" if v > threshold else "dropped" if v < -threshold else "undecided"
+        for v in np.asarray(z)
+    ]
+    kept = np.array([d == "kept" or (d == "undecided" and undecided == "keep") for d in decisions])
+    return decisions, kept
+
+
+def common_mode(d: np.ndarray, intercept: np.ndarray) -> dict:
+    """How much of a rule's per-edge evidence is one shared calibration effect.
+
+    d, intercept: [nb, E] per-batch contrasts of a rule and of a pure intercept shift of the
+    same size. -> same_sign (every edge's z has one sign), intercept_corr (correlation over
+    edges of the mean contrasts with the intercept-shift ones: 1 = the rule sees calibration
+    only) and the z's."""
+    z = z_scores(d)["z"]
+    a, b = np.asarray(d).mean(0), np.asarray(intercept).mean(0)
+    ok = np.std(a) > 0 and np.std(b) > 0
+    corr = float(np.corrcoef(a, b)[0, 1]) if ok else None
+    same = bool(np.all(z > 0) or np.all(z < 0))
+    return {"same_sign": same, "intercept_corr": corr, "z": [float(v) for v in z]}
+
+
+MIN_BATCHES = 8  # a validation split too small for 8 batches of batch_size is cut into 8
+MIN_BATCH_ROWS = 16
+
+
+def validation_batches(valid, batch_size: int, limit: int) -> list[dict]:
+    """The first `limit` (0 = every) full batches of `valid` in row order; batches hold
+    batch_size rows, or fewer where that leaves under MIN_BATCHES batches (a z over 2 or 3
+    batches would mean nothing)."""
+    rows = min(batch_size, valid.num_rows // MIN_BATCHES)
+    if rows < MIN_BATCH_ROWS:
+        raise ValueError(
+            f"the masked search's edge contrast needs >= {MIN_BATCHES} validation batches of "
+            f">= {MIN_BATCH_ROWS} rows; the validation split has {valid.num_rows} rows (raise "
+            "data.num_valid or data.valid_fraction, or use edge_search.method=gradient)"
+        )
+    n = valid.num_rows // rows
+    n = n if limit <= 0 else min(n, limit)
+    return [valid.batch(np.arange(i * rows, (i + 1) * rows)) for i in range(n)]
+
+
+def edge_evidence(spec: ModelSpec, params: Params, valid, ecfg) -> dict:
+    """The masked search's decision for every candidate edge of `spec` from the trained
+    supernet's `params`; `ecfg` is the config's EdgeSearchConfig.
+
+    -> {"criterion", "threshold", "batches", "contexts", "per_edge": [{mean, ci_lo, ci_hi, z,
+    decision}], "kept": [E] bool, "common_mode": {rule: common_mode(...)}}."""
+    masks = contrast_masks(spec.num_edges, ecfg.contexts, ecfg.keep_prob, ecfg.seed)
+    batches = validation_batches(valid, ecfg.batch_size, ecfg.valid_batches)
+    d = contrasts(spec, params, batches, masks)
+    z = z_scores(d[ecfg.criterion])
+    decisions, kept = decide(z["z"], ecfg.threshold, ecfg.undecided)
+    per_edge = [
+        {
+            "mean": float(z["mean"][k]),
+            "ci_lo": float(z["ci_lo"][k]),
+            "ci_hi": float(z["ci_hi"][k]),
+            "z": float(z["z"][k]),
+            "decision": decisions[k],
+        }
+        for k in range(spec.num_edges)
+    ]
+    modes = {name: common_mode(d[name], d["intercept"]) for name in CRITERIA}
+    return {
+        "criterion": ecfg.criterion,
+        "threshold": ecfg.threshold,
+        "batches": len(batches),
+        "contexts": ecfg.contexts,
+        "undecided_rule": ecfg.undecided,
+        "per_edge": per_edge,
+        "kept": kept,
+        "common_mode": modes,
+    }

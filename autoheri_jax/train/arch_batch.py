@@ -1,0 +1,153 @@
+"""A batch of fixed architectures trained in one jitted step: `jax.vmap` over an edge-mask axis.
+
+The ground truth a search is judged against (experiments/ground_truth.py) retrains many edge
+subsets of one supernet from fresh weights with the same budget. Each subset is a 0/1 mask
+over the supernet's candidate edges; the gates of `model/network.forward` take the mask, so A
+architectures are one model with A stacked states and an A x E mask, and every step trains
+them all on the same batch:
+
+  state   A copies of one initial state (the run's seed): every architecture starts from
+          the same weights and sees the same batches in the same order (common random
+          numbers: architectures are compared without the init and data-order noise).
+  masks   A x E. An edge that is off contributes exactly 0 to its layer and gets a zero
+          gradient, so with zero-initialised edge blocks (`model.edge_init = "zero"`) and
+          Adam its block stays zero: architecture a trains what the derived model with
+          edges {k: masks[a, k] = 1} trains from the same seed, equal within float rounding
+          (tests/test_arch_batch.py).
+
+Scope: one device, no bi-level search, no mid-run checkpoints; the spec is unsearched
+(every gate comes from the mask).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autoheri_jax.config import ConfigError, TrainConfig
+from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices
+from autoheri_jax.data.pipeline import StepBatchSource
+from autoheri_jax.model.edges import Edge
+from autoheri_jax.model.network import forward
+from autoheri_jax.model.spec import ModelSpec, Params
+from autoheri_jax.progress import Progress
+from autoheri_jax.train.optim import make_optimizer
+from autoheri_jax.train.step import TrainState, init_state, make_step_fn
+
+
+def ground_truth_masks(edges: Sequence[Edge]) -> tuple[list[str], np.ndarray]:
+    """(names, [A, E] masks): no edge, every edge, each edge alone, every edge but each one:
+    2 + 2E architectures (20 for 9 candidates)."""
+    e = len(edges)
+    names = ["none", "all"] + [f"only:{x.name}" for x in edges] + [f"drop:{x.name}" for x in edges]
+    masks = np.concatenate([np.zeros((1, e)), np.ones((1, e)), np.eye(e), 1 - np.eye(e)])
+    return names, masks.astype(np.float32)
+
+
+def _check(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray) -> None:
+    if spec.has_arch:
+        raise ConfigError("an architecture batch trains fixed masks: the spec must be unsearched")
+    if cfg.bilevel or cfg.edge_keep_prob > 0:
+        raise ConfigError("an architecture batch takes no bilevel search and no sampled masks")
+    if masks.ndim != 2 or masks.shape[1] != spec.num_edges:
+        raise ConfigError(f"masks must be A x {spec.num_edges}, got {masks.shape}")
+
+
+def train_architectures(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    data: CTRDataset,
+    masks: np.ndarray,
+    *,
+    desc: str,
+    progress: bool = False,
+) -> tuple[TrainState, dict]:
+    """Trains every mask of `masks` [A, E] for cfg.epochs from one initial state; -> (the
+    stacked A-leading state, stats). Raises NonFiniteLossError naming the architecture and step."""
+    from autoheri_jax.train.loop import NonFiniteLossError
+
+    masks = np.asarray(masks, np.float32)
+    _check(spec, cfg, masks)
+    if data.num_rows < cfg.batch_size:
+        raise ConfigError(f"{desc}: batch_size {cfg.batch_size} exceeds {data.num_rows} rows")
+    optimizer = make_optimizer(cfg)
+    one = init_state(spec, cfg, optimizer)
+    count = len(masks)
+    state = jax.tree.map(lambda x: jnp.broadcast_to(x, (count, *x.shape)).copy(), one)
+    step_fn = jax.jit(_guarded_batch_step(spec, cfg, optimizer))
+    source = StepBatchSource(data, cfg.batch_size, cfg.seed, cfg.epochs)
+    options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+    batches = iter(grain.MapDataset.source(source).to_iter_dataset(options))
+    gates = jnp.asarray(masks)
+    total = len(source)
+    bar = Progress(total, f"{desc} x{count} architectures", enabled=progress)
+    t0 = time.perf_counter()
+    for step in range(1, total + 1):
+        state, aux = step_fn(state, next(batches), gates)
+        if step % cfg.log_every == 0 or step == total:
+            bad = np.asarray(jax.device_get(state.first_bad_step))
+            if (bad >= 0).any():
+                a = int(np.flatnonzero(bad >= 0)[0])
+                raise NonFiniteLossError(
+                    f"{desc}: architecture {a} had a non-finite loss at step {int(bad[a])}; "
+                    "that step's update was dropped and the run stopped"
+                )
+            bar.update(step, loss=float(np.mean(jax.device_get(aux["loss"]))))
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - t0
+    stats = {
+        "steps": total,
+        "seconds": seconds,
+        "architectures": count,
+        "examples_per_s": total * cfg.batch_size * count / seconds,
+    }
+    return state, stats
+
+
+def _guarded_batch_step(spec: ModelSpec, cfg: TrainConfig, optimizer):
+    """(stacked state, batch, A x E gates) -> (stacked state, aux): every architecture's step,
+    kept only when every loss is finite (one branch for the batch, see make_step_fn's guard);
+    a non-finite step leaves the weights as they were and records its step per architecture."""
+    inner = jax.vmap(make_step_fn(spec, cfg, optimizer, guard=False), in_axes=(0, None, 0))
+
+    def step(state: TrainState, batch: dict, gates: jax.Array):
+        new, aux = inner(state, batch, gates)
+        ok = jnp.all(jnp.isfinite(aux["total"]))
+        kept = jax.lax.cond(
+            ok,
+            lambda: new,
+            lambda: state._replace(
+                step=new.step, first_bad_step=new.first_bad_step, row_scratch=new.row_scratch
+            ),
+        )
+        return kept, aux
+
+    return step
+
+
+@functools.lru_cache(maxsize=8)
+def _logits_fn(spec: ModelSpec):
+    def logits(params: Params, batch: dict, masks: jax.Array) -> jax.Array:
+        return jax.vmap(lambda p, g: forward(p, spec, batch, gates=g))(params, masks)
+
+    return jax.jit(logits)
+
+
+def architecture_logits(
+    spec: ModelSpec, params: Params, masks: np.ndarray, data: CTRDataset, batch_size: int
+) -> np.ndarray:
+    """[A, N, T] conditional stage logits of every architecture (A-leading stacked params) on
+    every row of `data`, exact over the last partial batch."""
+    fn, gates = _logits_fn(spec), jnp.asarray(np.asarray(masks, np.float32))
+    out = []
+    for idx, valid in eval_batch_indices(data.num_rows, min(batch_size, data.num_rows)):
+        batch = data.batch(idx)
+        batch.pop("labels")
+        out.append(np.asarray(fn(params, batch, gates))[:, :valid])
+    return np.concatenate(out, axis=1)

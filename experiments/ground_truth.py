@@ -1,0 +1,325 @@
+"""The ground truth a search is judged against: 20 fixed architectures per world, retrained.
+
+Command (the tables in experiments/README.md, "The ground truth"):
+  python experiments/ground_truth.py --study experiments/studies/search_decides.py \
+      --workdir runs/ground_truth/search_decides --seeds 10 \
+      --search-workdir runs/studies/search_decides
+
+For every arm (world) of the study and seed k it builds exactly the config the study's run
+<arm>/dseed<k> uses (study.arm_config, seed mode "data": the world, its data and the retrain
+seed all k), and retrains in one vmapped step (autoheri_jax/train/arch_batch.py) no edge
+(= ESMM), every edge (= all-on), each edge alone and every edge but each one, from the same
+fresh weights with the retrain budget. It scores each on the 1M-row test draw against the true
+probabilities (cvr* sAUC: post-click CVR over every impression) and on validation by every
+observable criterion. Then per world:
+
+  add-one   sAUC(only k) - sAUC(none): what edge k adds to ESMM alone
+  drop-one  sAUC(all) - sAUC(all but k): what the other edges cannot replace of edge k
+            (add-one > 0 with drop-one ~ 0 means the edges are interchangeable)
+  criteria  Kendall's tau over the 20 architectures between each validation criterion and
+            test cvr* sAUC, per seed: which observable orders architectures as the truth does
+  best      per seed, the architecture a criterion picks on validation, its test sAUC
+  regret    (with --search-workdir) best (picked on validation by --pick) minus the
+            study's derived AutoHERI model of the same world and seed
+Writes <workdir>/<arm>/seed<k>.json (a finished world-seed is not run again),
+ground_truth.json, ground_truth.md and ground_truth.png. About 80 s per world-seed on 2 CPU
+cores for study_base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from autoheri_jax import experiment
+from autoheri_jax.metrics import BinaryScores, auc, soft_auc
+from autoheri_jax.search.evidence import conditional_nll, entire_nll, fit_recalibration
+from autoheri_jax.study import arm_config, load_study, paired_test, run_dir
+from autoheri_jax.train.arch_batch import (
+    architecture_logits,
+    ground_truth_masks,
+    train_architectures,
+)
+
+# validation criteria: name -> True when higher is better
+CRITERIA = {
+    "raw_nll": False,
+    "recal_nll": False,
+    "recal_cvr_nll": False,
+    "ips_cvr_nll": False,
+    "ctcvr_auc": True,
+    "cvr_auc": True,
+}
+PROPENSITY_CLIP = 0.05  # the IPS criterion's least pCTR (weights <= 20)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+def validation_criteria(logits: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
+    """logits [A, N, T] conditional, labels [N, T] cumulative -> criterion -> [A] values."""
+    out: dict[str, list[float]] = {k: [] for k in CRITERIA}
+    lg, y = jnp.asarray(logits), jnp.asarray(labels, jnp.float32)
+    out["raw_nll"] = [float(v) for v in entire_nll(lg, y)]
+    halves = [np.arange(0, len(labels), 2), np.arange(1, len(labels), 2)]
+    recal, recal_cvr = np.zeros(len(logits)), np.zeros(len(logits))
+    for fit_rows, score_rows in (halves, halves[::-1]):  # cross-fitted, as the masked search
+        ab = fit_recalibration(lg[:, fit_rows], y[fit_rows])
+        z = ab[:, None, :, 0] + ab[:, None, :, 1] * lg[:, score_rows]
+        share = len(score_rows) / len(labels)
+        recal += share * np.asarray(entire_nll(z, y[score_rows]))
+        recal_cvr += share * np.asarray(conditional_nll(z, y[score_rows]))
+    out["recal_nll"], out["recal_cvr_nll"] = list(recal), list(recal_cvr)
+    clicked = labels[:, 0] > 0.5
+    for a in range(len(logits)):
+        p = _sigmoid(logits[a])
+        entire = np.cumprod(p, axis=1)
+        out["ctcvr_auc"].append(auc(BinaryScores(entire[:, 1], labels[:, 1])))
+        out["cvr_auc"].append(auc(BinaryScores(p[clicked, 1], labels[clicked, 1])))
+        w = 1.0 / np.clip(p[clicked, 0], PROPENSITY_CLIP, 1.0)
+        q = np.clip(p[clicked, 1], 1e-7, 1 - 1e-7)
+        yc = labels[clicked, 1]
+        bce = -(yc * np.log(q) + (1 - yc) * np.log1p(-q))
+        out["ips_cvr_nll"].append(float(np.sum(w * bce) / np.sum(w)))
+    return out
+
+
+def world_seed(study, arm: str, seed: int, progress: bool) -> dict:
+    cfg = arm_config(study, arm, seed, "data")
+    data = experiment.load_data(cfg, None, progress=False)
+    supernet = dataclasses.replace(cfg.model, searched=False)  # every candidate, mask-gated
+    spec = experiment.spec_for(supernet, data.train)
+    names, masks = ground_truth_masks(spec.edges)
+    t0 = time.perf_counter()
+    state, train_stats = train_architectures(
+        spec, cfg.retrain, data.train, masks, desc=f"{arm}/seed{seed}", progress=progress
+    )
+    params = state.params
+    test_logits = architecture_logits(spec, params, masks, data.test, cfg.eval_batch_size)
+    truth = data.test.true_probs
+    test = {"cvr_soft_auc_all": [soft_auc(_sigmoid(z[:, 1]), truth[:, 1]) for z in test_logits]}
+    del test_logits
+    valid_logits = architecture_logits(spec, params, masks, data.valid, cfg.eval_batch_size)
+    valid = validation_criteria(valid_logits, np.asarray(data.valid.labels))
+    return {
+        "arm": arm,
+        "seed": seed,
+        "names": names,
+        "masks": masks.tolist(),
+        "edges": [e.name for e in spec.edges],
+        "test": test,
+        "valid": valid,
+        "train": train_stats,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _ci(values) -> dict:
+    """Mean and 95% t-interval of values (a one-sample paired_test against 0)."""
+    v = [x for x in values if x is not None]
+    return paired_test(v, [0.0] * len(v))
+
+
+def summarize(records: dict, pick: str, search_workdir: Path | None) -> dict:
+    """records[arm] = [world-seed records] -> the tables of the module docstring."""
+    out = {}
+    for arm, recs in records.items():
+        names, edges = recs[0]["names"], recs[0]["edges"]
+        s = np.array([r["test"]["cvr_soft_auc_all"] for r in recs])  # seeds x A
+        col = {n: s[:, i] for i, n in enumerate(names)}
+        per_edge = {
+            e: {
+                "add_one": _ci(col[f"only:{e}"] - col["none"]),
+                "drop_one": _ci(col["all"] - col[f"drop:{e}"]),
+            }
+            for e in edges
+        }
+        taus = {}
+        for c, higher in CRITERIA.items():
+            per_seed = []
+            for r in recs:
+                v = np.asarray(r["valid"][c], np.float64)
+                per_seed.append(
+                    stats.kendalltau(v if higher else -v, r["test"]["cvr_soft_auc_all"])[0]
+                )
+            taus[c] = _ci(per_seed)
+        best = {}
+        for c, higher in CRITERIA.items():
+            picked = [
+                int(np.argmax(np.asarray(r["valid"][c]) * (1 if higher else -1))) for r in recs
+            ]
+            best[c] = {
+                "picked": [names[i] for i in picked],
+                "minus_none": _ci([s[k, i] - col["none"][k] for k, i in enumerate(picked)]),
+                "minus_all": _ci([s[k, i] - col["all"][k] for k, i in enumerate(picked)]),
+            }
+        oracle = s.max(1)
+        arm_out = {
+            "seeds": [r["seed"] for r in recs],
+            "all_minus_none": _ci(col["all"] - col["none"]),
+            "per_edge": per_edge,
+            "criteria_tau": taus,
+            "best_on_valid": best,
+            "best_on_test_minus_none": _ci(oracle - col["none"]),
+            "best_on_test": [names[i] for i in s.argmax(1)],
+        }
+        if search_workdir is not None:
+            arm_out["regret"] = _regret(recs, s, names, pick, search_workdir, arm)
+        out[arm] = arm_out
+    return out
+
+
+def _regret(recs, s, names, pick, search_workdir: Path, arm: str) -> dict:
+    """Best architecture picked on validation by `pick` minus the study's derived model."""
+    higher = CRITERIA[pick]
+    rows, consistency = [], []
+    for k, r in enumerate(recs):
+        path = run_dir(search_workdir, arm, r["seed"], "data") / "results.json"
+        if not path.exists():
+            continue
+        res = json.loads(path.read_text())["models"]
+        derived = res["autoheri"]["test"]["cvr"]["soft_auc_all"]
+        i = int(np.argmax(np.asarray(r["valid"][pick]) * (1 if higher else -1)))
+        rows.append((s[k, i] - derived, s[k].max() - derived, len(res["autoheri"]["edges"])))
+        if "esmm" in res:  # the study's ESMM is this batch's "none" up to float rounding
+            consistency.append(abs(res["esmm"]["test"]["cvr"]["soft_auc_all"] - s[k, 0]))
+    return {
+        "pick": pick,
+        "n": len(rows),
+        "best_on_valid_minus_derived": _ci([a for a, _, _ in rows]),
+        "best_on_test_minus_derived": _ci([b for _, b, _ in rows]),
+        "kept": [c for _, _, c in rows],
+        "max_abs_esmm_vs_none": max(consistency) if consistency else None,
+    }
+
+
+def _cell(t: dict, scale: float = 1.0) -> str:
+    if t.get("ci_lo") is None:
+        return "n/a"
+    return f"{t['mean_diff'] * scale:+.4f} [{t['ci_lo'] * scale:+.4f}, {t['ci_hi'] * scale:+.4f}]"
+
+
+def render(summary: dict, seeds: int) -> str:
+    lines = [
+        "# Ground truth: 20 retrained architectures per world",
+        "",
+        f"cvr* sAUC differences, mean [95% t-CI] over {seeds} seeds (world, data and "
+        "retrain seed k). add-one: only k - none; drop-one: all - all but k.",
+        "",
+    ]
+    for arm, a in summary.items():
+        lines += [
+            f"## {arm}",
+            "",
+            f"all - none: {_cell(a['all_minus_none'])}; best on test - "
+            f"none: {_cell(a['best_on_test_minus_none'])}",
+            "",
+            "| edge | add-one | drop-one |",
+            "| --- | --- | --- |",
+        ]
+        for e, v in a["per_edge"].items():
+            lines.append(f"| {e} | {_cell(v['add_one'])} | {_cell(v['drop_one'])} |")
+        lines += [
+            "",
+            "| validation criterion | Kendall tau vs test cvr* sAUC | picked - none "
+            "| picked - all |",
+            "| --- | --- | --- | --- |",
+        ]
+        for c, t in a["criteria_tau"].items():
+            b = a["best_on_valid"][c]
+            lines.append(
+                f"| {c} | {_cell(t)} | {_cell(b['minus_none'])} | {_cell(b['minus_all'])} |"
+            )
+        if "regret" in a:
+            r = a["regret"]
+            lines += [
+                "",
+                f"regret of the study's derived model (n={r['n']}; kept {r['kept']}): "
+                f"best picked on validation by {r['pick']} - derived "
+                f"{_cell(r['best_on_valid_minus_derived'])}; best on test - derived "
+                f"{_cell(r['best_on_test_minus_derived'])}; |study ESMM - none| <= "
+                f"{r['max_abs_esmm_vs_none']}",
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def figure(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(summary), figsize=(6 * len(summary), 4), squeeze=False)
+    for ax, (arm, a) in zip(axes[0], summary.items(), strict=True):
+        edges = list(a["per_edge"])
+        x = np.arange(len(edges))
+        for off, key, label in (
+            (-0.2, "add_one", "add-one (only k - none)"),
+            (0.2, "drop_one", "drop-one (all - all but k)"),
+        ):
+            t = [a["per_edge"][e][key] for e in edges]
+            mean = np.array([v["mean_diff"] for v in t])
+            lo = np.array([v["mean_diff"] if v["ci_lo"] is None else v["ci_lo"] for v in t])
+            hi = np.array([v["mean_diff"] if v["ci_hi"] is None else v["ci_hi"] for v in t])
+            err = np.stack([mean - lo, hi - mean])
+            ax.errorbar(x + off, mean, yerr=err, fmt="o", capsize=3, label=label)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(x, edges, rotation=45)
+        ax.set_title(f"{arm}: cvr* sAUC difference, 95% CI")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--study", type=Path, required=True, help="a study file: its arms are the worlds"
+    )
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--arms", nargs="*", default=None, help="a subset of the study's arms")
+    ap.add_argument("--search-workdir", type=Path, default=None, help="the study's workdir")
+    ap.add_argument(
+        "--pick",
+        default="recal_nll",
+        choices=list(CRITERIA),
+        help="criterion that picks the best architecture for the regret",
+    )
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args(argv)
+    study = load_study(args.study)
+    arms = args.arms or list(study.arms)
+    records = {}
+    for arm in arms:
+        records[arm] = []
+        for k in range(args.seeds):
+            path = args.workdir / arm / f"seed{k}.json"
+            if not path.exists():
+                rec = world_seed(study, arm, k, args.progress)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(rec))
+                print(f"[ground truth] {arm} seed {k}: {rec['seconds']:.0f}s", flush=True)
+            records[arm].append(json.loads(path.read_text()))
+    summary = summarize(records, args.pick, args.search_workdir)
+    (args.workdir / "ground_truth.json").write_text(json.dumps(summary, indent=1))
+    text = render(summary, args.seeds)
+    (args.workdir / "ground_truth.md").write_text(text)
+    figure(summary, args.workdir / "ground_truth.png")
+    print(text)
+    jax.clear_caches()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The masked search's decision rule (search/evidence.py): paired on/off contrasts, the
+per-mask recalibration and the common-mode report, on planted logits and a trained supernet."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autoheri_jax.config import ConfigError, EdgeSearchConfig, ModelConfig, TrainConfig
+from autoheri_jax.model.build import build_spec
+from autoheri_jax.model.edges import incoming
+from autoheri_jax.search import evidence
+from autoheri_jax.train.loop import train
+from autoheri_jax.train.step import step_edge_mask
+from tests.helpers import tiny_funnel
+
+
+def _planted(num_batches=12, rows=400, edges=3, seed=0):
+    """Off logits of a 2-stage funnel, labels drawn from them, and U = 1 + E masks: the
+    context (all off) and each edge switched on alone."""
+    rng = np.random.default_rng(seed)
+    base = np.stack(
+        [rng.normal(-1.5, 1, (num_batches, rows)), rng.normal(-1.0, 1.2, (num_batches, rows))], -1
+    )
+    p = 1 / (1 + np.exp(-base))
+    click = rng.random(p[..., 0].shape) < p[..., 0]
+    conv = click & (rng.random(click.shape) < p[..., 1])
+    labels = np.stack([click, conv], -1).astype(np.float32)
+    pairs = np.array([[[0, 1 + k] for k in range(edges)]])  # one context: (off, on) per edge
+    return base.astype(np.float32), labels, pairs
+
+
+def _with_masks(base, shifts):
+    """[nb, 1 + E, B, T]: mask 0 = base; mask 1 + k = base with the stage-1 logit moved."""
+    out = [base]
+    for s in shifts:
+        moved = base.copy()
+        moved[..., 1] = moved[..., 1] + s  # s: a scalar (pure intercept) or per-row array
+        out.append(moved)
+    return np.stack(out, axis=1)
+
+
+def test_pure_intercept_shift_is_the_whole_raw_contrast_and_the_refit_removes_it():
+    base, labels, pairs = _planted()
+    logits = _with_masks(base, [0.4, -0.3, 0.8])
+    d = evidence.contrasts_from_logits(logits, labels, pairs)
+    # every raw difference is the intercept shift's: correlation 1, nothing left over
+    cm = evidence.common_mode(d["raw_nll"], d["intercept"])
+    assert cm["intercept_corr"] == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_allclose(d["shift_nll"], 0.0, atol=1e-6)
+    assert np.abs(d["raw_nll"]).mean() > 1e-3  # the shifts did move the raw loss
+    # the per-mask refit absorbs a pure intercept difference exactly (up to float rounding)
+    np.testing.assert_allclose(d["recal_nll"], 0.0, atol=2e-6)
+    np.testing.assert_allclose(d["recal_cvr_nll"], 0.0, atol=2e-6)
+
+
+def test_informative_edge_survives_the_refit():
+    """An 'on' logit that moves toward the truth row by row (not by a constant) keeps a
+    positive recalibrated contrast: the correction removes calibration, not information."""
+    rng = np.random.default_rng(1)
+    nb, rows = 16, 500
+    truth = rng.normal(-1.0, 1.5, (nb, rows))
+    off = truth + rng.normal(0, 1.5, truth.shape)  # a noisy ranking
+    on = 0.5 * (off + truth)  # closer to the truth
+    click_logit = rng.normal(-1.0, 1, truth.shape)
+    click = rng.random(truth.shape) < 1 / (1 + np.exp(-click_logit))
+    conv = click & (rng.random(truth.shape) < 1 / (1 + np.exp(-truth)))
+    labels = np.stack([click, conv], -1).astype(np.float32)
+    logits = np.stack([np.stack([click_logit, off], -1), np.stack([click_logit, on], -1)], 1)
+    d = evidence.contrasts_from_logits(logits.astype(np.float32), labels, np.array([[[0, 1]]]))
+    z = evidence.z_scores(d["recal_nll"])["z"]
+    assert z[0] > 3
+
+
+def test_platt_fit_recovers_a_known_map():
+    rng = np.random.default_rng(2)
+    z = rng.normal(0, 2, 200_000).astype(np.float32)
+    y = (rng.random(z.shape) < 1 / (1 + np.exp(-(0.7 - 0.5 * z)))).astype(np.float32)
+    a, b = np.asarray(evidence.platt_fit(jnp.asarray(z), jnp.asarray(y), jnp.ones_like(z)))
+    assert a == pytest.approx(0.7, abs=0.03) and b == pytest.approx(-0.5, abs=0.03)
+
+
+def test_contrast_masks_pair_each_edge_on_and_off_in_each_context():
+    m = evidence.contrast_masks(num_edges=5, contexts=3, keep_prob=0.5, seed=0)
+    assert m.shape == (3, 5, 2, 5)
+    for c in range(3):
+        for k in range(5):
+            off, on = m[c, k]
+            assert off[k] == 0 and on[k] == 1
+            others = np.arange(5) != k
+            np.testing.assert_array_equal(off[others], on[others])  # the same context
+            np.testing.assert_array_equal(off[others], m[c, 0, 0][others] if k else off[others])
+    np.testing.assert_array_equal(m, evidence.contrast_masks(5, 3, 0.5, 0))  # deterministic
+
+
+def test_decision_rule_and_undecided_edges():
+    decisions, kept = evidence.decide(np.array([3.5, -4.0, 1.0, 3.0]), 3.0, "drop")
+    assert decisions == ["kept", "dropped", "undecided", "undecided"]
+    assert kept.tolist() == [True, False, False, False]
+    _, kept = evidence.decide(np.array([3.5, -4.0, 1.0]), 3.0, "keep")
+    assert kept.tolist() == [True, False, True]
+
+
+def test_edge_search_config_is_validated():
+    with pytest.raises(ConfigError, match="method"):
+        EdgeSearchConfig(method="bayes")
+    with pytest.raises(ConfigError, match="criterion"):
+        EdgeSearchConfig(criterion="auc")
+    with pytest.raises(ConfigError, match="keep_prob"):
+        EdgeSearchConfig(keep_prob=1.0)
+
+
+def test_step_mask_is_one_draw_per_step_from_the_step_key():
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6, 5), searched=False), (7, 5), 0, 2)
+    cfg = TrainConfig(edge_keep_prob=0.5)
+    keys = [jax.random.fold_in(jax.random.PRNGKey(0), s) for s in range(200)]
+    draws = np.stack([np.asarray(step_edge_mask(spec, cfg, k)) for k in keys])
+    assert draws.shape == (200, spec.num_edges) and set(np.unique(draws)) == {0.0, 1.0}
+    assert abs(draws.mean() - 0.5) < 0.05 and len({tuple(d) for d in draws}) > 100
+    np.testing.assert_array_equal(draws[7], np.asarray(step_edge_mask(spec, cfg, keys[7])))
+    assert step_edge_mask(spec, TrainConfig(), keys[0]) is None  # 0 = the spec's own gates
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    """A supernet trained under Bernoulli(0.5) masks on a small funnel, and its valid rows."""
+    train_rows, valid = tiny_funnel()
+    model = ModelConfig(embed_dim=4, hidden=(8, 6), searched=False)
+    spec = build_spec(model, train_rows.vocab_sizes, train_rows.num_dense, 2)
+    cfg = TrainConfig(epochs=2, batch_size=128, lr=1e-2, edge_keep_prob=0.5, log_every=10)
+    state, _ = train(spec, cfg, train_rows, desc="supernet", progress=False)
+    return spec, state.params, valid
+
+
+def test_an_edge_whose_block_is_zero_has_a_contrast_of_exactly_zero(supernet):
+    spec, params, valid = supernet
+    k = 1
+    e = spec.edges[k]
+    inc = incoming(spec.edges, e.dst_task, e.dst_layer)
+    dims = spec.layer_input_dims(e.dst_task, e.dst_layer)  # own input, then inc's blocks
+    pos = inc.index(k)
+    start = dims[0] + sum(dims[1 : 1 + pos])
+    rows = slice(start, start + dims[1 + pos])
+    zeroed = jax.tree.map(lambda x: x, params)
+    layer = zeroed["towers"][f"task_{e.dst_task}"][f"layer_{e.dst_layer}"]
+    kernel = np.asarray(layer["kernel"]).copy()
+    assert np.abs(kernel[rows]).max() > 0  # trained under masks, the block learned
+    kernel[rows] = 0.0
+    layer["kernel"] = jnp.asarray(kernel)
+    masks = evidence.contrast_masks(spec.num_edges, 3, 0.5, 0)
+    batches = evidence.validation_batches(valid, 100, 0)
+    d = evidence.contrasts(spec, zeroed, batches, masks)
+    for name in ("raw_nll", "recal_nll", "recal_cvr_nll", "intercept", "shift_nll"):
+        assert np.all(d[name][:, k] == 0.0), name
+        assert np.abs(d[name]).sum() > 0, name  # the other edges do move the loss
+
+
+def test_edge_evidence_record_and_small_validation_splits(supernet):
+    spec, params, valid = supernet
+    ecfg = EdgeSearchConfig(contexts=2, batch_size=1024)  # 1000 rows: cut into 8 batches
+    ev = evidence.edge_evidence(spec, params, valid, ecfg)
+    assert ev["batches"] == evidence.MIN_BATCHES and len(ev["per_edge"]) == spec.num_edges
+    for e in ev["per_edge"]:
+        assert e["ci_lo"] <= e["mean"] <= e["ci_hi"] and e["decision"] in evidence.DECISIONS
+    assert set(ev["common_mode"]) == set(evidence.CRITERIA)
+    with pytest.raises(ValueError, match="validation split has 100 rows"):
+        evidence.edge_evidence(spec, params, valid.take(slice(0, 100)), ecfg)
+    strict = dataclasses.replace(ecfg, threshold=1e9)
+    assert not evidence.edge_evidence(spec, params, valid, strict)["kept"].any()
