@@ -166,6 +166,13 @@ def test_edge_evidence_record_and_small_validation_splits(supernet):
         assert e["ci_lo"] <= e["mean"] <= e["ci_hi"] and e["decision"] in evidence.DECISIONS
     assert set(ev["common_mode"]) == set(evidence.CRITERIA)
     with pytest.raises(ValueError, match="validation split has 100 rows"):
-        evidence.edge_evidence(spec, params, valid.take(slice(0, 100)), ecfg)
+        evidence.validation_batches(valid.take(slice(0, 100)), 1024, 0)
     strict = dataclasses.replace(ecfg, threshold=1e9)
     assert not evidence.edge_evidence(spec, params, valid, strict)["kept"].any()
+
+
+def test_a_validation_split_too_small_to_judge_leaves_every_edge_undecided(supernet):
+    spec, params, valid = supernet
+    ev = evidence.edge_evidence(spec, params, valid.take(slice(0, 50)), EdgeSearchConfig())
+    assert [e["decision"] for e in ev["per_edge"]] == ["undecided"] * spec.num_edges
+    assert not ev["kept"].any() and "50 validation rows" in ev["note"]

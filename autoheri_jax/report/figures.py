@@ -195,6 +195,8 @@ def plot_edge_evidence(inp: Inputs, path: Path) -> str | None:
         return "the search learned gates (edge_search.method=gradient): no contrast to draw"
     cands = arch["candidates"]
     ev = [c["evidence"] for c in cands]
+    if any(e["mean"] is None for e in ev):
+        return arch["evidence"].get("note", "no edge could be judged")
     mean = np.array([e["mean"] for e in ev]) * 1e4
     err = np.array([[e["mean"] - e["ci_lo"], e["ci_hi"] - e["mean"]] for e in ev]).T * 1e4
     fig = _figure(max(5.5, 0.7 * len(cands) + 2), 3.6)

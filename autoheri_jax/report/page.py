@@ -170,7 +170,8 @@ def write_markdown(inp: Inputs, out: Path, skipped: dict[str, str]) -> Path:
         lines.extend(["```", text.rstrip("\n"), "```", ""])
     figure("architecture")
     figure("edge_heatmap")
-    figure("edge_evidence")
+    if (inp.architecture or {}).get("search_method") == "masked":
+        figure("edge_evidence")
 
     lines.extend(["## Search", ""])
     figure("edge_probabilities")

@@ -166,8 +166,12 @@ def render_architecture(record: dict, num_layers: int) -> str:
     if masked:
         lines.append("")
         lines.append("evidence per edge: mean contrast (nats x 1e4) [95% CI], z, decision")
+        if ev.get("note"):
+            lines.append(f"  {ev['note']}")
         for c in record["candidates"]:
             e = c["evidence"]
+            if e["mean"] is None:
+                continue
             lines.append(
                 f"  {c['edge']:<12} {e['mean'] * 1e4:+8.2f} [{e['ci_lo'] * 1e4:+8.2f}, "
                 f"{e['ci_hi'] * 1e4:+8.2f}]  z {e['z']:+6.2f}  {e['decision']}"

@@ -29,6 +29,7 @@ Shapes: logits M x B x T, labels B x T (cumulative: label t = reached stage t).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 
 import jax
@@ -260,6 +261,33 @@ def validation_batches(valid, batch_size: int, limit: int) -> list[dict]:
     return [valid.batch(np.arange(i * rows, (i + 1) * rows)) for i in range(n)]
 
 
+def no_evidence(num_edges: int, ecfg, rows: int) -> dict:
+    """The record of a validation split too small to judge any edge (under MIN_BATCHES x
+    MIN_BATCH_ROWS rows, e.g. a tiny sample file): every edge undecided, so by the rule for
+    undecided edges none is kept on evidence; `note` says why."""
+    logging.getLogger("autoheri_jax").warning(
+        "masked search: %d validation rows cannot judge an edge (need >= %d); every edge is "
+        "undecided",
+        rows,
+        MIN_BATCHES * MIN_BATCH_ROWS,
+    )
+    per_edge = [
+        {"mean": None, "ci_lo": None, "ci_hi": None, "z": 0.0, "decision": "undecided"}
+        for _ in range(num_edges)
+    ]
+    return {
+        "criterion": ecfg.criterion,
+        "threshold": ecfg.threshold,
+        "batches": 0,
+        "contexts": ecfg.contexts,
+        "undecided_rule": ecfg.undecided,
+        "per_edge": per_edge,
+        "kept": np.full(num_edges, ecfg.undecided == "keep"),
+        "common_mode": {},
+        "note": f"{rows} validation rows: too few to judge any edge",
+    }
+
+
 def edge_evidence(spec: ModelSpec, params: Params, valid, ecfg) -> dict:
     """The masked search's decision for every candidate edge of `spec` from the trained
     supernet's `params`; `ecfg` is the config's EdgeSearchConfig.
@@ -267,6 +295,8 @@ def edge_evidence(spec: ModelSpec, params: Params, valid, ecfg) -> dict:
     -> {"criterion", "threshold", "batches", "contexts", "per_edge": [{mean, ci_lo, ci_hi, z,
     decision}], "kept": [E] bool, "common_mode": {rule: common_mode(...)}}."""
     masks = contrast_masks(spec.num_edges, ecfg.contexts, ecfg.keep_prob, ecfg.seed)
+    if valid.num_rows < MIN_BATCHES * MIN_BATCH_ROWS:
+        return no_evidence(spec.num_edges, ecfg, valid.num_rows)
     batches = validation_batches(valid, ecfg.batch_size, ecfg.valid_batches)
     d = contrasts(spec, params, batches, masks)
     z = z_scores(d[ecfg.criterion])
