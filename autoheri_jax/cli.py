@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -292,6 +293,9 @@ def _main(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         _log.error(f"autoheri {args.step}: {e}")
         return 128 + e.signum
+    except KeyboardInterrupt:  # outside training and saves: nothing half-written to report
+        _log.error(f"autoheri {args.step}: SIGINT; run the same command again to resume")
+        return 128 + signal.SIGINT
     except (
         ConfigError,
         MissingArtifactError,

@@ -373,7 +373,14 @@ class EvolutionConfig:
 
 
 SEARCH_METHODS = ("masked", "gradient")
-EVIDENCE_CRITERIA = ("recal_nll", "raw_nll", "recal_cvr_nll", "shift_nll")
+EVIDENCE_CRITERIA = (
+    "recal_nll",
+    "raw_nll",
+    "recal_cvr_nll",
+    "shift_nll",
+    "ips_cvr_nll",
+    "recal_ips_cvr_nll",
+)
 UNDECIDED_RULES = ("drop", "keep")
 
 

@@ -34,6 +34,7 @@ from autoheri_jax.report import tensorboard
 from autoheri_jax.search import architecture, evidence
 from autoheri_jax.train.loop import Resumable, fingerprint, train
 from autoheri_jax.train.predict import predict_dataset
+from autoheri_jax.train.signals import deferred
 from autoheri_jax.train.step import abstract_state, count_params
 
 SEARCHED = "autoheri_search"  # the relaxed supernet, kept for inspection
@@ -105,8 +106,11 @@ def save_trained(
 ):
     """Writes a trained model's params and train.json, drops its checkpoints; -> params."""
     params = artifacts.to_host(state.params)
-    wd.save_params(name, params)
-    wd.write_json(f"models/{name}/train.json", {**stats, "edges": [e.name for e in spec.edges]})
+    # train.json marks the params complete, so a signal waits until both are written; the
+    # checkpoints go only after that (a crash before it resumes from them)
+    with deferred(f"saving models/{name}"):
+        wd.save_params(name, params)
+        wd.write_json(f"models/{name}/train.json", {**stats, "edges": [e.name for e in spec.edges]})
     if not cfg.checkpoint.keep_after_finish and artifacts.is_writer():
         shutil.rmtree(wd.path("checkpoints", name), ignore_errors=True)  # params are the record
     _say(
@@ -271,14 +275,15 @@ def install_architecture(wd: artifacts.Workdir, record: dict, stale: tuple[str, 
     """Writes architecture.json. If the earlier one kept other edges or operators, the model
     retrained from it (and the outputs named in `stale`) no longer match and are deleted."""
     previous = wd.path("architecture.json")
-    if previous.exists() and artifacts.is_writer():
-        old = json.loads(previous.read_text())
-        if (old.get("kept"), old.get("kept_ops")) != (record["kept"], record.get("kept_ops")):
-            for path in (wd.path("models", AUTOHERI), wd.path("checkpoints", AUTOHERI)):
-                shutil.rmtree(path, ignore_errors=True)
-            for name in stale:
-                wd.path(name).unlink(missing_ok=True)
-    wd.write_json("architecture.json", record)
+    with deferred("installing architecture.json"):  # stale outputs go with their record
+        if previous.exists() and artifacts.is_writer():
+            old = json.loads(previous.read_text())
+            if (old.get("kept"), old.get("kept_ops")) != (record["kept"], record.get("kept_ops")):
+                for path in (wd.path("models", AUTOHERI), wd.path("checkpoints", AUTOHERI)):
+                    shutil.rmtree(path, ignore_errors=True)
+                for name in stale:
+                    wd.path(name).unlink(missing_ok=True)
+        wd.write_json("architecture.json", record)
 
 
 def model_configs(cfg: Config, record: dict) -> dict[str, ModelConfig]:

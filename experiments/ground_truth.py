@@ -41,7 +41,12 @@ from scipy import stats
 
 from autoheri_jax import experiment
 from autoheri_jax.metrics import BinaryScores, auc, soft_auc
-from autoheri_jax.search.evidence import conditional_nll, entire_nll, fit_recalibration
+from autoheri_jax.search.evidence import (
+    conditional_nll,
+    entire_nll,
+    fit_recalibration,
+    ips_conditional_nll,
+)
 from autoheri_jax.study import arm_config, load_study, paired_test, run_dir
 from autoheri_jax.train.arch_batch import (
     architecture_logits,
@@ -58,7 +63,6 @@ CRITERIA = {
     "ctcvr_auc": True,
     "cvr_auc": True,
 }
-PROPENSITY_CLIP = 0.05  # the IPS criterion's least pCTR (weights <= 20)
 
 
 def _sigmoid(z):
@@ -79,17 +83,13 @@ def validation_criteria(logits: np.ndarray, labels: np.ndarray) -> dict[str, lis
         recal += share * np.asarray(entire_nll(z, y[score_rows]))
         recal_cvr += share * np.asarray(conditional_nll(z, y[score_rows]))
     out["recal_nll"], out["recal_cvr_nll"] = list(recal), list(recal_cvr)
+    out["ips_cvr_nll"] = [float(v) for v in ips_conditional_nll(lg, y)]  # the search's own
     clicked = labels[:, 0] > 0.5
     for a in range(len(logits)):
         p = _sigmoid(logits[a])
         entire = np.cumprod(p, axis=1)
         out["ctcvr_auc"].append(auc(BinaryScores(entire[:, 1], labels[:, 1])))
         out["cvr_auc"].append(auc(BinaryScores(p[clicked, 1], labels[clicked, 1])))
-        w = 1.0 / np.clip(p[clicked, 0], PROPENSITY_CLIP, 1.0)
-        q = np.clip(p[clicked, 1], 1e-7, 1 - 1e-7)
-        yc = labels[clicked, 1]
-        bce = -(yc * np.log(q) + (1 - yc) * np.log1p(-q))
-        out["ips_cvr_nll"].append(float(np.sum(w * bce) / np.sum(w)))
     return out
 
 

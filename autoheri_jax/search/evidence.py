@@ -37,11 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from autoheri_jax.config import EVIDENCE_CRITERIA
 from autoheri_jax.model.losses import entire_space_bce
 from autoheri_jax.model.network import forward
 from autoheri_jax.model.spec import ModelSpec, Params
 
-CRITERIA = ("recal_nll", "raw_nll", "recal_cvr_nll", "shift_nll")
+CRITERIA = EVIDENCE_CRITERIA  # what a contrast can be scored by; config validates the choice
+PROPENSITY_CLIP = 0.05  # the IPS criteria's least reach probability (weights <= 20)
 DECISIONS = ("kept", "dropped", "undecided")
 _NEWTON_STEPS = 25  # Platt fits converge in < 10 from (0, 1); more costs little
 
@@ -144,6 +146,23 @@ def conditional_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return total
 
 
+def ips_conditional_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """[..., M] inverse-propensity post-click NLL of logits [..., M, B, T]: stage t >= 1's BCE
+    on the rows that reached t-1, each weighted by 1 / (the model's probability of reaching
+    t-1, clipped at PROPENSITY_CLIP), normalised by the weights and summed over stages. The
+    weights undo the click selection, so the loss estimates the post-click error over every
+    impression, the quantity cvr* sAUC ranks (the ground truth's best-agreeing criterion)."""
+    reach = jnp.ones(logits.shape[:-1], logits.dtype)
+    total = 0.0
+    for t in range(1, logits.shape[-1]):
+        reach = reach * jax.nn.sigmoid(logits[..., t - 1])
+        w = labels[:, t - 1] / jnp.clip(jax.lax.stop_gradient(reach), PROPENSITY_CLIP, 1.0)
+        z, y = logits[..., t], labels[:, t]
+        bce = -(y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z))
+        total = total + jnp.sum(w * bce, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1e-12)
+    return total
+
+
 @jax.jit
 def _batch_losses(logits, labels, ab_other_half):
     """One batch: logits M x B x T -> dict of [M] losses per criterion (see CRITERIA)."""
@@ -152,6 +171,8 @@ def _batch_losses(logits, labels, ab_other_half):
         "raw_nll": entire_nll(logits, labels),
         "recal_nll": entire_nll(recal, labels),
         "recal_cvr_nll": conditional_nll(recal, labels),
+        "ips_cvr_nll": ips_conditional_nll(logits, labels),
+        "recal_ips_cvr_nll": ips_conditional_nll(recal, labels),
     }
 
 

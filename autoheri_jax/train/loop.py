@@ -4,8 +4,8 @@
 
 `InputFeed` owns the grain iterators (train, and validation batches for the bi-level search),
 `CheckpointSaver` the resume and save policy (orbax, checkpoint.py), `StepLog` the log records
-and the progress bar, `SignalStop` the SIGTERM / SIGINT flag. The loop syncs with the device
-only at log points: it then reads the metrics and `state.first_bad_step`, and raises
+and the progress bar, `SignalStop` (signals.py) the SIGTERM / SIGINT flag. The loop syncs
+with the device only at log points: it then reads the metrics and `state.first_bad_step`, and raises
 `NonFiniteLossError` naming the step if a loss was NaN or inf (that step's update was skipped,
 so the state in hand is the last good one).
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from autoheri_jax.progress import Progress
 from autoheri_jax.train.checkpoint import Checkpointer
 from autoheri_jax.train.parallel import make_data_parallel
 from autoheri_jax.train.predict import predict_dataset
+from autoheri_jax.train.signals import SignalStop, TrainingInterrupted
 from autoheri_jax.train.step import TrainState
 
 _SYNC_EVERY = 4  # steps between host syncs on several CPU devices
@@ -49,14 +49,6 @@ class Resumable:
     cfg: CheckpointConfig
     extra: dict  # phase, model, architecture, config: JSON written with every checkpoint
     fingerprint: dict  # what must match for a checkpoint to be resumed (see fingerprint())
-
-
-class TrainingInterrupted(RuntimeError):
-    """SIGTERM / SIGINT arrived; a checkpoint of the current step was saved first."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 def fingerprint(spec: ModelSpec, cfg: TrainConfig) -> dict:
@@ -172,27 +164,6 @@ class StepLog:
         return {"steps": self.total, "resumed_at": self.start, "seconds": seconds,
                 "examples_per_s": done * self.cfg.batch_size / seconds if done else 0.0,
                 "launcher": dp.launcher, "devices": dp.num_devices}  # fmt: skip
-
-
-class SignalStop:
-    """Catches SIGTERM / SIGINT while active (main thread only), so the loop can checkpoint
-    the current step before stopping; the previous handlers come back on exit."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.signum, self._previous = enabled, None, {}
-
-    def __enter__(self) -> SignalStop:
-        if self.enabled and threading.current_thread() is threading.main_thread():
-
-            def handler(signum, _frame):
-                self.signum = signum
-
-            self._previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._previous.items():
-            signal.signal(s, h)
 
 
 def _check_sizes(cfg: TrainConfig, data: CTRDataset, valid: CTRDataset | None, desc: str):
