@@ -258,3 +258,33 @@ def test_report_on_an_empty_dir_names_the_missing_file(tmp_path, capsys):
     assert "Traceback" not in err
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_study_forest_plot_draws_paired_differences_on_their_own_scale(run_dir, tmp_path):
+    from autoheri_jax.report.forest import plot_forest
+    from autoheri_jax.report.inputs import load_inputs
+
+    wd = tmp_path / "study"
+    shutil.copytree(run_dir, wd)
+    cell = {"mean": 0.7, "std": 0.01, "n": 10}
+    diff = {"n": 10, "mean_diff": 0.004, "ci_lo": 0.001, "ci_hi": 0.007, "mde": 0.003}
+    study = {
+        "keys": ["cvr", "cvr.excess_nll_all"],
+        "compare_to": "esmm",
+        "modes": {"data": {"arms": {"transfer": {
+            "models": {"autoheri": {"cvr": cell}, "esmm": {"cvr": cell}},
+            "paired": {"autoheri": {"cvr": diff, "cvr.excess_nll_all": diff}},
+        }}}},
+    }  # fmt: skip
+    (wd / "study.json").write_text(json.dumps(study))
+    inp = load_inputs(wd)
+    assert inp.study["paired"] == {"transfer": study["modes"]["data"]["arms"]["transfer"]["paired"]}
+    assert inp.study["compare_to"] == "esmm"
+    assert main(["report", str(wd)]) == 0
+    _check_pngs(wd / "report", ["forest"])
+    assert "![Paired differences" in (wd / "report" / "report.md").read_text()
+    # no paired block (a hand-written study.json): skipped with the reason, no stale figure
+    del study["modes"]["data"]["arms"]["transfer"]["paired"]
+    (wd / "study.json").write_text(json.dumps(study))
+    assert "no paired differences" in plot_forest(load_inputs(wd), tmp_path / "f.png")
+    assert not (tmp_path / "f.png").exists()

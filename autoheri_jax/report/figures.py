@@ -444,6 +444,19 @@ def plot_auc(inp: Inputs, path: Path) -> str | None:
     return None
 
 
+_LINE_STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)))  # identical curves stay visible
+
+
+def smoothed(values, weight: float = 0.9):
+    """Exponential moving average with the start-up bias removed (as Adam's moments): a
+    single-batch loss is noise around the trend a reader wants to see."""
+    out, avg = [], 0.0
+    for k, v in enumerate(values, start=1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**k))
+    return out
+
+
 def plot_loss(inp: Inputs, path: Path) -> str | None:
     if inp.metrics is None:
         return _missing_note(inp, "metrics.jsonl")
@@ -454,23 +467,25 @@ def plot_loss(inp: Inputs, path: Path) -> str | None:
     fig = _figure(6.0 * len(phases) + 1.0, 4.2)
     axes = fig.subplots(1, len(phases), squeeze=False)[0]
     for ax, phase in zip(axes, phases, strict=True):
-        for model in models:
+        for k, model in enumerate(models):
             recs = sorted(
                 (r for r in inp.metrics if r["phase"] == phase and r["model"] == model),
                 key=lambda r: r["step"],
             )
-            if recs:
-                ax.plot(
-                    [r["step"] for r in recs],
-                    [r["loss"] for r in recs],
-                    color=inp.model_color(model),
-                    lw=1.5,
-                    marker="o" if len(recs) <= 40 else None,
-                    ms=3,
-                    label=model,
-                )
+            if not recs:
+                continue
+            steps, color = [r["step"] for r in recs], inp.model_color(model)
+            style = _LINE_STYLES[k % len(_LINE_STYLES)]
+            losses = [r["loss"] for r in recs]
+            ax.plot(steps, losses, color=color, lw=0.6, alpha=0.3)
+            ax.plot(steps, smoothed(losses), color=color, lw=1.8, ls=style, label=model)
+            valid = [(r["step"], r["valid_loss"]) for r in recs if "valid_loss" in r]
+            if valid:
+                vs, vl = [v[0] for v in valid], [v[1] for v in valid]
+                ax.plot(vs, vl, color=color, lw=1.2, ls=style, marker="s", ms=3,
+                        label=f"{model} (validation)")  # fmt: skip
         ax.set_xlabel("step")
-        ax.set_ylabel("training task loss (nats)")
+        ax.set_ylabel("task loss (nats): faint per batch, bold smoothed")
         ax.set_title(f"{phase} phase", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

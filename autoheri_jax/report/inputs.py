@@ -86,7 +86,9 @@ class Inputs:
 
 
 def normalize_study(raw: Any, path: Path) -> dict:
-    """study.json -> {"arms": {arm: {model: {key: {"mean", "std"}}}}, "keys": [...]}.
+    """study.json -> {"arms": {arm: {model: {key: {"mean", "std"}}}}, "keys": [...], "paired":
+    {arm: {model: {key: {"mean_diff", "ci_lo", "ci_hi", "mde", "n"}}}} (empty where the file has
+    none), "compare_to": the paired block's reference model}.
 
     Reads the minimal shape of the module docstring, the same with each arm's models under a
     "models" key, and `autoheri study`'s {"modes": {mode: {"arms": {...}}}} (one panel per mode
@@ -104,23 +106,30 @@ def normalize_study(raw: Any, path: Path) -> dict:
             )
         return models
 
+    def paired_of(arm: Any) -> dict:
+        paired = arm.get("paired") if isinstance(arm, dict) else None
+        return paired if isinstance(paired, dict) else {}
+
     arms: dict[str, dict] = {}
+    paired: dict[str, dict] = {}  # arm -> model -> key -> paired difference from compare_to
     if isinstance(raw, dict) and isinstance(raw.get("arms"), dict):
         arms = {str(a): models_of(v) for a, v in raw["arms"].items()}
+        paired = {str(a): paired_of(v) for a, v in raw["arms"].items()}
     elif isinstance(raw, dict) and isinstance(raw.get("modes"), dict):
         modes = raw["modes"]
         for mode, body in modes.items():
             if not isinstance(body, dict) or not isinstance(body.get("arms"), dict):
                 raise ReportError(f"{path}: modes.{mode} has no 'arms' mapping")
             for a, v in body["arms"].items():
-                arms[str(a) if len(modes) == 1 else f"{a} ({mode} seeds)"] = models_of(v)
+                name = str(a) if len(modes) == 1 else f"{a} ({mode} seeds)"
+                arms[name], paired[name] = models_of(v), paired_of(v)
     else:
         raise ReportError(
             f"{path}: expected {{'arms': {{arm: {{model: {{key: {{'mean': x, 'std': y}}}}}}}}}}"
         )
     # AUC columns only ("cvr", "cvr.soft_auc", ...): a log-loss column has no place on an AUC axis
     keys = [k for k in raw.get("keys") or [] if "nll" not in k]
-    return {"arms": arms, "keys": keys}
+    return {"arms": arms, "keys": keys, "paired": paired, "compare_to": raw.get("compare_to")}
 
 
 def load_inputs(root: str | Path) -> Inputs:

@@ -13,6 +13,9 @@ Writes into `DIR/report/`:
   auc.png                 test AUC per metric key, one bar per model, the oracle as a reference
                           line (results.json); with `DIR/study.json`, bars are means over seeds
                           with one-std error bars, one panel per arm
+  forest.png              with `DIR/study.json`: per arm, each model's paired difference from the
+                          study's reference model per metric key, its 95% CI and the MDE band,
+                          on an axis scaled to the differences (report/forest.py)
   loss.png                training loss per model over steps, one panel per phase (metrics.jsonl)
   reliability.png         per metric key, mean label rate against mean prediction in each
                           equal-mass bin, one line per model and the diagonal; log-log axes when
@@ -47,6 +50,7 @@ from autoheri_jax.report.figures import (
     plot_edge_probabilities,
     plot_loss,
 )
+from autoheri_jax.report.forest import plot_forest
 from autoheri_jax.report.inputs import Inputs, ReportError, load_inputs, normalize_study  # noqa: F401
 
 _PLOTS = {
@@ -55,6 +59,7 @@ _PLOTS = {
     "edge_evidence": plot_edge_evidence,
     "architecture": plot_architecture,
     "auc": plot_auc,
+    "forest": plot_forest,
     "loss": plot_loss,
     "reliability": plot_reliability,
 }
@@ -64,6 +69,7 @@ _CAPTIONS = {
     "edge_evidence": "Each edge's on/off contrast with its 95% interval (masked search)",
     "architecture": "Derived architecture",
     "auc": "Test AUC",
+    "forest": "Paired differences from the reference model (95% CI, MDE band)",
     "loss": "Training loss",
     "reliability": "Reliability (calibration)",
 }
@@ -144,6 +150,7 @@ def write_markdown(inp: Inputs, out: Path, skipped: dict[str, str]) -> Path:
         lines.extend(["### Study (mean ± std over seeds, from `study.json`)", ""])
         keys = inp.study["keys"] or (inp.results or {}).get("metric_keys", [])
         lines.extend([*study_table(inp.study, keys), ""])
+        figure("forest")
     elif "auc" not in skipped:
         lines.extend(["*No `study.json` in the workdir: one run, so no error bars.*", ""])
     figure("auc")
