@@ -58,9 +58,40 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+_STEP_HELP = {
+    "run": "search, retrain and evaluate: the whole experiment in one workdir (resumable)",
+    "search": "train the supernet and derive the architecture (architecture.json)",
+    "retrain": "train the derived model and the baselines from fresh weights",
+    "evaluate": "score every trained model on the test split (results.json)",
+    "evolve": "evolutionary architecture search (the paper's comparator to one-shot)",
+}
+
+
+class _HELP_FORMAT(argparse.HelpFormatter):
+    """Shows each optional flag's default where it has one worth showing (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default  # by identity: a default of 0 is worth showing, False is not
+        shown = not (d is None or d is False or d is argparse.SUPPRESS or d == [])
+        if shown and action.option_strings and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autoheri", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="step", required=True)
+    parser = argparse.ArgumentParser(
+        prog="autoheri",
+        description="AutoHERI (CIKM 2021) in JAX: one-shot search of cross-task representation "
+        "edges for entire-space CTR/CVR models, with the paper's comparators, studies, export.",
+        epilog="`autoheri COMMAND --help` describes a command's flags. Quick start: "
+        "autoheri run --config experiments/configs/default.py --workdir runs/default",
+    )
+    parser.add_argument(  # also accepted after the command (the same flag in `common`)
+        "-q", "--quiet", dest="quiet_first", action="store_true",
+        help="no status or progress lines; errors still shown",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="step", required=True, metavar="COMMAND")
     # flags every command takes, given after the command as --no-progress is
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -70,18 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="no status or progress lines (the autoheri_jax logger at WARNING); errors still shown",
     )
     prep = sub.add_parser(
-        "prepare", parents=[common], help="convert data files into a memory-mapped store"
+        "prepare",
+        parents=[common],
+        help="convert data files into a memory-mapped store",
+        formatter_class=_HELP_FORMAT,
     )
     prep.add_argument("--data", required=True, help="raw Ali-CCP dir, or a peer format's file/dir")
     prep.add_argument("--out", required=True, help="store directory to write")
-    prep.add_argument("--format", default="auto", choices=DATA_FORMATS)
+    prep.add_argument(
+        "--format", default="auto", choices=DATA_FORMATS, help="input format (auto: detected)"
+    )
     prep.add_argument("--min-count", type=int, default=10, help="rarer train ids map to 0")
-    prep.add_argument("--valid-fraction", type=float, default=0.1)
+    prep.add_argument(
+        "--valid-fraction", type=float, default=0.1, help="share of train rows carved as valid"
+    )
     prep.add_argument("--seed", type=int, default=0, help="seed of the validation carve")
-    prep.add_argument("--on-bad-row", choices=("strict", "skip"), default="strict")
-    prep.add_argument("--no-progress", action="store_true")
+    prep.add_argument(
+        "--on-bad-row",
+        choices=("strict", "skip"),
+        default="strict",
+        help="strict: stop at the first bad row naming FILE:LINE; skip: drop and count them",
+    )
+    prep.add_argument("--no-progress", action="store_true", help="no progress line")
     for step in _STEPS:
-        p = sub.add_parser(step, parents=[common])
+        p = sub.add_parser(
+            step, parents=[common], help=_STEP_HELP[step], formatter_class=_HELP_FORMAT
+        )
         p.add_argument("--workdir", required=True, help="where every artefact of the run lives")
         first = step in ("run", "search", "evolve")
         if first:
@@ -231,6 +276,7 @@ def _serving(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.quiet = args.quiet or args.quiet_first
     if not args.quiet:
         return _main(args)
     # --quiet: WARNING for this command only (main() is also called in-process: tests, notebooks)

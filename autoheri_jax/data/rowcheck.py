@@ -122,7 +122,10 @@ def _cells(reason: str, ok: np.ndarray, values: np.ndarray, names) -> tuple:
 def labels(lab: np.ndarray) -> tuple[np.ndarray, list]:
     """int8 [n, 2] labels of a [n, 2] string block, and their checks."""
     y = np.isin(lab, ("1", "1.0")).astype(np.int8)
-    hint = "click=0 but conversion=1 (on_bad_row='skip' drops such rows; labels are never changed)"
+    hint = (
+        "click=0 but conversion=1 (`--on-bad-row skip`, or data.on_bad_row=skip in a config, "
+        "drops such rows; labels are never changed)"
+    )
     conv = ("conversion without click", y[:, 1] > y[:, 0], lambda i: hint)
     return y, [_cells("label not 0/1", np.isin(lab, LABEL_TOKENS), lab, STAGES), conv]
 
