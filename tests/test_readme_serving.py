@@ -1,0 +1,36 @@
+"""The README's serving snippet runs as written against an export of the smoke model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from autoheri_jax.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _snippet() -> str:
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    found = [b for b in blocks if "serving.runtime import load" in b]
+    assert len(found) == 1, "expected one serving snippet in README.md"
+    return found[0]
+
+
+def test_readme_serving_snippet_runs_as_written(tmp_path, capsys):
+    wd, out = tmp_path / "wd", tmp_path / "export"
+    run = ["run", "--config", str(REPO / "experiments/configs/smoke.py"), "--workdir", str(wd),
+           "--no-progress"]  # fmt: skip
+    assert main(run) == 0
+    assert main(["export", "--workdir", str(wd), "--out", str(out)]) == 0
+    code = _snippet()
+    assert '"exports/default"' in code
+    scope: dict = {}
+    exec(code.replace('"exports/default"', repr(str(out))), scope)
+    scores = scope["scores"]
+    assert set(scores) == {"pctr", "pcvr", "pctcvr"}
+    for v in scores.values():
+        assert v.shape == (2,) and v.dtype == np.float32 and np.all((v > 0) & (v < 1))
