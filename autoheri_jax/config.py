@@ -382,6 +382,7 @@ EVIDENCE_CRITERIA = (
     "recal_ips_cvr_nll",
 )
 UNDECIDED_RULES = ("drop", "keep")
+SELECT_CRITERIA = ("ctcvr_auc", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -407,6 +408,11 @@ class EdgeSearchConfig:
     # shift_nll (raw minus a pure intercept shift of each pair's mean logit change)
     criterion: str = "recal_nll"
     undecided: str = "drop"  # masked: an undecided edge is dropped (kept on evidence only) | keep
+    # masked: the last step (search/selection.py): no edge, the evidence's kept edges and every
+    # edge are retrained with the retrain budget in one vmapped batch and the best on this
+    # validation criterion is the derived architecture (a tie goes to fewer edges); "off": the
+    # per-edge evidence alone decides
+    select: str = "ctcvr_auc"
     batch_size: int = 1024  # masked: rows per validation batch of the contrast
     valid_batches: int = 100  # masked: validation batches scored (from the start); 0 = all
     seed: int = 0  # masked: seed of the context masks
@@ -419,6 +425,7 @@ class EdgeSearchConfig:
         _check(self.threshold > 0, "threshold", "must be > 0")
         _check(self.criterion in EVIDENCE_CRITERIA, "criterion", f"one of {EVIDENCE_CRITERIA}")
         _check(self.undecided in UNDECIDED_RULES, "undecided", f"one of {UNDECIDED_RULES}")
+        _check(self.select in SELECT_CRITERIA, "select", f"one of {SELECT_CRITERIA}")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.valid_batches >= 0 and self.valid_batches != 1, "valid_batches",
                "must be 0 (all) or >= 2")  # fmt: skip

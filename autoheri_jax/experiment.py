@@ -31,7 +31,7 @@ from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS, derived_model
 from autoheri_jax.progress import say as _say
 from autoheri_jax.report import tensorboard
-from autoheri_jax.search import architecture, evidence
+from autoheri_jax.search import architecture, evidence, selection
 from autoheri_jax.train.loop import Resumable, fingerprint, train
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.signals import deferred
@@ -258,6 +258,13 @@ def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: 
         t0 = time.perf_counter()
         ev = evidence.edge_evidence(spec, params, data.valid, cfg.edge_search)
         _say(f"[search] edge evidence: {time.perf_counter() - t0:.1f}s")
+        if cfg.edge_search.select != "off" and ev["batches"] > 0:  # judged: worth comparing
+            sel = selection.select_architecture(
+                spec, cfg.retrain, data.train, data.valid, ev["kept"],
+                cfg.edge_search.select, cfg.eval_batch_size,
+            )  # fmt: skip
+            ev = {**ev, "kept": sel.pop("kept"), "selection": sel}
+            _say(f"[search] validated selection: {sel['chosen']} ({sel['seconds']:.1f}s)")
         record = architecture.evidence_record(spec.edges, ev, stage_names, mode)
     else:
         record = architecture.searched_architecture(

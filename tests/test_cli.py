@@ -51,10 +51,14 @@ def test_masked_smoke_run_records_each_edges_evidence(tmp_path, capsys):
     assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0
     arch = json.loads((wd / "architecture.json").read_text())
     assert arch["search_method"] == "masked" and len(arch["candidates"]) == 4
+    sel = arch["evidence"]["selection"]  # the validated selection decides among candidates
+    assert sel["criterion"] == "ctcvr_auc" and sel["chosen"] in {"none", "evidence", "all"}
     for c in arch["candidates"]:
         e = c["evidence"]
         assert e["ci_lo"] <= e["mean"] <= e["ci_hi"]
-        assert c["kept"] == (e["z"] > arch["threshold"])  # undecided edges are dropped
+        on_evidence = e["z"] > arch["threshold"]  # undecided edges are dropped
+        expected = {"none": False, "all": True, "evidence": on_evidence}[sel["chosen"]]
+        assert c["kept"] == expected
     assert "z of the edge's on/off contrast" in (wd / "architecture.txt").read_text()
     assert not (wd / "edge_history.jsonl").exists()  # no gate was learned
 

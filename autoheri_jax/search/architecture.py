@@ -122,7 +122,8 @@ def kept_ops(record: dict) -> list[str] | None:
 
 def _cell(c: dict) -> str:
     if c.get("evidence") is not None:
-        mark = {"kept": "*", "undecided": "?"}.get(c["evidence"]["decision"], " ")
+        # "+": the evidence kept the edge and the validated selection chose a candidate without it
+        mark = {"kept": "+", "undecided": "?"}.get(c["evidence"]["decision"], " ")
         mark = "*" if c["kept"] else mark
         return f"{c['evidence']['z']:>+8.2f}{mark}"
     return f"{c['prob']:>8.3f}{'*' if c['kept'] else ' '}"
@@ -142,10 +143,14 @@ def render_architecture(record: dict, num_layers: int) -> str:
         lines = [
             f"AutoHERI derived architecture ({record['search_mode']} masked search): {kept} of "
             f"{total} candidate edges kept (contrast z > {record['threshold']:g} on "
-            f"{ev['criterion']}, {ev['batches']} validation batches x {ev['contexts']} contexts)",
+            f"{ev['criterion']}, {ev['batches']} validation batches x {ev['contexts']} contexts"
+            + (", then a validated selection)" if ev.get("selection") else ")"),
             "cell = z of the edge's on/off contrast (> 0: the edge lowers the loss); * = kept; "
-            "? = undecided (|z| <= threshold, " + ev["undecided_rule"] + "ped); . = not a "
-            "candidate",
+            "? = undecided (|z| <= threshold, "
+            + ev["undecided_rule"]
+            + "ped); "
+            + ("+ = kept by the evidence, not by the selection; " if ev.get("selection") else "")
+            + ". = not a candidate",
         ]
     else:
         lines = [
@@ -163,6 +168,16 @@ def render_architecture(record: dict, num_layers: int) -> str:
                 c = cells.get((i, j))
                 row += f"{'.':>9}" if c is None else _cell(c)
             lines.append(row)
+    if masked and ev.get("selection"):
+        sel = ev["selection"]
+        scores = ", ".join(
+            f"{c['name']} ({c['edges']} edges) {c['score']:.4f}" for c in sel["candidates"]
+        )
+        lines.append("")
+        lines.append(
+            f"validated selection ({sel['criterion']} on validation, candidates retrained): "
+            f"{scores}; chosen: {sel['chosen']}"
+        )
     if masked:
         lines.append("")
         lines.append("evidence per edge: mean contrast (nats x 1e4) [95% CI], z, decision")
