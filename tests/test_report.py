@@ -132,7 +132,8 @@ def test_run_writes_tensorboard_scalars(run_dir):
         assert len(files) == 1
         scalars = read_scalars(files[0])
         tags = {t for t, _, _ in scalars}
-        base = {"loss", "stage_bce/0", "stage_bce/1", "entropy", "examples_per_s"}
+        # valid_nll: the validation curve, scored on the checkpoint rows at each log point
+        base = {"loss", "stage_bce/0", "stage_bce/1", "entropy", "examples_per_s", "valid_nll"}
         assert tags == (base | {f"edge_prob/{e}" for e in edges} if phase == "search" else base)
         logged = [m for m in metrics if m["model"] == model and m["phase"] == phase]
         losses = [(s, v) for t, s, v in scalars if t == "loss"]

@@ -479,7 +479,7 @@ def plot_loss(inp: Inputs, path: Path) -> str | None:
             losses = [r["loss"] for r in recs]
             ax.plot(steps, losses, color=color, lw=0.6, alpha=0.3)
             ax.plot(steps, smoothed(losses), color=color, lw=1.8, ls=style, label=model)
-            valid = [(r["step"], r["valid_loss"]) for r in recs if "valid_loss" in r]
+            valid = [(r["step"], r["valid_nll"]) for r in recs if "valid_nll" in r]
             if valid:
                 vs, vl = [v[0] for v in valid], [v[1] for v in valid]
                 ax.plot(vs, vl, color=color, lw=1.2, ls=style, marker="s", ms=3,

@@ -120,6 +120,12 @@ class CheckpointSaver:
     def due(self, step: int, total: int) -> bool:
         return step % self.resumable.cfg.every_steps == 0 or step == total
 
+    def probe(self, canonical: TrainState) -> dict:
+        """{"valid_nll": x} on the checkpoint-scoring rows (empty when nothing scores): the
+        validation curve of a log record, beside the single-batch training loss."""
+        metrics = _valid_loss(self.spec, canonical.params, self.scoring, self.batch_size)
+        return {} if metrics is None else {"valid_nll": metrics["valid_loss"]}
+
     def save(self, step: int, canonical: TrainState, feed: InputFeed, force: bool) -> None:
         metrics = None
         if self.resumable.cfg.keep_best:
@@ -142,7 +148,7 @@ class StepLog:
     def due(self, step: int) -> bool:
         return step % self.cfg.log_every == 0 or step == self.total
 
-    def write(self, step: int, epoch: int, aux: dict) -> None:
+    def write(self, step: int, epoch: int, aux: dict, extra: dict | None = None) -> None:
         seconds = time.perf_counter() - self.t_start
         record = {
             "step": step,
@@ -153,6 +159,7 @@ class StepLog:
             **({"valid_loss": float(aux["valid_loss"])} if self.cfg.bilevel else {}),
             "edge_probs": [float(p) for p in aux["edge_probs"]],
             "examples_per_s": (step - self.start) * self.cfg.batch_size / seconds,
+            **(extra or {}),
         }
         if self.on_log is not None:
             self.on_log(step, record)
@@ -259,7 +266,8 @@ def train(
                 if log.due(step):
                     aux = dp.host_value(aux)
                     _raise_if_non_finite(dp, state, desc, feed.epoch_of(step))
-                    log.write(step, feed.epoch_of(step), aux)
+                    extra = None if saver is None else saver.probe(dp.canonical(state))
+                    log.write(step, feed.epoch_of(step), aux, extra)
                 if saver is None:
                     continue
                 if stop.signum is not None:
