@@ -31,8 +31,6 @@ Shapes: masks A x E; logits A x N x T; labels N x T (cumulative).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from autoheri_jax.config import TrainConfig
@@ -86,8 +84,8 @@ def select_architecture(
 ) -> dict:
     """Retrains the candidates of `kept` under `tcfg` (the retrain's settings) and picks one by
     `criterion` on `valid`. -> {"criterion", "candidates": [{name, edges, score}], "chosen",
-    "kept": [E] bool, "seconds"}. `spec` is the unsearched supernet (every edge mask-gated)."""
-    t0 = time.perf_counter()
+    "kept": [E] bool} (no wall time: a record is the same however the run was split).
+    `spec` is the unsearched supernet (every edge mask-gated)."""
     names, masks = candidate_masks(kept)
     state, _ = train_architectures(spec, tcfg, train, masks, desc="search:select")
     logits = architecture_logits(spec, state.params, masks, valid, eval_batch_size)
@@ -102,5 +100,4 @@ def select_architecture(
         ],
         "chosen": names[best],
         "kept": masks[best].astype(bool),
-        "seconds": time.perf_counter() - t0,
     }
