@@ -18,8 +18,11 @@ run / search / evolve take `--data PATH [--format NAME]` to train on files inste
 simulator: raw Ali-CCP, the peers' processed formats (torch-rechub, PaddleRec AITM / ESMM,
 MTReclib AliExpress) or a prepared store; the format is detected when it is unambiguous.
 
-Expected failures (bad config, missing files, non-finite loss) print one line naming the key,
-file or step and exit with status 2; no traceback.
+A store is checked whenever it is opened (column sizes and shapes, label and id ranges) and
+hashed against its manifest once per workdir; `--verify` (the steps and predict) hashes it again.
+
+Expected failures (bad config, missing files, non-finite loss, a modified store) print one line
+naming the key, file or step and exit with status 2; no traceback.
 
 Every command takes `--quiet`: no status lines and no progress lines, errors still shown. Status
 lines go through the "autoheri_jax" logger (progress.py: stdout by default, data preparation and
@@ -152,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="override a config field, e.g. --set search.epochs=1",
         )
         p.add_argument("--no-progress", action="store_true", help="no progress line")
+        p.add_argument(
+            "--verify",
+            action="store_true",
+            help="hash every column of the --data store against its manifest (by default a "
+            "workdir hashes a store once, on first use; sizes, shapes and label / id ranges are "
+            "checked on every load)",
+        )
     st = sub.add_parser(
         "study",
         parents=[common],
@@ -189,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=4096)
     pr.add_argument("--out", required=True, help="scores to write: FILE.csv or FILE.parquet")
     pr.add_argument("--no-progress", action="store_true")
+    pr.add_argument("--verify", action="store_true", help="hash every column of a --data store")
     rep = sub.add_parser(
         "report", parents=[common], help="figures and a markdown page in DIR/report/"
     )
@@ -278,16 +289,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.quiet = args.quiet or args.quiet_first
     if not args.quiet:
-        return _main(args)
+        return _verified(args)
     # --quiet: WARNING for this command only (main() is also called in-process: tests, notebooks)
     log = logging.getLogger(PACKAGE)
     level = log.level
     log.setLevel(logging.WARNING)
     args.no_progress = True  # the progress lines (stderr, not logged) go too
     try:
-        return _main(args)
+        return _verified(args)
     finally:
         log.setLevel(level)
+
+
+def _verified(args: argparse.Namespace) -> int:
+    """--verify: every store the command opens is hashed, whatever its workdir recorded."""
+    from autoheri_jax.data.integrity import verifying
+
+    with verifying(getattr(args, "verify", False)):
+        return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -315,6 +334,10 @@ def _main(args: argparse.Namespace) -> int:
         if getattr(args, "on_bad_row", None):
             overrides.append(f"data.on_bad_row={args.on_bad_row}")
         cfg = load_config(args.config, overrides) if args.config else None
+        if cfg is not None:  # a prepared store's own options win, recorded (sources.py)
+            from autoheri_jax.data.sources import with_store_options
+
+            cfg = with_store_options(cfg)
         if cfg is None and args.set:
             raise ConfigError("--set needs --config (a searched workdir keeps its config)")
         enable_compilation_cache()

@@ -23,7 +23,7 @@ from autoheri_jax.config import (
     to_dict,
 )
 from autoheri_jax.data.dataset import CTRDataset
-from autoheri_jax.data.sources import Splits, load_splits
+from autoheri_jax.data.sources import Splits, load_splits, with_store_options
 from autoheri_jax.metrics import CALIBRATION_BINS, funnel_metrics, metric_keys
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import parse_edge
@@ -239,6 +239,7 @@ def search_setup(cfg: Config) -> tuple[ModelConfig, TrainConfig]:
 
 
 def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False) -> dict:
+    cfg = with_store_options(cfg)  # config.json records the options a prepared store was made with
     prepare_workdir(cfg, wd, fresh)
     data = load_data(cfg, wd, progress)
     rates = {k: round(v, 4) for k, v in data.train.summary()["positive_rate"].items()}
@@ -264,7 +265,7 @@ def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: 
                 cfg.edge_search.select, cfg.eval_batch_size,
             )  # fmt: skip
             ev = {**ev, "kept": sel.pop("kept"), "selection": sel}
-            _say(f"[search] validated selection: {sel['chosen']} ({sel['seconds']:.1f}s)")
+            _say(f"[search] validated selection: {sel['chosen']} ({time.perf_counter() - t0:.1f}s)")
         record = architecture.evidence_record(spec.edges, ev, stage_names, mode)
     else:
         record = architecture.searched_architecture(
@@ -408,6 +409,7 @@ def _table(rows, columns, fmt) -> list[str]:
 
 
 def run(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False) -> dict:
+    cfg = with_store_options(cfg)  # the same config for all three steps (results.json shows it)
     search(cfg, wd, progress, fresh)
     retrain(cfg, wd, progress)
     return evaluate(cfg, wd)

@@ -227,7 +227,9 @@ def run_one(cfg: Config, directory: Path, method: str, progress: bool = False) -
     """One complete run: search (one-shot or evolution), retrain, evaluate."""
     from autoheri_jax import experiment
     from autoheri_jax.artifacts import Workdir
+    from autoheri_jax.data.sources import with_store_options
 
+    cfg = with_store_options(cfg)  # evolve, retrain and evaluate record the store's own options
     wd = Workdir(directory)
     if method == "evolution":
         from autoheri_jax.search.evolution import evolve

@@ -1,4 +1,4 @@
-"""The one exception every data reader raises for bad input files."""
+"""The exceptions of the data layer: bad input files (DataFormatError), bad stores (StoreError)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,7 @@ class DataFormatError(ValueError):
 
     def __reduce__(self):  # picklable despite the custom signature (e.g. from worker processes)
         return type(self), (self.file, self.line, self.reason, self.detail)
+
+
+class StoreError(ValueError):
+    """A store is missing, unfinished, inconsistent or modified; the message names the path."""

@@ -4,21 +4,33 @@ Files of any supported format are converted once into the columnar store (see st
 the run's workdir (`<workdir>/store`), or used in place when `data.path` already is a finished
 store (`autoheri prepare` writes one). Conversion is idempotent, so `search`, `retrain` and
 `evaluate` share one store, and an interrupted conversion is redone rather than trusted.
+
+A store used in place was made with its own preparation options (min_count, valid_fraction,
+seed, on_bad_row), which fix its vocabularies and validation carve whatever the config says;
+`with_store_options` writes the store's values into the config (with one warning line per key
+that differed), so config.json and results.json record the options the data was made with.
+The store's columns are hashed once per workdir (integrity.py; `--verify`: every command).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import NamedTuple
 
-from autoheri_jax.config import DataConfig
+from autoheri_jax.config import Config, DataConfig
+from autoheri_jax.data import integrity
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.errors import DataFormatError
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.data.store import is_finished, open_split, read_manifest
 
 RAW_ALICCP_MARKER = "sample_skeleton_train.csv"
+
+
+STORE_OPTIONS = ("min_count", "valid_fraction", "seed", "on_bad_row")  # DataConfig = manifest
+_log = logging.getLogger("autoheri_jax.data.sources")
 
 
 class Splits(NamedTuple):
@@ -84,9 +96,38 @@ def prepare_store(
     return out
 
 
+def with_store_options(cfg: Config) -> Config:
+    """cfg with data.min_count etc. set to those of the store data.path points at (if it is a
+    prepared store whose options differ), each change said in one warning line.
+
+    Not a refusal: experiments/configs/samples.py (min_count=1) is meant to run on stores
+    prepared with another --min-count (tests/test_prepare_aliccp.py trains it on one made with
+    2); recording the store's values keeps that working and config.json truthful."""
+    d = cfg.data
+    root = Path(d.path).expanduser()
+    if d.source != "files" or d.format not in ("auto", "store") or not is_finished(root):
+        return cfg
+    options = read_manifest(root).get("options", {})
+    changed = {}
+    for key in STORE_OPTIONS:
+        given = getattr(d, key)
+        if key in options and options[key] != given:
+            changed[key] = type(given)(options[key])
+            flag = "--" + key.replace("_", "-")
+            _log.warning(
+                f"data.{key}={given} but {root} was prepared with {flag} "
+                f"{options[key]}: using and recording data.{key}={options[key]} "
+                f"(to train with {given}, prepare a store with {flag} {given})"
+            )
+    if not changed:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(d, **changed))
+
+
 def file_splits(d: DataConfig, cache_dir: Path, progress: bool = True) -> Splits:
     root = prepare_store(d, cache_dir / "store", progress=progress)
     manifest = read_manifest(root)
+    integrity.verify(root, manifest, record_dir=cache_dir)  # hashed once per workdir
     train = open_split(root, "train", manifest)
     valid = (
         open_split(root, "valid", manifest)

@@ -44,7 +44,9 @@ asks for it.
 manifest.json holds: format_version, stage_names, fields, bag_fields, dense_fields,
 vocab_sizes (field -> size, single and bag), splits (split -> rows, positive_rate), optionally
 side_tables and bag_tables, and whatever the converter adds (source files and hashes, options,
-bad-row counts).
+bad-row counts), and "columns": every .npy file's bytes, dtype, shape and SHA-256, which opening
+a store checks (integrity.py: headers and sizes always, hashes once per workdir or under
+--verify; column_ranges.py: label and id ranges).
 """
 
 from __future__ import annotations
@@ -57,16 +59,14 @@ from pathlib import Path
 
 import numpy as np
 
+from autoheri_jax.data import column_ranges, integrity
 from autoheri_jax.data.dataset import BagField, CTRDataset
+from autoheri_jax.data.errors import StoreError  # re-exported: importers take it from here
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SIDE_PREFIX = "side."  # directory name prefix of a shared bag table
 _HEADER_BYTES = 128  # fixed .npy header size, so the final shape can be written in place
-
-
-class StoreError(ValueError):
-    """A store is missing, unfinished or inconsistent; the message names the path."""
 
 
 class NpyAppender:
@@ -272,8 +272,12 @@ class SplitWriter:
 
 
 def write_manifest(root: Path, manifest: dict) -> None:
+    """Writes manifest.json with every column's size, dtype, shape and SHA-256 ("columns"), so
+    a store modified later is refused (integrity.py); the columns are read once to hash them."""
+    columns = integrity.column_records(root)
+    full = {"format_version": FORMAT_VERSION, **manifest, "columns": columns}
     tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2) + "\n")
+    tmp.write_text(json.dumps(full, indent=2) + "\n")
     os.replace(tmp, root / MANIFEST)  # atomic: the store counts as finished only from here
 
 
@@ -310,7 +314,7 @@ def read_manifest(root: str | Path) -> dict:
         raise StoreError(
             f"{root} is not a finished store (no {MANIFEST}; an interrupted conversion?)"
         )
-    manifest = json.loads(path.read_text())
+    manifest = integrity.load_manifest(path)  # truncated / not JSON: one line naming it
     if manifest.get("format_version") != FORMAT_VERSION:
         raise StoreError(
             f"{path}: format_version {manifest.get('format_version')} != {FORMAT_VERSION}"
@@ -353,6 +357,12 @@ def open_split(root: str | Path, split: str, manifest: dict | None = None) -> CT
     manifest = manifest or read_manifest(root)
     if split not in manifest["splits"]:
         raise StoreError(f"{root}: no split {split!r}; has {sorted(manifest['splits'])}")
+    # every column's header and size first (cheap), so the memory maps below never see a
+    # truncated or replaced file; the hashes only under --verify here (sources.py: per workdir)
+    integrity.check_columns(root, manifest, integrity.split_columns(manifest, split))
+    if integrity.forced():
+        integrity.verify(root, manifest)
+    column_ranges.check_split(root, manifest, split)
     rows = manifest["splits"][split]["rows"]
     d = root / split
     vocab = manifest["vocab_sizes"]
