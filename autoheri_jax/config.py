@@ -405,7 +405,8 @@ class EdgeSearchConfig:
     # masked: the validation loss of the contrast (search/evidence.py): recal_nll (the
     # entire-space NLL after the per-mask recalibration, cross-fitted), raw_nll (no
     # correction), recal_cvr_nll (the recalibrated post-click NLL on clicked rows only) or
-    # shift_nll (raw minus a pure intercept shift of each pair's mean logit change)
+    # shift_nll (raw minus a pure intercept shift of each pair's mean logit change), or the
+    # inverse-propensity post-click NLL raw (ips_cvr_nll) or recalibrated (recal_ips_cvr_nll)
     criterion: str = "recal_nll"
     undecided: str = "drop"  # masked: an undecided edge is dropped (kept on evidence only) | keep
     # masked: the last step (search/selection.py): no edge, the evidence's kept edges and every

@@ -11,15 +11,17 @@ Arms over experiments/configs/study_base.py (its docstring explains the world):
                conversions
   no_cascade   cascade strength 0: the stages share nothing, so an edge carries no signal
 Every run searches with the config's default, the masked search (autoheri_jax/search/evidence.py:
-supernet trained under Bernoulli(0.5) edge masks, each edge kept when its recalibrated on/off
-contrast on validation has z > 3), then retrains the derived model, ESMM, every edge on
+supernet trained under Bernoulli(0.5) edge masks, each edge's recalibrated on/off contrast on
+validation judged at z > 3; then search/selection.py: no edge, the evidence's edges and every
+edge retrained and the best on validation ctcvr AUC derived), then retrains the derived model,
+ESMM, every edge on
 (hierarchical_all_on) and a random mask with as many edges as the search kept
 (random_matched). 10 seeds; each seed redraws the simulated world and its data (data.seed) and
 the model seeds. Scored on a separate 1M-impression test draw against the true probabilities;
 the headline is cvr.soft_auc_all (post-click CVR over every impression). About 25 min on 2 CPU
-cores. The ground truth of the same worlds (20 retrained architectures each):
-experiments/ground_truth.py; the gradient search on them: paper_recipe.py and, with
-`--set edge_search.method=gradient`, the previous default.
+cores (about 70 s per run with the selection). The ground truth of the same worlds (20
+retrained architectures each): experiments/ground_truth.py; the gradient search on them:
+paper_recipe.py and, with `--set edge_search.method=gradient`, the previous default.
 Targets (issue 19): in both regimes AutoHERI >= max(ESMM, all-on) - 0.003 cvr* sAUC; in
 transfer above both (paired CI above 0); >= 2 more kept edges in transfer than in no_cascade.
 Expected and measured: see experiments/README.md ("The masked search").
