@@ -260,6 +260,7 @@ def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: 
         ev = evidence.edge_evidence(spec, params, data.valid, cfg.edge_search)
         _say(f"[search] edge evidence: {time.perf_counter() - t0:.1f}s")
         if cfg.edge_search.select != "off" and ev["batches"] > 0:  # judged: worth comparing
+            t0 = time.perf_counter()
             sel = selection.select_architecture(
                 spec, cfg.retrain, data.train, data.valid, ev["kept"],
                 cfg.edge_search.select, cfg.eval_batch_size,

@@ -47,6 +47,7 @@ from autoheri_jax.search.evidence import (
     fit_recalibration,
     ips_conditional_nll,
 )
+from autoheri_jax.search.selection import ctcvr_auc
 from autoheri_jax.study import arm_config, load_study, paired_test, run_dir
 from autoheri_jax.train.arch_batch import (
     architecture_logits,
@@ -84,11 +85,10 @@ def validation_criteria(logits: np.ndarray, labels: np.ndarray) -> dict[str, lis
         recal_cvr += share * np.asarray(conditional_nll(z, y[score_rows]))
     out["recal_nll"], out["recal_cvr_nll"] = list(recal), list(recal_cvr)
     out["ips_cvr_nll"] = [float(v) for v in ips_conditional_nll(lg, y)]  # the search's own
+    out["ctcvr_auc"] = ctcvr_auc(logits, labels)  # the masked search's selection criterion
     clicked = labels[:, 0] > 0.5
     for a in range(len(logits)):
         p = _sigmoid(logits[a])
-        entire = np.cumprod(p, axis=1)
-        out["ctcvr_auc"].append(auc(BinaryScores(entire[:, 1], labels[:, 1])))
         out["cvr_auc"].append(auc(BinaryScores(p[clicked, 1], labels[clicked, 1])))
     return out
 
