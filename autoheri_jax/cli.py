@@ -188,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--workdir", required=True, help="a workdir of `autoheri run`")
     ex.add_argument("--model", default="autoheri", help="which trained model (default autoheri)")
     ex.add_argument("--out", required=True, help="export directory to write (replaced if one)")
+    ex.add_argument(
+        "--allow-unfinished",
+        action="store_true",
+        help="export a model without test metrics (not evaluated, or the supernet); the "
+        "manifest records it as unfinished",
+    )
     pr = sub.add_parser(
         "predict", parents=[common], help="score a data file with an exported model"
     )
@@ -266,7 +272,7 @@ def _serving(args: argparse.Namespace) -> int:
         if args.step == "export":
             from autoheri_jax.serving.export import export_workdir
 
-            out = export_workdir(args.workdir, args.model, args.out)
+            out = export_workdir(args.workdir, args.model, args.out, args.allow_unfinished)
             _log.info(f"autoheri export: done; {args.model} of {args.workdir} in {out}")
             return 0
         from autoheri_jax.serving.predict import predict_file
@@ -275,7 +281,10 @@ def _serving(args: argparse.Namespace) -> int:
         enable_compilation_cache()
         opts = {"fmt": args.format, "on_bad_row": args.on_bad_row, "split": args.split,
                 "batch_size": args.batch_size, "progress": not args.no_progress}  # fmt: skip
-        summary = predict_file(load(args.model), args.data, args.out, **opts)
+        model = load(args.model)
+        if why := model.manifest.get("unfinished"):
+            _log.warning(f"autoheri predict: {args.model} was exported unfinished: {why}")
+        summary = predict_file(model, args.data, args.out, **opts)
     except (ConfigError, MissingArtifactError, DataFormatError, StoreError, ExportError) as e:
         _log.error(f"autoheri {args.step}: error: {e}")
         return 2
@@ -312,18 +321,19 @@ def _verified(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace) -> int:
     if args.step in ("export", "predict"):
         return _serving(args)
-    from autoheri_jax import experiment
     from autoheri_jax.artifacts import MissingArtifactError, Workdir
     from autoheri_jax.data.errors import DataFormatError
     from autoheri_jax.data.store import StoreError
     from autoheri_jax.train.checkpoint import CheckpointError
     from autoheri_jax.train.loop import NonFiniteLossError, TrainingInterrupted
+    from autoheri_jax.workdir_lock import WorkdirBusy
 
     try:
         if args.step == "prepare":
             return _prepare(args)
         if args.step == "study":
-            return _study(args)
+            with _writing(args.workdir, args.step):
+                return _study(args)
         if args.step == "report":
             return _report(args)
         overrides = list(args.set)
@@ -347,18 +357,11 @@ def _main(args: argparse.Namespace) -> int:
             init_distributed(cfg.parallel)
         wd = Workdir(args.workdir)
         progress = not args.no_progress
-        if args.step == "run":
-            experiment.run(cfg, wd, progress, fresh=args.fresh)
-        elif args.step == "search":
-            experiment.search(cfg, wd, progress, fresh=args.fresh)
-        elif args.step == "evolve":
-            from autoheri_jax.search.evolution import evolve
-
-            evolve(cfg, wd, progress, fresh=args.fresh)
-        elif args.step == "retrain":
-            experiment.retrain(experiment.saved_config(wd, cfg), wd, progress)
-        else:
-            experiment.evaluate(experiment.saved_config(wd, cfg), wd)
+        with _writing(wd.root, args.step):
+            _run_step(args, cfg, wd, progress)
+    except WorkdirBusy as e:
+        _log.error(f"autoheri {args.step}: error: {e}")
+        return 2
     except TrainingInterrupted as e:
         _log.error(f"autoheri {args.step}: {e}")
         return 128 + e.signum
@@ -377,6 +380,35 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     _log.info(f"autoheri {args.step}: done; artefacts in {Path(args.workdir).resolve()}")
     return 0
+
+
+def _writing(workdir: str | Path, step: str):
+    """The workdir's one-writer lock (workdir_lock.py), taken by the process that writes it."""
+    import contextlib
+
+    from autoheri_jax.artifacts import is_writer
+    from autoheri_jax.workdir_lock import exclusive
+
+    if not is_writer() or (step in ("retrain", "evaluate") and not Path(workdir).is_dir()):
+        return contextlib.nullcontext()  # (a mistyped workdir is not created: the step names it)
+    return exclusive(workdir, f"autoheri {step}")
+
+
+def _run_step(args: argparse.Namespace, cfg, wd, progress: bool) -> None:
+    from autoheri_jax import experiment
+
+    if args.step == "run":
+        experiment.run(cfg, wd, progress, fresh=args.fresh)
+    elif args.step == "search":
+        experiment.search(cfg, wd, progress, fresh=args.fresh)
+    elif args.step == "evolve":
+        from autoheri_jax.search.evolution import evolve
+
+        evolve(cfg, wd, progress, fresh=args.fresh)
+    elif args.step == "retrain":
+        experiment.retrain(experiment.saved_config(wd, cfg), wd, progress)
+    else:
+        experiment.evaluate(experiment.saved_config(wd, cfg), wd)
 
 
 if __name__ == "__main__":

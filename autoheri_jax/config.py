@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from autoheri_jax.model.edges import AGGREGATIONS
+from autoheri_jax.model.edges import AGGREGATIONS, parse_edge
 from autoheri_jax.model.edges import OPS as EDGE_OPS
 from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS
 
@@ -184,7 +184,18 @@ class ModelConfig:
             "'search' learns op logits in the arch partition: needs searched=true",
         )
         for e in self.fixed_edges:
-            _, sep, op = e.partition(":")
+            name, sep, op = e.partition(":")
+            try:  # the edge's syntax and depths here, so a typo stops before anything runs
+                edge = parse_edge(name)
+            except ValueError as err:
+                raise ConfigError(f"fixed_edges: {err}") from None
+            _check(
+                max(edge.src_layer, edge.dst_layer) < len(self.hidden),
+                "fixed_edges",
+                f"edge {e!r}: layers must lie in [0, {len(self.hidden)}) (model.hidden has "
+                f"{len(self.hidden)} layers)",
+            )
+            _check(edge.src_task < edge.dst_task, "fixed_edges", f"edge {e!r}: needs u < d")
             _check(
                 not sep or op.strip() in EDGE_OPS,
                 "fixed_edges",
@@ -476,6 +487,13 @@ class Config:
             f"needs data.num_valid >= search.batch_size ({self.search.batch_size})",
         )
 
+        for e in self.model.fixed_edges if simulated else ():  # files: checked on their stages
+            dst = parse_edge(e.partition(":")[0]).dst_task
+            _check(
+                dst < self.data.num_stages,
+                "model.fixed_edges",
+                f"edge {e!r}: task {dst} but data.num_stages={self.data.num_stages}",
+            )
         known = sorted({*VARIANTS, *ARCH_VARIANTS})
         for b in self.baselines:
             _check(b in known, "baselines", f"unknown model {b!r}; known: {known}")
@@ -533,27 +551,57 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix}{e}") from None
 
 
+def _expected_form(tp: Any) -> str:
+    """How a --set value of type `tp` is written, for the error that rejects one."""
+    if typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
+        example = "[64,32] or 64,32" if item is int else "[0.1,0.2] or 0.1,0.2"
+        if item is str:
+            example = '["0.0->1.1","0.1->1.2"] or 0.0->1.1,0.1->1.2'
+        return f"a list of {item.__name__}, e.g. {example}"
+    return {int: "an integer, e.g. 3", float: "a number, e.g. 0.5"}.get(tp, str(tp))
+
+
 def _parse_literal(text: str, tp: Any, key: str) -> Any:
+    """One --set value parsed against its field's type; any failure is a ConfigError naming the
+    key, the text and the expected form (never a JSON traceback)."""
     if tp is str:
         return text
     if tp is bool:
         low = text.lower()
         if low not in ("true", "false", "1", "0"):
-            raise ConfigError(f"{key}: expected true/false, got {text!r}")
+            raise ConfigError(f"--set {key}={text}: expected true or false")
         return low in ("true", "1")
+
+    def refuse() -> ConfigError:
+        return ConfigError(f"--set {key}={text}: cannot parse; expected {_expected_form(tp)}")
+
+    if typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
+        inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        if item is str:  # JSON strings, or bare comma-separated names (edges: 0.0->1.1)
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = [t.strip() for t in inner.split(",") if t.strip()]
+            if not isinstance(value, list):
+                value = [value]
+            if not all(isinstance(v, str) for v in value):
+                raise refuse()
+            return value
+        try:  # `--set model.hidden=64,32` as well as [64,32]
+            value = [json.loads(t) for t in inner.split(",")] if inner.strip() else []
+        except json.JSONDecodeError:
+            raise refuse() from None
+        if any(isinstance(v, (list, dict, str)) or v is None for v in value):
+            raise refuse()
+        return value
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
-        if typing.get_origin(tp) is tuple:  # allow `--set model.hidden=64,32`
-            value = [
-                json.loads(t) if typing.get_args(tp)[0] is not str else t for t in text.split(",")
-            ]
-        else:
-            raise ConfigError(
-                f"{key}: cannot parse {text!r} as {getattr(tp, '__name__', tp)}"
-            ) from None
-    if typing.get_origin(tp) is tuple and not isinstance(value, list):
-        value = [value]
+        raise refuse() from None
+    if isinstance(value, (list, dict)) or value is None:
+        raise refuse()
     return value
 
 

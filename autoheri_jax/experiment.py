@@ -6,6 +6,7 @@ can run them together (`autoheri run`) or one at a time over the same workdir.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -23,7 +24,7 @@ from autoheri_jax.config import (
     to_dict,
 )
 from autoheri_jax.data.dataset import CTRDataset
-from autoheri_jax.data.sources import Splits, load_splits, with_store_options
+from autoheri_jax.data.sources import Splits, check_data_path, load_splits, with_store_options
 from autoheri_jax.metrics import CALIBRATION_BINS, funnel_metrics, metric_keys
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import parse_edge
@@ -46,9 +47,14 @@ def load_data(cfg: Config, wd: artifacts.Workdir | None = None, progress: bool =
 
 
 def spec_for(model: ModelConfig, data: CTRDataset) -> ModelSpec:
-    return build_spec(
-        model, data.vocab_sizes, data.num_dense, data.num_stages, data.bag_vocab_sizes
-    )
+    """The model's static structure on this data; a config the data cannot build (an edge
+    into a stage the files lack) is a ConfigError, raised before anything trains."""
+    try:
+        return build_spec(
+            model, data.vocab_sizes, data.num_dense, data.num_stages, data.bag_vocab_sizes
+        )
+    except ValueError as e:
+        raise ConfigError(f"model: {e} (the data has {data.num_stages} stages)") from None
 
 
 def _drop_later_records(wd: artifacts.Workdir, model: str, step: int) -> None:
@@ -173,26 +179,41 @@ _RUN_OUTPUTS = ("metrics.jsonl", "edge_history.jsonl", "results.json", "architec
                 "architecture.txt", "models", "checkpoints")  # fmt: skip
 
 
-def prepare_workdir(cfg: Config, wd: artifacts.Workdir, fresh: bool = False) -> None:
-    """Readies `wd` for a search: resumes a run of the same config, else starts over.
+@contextlib.contextmanager
+def starting(cfg: Config, wd: artifacts.Workdir, fresh: bool = False):
+    """Readies `wd` for a search whose body (the `with` block) loads the data and builds the
+    model: config.json is written only once the body succeeds, so a start that fails on a bad
+    data file, store or edge name leaves nothing that blocks the corrected command.
 
-    A workdir searched with another config is refused (naming the differing keys) unless
-    `fresh`, which deletes every output of the earlier run first.
+    Before the body, read-only checks: a workdir searched with another config is refused
+    (naming the differing keys) unless `fresh`, and the data path must exist. Then, for a new
+    start (no config.json, `fresh`, or checkpoint.resume=False), every output of an earlier
+    run is deleted; a config.json of the same config resumes instead.
     """
     wd.root.mkdir(parents=True, exist_ok=True)
     old = wd.path("config.json")
-    if old.exists() and not fresh and cfg.checkpoint.resume:
+    resuming = old.exists() and not fresh and cfg.checkpoint.resume
+    if resuming:
         saved_config(wd, cfg)  # refuses a different config, naming the keys
-        _say(f"resuming the run in {wd.root} (pass --fresh to start over)")
-        wd.write_json("config.json", to_dict(cfg))  # this run's devices and save policy
-        return
-    if artifacts.is_writer():
-        if old.exists() and json.loads(old.read_text()).get("data") != to_dict(cfg.data):
-            shutil.rmtree(wd.path("store"), ignore_errors=True)  # converted from other data
+    check_data_path(cfg.data)
+    if not resuming and artifacts.is_writer():
+        # a store converted from other data (or left by a start that failed) goes with the run
+        if not old.exists() or json.loads(old.read_text()).get("data") != to_dict(cfg.data):
+            shutil.rmtree(wd.path("store"), ignore_errors=True)
         for stale in _RUN_OUTPUTS:
             path = wd.path(stale)
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    wd.write_json("config.json", to_dict(cfg))
+        old.unlink(missing_ok=True)
+    yield
+    if resuming:
+        _say(f"resuming the run in {wd.root} (pass --fresh to start over)")
+    wd.write_json("config.json", to_dict(cfg))  # (on resume: this run's devices, save policy)
+
+
+def prepare_workdir(cfg: Config, wd: artifacts.Workdir, fresh: bool = False) -> None:
+    """`starting` with nothing to validate in between (a caller that loads data itself)."""
+    with starting(cfg, wd, fresh):
+        pass
 
 
 def saved_config(wd: artifacts.Workdir, given: Config | None) -> Config:
@@ -240,13 +261,13 @@ def search_setup(cfg: Config) -> tuple[ModelConfig, TrainConfig]:
 
 def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False) -> dict:
     cfg = with_store_options(cfg)  # config.json records the options a prepared store was made with
-    prepare_workdir(cfg, wd, fresh)
-    data = load_data(cfg, wd, progress)
-    rates = {k: round(v, 4) for k, v in data.train.summary()["positive_rate"].items()}
-    _say(f"data: train {rates} over {data.train.num_rows} rows")
-    check_baselines(cfg, data)
-    model, tcfg = search_setup(cfg)
-    spec = spec_for(model, data.train)
+    with starting(cfg, wd, fresh):  # config.json once the data and the model validate
+        data = load_data(cfg, wd, progress)
+        rates = {k: round(v, 4) for k, v in data.train.summary()["positive_rate"].items()}
+        _say(f"data: train {rates} over {data.train.num_rows} rows")
+        check_baselines(cfg, data)
+        model, tcfg = search_setup(cfg)
+        spec = spec_for(model, data.train)
     params = train_and_save(cfg, wd, SEARCHED, "search", spec, tcfg, data, progress)
     return derive_architecture(cfg, wd, spec, params, data)
 

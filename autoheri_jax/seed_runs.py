@@ -83,9 +83,10 @@ def run_seeds(
     """Runs every config in its workdir (resuming what each has done); -> results per run."""
     datas = []
     for cfg, wd in zip(cfgs, wds, strict=True):
-        experiment.prepare_workdir(cfg, wd)
-        data = experiment.load_data(cfg, wd, progress)
-        experiment.check_baselines(cfg, data)
+        with experiment.starting(cfg, wd):  # config.json once data and model validate
+            data = experiment.load_data(cfg, wd, progress)
+            experiment.check_baselines(cfg, data)
+            experiment.spec_for(experiment.search_setup(cfg)[0], data.train)
         datas.append(data)
     setups = [experiment.search_setup(c) for c in cfgs]
     specs = [experiment.spec_for(m, d.train) for (m, _), d in zip(setups, datas, strict=True)]

@@ -244,7 +244,7 @@ def test_store_options_win_and_are_recorded_visibly(store, tmp_path, capsys, mon
     def stop(*args, **kwargs):  # config.json is written: the training itself is not the point
         raise ConfigError("stopped before training")
 
-    monkeypatch.setattr(experiment, "load_data", stop)
+    monkeypatch.setattr(experiment, "train_and_save", stop)
     wd = tmp_path / "run"
     assert run_cli(store, wd) == 2
     assert json.loads((wd / "config.json").read_text())["data"]["min_count"] == 10

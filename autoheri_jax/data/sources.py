@@ -22,7 +22,7 @@ from typing import NamedTuple
 from autoheri_jax.config import Config, DataConfig
 from autoheri_jax.data import integrity
 from autoheri_jax.data.dataset import CTRDataset
-from autoheri_jax.data.errors import DataFormatError
+from autoheri_jax.data.errors import DataFormatError, StoreError
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.data.store import is_finished, open_split, read_manifest
 
@@ -124,9 +124,32 @@ def with_store_options(cfg: Config) -> Config:
     return dataclasses.replace(cfg, data=dataclasses.replace(d, **changed))
 
 
+def check_data_path(d: DataConfig) -> None:
+    """The cheap part of loading, before a run writes anything: the data path exists and, if it
+    is a prepared store, its manifest reads and it has the train and test splits a run needs.
+    (Rows and columns are checked when they load; a run records its config only after that.)"""
+    if d.source != "files":
+        return
+    root = Path(d.path).expanduser().resolve()
+    if not root.exists():
+        raise DataFormatError(root, None, "no such file or directory (data.path / --data)")
+    if d.format == "store" or (d.format == "auto" and (root / "manifest.json").exists()):
+        _require_splits(root, read_manifest(root))  # read_manifest names an unfinished store
+
+
+def _require_splits(root: Path, manifest: dict) -> None:
+    missing = [s for s in ("train", "test") if s not in manifest["splits"]]
+    if missing:
+        raise StoreError(
+            f"{root}: no {' or '.join(missing)} split (has {sorted(manifest['splits'])}); a run "
+            "trains on train and reports test: prepare the store from files with both"
+        )
+
+
 def file_splits(d: DataConfig, cache_dir: Path, progress: bool = True) -> Splits:
     root = prepare_store(d, cache_dir / "store", progress=progress)
     manifest = read_manifest(root)
+    _require_splits(root, manifest)
     integrity.verify(root, manifest, record_dir=cache_dir)  # hashed once per workdir
     train = open_split(root, "train", manifest)
     valid = (

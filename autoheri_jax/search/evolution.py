@@ -32,6 +32,7 @@ The workdir then holds
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -246,15 +247,19 @@ def read_log(wd: artifacts.Workdir) -> list[dict]:
     return artifacts.read_jsonl(wd.path(LOG))
 
 
-def _prepare(cfg: Config, wd: artifacts.Workdir, fresh: bool) -> None:
-    """Like a search's workdir set-up, but a workdir with a one-shot run of the same config
-    (apart from the evolution section) is kept: its baselines stay, the derived model goes."""
-    from autoheri_jax.experiment import prepare_workdir, saved_config
+@contextlib.contextmanager
+def _starting(cfg: Config, wd: artifacts.Workdir, fresh: bool):
+    """Like a search's `starting` (config.json once the `with` body has loaded and validated
+    the data), but a workdir with a one-shot run of the same config (apart from the evolution
+    section) is kept: its baselines stay, the derived model goes."""
+    from autoheri_jax.data.sources import check_data_path
+    from autoheri_jax.experiment import saved_config, starting
 
     if fresh or not wd.path("config.json").exists() or not cfg.checkpoint.resume:
-        prepare_workdir(cfg, wd, fresh=True)
-        for name in (LOG, SUMMARY, ONESHOT_RECORD):
-            wd.path(name).unlink(missing_ok=True)
+        with starting(cfg, wd, fresh=True):
+            for name in (LOG, SUMMARY, ONESHOT_RECORD):
+                wd.path(name).unlink(missing_ok=True)
+            yield
         return
     saved = wd.read_json("config.json", made_by="search")
     ours = to_dict(cfg.evolution)
@@ -267,6 +272,8 @@ def _prepare(cfg: Config, wd: artifacts.Workdir, fresh: bool) -> None:
         )
     earlier = from_dict(EvolutionConfig, saved.get("evolution", {}), prefix="evolution.")
     saved_config(wd, dataclasses.replace(cfg, evolution=earlier))  # refuses other differences
+    check_data_path(cfg.data)
+    yield
     _say(f"evolving in {wd.root} (resuming any logged candidates; --fresh starts over)")
     wd.write_json("config.json", to_dict(cfg))
 
@@ -299,13 +306,13 @@ def evolve(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
     """Aging evolution over edge masks; writes evolution.jsonl/.json and architecture.json."""
     from autoheri_jax.experiment import load_data
 
-    _prepare(cfg, wd, fresh)
-    data = load_data(cfg, wd, progress)
-    edges = search_edges(cfg, data.train.num_stages)
     ev = cfg.evolution
-    keys = [k for k, _, _ in metric_keys(data.train.stage_names)]
-    if ev.metric != VALID_LOSS_METRIC and ev.metric.removesuffix("_auc") not in keys:
-        raise ConfigError(f"evolution.metric: {ev.metric!r} is not scored here; keys: {keys}")
+    with _starting(cfg, wd, fresh):
+        data = load_data(cfg, wd, progress)
+        edges = search_edges(cfg, data.train.num_stages)
+        keys = [k for k, _, _ in metric_keys(data.train.stage_names)]
+        if ev.metric != VALID_LOSS_METRIC and ev.metric.removesuffix("_auc") not in keys:
+            raise ConfigError(f"evolution.metric: {ev.metric!r} is not scored here; keys: {keys}")
     logged = read_log(wd)
     tcfg = budget_train_config(cfg)
     rows = budget_train_rows(cfg, data.train)

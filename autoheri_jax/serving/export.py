@@ -215,8 +215,14 @@ def _store_root(cfg, wd) -> Path:
     return given.resolve() if is_finished(given) else wd.path("store")
 
 
-def export_workdir(workdir: str | Path, model: str, out: str | Path) -> Path:
-    """The trained `model` of an `autoheri run` workdir -> an export directory at `out`."""
+def export_workdir(
+    workdir: str | Path, model: str, out: str | Path, allow_unfinished: bool = False
+) -> Path:
+    """The trained `model` of an `autoheri run` workdir -> an export directory at `out`.
+
+    A model without test metrics in results.json (the run stopped before `evaluate`, or the
+    supernet, which is never evaluated) is refused unless `allow_unfinished`; its manifest then
+    says why in "unfinished", so nothing serves an unmeasured model unknowingly."""
     from autoheri_jax import experiment
     from autoheri_jax.artifacts import Workdir
     from autoheri_jax.config import ConfigError, to_dict
@@ -252,10 +258,23 @@ def export_workdir(workdir: str | Path, model: str, out: str | Path) -> Path:
     made_by = "search" if model == experiment.SEARCHED else "retrain"
     params = wd.load_params(model, abstract_state(spec, tcfg).params, made_by=made_by)
     results = wd.path("results.json")
-    metrics = None
+    metrics, unfinished = None, f"{results} is missing: the run was not evaluated"
     if results.is_file():
         metrics = json.loads(results.read_text()).get("models", {}).get(model, {}).get("test")
+        unfinished = None if metrics else f"{results} has no test metrics of {model!r}"
+    if unfinished and not allow_unfinished:
+        hint = (
+            ""
+            if model == experiment.SEARCHED
+            else f"run `autoheri evaluate --workdir {wd.root}` or "
+        )
+        raise rt.ExportError(
+            f"{model} of {wd.root} is unfinished ({unfinished}); {hint}pass --allow-unfinished "
+            "to export it with the manifest marked unfinished"
+        )
     info = info_dict(model, to_dict(cfg), models[model], metrics, note)
+    if unfinished:
+        info["unfinished"] = unfinished
     info["workdir"] = str(wd.root)
     arch = architecture_of(spec, model, record if model == experiment.AUTOHERI else None)
     return write_export(
