@@ -451,7 +451,7 @@ class Config:
     search: TrainConfig = TrainConfig()  # one-shot search phase
     retrain: TrainConfig = TrainConfig(entropy_weight=0.0)  # derived model and every baseline
     derive_threshold: float = 0.5  # keep an edge when its probability exceeds this
-    baselines: tuple[str, ...] = ("esmm",)  # models trained beside AutoHERI (see models.py)
+    baselines: tuple[str, ...] = ("esmm",)  # models trained beside AutoHERI (model/variants.py)
     eval_batch_size: int = 8192  # impressions per evaluation step
     parallel: ParallelConfig = ParallelConfig()  # devices, launcher, hosts
     checkpoint: CheckpointConfig = CheckpointConfig()  # saving and resuming

@@ -19,8 +19,7 @@ two-sided p-value. A run whose results.json exists is not run again, so a study 
 it stopped (an unfinished run resumes from its own checkpoints), and more seeds can be added
 later by raising `--seeds`.
 
-The Student t distribution is computed here from the regularised incomplete beta function
-(a continued fraction); nothing beyond numpy is needed.
+The Student t quantiles and tail probabilities are scipy.stats'.
 """
 
 from __future__ import annotations

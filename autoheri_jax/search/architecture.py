@@ -19,8 +19,12 @@ from autoheri_jax.search.gates import edge_probabilities, op_probabilities
 
 def derive_ops(params: Params, spec: ModelSpec) -> list[str]:
     """Each edge's argmax operator (its fixed operator when ops are not searched)."""
-    probs = np.asarray(op_probabilities(params, spec))
-    return [OPS[int(i)] for i in probs.argmax(axis=-1)] if probs.size else []
+    return argmax_ops(np.asarray(op_probabilities(params, spec)), OPS)
+
+
+def argmax_ops(op_probs: np.ndarray, op_names: Sequence[str]) -> list[str]:
+    """[E, len(op_names)] operator probabilities -> each edge's most probable operator."""
+    return [op_names[int(i)] for i in op_probs.argmax(axis=-1)] if op_probs.size else []
 
 
 def derive_edges(probs: Sequence[float], edges: Sequence[Edge], threshold: float) -> list[Edge]:
@@ -41,6 +45,7 @@ def architecture_record(
     """op_probs: [E, len(op_names)] operator probabilities of an operator search; each
     candidate then records "op" (the argmax) and "op_probs" ({op: prob})."""
     kept = set(derive_edges(probs, edges, threshold))
+    ops = argmax_ops(op_probs, op_names) if op_probs is not None else None
     candidates = []
     for k, e in enumerate(edges):
         c = {
@@ -51,7 +56,7 @@ def architecture_record(
             "kept": e in kept,
         }
         if op_probs is not None:
-            c["op"] = op_names[int(np.argmax(op_probs[k]))]
+            c["op"] = ops[k]
             c["op_probs"] = {n: float(p) for n, p in zip(op_names, op_probs[k], strict=True)}
         candidates.append(c)
     record = {

@@ -2,7 +2,7 @@
 
 While searching, edge k's gate is sigmoid(edge_logits[k]): the layer sees the expectation of a
 Bernoulli edge (model/network.py). With aggregation="search" each edge also mixes the
-operators of model/OPS by a softmax of its op_logits. The entropy terms (and the
+operators of model/edges.py OPS by a softmax of its op_logits. The entropy terms (and the
 optional sparsity cost) are added to the training loss by train/step.py.
 """
 
