@@ -270,7 +270,7 @@ def _serving(args: argparse.Namespace) -> int:
 
     try:
         if args.step == "export":
-            from autoheri_jax.serving.export import export_workdir
+            from autoheri_jax.exporting import export_workdir
 
             out = export_workdir(args.workdir, args.model, args.out, args.allow_unfinished)
             _log.info(f"autoheri export: done; {args.model} of {args.workdir} in {out}")
@@ -402,7 +402,7 @@ def _run_step(args: argparse.Namespace, cfg, wd, progress: bool) -> None:
     elif args.step == "search":
         experiment.search(cfg, wd, progress, fresh=args.fresh)
     elif args.step == "evolve":
-        from autoheri_jax.search.evolution import evolve
+        from autoheri_jax.evolution_run import evolve
 
         evolve(cfg, wd, progress, fresh=args.fresh)
     elif args.step == "retrain":

@@ -231,7 +231,7 @@ def run_one(cfg: Config, directory: Path, method: str, progress: bool = False) -
     cfg = with_store_options(cfg)  # evolve, retrain and evaluate record the store's own options
     wd = Workdir(directory)
     if method == "evolution":
-        from autoheri_jax.search.evolution import evolve
+        from autoheri_jax.evolution_run import evolve
 
         evolve(cfg, wd, progress)
         experiment.retrain(cfg, wd, progress)
@@ -351,7 +351,7 @@ def _run_vmapped_arms(study, workdir, plan, seeds, modes, progress, ran) -> list
 def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
     """Test AUCs per model (and the oracle) and the search cost of one finished run."""
     from autoheri_jax.artifacts import Workdir
-    from autoheri_jax.search.evolution import oneshot_cost
+    from autoheri_jax.evolution_run import oneshot_cost
 
     path = Path(directory) / "results.json"
     if not path.exists():

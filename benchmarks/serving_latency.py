@@ -104,7 +104,7 @@ def main() -> None:
         export = args.export
         if export is None:
             sys.path.insert(0, str(REPO))
-            from autoheri_jax.serving.export import export_workdir
+            from autoheri_jax.exporting import export_workdir
 
             export = str(export_workdir(args.workdir, args.model, Path(tmp) / "export"))
         imports = [_child()["import_s"] for _ in range(args.imports)]

@@ -7,12 +7,11 @@ import pytest
 from autoheri_jax import artifacts
 from autoheri_jax.cli import main
 from autoheri_jax.config import Config, ConfigError, EvolutionConfig, apply_overrides, load_config
+from autoheri_jax.evolution_run import ONESHOT_RECORD, _install_architecture
 from autoheri_jax.experiment import load_data
 from autoheri_jax.model.edges import candidate_edges
 from autoheri_jax.search import architecture
 from autoheri_jax.search.evolution import (
-    ONESHOT_RECORD,
-    _install_architecture,
     aging_evolution,
     budget_train_config,
     budget_train_rows,
