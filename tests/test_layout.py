@@ -26,9 +26,11 @@ FORBIDDEN = {
     # the algorithms of the search; the workflows that run them over a workdir sit above
     "autoheri_jax.search": ("autoheri_jax.experiment", "autoheri_jax.evolution_run",
                             "autoheri_jax.exporting", "autoheri_jax.study", "autoheri_jax.cli",
-                            "autoheri_jax.report", "autoheri_jax.serving", "autoheri_jax.seed_runs"),
+                            "autoheri_jax.report", "autoheri_jax.serving",
+                            "autoheri_jax.seed_runs"),
     # an export is written from a spec and params and read without the training code
-    "autoheri_jax.serving": ("autoheri_jax.train", "autoheri_jax.search", "autoheri_jax.experiment",
+    "autoheri_jax.serving": ("autoheri_jax.train", "autoheri_jax.search",
+                             "autoheri_jax.experiment",
                              "autoheri_jax.evolution_run", "autoheri_jax.exporting",
                              "autoheri_jax.study", "autoheri_jax.cli", "autoheri_jax.report",
                              "autoheri_jax.seed_runs", "autoheri_jax.config"),

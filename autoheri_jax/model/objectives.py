@@ -23,7 +23,7 @@ clipped to [c, 1 - c], c = `spec.propensity_clip`. Every mean is over the batch'
              r*_hat = the counterfactual head; its label on unclicked rows is 1 - r = 1. The
              factual head r_hat is the prediction.
 
-Published defaults and the choices made here (see the README's model table):
+Published defaults and the choices made here (see the model table in docs/config.md):
   * ESCM²'s official code (PaddleRec models/multitask/escm2) weighs lambda_c = lambda_g = 0.5,
     caps the DR weight at 15 (a propensity floor of 1/15) and normalises its IPS term by the
     batch's clicks; here every term is the paper's mean over D, and lambda_c, lambda_g are

@@ -10,7 +10,7 @@ edge logits see the same training-loss gradient as the weights, plus the entropy
 optional sparsity cost). The arch partition's rule is wrapped in `delayed`, which holds the
 logits and the rule's state still for `arch_warmup_steps`, and is by default
 `scale_by_shared_rms` (Adam with one second moment for all logits), so a logit's step keeps
-its share of the evidence; see README "How the search decides".
+its share of the evidence; see docs/design.md, "How the search decides".
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ experiments/studies/default_seeds.py (experiments/configs/default.py, 3 seeds, d
 redrawn) with the search of `autoheri_jax.config.PAPER_SEARCH_RECIPE` at the arch learning rate
 this config used before (0.03). The same seeds as default_seeds, so ESMM is the same run in
 both. About 1-2 min per seed on 2 CPU cores.
-Expected: edges kept by the first noisy steps (the same grid whatever the data). Measured: the
-README ("What the main job prints and writes").
+Expected: edges kept by the first noisy steps (the same grid whatever the data). Measured:
+experiments/README.md ("The README's main job over seeds").
 """
 
 import dataclasses

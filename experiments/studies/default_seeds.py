@@ -10,8 +10,8 @@ search 2 epochs; AutoHERI, ESMM, parallel_all_on and hierarchical_all_on retrain
 3 seeds, each redrawing the simulated world and its data and the model seeds. About 1-2 min per
 seed on 2 CPU cores.
 Expected: seed-to-seed standard deviations of the AUCs of a few thousandths, so single-run
-differences of that size between models are noise. Measured: see the README ("What the main
-job prints and writes").
+differences of that size between models are noise. Measured: see experiments/README.md ("The
+README's main job over seeds").
 """
 
 from pathlib import Path
