@@ -7,7 +7,7 @@ architecture.json      the derived architecture: every candidate edge, probabili
                        (and, after an operator search, each edge's "op" and "op_probs")
 architecture.txt       the same, readable: one grid of probabilities per task pair
 models/<name>/params   trained parameters (orbax), models/<name>/train.json its stats
-results.json           test metrics per model and the oracle (schema in README.md)
+results.json           test metrics per model and the oracle (schema in docs/outputs.md)
 """
 
 from __future__ import annotations
@@ -83,9 +83,19 @@ class Workdir:
             ckptr.wait_until_finished()
 
     def load_params(self, model: str, abstract_params: Any, made_by: str) -> Any:
+        """The params `save_params` wrote; MissingArtifactError (one line naming the file) when
+        they are missing, or unreadable (truncated, corrupted) or not this model's."""
         target = self.require(f"models/{model}/params", made_by)
-        with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(target, abstract_params)
+        try:
+            with ocp.StandardCheckpointer() as ckptr:
+                return ckptr.restore(target, abstract_params)
+        except Exception as e:
+            lines = str(e).strip().splitlines()
+            why = f"{type(e).__name__}: {lines[0] if lines else ''}"
+            why = why if len(why) <= 160 else why[:157] + "..."
+            raise MissingArtifactError(
+                f"{target} is unreadable ({why}): run `autoheri {made_by}` on this workdir again"
+            ) from e
 
 
 def to_host(tree: Any) -> Any:

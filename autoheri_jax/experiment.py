@@ -100,11 +100,30 @@ class ModelLog:
 
 
 def trained_params(wd: artifacts.Workdir, name: str, phase: str, spec, tcfg: TrainConfig):
-    """The params of a model this workdir already trained (None if it has not)."""
+    """The params of a model this workdir already trained (None if it has not). Params that
+    cannot be read (missing, corrupted) are moved aside, models/<name> -> models/<name>.invalid-<n>,
+    with one warning line, and None returned: the model is trained again (from its checkpoints
+    when they were kept)."""
     if not wd.path("models", name, "train.json").exists():
         return None
+    try:
+        params = wd.load_params(name, abstract_state(spec, tcfg).params, made_by=phase)
+    except artifacts.MissingArtifactError as e:
+        from autoheri_jax.progress import get_logger
+
+        model_dir, n = wd.path("models", name), 0
+        while (aside := model_dir.with_name(f"{name}.invalid-{n}")).exists():
+            n += 1
+        if artifacts.is_writer() and model_dir.exists():
+            model_dir.rename(aside)
+        if not wd.path("checkpoints", name).is_dir():  # retrained from step 0: logged anew
+            _drop_later_records(wd, name, -1)
+        what = str(e).partition(": run `")[0]  # the file and its problem, not the hint
+        get_logger(__name__).warning(f"[{phase}] {name}: {what}; moved {model_dir} to {aside}, "
+                                     "training the model again")  # fmt: skip
+        return None
     _say(f"[{phase}] {name}: already trained in {wd.root}; reusing it")
-    return wd.load_params(name, abstract_state(spec, tcfg).params, made_by=phase)
+    return params
 
 
 def save_trained(

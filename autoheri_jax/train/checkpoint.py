@@ -23,7 +23,11 @@ Crash safety: orbax writes each step into `<step>.orbax-checkpoint-tmp-*` and re
 `<step>` after `commit_success.txt` is written, so an interrupted save never shows up as a
 step; leftover tmp directories are deleted when a Checkpointer opens the directory. A numbered
 directory without the commit marker or an item (copied half-way, truncated) is renamed to
-`<step>.invalid-<n>` on open, so that it can neither be restored nor confuse retention.
+`<step>.invalid-<n>` on open, so that it can neither be restored nor confuse retention. A
+complete step whose files cannot be read (truncated or corrupted on disk) is found only when it
+is read: `restore_latest` then renames it the same way, says so in one warning line and falls
+back to the step before it (or to none: the run starts from scratch). Only unreadable files
+fall back; a checkpoint that does not fit the run (fingerprint, structure) is still refused.
 
 Restore targets are abstract (`jax.eval_shape` output); a leaf's `sharding` decides where the
 restored array lives, so a run may resume on a different device count. Leaves without one are
@@ -69,6 +73,20 @@ logging.getLogger("absl").addFilter(_DropNoMetricsWarning())
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not fit this run; the message says which."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """A step's files cannot be read (truncated, corrupted); `reason` is one short line."""
+
+    def __init__(self, where: str, step: int, cause: BaseException, what: str = "is unreadable"):
+        self.step, self.reason = step, _one_line(cause)
+        super().__init__(f"{where} {what}: {type(cause).__name__}: {cause}")
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    """`Type: first line of the message`, cut at `limit` characters (for a warning line)."""
+    text = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _jsonable(obj: Any, what: str) -> Any:
@@ -179,6 +197,15 @@ def _data_problem(data: Path) -> list[str]:
     ]
 
 
+def _set_aside(path: Path) -> Path:
+    """Renames `path` to the first free `<name>.invalid-<n>`; -> the new path."""
+    n = 0
+    while (target := path.with_name(f"{path.name}.invalid-{n}")).exists():
+        n += 1
+    path.rename(target)
+    return target
+
+
 def _quarantine_invalid_steps(directory: Path) -> list[Path]:
     moved = []
     if jax.process_index() != 0 or not directory.is_dir():
@@ -186,13 +213,19 @@ def _quarantine_invalid_steps(directory: Path) -> list[Path]:
     for path in sorted(directory.iterdir()):
         if not _STEP_NAME.match(path.name) or (problem := _step_problem(path)) is None:
             continue
-        n = 0
-        while (target := path.with_name(f"{path.name}.invalid-{n}")).exists():
-            n += 1
-        path.rename(target)
+        target = _set_aside(path)
         _log.warning("ignoring incomplete checkpoint %s (%s): moved to %s", path, problem, target)
         moved.append(target)
     return moved
+
+
+def _everywhere(ok: bool) -> bool:
+    """True when `ok` holds on every process (a step one process cannot read is dropped by all)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(ok, np.int32))))
 
 
 def _leaf_names(tree: Any) -> list[tuple[str, Any]]:
@@ -339,6 +372,38 @@ class Checkpointer:
 
     # --------------------------------------------------------------------------- restore
 
+    def restore_latest(self, abstract_state: Any) -> tuple[Any, dict, dict | None] | None:
+        """`restore` of the newest readable step; None when there is none (start from scratch).
+
+        A step whose files cannot be read (UnreadableCheckpointError, on any process) is
+        renamed to `<step>.invalid-<n>` and named in one warning line, which also says what
+        comes next (the step before it, or a start from scratch). A step that does not fit
+        this run (fingerprint, structure) raises CheckpointError as `restore` does.
+        """
+        self.wait()
+        while steps := self.all_steps():
+            try:
+                restored, problem = self.restore(steps[-1], abstract_state), None
+            except UnreadableCheckpointError as e:
+                restored, problem = None, e
+            if _everywhere(problem is None):
+                return restored
+            path = self.directory / str(steps[-1])
+            if jax.process_index() == 0:
+                reason = "unreadable on another process" if problem is None else problem.reason
+                target = _set_aside(path)
+                self.quarantined.append(target)
+                then = (f"resuming from step {steps[-2]} instead" if len(steps) > 1
+                        else "no earlier step is left: training starts from scratch")  # fmt: skip
+                _log.warning("ignoring unreadable checkpoint %s (%s): moved to %s; %s",
+                             path, reason, target, then)  # fmt: skip
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices(f"set aside {path}")
+            self._manager.reload()
+        return None
+
     def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, dict, dict | None]:
         """(state, extra, data_state) of `step` (None: the latest), shaped like the target;
         data_state is this process's, as its `save` was given it."""
@@ -375,7 +440,7 @@ class Checkpointer:
             else:
                 data = meta["data"].state
         except Exception as e:
-            raise CheckpointError(f"{where} is unreadable: {type(e).__name__}: {e}") from e
+            raise UnreadableCheckpointError(where, step, e) from e
         extra = dict(meta["extra"])
         self._check_fingerprint(where, extra.get("fingerprint"))
         self._check_structure(where, step, abstract_state)
@@ -385,7 +450,7 @@ class Checkpointer:
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
             )
         except Exception as e:
-            raise CheckpointError(f"{where} is unreadable: {type(e).__name__}: {e}") from e
+            raise UnreadableCheckpointError(where, step, e) from e
         return restored["state"], extra, data
 
     def _check_fingerprint(self, where: str, saved: Any) -> None:
@@ -406,7 +471,7 @@ class Checkpointer:
         try:
             saved_tree = self._manager.item_metadata(step)["state"].tree
         except Exception as e:
-            raise CheckpointError(f"{where}: cannot read the state metadata: {e}") from e
+            raise UnreadableCheckpointError(where, step, e, "has unreadable state metadata") from e
         saved = {
             m.name: m
             for m in jax.tree.leaves(saved_tree)

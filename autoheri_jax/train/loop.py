@@ -109,10 +109,15 @@ class CheckpointSaver:
         self.scoring = _scoring_rows(valid, c.valid_rows) if c.keep_best else None
 
     def restore(self, dp, feed: InputFeed) -> tuple[TrainState, int] | None:
-        """(state, step) of the latest checkpoint, the feed positioned after it; or None."""
+        """(state, step) of the latest readable checkpoint, the feed positioned after it; or
+        None. An unreadable (corrupted) latest step is set aside with a warning and the one
+        before it restored (checkpoint.py `restore_latest`); a mismatching one is refused."""
         if not self.resumable.cfg.resume or self.ckpt.latest_step() is None:
             return None
-        restored, _, data_state = self.ckpt.restore(None, dp.abstract_state())
+        latest = self.ckpt.restore_latest(dp.abstract_state())
+        if latest is None:
+            return None
+        restored, _, data_state = latest
         feed.set_state(data_state)
         state = dp.to_device(restored) if dp.launcher == "pmap" else restored
         return state, int(jax.device_get(restored.step))
