@@ -36,6 +36,36 @@ def open_error(path: Path, e: OSError) -> DataFormatError:
     return DataFormatError(path, None, "cannot read", str(e.strerror))
 
 
+def header_like(got: list[str], header: list[str]) -> bool:
+    """Whether a first line is meant as a header of `header`'s format, not data: at least half
+    its fields (and two) are column names. Column names can look like ids ("101"), so one match
+    proves nothing; a data row whose ids spell half the header does not occur."""
+    names = set(header)
+    k = sum(t in names for t in got)
+    return k >= 2 and 2 * k >= len(got)
+
+
+def header_mismatch(got: list[str], header: list[str], optional: list[str]) -> str:
+    """Why the line `got` is not `header` (whose `optional` columns, the labels, may all be left
+    out), by column name: 30-80 names are too many to compare as two truncated strings."""
+    if not header_like(got, header):
+        named = sum(t in set(header) for t in got)
+        return (f"the first line is no such header ({len(got)} fields, {named} of them its "
+                f"column names): {','.join(got)[:60]!r}")  # fmt: skip
+    has = set(got)
+    want = [c for c in header if c not in optional] if not has & set(optional) else header
+    missing = [c for c in want if c not in has]
+    unexpected = [c for c in got if c not in set(header)]
+    repeated = sorted({c for c in got if got.count(c) > 1})
+    parts = [f"lacks columns {missing}"] * bool(missing)
+    parts += [f"has unexpected columns {unexpected}"] * bool(unexpected)
+    parts += [f"repeats columns {repeated}"] * bool(repeated)
+    if not parts:  # the same columns in another order: the readers take them by position
+        k = next(i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b)
+        parts = [f"has the columns in another order: column {k + 1} is {got[k]!r}, not {want[k]!r}"]
+    return "the header " + " and ".join(parts)
+
+
 def read_blocks(
     path: Path, start: int, first_line: int, block_bytes: int | None = None
 ) -> Iterator[tuple[int, bytes, int]]:

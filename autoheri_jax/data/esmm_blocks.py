@@ -22,13 +22,18 @@ _NEXT_OK = np.zeros(64, bool)  # [8 * delimiter + the next one]: the order a val
 for _a, _b in [(_NL, _HEAD), (_HEAD, _HEAD), (_HEAD, _COMMA), (_HEAD, _NL), (_COMMA, _COLON),
                (_COLON, _COMMA), (_COLON, _NL)]:  # fmt: skip
     _NEXT_OK[8 * _a + _b] = True
+_NEXT_BARE = np.zeros(64, bool)  # the same for label-free lines "sample_id,field:id,..."
+for _a, _b in [(_NL, _HEAD), (_HEAD, _COLON), (_COMMA, _COLON), (_COLON, _COMMA),
+               (_COLON, _NL)]:  # fmt: skip
+    _NEXT_BARE[8 * _a + _b] = True
 _LABELS = binary([b"0", b"1", b"0.0", b"1.0"])  # rowcheck.LABEL_TOKENS; odd index: a 1
 
 
-def esmm_block(buf: bytes, at_start: bool, singles: list[str] | None):
+def esmm_block(buf: bytes, at_start: bool, singles: list[str] | None, labelled: bool = True):
     """(labels int8 [n, 2], field names (sorted str), per token: name index, row, raw id) of a
     block of whole lines, or None unless every line is clean (see the docstring). singles: the
-    schema's single-valued fields (valid / test), where a repeat must be reported."""
+    schema's single-valued fields (valid / test), where a repeat must be reported. labelled
+    False: "sample_id,field:id,..." lines (scoring only), zero labels."""
     if at_start and buf.startswith(b"\xef\xbb\xbf"):
         buf = buf[3:]  # rowcheck.split_lines drops the BOM at the start of a file
     if b"\r" in buf:
@@ -44,11 +49,18 @@ def esmm_block(buf: bytes, at_start: bool, singles: list[str] | None):
     n = len(nl)
     st = np.empty(n, np.int64)
     st[0], st[1:] = 0, nl[:-1] + 1
-    if (nl - st < 2).any() or (kd[st] != _COMMA).any() or (kd[st + 1] != _COMMA).any():
-        return None  # fewer than 3 fields (blank lines too)
+    if labelled:  # in this order: st + 1 exists once every line has >= 2 delimiters
+        short = (nl - st < 2).any() or (kd[st] != _COMMA).any() or (kd[st + 1] != _COMMA).any()
+    else:
+        short = (kd[st] != _COMMA).any()
+    if short:
+        return None  # fewer than 3 fields (2 label-free; blank lines too)
     kd = kd.copy()
-    kd[st], kd[st + 1] = _HEAD, _HEAD
-    if kd[0] != _HEAD or not _NEXT_OK[kd[:-1] * 8 + kd[1:]].all():
+    kd[st] = _HEAD
+    if labelled:
+        kd[st + 1] = _HEAD
+    allowed = _NEXT_OK if labelled else _NEXT_BARE
+    if kd[0] != _HEAD or not allowed[kd[:-1] * 8 + kd[1:]].all():
         return None
     lens = np.diff(d, prepend=-1) - 1
     off = np.empty(2 * nd + 1, np.int64)  # zero copy: element 2i is token i
@@ -60,10 +72,13 @@ def esmm_block(buf: bytes, at_start: bool, singles: list[str] | None):
     def take(idx):
         return tok.take(arrow(2 * idx))
 
-    lab = pc.index_in(take(np.stack([st + 1, st + 2], 1).ravel()), value_set=_LABELS)
-    if lab.null_count:
-        return None
-    y = (numpy(lab).reshape(n, 2) % 2).astype(np.int8)
+    if labelled:
+        lab = pc.index_in(take(np.stack([st + 1, st + 2], 1).ravel()), value_set=_LABELS)
+        if lab.null_count:
+            return None
+        y = (numpy(lab).reshape(n, 2) % 2).astype(np.int8)
+    else:
+        y = np.zeros((n, 2), np.int8)
     ni = np.flatnonzero(kd == _COLON)  # every feature's name token; its id follows
     ids = ints(take(ni + 1), lens[ni + 1], 18)
     if ids is None or (lens[ni] < 1).any() or (y[:, 1] > y[:, 0]).any():

@@ -12,6 +12,12 @@ and applied unchanged to valid / test. Bad rows raise a DataFormatError naming f
 (on_bad_row="strict") or are skipped and counted per reason ("skip"). PaddleRec's AITM demo data
 has rows with purchase=1 and click=0: convert it with on_bad_row="skip" (labels are never changed).
 
+Label columns are optional only for scoring (labels="optional", `autoheri predict`): a file whose
+header is its format's less the label columns (AITM headerless: 18 fields; ESMM: lines
+"sample_id,field:id,...") is read with zero labels, which nobody reports. prepare / training
+refuse it, naming the file. A header that is clearly a format's with columns missing or extra
+is refused naming those columns, with or without `fmt`.
+
 The fixed-column formats are read in blocks by pyarrow (csv_blocks.py); a block that is not clean
 is re-parsed by the exact per-row parser (rowcheck.py), which alone names and counts bad rows, so
 errors, line numbers and stores do not depend on the engine (engine="python": rowcheck only, the
@@ -26,7 +32,6 @@ import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -36,8 +41,8 @@ from autoheri_jax.data.csv_blocks import (
     NUMERIC,
     ByteProgress,
     finite_column,
+    header_mismatch,
     id_column,
-    open_error,
     plain_bytes,
     read_csv,
     token_mask,
@@ -45,8 +50,12 @@ from autoheri_jax.data.csv_blocks import (
 from autoheri_jax.data.errors import DataFormatError
 from autoheri_jax.data.rowcheck import (
     LABEL_TOKENS,
+    LAYOUTS,
     STAGES,
     BadRows,
+    Layout,
+    data_start,
+    esmm_labelled,
     fixed_rows,
     parse_esmm,
     read_bytes,
@@ -60,45 +69,13 @@ _log = get_logger(__name__)  # under autoheri_jax.data: stderr by default (progr
 FORMATS = ("rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress")
 ENGINES = ("arrow", "python")  # python: every row through rowcheck (the reference, for tests)
 _AHEAD = 2  # blocks whose fast path runs ahead of the one being taken
-_CP = ["click", "purchase"]
-_ALICCP = ["101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206", "207"]
-_RECHUB_SPARSE = [*_ALICCP, "210", "216", "508", "509", "702", "853", "301"]
-_RECHUB_SPARSE += ["109_14", "110_14", "127_14", "150_14"]
-_RECHUB_DENSE = ["D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D702", "D853"]
-_AITM_SPARSE = [*_ALICCP, "216", "508", "509", "702", "853", "301"]
-_AX_SPARSE = [f"categorical_{i}" for i in range(1, 17)]
-_AX_DENSE = [f"numerical_{i}" for i in range(1, 64)]
 _NOT_DATA = {".md", ".json", ".yaml", ".yml", ".py", ".sh", ".npy", ".npz"}
 _STORE_ENTRIES = {"train", "valid", "test", "vocab", "manifest.json.tmp"}
 _INT = re.compile(r"-?\d+")
 _TOKEN = re.compile(r"[^:]+:-?\d+")
-_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
 _SPLIT_KEYS = (("train", "train"), ("valid", "val"), ("test", "test"))
-_BOM = "\ufeff".encode()
 _F64 = pa.float64()
-
-
-class _Layout(NamedTuple):
-    """A fixed-column CSV format: its header and which columns hold what."""
-
-    header: list[str]
-    labels: list[str]
-    sparse: list[str]
-    dense: list[str]
-    header_required: bool = True
-
-    def cols(self, names) -> list[int]:
-        return [self.header.index(n) for n in names]
-
-
-_AX_HEADER = ["search_id", *_AX_SPARSE, *_AX_DENSE, *STAGES]
-_LAYOUTS = {
-    "rechub_aliccp": _Layout(
-        [*_CP, *_RECHUB_SPARSE, *_RECHUB_DENSE], _CP, _RECHUB_SPARSE, _RECHUB_DENSE
-    ),
-    "paddle_aitm": _Layout([*_CP, *_AITM_SPARSE], _CP, _AITM_SPARSE, [], header_required=False),
-    "aliexpress": _Layout(_AX_HEADER, STAGES, _AX_SPARSE, _AX_DENSE),
-}
+_LAYOUTS = LAYOUTS  # the old name, which tests and benchmarks import from here
 
 
 @dataclasses.dataclass
@@ -125,30 +102,7 @@ class _Table:
         return _Table(self.labels[idx], self.sparse[idx], present, self.dense[idx], bags)
 
 
-def _data_start(path: Path, lay: _Layout, fmt: str) -> tuple[int, int]:
-    """(byte offset, line number) of the first data line: after the header if the first
-    non-blank line is one (rowcheck.split_lines's notion of blank), else that line."""
-    try:
-        f = path.open("rb")
-    except OSError as e:
-        raise open_error(path, e) from e
-    header, pos = ",".join(lay.header), 0
-    with f:
-        for lineno, raw in enumerate(f, 1):
-            text = raw.decode("utf-8", "surrogateescape").removesuffix("\n")
-            text = (text.removeprefix("\ufeff") if lineno == 1 else text).removesuffix("\r")
-            if text.strip() or _SURROGATE.search(text):
-                if text.strip() == header:
-                    return pos + len(raw), lineno + 1
-                if lay.header_required:
-                    got = f"expected the {fmt} header {header[:50]!r}..., got {text[:50]!r}"
-                    raise DataFormatError(path, lineno, "unexpected header", got)
-                return pos + (len(_BOM) if pos == 0 and raw.startswith(_BOM) else 0), lineno
-            pos += len(raw)
-    raise DataFormatError(path, None, "empty file")
-
-
-def _fast_fixed(lay: _Layout, block: bytes) -> list[list[np.ndarray]] | None:
+def _fast_fixed(lay: Layout, block: bytes) -> list[list[np.ndarray]] | None:
     """[labels, raw ids, dense] columns of a block whose every row is clean, else None (see
     csv_blocks); column lists, not [n, C] arrays: a strided write per cell costs more than the
     parse."""
@@ -159,6 +113,7 @@ def _fast_fixed(lay: _Layout, block: bytes) -> list[list[np.ndarray]] | None:
     if t is None or not all(token_mask(t.column(c), LABEL_TOKENS).all() for c in lay.labels):
         return None
     y = [token_mask(t.column(c), ("1", "1.0")).astype(np.int8) for c in lay.labels]
+    y = y or [np.zeros(t.num_rows, np.int8)] * 2  # label-free (scoring): zeros, never read
     ids = [id_column(t.column(c)) for c in lay.sparse]
     dense = [finite_column(t.column(c)) for c in lay.dense]
     if any(c is None for c in ids + dense) or (y[1] > y[0]).any():
@@ -181,19 +136,16 @@ def _col_parts(parts: list) -> list:
 
 
 def _parse_fixed(path: Path, fmt: str, bad: BadRows, engine: str, progress: bool) -> _Table:
-    lay = _LAYOUTS[fmt]
+    # one header check for both engines: the same errors, the same label-free layout
+    start, first, has_header, lay = data_start(path, fmt)
     if engine == "python":  # the reference: whole file, every row through rowcheck
         texts, lines, utf8_bad, open_last = split_lines(read_bytes(path))
-        header = ",".join(lay.header)
-        if texts[0].strip() == header:
+        if has_header:
             texts, lines, utf8_bad = texts[1:], lines[1:], utf8_bad[1:]
-        elif lay.header_required:
-            got = f"expected the {fmt} header {header[:50]!r}..., got {texts[0][:50]!r}"
-            raise DataFormatError(path, int(lines[0]), "unexpected header", got)
         parts = _col_parts(fixed_rows(path, lay, texts, lines, utf8_bad, open_last, bad))
         rows = len(texts)
     else:
-        (start, first), parts, rows = _data_start(path, lay, fmt), [], 0
+        parts, rows = [], 0
         meter = ByteProgress(path.name, path.stat().st_size, progress)
 
         def take(line: int, block: bytes, done: int, cols) -> None:
@@ -243,19 +195,44 @@ def _first_line(path: Path) -> str:
     raise DataFormatError(path, None, "empty file")
 
 
+def _esmm_line(toks: list[str]) -> bool:
+    """An ESMM line: sample_id,click,conversion,field:id,... (label-free: sample_id,field:id,...)"""
+    if len(toks) > 3 and all(_INT.fullmatch(t) for t in toks[1:3]):
+        return all(_TOKEN.fullmatch(t) for t in toks[3:])
+    return len(toks) > 1 and ":" not in toks[0] and all(_TOKEN.fullmatch(t) for t in toks[1:])
+
+
+def _nearest(toks: list[str]) -> str | None:
+    """The fixed-column format whose header a header line clearly is, less or plus some
+    columns: at least half its feature columns are there; fewest unexpected columns first (an
+    AITM header is a subset of torch-rechub's), then fewest missing. None: no such format."""
+    best = None
+    for fmt, lay in LAYOUTS.items():
+        feats = {c for c in lay.header if c not in lay.labels}
+        if 2 * len(feats & set(toks)) < len(feats):
+            continue
+        key = (len(set(toks) - set(lay.header)), len(feats - set(toks)))
+        best = min(best or (key, fmt), (key, fmt))
+    return best and best[1]
+
+
 def detect_format(path: str | Path) -> str:
-    """The format of a file (a directory: of its train file), from its header / first line."""
+    """The format of a file (a directory: of its train file), from its header / first line;
+    label columns may be absent (convert_processed decides whether that is allowed)."""
     path = Path(path)
     if path.is_dir():
         path = find_split_files(path)["train"]
     line = _first_line(path)
     toks = line.split(",")
-    found = [f for f, lay in _LAYOUTS.items() if line == ",".join(lay.header)]
-    if len(toks) == len(_LAYOUTS["paddle_aitm"].header) and all(_INT.fullmatch(t) for t in toks):
-        found.append("paddle_aitm")
-    esmm_labels = all(_INT.fullmatch(t) for t in toks[1:3])
-    if len(toks) > 3 and esmm_labels and all(_TOKEN.fullmatch(t) for t in toks[3:]):
+    found = [f for f, lay in LAYOUTS.items() if toks in (lay.header, lay.unlabeled().header)]
+    aitm = len(LAYOUTS["paddle_aitm"].header)
+    if len(toks) in (aitm, aitm - 2) and all(_INT.fullmatch(t) for t in toks):
+        found += ["paddle_aitm"] * ("paddle_aitm" not in found)  # headerless, labels or not
+    if _esmm_line(toks):
         found.append("paddle_esmm")
+    if not found and (near := _nearest(toks)):  # clearly that format: say what differs
+        why = header_mismatch(toks, LAYOUTS[near].header, LAYOUTS[near].labels)
+        raise DataFormatError(path, None, "unexpected header", f"nearest format {near}: {why}")
     if len(found) != 1:
         what = f"ambiguous format ({' or '.join(found)})" if found else "unknown format"
         seen = f"first line has {len(toks)} comma-separated fields: {line[:80]!r}"
@@ -305,21 +282,26 @@ def convert_processed(
     on_bad_row: str = "strict",
     progress: bool = True,
     engine: str = "arrow",
+    labels: str = "required",
 ) -> dict:
     """Converts a processed file / directory (see find_split_files) into a store; its manifest.
 
     A finished store from the same files and options is returned as is; a half-written one is
     removed and rebuilt; a finished store from other files or options is an error. progress: an
     MB/s line on stderr for files that take more than a few seconds. engine: how the files are
-    parsed (ENGINES; the store is the same).
+    parsed (ENGINES; the store is the same). labels: "required" (prepare, training: a file
+    without label columns is refused, naming it) or "optional" (scoring: such a file's store
+    holds zero labels; the manifest lists it under "unlabeled_splits").
     """
     if engine not in ENGINES:
         raise ValueError(f"bad option: engine={engine!r} (one of {ENGINES})")
     bad_arg = fmt not in ("auto", *FORMATS) or on_bad_row not in ("strict", "skip")
+    bad_arg |= labels not in ("required", "optional")
     if bad_arg or not 0 <= valid_fraction < 1 or min_count < 1:
         raise ValueError(
             f"bad option: fmt={fmt!r} (auto or {FORMATS}), on_bad_row={on_bad_row!r} (strict or "
-            f"skip), valid_fraction={valid_fraction} (in [0, 1)), min_count={min_count} (>= 1)"
+            f"skip), valid_fraction={valid_fraction} (in [0, 1)), min_count={min_count} (>= 1), "
+            f"labels={labels!r} (required or optional)"
         )
     files = find_split_files(path)
     if fmt == "auto":
@@ -329,6 +311,18 @@ def convert_processed(
                 raise DataFormatError(
                     f, None, "mixed formats", f"looks like {other}; train is {fmt}"
                 )
+    # Headers first, before anything is written: a label-free file is refused for training
+    # here, by name, not found out when the labels are needed.
+    names = STAGES if fmt == "paddle_esmm" else LAYOUTS[fmt].labels
+    labelled = {
+        s: esmm_labelled(f) if fmt == "paddle_esmm" else bool(data_start(f, fmt)[3].labels)
+        for s, f in files.items()
+    }
+    for s, f in files.items():
+        if not labelled[s] and labels == "required":
+            why = (f"the {fmt} label columns {names} are absent: prepare and training need "
+                   "them (`autoheri predict` scores a label-free file)")  # fmt: skip
+            raise DataFormatError(f, None, "no label columns", why)
     source = {
         p.name: {"split": s, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for s, p in files.items()
@@ -345,7 +339,7 @@ def convert_processed(
     tables, schema = {}, None
     for split, f in files.items():
         if fmt == "paddle_esmm":
-            (y, ids, present, bags), schema = parse_esmm(f, bad, schema, engine)
+            (y, ids, present, bags), schema = parse_esmm(f, bad, schema, engine, labelled[split])
             tables[split] = _Table(y, ids, present, np.zeros((len(y), 0), np.float32), bags)
         else:
             tables[split] = _parse_fixed(f, fmt, bad, engine, progress)
@@ -359,7 +353,7 @@ def convert_processed(
     if fmt == "paddle_esmm":
         fields, bag_fields, dense_fields = schema[0], schema[1], []
     else:
-        lay = _LAYOUTS[fmt]
+        lay = LAYOUTS[fmt]
         fields, bag_fields, dense_fields = list(lay.sparse), [], list(lay.dense)
 
     train = tables["train"]
@@ -397,5 +391,7 @@ def convert_processed(
         "bad_rows": counts,
         "input": str(Path(path).resolve()),
     }
+    if unlabeled := [s for s in splits if not labelled.get(s, labelled["train"])]:
+        manifest["unlabeled_splits"] = unlabeled  # their labels are zeros (scoring only)
     store.write_manifest(out, manifest)
     return store.read_manifest(out)

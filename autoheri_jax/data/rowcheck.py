@@ -4,6 +4,10 @@ This is the reference: every row it accepts is parsed here exactly as the store 
 every row it refuses is named (`FILE:LINE: reason`) or counted per reason. The fast paths
 (csv_blocks.py, esmm_blocks.py) hand a block here whenever they cannot vouch for every row, so
 error messages and skip counts come from this code alone, whichever engine runs.
+
+The fixed-column layouts (LAYOUTS) and a file's first line (data_start, esmm_labelled: where
+the data starts, whether the file has its label columns) live here too, so both engines read a
+header, and decide that a file is label-free, by the same code.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import itertools
 import re
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,6 +27,86 @@ STAGES = ["click", "conversion"]
 LABEL_TOKENS = ("0", "1", "0.0", "1.0")
 CHUNK = 1 << 16  # rows parsed at a time (bounds the string arrays of the CSV formats)
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
+_BOM = "\ufeff".encode()
+_CP = ["click", "purchase"]
+_ALICCP = ["101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206", "207"]
+_RECHUB_SPARSE = [*_ALICCP, "210", "216", "508", "509", "702", "853", "301"]
+_RECHUB_SPARSE += ["109_14", "110_14", "127_14", "150_14"]
+_RECHUB_DENSE = ["D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D702", "D853"]
+_AITM_SPARSE = [*_ALICCP, "216", "508", "509", "702", "853", "301"]
+_AX_SPARSE = [f"categorical_{i}" for i in range(1, 17)]
+_AX_DENSE = [f"numerical_{i}" for i in range(1, 64)]
+
+
+class Layout(NamedTuple):
+    """A fixed-column CSV format: its header and which columns hold what."""
+
+    header: list[str]
+    labels: list[str]
+    sparse: list[str]
+    dense: list[str]
+    header_required: bool = True
+
+    def cols(self, names) -> list[int]:
+        return [self.header.index(n) for n in names]
+
+    def unlabeled(self) -> Layout:
+        """The layout of a label-free file of this format (scoring only)."""
+        return self._replace(header=[c for c in self.header if c not in self.labels], labels=[])
+
+
+_AX_HEADER = ["search_id", *_AX_SPARSE, *_AX_DENSE, *STAGES]
+LAYOUTS = {
+    "rechub_aliccp": Layout(
+        [*_CP, *_RECHUB_SPARSE, *_RECHUB_DENSE], _CP, _RECHUB_SPARSE, _RECHUB_DENSE
+    ),
+    "paddle_aitm": Layout([*_CP, *_AITM_SPARSE], _CP, _AITM_SPARSE, [], header_required=False),
+    "aliexpress": Layout(_AX_HEADER, STAGES, _AX_SPARSE, _AX_DENSE),
+}
+
+
+def data_start(path: Path, fmt: str) -> tuple[int, int, bool, Layout]:
+    """(byte offset, line number) of the first data line, whether a header precedes it, and
+    the file's layout: the format's, or its label-free one when the header lacks every label
+    (headerless: when the first line has the label-free field count). The first non-blank
+    line (split_lines's notion) is the header if it is one, else the first data line;
+    a header that is not the format's (with or without labels) is refused, naming columns."""
+    lay = LAYOUTS[fmt]
+    bare = lay.unlabeled()
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise csv_blocks.open_error(path, e) from e
+    pos = 0
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            text = raw.decode("utf-8", "surrogateescape").removesuffix("\n")
+            text = (text.removeprefix("\ufeff") if lineno == 1 else text).removesuffix("\r")
+            if text.strip() or _SURROGATE.search(text):
+                toks = text.strip().split(",")
+                for found in (lay, bare):
+                    if toks == found.header:
+                        return pos + len(raw), lineno + 1, True, found
+                if lay.header_required or csv_blocks.header_like(toks, lay.header):
+                    why = csv_blocks.header_mismatch(toks, lay.header, lay.labels)
+                    raise DataFormatError(
+                        path, lineno, "unexpected header", f"expected the {fmt} header: {why}"
+                    )
+                start = pos + (len(_BOM) if pos == 0 and raw.startswith(_BOM) else 0)
+                return start, lineno, False, bare if len(toks) == len(bare.header) else lay
+            pos += len(raw)
+    raise DataFormatError(path, None, "empty file")
+
+
+def esmm_labelled(path: Path) -> bool:
+    """Whether an ESMM file has labels: its first line's second field is not a field:id token."""
+    try:
+        with path.open("rb") as f:
+            line = next((raw for raw in f if raw.strip()), b"")
+    except OSError as e:
+        raise csv_blocks.open_error(path, e) from e
+    toks = line.split(b",")
+    return not (len(toks) > 1 and b":" in toks[1])
 
 
 class BadRows:
@@ -136,15 +221,18 @@ def fixed_chunk(lay, texts: list[str]) -> tuple[tuple, list]:
     ncol, width = np.array([len(r) for r in rows]), len(lay.header)
     wrong, filler = ncol != width, ["0"] * width
     block = np.array([filler if w else r for r, w in zip(rows, wrong, strict=True)], dtype=str)
-    y, label_checks = labels(block[:, lay.cols(lay.labels)])
+    if lay.labels:
+        y, label_checks = labels(block[:, lay.cols(lay.labels)])
+    else:  # a label-free layout (scoring only): zero labels, never read, nothing to check
+        y, label_checks = np.zeros((len(rows), 2), np.int8), []
     ids, id_ok = int_cells(sp := block[:, lay.cols(lay.sparse)])
     dense, dense_ok = _float_cells(de := block[:, lay.cols(lay.dense)])
     checks = [
         ("wrong field count", wrong, lambda i: f"{ncol[i]} fields, expected {width}"),
-        label_checks[0],
+        *label_checks[:1],
         _cells("non-integer id", id_ok, sp, lay.sparse),
         _cells("non-numeric dense value", dense_ok, de, lay.dense),
-        label_checks[1],
+        *label_checks[1:],
     ]
     return (y, ids, dense.astype(np.float32)), checks
 
@@ -166,18 +254,25 @@ def _field_index(names: np.ndarray, inv: np.ndarray, schema: tuple[list, list]) 
     return np.array([pos.get(str(x), -1) for x in names], np.int64)[inv]
 
 
-def _esmm_tokens(texts: list[str], utf8_bad: np.ndarray):
+def _esmm_tokens(texts: list[str], utf8_bad: np.ndarray, labelled: bool = True):
     """The rows of ESMM lines as (labels, per-row token counts, field names, row of each token,
-    raw ids, checks): the per-row reference parse."""
+    raw ids, checks): the per-row reference parse. labelled False: "sample_id,field:id,..."
+    lines (scoring only), whose labels are zeros."""
     rows = [t.split(",") for t in texts]
     n, ncol = len(rows), np.array([len(r) for r in rows])
-    short = ncol < 3
-    lab = [("0", "0") if s else r[1:3] for r, s in zip(rows, short, strict=True)]
-    y, label_checks = labels(np.array(lab, dtype=str).reshape(n, 2))
-    feats = itertools.chain.from_iterable(r[3:] for r, s in zip(rows, short, strict=True) if not s)
+    head = 3 if labelled else 1  # sample_id (and click, conversion) before the features
+    short = ncol < head
+    if labelled:
+        lab = [("0", "0") if s else r[1:3] for r, s in zip(rows, short, strict=True)]
+        y, label_checks = labels(np.array(lab, dtype=str).reshape(n, 2))
+    else:
+        y, label_checks = np.zeros((n, 2), np.int8), []
+    feats = itertools.chain.from_iterable(
+        r[head:] for r, s in zip(rows, short, strict=True) if not s
+    )
     toks = np.array(list(feats), dtype=str)
     fld, sep, id_s = np.strings.partition(toks, ":")
-    row_of = np.repeat(np.arange(n), np.where(short, 0, ncol - 3))
+    row_of = np.repeat(np.arange(n), np.where(short, 0, ncol - head))
     ids, id_ok = int_cells(id_s)
     malformed = (sep != ":") | (fld == "")
 
@@ -190,22 +285,23 @@ def _esmm_tokens(texts: list[str], utf8_bad: np.ndarray):
     checks = [
         ("non-UTF-8 bytes", utf8_bad, None),
         ("wrong field count", short, lambda i: f"{ncol[i]} fields, expected >= 3"),
-        label_checks[0],
+        *label_checks[:1],
         by_row("malformed field:id token", malformed),
         by_row("non-integer id", ~id_ok & ~malformed),
-        label_checks[1],
+        *label_checks[1:],
     ]
     return y, fld, row_of, ids, checks
 
 
-def _esmm_exact(path: Path, data: bytes, first: int, at_start: bool, bad: BadRows, schema):
+def _esmm_exact(path: Path, data: bytes, first: int, at_start: bool, bad: BadRows, schema,
+                labelled: bool = True):  # fmt: skip
     """(labels, field names, per token: name index / row / raw id, ok rows) of some lines, every
     line through _esmm_tokens; bad rows are resolved here (strict: the first one raises)."""
     texts, lines, utf8_bad, open_last = split_lines(data, first, at_start)
     if not texts:  # blank lines only (a block of them, or a whitespace-only file)
         z = np.zeros(0, np.int64)
         return np.zeros((0, 2), np.int8), [], z, z, z, np.zeros(0, bool)
-    y, fld, row_of, ids, checks = _esmm_tokens(texts, utf8_bad)
+    y, fld, row_of, ids, checks = _esmm_tokens(texts, utf8_bad, labelled)
     n = len(texts)
     names, inv = np.unique(fld, return_inverse=True)
     if schema is not None:
@@ -219,30 +315,32 @@ def _esmm_exact(path: Path, data: bytes, first: int, at_start: bool, bad: BadRow
     return y, [str(x) for x in names], inv.reshape(-1), row_of, ids, ok
 
 
-def _esmm_parts(path: Path, bad: BadRows, schema, engine: str):
+def _esmm_parts(path: Path, bad: BadRows, schema, engine: str, labelled: bool = True):
     """Per piece of the file, _esmm_exact's tuple: the whole file at once (engine "python", the
     reference), or blocks of whole lines, each through esmm_blocks when it vouches for it."""
     if engine == "python":
-        yield _esmm_exact(path, read_bytes(path), 1, True, bad, schema)
+        yield _esmm_exact(path, read_bytes(path), 1, True, bad, schema, labelled)
         return
     if not path.exists():
         raise DataFormatError(path, None, "no such file or directory")
     blank = True
     for first, block, _ in csv_blocks.read_blocks(path, 0, 1):
         blank = blank and not block.strip()
-        fast = esmm_blocks.esmm_block(block, first == 1, schema and schema[0])
+        fast = esmm_blocks.esmm_block(block, first == 1, schema and schema[0], labelled)
         if fast is None:
-            yield _esmm_exact(path, block, first, first == 1, bad, schema)
+            yield _esmm_exact(path, block, first, first == 1, bad, schema, labelled)
         else:
             yield *fast, np.ones(len(fast[0]), bool)
     if blank:  # read_bytes's test, made while streaming
         raise DataFormatError(path, None, "empty file")
 
 
-def parse_esmm(path: Path, bad: BadRows, schema: tuple[list, list] | None, engine="python"):
+def parse_esmm(path: Path, bad: BadRows, schema: tuple[list, list] | None, engine="python",
+               labelled: bool = True):  # fmt: skip
     """(labels, raw ids, present, bags) of an ESMM file and the schema (single fields, bag
-    fields); schema None: derive it (train). engine: see _esmm_parts (the result is the same)."""
-    parts = list(_esmm_parts(path, bad, schema, engine))
+    fields); schema None: derive it (train). engine: see _esmm_parts (the result is the same).
+    labelled False: label-free lines (see _esmm_tokens)."""
+    parts = list(_esmm_parts(path, bad, schema, engine, labelled))
     names = sorted({f for p in parts for f in p[1]})  # np.unique's order over the whole file
     pos = {f: k for k, f in enumerate(names)}
     y, ok = np.concatenate([p[0] for p in parts]), np.concatenate([p[5] for p in parts])

@@ -5,6 +5,9 @@ and counted exactly as there) into a throwaway store whose vocabularies are buil
 alone with min_count 1 and no validation carve: every id of the file keeps its own index, row
 order is the file's, and index 0 only marks a field the row does not have. The stored index k
 of a field is raw id vocab[k - 1], which predict.py maps through the export's vocabularies.
+Label columns are optional (labels="optional" in convert_processed): scoring needs features
+only, so a processed file without them is read with zero labels, which predict never reads, and
+its rows score exactly as the same rows with labels; prepare / training still refuse it.
 
   processed file (rechub_aliccp, paddle_aitm, paddle_esmm, aliexpress)   that file
   raw Ali-CCP directory    its test pair (sample_skeleton_test + common_features_test), or the
@@ -83,7 +86,8 @@ def open_rows(
             raise DataFormatError(src, None, "a directory", why)
         root, split = tmp / "store", "train"
         convert_processed(src, root, fmt=fmt, min_count=1, valid_fraction=0.0,
-                          on_bad_row=on_bad_row, progress=progress)  # fmt: skip
+                          on_bad_row=on_bad_row, progress=progress,
+                          labels="optional")  # fmt: skip
     manifest = read_manifest(root)
     rows = open_split(root, split, manifest)
     vocabs = load_vocabularies(root, [*rows.field_names, *(b.name for b in rows.bags)])
