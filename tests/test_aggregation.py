@@ -109,6 +109,7 @@ def _spec(data, **kw):
     return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agg", [*FIXED_OPS, "search"])
 def test_each_operator_trains(agg):
     data = _data()
@@ -123,6 +124,7 @@ def test_each_operator_trains(agg):
         assert not np.allclose(np.asarray(state.params["arch"]["op_logits"]), start)
 
 
+@pytest.mark.slow
 def test_search_derives_argmax_ops_and_the_derived_model_runs():
     data = _data(2000)
     model = ModelConfig(embed_dim=4, hidden=(16, 8), aggregation="search")

@@ -34,6 +34,7 @@ def test_ground_truth_masks():
     assert names[2].startswith("only:") and names[2 + e].startswith("drop:")
 
 
+@pytest.mark.slow
 def test_vmapped_architectures_equal_separate_derived_runs():
     train_rows, test_rows = tiny_funnel()
     spec = build_spec(MODEL, train_rows.vocab_sizes, train_rows.num_dense, 2)

@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 SECTIONS = {"meta", "machine", "train", "vocab", "vocab_step_ratio", "eval", "compile"}
 SECTIONS |= {"peak_rss_mb", "roofline", "errors"}
 
@@ -21,6 +23,7 @@ def _bench_json(repo, tmp_path, script: str, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_suite_smoke(repo, tmp_path):
     res = _bench_json(repo, tmp_path, "suite.py", "--smoke")
     assert set(res) >= SECTIONS and res["errors"] == {}
@@ -61,6 +64,7 @@ def test_suite_smoke(repo, tmp_path):
             assert b["matmul_floor_examples_per_s"] > 0 and b["fraction_of_matmul_floor"] > 0
 
 
+@pytest.mark.slow
 def test_profile_step_sees_every_matmul_and_no_table_copy(repo, tmp_path):
     args = ["--config", "experiments/configs/smoke.py", "--batch-size", "64", "--steps", "2"]
     res = _bench_json(repo, tmp_path, "profile_step.py", *args)
@@ -71,6 +75,7 @@ def test_profile_step_sees_every_matmul_and_no_table_copy(repo, tmp_path):
     assert res["table_copies"] == []
 
 
+@pytest.mark.slow
 def test_seeds_benchmark_smoke(repo, tmp_path):
     """benchmarks/seeds_throughput.py runs both steps it compares and reports positive figures."""
     res = _bench_json(repo, tmp_path, "seeds_throughput.py", "--smoke")

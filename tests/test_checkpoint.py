@@ -55,6 +55,7 @@ def _run(script: str, *args: str, devices: int = 1, **popen_kw):
     return subprocess.Popen(cmd, env=env, text=True, **popen_kw)
 
 
+@pytest.mark.slow
 def test_train_state_round_trip_is_bitwise(tmp_path):
     state, abstract = _state()
     extra = {"phase": "search", "model": "autoheri", "architecture": {"kept": ["0.1->1.2"]},
@@ -230,6 +231,7 @@ KILLED_CHILD = """
 """
 
 
+@pytest.mark.slow
 def test_killed_during_async_save_restores_the_previous_step(tmp_path):
     child = _run(KILLED_CHILD, str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
@@ -282,6 +284,7 @@ EIGHT_DEVICES_CHILD = """
 """
 
 
+@pytest.mark.slow
 def test_restore_across_device_counts(tmp_path):
     """1 device -> 8 devices (NamedSharding target) -> saved sharded -> back onto 1 device."""
     state, abstract = _state(seed=3)
@@ -311,6 +314,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_restore_their_own_iterator_positions(repo, tmp_path):
     """2 processes on localhost stop at different batches; each restores its own position."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device each

@@ -14,6 +14,7 @@ def _in_repo(repo, monkeypatch):
     monkeypatch.chdir(repo)
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_artefact(tmp_path, capsys):
     wd = tmp_path / "run"
     gradient = ["--set", "edge_search.method=gradient"]  # the search that logs edge gates
@@ -46,6 +47,7 @@ def test_smoke_run_writes_every_artefact(tmp_path, capsys):
     assert phases == {"search", "retrain"}
 
 
+@pytest.mark.slow
 def test_masked_smoke_run_records_each_edges_evidence(tmp_path, capsys):
     wd = tmp_path / "run"
     assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0
@@ -63,6 +65,7 @@ def test_masked_smoke_run_records_each_edges_evidence(tmp_path, capsys):
     assert not (wd / "edge_history.jsonl").exists()  # no gate was learned
 
 
+@pytest.mark.slow
 def test_steps_one_at_a_time_equal_the_whole_run(tmp_path, capsys):
     whole, steps = tmp_path / "whole", tmp_path / "steps"
     overrides = ["--set", "baselines=esmm", "--no-progress"]
@@ -93,6 +96,7 @@ def test_retrain_without_search_names_the_missing_file(tmp_path, capsys):
     assert "config.json" in err and "autoheri search" in err
 
 
+@pytest.mark.slow  # trains a model end to end
 def test_evaluate_refuses_a_different_config(tmp_path, capsys):
     wd = tmp_path / "w"
     assert main(["search", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0

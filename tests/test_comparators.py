@@ -36,6 +36,7 @@ def _stages(name: str) -> list[int]:
     return [3] if name == "esm2" else [2, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW)
 def test_shapes_param_groups_and_entire_space_outputs(name):
     for num_tasks in _stages(name):
@@ -75,6 +76,7 @@ def test_esm2_paths_match_the_decomposition():
     np.testing.assert_allclose(log1mexp(a), np.log1p(-np.exp(np.asarray(a, np.float64))), 1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dbmtl", "gmsl"])
 def test_dbmtl_and_gmsl_pass_the_upstream_stage_downstream_only(name):
     spec = _spec(name, 3)
@@ -206,6 +208,7 @@ def test_dr_terms_each_train_their_own_model():
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["multi_dr", "escm2_ips", "escm2_dr", "dcmt"])
 def test_the_counterfactual_risk_does_not_move_the_propensity(name):
     """The propensity is the model's own pCTR without gradient: the debiasing term's gradient

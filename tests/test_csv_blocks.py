@@ -86,6 +86,7 @@ def mutate(line: str, rng) -> str:
     return line
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # rowcheck, as before
 @pytest.mark.parametrize("block", [100, 1 << 20])
 def test_random_bad_rows_same_errors_and_counts(tmp_path, monkeypatch, block):

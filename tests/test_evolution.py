@@ -109,6 +109,7 @@ def test_a_new_architecture_replaces_a_one_shot_derived_model(tmp_path):
     assert (tmp_path / "models" / "esmm").exists() and not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_evolve_cli_end_to_end_then_retrain_and_evaluate(repo, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(repo)
     wd = tmp_path / "evo"

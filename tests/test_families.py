@@ -137,6 +137,7 @@ def test_aitm_outputs_are_entire_space():
     assert np.all(np.isfinite(cond)) and np.all((cond >= 0) & (cond <= 1))
 
 
+@pytest.mark.slow
 def test_aitm_calibrator_is_zero_in_order_and_penalises_violations():
     spec = _tiny("aitm", 3)  # default weight 0.6
     assert spec.aitm_constraint_weight == 0.6

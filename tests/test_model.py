@@ -96,6 +96,7 @@ def test_search_gates_are_sigmoid_of_logits():
     np.testing.assert_array_equal(edge_probabilities({}, unsearched), np.ones(3))
 
 
+@pytest.mark.slow
 def test_gradients_reach_arch_params():
     spec = tiny_spec(edge_mode="hierarchical")
     params = init_params(jax.random.PRNGKey(0), spec)
@@ -109,6 +110,7 @@ def test_gradients_reach_arch_params():
     assert g.shape == (9,) and np.all(np.isfinite(g)) and np.count_nonzero(g) == 9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detach", [False, True])
 def test_detach_upstream_switch(detach):
     spec = tiny_spec(edge_mode="hierarchical", detach_upstream=detach)
@@ -119,6 +121,7 @@ def test_detach_upstream_switch(detach):
     assert (np.abs(np.asarray(g)).max() == 0) == detach
 
 
+@pytest.mark.slow
 def test_three_task_chain_forward():
     spec = tiny_spec(num_tasks=3, edge_mode="hierarchical", edge_pairs="all")
     params = init_params(jax.random.PRNGKey(0), spec)
@@ -175,6 +178,7 @@ def test_model_input_and_conditional_stage_probabilities():
     np.testing.assert_array_equal(entire, jnp.exp(funnel_log_probs(logits)[0]))
 
 
+@pytest.mark.slow
 def test_gated_concat_equals_the_layer_formula():
     from autoheri_jax.model.network import gated_concat
 

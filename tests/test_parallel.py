@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 CASES = [
     "launchers_equal_single_device",
@@ -16,6 +17,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_multi_device(repo):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     out = subprocess.run(
@@ -33,6 +35,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_agree_with_one(repo, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device each
     worker = str(repo / "tests" / "multihost_worker.py")

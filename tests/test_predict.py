@@ -62,6 +62,7 @@ def assert_same_scores(got: dict, spec, params, test) -> None:
     np.testing.assert_allclose(got["pctcvr"], entire[:, 1], rtol=0, atol=ATOL)
 
 
+@pytest.mark.slow
 @needs_shared
 @pytest.mark.parametrize(
     ("sample", "scored", "fmt", "bad", "out"), CASES, ids=[c[0] for c in CASES]
@@ -113,6 +114,7 @@ def test_predict_refuses_data_without_the_models_columns(tmp_path, capsys):
     assert "extension picks the format" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_raw_aliccp_directory(tmp_path):
     """Raw Ali-CCP (user bags in side tables, test-only item ids): the test pair is scored."""
     raw = write_raw(tmp_path / "raw", make_raw(n_train=120, n_test=60, n_users=8)["lines"])

@@ -442,6 +442,7 @@ def test_user_bags_are_stored_once_per_user(raw, tmp_path):
     assert per_impression > 5 * sum(len(b.ids) for b in train.bags if b.row_of is not None)
 
 
+@pytest.mark.slow
 def test_prepared_store_trains(raw, tmp_path, repo, monkeypatch):
     from autoheri_jax.cli import main
 

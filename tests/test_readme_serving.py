@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from autoheri_jax.cli import main
 
@@ -20,6 +21,7 @@ def _snippet() -> str:
     return found[0]
 
 
+@pytest.mark.slow
 def test_readme_serving_snippet_runs_as_written(tmp_path, capsys):
     wd, out = tmp_path / "wd", tmp_path / "export"
     run = ["run", "--config", str(REPO / "experiments/configs/smoke.py"), "--workdir", str(wd),

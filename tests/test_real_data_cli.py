@@ -28,6 +28,7 @@ def _in_repo(repo, monkeypatch):
     monkeypatch.chdir(repo)
 
 
+@pytest.mark.slow
 @needs_shared
 @pytest.mark.parametrize(("sample", "fmt", "extra", "test_rows"), CASES, ids=[c[0] for c in CASES])
 def test_run_trains_on_every_sample_format(tmp_path, sample, fmt, extra, test_rows):
@@ -46,6 +47,7 @@ def test_run_trains_on_every_sample_format(tmp_path, sample, fmt, extra, test_ro
     assert manifest["splits"]["train"]["rows"] == res["data"]["train"]["rows"]
 
 
+@pytest.mark.slow
 @needs_shared
 def test_prepare_then_train_from_the_store(tmp_path, capsys):
     store = tmp_path / "store"

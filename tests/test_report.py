@@ -113,6 +113,7 @@ def run_dir(tmp_path_factory):
     return wd
 
 
+@pytest.mark.slow  # trains a model end to end
 def test_run_writes_tensorboard_scalars(run_dir):
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     arch = json.loads((run_dir / "architecture.json").read_text())
@@ -153,6 +154,7 @@ def _check_pngs(out: Path, names) -> None:
         assert len(data) > 10_000, name  # a drawn figure, not an empty canvas
 
 
+@pytest.mark.slow
 def test_report_renders_every_figure_and_the_results(run_dir, capsys):
     assert main(["report", str(run_dir)]) == 0
     assert "report.md" in capsys.readouterr().out
@@ -175,10 +177,11 @@ def test_report_renders_every_figure_and_the_results(run_dir, capsys):
     assert "skipped" not in md
 
 
+@pytest.mark.slow  # trains a model end to end
 def test_report_skips_what_is_not_there_yet(run_dir, tmp_path, capsys):
     wd = tmp_path / "searched"
     shutil.copytree(run_dir, wd)
-    shutil.rmtree(wd / "report")
+    shutil.rmtree(wd / "report", ignore_errors=True)  # drawn only if an earlier test reported
     (wd / "results.json").unlink()  # evaluation not run yet
     assert main(["report", str(wd)]) == 0
     out = capsys.readouterr().out
@@ -195,10 +198,11 @@ _CALIBRATION = ("ece", "reliability", "ece_true", "mae_true", "rmse_true", "mae_
                 "selection_gap")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_report_notes_an_old_results_json_without_calibration(run_dir, tmp_path, capsys):
     wd = tmp_path / "old"
     shutil.copytree(run_dir, wd)
-    shutil.rmtree(wd / "report")
+    shutil.rmtree(wd / "report", ignore_errors=True)  # drawn only if an earlier test reported
     res = json.loads((wd / "results.json").read_text())
     for model in [*res["models"].values(), res["oracle"]]:
         for fields in model["test"].values():
@@ -222,6 +226,7 @@ def test_reliability_axes_keep_a_three_percent_rate_readable():
     assert not log and low == 0.0 and 0.6 < high <= 1.0
 
 
+@pytest.mark.slow
 def test_report_reads_study_json_for_error_bars(run_dir, tmp_path, capsys):
     wd = tmp_path / "study"
     shutil.copytree(run_dir, wd)
@@ -261,6 +266,7 @@ def test_report_on_an_empty_dir_names_the_missing_file(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_study_forest_plot_draws_paired_differences_on_their_own_scale(run_dir, tmp_path):
     from autoheri_jax.report.forest import plot_forest
     from autoheri_jax.report.inputs import load_inputs

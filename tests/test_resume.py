@@ -105,6 +105,7 @@ def _launcher(devices: int) -> tuple[str, ...]:
     return ("--set", "parallel.launcher=mesh") if devices > 1 else ()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [1, 8])
 def test_killed_runs_resume_to_the_uninterrupted_result(repo, tmp_path, devices, reference):
     """One workdir killed twice: during the search, then (resumed) during retraining."""
@@ -126,6 +127,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(repo, tmp_path, devices,
         assert steps == sorted(set(steps))  # re-logged steps replace the first telling
 
 
+@pytest.mark.slow
 def test_sigterm_saves_then_resumes(repo, tmp_path, reference):
     wd = tmp_path / "term"
     code, _, err = _kill_when(repo, wd, 1, "search", "autoheri_search", 10, sig=signal.SIGTERM)
@@ -137,6 +139,7 @@ def test_sigterm_saves_then_resumes(repo, tmp_path, reference):
     _assert_bitwise(_params(wd), _params(reference(repo, 1)))
 
 
+@pytest.mark.slow
 def test_eight_device_checkpoint_resumes_on_one_device(repo, tmp_path):
     wd = tmp_path / "moved"
     extra = ("--set", "parallel.launcher=mesh", "--set", "parallel.shard_embeddings=true")
@@ -164,6 +167,7 @@ def _resumable(path, spec, cfg, every=1):
     return Resumable(path, ck, {"phase": "search"}, fingerprint(spec, cfg))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     data, spec, cfg = _tiny()
     from autoheri_jax.data.pipeline import StepBatchSource

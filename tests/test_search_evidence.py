@@ -219,6 +219,7 @@ def test_study_columns_carry_ci_and_mde_and_the_report_plots_only_aucs(tmp_path)
     assert normalize_study(raw, tmp_path / "study.json")["keys"] == ["cvr", "cvr.soft_auc"]
 
 
+@pytest.mark.slow
 def test_gate_evidence_script_reports_a_z_per_candidate_edge(repo):
     import importlib.util
 

@@ -31,6 +31,7 @@ def _spec(data):
     return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_separate_runs():
     """Three seeds of a searched model (edges, arch partition, sparse embeddings), each with
     its own data and seed: the vmapped step reproduces every separate run."""
@@ -81,6 +82,7 @@ def test_a_non_finite_seed_is_named():
                     progress=False)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_study_with_vmapped_seeds_equals_seed_by_seed(repo, tmp_path, monkeypatch):
     monkeypatch.chdir(repo)
     smoke = repo / "experiments" / "configs" / "smoke.py"

@@ -45,6 +45,7 @@ def test_select_config_is_validated():
         EdgeSearchConfig(select="auc")
 
 
+@pytest.mark.slow
 def test_selection_scores_each_retrained_candidate_and_keeps_the_chosen_one():
     train_rows, valid = tiny_funnel()
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6), searched=False),

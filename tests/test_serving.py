@@ -72,6 +72,7 @@ def smoke(tmp_path_factory):
     return wd, out
 
 
+@pytest.mark.slow  # trains a model end to end
 def test_export_equals_evaluate_on_the_test_split(smoke):
     from autoheri_jax import experiment
     from autoheri_jax.artifacts import Workdir
@@ -100,6 +101,7 @@ def test_export_equals_evaluate_on_the_test_split(smoke):
     assert arch["search"]["kept"] == results["architecture"]["kept"]
 
 
+@pytest.mark.slow  # trains a model end to end
 def test_unseen_ids_map_to_the_oov_row(smoke):
     """Simulator fields are identity vocabularies: an id outside [0, size) is row 0."""
     model = rt.load(smoke[1])
@@ -216,6 +218,7 @@ def test_damaged_or_mismatched_exports_are_refused(tmp_path):
         model.score(cols | {"205": cols["205"][:2]})
 
 
+@pytest.mark.slow
 def test_fresh_process_loads_without_training_modules(smoke):
     """The documented service path, in a new interpreter: load, score, inspect sys.modules."""
     code = f"""

@@ -41,6 +41,7 @@ def test_a_signal_inside_a_deferred_block_is_raised_after_it():
         raise OSError("disk full")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_the_final_save_exits_with_the_hint_and_resumes(
     sig, tmp_path, monkeypatch, capsys

@@ -104,6 +104,7 @@ def test_rowwise_adagrad_equals_dense_adagrad():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7), sparse, dense)
 
 
+@pytest.mark.slow
 def test_lazy_adam_touches_only_looked_up_rows():
     spec = tiny_spec(edge_mode="parallel")
     batches = [tiny_batch(4, seed=s) for s in range(2)]
@@ -130,6 +131,7 @@ def test_lazy_adam_touches_only_looked_up_rows():
     )
 
 
+@pytest.mark.slow
 def test_masked_bag_entries_are_not_touched():
     spec = dataclasses.replace(tiny_spec(edge_mode="none", searched=False), bag_vocab_sizes=(5,))
     batch = tiny_batch(2)

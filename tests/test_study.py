@@ -135,6 +135,7 @@ def test_every_study_file_loads_and_documents_its_command(path):
     assert "Expected" in doc
 
 
+@pytest.mark.slow
 def test_tiny_study_runs_then_resumes_without_rerunning(repo, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(repo)
     smoke = repo / "experiments" / "configs" / "smoke.py"

@@ -76,6 +76,7 @@ def test_one_joint_step_moves_each_partition_with_its_own_rate():
     np.testing.assert_allclose(moved[1e-3][1], moved[1e-1][1], rtol=1e-6)  # weights unaffected
 
 
+@pytest.mark.slow
 def test_same_seed_is_bitwise_reproducible():
     data = _data(2048)
     spec = _spec(data, edge_mode="hierarchical")

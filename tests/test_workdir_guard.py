@@ -66,6 +66,7 @@ def test_set_lists_take_brackets_or_commas_and_bare_edge_names():
         apply_overrides(Config(), ["model.hidden=[64,null]"])
 
 
+@pytest.mark.slow
 def test_a_start_that_failed_on_its_data_does_not_block_the_corrected_command(tmp_path, capsys):
     wd = tmp_path / "run"
     missing = tmp_path / "no_such_file.csv"
@@ -89,6 +90,7 @@ def test_a_start_that_failed_on_its_data_does_not_block_the_corrected_command(tm
     assert (wd / "architecture.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_start_that_failed_on_its_model_leaves_no_config(tmp_path, capsys, monkeypatch):
     """An error raised while the model is built on the loaded data (an edge the data cannot
     carry) stops the start before config.json, so the corrected command is a new start."""
@@ -128,6 +130,7 @@ def test_the_lock_names_its_holder_and_a_dead_holder_never_blocks(tmp_path):
         assert (wd / LOCK_NAME).read_text().startswith(f"{os.getpid()} ")
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_the_first_finishes_unchanged(tmp_path, capsys, repo):
     wd, reference = tmp_path / "run", tmp_path / "reference"
     assert main(["search", "--config", SMOKE, "--workdir", str(reference), *QUIET]) == 0
@@ -159,6 +162,7 @@ def test_a_second_writer_is_refused_while_the_first_finishes_unchanged(tmp_path,
     assert records(wd) == records(reference)
 
 
+@pytest.mark.slow
 def test_export_refuses_an_unevaluated_model_unless_allowed(tmp_path, capsys):
     wd, out = tmp_path / "run", tmp_path / "export"
     assert main(["search", "--config", SMOKE, "--workdir", str(wd), *QUIET]) == 0
