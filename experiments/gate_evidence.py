@@ -37,10 +37,10 @@ import numpy as np
 
 from autoheri_jax import experiment
 from autoheri_jax.config import load_config
+from autoheri_jax.model.gates import edge_probabilities
 from autoheri_jax.model.losses import entire_space_bce
 from autoheri_jax.model.network import forward
 from autoheri_jax.search import evidence
-from autoheri_jax.search.gates import edge_probabilities
 from autoheri_jax.train.loop import train
 
 BASE = Path(__file__).resolve().parent / "configs" / "study_base.py"

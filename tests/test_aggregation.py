@@ -10,11 +10,11 @@ from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.model import aggregation
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import Edge
+from autoheri_jax.model.gates import edge_probabilities, op_probabilities
 from autoheri_jax.model.network import forward, init_params
 from autoheri_jax.model.variants import derived_model
 from autoheri_jax.search import architecture
 from autoheri_jax.search.architecture import derive_edges, derive_ops
-from autoheri_jax.search.gates import edge_probabilities, op_probabilities
 from autoheri_jax.train.loop import train
 from tests.helpers import VOCABS, tiny_batch, tiny_spec
 

@@ -4,8 +4,8 @@ import numpy as np
 import optax
 import pytest
 
+from autoheri_jax.model.gates import bernoulli_entropy_from_logits, edge_entropy, entropy_weight_at
 from autoheri_jax.model.losses import entire_space_bce, funnel_log_probs
-from autoheri_jax.search.gates import bernoulli_entropy_from_logits, edge_entropy, entropy_weight_at
 
 
 def _naive_bce(logits, labels):

@@ -7,9 +7,9 @@ import pytest
 
 from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge
 from autoheri_jax.model.embedding import embed
+from autoheri_jax.model.gates import edge_probabilities
 from autoheri_jax.model.losses import entire_space_bce
 from autoheri_jax.model.network import forward, init_params
-from autoheri_jax.search.gates import edge_probabilities
 from tests.helpers import VOCABS, tiny_batch, tiny_spec
 
 

@@ -10,9 +10,9 @@ import pytest
 from autoheri_jax.config import TrainConfig
 from autoheri_jax.metrics import BinaryScores, auc, excess_nll, funnel_metrics, soft_auc
 from autoheri_jax.model.edges import candidate_edges
+from autoheri_jax.model.gates import edge_cost, edge_entropy, entropy_weight_at
 from autoheri_jax.model.network import forward, init_params
 from autoheri_jax.model.variants import matched_random_edges
-from autoheri_jax.search.gates import edge_cost, edge_entropy, entropy_weight_at
 from autoheri_jax.train.optim import make_optimizer
 from autoheri_jax.train.step import init_state, make_update_fn
 from tests.helpers import tiny_batch, tiny_spec

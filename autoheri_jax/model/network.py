@@ -50,8 +50,8 @@ from autoheri_jax import rng
 from autoheri_jax.model import aggregation, blocks, families
 from autoheri_jax.model.edges import incoming
 from autoheri_jax.model.embedding import model_input
+from autoheri_jax.model.gates import edge_probabilities, op_probabilities
 from autoheri_jax.model.spec import ModelSpec, Params
-from autoheri_jax.search.gates import edge_probabilities, op_probabilities
 
 _ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "tanh": jnp.tanh}
 

@@ -1,3 +1,5 @@
-"""The one-shot architecture search: relaxed edge gates and their entropy (gates.py), the
-discrete architecture derived from them, its record and rendering (architecture.py), and the
-aging-evolution baseline over edge masks (evolution.py)."""
+"""The architecture search's algorithms: the discrete architecture derived from the relaxed
+gates (model/gates.py), its record and rendering (architecture.py), the masked search's
+per-edge evidence (evidence.py) and validated selection (selection.py), and the
+aging-evolution baseline over edge masks (evolution.py). The workflows that run them over a
+workdir (experiment.py, evolution_run.py) sit above this package."""

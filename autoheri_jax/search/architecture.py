@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from autoheri_jax.model.edges import OPS, Edge, parse_edge
+from autoheri_jax.model.gates import edge_probabilities, op_probabilities
 from autoheri_jax.model.spec import ModelSpec, Params
-from autoheri_jax.search.gates import edge_probabilities, op_probabilities
 
 
 def derive_ops(params: Params, spec: ModelSpec) -> list[str]:

@@ -29,16 +29,16 @@ import optax
 
 from autoheri_jax import rng as rng_streams
 from autoheri_jax.config import TrainConfig
-from autoheri_jax.model.network import forward_outputs, init_params
-from autoheri_jax.model.objectives import task_loss as family_task_loss
-from autoheri_jax.model.spec import ModelSpec, Params
-from autoheri_jax.search.gates import (
+from autoheri_jax.model.gates import (
     edge_cost,
     edge_entropy,
     edge_probabilities,
     entropy_weight_at,
     op_entropy,
 )
+from autoheri_jax.model.network import forward_outputs, init_params
+from autoheri_jax.model.objectives import task_loss as family_task_loss
+from autoheri_jax.model.spec import ModelSpec, Params
 from autoheri_jax.train import sparse_embedding
 from autoheri_jax.train.collectives import device_index, pmean
 from autoheri_jax.train.optim import make_optimizer
