@@ -19,6 +19,9 @@ from autoheri_jax.workdir_lock import LOCK_NAME, WorkdirBusy, exclusive
 
 SMOKE = "experiments/configs/smoke.py"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"shared sample data not found at {SHARED}"
+)
 QUIET = ["--no-progress", "--set", "baselines=esmm"]
 
 
@@ -74,8 +77,16 @@ def test_a_start_that_failed_on_its_data_does_not_block_the_corrected_command(tm
                  *QUIET]) == 2  # fmt: skip
     assert f"{missing}: no such file or directory" in capsys.readouterr().err
     assert not (wd / "config.json").exists()
-    # a store without a test split (prepared from one file) is refused before anything is
-    # recorded, naming the store
+    # the corrected command: no --fresh, no "searched with another config"
+    assert main(["search", "--config", SMOKE, "--workdir", str(wd), *QUIET]) == 0
+    assert json.loads((wd / "config.json").read_text())["data"]["source"] == "simulator"
+    assert (wd / "architecture.json").is_file()
+
+
+@needs_shared
+def test_a_store_without_a_test_split_is_refused_before_anything_is_recorded(tmp_path, capsys):
+    """A store prepared from one file has no test split: refused, naming the store."""
+    wd = tmp_path / "run"
     store = tmp_path / "store"
     train = SHARED / "ali-ccp" / "torch-rechub" / "ali_ccp_train_sample.csv"
     assert main(["prepare", "--data", str(train), "--out", str(store), "--quiet"]) == 0
@@ -84,10 +95,6 @@ def test_a_start_that_failed_on_its_data_does_not_block_the_corrected_command(tm
     err = capsys.readouterr().err
     assert str(store) in err and "no test split" in err and "Traceback" not in err
     assert not (wd / "config.json").exists()
-    # the corrected command: no --fresh, no "searched with another config"
-    assert main(["search", "--config", SMOKE, "--workdir", str(wd), *QUIET]) == 0
-    assert json.loads((wd / "config.json").read_text())["data"]["source"] == "simulator"
-    assert (wd / "architecture.json").is_file()
 
 
 @pytest.mark.slow
