@@ -225,3 +225,28 @@ def test_named_random_streams_keep_their_tags_and_bounds():
         for other, (lo, hi) in spans.get(s.parent, {}).items():
             assert s.base + s.size <= lo or hi <= s.base, (name, other)
         spans.setdefault(s.parent, {})[name] = (s.base, s.base + s.size)
+
+
+@pytest.mark.parametrize(("num_tasks", "edge_pairs"), [(2, "adjacent"), (3, "all")])
+def test_a_batch_of_masks_equals_one_forward_per_mask(num_tasks, edge_pairs):
+    """forward with gates [M, E] (the masked search's contrast) computes every edge's product
+    once; it must give each mask's own forward, also where a masked tower feeds another."""
+    spec = tiny_spec(num_tasks=num_tasks, edge_mode="hierarchical", edge_pairs=edge_pairs)
+    params = init_params(jax.random.PRNGKey(4), spec)
+    batch = {k: v for k, v in tiny_batch(12, num_tasks=num_tasks).items() if k != "labels"}
+    masks = (np.random.default_rng(0).random((7, spec.num_edges)) < 0.5).astype(np.float32)
+    masks[0] = 0.0  # all off: the independent towers
+    batched = np.asarray(forward(params, spec, batch, gates=jnp.asarray(masks)))
+    assert batched.shape == (7, 12, num_tasks)
+    for m, mask in enumerate(masks):
+        one = np.asarray(forward(params, spec, batch, gates=jnp.asarray(mask)))
+        np.testing.assert_allclose(batched[m], one, rtol=1e-5, atol=1e-5)
+    assert np.abs(batched[1:] - batched[:1]).max() > 1e-3  # the masks did change the logits
+
+
+def test_a_batch_of_masks_is_refused_for_edge_ops_other_than_concat():
+    spec = tiny_spec(edge_mode="hierarchical", aggregation="gated_sum")
+    params = init_params(jax.random.PRNGKey(0), spec)
+    masks = jnp.ones((3, spec.num_edges))
+    with pytest.raises(ValueError, match=r"gates \[M, E\] need concat edges"):
+        forward(params, spec, tiny_batch(4), gates=masks)

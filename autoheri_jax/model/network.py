@@ -140,7 +140,8 @@ def forward(params: Params, spec: ModelSpec, inputs: Mapping[str, jax.Array], **
 
     inputs: a batch (see embedding.embed; dense float32 [B, Dd]); keywords as
     `forward_outputs`: gates [E] overrides `edge_probabilities` (tests and derived masks use
-    it); dropout_rng enables dropout; embedded: precomputed B x (F + Fb) x D embeddings (then
+    it); gates [M, E], a batch of M masks, gives M x B x T logits (`masks_forward`); dropout_rng
+    enables dropout; embedded: precomputed B x (F + Fb) x D embeddings (then
     params["embedding"] is unused).
     """
     return forward_outputs(params, spec, inputs, **kw)[0]
@@ -162,6 +163,8 @@ def forward_outputs(
     if spec.family != "autoheri":
         return families.family_outputs(params["towers"], spec, x, act, dropout_rng)
     g = edge_probabilities(params, spec) if gates is None else gates
+    if jnp.ndim(g) == 2 and not masks_forward(spec):
+        raise ValueError("gates [M, E] need concat edges on the autoheri towers; vmap instead")
     w = op_probabilities(params, spec) if spec.searches_ops else None
     outputs: dict[tuple[int, int], jax.Array] = {}
     logits = []
@@ -181,7 +184,7 @@ def forward_outputs(
                 reps[k] = rep
             if all(spec.edge_op(k) == "concat" for k in inc):
                 own_pre = own0[t] if j == 0 and own0 is not None else None
-                edge_reps, gates = [reps[k] for k in inc], [g[k] for k in inc]
+                edge_reps, gates = [reps[k] for k in inc], [g[..., k] for k in inc]
                 pre = gated_concat(layer["kernel"], h, edge_reps, gates, own_pre)
             else:
                 z = aggregation.layer_input(
@@ -193,7 +196,18 @@ def forward_outputs(
                 h = blocks.dropout(h, dropout_rng, rng.dropout_site(t, j), spec.dropout)
             outputs[(t, j)] = h
         logits.append(h @ tower["head"]["kernel"] + tower["head"]["bias"])
+    if jnp.ndim(g) == 2:  # the towers upstream of every edge ran once: broadcast to M x B x 1
+        shape = (g.shape[0], *logits[-1].shape[-2:])
+        logits = [jnp.broadcast_to(v, shape) for v in logits]
     return jnp.concatenate(logits, axis=-1), {}
+
+
+def masks_forward(spec: ModelSpec) -> bool:
+    """Whether `forward` takes a batch of masks (gates [M, E]) directly: every edge is a
+    concat edge of the autoheri towers, so a layer's pre-activation is linear in its gates."""
+    return spec.family == "autoheri" and all(
+        spec.edge_op(k) == "concat" for k in range(spec.num_edges)
+    )
 
 
 def gated_concat(
@@ -210,7 +224,19 @@ def gated_concat(
     caller already has it (`_shared_first_layer`). Since g_k r_k @ W_k == r_k @ (g_k W_k), the
     gates scale W's row blocks (K x N per step) instead of the B x H_k activations, in both
     passes. Equal to the formula up to float rounding (tests/test_model.py).
+
+    gates of shape [M] (M masks, `forward` with gates [M, E]) -> M x B x N: each edge's
+    product r_k @ W_k does not depend on the mask, so it is computed once and only its gated
+    sum runs per mask (about 6x less work than M gated matmuls on the study towers).
     """
+    if reps and jnp.ndim(gates[0]) == 1:
+        d_in = h.shape[-1]
+        pre = h @ kernel[:d_in] if own_pre is None else own_pre
+        for g, r in zip(gates, reps, strict=True):
+            block = r @ kernel[d_in : d_in + r.shape[-1]]
+            pre = pre + g[:, None, None] * block
+            d_in += r.shape[-1]
+        return pre
     if reps:
         row_gates = [jnp.ones((h.shape[-1],), kernel.dtype)]
         row_gates += [jnp.broadcast_to(g, r.shape[-1:]) for g, r in zip(gates, reps, strict=True)]
