@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from autoheri_jax import artifacts
+from autoheri_jax.artifacts import SEARCHED
+from autoheri_jax.artifacts.lifecycle import install_architecture, saved_config, starting
 from autoheri_jax.config import Config, ConfigError, EvolutionConfig, from_dict, to_dict
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits
@@ -109,7 +111,6 @@ def _starting(cfg: Config, wd: artifacts.Workdir, fresh: bool):
     the data), but a workdir with a one-shot run of the same config (apart from the evolution
     section) is kept: its baselines stay, the derived model goes."""
     from autoheri_jax.data.sources import check_data_path
-    from autoheri_jax.experiment import saved_config, starting
 
     if fresh or not wd.path("config.json").exists() or not cfg.checkpoint.resume:
         with starting(cfg, wd, fresh=True):
@@ -137,8 +138,6 @@ def _starting(cfg: Config, wd: artifacts.Workdir, fresh: bool):
 def _install_architecture(wd: artifacts.Workdir, record: dict) -> None:
     """Keeps a one-shot architecture.json as ONESHOT_RECORD, then installs the evolved one
     (a different earlier architecture's derived model and results are dropped; baselines stay)."""
-    from autoheri_jax.experiment import install_architecture
-
     old_path = wd.path("architecture.json")
     if old_path.exists():
         old = json.loads(old_path.read_text())
@@ -149,8 +148,6 @@ def _install_architecture(wd: artifacts.Workdir, record: dict) -> None:
 
 def oneshot_cost(wd: artifacts.Workdir) -> dict | None:
     """Steps and seconds of the one-shot search in this workdir, if it has one."""
-    from autoheri_jax.experiment import SEARCHED
-
     path = wd.path("models", SEARCHED, "train.json")
     if not path.exists():
         return None

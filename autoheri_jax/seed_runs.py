@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from autoheri_jax import artifacts, experiment
+from autoheri_jax.artifacts import lifecycle, model_files
 from autoheri_jax.config import Config
 from autoheri_jax.data.sources import Splits
 from autoheri_jax.progress import say
@@ -43,7 +44,7 @@ def _train_model(
     config's `phase` section. -> params per run."""
     tcfgs = [getattr(c, phase) for c in cfgs] if tcfgs is None else tcfgs
     params: list = [
-        experiment.trained_params(wd, name, phase, spec, t)
+        model_files.trained_params(wd, name, phase, spec, t)
         for wd, spec, t in zip(wds, specs, tcfgs, strict=True)
     ]
     todo = [i for i, p in enumerate(params) if p is None]
@@ -59,7 +60,7 @@ def _train_model(
         spec = specs[runs[0]]
         counts = count_params(abstract_state(spec, tcfgs[runs[0]]).params)
         say(f"[{phase}] {name}: {len(runs)} seeds in one vmapped step; params {counts} each")
-        loggers = [experiment.ModelLog(wds[i], name, phase, spec) for i in runs]
+        loggers = [model_files.ModelLog(wds[i], name, phase, spec) for i in runs]
         try:
             trained = train_seeds(
                 spec,
@@ -73,7 +74,7 @@ def _train_model(
             for log in loggers:
                 log.close()
         for i, (state, stats) in zip(runs, trained, strict=True):
-            params[i] = experiment.save_trained(cfgs[i], wds[i], name, phase, spec, state, stats)
+            params[i] = model_files.save_trained(cfgs[i], wds[i], name, phase, spec, state, stats)
     return params
 
 
@@ -83,14 +84,14 @@ def run_seeds(
     """Runs every config in its workdir (resuming what each has done); -> results per run."""
     datas = []
     for cfg, wd in zip(cfgs, wds, strict=True):
-        with experiment.starting(cfg, wd):  # config.json once data and model validate
+        with lifecycle.starting(cfg, wd):  # config.json once data and model validate
             data = experiment.load_data(cfg, wd, progress)
             experiment.check_baselines(cfg, data)
             experiment.spec_for(experiment.search_setup(cfg)[0], data.train)
         datas.append(data)
     setups = [experiment.search_setup(c) for c in cfgs]
     specs = [experiment.spec_for(m, d.train) for (m, _), d in zip(setups, datas, strict=True)]
-    searched = _train_model(cfgs, wds, datas, experiment.SEARCHED, "search", specs, progress,
+    searched = _train_model(cfgs, wds, datas, artifacts.SEARCHED, "search", specs, progress,
                             tcfgs=[t for _, t in setups])  # fmt: skip
     records = [
         experiment.derive_architecture(cfg, wd, spec, params, data)

@@ -28,6 +28,11 @@ FORBIDDEN = {
                             "autoheri_jax.exporting", "autoheri_jax.study", "autoheri_jax.cli",
                             "autoheri_jax.report", "autoheri_jax.serving",
                             "autoheri_jax.seed_runs"),
+    # a workdir's files and lifecycle, below every workflow that writes them
+    "autoheri_jax.artifacts": ("autoheri_jax.search", "autoheri_jax.experiment",
+                               "autoheri_jax.evolution_run", "autoheri_jax.exporting",
+                               "autoheri_jax.study", "autoheri_jax.cli", "autoheri_jax.seed_runs",
+                               "autoheri_jax.serving"),
     # an export is written from a spec and params and read without the training code
     "autoheri_jax.serving": ("autoheri_jax.train", "autoheri_jax.search",
                              "autoheri_jax.experiment",

@@ -20,6 +20,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+SEARCHED = "autoheri_search"  # the relaxed supernet, kept for inspection
+AUTOHERI = "autoheri"  # the derived architecture retrained from fresh weights
+
 
 class MissingArtifactError(FileNotFoundError):
     """A step needs a file an earlier step writes; the message names the file and the step."""
