@@ -243,36 +243,17 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """How one model's weights train: the retrain of the derived model and of every baseline.
+    A model with arch params (the gradient search's supernet) trains under a SearchConfig."""
+
     epochs: int = 2  # passes over the training impressions
     batch_size: int = 1024  # impressions per step
     optimizer: str = "adam"  # optimiser of the weights partition
     lr: float = 2e-3  # learning rate of the weights partition
     weight_decay: float = 0.0  # decoupled weight decay (adamw only)
-    arch_lr: float = 5e-2  # learning rate of the arch partition (edge logits)
-    # arch partition's rule: "adam" moves every logit by ~arch_lr per step whatever its
-    # gradient's size (weak evidence moves as fast as strong); "shared_adam" is Adam with one
-    # second moment for all arch params, so steps keep the gradients' relative sizes and stay
-    # free of their overall scale; "sgd" (momentum 0.9) moves in proportion to the raw gradient
-    arch_optimizer: str = "shared_adam"
-    # steps at the start during which the arch params do not move at all (bitwise; their
-    # optimiser state does not advance either): the weights learn first, so the edge decision
-    # rests on trained representations rather than on initialisation noise; about 40% of the
-    # search's steps (the default fits a 390-step search; set it per config)
-    arch_warmup_steps: int = 150
-    # cost per unit of edge probability, summed over edges (a sparsity prior: an edge must
-    # lower the task loss by more than this to stay on); 0 = the paper's search (no cost)
-    sparsity_weight: float = 0.0
     embedding_optimizer: str = "adam"  # embeddings partition: adam | adagrad
     embedding_lr: float = 0.0  # learning rate of the embeddings partition; 0 = same as lr
     sparse_embeddings: bool = True  # update only looked-up rows (adam becomes lazy Adam)
-    # weight of the entropy regulariser, per edge: the term is weight x sum over edges of each
-    # edge's Bernoulli entropy, so the push on one edge is the same at 9, 18 or 27 candidates
-    entropy_weight: float = 1e-3
-    # steps over which the entropy weight ramps up linearly from 0, counted from the end of
-    # arch_warmup_steps (0 = full weight as soon as the arch params move): the edges follow
-    # the task loss's evidence first and are pushed to 0 or 1 only towards the end
-    entropy_warmup_steps: int = 240
-    bilevel: bool = False  # arch gradient from a validation batch (first-order bi-level)
     # > 0: a masked supernet's step: every edge is on with this probability, one draw per step
     # for the whole batch (train/step.step_edge_mask); 0 = the model's own gates. The masked
     # search (EdgeSearchConfig) sets it for its supernet; set by hand it is path dropout
@@ -292,15 +273,62 @@ class TrainConfig:
             f"one of {EMBEDDING_OPTIMIZERS}",
         )
         _check(self.embedding_lr >= 0, "embedding_lr", "must be >= 0")
-        for k in ("lr", "arch_lr"):
-            _check(getattr(self, k) > 0, f"{k}", "must be > 0")
+        _check(self.lr > 0, "lr", "must be > 0")
+        _check(0 <= self.edge_keep_prob < 1, "edge_keep_prob", "must lie in [0, 1)")
+        for k in ("weight_decay", "grad_clip"):
+            _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig(TrainConfig):
+    """The one-shot search phase: a TrainConfig plus the settings of the arch partition (the
+    edge logits) and its regularisers, which only a model with arch params has."""
+
+    arch_lr: float = 5e-2  # learning rate of the arch partition (edge logits)
+    # arch partition's rule: "adam" moves every logit by ~arch_lr per step whatever its
+    # gradient's size (weak evidence moves as fast as strong); "shared_adam" is Adam with one
+    # second moment for all arch params, so steps keep the gradients' relative sizes and stay
+    # free of their overall scale; "sgd" (momentum 0.9) moves in proportion to the raw gradient
+    arch_optimizer: str = "shared_adam"
+    # steps at the start during which the arch params do not move at all (bitwise; their
+    # optimiser state does not advance either): the weights learn first, so the edge decision
+    # rests on trained representations rather than on initialisation noise; about 40% of the
+    # search's steps (the default fits a 390-step search; set it per config)
+    arch_warmup_steps: int = 150
+    # cost per unit of edge probability, summed over edges (a sparsity prior: an edge must
+    # lower the task loss by more than this to stay on); 0 = the paper's search (no cost)
+    sparsity_weight: float = 0.0
+    # weight of the entropy regulariser, per edge: the term is weight x sum over edges of each
+    # edge's Bernoulli entropy, so the push on one edge is the same at 9, 18 or 27 candidates
+    entropy_weight: float = 1e-3
+    # steps over which the entropy weight ramps up linearly from 0, counted from the end of
+    # arch_warmup_steps (0 = full weight as soon as the arch params move): the edges follow
+    # the task loss's evidence first and are pushed to 0 or 1 only towards the end
+    entropy_warmup_steps: int = 240
+    bilevel: bool = False  # arch gradient from a validation batch (first-order bi-level)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.arch_lr > 0, "arch_lr", "must be > 0")
         _check(
             self.arch_optimizer in ARCH_OPTIMIZERS, "arch_optimizer", f"one of {ARCH_OPTIMIZERS}"
         )
-        _check(0 <= self.edge_keep_prob < 1, "edge_keep_prob", "must lie in [0, 1)")
-        for k in ("weight_decay", "entropy_weight", "entropy_warmup_steps", "grad_clip",
-                  "arch_warmup_steps", "sparsity_weight"):  # fmt: skip
+        for k in ("entropy_weight", "entropy_warmup_steps", "arch_warmup_steps",
+                  "sparsity_weight"):  # fmt: skip
             _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
+
+
+# SearchConfig's own fields: a config.json written before SearchConfig existed carries them
+# in `retrain`, where they never had an effect (no retrained model has arch params)
+SEARCH_ONLY_FIELDS = tuple(
+    f.name for f in dataclasses.fields(SearchConfig) if f.name not in
+    {g.name for g in dataclasses.fields(TrainConfig)}
+)  # fmt: skip
+
+
+def is_bilevel(cfg: TrainConfig) -> bool:
+    """A first-order bi-level search step (its arch gradient from a validation batch)."""
+    return isinstance(cfg, SearchConfig) and cfg.bilevel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,8 +476,8 @@ class Config:
     name: str = "default"  # experiment name, printed and written to results.json
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()  # the searched AutoHERI model
-    search: TrainConfig = TrainConfig()  # one-shot search phase
-    retrain: TrainConfig = TrainConfig(entropy_weight=0.0)  # derived model and every baseline
+    search: SearchConfig = SearchConfig()  # one-shot search phase
+    retrain: TrainConfig = TrainConfig()  # derived model and every baseline
     derive_threshold: float = 0.5  # keep an edge when its probability exceeds this
     baselines: tuple[str, ...] = ("esmm",)  # models trained beside AutoHERI (model/variants.py)
     eval_batch_size: int = 8192  # impressions per evaluation step
@@ -464,7 +492,6 @@ class Config:
         _check(self.eval_batch_size > 0, "eval_batch_size", "must be > 0")
         _check(self.model.searched, "model.searched", "the AutoHERI model must be searched")
         _check(self.model.edge_mode != "none", "model.edge_mode", "AutoHERI needs candidate edges")
-        _check(not self.retrain.bilevel, "retrain.bilevel", "only the search has arch params")
         if self.edge_search.method == "masked":
             _check(self.model.aggregation != "search", "edge_search.method",
                    "masked decides edges only; an operator search (model.aggregation=search) "
@@ -536,9 +563,15 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     """Builds dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError.
 
     A Config mapping without "edge_search" (a config.json from before the masked search
-    existed) was searched by gradient: it loads as edge_search.method=gradient."""
+    existed) was searched by gradient: it loads as edge_search.method=gradient. Its `retrain`
+    section's arch settings (SEARCH_ONLY_FIELDS, from before SearchConfig) are dropped: no
+    retrained model has arch params, so they never had an effect."""
     if cls is Config and not prefix and "search" in values and "edge_search" not in values:
         values = {**values, "edge_search": {"method": "gradient"}}
+    if cls is Config and not prefix and isinstance(values.get("retrain"), Mapping):
+        # a config.json from before SearchConfig: retrain's arch settings did nothing, so they go
+        retrain = {k: v for k, v in values["retrain"].items() if k not in SEARCH_ONLY_FIELDS}
+        values = {**values, "retrain": retrain}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:

@@ -19,7 +19,7 @@ from autoheri_jax.train.loop import train
 from autoheri_jax.train.predict import make_predict_fn
 from tests.helpers import tiny_funnel
 
-CFG = TrainConfig(epochs=1, batch_size=100, lr=1e-2, log_every=8, entropy_weight=0.0)
+CFG = TrainConfig(epochs=1, batch_size=100, lr=1e-2, log_every=8)
 MODEL = ModelConfig(embed_dim=4, hidden=(8, 6), searched=False)
 
 

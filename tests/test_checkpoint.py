@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from helpers import tiny_spec, toy_dataset
 
-from autoheri_jax.config import TrainConfig
+from autoheri_jax.config import SearchConfig
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.train.optim import make_optimizer
 from autoheri_jax.train.step import abstract_state, init_state
 
-CFG = TrainConfig(arch_warmup_steps=0, batch_size=16)
+CFG = SearchConfig(arch_warmup_steps=0, batch_size=16)
 
 
 @functools.cache

@@ -248,7 +248,7 @@ def test_comparator_learns_the_funnel(name):
     spec = build_spec(
         VARIANTS[name](ModelConfig(**SMALL)), tr.vocab_sizes, tr.num_dense, tr.num_stages
     )
-    cfg = TrainConfig(epochs=2, batch_size=128, lr=1e-2, log_every=8, entropy_weight=0.0)
+    cfg = TrainConfig(epochs=2, batch_size=128, lr=1e-2, log_every=8)
     records = []
     state, _ = train(
         spec, cfg, tr, desc=name, progress=False, on_log=lambda s, r: records.append(r)

@@ -35,13 +35,13 @@ def test_overrides_parse_against_field_types():
             "model.hidden=[32,16]",
             "model.detach_upstream=true",
             "search.lr=1e-4",
-            "retrain.entropy_weight=0",
+            "retrain.grad_clip=0",
             "baselines=esmm,parallel_all_on",
             "name=x",
         ],
     )
     assert cfg.search.epochs == 3 and cfg.model.hidden == (32, 16) and cfg.model.detach_upstream
-    assert cfg.search.lr == 1e-4 and cfg.retrain.entropy_weight == 0.0
+    assert cfg.search.lr == 1e-4 and cfg.retrain.grad_clip == 0.0
     assert cfg.baselines == ("esmm", "parallel_all_on") and cfg.name == "x"
     assert apply_overrides(Config(), ["model.hidden=64,32"]).model.hidden == (64, 32)
 
@@ -121,3 +121,33 @@ def test_an_old_config_json_loads_as_the_gradient_search_it_ran():
     del old["edge_search"]
     assert from_dict(Config, old).edge_search.method == "gradient"
     assert from_dict(Config, to_dict(Config())).edge_search.method == "masked"
+
+
+def test_search_only_settings_live_in_search_and_an_old_retrain_section_still_loads():
+    from autoheri_jax.config import SEARCH_ONLY_FIELDS, SearchConfig, from_dict, to_dict
+
+    cfg = Config()
+    assert isinstance(cfg.search, SearchConfig) and not isinstance(cfg.retrain, SearchConfig)
+    assert {"arch_lr", "entropy_weight", "bilevel"} <= set(SEARCH_ONLY_FIELDS)
+    for key in SEARCH_ONLY_FIELDS:  # no arch settings that do nothing: refused, naming the key
+        with pytest.raises(ConfigError, match=f"retrain.{key}"):
+            apply_overrides(cfg, [f"retrain.{key}=1"])
+    # a config.json written before SearchConfig: retrain carried every search field
+    old = to_dict(cfg)
+    old["retrain"] = {**old["retrain"], **{k: old["search"][k] for k in SEARCH_ONLY_FIELDS}}
+    old["retrain"]["entropy_weight"] = 0.0
+    assert from_dict(Config, old) == cfg
+    with pytest.raises(ConfigError, match="retrain.arch_lrr"):  # a misspelt key still fails
+        from_dict(Config, {**old, "retrain": {**old["retrain"], "arch_lrr": 0.1}})
+
+
+def test_a_searched_model_refuses_a_plain_train_config():
+    from autoheri_jax.config import ModelConfig, SearchConfig, TrainConfig
+    from autoheri_jax.model.build import build_spec
+    from autoheri_jax.train.step import abstract_state
+
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), (5, 7), 0, 2, ())
+    assert spec.has_arch
+    with pytest.raises(ConfigError, match="SearchConfig"):
+        abstract_state(spec, TrainConfig())
+    assert "arch" in abstract_state(spec, SearchConfig()).params

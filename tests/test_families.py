@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from autoheri_jax.config import FAMILIES as CONFIG_FAMILIES
-from autoheri_jax.config import Config, ConfigError, ModelConfig, TrainConfig, apply_overrides
+from autoheri_jax.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+)
 from autoheri_jax.experiment import model_configs
 from autoheri_jax.metrics import funnel_metrics
 from autoheri_jax.model import families
@@ -37,7 +43,7 @@ SMALL = {
     "expert_hidden": (12, 8),
     "num_experts": 3,
 }
-FAST = TrainConfig(epochs=2, batch_size=128, lr=1e-2, log_every=8, entropy_weight=0.0)
+FAST = TrainConfig(epochs=2, batch_size=128, lr=1e-2, log_every=8)
 
 
 def _model(name: str, **kw) -> ModelConfig:

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from autoheri_jax.config import TrainConfig
+from autoheri_jax.config import SearchConfig
 from autoheri_jax.metrics import BinaryScores, auc, excess_nll, funnel_metrics, soft_auc
 from autoheri_jax.model.edges import candidate_edges
 from autoheri_jax.model.gates import edge_cost, edge_entropy, entropy_weight_at
@@ -66,7 +66,7 @@ def test_funnel_metrics_score_cvr_against_the_truth_on_every_impression():
 
 def test_arch_warmup_freezes_arch_params_bitwise_then_releases_them():
     spec = tiny_spec(edge_mode="hierarchical")
-    cfg = TrainConfig(arch_warmup_steps=3, arch_lr=0.3, entropy_weight=0.5, sparsity_weight=0.2)
+    cfg = SearchConfig(arch_warmup_steps=3, arch_lr=0.3, entropy_weight=0.5, sparsity_weight=0.2)
     opt = make_optimizer(cfg)
     state = init_state(spec, cfg, opt)
     start = np.asarray(state.params["arch"]["edge_logits"]).copy()
@@ -114,7 +114,7 @@ def _gated_linear_search(sparsity_weight: float, seed: int = 0, rule: str = "ada
     x = rng.standard_normal((n, k)).astype(np.float32)
     y = (rng.random(n) < 1 / (1 + np.exp(-2.0 * x[:, 0]))).astype(np.float32)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    cfg = TrainConfig(lr=0.03, arch_lr=0.05, arch_warmup_steps=50, arch_optimizer=rule,
+    cfg = SearchConfig(lr=0.03, arch_lr=0.05, arch_warmup_steps=50, arch_optimizer=rule,
                       entropy_weight=0.02, sparsity_weight=sparsity_weight)  # fmt: skip
     params = {"towers": {"w": jnp.zeros(k), "b": jnp.zeros(())},
               "arch": {"edge_logits": jnp.zeros(k)}}  # fmt: skip

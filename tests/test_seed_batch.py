@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from autoheri_jax.cli import main
-from autoheri_jax.config import ConfigError, TrainConfig
+from autoheri_jax.config import ConfigError, SearchConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.train.loop import NonFiniteLossError, train
 from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
 from tests.helpers import tiny_spec
 
-CFG = TrainConfig(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=3,
+CFG = SearchConfig(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=3,
                   entropy_warmup_steps=4)  # fmt: skip
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoheri_jax.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from autoheri_jax.config import ConfigError, DataConfig, ModelConfig, SearchConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.metrics import funnel_metrics
 from autoheri_jax.model.build import build_spec
@@ -15,7 +15,7 @@ from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.step import init_state, make_update_fn
 from tests.helpers import tiny_batch, tiny_spec
 
-FAST = TrainConfig(
+FAST = SearchConfig(
     arch_warmup_steps=0, epochs=1, batch_size=128, lr=1e-2, arch_lr=5e-2, log_every=4
 )
 

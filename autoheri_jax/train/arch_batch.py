@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoheri_jax.config import ConfigError, TrainConfig
+from autoheri_jax.config import ConfigError, TrainConfig, is_bilevel
 from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices
 from autoheri_jax.data.pipeline import StepBatchSource
 from autoheri_jax.model.edges import Edge
@@ -56,7 +56,7 @@ def ground_truth_masks(edges: Sequence[Edge]) -> tuple[list[str], np.ndarray]:
 def _check(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray) -> None:
     if spec.has_arch:
         raise ConfigError("an architecture batch trains fixed masks: the spec must be unsearched")
-    if cfg.bilevel or cfg.edge_keep_prob > 0:
+    if is_bilevel(cfg) or cfg.edge_keep_prob > 0:
         raise ConfigError("an architecture batch takes no bilevel search and no sampled masks")
     if masks.ndim != 2 or masks.shape[1] != spec.num_edges:
         raise ConfigError(f"masks must be A x {spec.num_edges}, got {masks.shape}")

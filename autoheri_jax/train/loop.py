@@ -21,7 +21,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from autoheri_jax.config import CheckpointConfig, ConfigError, ParallelConfig, TrainConfig
+from autoheri_jax.config import (
+    CheckpointConfig,
+    ConfigError,
+    ParallelConfig,
+    SearchConfig,
+    TrainConfig,
+    is_bilevel,
+)
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.metrics import BinaryScores, nll
@@ -66,7 +73,7 @@ class InputFeed:
         self.source = StepBatchSource(data, cfg.batch_size, cfg.seed, cfg.epochs, **shard)
         self.train = train_iterator(self.source)
         self.valid = None
-        if cfg.bilevel:
+        if is_bilevel(cfg):
             valid_epochs = -(-len(self.source) // (valid.num_rows // cfg.batch_size))
             valid_source = StepBatchSource(
                 valid, cfg.batch_size, cfg.seed + VALID_SEED_OFFSET, valid_epochs, **shard
@@ -161,7 +168,7 @@ class StepLog:
             "loss": float(aux["loss"]),
             "stage_bce": [float(x) for x in aux["stage_bce"]],
             "entropy": float(aux["entropy"]),
-            **({"valid_loss": float(aux["valid_loss"])} if self.cfg.bilevel else {}),
+            **({"valid_loss": float(aux["valid_loss"])} if is_bilevel(self.cfg) else {}),
             "edge_probs": [float(p) for p in aux["edge_probs"]],
             "examples_per_s": (step - self.start) * self.cfg.batch_size / seconds,
             **(extra or {}),
@@ -179,7 +186,7 @@ class StepLog:
 
 
 def _check_sizes(cfg: TrainConfig, data: CTRDataset, valid: CTRDataset | None, desc: str):
-    if cfg.bilevel and (valid is None or valid.num_rows < cfg.batch_size):
+    if is_bilevel(cfg) and (valid is None or valid.num_rows < cfg.batch_size):
         rows = 0 if valid is None else valid.num_rows
         raise ConfigError(
             f"{desc}: bilevel needs >= batch_size ({cfg.batch_size}) validation rows, got {rows}"
@@ -197,7 +204,7 @@ def check_schedule(spec: ModelSpec, cfg: TrainConfig, total: int, desc: str) -> 
     """Refuses a gradient search whose warm-up swallows it: with arch_warmup_steps near the
     step count (a larger batch, a smaller file) the gates barely move from 0.5 and the kept
     set is decided by noise. Checked against the run's real step count, before any compute."""
-    if not spec.has_arch or cfg.edge_keep_prob > 0:
+    if not spec.has_arch or cfg.edge_keep_prob > 0 or not isinstance(cfg, SearchConfig):
         return
     moving = total - cfg.arch_warmup_steps
     if moving < max(1, MIN_ARCH_SHARE * total):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
-from autoheri_jax.config import TrainConfig
+from autoheri_jax.config import SearchConfig, TrainConfig
 from autoheri_jax.train import sparse_embedding
 
 GROUP_OF_KEY: Mapping[str, str] = {"embedding": "embeddings", "towers": "weights", "arch": "arch"}
@@ -126,6 +126,8 @@ def scale_by_shared_rms(
 
 
 def _arch_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    if not isinstance(cfg, SearchConfig):  # no arch params to move (train/step.init_state)
+        return optax.set_to_zero()
     if cfg.arch_optimizer == "sgd":
         rule = optax.sgd(cfg.arch_lr, momentum=0.9)
     elif cfg.arch_optimizer == "shared_adam":

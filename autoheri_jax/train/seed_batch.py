@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoheri_jax.config import ConfigError, TrainConfig
+from autoheri_jax.config import ConfigError, TrainConfig, is_bilevel
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource
 from autoheri_jax.model.spec import ModelSpec
@@ -68,7 +68,7 @@ def _same_but_seed(cfgs: Sequence[TrainConfig]) -> None:
     for c in cfgs[1:]:
         if dataclasses.replace(c, seed=0) != base:
             raise ConfigError("vmapped seeds must share every TrainConfig field but `seed`")
-    if cfgs[0].bilevel:
+    if is_bilevel(cfgs[0]):
         raise ConfigError("vmapped seeds do not support search.bilevel; run seeds one by one")
 
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from autoheri_jax import rng as rng_streams
-from autoheri_jax.config import TrainConfig
+from autoheri_jax.config import ConfigError, SearchConfig, TrainConfig, is_bilevel
 from autoheri_jax.model.gates import (
     edge_cost,
     edge_entropy,
@@ -57,6 +57,11 @@ class TrainState(NamedTuple):
 
 
 def init_state(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTransformation):
+    if spec.has_arch and not isinstance(cfg, SearchConfig):
+        raise ConfigError(
+            "a model with arch params (a searched supernet) trains under a SearchConfig, which "
+            "holds the arch partition's settings; got a plain TrainConfig"
+        )
     k_init, k_train = jax.random.split(jax.random.PRNGKey(cfg.seed))
     params = init_params(k_init, spec)
     return TrainState(
@@ -106,6 +111,8 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
     sparsity cost (`sparsity_weight` x expected kept edges).
     """
 
+    search = cfg if isinstance(cfg, SearchConfig) else None
+
     def loss_fn(
         params: Params, batch: dict, rng: jax.Array, step: jax.Array, embedded=None, gates=None
     ):
@@ -118,12 +125,14 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
         entropy = edge_entropy(edge_logits)
         if spec.searches_ops:
             entropy = entropy + op_entropy(params["arch"]["op_logits"])
-        weight = entropy_weight_at(
-            step, cfg.entropy_weight, cfg.entropy_warmup_steps, cfg.arch_warmup_steps
-        )
+        weight = 0.0  # a plain TrainConfig: no arch params, no regulariser
+        if search is not None:
+            weight = entropy_weight_at(
+                step, search.entropy_weight, search.entropy_warmup_steps, search.arch_warmup_steps
+            )
         total = task_loss + weight * entropy
-        if cfg.sparsity_weight > 0:
-            total = total + cfg.sparsity_weight * edge_cost(edge_logits)
+        if search is not None and search.sparsity_weight > 0:
+            total = total + search.sparsity_weight * edge_cost(edge_logits)
         aux = {
             "loss": task_loss,
             **terms,
@@ -192,7 +201,7 @@ def make_step_fn(
         aux, grads, scratch = grad_fn(
             state.params, batch, rng, state.step, state.row_scratch, gates
         )
-        if cfg.bilevel:
+        if is_bilevel(cfg):
             # First-order bi-level (DARTS-1st): the arch partition takes its gradient from a
             # held-out batch at the current weights; the weights keep the training gradient.
             aux_v, grads_v, scratch = grad_fn(

@@ -13,7 +13,7 @@ reports AutoHERI above ESMM on CVR and CTCVR AUC on this data; this config is th
 check that claim on an accelerator.
 """
 
-from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig
+from autoheri_jax.config import Config, DataConfig, ModelConfig, SearchConfig, TrainConfig
 
 
 def get_config() -> Config:
@@ -23,7 +23,7 @@ def get_config() -> Config:
         model=ModelConfig(embed_dim=16, hidden=(128, 64, 32), edge_mode="hierarchical"),
         # ~18.6k search steps (90% of the ~42M training impressions, batch 2048), in the study
         # base's proportions: weights alone for the first ~40%, entropy ramped over ~60%
-        search=TrainConfig(
+        search=SearchConfig(
             epochs=1,
             batch_size=2048,
             lr=1e-3,
@@ -31,7 +31,7 @@ def get_config() -> Config:
             arch_warmup_steps=7_500,
             entropy_warmup_steps=11_000,
         ),
-        retrain=TrainConfig(epochs=1, batch_size=2048, lr=1e-3, entropy_weight=0.0, log_every=200),
+        retrain=TrainConfig(epochs=1, batch_size=2048, lr=1e-3, log_every=200),
         baselines=("esmm", "parallel_all_on", "hierarchical_all_on"),
         eval_batch_size=16384,
     )

@@ -14,7 +14,7 @@ edges, so autoheri equals ESMM; test AUC ctr / cvr / ctcvr: autoheri and esmm 0.
 the paper-recipe control: experiments/studies/default_seeds.py and default_paper_recipe.py.
 """
 
-from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig
+from autoheri_jax.config import Config, DataConfig, ModelConfig, SearchConfig, TrainConfig
 
 
 def get_config() -> Config:
@@ -22,9 +22,9 @@ def get_config() -> Config:
         name="default",
         data=DataConfig(num_train=500_000, num_valid=20_000, num_test=50_000, cascade_strength=0.5),
         model=ModelConfig(embed_dim=16, hidden=(128, 64, 32), edge_mode="hierarchical"),
-        search=TrainConfig(
+        search=SearchConfig(
             epochs=2, batch_size=1024, lr=2e-3, arch_warmup_steps=375, entropy_warmup_steps=600
         ),
-        retrain=TrainConfig(epochs=2, batch_size=1024, lr=2e-3, entropy_weight=0.0),
+        retrain=TrainConfig(epochs=2, batch_size=1024, lr=2e-3),
         baselines=("esmm", "parallel_all_on", "hierarchical_all_on"),
     )

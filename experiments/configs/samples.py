@@ -16,19 +16,19 @@ table for autoheri and esmm (no oracle: real data has no true probabilities). Th
 positive); this config checks formats and the pipeline, not model quality.
 """
 
-from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig
+from autoheri_jax.config import Config, DataConfig, ModelConfig, SearchConfig, TrainConfig
 
 
 def get_config() -> Config:
     # a few dozen search steps: the arch params wait the first 12, the entropy ramps over 18
-    train = TrainConfig(epochs=3, batch_size=8, lr=5e-3, log_every=2, arch_warmup_steps=12,
+    search = SearchConfig(epochs=3, batch_size=8, lr=5e-3, log_every=2, arch_warmup_steps=12,
                         entropy_warmup_steps=18)  # fmt: skip
     return Config(
         name="samples",
         data=DataConfig(source="files", path="../shared/data/ali-ccp/torch-rechub", min_count=1),
         model=ModelConfig(embed_dim=4, hidden=(8, 4)),
-        search=train,
-        retrain=TrainConfig(epochs=3, batch_size=8, lr=5e-3, entropy_weight=0.0, log_every=2),
+        search=search,
+        retrain=TrainConfig(epochs=3, batch_size=8, lr=5e-3, log_every=2),
         baselines=("esmm",),
         eval_batch_size=64,
     )

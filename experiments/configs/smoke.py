@@ -8,12 +8,19 @@ Expected: finishes in well under a minute on 2 CPU cores and prints a table with
 esmm, hierarchical_all_on and the oracle. The scores mean nothing at this size.
 """
 
-from autoheri_jax.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+from autoheri_jax.config import (
+    CheckpointConfig,
+    Config,
+    DataConfig,
+    ModelConfig,
+    SearchConfig,
+    TrainConfig,
+)
 
 
 def get_config() -> Config:
     # 16 search steps: the arch params wait 6 of them, the entropy ramps in over 8
-    train = TrainConfig(epochs=1, batch_size=256, lr=5e-3, log_every=5, arch_warmup_steps=6,
+    search = SearchConfig(epochs=1, batch_size=256, lr=5e-3, log_every=5, arch_warmup_steps=6,
                         entropy_warmup_steps=8)  # fmt: skip
     return Config(
         name="smoke",
@@ -27,8 +34,8 @@ def get_config() -> Config:
             stage_rates=(0.3,),
         ),
         model=ModelConfig(embed_dim=4, hidden=(16, 8)),
-        search=train,
-        retrain=TrainConfig(epochs=1, batch_size=256, lr=5e-3, entropy_weight=0.0, log_every=5),
+        search=search,
+        retrain=TrainConfig(epochs=1, batch_size=256, lr=5e-3, log_every=5),
         baselines=("esmm", "hierarchical_all_on"),
         eval_batch_size=1024,
         checkpoint=CheckpointConfig(every_steps=4, keep=2, valid_rows=512),

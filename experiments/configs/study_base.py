@@ -25,7 +25,14 @@ Expected: about 30 s per run on 2 CPU cores. The measured results are in
 experiments/README.md (studies over 5 seeds with the data redrawn per seed).
 """
 
-from autoheri_jax.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+from autoheri_jax.config import (
+    CheckpointConfig,
+    Config,
+    DataConfig,
+    ModelConfig,
+    SearchConfig,
+    TrainConfig,
+)
 
 SEARCH = dict(
     arch_optimizer="shared_adam",
@@ -51,8 +58,8 @@ def get_config() -> Config:
             cascade_strength=0.95,
         ),
         model=ModelConfig(embed_dim=8, hidden=(64, 32, 16), edge_mode="hierarchical"),
-        search=TrainConfig(epochs=1, batch_size=1024, lr=3e-3, log_every=50, **SEARCH),
-        retrain=TrainConfig(epochs=1, batch_size=1024, lr=3e-3, entropy_weight=0.0, log_every=50),
+        search=SearchConfig(epochs=1, batch_size=1024, lr=3e-3, log_every=50, **SEARCH),
+        retrain=TrainConfig(epochs=1, batch_size=1024, lr=3e-3, log_every=50),
         baselines=("esmm",),
         eval_batch_size=16384,
         checkpoint=CheckpointConfig(every_steps=1_000_000, keep_best=False, async_save=False),
