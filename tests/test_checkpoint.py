@@ -256,7 +256,7 @@ EIGHT_DEVICES_CHILD = """
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from helpers import tiny_spec
     from autoheri_jax.train.checkpoint import Checkpointer
-    from autoheri_jax.config import TrainConfig
+    from autoheri_jax.config import SearchConfig
     from autoheri_jax.train.step import abstract_state
 
     src, dst, expected = sys.argv[1:4]
@@ -268,7 +268,8 @@ EIGHT_DEVICES_CHILD = """
         spec = P() if axis is None else P(*([None] * axis), "d")
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, spec))
 
-    target = jax.tree.map(sharded, abstract_state(tiny_spec(), TrainConfig(batch_size=16)))
+    cfg = SearchConfig(arch_warmup_steps=0, batch_size=16)
+    target = jax.tree.map(sharded, abstract_state(tiny_spec(), cfg))
     state, extra, _ = Checkpointer(src).restore(None, target)
     want = np.load(expected)
     leaves, targets = jax.tree.leaves(state), jax.tree.leaves(target)

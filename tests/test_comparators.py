@@ -12,10 +12,10 @@ import pytest
 from autoheri_jax.config import ConfigError, ModelConfig, TrainConfig
 from autoheri_jax.metrics import funnel_metrics
 from autoheri_jax.model.build import build_spec
+from autoheri_jax.model.families import family_task_loss as task_loss
 from autoheri_jax.model.funnel_families import esm2_log_paths, gru_cell, log1mexp
 from autoheri_jax.model.losses import stage_probabilities
 from autoheri_jax.model.network import forward_outputs, init_params
-from autoheri_jax.model.objectives import task_loss
 from autoheri_jax.model.variants import VARIANTS
 from autoheri_jax.train.loop import train
 from autoheri_jax.train.optim import param_labels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,23 +11,6 @@ from autoheri_jax.config import ConfigError, ModelConfig
 from autoheri_jax.model import families
 from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge, split_edge_op
 from autoheri_jax.model.spec import ModelSpec
-
-# The ModelConfig fields each family reads; the others stay at their ModelSpec defaults, so a
-# family's spec (its jit cache key and checkpoint fingerprint) ignores unrelated settings.
-_FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
-    "autoheri": (),
-    "shared_bottom": ("bottom_hidden", "tower_hidden"),
-    "mmoe": ("num_experts", "expert_hidden", "tower_hidden"),
-    "ple": ("levels", "task_experts", "shared_experts", "expert_hidden", "tower_hidden"),
-    "aitm": ("aitm_constraint_weight",),
-    "dbmtl": ("bottom_hidden", "tower_hidden"),
-    "gmsl": (),
-    "esm2": (),
-    "multi_dr": ("propensity_clip", "imputation_weight"),
-    "escm2_ips": ("propensity_clip", "escm2_counterfactual_weight", "escm2_ctcvr_weight"),
-    "escm2_dr": ("propensity_clip", "escm2_counterfactual_weight", "escm2_ctcvr_weight"),
-    "dcmt": ("propensity_clip", "dcmt_constraint_weight"),
-}
 
 
 def _fixed_edge_ops(m: ModelConfig, edges: Sequence[Edge]) -> tuple[str, ...]:
@@ -67,8 +51,8 @@ def build_spec(
     else:
         names = tuple(split_edge_op(e)[0] for e in m.fixed_edges)
         edges = candidate_edges(m.edge_mode, num_tasks, len(m.hidden), m.edge_pairs, names)
-    family = {k: getattr(m, k) for k in _FAMILY_FIELDS[m.family]}
-    stages = families.FAMILIES[m.family].stages if m.family != "autoheri" else ()
+    info = families.FAMILIES.get(m.family)  # None: autoheri, network.py's own towers
+    stages = info.stages if info is not None else ()
     if stages and num_tasks not in stages:
         raise ConfigError(
             f"model.family={m.family!r} needs a funnel of {' or '.join(map(str, stages))} "
@@ -76,25 +60,27 @@ def build_spec(
             "data.num_stages=3 on the simulator, or leave it out of `baselines`)"
         )
     return ModelSpec(
+        model=spec_settings(m),
         vocab_sizes=tuple(int(v) for v in vocab_sizes),
         num_dense=num_dense,
         num_tasks=num_tasks,
-        embed_dim=m.embed_dim,
-        hidden=m.hidden,
         edges=edges,
-        searched=m.searched,
-        activation=m.activation,
-        dropout=m.dropout,
-        detach_upstream=m.detach_upstream,
-        init_edge_logit=m.init_edge_logit,
-        edge_logit_noise=m.edge_logit_noise,
-        edge_init=m.edge_init,
-        embed_init_scale=m.embed_init_scale,
         bag_vocab_sizes=tuple(int(v) for v in bag_vocab_sizes),
-        bag_pooling=m.bag_pooling,
-        bag_value_weighted=m.bag_value_weighted,
-        family=m.family,
-        aggregation=m.aggregation if m.family == "autoheri" else "concat",
         edge_ops=_fixed_edge_ops(m, edges) if m.edge_mode == "fixed" else (),
-        **family,
+        output=info.output if info is not None else "conditional",
     )
+
+
+def spec_settings(m: ModelConfig) -> ModelConfig:
+    """`m` as its spec holds it: every other family's own settings at their defaults and a
+    baseline family's aggregation "concat" (only AutoHERI's towers aggregate edges), so
+    unrelated settings never split a jit cache or refuse a checkpoint. The edge choice stays
+    as given (the spec answers for it only through its `edges`)."""
+    info = families.FAMILIES.get(m.family)
+    own = set(info.fields) if info is not None else set()
+    reset = {f for fam in families.FAMILIES.values() for f in fam.fields} - own
+    defaults = ModelConfig()
+    changes = {k: getattr(defaults, k) for k in reset}
+    if m.family != "autoheri":
+        changes["aggregation"] = "concat"
+    return dataclasses.replace(m, **changes)

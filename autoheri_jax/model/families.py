@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autoheri_jax import rng
-from autoheri_jax.model import causal_families, funnel_families
+from autoheri_jax.model import causal_families, funnel_families, objectives
 from autoheri_jax.model.blocks import (
     Act,
     Towers,
@@ -207,8 +207,15 @@ def _aitm(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.
 
 
 class Family(NamedTuple):
+    """One baseline family, registered once: its functions and what build.py needs to know."""
+
     init: Callable  # (key, spec) -> params["towers"]
     apply: Callable  # (towers, spec, x, act, drop) -> (B x T logits, extras)
+    fields: tuple[str, ...] = ()  # ModelConfig settings it reads beyond the shared ones
+    # (logits, extras, labels, spec, terms) -> (loss, terms), from objectives.py; None = the
+    # entire-space BCE summed over stages (ESMM's, plus AITM's calibrator)
+    objective: Callable | None = None
+    output: str = "conditional"  # logit t: P(stage t | stage t-1), or "entire": P(stage t)
     stages: tuple[int, ...] = ()  # funnel depths it is defined for; () = any
 
 
@@ -216,24 +223,49 @@ def _no_extras(fn: Callable) -> Callable:
     return lambda *args: (fn(*args), {})
 
 
+_PROPENSITY = ("propensity_clip",)
+_ESCM2 = (*_PROPENSITY, "escm2_counterfactual_weight", "escm2_ctcvr_weight")
+_CAUSAL = {  # family -> (its settings, its objective)
+    "multi_dr": ((*_PROPENSITY, "imputation_weight"), objectives.multi_dr_objective),
+    "escm2_ips": (_ESCM2, objectives.escm2_ips_objective),
+    "escm2_dr": (_ESCM2, objectives.escm2_dr_objective),
+    "dcmt": ((*_PROPENSITY, "dcmt_constraint_weight"), objectives.dcmt_objective),
+}
+
 FAMILIES: dict[str, Family] = {  # "autoheri" is network.py's own towers
-    "shared_bottom": Family(_init_shared_bottom, _no_extras(_shared_bottom)),
-    "mmoe": Family(_init_mmoe, _no_extras(_mmoe)),
-    "ple": Family(_init_ple, _no_extras(_ple)),
-    "aitm": Family(_init_aitm, _no_extras(_aitm)),
-    "dbmtl": Family(funnel_families.init_dbmtl, funnel_families.dbmtl),
+    "shared_bottom": Family(_init_shared_bottom, _no_extras(_shared_bottom),
+                            fields=("bottom_hidden", "tower_hidden")),
+    "mmoe": Family(_init_mmoe, _no_extras(_mmoe),
+                   fields=("num_experts", "expert_hidden", "tower_hidden")),
+    "ple": Family(_init_ple, _no_extras(_ple), fields=("levels", "task_experts", "shared_experts",
+                                                       "expert_hidden", "tower_hidden")),
+    "aitm": Family(_init_aitm, _no_extras(_aitm), fields=("aitm_constraint_weight",),
+                   output="entire"),
+    "dbmtl": Family(funnel_families.init_dbmtl, funnel_families.dbmtl,
+                    fields=("bottom_hidden", "tower_hidden")),
     "gmsl": Family(funnel_families.init_gmsl, funnel_families.gmsl),
-    "esm2": Family(funnel_families.init_esm2, funnel_families.esm2, stages=(3,)),
+    "esm2": Family(funnel_families.init_esm2, funnel_families.esm2, output="entire",
+                   stages=(3,)),
     **{
-        name: Family(causal_families.init_causal, causal_families.causal)
+        name: Family(causal_families.init_causal, causal_families.causal,
+                     fields=_CAUSAL[name][0], objective=_CAUSAL[name][1])
         for name in causal_families.EXTRA_OUTPUT
     },
-}
+}  # fmt: skip
 
 
 def init_family(key: jax.Array, spec: ModelSpec) -> Towers:
     """Fresh params["towers"] of `spec.family` (any family but autoheri)."""
     return FAMILIES[spec.family].init(key, spec)
+
+
+def family_task_loss(logits: jax.Array, extras: dict, labels: jax.Array, spec: ModelSpec):
+    """(scalar objective, terms) of any family's logits (objectives.task_loss with the
+    family's registered objective; autoheri's is the entire-space sum)."""
+    info = FAMILIES.get(spec.family)
+    return objectives.task_loss(
+        logits, extras, labels, spec, None if info is None else info.objective
+    )
 
 
 def family_outputs(

@@ -40,13 +40,13 @@ Published defaults and the choices made here (see the model table in docs/config
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from autoheri_jax.model.losses import funnel_log_probs, task_losses
 from autoheri_jax.model.spec import ModelSpec
-
-DEBIAS_FAMILIES = ("multi_dr", "escm2_ips", "escm2_dr", "dcmt")
 
 
 def bce_from_logits(labels: jax.Array, logits: jax.Array) -> jax.Array:
@@ -93,42 +93,85 @@ def dcmt_risk(delta, cond_logits, cf_logits, observed, converted, propensity, co
     return factual + counter + constraint_weight * jnp.mean(jnp.abs(1.0 - total), axis=0)
 
 
-def task_loss(logits: jax.Array, extras: dict, labels: jax.Array, spec: ModelSpec):
+def task_loss(logits: jax.Array, extras: dict, labels: jax.Array, spec: ModelSpec, objective):
     """(scalar objective, terms) of a model's B x T logits and extras against B x T labels.
 
     terms: "stage_bce" [T], the entire-space BCE of every stage (every family reports it, so
     logs compare across families), "constraint" (AITM's calibrator, else 0) and "debias" (the
-    counterfactual terms of the debiasing families, else 0).
+    counterfactual terms of the debiasing families, else 0). `objective` is the family's own
+    (families.Family.objective, one of the functions below; None = the entire-space sum):
+    callers go through families.family_task_loss, which looks it up.
     """
     stage_bce, constraint = task_losses(logits, labels, spec)
     zero = jnp.zeros((), stage_bce.dtype)
     terms = {"stage_bce": stage_bce, "constraint": constraint, "debias": zero}
-    if spec.family not in DEBIAS_FAMILIES:
+    if objective is None:
         return jnp.sum(stage_bce) + constraint, terms
-    labels = labels.astype(logits.dtype)
+    return objective(logits, extras, labels.astype(logits.dtype), spec, terms)
+
+
+class _Debias(NamedTuple):
+    """What every debiasing objective reads: B x (T-1) reach labels, later-stage labels,
+    propensities, conditional logits and their BCE; the CTR and CTCVR parts of stage_bce."""
+
+    observed: jax.Array
+    converted: jax.Array
+    propensity: jax.Array
+    cond_logits: jax.Array
+    delta: jax.Array
+    ctr: jax.Array
+    ctcvr: jax.Array
+
+
+def _debias_inputs(logits, labels, spec: ModelSpec, stage_bce) -> _Debias:
     observed, converted = labels[:, :-1], labels[:, 1:]
-    propensity = propensities(logits, spec.propensity_clip)
     cond_logits = logits[:, 1:]
-    delta = bce_from_logits(converted, cond_logits)  # B x (T-1)
-    ctr, ctcvr = stage_bce[0], jnp.sum(stage_bce[1:])
-    if spec.family == "dcmt":
-        debias = jnp.sum(
-            dcmt_risk(
-                delta, cond_logits, extras["counterfactual_logits"], observed, converted,
-                propensity, spec.dcmt_constraint_weight,
-            )
-        )  # fmt: skip
-        terms["debias"] = debias
-        return ctr + ctcvr + debias, terms
-    if spec.family == "escm2_ips":
-        debias = spec.escm2_counterfactual_weight * jnp.sum(ips_risk(delta, observed, propensity))
-        terms["debias"] = debias
-        return ctr + spec.escm2_ctcvr_weight * ctcvr + debias, terms
+    return _Debias(
+        observed,
+        converted,
+        propensities(logits, spec.propensity_clip),
+        cond_logits,
+        bce_from_logits(converted, cond_logits),  # B x (T-1)
+        stage_bce[0],
+        jnp.sum(stage_bce[1:]),
+    )
+
+
+def dcmt_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
+    d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
+    debias = jnp.sum(
+        dcmt_risk(
+            d.delta, d.cond_logits, extras["counterfactual_logits"], d.observed, d.converted,
+            d.propensity, spec.dcmt_constraint_weight,
+        )
+    )  # fmt: skip
+    terms["debias"] = debias
+    return d.ctr + d.ctcvr + debias, terms
+
+
+def escm2_ips_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
+    d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
+    debias = spec.escm2_counterfactual_weight * jnp.sum(ips_risk(d.delta, d.observed, d.propensity))
+    terms["debias"] = debias
+    return d.ctr + spec.escm2_ctcvr_weight * d.ctcvr + debias, terms
+
+
+def _dr_terms(extras, d: _Debias):
     imputed = extras["imputed_error"]
-    dr = jnp.sum(dr_risk(delta, observed, propensity, imputed))
-    imp = jnp.sum(imputation_loss(delta, observed, propensity, imputed))
-    if spec.family == "multi_dr":
-        terms["debias"] = dr + spec.imputation_weight * imp
-        return ctr + terms["debias"], terms
-    terms["debias"] = spec.escm2_counterfactual_weight * (dr + imp)  # escm2_dr
-    return ctr + spec.escm2_ctcvr_weight * ctcvr + terms["debias"], terms
+    dr = jnp.sum(dr_risk(d.delta, d.observed, d.propensity, imputed))
+    imp = jnp.sum(imputation_loss(d.delta, d.observed, d.propensity, imputed))
+    return dr, imp
+
+
+def multi_dr_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
+    d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
+    dr, imp = _dr_terms(extras, d)
+    terms["debias"] = dr + spec.imputation_weight * imp
+    return d.ctr + terms["debias"], terms
+
+
+def escm2_dr_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
+    d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
+    dr, imp = _dr_terms(extras, d)
+    terms["debias"] = spec.escm2_counterfactual_weight * (dr + imp)
+    return d.ctr + spec.escm2_ctcvr_weight * d.ctcvr + terms["debias"], terms

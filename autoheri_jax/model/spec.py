@@ -1,5 +1,8 @@
 """`ModelSpec`: the static structure of one model (every shape, hashable for `jit`).
 
+A spec is the model's `ModelConfig` (the one place each setting is declared, with its comment
+and validation) plus what comes from the data (vocabularies, dense width, tasks) and what
+`build.py` derives from both (the candidate edges, their operators, the logit kind).
 Families, losses, the search and the trainer all read a spec; it imports nothing of theirs, so
 any of them can depend on it. `Params` is the plain dict pytree the pure functions share (its
 layout: model/network.py).
@@ -8,61 +11,72 @@ layout: model/network.py).
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from autoheri_jax.model.edges import Edge, incoming
 
-# Families whose logit t is P(stage t) itself rather than P(stage t | stage t-1) (families.py).
-ENTIRE_SPACE_FAMILIES = frozenset({"aitm", "esm2"})
-
+if TYPE_CHECKING:  # a spec holds a ModelConfig; an export's reader never builds one
+    from autoheri_jax.config import ModelConfig
 
 Params = dict
 
 
 TABLE_ROW_MULTIPLE = 128  # padded table rows: any power-of-two device count <= 128 shards them
 
+# ModelConfig fields that choose the candidate edges: `edges` (and `edge_ops`) hold their
+# result, so the spec does not answer for them (code reads the edges, never the rule)
+EDGE_CHOICE_FIELDS = ("edge_mode", "edge_pairs", "fixed_edges", "random_edge_prob", "random_seed")
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, init=False)
 class ModelSpec:
-    """Static structure of one model: fixes every shape, hashable for `jit`."""
+    """Static structure of one model: fixes every shape, hashable for `jit`.
 
-    vocab_sizes: tuple[int, ...]
-    num_dense: int
-    num_tasks: int
-    embed_dim: int
-    hidden: tuple[int, ...]
-    edges: tuple[Edge, ...]
-    searched: bool
-    activation: str = "relu"
-    dropout: float = 0.0
-    detach_upstream: bool = False
-    init_edge_logit: float = 0.0
-    edge_logit_noise: float = 0.0  # std of the starting arch logits' noise
-    edge_init: str = "zero"  # "zero" | "block": how concat edge row blocks start
-    embed_init_scale: float = 0.05
-    bag_vocab_sizes: tuple[int, ...] = ()
-    bag_pooling: str = "mean"  # "sum" | "mean" over a bag's entries
-    bag_value_weighted: bool = False  # multiply each bag entry by its feature value
-    # Baseline families (families.py); the fields a family does not use keep their defaults.
-    family: str = "autoheri"  # autoheri or a key of families.FAMILIES
-    bottom_hidden: tuple[int, ...] = (128, 64)  # shared_bottom: the shared MLP
-    tower_hidden: tuple[int, ...] = (32,)  # shared_bottom, mmoe, ple: per-task tower widths
-    num_experts: int = 4  # mmoe: experts
-    expert_hidden: tuple[int, ...] = (64,)  # mmoe, ple: every expert's MLP widths
-    levels: int = 2  # ple: CGC levels
-    task_experts: int = 1  # ple: task-specific experts per task and level
-    shared_experts: int = 1  # ple: shared experts per level
-    aitm_constraint_weight: float = 0.6  # aitm: weight of the label-constraint calibrator
-    # debiasing families (objectives.py): propensities are the model's own detached P(reach
-    # stage k-1), clipped to [propensity_clip, 1 - propensity_clip]
-    propensity_clip: float = 0.05
-    escm2_counterfactual_weight: float = 0.5  # escm2_*: lambda_c
-    escm2_ctcvr_weight: float = 0.5  # escm2_*: lambda_g
-    imputation_weight: float = 1.0  # multi_dr: weight of the imputation loss
-    dcmt_constraint_weight: float = 1e-3  # dcmt: weight of |1 - (r + r*)|
-    aggregation: str = "concat"  # concat | gated_sum | attention | search (aggregation.py)
+    `spec.<setting>` reads `spec.model.<setting>` (embed_dim, hidden, family, dropout, ...);
+    `ModelSpec(model, ..., dropout=0.5)` and `dataclasses.replace(spec, dropout=0.5)` set a
+    setting on the model. build.build_spec resets the settings the model's family does not
+    read, so a spec (a jit cache key, a checkpoint's fingerprint) ignores them.
+    """
+
+    model: ModelConfig  # the model's settings as its family reads them
+    vocab_sizes: tuple[int, ...]  # F single-valued fields' vocabularies (the data's)
+    num_dense: int  # dense features per row (the data's)
+    num_tasks: int  # T funnel stages (the data's)
+    edges: tuple[Edge, ...]  # E candidate (searched) or kept (fixed) edges, in order
+    bag_vocab_sizes: tuple[int, ...] = ()  # multi-valued fields' vocabularies (the data's)
     edge_ops: tuple[str, ...] = ()  # one op per edge (overrides `aggregation`); () = none
+    # how logit t reads: "conditional" P(stage t | stage t-1) or "entire" P(stage t)
+    # (families.FAMILIES records each family's kind)
+    output: str = "conditional"
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        vocab_sizes: tuple[int, ...],
+        num_dense: int,
+        num_tasks: int,
+        edges: tuple[Edge, ...],
+        bag_vocab_sizes: tuple[int, ...] = (),
+        edge_ops: tuple[str, ...] = (),
+        output: str = "conditional",
+        **settings: Any,
+    ):
+        if settings:
+            model = dataclasses.replace(model, **settings)  # validated like any ModelConfig
+        for name, value in (("model", model), ("vocab_sizes", tuple(vocab_sizes)),
+                            ("num_dense", num_dense), ("num_tasks", num_tasks),
+                            ("edges", tuple(edges)), ("bag_vocab_sizes", tuple(bag_vocab_sizes)),
+                            ("edge_ops", tuple(edge_ops)), ("output", output)):  # fmt: skip
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for names that are not spec fields: the model's settings
+        if name.startswith("__") or name == "model" or name in EDGE_CHOICE_FIELDS:
+            why = " (the spec's `edges` hold the edge choice)" if name in EDGE_CHOICE_FIELDS else ""
+            raise AttributeError(f"ModelSpec has no {name!r}{why}")
+        return getattr(self.model, name)
 
     def edge_op(self, k: int) -> str:
         """Operator of edge k: one of aggregation.AGGREGATIONS."""
@@ -72,11 +86,6 @@ class ModelSpec:
     def searches_ops(self) -> bool:
         """Whether params["arch"]["op_logits"] exists (mixes every edge's operators)."""
         return self.has_arch and self.aggregation == "search" and not self.edge_ops
-
-    @property
-    def output(self) -> str:
-        """How to read logit t: "conditional" P(stage t | stage t-1), or "entire" P(stage t)."""
-        return "entire" if self.family in ENTIRE_SPACE_FAMILIES else "conditional"
 
     @property
     def num_fields(self) -> int:

@@ -29,6 +29,7 @@ import optax
 
 from autoheri_jax import rng as rng_streams
 from autoheri_jax.config import ConfigError, SearchConfig, TrainConfig, is_bilevel
+from autoheri_jax.model.families import family_task_loss
 from autoheri_jax.model.gates import (
     edge_cost,
     edge_entropy,
@@ -37,7 +38,6 @@ from autoheri_jax.model.gates import (
     op_entropy,
 )
 from autoheri_jax.model.network import forward_outputs, init_params
-from autoheri_jax.model.objectives import task_loss as family_task_loss
 from autoheri_jax.model.spec import ModelSpec, Params
 from autoheri_jax.train import sparse_embedding
 from autoheri_jax.train.collectives import device_index, pmean
