@@ -74,12 +74,19 @@ def build_spec(
 def spec_settings(m: ModelConfig) -> ModelConfig:
     """`m` as its spec holds it: every other family's own settings at their defaults and a
     baseline family's aggregation "concat" (only AutoHERI's towers aggregate edges), so
-    unrelated settings never split a jit cache or refuse a checkpoint. The edge choice stays
-    as given (the spec answers for it only through its `edges`)."""
+    unrelated settings never split a jit cache, a group of vmapped seeds or a checkpoint.
+    Of the edge choice (whose result is the spec's `edges`) edge_mode and fixed_edges stay
+    (ModelConfig validates them against the family), and the random draw's inputs only
+    under edge_mode "random"."""
     info = families.FAMILIES.get(m.family)
     own = set(info.fields) if info is not None else set()
     reset = {f for fam in families.FAMILIES.values() for f in fam.fields} - own
     defaults = ModelConfig()
+    # the edge choice: its result is the spec's `edges`; the rule's inputs that cannot change
+    # them any more go too (a random_mask baseline's per-seed random_seed on an ESMM spec)
+    reset |= {"edge_pairs"} | (
+        {"random_edge_prob", "random_seed"} if m.edge_mode != "random" else set()
+    )
     changes = {k: getattr(defaults, k) for k in reset}
     if m.family != "autoheri":
         changes["aggregation"] = "concat"

@@ -25,10 +25,8 @@ Scope: one device, no bi-level search, no mid-run checkpoints; the spec is unsea
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Sequence
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,7 +37,7 @@ from autoheri_jax.data.pipeline import StepBatchSource
 from autoheri_jax.model.edges import Edge
 from autoheri_jax.model.network import forward
 from autoheri_jax.model.spec import ModelSpec, Params
-from autoheri_jax.progress import Progress
+from autoheri_jax.train.lanes import lane_batches, run_lanes
 from autoheri_jax.train.optim import make_optimizer
 from autoheri_jax.train.step import TrainState, init_state, make_step_fn
 
@@ -73,8 +71,6 @@ def train_architectures(
 ) -> tuple[TrainState, dict]:
     """Trains every mask of `masks` [A, E] for cfg.epochs from one initial state; -> (the
     stacked A-leading state, stats). Raises NonFiniteLossError naming the architecture and step."""
-    from autoheri_jax.train.loop import NonFiniteLossError
-
     masks = np.asarray(masks, np.float32)
     _check(spec, cfg, masks)
     if data.num_rows < cfg.batch_size:
@@ -85,25 +81,15 @@ def train_architectures(
     state = jax.tree.map(lambda x: jnp.broadcast_to(x, (count, *x.shape)).copy(), one)
     step_fn = jax.jit(_guarded_batch_step(spec, cfg, optimizer))
     source = StepBatchSource(data, cfg.batch_size, cfg.seed, cfg.epochs)
-    options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
-    batches = iter(grain.MapDataset.source(source).to_iter_dataset(options))
+    batches = lane_batches(source)
     gates = jnp.asarray(masks)
     total = len(source)
-    bar = Progress(total, f"{desc} x{count} architectures", enabled=progress)
-    t0 = time.perf_counter()
-    for step in range(1, total + 1):
-        state, aux = step_fn(state, next(batches), gates)
-        if step % cfg.log_every == 0 or step == total:
-            bad = np.asarray(jax.device_get(state.first_bad_step))
-            if (bad >= 0).any():
-                a = int(np.flatnonzero(bad >= 0)[0])
-                raise NonFiniteLossError(
-                    f"{desc}: architecture {a} had a non-finite loss at step {int(bad[a])}; "
-                    "that step's update was dropped and the run stopped"
-                )
-            bar.update(step, loss=float(np.mean(jax.device_get(aux["loss"]))))
-    jax.block_until_ready(state)
-    seconds = time.perf_counter() - t0
+    state, seconds = run_lanes(
+        step_fn, state, batches, total=total, log_every=cfg.log_every,
+        examples_per_step=cfg.batch_size * count,
+        lane_names=[f"architecture {a}" for a in range(count)], desc=desc,
+        bar_desc=f"{desc} x{count} architectures", progress=progress, step_args=(gates,),
+    )  # fmt: skip
     stats = {
         "steps": total,
         "seconds": seconds,

@@ -35,6 +35,7 @@ from autoheri_jax.metrics import BinaryScores, nll
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.progress import Progress
 from autoheri_jax.train.checkpoint import Checkpointer
+from autoheri_jax.train.lanes import NonFiniteLossError, log_record
 from autoheri_jax.train.parallel import make_data_parallel
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.signals import SignalStop, TrainingInterrupted
@@ -42,10 +43,6 @@ from autoheri_jax.train.step import TrainState
 
 _SYNC_EVERY = 4  # steps between host syncs on several CPU devices
 VALID_SEED_OFFSET = 7919  # the bi-level validation stream's permutation seed: cfg.seed + this
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or inf; the message names the phase and step."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,17 +159,8 @@ class StepLog:
 
     def write(self, step: int, epoch: int, aux: dict, extra: dict | None = None) -> None:
         seconds = time.perf_counter() - self.t_start
-        record = {
-            "step": step,
-            "epoch": epoch,
-            "loss": float(aux["loss"]),
-            "stage_bce": [float(x) for x in aux["stage_bce"]],
-            "entropy": float(aux["entropy"]),
-            **({"valid_loss": float(aux["valid_loss"])} if is_bilevel(self.cfg) else {}),
-            "edge_probs": [float(p) for p in aux["edge_probs"]],
-            "examples_per_s": (step - self.start) * self.cfg.batch_size / seconds,
-            **(extra or {}),
-        }
+        rate = (step - self.start) * self.cfg.batch_size / seconds
+        record = {**log_record(step, epoch, aux, rate, is_bilevel(self.cfg)), **(extra or {})}
         if self.on_log is not None:
             self.on_log(step, record)
         self.bar.update(step - self.start, loss=record["loss"], entropy=record["entropy"])

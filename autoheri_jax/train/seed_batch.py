@@ -21,10 +21,8 @@ agree; `group_by_spec` splits a set of runs into groups that can share a step.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +31,7 @@ from autoheri_jax.config import ConfigError, TrainConfig, is_bilevel
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource
 from autoheri_jax.model.spec import ModelSpec
-from autoheri_jax.progress import Progress
+from autoheri_jax.train.lanes import lane_batches, run_lanes
 from autoheri_jax.train.optim import make_optimizer
 from autoheri_jax.train.step import TrainState, init_state, make_step_fn
 
@@ -92,7 +90,7 @@ def train_seeds(
     on_logs[k](step, record) gets seed k's records every log_every steps and at the end.
     Raises NonFiniteLossError naming the seed and step if any seed's loss went non-finite.
     """
-    from autoheri_jax.train.loop import NonFiniteLossError, check_schedule
+    from autoheri_jax.train.loop import check_schedule
 
     if len(cfgs) != len(datas) or not cfgs:
         raise ValueError(f"{len(cfgs)} configs for {len(datas)} datasets")
@@ -107,40 +105,18 @@ def train_seeds(
     ]
     source = StackedSource(sources)
     check_schedule(spec, cfg, len(source), desc)
-    options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
-    batches = iter(grain.MapDataset.source(source).to_iter_dataset(options))
+    batches = lane_batches(source)
     optimizer = make_optimizer(cfg)
     state = stack_trees([init_state(spec, c, optimizer) for c in cfgs])
     step_fn = make_seed_step(spec, cfg, optimizer)
     total, k_seeds = len(source), len(cfgs)
-    bar = Progress(total, f"{desc} x{k_seeds} seeds", enabled=progress)
-    t_start = time.perf_counter()
-    for step in range(1, total + 1):
-        state, aux = step_fn(state, next(batches))
-        if step % cfg.log_every == 0 or step == total:
-            aux, bad = jax.device_get((aux, state.first_bad_step))
-            for k in range(k_seeds):
-                if bad[k] >= 0:
-                    raise NonFiniteLossError(
-                        f"{desc}: seed {cfgs[k].seed} (index {k}) had a non-finite loss at step "
-                        f"{int(bad[k])}; that step's update was dropped and the run stopped"
-                    )
-            elapsed = time.perf_counter() - t_start
-            for k in range(k_seeds):
-                record = {
-                    "step": step,
-                    "epoch": (step - 1) // sources[k].steps_per_epoch,
-                    "loss": float(aux["loss"][k]),
-                    "stage_bce": [float(x) for x in aux["stage_bce"][k]],
-                    "entropy": float(aux["entropy"][k]),
-                    "edge_probs": [float(p) for p in aux["edge_probs"][k]],
-                    "examples_per_s": step * cfg.batch_size * k_seeds / elapsed,
-                }
-                if on_logs is not None and on_logs[k] is not None:
-                    on_logs[k](step, record)
-            bar.update(step, loss=float(np.mean(aux["loss"])))
-    jax.block_until_ready(state)
-    seconds = time.perf_counter() - t_start
+    state, seconds = run_lanes(
+        step_fn, state, batches, total=total, log_every=cfg.log_every,
+        examples_per_step=cfg.batch_size * k_seeds,
+        lane_names=[f"seed {c.seed} (index {k})" for k, c in enumerate(cfgs)],
+        desc=desc, bar_desc=f"{desc} x{k_seeds} seeds", progress=progress,
+        epoch_of=lambda k, step: (step - 1) // sources[k].steps_per_epoch, on_logs=on_logs,
+    )  # fmt: skip
     stats = {
         "steps": total,
         "resumed_at": 0,
