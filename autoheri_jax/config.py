@@ -247,6 +247,9 @@ class TrainConfig:
     A model with arch params (the gradient search's supernet) trains under a SearchConfig."""
 
     epochs: int = 2  # passes over the training impressions
+    # > 0: stop after this many steps if the epochs would run longer (a fixed step budget on
+    # a big file: benchmarks/scale.py); 0 = the epochs decide
+    max_steps: int = 0
     batch_size: int = 1024  # impressions per step
     optimizer: str = "adam"  # optimiser of the weights partition
     lr: float = 2e-3  # learning rate of the weights partition
@@ -273,6 +276,7 @@ class TrainConfig:
             f"one of {EMBEDDING_OPTIMIZERS}",
         )
         _check(self.embedding_lr >= 0, "embedding_lr", "must be >= 0")
+        _check(self.max_steps >= 0, "max_steps", "must be >= 0 (0 = the epochs decide)")
         _check(self.lr > 0, "lr", "must be > 0")
         _check(0 <= self.edge_keep_prob < 1, "edge_keep_prob", "must lie in [0, 1)")
         for k in ("weight_decay", "grad_clip"):

@@ -7,13 +7,14 @@ can run them together (`autoheri run`) or one at a time over the same workdir.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 
 import jax
 import numpy as np
 
 from autoheri_jax import artifacts
-from autoheri_jax.artifacts import AUTOHERI, SEARCHED
+from autoheri_jax.artifacts import AUTOHERI, SEARCHED, SELECTION
 from autoheri_jax.artifacts.lifecycle import (  # noqa: F401 (saved_config: the CLI's and tests')
     install_architecture,
     prepare_workdir,
@@ -139,9 +140,15 @@ def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: 
         _say(f"[search] edge evidence: {time.perf_counter() - t0:.1f}s")
         if cfg.edge_search.select != "off" and ev["batches"] > 0:  # judged: worth comparing
             t0 = time.perf_counter()
+            resumable = Resumable(
+                directory=wd.path("checkpoints", SELECTION),
+                cfg=cfg.checkpoint,
+                extra={"phase": "search", "model": SELECTION, "config": to_dict(cfg)},
+                fingerprint=selection.selection_fingerprint(spec, cfg.retrain, ev["kept"]),
+            )
             sel = selection.select_architecture(
                 spec, cfg.retrain, data.train, data.valid, ev["kept"],
-                cfg.edge_search.select, cfg.eval_batch_size,
+                cfg.edge_search.select, cfg.eval_batch_size, resumable,
             )  # fmt: skip
             ev = {**ev, "kept": sel.pop("kept"), "selection": sel}
             _say(f"[search] validated selection: {sel['chosen']} ({time.perf_counter() - t0:.1f}s)")
@@ -151,6 +158,8 @@ def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: 
             params, spec, cfg.derive_threshold, stage_names, mode
         )
     install_architecture(wd, record)
+    if artifacts.is_writer():  # the record holds the selection now: its batch is done
+        shutil.rmtree(wd.path("checkpoints", SELECTION), ignore_errors=True)
     text = architecture.render_architecture(record, len(cfg.model.hidden))
     if artifacts.is_writer():
         wd.path("architecture.txt").write_text(text)

@@ -7,11 +7,14 @@ shapes do not depend on its seed), so does every baseline; the derived AutoHERI 
 step where the searches kept the same edges and are trained one by one otherwise. Every run's
 workdir ends up holding what `experiment.run` writes (params, train.json, metrics.jsonl,
 architecture.json, results.json), so `autoheri evaluate`, `report` and the study read it alike;
-train.json records `"launcher": "vmap"` and the group's size and time.
+train.json records `"launcher": "vmap"` and the group's size and time. A group checkpoints all
+its seeds together in the first run's `checkpoints/<model>.seeds-<s1-s2-...>` (dropped once
+every seed's params are written), so a study killed mid-group resumes the group on rerun.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 
 from autoheri_jax import artifacts, experiment
@@ -19,6 +22,7 @@ from autoheri_jax.artifacts import lifecycle, model_files
 from autoheri_jax.config import Config
 from autoheri_jax.data.sources import Splits
 from autoheri_jax.progress import say
+from autoheri_jax.train.loop import Resumable, fingerprint
 from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
 from autoheri_jax.train.step import abstract_state, count_params
 
@@ -61,20 +65,41 @@ def _train_model(
         counts = count_params(abstract_state(spec, tcfgs[runs[0]]).params)
         say(f"[{phase}] {name}: {len(runs)} seeds in one vmapped step; params {counts} each")
         loggers = [model_files.ModelLog(wds[i], name, phase, spec) for i in runs]
+        lane_cfgs = [tcfgs[i] for i in runs]
+        # the group's checkpoints hold every seed; another grouping of the seeds starts afresh
+        group_dir = wds[runs[0]].path(
+            "checkpoints", f"{name}.seeds-{'-'.join(str(t.seed) for t in lane_cfgs)}"
+        )
+        resumable = Resumable(
+            directory=group_dir,
+            cfg=cfgs[runs[0]].checkpoint,
+            extra={"phase": phase, "model": name, "seeds": [t.seed for t in lane_cfgs]},
+            fingerprint=fingerprint(spec, lane_cfgs),
+        )
+
+        def on_resume(step: int, loggers=loggers) -> None:
+            say(f"[{phase}] {name}: resuming the vmapped seeds from step {step}")
+            for log in loggers:
+                log.resumed(step)
+
         try:
             trained = train_seeds(
                 spec,
-                [tcfgs[i] for i in runs],
+                lane_cfgs,
                 [datas[i].train for i in runs],
                 desc=f"{phase}:{name}",
                 on_logs=loggers,
                 progress=progress,
+                resumable=resumable,
+                on_resume=on_resume,
             )
         finally:
             for log in loggers:
                 log.close()
         for i, (state, stats) in zip(runs, trained, strict=True):
             params[i] = model_files.save_trained(cfgs[i], wds[i], name, phase, spec, state, stats)
+        if not cfgs[runs[0]].checkpoint.keep_after_finish and artifacts.is_writer():
+            shutil.rmtree(group_dir, ignore_errors=True)  # every seed's params are the record
     return params
 
 

@@ -77,3 +77,43 @@ def test_architecture_batch_refuses_what_it_cannot_train():
             spec, dataclasses.replace(CFG, edge_keep_prob=0.5), train_rows, masks, desc="t"
         )
     jax.clear_caches()
+
+
+@pytest.mark.slow
+def test_architecture_batch_stopped_midway_resumes_to_the_same_state(tmp_path):
+    """The batch is a run of loop.train: it checkpoints all A lanes, a run stopped after
+    step 6 resumes at its last checkpoint and ends bitwise where an unbroken run ends, and a
+    checkpoint of other masks is refused."""
+    from autoheri_jax.config import CheckpointConfig
+    from autoheri_jax.train.loop import Resumable, fingerprint
+
+    train_rows, _ = tiny_funnel()
+    spec = build_spec(MODEL, train_rows.vocab_sizes, train_rows.num_dense, 2)
+    masks = ground_truth_masks(spec.edges)[1][[0, 1, 3]]
+    cfg = dataclasses.replace(CFG, log_every=2)
+    ck = CheckpointConfig(every_steps=2, keep=10, keep_best=False, async_save=False)
+
+    def resumable(m):
+        return Resumable(tmp_path / "ck", ck, {"phase": "t"}, fingerprint(spec, cfg, m))
+
+    whole, _ = train_architectures(spec, cfg, train_rows, masks, desc="t")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_6(step, record):
+        if step == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(spec, cfg, train_rows, desc="t", progress=False, masks=masks,
+              on_log=[None, stop_at_6, None], resumable=resumable(masks))  # fmt: skip
+    resumed_at = []
+    again, stats = train(spec, cfg, train_rows, desc="t", progress=False, masks=masks,
+                         resumable=resumable(masks), on_resume=resumed_at.append)  # fmt: skip
+    assert resumed_at == [4] and stats["resumed_at"] == 4 and stats["architectures"] == 3
+    for x, y in zip(jax.tree.leaves(again), jax.tree.leaves(whole), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    other = masks[[1, 0, 2]]
+    with pytest.raises(Exception, match="masks"):
+        train_architectures(spec, cfg, train_rows, other, desc="t", resumable=resumable(other))

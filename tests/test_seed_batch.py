@@ -115,3 +115,45 @@ def test_study_with_vmapped_seeds_equals_seed_by_seed(repo, tmp_path, monkeypatc
                 assert b["nll"] == pytest.approx(a["nll"], rel=1e-4), (model, key)
     run = json.loads((tmp_path / "vmapped" / "a" / "dseed1" / "study_run.json").read_text())
     assert run["vmapped_seeds"] == 2
+
+
+@pytest.mark.slow
+def test_vmapped_seeds_stopped_midway_resume_to_the_same_state(tmp_path):
+    """K seeds checkpoint together; a run stopped after step 6 and started again resumes at
+    its checkpoint and ends bitwise where an uninterrupted run ends (one train() for both)."""
+    from autoheri_jax.config import CheckpointConfig
+    from autoheri_jax.train.loop import Resumable, fingerprint
+
+    datas = [_data(s) for s in (0, 1)]
+    spec = _spec(datas[0])
+    cfgs = [dataclasses.replace(CFG, seed=s, log_every=2) for s in (0, 1)]
+    ck = CheckpointConfig(every_steps=2, keep=10, keep_best=False, async_save=False)
+
+    def resumable(path):
+        return Resumable(path, ck, {"phase": "t"}, fingerprint(spec, cfgs))
+
+    whole = train_seeds(spec, cfgs, datas, desc="t", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_6(step, record):
+        if step == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_seeds(spec, cfgs, datas, desc="t", progress=False, on_logs=[stop_at_6, None],
+                    resumable=resumable(tmp_path / "ck"))  # fmt: skip
+    resumed_at = []
+    again = train_seeds(spec, cfgs, datas, desc="t", progress=False,
+                        resumable=resumable(tmp_path / "ck"),
+                        on_resume=resumed_at.append)  # fmt: skip
+    assert resumed_at == [4]  # the last checkpoint before the stop (saves every 2 steps)
+    for (a, stats), (b, _) in zip(again, whole, strict=True):
+        assert stats["resumed_at"] == 4 and stats["vmapped_seeds"] == 2
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(Exception, match="seed"):  # another set of seeds is refused, by key
+        other = [dataclasses.replace(c, seed=c.seed + 5) for c in cfgs]
+        moved = Resumable(tmp_path / "ck", ck, {}, fingerprint(spec, other))
+        train_seeds(spec, other, datas, desc="t", progress=False, resumable=moved)

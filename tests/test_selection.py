@@ -39,6 +39,12 @@ def test_ctcvr_auc_scores_the_product_of_the_stage_probabilities():
         assert got[a] == pytest.approx(auc(BinaryScores(p[:, 0] * p[:, 1], labels[:, 1])))
 
 
+def test_ctcvr_auc_without_a_positive_label_is_a_clear_error():
+    logits = np.zeros((2, 5, 2))
+    with pytest.raises(ConfigError, match="no positive last-stage label.*select=off"):
+        selection.ctcvr_auc(logits, np.zeros((5, 2), np.int8))
+
+
 def test_select_config_is_validated():
     assert EdgeSearchConfig().select == "ctcvr_auc"
     with pytest.raises(ConfigError, match="select"):
@@ -65,3 +71,33 @@ def test_selection_scores_each_retrained_candidate_and_keeps_the_chosen_one():
     best = selection.choose(expected, [0, 1, spec.num_edges])
     assert out["chosen"] == out["candidates"][best]["name"]
     np.testing.assert_array_equal(out["kept"], masks[best].astype(bool))
+
+
+@pytest.mark.slow
+def test_selection_checkpoints_its_batch_and_a_rerun_resumes_it(tmp_path):
+    """The candidates' batch is a loop.train run: it leaves checkpoints, a rerun resumes from
+    the last one (the same record), and the checkpoint of another evidence set is refused."""
+    from autoheri_jax.config import CheckpointConfig
+    from autoheri_jax.train.loop import Resumable
+
+    train_rows, valid = tiny_funnel()
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6), searched=False),
+                      train_rows.vocab_sizes, train_rows.num_dense, 2)  # fmt: skip
+    cfg = TrainConfig(epochs=1, batch_size=128, lr=1e-2, log_every=10)
+    ck = CheckpointConfig(every_steps=10, keep=2, keep_best=False, async_save=False)
+    kept = np.zeros(spec.num_edges, bool)
+    kept[0] = True
+
+    def run(k):
+        fp = selection.selection_fingerprint(spec, cfg, k)
+        r = Resumable(tmp_path / "select", ck, {"phase": "search"}, fp)
+        return selection.select_architecture(spec, cfg, train_rows, valid, k, "ctcvr_auc", 256, r)
+
+    first = run(kept)
+    assert any((tmp_path / "select").iterdir())
+    again = run(kept)  # resumed at the final step: nothing left to train, the same scores
+    assert again["candidates"] == first["candidates"] and again["chosen"] == first["chosen"]
+    other = kept.copy()
+    other[1] = True
+    with pytest.raises(Exception, match="masks"):
+        run(other)

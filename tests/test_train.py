@@ -89,6 +89,26 @@ def test_same_seed_is_bitwise_reproducible():
     assert not np.array_equal(s1.params["arch"]["edge_logits"], s3.params["arch"]["edge_logits"])
 
 
+def test_max_steps_is_a_step_budget_that_the_epochs_cannot_exceed():
+    """max_steps stops a run early, equal to the longer run's first steps; it never adds."""
+    data = _data(2048)
+    spec = _spec(data, edge_mode="hierarchical")
+    cfg = dataclasses.replace(FAST, epochs=2, arch_warmup_steps=0)  # 32 steps
+    records = []
+    short, stats = train(spec, dataclasses.replace(cfg, max_steps=5), data, desc="a",
+                         progress=False, on_log=lambda s, r: records.append(s))  # fmt: skip
+    assert int(short.step) == 5 and stats["steps"] == 5 and records == [4, 5]
+    five, _ = train(spec, dataclasses.replace(cfg, epochs=1, max_steps=5), data, desc="b",
+                    progress=False)  # fmt: skip
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(short.params),
+                 jax.device_get(five.params))  # fmt: skip
+    whole, _ = train(spec, dataclasses.replace(cfg, max_steps=1000), data, desc="c",
+                     progress=False)  # fmt: skip
+    assert int(whole.step) == 32
+    with pytest.raises(ConfigError, match="max_steps"):
+        dataclasses.replace(cfg, max_steps=-1)
+
+
 @pytest.mark.parametrize("stages", [2, 3])
 def test_search_learns_the_funnel(stages):
     data = _data(12000, stages=stages)

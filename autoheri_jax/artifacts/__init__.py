@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 
 SEARCHED = "autoheri_search"  # the relaxed supernet, kept for inspection
 AUTOHERI = "autoheri"  # the derived architecture retrained from fresh weights
+SELECTION = "search.select"  # checkpoints of the masked search's candidates (in training)
 
 
 class MissingArtifactError(FileNotFoundError):

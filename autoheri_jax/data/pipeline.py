@@ -24,7 +24,8 @@ from autoheri_jax.data.dataset import CTRDataset
 
 
 class StepBatchSource:
-    """Random-access source over training steps: len = epochs x steps_per_epoch batches."""
+    """Random-access source over training steps: len = epochs x steps_per_epoch batches, or
+    `max_steps` when that is smaller (> 0: a fixed step budget on a big file)."""
 
     def __init__(
         self,
@@ -34,6 +35,7 @@ class StepBatchSource:
         num_epochs: int,
         process_index: int = 0,
         process_count: int = 1,
+        max_steps: int = 0,
     ):
         if batch_size % process_count:
             raise ValueError(
@@ -44,6 +46,7 @@ class StepBatchSource:
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
         self.data, self.batch_size, self.seed, self.num_epochs = data, batch_size, seed, num_epochs
+        self.max_steps = max_steps
         self.local_batch = batch_size // process_count
         self.process_index = process_index
         self.steps_per_epoch = data.num_rows // batch_size  # remainder dropped: static shapes
@@ -51,7 +54,8 @@ class StepBatchSource:
         self._perm_epoch, self._perm = -1, np.zeros(0, np.int64)
 
     def __len__(self) -> int:
-        return self.num_epochs * self.steps_per_epoch
+        steps = self.num_epochs * self.steps_per_epoch
+        return min(steps, self.max_steps) if self.max_steps > 0 else steps
 
     def permutation(self, epoch: int) -> np.ndarray:
         with self._lock:  # prefetch threads share one cached permutation per epoch

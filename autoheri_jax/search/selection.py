@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from autoheri_jax.config import TrainConfig
+from autoheri_jax.config import ConfigError, TrainConfig
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.metrics import BinaryScores, auc
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.train.arch_batch import architecture_logits, train_architectures
+from autoheri_jax.train.loop import Resumable, fingerprint
 
 
 def candidate_masks(kept: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -57,10 +58,23 @@ def ctcvr_auc(logits: np.ndarray, labels: np.ndarray) -> list[float]:
     z = np.asarray(logits, np.float64)
     entire = np.prod(1.0 / (1.0 + np.exp(-z)), axis=-1)  # A x N
     y = np.asarray(labels)[:, -1]
+    if y.min() == y.max():  # AUC is undefined: nothing can rank the candidates
+        raise ConfigError(
+            f"validated selection: the {len(y)} validation rows have no "
+            f"{'positive' if y.max() == 0 else 'negative'} last-stage label, so ctcvr_auc "
+            "cannot score the candidates; use more validation rows (data.valid_fraction, or "
+            "prepare --valid-fraction for a store) "
+            "or set edge_search.select=off"
+        )
     return [float(auc(BinaryScores(p, y))) for p in entire]
 
 
 SCORES = {"ctcvr_auc": ctcvr_auc}  # criterion -> (logits, labels) -> [A], higher is better
+
+
+def selection_fingerprint(spec: ModelSpec, tcfg: TrainConfig, kept: np.ndarray) -> dict:
+    """What a checkpoint of the candidates' batch must match to be resumed."""
+    return fingerprint(spec, tcfg, candidate_masks(kept)[1])
 
 
 def choose(scores: list[float], edge_counts: list[int]) -> int:
@@ -81,13 +95,17 @@ def select_architecture(
     kept: np.ndarray,
     criterion: str,
     eval_batch_size: int,
+    resumable: Resumable | None = None,
 ) -> dict:
     """Retrains the candidates of `kept` under `tcfg` (the retrain's settings) and picks one by
     `criterion` on `valid`. -> {"criterion", "candidates": [{name, edges, score}], "chosen",
     "kept": [E] bool} (no wall time: a record is the same however the run was split).
-    `spec` is the unsearched supernet (every edge mask-gated)."""
+    `spec` is the unsearched supernet (every edge mask-gated); `resumable` (its fingerprint
+    from `selection_fingerprint`) checkpoints the candidates' batch so a stopped run resumes."""
     names, masks = candidate_masks(kept)
-    state, _ = train_architectures(spec, tcfg, train, masks, desc="search:select")
+    state, _ = train_architectures(
+        spec, tcfg, train, masks, desc="search:select", resumable=resumable
+    )
     logits = architecture_logits(spec, state.params, masks, valid, eval_batch_size)
     scores = SCORES[criterion](logits, np.asarray(valid.labels))
     counts = [int(m.sum()) for m in masks]

@@ -18,8 +18,9 @@ them all on the same batch:
           the same mask trained alone end up to 0.33 apart in validation logits. The lanes of
           one batch never interact (a lane is bitwise the same whatever the other masks).
 
-Scope: one device, no bi-level search, no mid-run checkpoints; the spec is unsearched
-(every gate comes from the mask).
+Scope: one device, no bi-level search; the spec is unsearched (every gate comes from the
+mask). The batch is a launcher of loop.train (train/lanes.py ArchLanes), so it logs, stops on
+a non-finite loss naming the architecture, checkpoints and resumes like any run.
 """
 
 from __future__ import annotations
@@ -31,15 +32,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoheri_jax.config import ConfigError, TrainConfig, is_bilevel
+from autoheri_jax.config import TrainConfig
 from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices
-from autoheri_jax.data.pipeline import StepBatchSource
 from autoheri_jax.model.edges import Edge
 from autoheri_jax.model.network import forward
 from autoheri_jax.model.spec import ModelSpec, Params
-from autoheri_jax.train.lanes import lane_batches, run_lanes
-from autoheri_jax.train.optim import make_optimizer
-from autoheri_jax.train.step import TrainState, init_state, make_step_fn
+from autoheri_jax.train.loop import Resumable, train
+from autoheri_jax.train.step import TrainState
 
 
 def ground_truth_masks(edges: Sequence[Edge]) -> tuple[list[str], np.ndarray]:
@@ -51,15 +50,6 @@ def ground_truth_masks(edges: Sequence[Edge]) -> tuple[list[str], np.ndarray]:
     return names, masks.astype(np.float32)
 
 
-def _check(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray) -> None:
-    if spec.has_arch:
-        raise ConfigError("an architecture batch trains fixed masks: the spec must be unsearched")
-    if is_bilevel(cfg) or cfg.edge_keep_prob > 0:
-        raise ConfigError("an architecture batch takes no bilevel search and no sampled masks")
-    if masks.ndim != 2 or masks.shape[1] != spec.num_edges:
-        raise ConfigError(f"masks must be A x {spec.num_edges}, got {masks.shape}")
-
-
 def train_architectures(
     spec: ModelSpec,
     cfg: TrainConfig,
@@ -68,56 +58,14 @@ def train_architectures(
     *,
     desc: str,
     progress: bool = False,
+    resumable: Resumable | None = None,
 ) -> tuple[TrainState, dict]:
-    """Trains every mask of `masks` [A, E] for cfg.epochs from one initial state; -> (the
-    stacked A-leading state, stats). Raises NonFiniteLossError naming the architecture and step."""
-    masks = np.asarray(masks, np.float32)
-    _check(spec, cfg, masks)
-    if data.num_rows < cfg.batch_size:
-        raise ConfigError(f"{desc}: batch_size {cfg.batch_size} exceeds {data.num_rows} rows")
-    optimizer = make_optimizer(cfg)
-    one = init_state(spec, cfg, optimizer)
-    count = len(masks)
-    state = jax.tree.map(lambda x: jnp.broadcast_to(x, (count, *x.shape)).copy(), one)
-    step_fn = jax.jit(_guarded_batch_step(spec, cfg, optimizer))
-    source = StepBatchSource(data, cfg.batch_size, cfg.seed, cfg.epochs)
-    batches = lane_batches(source)
-    gates = jnp.asarray(masks)
-    total = len(source)
-    state, seconds = run_lanes(
-        step_fn, state, batches, total=total, log_every=cfg.log_every,
-        examples_per_step=cfg.batch_size * count,
-        lane_names=[f"architecture {a}" for a in range(count)], desc=desc,
-        bar_desc=f"{desc} x{count} architectures", progress=progress, step_args=(gates,),
-    )  # fmt: skip
-    stats = {
-        "steps": total,
-        "seconds": seconds,
-        "architectures": count,
-        "examples_per_s": total * cfg.batch_size * count / seconds,
-    }
-    return state, stats
-
-
-def _guarded_batch_step(spec: ModelSpec, cfg: TrainConfig, optimizer):
-    """(stacked state, batch, A x E gates) -> (stacked state, aux): every architecture's step,
-    kept only when every loss is finite (one branch for the batch, see make_step_fn's guard);
-    a non-finite step leaves the weights as they were and records its step per architecture."""
-    inner = jax.vmap(make_step_fn(spec, cfg, optimizer, guard=False), in_axes=(0, None, 0))
-
-    def step(state: TrainState, batch: dict, gates: jax.Array):
-        new, aux = inner(state, batch, gates)
-        ok = jnp.all(jnp.isfinite(aux["total"]))
-        kept = jax.lax.cond(
-            ok,
-            lambda: new,
-            lambda: state._replace(
-                step=new.step, first_bad_step=new.first_bad_step, row_scratch=new.row_scratch
-            ),
-        )
-        return kept, aux
-
-    return step
+    """Trains every mask of `masks` [A, E] for cfg.epochs from one initial state (loop.train
+    with lanes.ArchLanes); -> (the stacked A-leading state, stats). With `resumable`, it
+    checkpoints all A lanes and a rerun resumes them. Raises NonFiniteLossError naming the
+    architecture and step."""
+    return train(spec, cfg, data, desc=desc, progress=progress, resumable=resumable,
+                 masks=np.asarray(masks, np.float32))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,22 +1,33 @@
-"""What every trainer shares: the log record, the non-finite error, and the loop of a vmapped
-run whose L lanes (K seeds, or A architectures) train in one jitted step.
+"""Lanes: runs of one spec trained side by side in one jitted step (`jax.vmap` over a leading
+lane axis of the state), and what every trainer shares: the log record and the non-finite
+error.
 
-`loop.train` runs one model (any launcher, checkpoints, resume); `seed_batch.train_seeds` and
-`arch_batch.train_architectures` set up their lanes (per-lane data and seeds, or one initial
-state and per-lane edge masks) and hand the stepping to `run_lanes`, so a record, a
-non-finite stop and a progress line look the same whichever trainer wrote them.
+  SeedLanes   K runs that differ only in TrainConfig.seed (and maybe their data), each lane
+              its own batch (seed_batch.train_seeds).
+  ArchLanes   A fixed architectures of one unsearched spec: one initial state copied A times,
+              one edge mask per lane, one batch shared by every lane (arch_batch.py).
+
+Both are launchers of `loop.train`, so a lane batch gets the single run's log records,
+non-finite check (naming the lane), checkpoints (lane-leading), signal handling and resume.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
-import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
-from autoheri_jax.progress import Progress
+from autoheri_jax.config import ConfigError, TrainConfig, is_bilevel
+from autoheri_jax.data.pipeline import StepBatchSource
+from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.train.launchers import Launcher
+from autoheri_jax.train.optim import make_optimizer
+from autoheri_jax.train.step import TrainState, init_state, make_step_fn
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -49,46 +60,141 @@ def raise_if_a_lane_went_bad(first_bad: np.ndarray, lane_names: Sequence[str], d
         )
 
 
-def lane_batches(source) -> Iterator[dict]:
-    """Step i's batch of every lane, read ahead by grain (a source of step -> batch)."""
-    options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
-    return iter(grain.MapDataset.source(source).to_iter_dataset(options))
+# ------------------------------------------------------------------------------ seed lanes
 
 
-def run_lanes(
-    step_fn: Callable,
-    state,
-    batches: Iterator[dict],
-    *,
-    total: int,
-    log_every: int,
-    examples_per_step: int,
-    lane_names: Sequence[str],
-    desc: str,
-    bar_desc: str,
-    progress: bool,
-    epoch_of: Callable[[int, int], int] | None = None,
-    on_logs: Sequence[Callable[[int, dict], None] | None] | None = None,
-    step_args: tuple = (),
-):
-    """Steps `state` (lane-leading) `total` times: state, aux = step_fn(state, batch,
-    *step_args). Every `log_every` steps and at the end: the non-finite check (naming the
-    lane), lane k's record to on_logs[k] (epoch_of(k, step) its epoch), the progress line.
-    -> (state, seconds)."""
-    lanes = len(lane_names)
-    bar = Progress(total, bar_desc, enabled=progress)
-    t_start = time.perf_counter()
-    for step in range(1, total + 1):
-        state, aux = step_fn(state, next(batches), *step_args)
-        if step % log_every == 0 or step == total:
-            aux, bad = jax.device_get((aux, state.first_bad_step))
-            raise_if_a_lane_went_bad(bad, lane_names, desc)
-            elapsed = time.perf_counter() - t_start
-            for k in range(lanes) if on_logs is not None else ():
-                if on_logs[k] is not None:
-                    lane = jax.tree.map(lambda x, k=k: x[k], aux)
-                    rate = step * examples_per_step / elapsed
-                    on_logs[k](step, log_record(step, epoch_of(k, step), lane, rate))
-            bar.update(step, loss=float(np.mean(aux["loss"])))
-    jax.block_until_ready(state)
-    return state, time.perf_counter() - t_start
+class StackedSource:
+    """Step -> every lane's batch of that step, stacked along a new leading axis (K x B ...)."""
+
+    def __init__(self, sources: Sequence[StepBatchSource]):
+        lengths = {len(s) for s in sources}
+        if len(lengths) != 1:
+            raise ConfigError(f"seeds disagree on the number of steps: {sorted(lengths)}")
+        self.sources = list(sources)
+
+    def __len__(self) -> int:
+        return len(self.sources[0])
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sources[0].steps_per_epoch
+
+    def __getitem__(self, step: int) -> dict[str, np.ndarray]:
+        batches = [s[step] for s in self.sources]
+        return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def stack_trees(trees: Sequence) -> object:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack_tree(tree, k: int) -> object:
+    return jax.tree.map(lambda x: x[k], tree)
+
+
+def check_seed_lanes(cfgs: Sequence[TrainConfig]) -> None:
+    """Lanes of one step share every TrainConfig field but the seed (and no bi-level search)."""
+    base = dataclasses.replace(cfgs[0], seed=0)
+    for c in cfgs[1:]:
+        if dataclasses.replace(c, seed=0) != base:
+            raise ConfigError("vmapped seeds must share every TrainConfig field but `seed`")
+    if is_bilevel(cfgs[0]):
+        raise ConfigError("vmapped seeds do not support search.bilevel; run seeds one by one")
+
+
+def make_seed_step(spec: ModelSpec, cfg: TrainConfig, optimizer=None) -> Callable:
+    """The jitted K-seed step: (stacked state, K x B batch) -> (stacked state, stacked aux)."""
+    optimizer = make_optimizer(cfg) if optimizer is None else optimizer
+    return jax.jit(jax.vmap(make_step_fn(spec, cfg, optimizer)), donate_argnums=0)
+
+
+@dataclasses.dataclass
+class SeedLanes(Launcher):
+    """K seeds of one spec on one device, as a launcher of loop.train: the state and every
+    batch carry a leading seed axis, and so do checkpoints (a vmapped run resumes whole)."""
+
+    name: ClassVar[str] = "vmap"
+    cfgs: tuple[TrainConfig, ...] = ()
+
+    @property
+    def lane_names(self) -> list[str]:
+        return [f"seed {c.seed} (index {k})" for k, c in enumerate(self.cfgs)]
+
+    def init_state(self, spec: ModelSpec, cfg: TrainConfig) -> TrainState:
+        return stack_trees([init_state(spec, c, self.optimizer) for c in self.cfgs])
+
+
+def seed_lanes(spec: ModelSpec, cfgs: Sequence[TrainConfig]) -> SeedLanes:
+    check_seed_lanes(cfgs)
+    opt = make_optimizer(cfgs[0])
+    abstract = jax.eval_shape(lambda: stack_trees([init_state(spec, c, opt) for c in cfgs]))
+    specs = jax.tree.map(lambda _: P(), abstract)
+    step = make_seed_step(spec, cfgs[0], opt)
+    return SeedLanes(jax.devices()[:1], step, specs, abstract, opt, tuple(cfgs))
+
+
+# ------------------------------------------------------------------------------ arch lanes
+
+
+def guarded_arch_step(spec: ModelSpec, cfg: TrainConfig, optimizer) -> Callable:
+    """(stacked state, batch, A x E gates) -> (stacked state, aux): every architecture's step,
+    kept only when every loss is finite (one branch for the batch, see make_step_fn's guard);
+    a non-finite step leaves the weights as they were and records its step per architecture."""
+    inner = jax.vmap(make_step_fn(spec, cfg, optimizer, guard=False), in_axes=(0, None, 0))
+
+    def step(state: TrainState, batch: dict, gates: jax.Array):
+        new, aux = inner(state, batch, gates)
+        ok = jnp.all(jnp.isfinite(aux["total"]))
+        kept = jax.lax.cond(
+            ok,
+            lambda: new,
+            lambda: state._replace(
+                step=new.step, first_bad_step=new.first_bad_step, row_scratch=new.row_scratch
+            ),
+        )
+        return kept, aux
+
+    return step
+
+
+@dataclasses.dataclass
+class ArchLanes(Launcher):
+    """A edge masks of one unsearched spec on one device, as a launcher of loop.train: every
+    lane starts from the same weights and sees the same batches (common random numbers)."""
+
+    name: ClassVar[str] = "vmap-arch"
+    masks: np.ndarray | None = None  # A x E, 0/1
+
+    @property
+    def lane_names(self) -> list[str]:
+        return [f"architecture {a}" for a in range(len(self.masks))]
+
+    def init_state(self, spec: ModelSpec, cfg: TrainConfig) -> TrainState:
+        one = init_state(spec, cfg, self.optimizer)  # eager, as the batch always was
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(self.masks), *x.shape)).copy(), one)
+
+
+def check_arch_lanes(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray) -> None:
+    if spec.has_arch:
+        raise ConfigError("an architecture batch trains fixed masks: the spec must be unsearched")
+    if is_bilevel(cfg) or cfg.edge_keep_prob > 0:
+        raise ConfigError("an architecture batch takes no bilevel search and no sampled masks")
+    if masks.ndim != 2 or masks.shape[1] != spec.num_edges or not len(masks):
+        raise ConfigError(f"masks must be A x {spec.num_edges} (A >= 1), got {masks.shape}")
+
+
+def arch_lanes(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray) -> ArchLanes:
+    masks = np.asarray(masks, np.float32)
+    check_arch_lanes(spec, cfg, masks)
+    opt = make_optimizer(cfg)
+    count = len(masks)
+
+    def stacked():
+        one = init_state(spec, cfg, opt)
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (count, *x.shape)), one)
+
+    abstract = jax.eval_shape(stacked)
+    specs = jax.tree.map(lambda _: P(), abstract)
+    gates, inner = jnp.asarray(masks), guarded_arch_step(spec, cfg, opt)
+    step = jax.jit(lambda state, batch: inner(state, batch, gates), donate_argnums=0)
+    return ArchLanes(jax.devices()[:1], step, specs, abstract, opt, masks)

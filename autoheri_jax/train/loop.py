@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -35,7 +35,15 @@ from autoheri_jax.metrics import BinaryScores, nll
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.progress import Progress
 from autoheri_jax.train.checkpoint import Checkpointer
-from autoheri_jax.train.lanes import NonFiniteLossError, log_record
+from autoheri_jax.train.lanes import (
+    NonFiniteLossError,
+    StackedSource,
+    arch_lanes,
+    log_record,
+    raise_if_a_lane_went_bad,
+    seed_lanes,
+    unstack_tree,
+)
 from autoheri_jax.train.parallel import make_data_parallel
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.signals import SignalStop, TrainingInterrupted
@@ -55,19 +63,42 @@ class Resumable:
     fingerprint: dict  # what must match for a checkpoint to be resumed (see fingerprint())
 
 
-def fingerprint(spec: ModelSpec, cfg: TrainConfig) -> dict:
-    """Everything that fixes the state's shapes and the run's trajectory."""
-    train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "log_every"}
-    return {"model": dataclasses.asdict(spec), "train": train_cfg}
+def fingerprint(spec: ModelSpec, cfg: TrainConfig | Sequence[TrainConfig],
+                masks: np.ndarray | None = None) -> dict:  # fmt: skip
+    """Everything that fixes the state's shapes and the run's trajectory (of every lane)."""
+
+    def train_fields(c: TrainConfig) -> dict:
+        # max_steps 0 (off) is left out, so checkpoints made before the field existed resume
+        fields = dataclasses.asdict(c)
+        return {k: v for k, v in fields.items()
+                if k != "log_every" and not (k == "max_steps" and v == 0)}  # fmt: skip
+
+    lanes = not isinstance(cfg, TrainConfig)
+    train_cfg = [train_fields(c) for c in cfg] if lanes else train_fields(cfg)
+    out = {"model": dataclasses.asdict(spec), "train": train_cfg}
+    if masks is not None:
+        out["masks"] = np.asarray(masks, np.float32).tolist()
+    return out
 
 
 class InputFeed:
     """The training batches (and, for the bi-level search, validation batches) of one run,
     cut per process from the seeded global permutation (data/pipeline.py)."""
 
-    def __init__(self, cfg: TrainConfig, data: CTRDataset, valid: CTRDataset | None):
+    def __init__(self, cfg: TrainConfig, data: CTRDataset, valid: CTRDataset | None,
+                 lanes: Sequence[tuple[TrainConfig, CTRDataset]] = ()):  # fmt: skip
         shard = {"process_index": jax.process_index(), "process_count": jax.process_count()}
-        self.source = StepBatchSource(data, cfg.batch_size, cfg.seed, cfg.epochs, **shard)
+        if lanes:  # one source per lane (its seed, its data), stacked per step
+            self.source = StackedSource(
+                [
+                    StepBatchSource(d, c.batch_size, c.seed, c.epochs, max_steps=c.max_steps)
+                    for c, d in lanes
+                ]
+            )
+        else:
+            self.source = StepBatchSource(
+                data, cfg.batch_size, cfg.seed, cfg.epochs, **shard, max_steps=cfg.max_steps
+            )
         self.train = train_iterator(self.source)
         self.valid = None
         if is_bilevel(cfg):
@@ -123,8 +154,9 @@ class CheckpointSaver:
             return None
         restored, _, data_state = latest
         feed.set_state(data_state)
-        state = dp.to_device(restored) if dp.launcher == "pmap" else restored
-        return state, int(jax.device_get(restored.step))
+        state = dp.from_checkpoint(restored)
+        # lanes hold one step per lane, all equal
+        return state, int(np.asarray(jax.device_get(restored.step)).reshape(-1)[0])
 
     def due(self, step: int, total: int) -> bool:
         return step % self.resumable.cfg.every_steps == 0 or step == total
@@ -149,8 +181,11 @@ class CheckpointSaver:
 class StepLog:
     """Host-side records every `log_every` steps (and at the end), and the progress bar."""
 
-    def __init__(self, cfg: TrainConfig, desc: str, total: int, start: int, on_log, progress):
+    def __init__(self, cfg: TrainConfig, desc: str, total: int, start: int, on_log, progress,
+                 lanes: int = 0, lane_kind: str = ""):  # fmt: skip
         self.cfg, self.start, self.total, self.on_log = cfg, start, total, on_log
+        self.lanes = lanes  # > 0: aux is lane-leading and on_log one callback per lane
+        self.lane_kind = lane_kind  # the stats key that counts the lanes
         self.bar = Progress(total, desc, enabled=progress)
         self.t_start = time.perf_counter()
 
@@ -159,7 +194,13 @@ class StepLog:
 
     def write(self, step: int, epoch: int, aux: dict, extra: dict | None = None) -> None:
         seconds = time.perf_counter() - self.t_start
-        rate = (step - self.start) * self.cfg.batch_size / seconds
+        rate = (step - self.start) * self.cfg.batch_size * max(self.lanes, 1) / seconds
+        if self.lanes:
+            for k, on_log in enumerate(self.on_log or [None] * self.lanes):
+                if on_log is not None:
+                    on_log(step, log_record(step, epoch, unstack_tree(aux, k), rate))
+            self.bar.update(step - self.start, loss=float(np.mean(aux["loss"])))
+            return
         record = {**log_record(step, epoch, aux, rate, is_bilevel(self.cfg)), **(extra or {})}
         if self.on_log is not None:
             self.on_log(step, record)
@@ -167,10 +208,11 @@ class StepLog:
 
     def stats(self, dp) -> dict:
         seconds = time.perf_counter() - self.t_start
-        done = self.total - self.start
+        done = (self.total - self.start) * max(self.lanes, 1)
         return {"steps": self.total, "resumed_at": self.start, "seconds": seconds,
                 "examples_per_s": done * self.cfg.batch_size / seconds if done else 0.0,
-                "launcher": dp.launcher, "devices": dp.num_devices}  # fmt: skip
+                "launcher": dp.launcher, "devices": dp.num_devices,
+                **({self.lane_kind: self.lanes} if self.lanes else {})}  # fmt: skip
 
 
 def _check_sizes(cfg: TrainConfig, data: CTRDataset, valid: CTRDataset | None, desc: str):
@@ -207,7 +249,11 @@ def check_schedule(spec: ModelSpec, cfg: TrainConfig, total: int, desc: str) -> 
 
 
 def _raise_if_non_finite(dp, state: TrainState, desc: str, epoch: int) -> None:
-    bad = int(dp.host_value(state.first_bad_step))
+    bad = dp.host_value(state.first_bad_step)
+    if np.ndim(bad) > 0:  # lanes: name the first lane that went bad
+        raise_if_a_lane_went_bad(bad, dp.lane_names, desc)
+        return
+    bad = int(bad)
     if bad >= 0:
         raise NonFiniteLossError(
             f"{desc}: non-finite loss at step {bad} (epoch {epoch}); that step's update "
@@ -217,16 +263,17 @@ def _raise_if_non_finite(dp, state: TrainState, desc: str, epoch: int) -> None:
 
 def train(
     spec: ModelSpec,
-    cfg: TrainConfig,
-    data: CTRDataset,
+    cfg: TrainConfig | Sequence[TrainConfig],
+    data: CTRDataset | Sequence[CTRDataset],
     *,
     desc: str,
-    on_log: Callable[[int, dict], None] | None = None,
+    on_log: Callable[[int, dict], None] | Sequence[Callable | None] | None = None,
     progress: bool = True,
     valid: CTRDataset | None = None,
     parallel: ParallelConfig | None = None,
     resumable: Resumable | None = None,
     on_resume: Callable[[int], None] | None = None,
+    masks: np.ndarray | None = None,
 ) -> tuple[TrainState, dict]:
     """Trains for cfg.epochs (resuming from `resumable`'s checkpoints when there are any).
 
@@ -234,10 +281,42 @@ def train(
     `on_resume(step)` is called once when a checkpoint was restored. `valid` feeds the arch
     gradient when cfg.bilevel and scores checkpoints. `parallel` picks devices and launcher;
     the returned state is in the canonical layout whatever the launcher.
+
+    K vmapped seeds: `cfg` and `data` are sequences of K (configs equal but for the seed) and
+    `on_log` one callback (or None) per seed; the state comes back seed-leading, checkpoints
+    hold all K (lanes.SeedLanes), and nothing scores them (no `valid`).
+
+    A vmapped architecture batch: one `cfg`, one `data` and `masks` [A, E] of an unsearched
+    spec; every lane starts from the same state and sees the same batches (lanes.ArchLanes);
+    the state comes back architecture-leading and checkpoints hold all A.
     """
-    _check_sizes(cfg, data, valid, desc)
-    dp = make_data_parallel(spec, cfg, parallel or ParallelConfig())
-    feed = InputFeed(cfg, data, valid)
+    lanes = not isinstance(cfg, TrainConfig)
+    if (lanes or masks is not None) and (
+        valid is not None or (parallel is not None and parallel.num_devices > 1)
+    ):
+        raise ConfigError(f"{desc}: a vmapped lane batch trains on one device, without `valid`")
+    if lanes and masks is not None:
+        raise ConfigError(f"{desc}: vmapped seeds or an architecture batch, not both")
+    if lanes:
+        cfgs, datas = list(cfg), list(data)
+        if len(cfgs) != len(datas) or not cfgs:
+            raise ValueError(f"{len(cfgs)} configs for {len(datas)} datasets")
+        cfg = cfgs[0]
+        for d in datas:
+            _check_sizes(cfg, d, None, desc)
+        dp = seed_lanes(spec, cfgs)
+        feed = InputFeed(cfg, None, None, lanes=list(zip(cfgs, datas, strict=True)))
+        lane_count, lane_kind = len(cfgs), "vmapped_seeds"
+    elif masks is not None:
+        _check_sizes(cfg, data, None, desc)
+        dp = arch_lanes(spec, cfg, masks)
+        feed = InputFeed(cfg, data, None)
+        lane_count, lane_kind = len(dp.masks), "architectures"
+    else:
+        _check_sizes(cfg, data, valid, desc)
+        dp = make_data_parallel(spec, cfg, parallel or ParallelConfig())
+        feed = InputFeed(cfg, data, valid)
+        lane_count, lane_kind = 0, ""
     total = feed.total_steps
     check_schedule(spec, cfg, total, desc)
     saver = None if resumable is None else CheckpointSaver(resumable, spec, cfg, valid)
@@ -256,7 +335,7 @@ def train(
     # Simulated CPU devices can deadlock in all-reduce with many steps in flight (accelerators
     # keep their steps overlapping), so the host syncs every few steps there.
     sync_every = _SYNC_EVERY if dp.num_devices > 1 and dp.devices[0].platform == "cpu" else 0
-    log = StepLog(cfg, desc, total, start, on_log, progress)
+    log = StepLog(cfg, desc, total, start, on_log, progress, lane_count, lane_kind)
     try:
         with SignalStop(enabled=saver is not None) as stop:
             for step in range(start + 1, total + 1):

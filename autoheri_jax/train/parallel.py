@@ -1,10 +1,13 @@
-"""Data-parallel launchers for the one per-device step in step.py.
+"""Data-parallel launchers for the one per-device step in step.py, one small type each.
 
-  single  jit on one device (the reference).
-  mesh    jit over a 1-D device `Mesh` with `jax.shard_map` (the default on several devices:
+  Single  jit on one device (the reference).
+  Mesh    jit over a 1-D device `Mesh` with `jax.shard_map` (the default on several devices:
           since JAX 0.8 `pmap` is in maintenance mode and implemented on top of this).
-  pmap    `jax.pmap` over the same step (kept because the design card asks for it and older
-          clusters run it); state carries a leading device axis only while it is on device.
+  Pmap    `jax.pmap` over the same step (pmap_launcher.py: kept because the design card asks
+          for it and older clusters run it); state carries a leading device axis only while
+          it is on device.
+
+`make_data_parallel` picks one and builds the optimiser once for it (`Launcher.optimizer`).
 
 The step averages gradients itself (`pmean`), so shard_map runs with `check_vma=False`: with
 the check on, JAX already sums the gradients of replicated parameters, and a pmean on top of
@@ -19,20 +22,18 @@ evaluation do not care which launcher produced them.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from autoheri_jax.config import ConfigError, ParallelConfig, TrainConfig
 from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.train.launchers import AXIS, Launcher, Mesh, Single
 from autoheri_jax.train.optim import make_optimizer
-from autoheri_jax.train.step import TrainState, init_state, make_step_fn, make_update_fn
-
-AXIS = "data"
+from autoheri_jax.train.pmap_launcher import Pmap
+from autoheri_jax.train.step import init_state, make_step_fn, make_update_fn
 
 
 def init_distributed(cfg: ParallelConfig) -> None:
@@ -64,89 +65,10 @@ def state_specs(state: Any, shard_embeddings: bool) -> Any:
     return jax.tree_util.tree_map_with_path(spec, state)
 
 
-@dataclasses.dataclass
-class DataParallel:
-    """One compiled step plus the state / batch layout it expects."""
-
-    launcher: str
-    devices: list
-    step: Any
-    specs: Any  # PartitionSpec per state leaf
-    abstract: Any  # the state's shapes and dtypes (jax.eval_shape of init_state)
-    mesh: Any = None
-
-    @property
-    def num_devices(self) -> int:
-        return len(self.devices)
-
-    def init_state(self, spec: ModelSpec, cfg: TrainConfig) -> TrainState:
-        opt = make_optimizer(cfg)
-        init = lambda: init_state(spec, cfg, opt)
-        if self.launcher == "single":
-            return jax.jit(init)()
-        if self.launcher == "mesh":  # allocated sharded: a big table never sits on one device
-            shardings = jax.tree.map(lambda s: NamedSharding(self.mesh, s), self.specs)
-            return jax.jit(init, out_shardings=shardings)()
-        return self.to_device(jax.jit(init)())
-
-    def abstract_state(self) -> TrainState:
-        """Shapes, dtypes and canonical-layout shardings: the target a checkpoint restores to."""
-        if self.launcher == "mesh":
-            place = lambda s: NamedSharding(self.mesh, s)
-        else:
-            place = lambda s: jax.sharding.SingleDeviceSharding(self.devices[0])
-        return jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=place(s)),
-            self.abstract,
-            self.specs,
-        )
-
-    def to_device(self, state: TrainState) -> TrainState:
-        """Canonical state -> this launcher's layout."""
-        if self.launcher == "single":
-            return jax.device_put(state, self.devices[0])
-        if self.launcher == "mesh":
-            shardings = jax.tree.map(lambda s: NamedSharding(self.mesh, s), self.specs)
-            return jax.device_put(state, shardings)
-        n = self.num_devices
-        lead = NamedSharding(jax.sharding.Mesh(np.asarray(self.devices), (AXIS,)), P(AXIS))
-
-        def stack(x, s):  # a leading device axis: row blocks of a sharded leaf, else copies
-            x = np.asarray(x)
-            stacked = x.reshape(n, -1, *x.shape[1:]) if s == P(AXIS) else np.stack([x] * n)
-            return jax.device_put(stacked, lead)
-
-        return jax.tree.map(stack, state, self.specs)
-
-    def canonical(self, state: Any) -> Any:
-        """This launcher's layout -> the canonical one (no device axis)."""
-        if self.launcher != "pmap":
-            return state
-        return jax.tree.map(
-            lambda x, s: x.reshape(-1, *x.shape[2:]) if s == P(AXIS) else x[0], state, self.specs
-        )
-
-    def host_value(self, x: Any) -> Any:
-        """A replicated result (metrics, flags) on the host."""
-        x = jax.device_get(x)
-        return jax.tree.map(lambda v: v[0], x) if self.launcher == "pmap" else x
-
-    def place_batch(self, batch: dict) -> dict:
-        """This process's batch -> the step's input layout."""
-        if self.launcher == "single":
-            return batch
-        if self.launcher == "pmap":
-            n = self.num_devices
-            return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
-        sharding = NamedSharding(self.mesh, P(AXIS))
-        if jax.process_count() > 1:
-            return jax.tree.map(
-                lambda x: jax.make_array_from_process_local_data(sharding, x), batch
-            )
-        return jax.device_put(batch, sharding)
+DataParallel = Launcher  # the name this module's callers and tests know
 
 
-def make_data_parallel(spec: ModelSpec, cfg: TrainConfig, pcfg: ParallelConfig) -> DataParallel:
+def make_data_parallel(spec: ModelSpec, cfg: TrainConfig, pcfg: ParallelConfig) -> Launcher:
     devices = jax.devices() if pcfg.launcher != "pmap" else jax.local_devices()
     if pcfg.num_devices:
         if pcfg.num_devices > len(devices):
@@ -168,14 +90,14 @@ def make_data_parallel(spec: ModelSpec, cfg: TrainConfig, pcfg: ParallelConfig) 
     abstract = jax.eval_shape(lambda: init_state(spec, cfg, opt))
     specs = state_specs(abstract, pcfg.shard_embeddings)
     if launcher == "single":
-        return DataParallel("single", devices[:1], make_update_fn(spec, cfg, opt), specs, abstract)
+        return Single(devices[:1], make_update_fn(spec, cfg, opt), specs, abstract, opt)
     step_fn = make_step_fn(spec, cfg, opt, axis=AXIS, shard_embeddings=pcfg.shard_embeddings)
     if launcher == "pmap":
         step = jax.pmap(step_fn, axis_name=AXIS, devices=devices, donate_argnums=0)
-        return DataParallel("pmap", devices, step, specs, abstract)
+        return Pmap(devices, step, specs, abstract, opt)
     mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS,))
     sharded = jax.shard_map(
         step_fn, mesh=mesh, in_specs=(specs, P(AXIS)), out_specs=(specs, P()), check_vma=False
     )
     step = jax.jit(sharded, donate_argnums=0)
-    return DataParallel("mesh", devices, step, specs, abstract, mesh)
+    return Mesh(devices, step, specs, abstract, opt, mesh)

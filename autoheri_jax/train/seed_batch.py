@@ -13,67 +13,27 @@ per seed; XLA may order a vmapped reduction differently from an unbatched one, s
 match separate runs within float rounding (tests/test_seed_batch.py), bitwise where it does
 not.
 
-Scope: one device, no bi-level search, no mid-run checkpoints (a study resumes whole runs: a
-seed group that stops is trained again). Specs and every TrainConfig field but the seed must
-agree; `group_by_spec` splits a set of runs into groups that can share a step.
+Scope: one device, no bi-level search. The K seeds are one `loop.train` run whose launcher is
+lanes.SeedLanes: the same records, non-finite check, signal handling, and checkpoints holding
+every seed, so a stopped seed group resumes. Specs and every TrainConfig field but the seed
+must agree; `group_by_spec` splits a set of runs into groups that can share a step.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from autoheri_jax.config import ConfigError, TrainConfig, is_bilevel
+from autoheri_jax.config import TrainConfig
 from autoheri_jax.data.dataset import CTRDataset
-from autoheri_jax.data.pipeline import StepBatchSource
 from autoheri_jax.model.spec import ModelSpec
-from autoheri_jax.train.lanes import lane_batches, run_lanes
-from autoheri_jax.train.optim import make_optimizer
-from autoheri_jax.train.step import TrainState, init_state, make_step_fn
-
-
-class StackedSource:
-    """Step -> every seed's batch of that step, stacked along a new leading axis (K x B ...)."""
-
-    def __init__(self, sources: Sequence[StepBatchSource]):
-        lengths = {len(s) for s in sources}
-        if len(lengths) != 1:
-            raise ConfigError(f"seeds disagree on the number of steps: {sorted(lengths)}")
-        self.sources = list(sources)
-
-    def __len__(self) -> int:
-        return len(self.sources[0])
-
-    def __getitem__(self, step: int) -> dict[str, np.ndarray]:
-        batches = [s[step] for s in self.sources]
-        return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
-
-
-def stack_trees(trees: Sequence) -> object:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def unstack_tree(tree, k: int) -> object:
-    return jax.tree.map(lambda x: x[k], tree)
-
-
-def _same_but_seed(cfgs: Sequence[TrainConfig]) -> None:
-    base = dataclasses.replace(cfgs[0], seed=0)
-    for c in cfgs[1:]:
-        if dataclasses.replace(c, seed=0) != base:
-            raise ConfigError("vmapped seeds must share every TrainConfig field but `seed`")
-    if is_bilevel(cfgs[0]):
-        raise ConfigError("vmapped seeds do not support search.bilevel; run seeds one by one")
-
-
-def make_seed_step(spec: ModelSpec, cfg: TrainConfig, optimizer=None) -> Callable:
-    """The jitted K-seed step: (stacked state, K x B batch) -> (stacked state, stacked aux)."""
-    optimizer = make_optimizer(cfg) if optimizer is None else optimizer
-    return jax.jit(jax.vmap(make_step_fn(spec, cfg, optimizer)), donate_argnums=0)
+from autoheri_jax.train.lanes import (  # noqa: F401 (the names benchmarks and tests import)
+    StackedSource,
+    make_seed_step,
+    stack_trees,
+    unstack_tree,
+)
+from autoheri_jax.train.loop import Resumable, train
+from autoheri_jax.train.step import TrainState
 
 
 def train_seeds(
@@ -84,49 +44,22 @@ def train_seeds(
     desc: str,
     on_logs: Sequence[Callable[[int, dict], None] | None] | None = None,
     progress: bool = True,
+    resumable: Resumable | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> list[tuple[TrainState, dict]]:
     """Trains len(cfgs) seeds of `spec` together; -> [(state, stats)] per seed, as `train`.
 
     on_logs[k](step, record) gets seed k's records every log_every steps and at the end.
     Raises NonFiniteLossError naming the seed and step if any seed's loss went non-finite.
+    With `resumable`, the K seeds checkpoint together and a rerun resumes them (loop.train).
     """
-    from autoheri_jax.train.loop import check_schedule
-
     if len(cfgs) != len(datas) or not cfgs:
         raise ValueError(f"{len(cfgs)} configs for {len(datas)} datasets")
-    _same_but_seed(cfgs)
-    cfg = cfgs[0]
-    for d in datas:
-        if d.num_rows < cfg.batch_size:
-            raise ConfigError(f"{desc}: batch_size {cfg.batch_size} exceeds {d.num_rows} rows")
-    sources = [
-        StepBatchSource(d, cfg.batch_size, c.seed, cfg.epochs)
-        for d, c in zip(datas, cfgs, strict=True)
-    ]
-    source = StackedSource(sources)
-    check_schedule(spec, cfg, len(source), desc)
-    batches = lane_batches(source)
-    optimizer = make_optimizer(cfg)
-    state = stack_trees([init_state(spec, c, optimizer) for c in cfgs])
-    step_fn = make_seed_step(spec, cfg, optimizer)
-    total, k_seeds = len(source), len(cfgs)
-    state, seconds = run_lanes(
-        step_fn, state, batches, total=total, log_every=cfg.log_every,
-        examples_per_step=cfg.batch_size * k_seeds,
-        lane_names=[f"seed {c.seed} (index {k})" for k, c in enumerate(cfgs)],
-        desc=desc, bar_desc=f"{desc} x{k_seeds} seeds", progress=progress,
-        epoch_of=lambda k, step: (step - 1) // sources[k].steps_per_epoch, on_logs=on_logs,
+    state, stats = train(
+        spec, list(cfgs), list(datas), desc=desc, on_log=on_logs, progress=progress,
+        resumable=resumable, on_resume=on_resume,
     )  # fmt: skip
-    stats = {
-        "steps": total,
-        "resumed_at": 0,
-        "seconds": seconds,  # the whole group's time: every seed was trained in it
-        "examples_per_s": total * cfg.batch_size * k_seeds / seconds,
-        "launcher": "vmap",
-        "devices": 1,
-        "vmapped_seeds": k_seeds,
-    }
-    return [(unstack_tree(state, k), dict(stats)) for k in range(k_seeds)]
+    return [(unstack_tree(state, k), dict(stats)) for k in range(len(cfgs))]
 
 
 def group_by_spec(specs: Sequence[ModelSpec]) -> list[list[int]]:
