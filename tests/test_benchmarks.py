@@ -83,3 +83,35 @@ def test_seeds_benchmark_smoke(repo, tmp_path):
     assert model["model"] == "search" and model["one_run_s_per_step"] > 0
     assert [r["k"] for r in model["vmapped"]] == [2]
     assert all(r["s_per_step"] > 0 and r["x_one_run"] > 0 for r in model["vmapped"])
+
+
+@pytest.mark.slow
+def test_device_check_smoke(repo, tmp_path):
+    """benchmarks/device_check.py --smoke runs every part on CPU and reports positive figures."""
+    res = _bench_json(repo, tmp_path, "device_check.py", "--smoke")
+    assert res["backend"] == "cpu" and res["device"]
+    assert {r["model"] for r in res["steps"]} == {"esmm", "search", "retrain"}
+    assert all(r["examples_per_s"] > 0 for r in res["steps"])
+    assert [r["k"] for r in res["seeds"]["vmapped"]] == [1, 2]
+    assert res["arch"]["architectures"] >= 4 and res["arch"]["examples_per_s"] > 0
+    assert "cuda" in res["export"]["platform"]  # lowered for the accelerator, scored here
+    assert all(b["rows_per_s"] > 0 for b in res["export"]["batches"].values())
+    assert res["study"]["seeds"] == 2 and res["study"]["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_scale_smoke_runs_every_phase_on_generated_aliccp(repo, tmp_path):
+    """benchmarks/scale.py: generate, prepare, search, retrain and evaluate, each with its own
+    peak RSS; the test split is scored whole; a rerun reuses the data and keeps its figures."""
+    args = ("--rows", "300000", "--workdir", str(tmp_path / "s"), "--smoke",
+            "--search-steps", "12", "--retrain-steps", "12")  # fmt: skip
+    res = _bench_json(repo, tmp_path, "scale.py", *args)
+    assert list(res["phases"]) == ["generate", "prepare", "search", "retrain", "evaluate"]
+    assert all(p["seconds"] > 0 and p["peak_rss_mb"] > 0 for p in res["phases"].values())
+    assert res["phases"]["search"]["training"]["autoheri_search"]["steps"] == 12
+    assert res["phases"]["retrain"]["training"]["esmm"]["steps"] == 12
+    assert set(res["test_auc"]) == {"autoheri", "esmm"}
+    world = json.loads((tmp_path / "s" / "raw" / "world.json").read_text())
+    assert world["splits"]["train"]["rows"] + world["splits"]["test"]["rows"] == 300_000
+    again = _bench_json(repo, tmp_path, "scale.py", *args)
+    assert again["phases"]["generate"] == res["phases"]["generate"]  # reused, not redone
