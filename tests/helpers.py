@@ -73,3 +73,17 @@ def mutate_line(rng, lines, alphabet) -> bytearray:
         op, tok = int(rng.integers(0, 3)), alphabet[int(rng.integers(0, len(alphabet)))]
         line[at : at + (op > 0)] = b"" if op == 2 else tok
     return line
+
+
+class StopTraining(Exception):
+    """Raised by `stop_at` to stop a run from inside its on_log callback (a crash stand-in)."""
+
+
+def stop_at(when: int):
+    """An on_log callback that stops the run once step `when` is logged (before its save)."""
+
+    def on_log(step, record):
+        if step == when:
+            raise StopTraining
+
+    return on_log

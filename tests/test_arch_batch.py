@@ -17,7 +17,7 @@ from autoheri_jax.train.arch_batch import (
 )
 from autoheri_jax.train.loop import train
 from autoheri_jax.train.predict import make_predict_fn
-from tests.helpers import tiny_funnel
+from tests.helpers import StopTraining, stop_at, tiny_funnel
 
 CFG = TrainConfig(epochs=1, batch_size=100, lr=1e-2, log_every=8)
 MODEL = ModelConfig(embed_dim=4, hidden=(8, 6), searched=False)
@@ -98,16 +98,9 @@ def test_architecture_batch_stopped_midway_resumes_to_the_same_state(tmp_path):
 
     whole, _ = train_architectures(spec, cfg, train_rows, masks, desc="t")
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_6(step, record):
-        if step == 6:
-            raise Stop
-
-    with pytest.raises(Stop):
+    with pytest.raises(StopTraining):
         train(spec, cfg, train_rows, desc="t", progress=False, masks=masks,
-              on_log=[None, stop_at_6, None], resumable=resumable(masks))  # fmt: skip
+              on_log=[None, stop_at(6), None], resumable=resumable(masks))  # fmt: skip
     resumed_at = []
     again, stats = train(spec, cfg, train_rows, desc="t", progress=False, masks=masks,
                          resumable=resumable(masks), on_resume=resumed_at.append)  # fmt: skip

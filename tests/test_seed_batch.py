@@ -13,7 +13,7 @@ from autoheri_jax.config import ConfigError, SearchConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.train.loop import NonFiniteLossError, train
 from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
-from tests.helpers import tiny_spec
+from tests.helpers import StopTraining, stop_at, tiny_spec
 
 CFG = SearchConfig(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=3,
                   entropy_warmup_steps=4)  # fmt: skip
@@ -134,15 +134,8 @@ def test_vmapped_seeds_stopped_midway_resume_to_the_same_state(tmp_path):
 
     whole = train_seeds(spec, cfgs, datas, desc="t", progress=False)
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_6(step, record):
-        if step == 6:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train_seeds(spec, cfgs, datas, desc="t", progress=False, on_logs=[stop_at_6, None],
+    with pytest.raises(StopTraining):
+        train_seeds(spec, cfgs, datas, desc="t", progress=False, on_logs=[stop_at(6), None],
                     resumable=resumable(tmp_path / "ck"))  # fmt: skip
     resumed_at = []
     again = train_seeds(spec, cfgs, datas, desc="t", progress=False,
