@@ -116,19 +116,18 @@ def arch(smoke: bool) -> dict:
     return out
 
 
-def _cli(*args: str, timeout: int = 900) -> float:
+def _child(cmd: list[str], what: str) -> float:
+    """Runs `cmd` in the repo; -> its wall seconds. A failure stops the check, naming `what`."""
     t0 = time.perf_counter()
-    p = subprocess.run(
-        [sys.executable, "-m", "autoheri_jax", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     if p.returncode:
-        sys.exit(f"device_check: autoheri {args[0]} failed:\n{p.stdout[-2000:]}{p.stderr[-3000:]}")
+        sys.exit(f"device_check: {what} failed:\n{p.stdout[-2000:]}{p.stderr[-3000:]}")
     return time.perf_counter() - t0
+
+
+def _cli(*args: str) -> float:
+    return _child([sys.executable, "-m", "autoheri_jax", *args], f"autoheri {args[0]}")
 
 
 def export(tmp: Path, smoke: bool) -> dict:
@@ -150,9 +149,7 @@ def export(tmp: Path, smoke: bool) -> dict:
         "--json",
         str(out_json),
     ]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-    if p.returncode:
-        sys.exit(f"device_check: serving_latency failed:\n{p.stderr[-3000:]}")
+    _child(cmd, "serving_latency")
     res = json.loads(out_json.read_text())
     for b, r in res["batches"].items():
         _print(

@@ -56,11 +56,8 @@ def _child(cmd: list[str]) -> dict:
 def _train_rates(run: Path, names: list[str]) -> dict:
     out = {}
     for name in names:
-        path = run / "models" / name / "train.json"
-        if path.exists():
-            stats = json.loads(path.read_text())
-            stats = stats.get("stats", stats)
-            out[name] = {k: stats.get(k) for k in ("steps", "seconds", "examples_per_s")}
+        stats = json.loads((run / "models" / name / "train.json").read_text())
+        out[name] = {k: stats[k] for k in ("steps", "seconds", "examples_per_s")}
     return out
 
 
