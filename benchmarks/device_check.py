@@ -31,6 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# Before jax is imported: the parts that run as child processes (export, study) each need their
+# own share of the GPU while this process still holds its arrays, so nobody preallocates 75%.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,7 +123,9 @@ def arch(smoke: bool) -> dict:
 def _child(cmd: list[str], what: str) -> float:
     """Runs `cmd` in the repo; -> its wall seconds. A failure stops the check, naming `what`."""
     t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Prepended, not replaced: on the accelerator machine carried wheels sit on PYTHONPATH too.
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = {**os.environ, "PYTHONPATH": path}
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     if p.returncode:
         sys.exit(f"device_check: {what} failed:\n{p.stdout[-2000:]}{p.stderr[-3000:]}")
@@ -206,23 +212,29 @@ def main(argv=None) -> dict:
     }
     _print(f"device_check on {out['backend']}: {out['device']} x {out['devices']}")
     t0 = time.perf_counter()
+    out["seconds"] = 0.0
+
+    def record(part: str, value) -> None:
+        # Written after every part: a call cut off at its time limit keeps what it measured.
+        out[part] = value
+        out["seconds"] = time.perf_counter() - t0
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1, default=str))
+
     with tempfile.TemporaryDirectory() as tmp:
         if "steps" in only:
             batches = [256] if args.smoke else [2048, 8192, 32768, 65536]
-            out["steps"] = steps(batches, 2 if args.smoke else 20, 1 if args.smoke else 3)
+            record("steps", steps(batches, 2 if args.smoke else 20, 1 if args.smoke else 3))
         if "seeds" in only:
             ks = [1, 2] if args.smoke else [1, 2, 4, 8, 16, 32, 64]
-            out["seeds"] = seeds(ks, 2 if args.smoke else 30, args.smoke)
+            record("seeds", seeds(ks, 2 if args.smoke else 30, args.smoke))
         if "arch" in only:
-            out["arch"] = arch(args.smoke)
+            record("arch", arch(args.smoke))
         if "export" in only:
-            out["export"] = export(Path(tmp), args.smoke)
+            record("export", export(Path(tmp), args.smoke))
         if "study" in only:
-            out["study"] = study(Path(tmp), args.smoke)
-    out["seconds"] = time.perf_counter() - t0
+            record("study", study(Path(tmp), args.smoke))
     _print(f"device_check: {out['seconds']:.0f} s in all")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1, default=str))
     return out
 
 

@@ -14,7 +14,12 @@ retrain of the chosen architecture and ESMM, and the evaluation of both on the w
 split (exact AUC). Every phase runs in its own child process, so its peak RSS (wait4's
 ru_maxrss) is its own. Printed per phase: wall seconds, rows/s (generate, prepare: impressions
 written or read; evaluate: test rows x models scored) or training examples/s (the loop's own
-figure from models/*/train.json), peak RSS, and the disk of what it wrote.
+figure from models/*/train.json), peak RSS, and the disk of what it wrote. Last, `step`
+times the jitted train steps alone on the same store and model (measure.bench_train: ESMM, the
+search step, the every-edge retrain; batches on the device, then fed by the grain pipeline),
+and each end-to-end training rate is printed against its step's ("x step": the issue's target
+is >= 0.9 at 84M; the retrained model is compared with the every-edge step, its upper bound).
+`--only step` reruns that phase alone on a DIR whose run exists.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,17 +46,40 @@ def _disk(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _resident_mb(pid: int) -> dict[str, float]:
+    """The process's resident memory now, split into anonymous (heap, arrays) and file-backed
+    (pages of memory-mapped files such as the store: clean, dropped under memory pressure)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    kb = {k: float(v.split()[0]) for k, v in (ln.split(":", 1) for ln in lines)
+          if k in ("RssAnon", "RssFile")}  # fmt: skip
+    return {k: v / 1024 for k, v in kb.items()}
+
+
 def _child(cmd: list[str]) -> dict:
-    """Runs `cmd`; -> wall seconds and its own peak RSS (MB). A failure stops the benchmark."""
+    """Runs `cmd`; -> wall seconds, its own peak RSS (MB, wait4's ru_maxrss) and the peaks of
+    its anonymous and file-backed parts (sampled every 0.2 s). A failure stops the benchmark."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"scale: {' '.join(cmd[:4])} failed ({proc.returncode}):\n{out[-4000:]}")
-    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": usage.ru_maxrss / 1024}
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: the child never blocks
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+        peak = {"RssAnon": 0.0, "RssFile": 0.0}
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            for k, v in _resident_mb(proc.pid).items():
+                peak[k] = max(peak[k], v)
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            log.seek(0)
+            tail = log.read()[-4000:]
+            sys.exit(f"scale: {' '.join(cmd[:4])} failed ({proc.returncode}):\n{tail}")
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "peak_anon_mb": peak["RssAnon"], "peak_file_mb": peak["RssFile"]}  # fmt: skip
 
 
 def _train_rates(run: Path, names: list[str]) -> dict:
@@ -59,6 +88,49 @@ def _train_rates(run: Path, names: list[str]) -> dict:
         stats = json.loads((run / "models" / name / "train.json").read_text())
         out[name] = {k: stats[k] for k in ("steps", "seconds", "examples_per_s")}
     return out
+
+
+STEP_MODELS = {"esmm": "esmm", "autoheri_search": "search", "autoheri": "retrain"}  # run -> step
+
+
+def step_bench(workdir: Path, smoke: bool) -> dict:
+    """The step benchmark on DIR/store's train split (runs in the `step` child process)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import measure
+
+    from autoheri_jax.config import load_config
+    from autoheri_jax.data.sources import load_splits
+    from autoheri_jax.experiment import spec_for
+
+    sets = [*(SMOKE if smoke else []), "data.source=files", f"data.path={workdir / 'store'}"]
+    cfg = load_config(str(CONFIG), sets)
+    # the run's workdir already holds the store's integrity record: no second full hash
+    train = load_splits(cfg.data, workdir / "run", progress=False).train
+    out = {}
+    for name in dict.fromkeys(STEP_MODELS.values()):
+        model, tcfg = measure.model_for(cfg, name)
+        res = measure.bench_train(spec_for(model, train), tcfg, train, steps=5 if smoke else 20,
+                                  repeats=1 if smoke else 3)  # fmt: skip
+        out[name] = {"examples_per_s": res["device"]["examples_per_s"],
+                     "pipeline_examples_per_s": res["pipeline"]["examples_per_s"]}  # fmt: skip
+    return out
+
+
+def _step_phase(workdir: Path, smoke: bool) -> dict:
+    out_json = workdir / "step_bench.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--step-bench", str(workdir),
+           "--json", str(out_json), *(["--smoke"] if smoke else [])]  # fmt: skip
+    return {**_child(cmd), "disk": 0, "models": json.loads(out_json.read_text())}
+
+
+def _with_step(phases: dict) -> None:
+    """Each end-to-end training rate against its step's (in place)."""
+    steps = phases["step"]["models"]
+    for phase in ("search", "retrain"):
+        for model, t in phases.get(phase, {}).get("training", {}).items():
+            ref = steps[STEP_MODELS[model]]
+            t["x_step"] = t["examples_per_s"] / ref["examples_per_s"]
+            t["x_pipeline_step"] = t["examples_per_s"] / ref["pipeline_examples_per_s"]
 
 
 def run(rows: int, workdir: Path, search_steps: int, retrain_steps: int, smoke: bool) -> dict:
@@ -98,6 +170,8 @@ def run(rows: int, workdir: Path, search_steps: int, retrain_steps: int, smoke: 
     test_rows = info["splits"]["test"]["rows"]
     scored = test_rows * len(results["models"])
     phases["evaluate"]["rows_per_s"] = scored / phases["evaluate"]["seconds"]
+    phases["step"] = _step_phase(workdir, smoke)
+    _with_step(phases)
     return {
         "rows": rows,
         "raw_bytes": _disk(raw),
@@ -118,15 +192,20 @@ def _print(out: dict) -> None:
     gb = 1e9
     print(f"rows {out['rows']:,}: raw {out['raw_bytes'] / gb:.2f} GB, "
           f"store {out['store_bytes'] / gb:.2f} GB")  # fmt: skip
-    print(
-        f"{'phase':<9} {'seconds':>8} {'rows/s':>11} {'peak RSS MB':>12} {'disk GB':>8}  training"
-    )
+    print(f"{'phase':<9} {'seconds':>8} {'rows/s':>11} {'peak RSS MB':>12} {'anon MB':>8} "
+          f"{'file MB':>8} {'disk GB':>8}  training")  # fmt: skip
     for name, p in out["phases"].items():
         rate = f"{p['rows_per_s']:,.0f}" if "rows_per_s" in p else ""
         train = ", ".join(f"{m} {s['steps']} steps {s['examples_per_s']:,.0f} ex/s"
+                          + (f" ({s['x_step']:.2f}x step)" if "x_step" in s else "")
                           for m, s in p.get("training", {}).items())  # fmt: skip
-        print(f"{name:<9} {p['seconds']:>8.1f} {rate:>11} {p['peak_rss_mb']:>12.0f} "
-              f"{p['disk'] / gb:>8.2f}  {train}")  # fmt: skip
+        train = train or ", ".join(f"{m} {s['examples_per_s']:,.0f} ex/s (pipeline "
+                                   f"{s['pipeline_examples_per_s']:,.0f})"
+                                   for m, s in p.get("models", {}).items())  # fmt: skip
+        anon, file = (f"{p[k]:>8.0f}" if k in p else f"{'':>8}"
+                      for k in ("peak_anon_mb", "peak_file_mb"))  # fmt: skip
+        print(f"{name:<9} {p['seconds']:>8.1f} {rate:>11} {p['peak_rss_mb']:>12.0f} {anon} "
+              f"{file} {p['disk'] / gb:>8.2f}  {train}")  # fmt: skip
     for m, t in out["test_auc"].items():
         print(f"test AUC {m}: " + ", ".join(f"{k} {v:.4f}" for k, v in t.items() if v is not None))
 
@@ -139,8 +218,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--retrain-steps", type=int, default=400)
     ap.add_argument("--smoke", action="store_true", help="a tiny model (the tests' check)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", choices=["step"], help="rerun one phase on DIR's finished run")
+    ap.add_argument("--step-bench", type=Path, help=argparse.SUPPRESS)  # the step child's DIR
     args = ap.parse_args(argv)
-    out = run(args.rows, args.workdir, args.search_steps, args.retrain_steps, args.smoke)
+    if args.step_bench:
+        out = step_bench(args.step_bench, args.smoke)
+        args.json.write_text(json.dumps(out, indent=1))
+        return out
+    kept = args.workdir / "scale_result.json"
+    if args.only:
+        if not kept.exists():
+            sys.exit(f"scale: --only {args.only}: {kept} not found (run every phase first)")
+        out = json.loads(kept.read_text())
+        out["phases"]["step"] = _step_phase(args.workdir, args.smoke)
+        _with_step(out["phases"])
+    else:
+        out = run(args.rows, args.workdir, args.search_steps, args.retrain_steps, args.smoke)
+    kept.write_text(json.dumps(out, indent=1))
     _print(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

@@ -21,7 +21,8 @@ observable criterion. Then per world:
   best      per seed, the architecture a criterion picks on validation, its test sAUC
   regret    (with --search-workdir) best (picked on validation by --pick) minus the
             study's derived AutoHERI model of the same world and seed
-Writes <workdir>/<arm>/seed<k>.json (a finished world-seed is not run again),
+Writes <workdir>/<arm>/seed<k>.json (a finished world-seed is not run again; one stopped
+midway resumes from <arm>/seed<k>.ckpt, its checkpoints, which go once the record is written),
 ground_truth.json, ground_truth.md and ground_truth.png. About 80 s per world-seed on 2 CPU
 cores for study_base.
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -54,6 +56,7 @@ from autoheri_jax.train.arch_batch import (
     ground_truth_masks,
     train_architectures,
 )
+from autoheri_jax.train.loop import Resumable, fingerprint
 
 # validation criteria: name -> True when higher is better
 CRITERIA = {
@@ -93,16 +96,24 @@ def validation_criteria(logits: np.ndarray, labels: np.ndarray) -> dict[str, lis
     return out
 
 
-def world_seed(study, arm: str, seed: int, progress: bool) -> dict:
+def world_seed(study, arm: str, seed: int, progress: bool, checkpoints: Path | None = None) -> dict:
+    """One world-seed's record. With `checkpoints`, the architecture batch checkpoints there
+    (cfg.checkpoint's schedule, and on SIGTERM) and a rerun resumes it."""
     cfg = arm_config(study, arm, seed, "data")
     data = experiment.load_data(cfg, None, progress=False)
     supernet = dataclasses.replace(cfg.model, searched=False)  # every candidate, mask-gated
     spec = experiment.spec_for(supernet, data.train)
     names, masks = ground_truth_masks(spec.edges)
+    resumable = None
+    if checkpoints is not None:
+        extra = {"phase": "ground_truth", "arm": arm, "seed": seed, "architectures": names}
+        fp = fingerprint(spec, cfg.retrain, masks)
+        resumable = Resumable(Path(checkpoints), cfg.checkpoint, extra, fp)
     t0 = time.perf_counter()
     state, train_stats = train_architectures(
-        spec, cfg.retrain, data.train, masks, desc=f"{arm}/seed{seed}", progress=progress
-    )
+        spec, cfg.retrain, data.train, masks, desc=f"{arm}/seed{seed}", progress=progress,
+        resumable=resumable,
+    )  # fmt: skip
     params = state.params
     test_logits = architecture_logits(spec, params, masks, data.test, cfg.eval_batch_size)
     truth = data.test.true_probs
@@ -307,9 +318,11 @@ def main(argv=None) -> None:
         for k in range(args.seeds):
             path = args.workdir / arm / f"seed{k}.json"
             if not path.exists():
-                rec = world_seed(study, arm, k, args.progress)
+                ckpt = path.with_suffix(".ckpt")
+                rec = world_seed(study, arm, k, args.progress, checkpoints=ckpt)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(rec))
+                shutil.rmtree(ckpt, ignore_errors=True)  # the record now holds what they did
                 print(f"[ground truth] {arm} seed {k}: {rec['seconds']:.0f}s", flush=True)
             records[arm].append(json.loads(path.read_text()))
     summary = summarize(records, args.pick, args.search_workdir)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 
 from autoheri_jax.config import ModelConfig
@@ -87,3 +90,11 @@ def stop_at(when: int):
             raise StopTraining
 
     return on_log
+
+
+def load_script(path: Path):
+    """The module of a script that is not in a package (experiments/*.py, benchmarks/*.py)."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

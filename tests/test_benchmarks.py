@@ -106,11 +106,16 @@ def test_scale_smoke_runs_every_phase_on_generated_aliccp(repo, tmp_path):
     args = ("--rows", "300000", "--workdir", str(tmp_path / "s"), "--smoke",
             "--search-steps", "12", "--retrain-steps", "12")  # fmt: skip
     res = _bench_json(repo, tmp_path, "scale.py", *args)
-    assert list(res["phases"]) == ["generate", "prepare", "search", "retrain", "evaluate"]
+    assert list(res["phases"]) == ["generate", "prepare", "search", "retrain", "evaluate", "step"]
     assert all(p["seconds"] > 0 and p["peak_rss_mb"] > 0 for p in res["phases"].values())
     assert res["phases"]["search"]["training"]["autoheri_search"]["steps"] == 12
     assert res["phases"]["retrain"]["training"]["esmm"]["steps"] == 12
     assert set(res["test_auc"]) == {"autoheri", "esmm"}
+    assert set(res["phases"]["step"]["models"]) == {"esmm", "search", "retrain"}
+    step = res["phases"]["step"]["models"]
+    for name, t in res["phases"]["retrain"]["training"].items():  # against the step alone
+        ref = step[{"autoheri": "retrain", "esmm": "esmm"}[name]]["examples_per_s"]
+        assert t["x_step"] == pytest.approx(t["examples_per_s"] / ref)
     world = json.loads((tmp_path / "s" / "raw" / "world.json").read_text())
     assert world["splits"]["train"]["rows"] + world["splits"]["test"]["rows"] == 300_000
     again = _bench_json(repo, tmp_path, "scale.py", *args)

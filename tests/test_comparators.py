@@ -279,14 +279,11 @@ def _results(values: dict[str, tuple[float, float]]) -> dict:
 
 
 def test_rank_families_ranks_pairs_and_states_what_the_ci_supports(repo, tmp_path, capsys):
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location(
-        "rank_families", repo / "experiments" / "rank_families.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from tests.helpers import load_script
+
+    module = load_script(repo / "experiments" / "rank_families.py")
     seeds = [  # good: always 0.02 above esmm with a lower error; tie: noise around esmm
         {"esmm": (0.70, 0.010), "good": (0.72, 0.008), "tie": (0.701, 0.010)},
         {"esmm": (0.65, 0.012), "good": (0.67, 0.010), "tie": (0.649, 0.012)},

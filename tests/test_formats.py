@@ -447,3 +447,14 @@ def test_esmm_carving_keeps_bags_aligned(tmp_path):
                 np.testing.assert_array_equal(vocabs["150_14"][ids - 1], i * 10 + np.arange(i))
             else:
                 assert ds.sparse[r, 0] == 0 and np.all(ids == 0) and len(ids) >= 1
+
+
+def test_the_config_lists_every_format_the_data_package_reads():
+    """config.DATA_FORMATS (jax- and data-free) and the data package's formats are one list:
+    a layout added to rowcheck.LAYOUTS without its config name (or the reverse) fails here."""
+    from autoheri_jax.config import DATA_FORMATS
+    from autoheri_jax.data.formats import FORMATS
+    from autoheri_jax.data.rowcheck import LAYOUTS
+
+    assert set(LAYOUTS) <= set(FORMATS)
+    assert sorted(DATA_FORMATS) == sorted(("auto", "store", "aliccp_raw", *FORMATS))

@@ -1,19 +1,15 @@
 """benchmarks/scale_data.py: a raw-Ali-CCP-shaped directory written in blocks, exact in its row
 counts, with true probabilities that the labels follow and `autoheri prepare` can read."""
 
-import importlib.util
 import json
 
 import numpy as np
 
+from tests.helpers import load_script
+
 
 def _module(repo):
-    spec = importlib.util.spec_from_file_location(
-        "scale_data", repo / "benchmarks" / "scale_data.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(repo / "benchmarks" / "scale_data.py")
 
 
 def test_generated_rows_truth_and_labels_agree(repo, tmp_path, monkeypatch):

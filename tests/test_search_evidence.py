@@ -221,13 +221,9 @@ def test_study_columns_carry_ci_and_mde_and_the_report_plots_only_aucs(tmp_path)
 
 @pytest.mark.slow
 def test_gate_evidence_script_reports_a_z_per_candidate_edge(repo):
-    import importlib.util
+    from tests.helpers import load_script
 
-    spec = importlib.util.spec_from_file_location(
-        "gate_evidence", repo / "experiments" / "gate_evidence.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(repo / "experiments" / "gate_evidence.py")
     small = ["data.num_train=20000", "data.num_valid=8192", "data.num_test=1000"]
     out = module.world(0.95, 0, small, batches=8)
     for rule in ("masked_raw", "masked_shift", "masked_recal", "masked_recal_cvr"):

@@ -66,7 +66,7 @@ from autoheri_jax.hashing import sha256_file
 from autoheri_jax.progress import get_logger
 
 _log = get_logger(__name__)  # under autoheri_jax.data: stderr by default (progress.py)
-FORMATS = ("rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress")
+FORMATS = (*LAYOUTS, "paddle_esmm")  # the CSV layouts, and the one format with no header
 ENGINES = ("arrow", "python")  # python: every row through rowcheck (the reference, for tests)
 _AHEAD = 2  # blocks whose fast path runs ahead of the one being taken
 _NOT_DATA = {".md", ".json", ".yaml", ".yml", ".py", ".sh", ".npy", ".npz"}
