@@ -212,8 +212,8 @@ def _print(out: dict) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, required=True, help="impressions, train + test")
-    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--rows", type=int, help="impressions, train + test")
+    ap.add_argument("--workdir", type=Path)
     ap.add_argument("--search-steps", type=int, default=400)
     ap.add_argument("--retrain-steps", type=int, default=400)
     ap.add_argument("--smoke", action="store_true", help="a tiny model (the tests' check)")
@@ -225,6 +225,8 @@ def main(argv=None) -> dict:
         out = step_bench(args.step_bench, args.smoke)
         args.json.write_text(json.dumps(out, indent=1))
         return out
+    if args.workdir is None or (args.rows is None and not args.only):
+        ap.error("--workdir and --rows are required (--only needs --workdir alone)")
     kept = args.workdir / "scale_result.json"
     if args.only:
         if not kept.exists():
