@@ -63,8 +63,10 @@ def _child(cmd: list[str]) -> dict:
     its anonymous and file-backed parts (sampled every 0.2 s). A failure stops the benchmark."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: the child never blocks
+        # prepended, as in device_check: carried wheels may sit on PYTHONPATH already
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                                env={**os.environ, "PYTHONPATH": path})  # fmt: skip
         peak = {"RssAnon": 0.0, "RssFile": 0.0}
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -170,8 +172,6 @@ def run(rows: int, workdir: Path, search_steps: int, retrain_steps: int, smoke: 
     test_rows = info["splits"]["test"]["rows"]
     scored = test_rows * len(results["models"])
     phases["evaluate"]["rows_per_s"] = scored / phases["evaluate"]["seconds"]
-    phases["step"] = _step_phase(workdir, smoke)
-    _with_step(phases)
     return {
         "rows": rows,
         "raw_bytes": _disk(raw),
@@ -228,14 +228,14 @@ def main(argv=None) -> dict:
     if args.workdir is None or (args.rows is None and not args.only):
         ap.error("--workdir and --rows are required (--only needs --workdir alone)")
     kept = args.workdir / "scale_result.json"
-    if args.only:
-        if not kept.exists():
-            sys.exit(f"scale: --only {args.only}: {kept} not found (run every phase first)")
-        out = json.loads(kept.read_text())
-        out["phases"]["step"] = _step_phase(args.workdir, args.smoke)
-        _with_step(out["phases"])
-    else:
+    if not args.only:  # kept before the step phase: a failure there loses none of the run
         out = run(args.rows, args.workdir, args.search_steps, args.retrain_steps, args.smoke)
+        kept.write_text(json.dumps(out, indent=1))
+    elif not kept.exists():
+        sys.exit(f"scale: --only {args.only}: {kept} not found (run every phase first)")
+    out = json.loads(kept.read_text())
+    out["phases"]["step"] = _step_phase(args.workdir, args.smoke)
+    _with_step(out["phases"])
     kept.write_text(json.dumps(out, indent=1))
     _print(out)
     if args.json:

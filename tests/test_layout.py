@@ -41,23 +41,24 @@ FORBIDDEN = {
                              "autoheri_jax.seed_runs", "autoheri_jax.config"),
 }  # fmt: skip
 
+# the workflows on top, in order: each may use the groups before it, never its peers or those
+# after it (experiment is the one-shot run; evolution_run and seed_runs drive it; exporting
+# writes from a finished workdir; study runs them all; cli is the command over everything)
+_WORKFLOW_ORDER = (("experiment",), ("evolution_run", "seed_runs"), ("exporting",), ("study",),
+                   ("cli",))  # fmt: skip
+_WORKFLOWS = tuple(m for group in _WORKFLOW_ORDER for m in group)
+_PACKAGES = ("config", "data", "model", "train", "search", "serving", "artifacts", "report")
 # the foundation: small modules every layer may use, which use no other module of the package
 FOUNDATION = ("rng", "progress", "metrics", "hashing", "workdir_lock")
-_PACKAGES = ("config", "data", "model", "train", "search", "serving", "artifacts", "report")
-_WORKFLOWS = ("experiment", "evolution_run", "seed_runs", "exporting", "study", "cli")
 for _name in FOUNDATION:
     FORBIDDEN[f"autoheri_jax.{_name}"] = tuple(
         f"autoheri_jax.{m}" for m in _PACKAGES + _WORKFLOWS + FOUNDATION if m != _name
     )
-# the workflows on top, in order: each may use those before it, never those after it
-# (experiment is the one-shot run; evolution_run and seed_runs drive it; exporting writes
-# from a finished workdir; study runs them all; cli is the command over everything)
-_WORKFLOW_ORDER = ("experiment", ("evolution_run", "seed_runs"), "exporting", "study", "cli")
 for _i, _group in enumerate(_WORKFLOW_ORDER):
-    _later = [m for g in _WORKFLOW_ORDER[_i + 1 :] for m in ((g,) if isinstance(g, str) else g)]
-    for _name in (_group,) if isinstance(_group, str) else _group:
-        _peers = [] if isinstance(_group, str) else [m for m in _group if m != _name]
-        FORBIDDEN[f"autoheri_jax.{_name}"] = tuple(f"autoheri_jax.{m}" for m in _later + _peers)
+    _later = [m for g in _WORKFLOW_ORDER[_i + 1 :] for m in g]
+    for _name in _group:
+        _banned = _later + [m for m in _group if m != _name]
+        FORBIDDEN[f"autoheri_jax.{_name}"] = tuple(f"autoheri_jax.{m}" for m in _banned)
 
 
 def module_name(path: Path) -> str:
