@@ -39,7 +39,7 @@ BAD = {  # line index -> (mutation, reason)
     29: (lambda s: "29,0,1,101:1", "conversion without click"),
     35: (lambda s: s + ",:4", "malformed field:id token"),
     41: (lambda s: s + ",205:1,205:2", "repeated single-valued field"),  # test file only
-    47: (lambda s: s + ",101:1234567890123456789", "non-integer id"),
+    47: (lambda s: s + ",101:1234567890123456789", "id too large"),
 }
 
 

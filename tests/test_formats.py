@@ -9,6 +9,7 @@ import pytest
 
 from autoheri_jax.data.errors import DataFormatError
 from autoheri_jax.data.formats import (
+    ENGINES,
     FORMATS,
     convert_processed,
     detect_format,
@@ -267,6 +268,7 @@ def _aitm_file(tmp_path: Path, bad: str, end: str = "\n") -> Path:
 BAD_AITM = {
     "wrong field count": _aitm_row(2) + ",7",
     "non-integer id": "0,0,1.5," + ",".join(["1"] * 17),
+    "id too large": "0,0,9223372036854775807," + ",".join(["1"] * 17),  # 2**63 - 1
     "label not 0/1": "2" + _aitm_row(2)[1:],
     "conversion without click": "0,1" + _aitm_row(2)[3:],
 }
@@ -300,6 +302,26 @@ def test_non_numeric_dense_value(tmp_path):
         convert_processed(path, tmp_path / "s", valid_fraction=0)
     m = convert_processed(path, tmp_path / "s", valid_fraction=0, on_bad_row="skip")
     assert m["bad_rows"] == {"non-numeric dense value": 1} and m["splits"]["train"]["rows"] == 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("value", ["1e39", "-1e308", "3.5e38"])
+def test_dense_value_beyond_float32_is_refused_not_stored_as_inf(value, engine, tmp_path):
+    """Checked in the dtype it is stored in: finite as float64, inf as float32 -> refused."""
+    bad = _ax_row(2).split(",")
+    bad[20] = value
+    rows = [AX_HEADER, _ax_row(0), _ax_row(1, 1), ",".join(bad), _ax_row(3)]
+    path = _write(tmp_path / "train.csv", rows)
+    with pytest.raises(DataFormatError) as info:
+        convert_processed(path, tmp_path / "s", valid_fraction=0, engine=engine)
+    assert (info.value.line, info.value.reason) == (4, "dense value beyond float32")
+    assert f"{path}:4: dense value beyond float32: {value!r} in column numerical_4" in str(
+        info.value
+    )
+    m = convert_processed(path, tmp_path / "s", valid_fraction=0, on_bad_row="skip", engine=engine)
+    assert m["bad_rows"] == {"dense value beyond float32": 1}
+    dense = np.load(tmp_path / "s" / "train" / "dense.npy")
+    assert dense.shape[0] == 3 and np.isfinite(dense).all()
 
 
 def test_non_utf8_bytes(tmp_path):

@@ -247,9 +247,15 @@ def _repeat_205(line: bytes) -> bytes:
     return b",".join([*c[:4], b"%d" % (int(c[4]) + 1), c[5] + b"\x01205\x027\x031.0"])
 
 
+def _huge_id(entry: bytes) -> bytes:
+    name, rest = entry.split(b"\x02")
+    return name + b"\x02" + b"9" * 20 + b"\x03" + rest.split(b"\x03")[1]
+
+
 BAD = {  # reason -> (file, 0-based line, mutation)
     "wrong field count": (SKEL["train"], 4, lambda s: s.split(b",", 1)[1]),
     "non-integer id": (SKEL["train"], 17, _entry(1, lambda e: e.replace(b"\x02", b"\x02x"))),
+    "id too large": (SKEL["train"], 21, _entry(1, _huge_id)),  # an integer, not int64
     "bad value": (SKEL["test"], 9, _entry(0, lambda e: e + b"z")),
     "label not 0/1": (SKEL["train"], 30, _set_col(1, b"2")),
     "conversion without click": (

@@ -227,8 +227,10 @@ class _Parser:
             if entry.count(b"\x02") != 1 or entry.count(b"\x03") != 1 or not 0 < a < b:
                 return "malformed feature entry", f"entry {k} is not field\\x02id\\x03value"
             name, fid, value = entry[:a], entry[a + 1 : b], entry[b + 1 :]
-            if (i := _num(int, fid)) is None or not -(2**63) < i < 2**63:
+            if (i := _num(int, fid)) is None:
                 return "non-integer id", f"entry {k}: feature id {fid.decode()!r}"
+            if not -(2**63) < i < 2**63:  # an integer, but not one the int64 ids can hold
+                return "id too large", f"entry {k}: feature id {fid.decode()!r} is beyond int64"
             if (x := _num(float, value)) is None or not abs(x) <= _F32_MAX:
                 return "bad value", f"entry {k}: value {value.decode()!r} is not a finite float"
             if name in names:

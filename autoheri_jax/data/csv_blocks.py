@@ -139,8 +139,10 @@ def id_column(col: pa.ChunkedArray) -> np.ndarray | None:
 
 
 def finite_column(col: pa.ChunkedArray) -> np.ndarray | None:
-    """float64 values of a parsed float column, None if any is NaN or infinite."""
-    v = col.to_numpy()
+    """float32 values (the stored dtype) of a parsed float column, None if any is NaN or
+    infinite once cast: 1e39 is a finite float64 but inf as float32 (rowcheck names it)."""
+    with np.errstate(over="ignore"):
+        v = col.to_numpy().astype(np.float32)
     return v if np.isfinite(v).all() else None
 
 

@@ -26,6 +26,7 @@ from autoheri_jax.data.errors import DataFormatError
 STAGES = ["click", "conversion"]
 LABEL_TOKENS = ("0", "1", "0.0", "1.0")
 CHUNK = 1 << 16  # rows parsed at a time (bounds the string arrays of the CSV formats)
+_ID_DIGITS = 18  # significant digits of a raw id (int64 holds any 18-digit value)
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
 _BOM = "\ufeff".encode()
 _CP = ["click", "purchase"]
@@ -171,16 +172,23 @@ def split_lines(data: bytes, first_line: int = 1, at_start: bool = True):
     return [texts[i] for i in keep], lines, utf8_bad[keep], open_last
 
 
-def int_cells(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int64 values and ok mask of a string array (ok: optional '-' then 1..18 digits)."""
+def int_cells(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """int64 values, ok mask and too-large mask of a string array. ok: optional '-' then digits,
+    at most 18 of them after leading zeros (every such value fits the int64 raw ids; a 19th
+    digit may not). too large: such an integer with more digits, named apart from non-integer
+    cells so that 2**63 - 1 reads as the integer it is."""
     body = np.strings.lstrip(a, "-")
-    ok = np.strings.isdecimal(body) & (np.strings.str_len(body) <= 18)
-    ok &= np.strings.find(a, "-") <= 0
-    ok &= np.strings.count(a, "-") <= 1
-    return np.where(ok, a, "0").astype(np.int64), ok
+    integer = np.strings.isdecimal(body) & (np.strings.find(a, "-") <= 0)
+    integer &= np.strings.count(a, "-") <= 1
+    fits = np.strings.str_len(np.strings.lstrip(body, "0")) <= _ID_DIGITS
+    ok = integer & fits
+    return np.where(ok, a, "0").astype(np.int64), ok, integer & ~fits
 
 
-def _float_cells(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _float_cells(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 values (the stored dtype), numeric mask (finite as parsed) and fits mask (still
+    finite in float32: 1e39 parses as a finite float64 but would be stored as inf)."""
+
     def to_float(s: str) -> float:
         try:
             return float(s)
@@ -191,15 +199,22 @@ def _float_cells(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = a.astype(np.float64)
     except ValueError:  # locate the bad cells (only when a chunk has some)
         v = np.array([[to_float(s) for s in row] for row in a], np.float64).reshape(a.shape)
-    return v, np.isfinite(v)
+    with np.errstate(over="ignore"):
+        v32 = v.astype(np.float32)
+    numeric = np.isfinite(v)
+    return v32, numeric, ~numeric | np.isfinite(v32)
 
 
-def _cells(reason: str, ok: np.ndarray, values: np.ndarray, names) -> tuple:
+_TOO_LARGE = f": more than {_ID_DIGITS} digits, beyond the 64-bit integer ids"
+_BEYOND_F32 = ": not finite as float32, the stored dtype (|x| <= 3.4e38)"
+
+
+def _cells(reason: str, ok: np.ndarray, values: np.ndarray, names, why: str = "") -> tuple:
     """A check on a [n, C] block of cells: a row is bad if any cell is; names the first one."""
 
     def detail(i: int) -> str:
         j = int(np.argmax(~ok[i]))
-        return f"{str(values[i, j])!r} in column {names[j]}"
+        return f"{str(values[i, j])!r} in column {names[j]}{why}"
 
     return reason, ~ok.all(1), detail
 
@@ -225,16 +240,18 @@ def fixed_chunk(lay, texts: list[str]) -> tuple[tuple, list]:
         y, label_checks = labels(block[:, lay.cols(lay.labels)])
     else:  # a label-free layout (scoring only): zero labels, never read, nothing to check
         y, label_checks = np.zeros((len(rows), 2), np.int8), []
-    ids, id_ok = int_cells(sp := block[:, lay.cols(lay.sparse)])
-    dense, dense_ok = _float_cells(de := block[:, lay.cols(lay.dense)])
+    ids, id_ok, id_big = int_cells(sp := block[:, lay.cols(lay.sparse)])
+    dense, dense_ok, dense_fits = _float_cells(de := block[:, lay.cols(lay.dense)])
     checks = [
         ("wrong field count", wrong, lambda i: f"{ncol[i]} fields, expected {width}"),
         *label_checks[:1],
-        _cells("non-integer id", id_ok, sp, lay.sparse),
+        _cells("non-integer id", id_ok | id_big, sp, lay.sparse),
+        _cells("id too large", ~id_big, sp, lay.sparse, _TOO_LARGE),
         _cells("non-numeric dense value", dense_ok, de, lay.dense),
+        _cells("dense value beyond float32", dense_fits, de, lay.dense, _BEYOND_F32),
         *label_checks[1:],
     ]
-    return (y, ids, dense.astype(np.float32)), checks
+    return (y, ids, dense), checks
 
 
 def fixed_rows(path: Path, lay, texts, lines, utf8_bad, open_last, bad: BadRows) -> list:
@@ -273,12 +290,12 @@ def _esmm_tokens(texts: list[str], utf8_bad: np.ndarray, labelled: bool = True):
     toks = np.array(list(feats), dtype=str)
     fld, sep, id_s = np.strings.partition(toks, ":")
     row_of = np.repeat(np.arange(n), np.where(short, 0, ncol - head))
-    ids, id_ok = int_cells(id_s)
+    ids, id_ok, id_big = int_cells(id_s)
     malformed = (sep != ":") | (fld == "")
 
-    def by_row(reason: str, tok_bad: np.ndarray) -> tuple:
+    def by_row(reason: str, tok_bad: np.ndarray, why: str = "") -> tuple:
         def detail(i: int) -> str:
-            return repr(str(toks[np.flatnonzero(tok_bad & (row_of == i))[0]]))
+            return repr(str(toks[np.flatnonzero(tok_bad & (row_of == i))[0]])) + why
 
         return reason, np.bincount(row_of, weights=tok_bad, minlength=n) > 0, detail
 
@@ -287,7 +304,8 @@ def _esmm_tokens(texts: list[str], utf8_bad: np.ndarray, labelled: bool = True):
         ("wrong field count", short, lambda i: f"{ncol[i]} fields, expected >= 3"),
         *label_checks[:1],
         by_row("malformed field:id token", malformed),
-        by_row("non-integer id", ~id_ok & ~malformed),
+        by_row("non-integer id", ~id_ok & ~id_big & ~malformed),
+        by_row("id too large", id_big & ~malformed, _TOO_LARGE),
         *label_checks[1:],
     ]
     return y, fld, row_of, ids, checks
