@@ -266,7 +266,9 @@ def _serving(args: argparse.Namespace) -> int:
     from autoheri_jax.artifacts import MissingArtifactError
     from autoheri_jax.data.errors import DataFormatError
     from autoheri_jax.data.store import StoreError
+    from autoheri_jax.safe_output import OutputError
     from autoheri_jax.serving.runtime import ExportError
+    from autoheri_jax.workdir_lock import WorkdirBusy
 
     try:
         if args.step == "export":
@@ -285,7 +287,8 @@ def _serving(args: argparse.Namespace) -> int:
         if why := model.manifest.get("unfinished"):
             _log.warning(f"autoheri predict: {args.model} was exported unfinished: {why}")
         summary = predict_file(model, args.data, args.out, **opts)
-    except (ConfigError, MissingArtifactError, DataFormatError, StoreError, ExportError) as e:
+    except (ConfigError, MissingArtifactError, DataFormatError, StoreError, ExportError,
+            OutputError, WorkdirBusy) as e:  # fmt: skip
         _log.error(f"autoheri {args.step}: error: {e}")
         return 2
     skipped = f", bad rows skipped {summary['bad_rows']}" if summary["bad_rows"] else ""
@@ -324,6 +327,7 @@ def _main(args: argparse.Namespace) -> int:
     from autoheri_jax.artifacts import MissingArtifactError, Workdir
     from autoheri_jax.data.errors import DataFormatError
     from autoheri_jax.data.store import StoreError
+    from autoheri_jax.safe_output import OutputError
     from autoheri_jax.train.checkpoint import CheckpointError
     from autoheri_jax.train.loop import NonFiniteLossError, TrainingInterrupted
     from autoheri_jax.workdir_lock import WorkdirBusy
@@ -375,6 +379,7 @@ def _main(args: argparse.Namespace) -> int:
         DataFormatError,
         StoreError,
         CheckpointError,
+        OutputError,
     ) as e:
         _log.error(f"autoheri {args.step}: error: {e}")
         return 2

@@ -26,7 +26,12 @@ import numpy as np
 
 from autoheri_jax import artifacts
 from autoheri_jax.artifacts import SEARCHED
-from autoheri_jax.artifacts.lifecycle import install_architecture, saved_config, starting
+from autoheri_jax.artifacts.lifecycle import (
+    check_batch_sizes,
+    install_architecture,
+    saved_config,
+    starting,
+)
 from autoheri_jax.config import Config, ConfigError, EvolutionConfig, from_dict, to_dict
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits
@@ -162,6 +167,7 @@ def evolve(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
     ev = cfg.evolution
     with _starting(cfg, wd, fresh):
         data = load_data(cfg, wd, progress)
+        check_batch_sizes(cfg, data, phases=("retrain",))  # each candidate's (budget_train_config)
         edges = search_edges(cfg, data.train.num_stages)
         keys = [k for k, _, _ in metric_keys(data.train.stage_names)]
         if ev.metric != VALID_LOSS_METRIC and ev.metric.removesuffix("_auc") not in keys:

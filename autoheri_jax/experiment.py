@@ -16,6 +16,7 @@ import numpy as np
 from autoheri_jax import artifacts
 from autoheri_jax.artifacts import AUTOHERI, SEARCHED, SELECTION
 from autoheri_jax.artifacts.lifecycle import (  # noqa: F401 (saved_config: the CLI's and tests')
+    check_batch_sizes,
     install_architecture,
     prepare_workdir,
     saved_config,
@@ -102,7 +103,9 @@ def train_and_save(
 
 
 def check_baselines(cfg: Config, data: Splits) -> None:
-    """A baseline the data cannot train (esm2 on 2 stages) fails before the search, not after."""
+    """A baseline the data cannot train (esm2 on 2 stages), or a batch larger than a file's
+    rows, fails before the search (and config.json), not after."""
+    check_batch_sizes(cfg, data)
     for name in cfg.baselines:
         if name in VARIANTS:
             spec_for(VARIANTS[name](cfg.model), data.train)

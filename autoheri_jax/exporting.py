@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from autoheri_jax.safe_output import refuse_overlap
 from autoheri_jax.serving import runtime as rt
 from autoheri_jax.serving.export import architecture_of, info_dict, write_export
 
@@ -40,6 +41,7 @@ def export_workdir(
     from autoheri_jax.train.step import abstract_state
 
     wd = Workdir(workdir)
+    refuse_overlap(out, {"the workdir": wd.root}, "--out")  # before any work: nothing to lose
     cfg = experiment.saved_config(wd, None)
     record = wd.read_json("architecture.json", made_by="search")
     models = experiment.model_configs(cfg, record)
@@ -52,6 +54,7 @@ def export_workdir(
         note = {"source": "simulator", "vocabulary": "identity (ids are rows; others -> 0)"}
     else:
         root = _store_root(cfg, wd)
+        refuse_overlap(out, {"the store": root}, "--out")
         manifest = read_manifest(root)
         data = open_split(root, "test", manifest)
         vocabs = load_vocabularies(root, [*data.field_names, *(b.name for b in data.bags)])

@@ -375,13 +375,18 @@ def test_fast_path_and_line_check_agree(raw):
     assert cases > 300  # most mutations break a line; some (e.g. in a value) keep it valid
 
 
-def test_failed_run_leaves_an_unfinished_store_that_is_rebuilt(raw, tmp_path):
+def test_failed_run_leaves_nothing_and_an_old_unfinished_store_is_rebuilt(raw, tmp_path):
+    """A store is built beside --out and renamed in complete (issue 33): a failure after the
+    train / valid columns were written leaves nothing at --out, nor beside it. What an older
+    version's interrupted conversion left at --out (columns, no manifest) is rebuilt."""
     name, idx, fn = BAD["bad value"]  # in the test skeleton: train / valid are written by then
     bad = write_raw(tmp_path / "bad", _bad(raw["lines"], name, idx, fn))
     out = tmp_path / "store"
     with pytest.raises(DataFormatError):
         prepare(bad, out)
-    assert (out / "train" / "sparse.npy").is_file() and not (out / "manifest.json").exists()
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "sparse.npy").write_bytes(b"half")
     with pytest.raises(StoreError, match="not a finished store"):
         open_split(out, "train")
     m = prepare(write_raw(tmp_path / "good", raw["lines"]), out)

@@ -97,6 +97,34 @@ def test_a_store_without_a_test_split_is_refused_before_anything_is_recorded(tmp
     assert not (wd / "config.json").exists()
 
 
+@pytest.mark.parametrize("key", ["search.batch_size", "retrain.batch_size"])
+def test_a_batch_larger_than_a_files_rows_is_refused_before_config_is_recorded(
+    tmp_path, capsys, monkeypatch, key
+):
+    """Config validation knows the simulator's row counts only: for a file the check runs on
+    the loaded rows, inside the start, so the corrected command is a new start (issue 33)."""
+    from autoheri_jax import experiment
+    from tests.test_no_overwrite import aitm_dir
+
+    data, wd = aitm_dir(tmp_path / "data"), tmp_path / "run"
+    other = "retrain.batch_size" if key == "search.batch_size" else "search.batch_size"
+    cmd = ["search", "--config", SMOKE, "--workdir", str(wd), "--data", str(data), *QUIET,
+           "--set", f"{other}=8"]  # fmt: skip
+    assert main([*cmd, "--set", f"{key}=100000"]) == 2
+    err = capsys.readouterr().err
+    assert f"{key}=100000 exceeds the " in err and str(data) in err
+    assert len(err.strip().splitlines()) == 1 and not (wd / "config.json").exists()
+
+    def stop(*args, **kw):  # past the start: config.json is written; no need to train
+        raise ConfigError("stopped after the start")
+
+    monkeypatch.setattr(experiment, "train_and_save", stop)
+    assert main([*cmd, "--set", f"{key}=8"]) == 2
+    err = capsys.readouterr().err
+    assert "stopped after the start" in err and "another config" not in err
+    assert json.loads((wd / "config.json").read_text())[key.split(".")[0]]["batch_size"] == 8
+
+
 @pytest.mark.slow
 def test_a_start_that_failed_on_its_model_leaves_no_config(tmp_path, capsys, monkeypatch):
     """An error raised while the model is built on the loaded data (an edge the data cannot

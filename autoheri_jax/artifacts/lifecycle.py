@@ -52,6 +52,28 @@ def starting(cfg: Config, wd: artifacts.Workdir, fresh: bool = False):
     wd.write_json("config.json", to_dict(cfg))  # (on resume: this run's devices, save policy)
 
 
+def check_batch_sizes(cfg: Config, data, phases=("search", "retrain")) -> None:
+    """What config validation cannot check for file data (it knows the simulator's row counts
+    only): each phase's batch fits the loaded training rows, and a bilevel search's the
+    validation rows. Called inside `starting`, so a start refused here records nothing and
+    the corrected command is a new start, not "searched with another config"."""
+    if cfg.data.source == "simulator":
+        return  # Config.validate has checked these against data.num_train / num_valid
+    src = cfg.data.path
+    for phase in phases:
+        bs, rows = getattr(cfg, phase).batch_size, data.train.num_rows
+        if bs > rows:
+            raise ConfigError(
+                f"{phase}.batch_size={bs} exceeds the {rows} training rows of {src}; "
+                f"set --set {phase}.batch_size=N with N <= {rows}"
+            )
+    if "search" in phases and cfg.search.bilevel and data.valid.num_rows < cfg.search.batch_size:
+        raise ConfigError(
+            f"search.bilevel needs >= search.batch_size ({cfg.search.batch_size}) validation "
+            f"rows; {src} has {data.valid.num_rows}"
+        )
+
+
 def prepare_workdir(cfg: Config, wd: artifacts.Workdir, fresh: bool = False) -> None:
     """`starting` with nothing to validate in between (a caller that loads data itself)."""
     with starting(cfg, wd, fresh):

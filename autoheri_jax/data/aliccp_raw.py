@@ -258,10 +258,19 @@ def prepare_aliccp_raw(
     run = _Run(paths, chunk_rows, on_bad_row == "skip", progress, engine)
     options = {"min_count": min_count, "valid_fraction": valid_fraction, "seed": seed,
                "on_bad_row": on_bad_row}  # fmt: skip
-    if (done := _reusable(out, options, run.sizes)) is not None:
-        _log.info(f"prepare: {out} is prepared from these files already; nothing to do")
-        return done
-    store.reset_unfinished(out)
+    with store.one_writer(out):  # one conversion at a time, from the reuse check on
+        if (done := _reusable(out, options, run.sizes)) is not None:
+            _log.info(f"prepare: {out} is prepared from these files already; nothing to do")
+            return done
+        store.reset_unfinished(out)  # what an interrupted conversion of an older version left
+        with store.building(out) as build:  # renamed to `out` complete, manifest and all
+            _convert(run, build, options)
+    return store.read_manifest(out)
+
+
+def _convert(run: _Run, out: Path, options: dict) -> None:
+    """prepare_aliccp_raw's conversion proper, into the (temporary) directory `out`."""
+    min_count, valid_fraction, seed = (options[k] for k in ("min_count", "valid_fraction", "seed"))
     (tmp := out / "_tmp").mkdir(parents=True)
     # 1-2: the train common table, then the train skeleton, spilled chunk by chunk
     index: dict[bytes, int] = {}
@@ -334,4 +343,3 @@ def prepare_aliccp_raw(
         "ignored_fields": dict(run.ignored),
         "timing_s": {k: round(v, 3) for k, v in run.timing.items()},
     })  # fmt: skip
-    return store.read_manifest(out)

@@ -331,10 +331,22 @@ def convert_processed(
     options |= {"format": fmt, "on_bad_row": on_bad_row}
     out = Path(out_dir)
     same = lambda m: m.get("source") == source and m.get("options") == options
-    if (done := store.reusable(out, same, _STORE_ENTRIES)) is not None:
-        return done
-    store.reset_unfinished(out)
+    with store.one_writer(out):  # one conversion at a time, from the reuse check on
+        if (done := store.reusable(out, same, _STORE_ENTRIES)) is not None:
+            return done
+        store.reset_unfinished(out)  # what an interrupted conversion of an older version left
+        with store.building(out) as tmp:
+            meta = {"source": source, "options": options, "input": str(Path(path).resolve())}
+            _write_store(tmp, files, fmt, labelled, meta, engine, progress)
+    return store.read_manifest(out)
 
+
+def _write_store(out: Path, files: dict, fmt: str, labelled: dict, meta: dict, engine: str,
+                 progress: bool) -> None:  # fmt: skip
+    """convert_processed's conversion proper, into the (temporary) directory `out`."""
+    options = meta["options"]
+    on_bad_row, valid_fraction = options["on_bad_row"], options["valid_fraction"]
+    seed, min_count = options["seed"], options["min_count"]
     bad = BadRows(on_bad_row)
     tables, schema = {}, None
     for split, f in files.items():
@@ -386,12 +398,11 @@ def convert_processed(
         "vocab_sizes": {f: len(v) + 1 for f, v in vocabs.items()},
         "splits": splits,
         "valid_from": valid_from,
-        "source": source,
+        "source": meta["source"],
         "options": options,
         "bad_rows": counts,
-        "input": str(Path(path).resolve()),
+        "input": meta["input"],
     }
     if unlabeled := [s for s in splits if not labelled.get(s, labelled["train"])]:
         manifest["unlabeled_splits"] = unlabeled  # their labels are zeros (scoring only)
     store.write_manifest(out, manifest)
-    return store.read_manifest(out)

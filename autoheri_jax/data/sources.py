@@ -25,6 +25,7 @@ from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.errors import DataFormatError, StoreError
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.data.store import is_finished, open_split, read_manifest
+from autoheri_jax.safe_output import refuse_overlap
 
 RAW_ALICCP_MARKER = "sample_skeleton_train.csv"
 
@@ -54,6 +55,8 @@ def simulated_splits(d: DataConfig) -> Splits:
         num_dense=d.num_dense,
         latent_dim=d.latent_dim,
         noise_fields=d.noise_fields,
+        world=d.world,
+        planted_edge=d.planted_edge,
     )
     fit = simulate_funnel(num_rows=d.num_train + d.num_valid, **world_args)
     train, valid = fit.split([d.num_train, d.num_valid])
@@ -83,6 +86,7 @@ def prepare_store(
     if fmt == "store":
         read_manifest(src)  # refuses an unfinished store, naming it
         return src
+    out = refuse_overlap(out, {"--data": src}, "--out")  # the store replaces what is at out
     options = {"min_count": d.min_count, "valid_fraction": d.valid_fraction, "seed": d.seed,
                "on_bad_row": d.on_bad_row}  # fmt: skip
     if fmt == "aliccp_raw":

@@ -28,6 +28,10 @@ and a (split, field) pair absent from bag_tables is stored per row as above, so 
 these keys (older ones, the peer-format converter's) read unchanged. open_split turns a shared
 field into BagField(starts, ends, ids, values from the side table, row_of=side.<name>.row.npy).
 
+A converter holds `one_writer(out)` (an OS lock) from its reuse check to the end, and writes
+into `building(out)`, a directory beside `out` renamed into place complete: two conversions to
+one place never mix their columns, and a reader never sees a half-written store.
+
 Writing: `SideTableWriter(root / "side.<name>", fields)` appends (lengths, ids, values) per field
 for n more entities at a time; `SplitWriter(..., bags, shared={field: side_writer})` then takes,
 for a shared field, a rows array [n] in place of (lengths, ids, values), each row checked against
@@ -51,14 +55,16 @@ a store checks (integrity.py: headers and sizes always, hashes once per workdir 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from autoheri_jax import safe_output, workdir_lock
 from autoheri_jax.data import column_ranges, integrity
 from autoheri_jax.data.dataset import BagField, CTRDataset
 from autoheri_jax.data.errors import StoreError  # re-exported: importers take it from here
@@ -293,6 +299,26 @@ def reusable(out: Path, matches: Callable[[dict], bool], entries: set[str]) -> d
     if out.exists() and (not out.is_dir() or {e.name for e in out.iterdir()} - entries):
         raise StoreError(f"{out} exists and is not a store; refusing to replace it")
     return None
+
+
+def one_writer(out: Path, command: str = "autoheri prepare"):
+    """The OS lock of the store at `out` (workdir_lock.py, a sibling lock file), for a
+    converter's whole check-then-build: a second conversion to `out` is refused at once,
+    naming the first one's PID, instead of interleaving its columns with the first's."""
+    return workdir_lock.holding(workdir_lock.beside(out), Path(out).resolve(), command)
+
+
+@contextlib.contextmanager
+def building(out: Path) -> Iterator[Path]:
+    """A temporary directory beside `out` for a converter to write a whole store into (columns,
+    vocabularies, manifest last); renamed to `out` when the body returns, removed if it raises.
+    A reader of `out` therefore sees no store or a finished one, never a part of one."""
+    tmp = safe_output.new_dir_beside(Path(out).resolve())
+    try:
+        yield tmp
+        safe_output.replace_dir(tmp, Path(out).resolve())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def is_finished(root: str | Path) -> bool:

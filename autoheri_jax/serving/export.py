@@ -37,6 +37,7 @@ import numpy as np
 from jax import export as jax_export
 
 import autoheri_jax
+from autoheri_jax.safe_output import new_dir_beside, replace_dir
 from autoheri_jax.serving import runtime as rt
 
 DEFAULT_PLATFORMS = ("cpu", "cuda")
@@ -144,14 +145,36 @@ def write_export(
     manifest. An existing export at `out` is replaced; any other non-empty directory is refused.
     """
     out = Path(out).resolve()
-    if out.exists() and any(out.iterdir()) and not (out / rt.MANIFEST).is_file():
+    if out.exists() and not _replaceable(out):
         raise rt.ExportError(f"{out} exists and is not an export; refusing to overwrite it")
     names, leaves, treedef = named_leaves(params)  # to host once
     schema = schema_for(spec, data, vocabs, max_bag_len, names, leaves)
     exported, fallback = lower(spec, leaves, treedef, schema["inputs"], platforms)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = new_dir_beside(out)  # its own name: two exports to one place never share it
+    try:
+        _write_files(tmp, exported, fallback, names, leaves, vocabs, schema, architecture, info)
+        replace_dir(tmp, out)  # the old export or the new one at `out`, never a mix
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _replaceable(out: Path) -> bool:
+    """An empty directory, or an export (by its manifest's kind: a store or a workdir also
+    has a manifest.json, and replacing one would lose a user's data)."""
+    if not out.is_dir():
+        return False
+    if not any(out.iterdir()):
+        return True
+    try:
+        return json.loads((out / rt.MANIFEST).read_text()).get("kind") == rt.KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write_files(tmp: Path, exported, fallback, names, leaves, vocabs, schema, architecture,
+                 info) -> None:  # fmt: skip
+    """Every file of an export into the directory `tmp`, the manifest (with their hashes) last."""
     (tmp / rt.FUNCTION).write_bytes(exported.serialize())
     np.savez(tmp / rt.PARAMS, **dict(zip(names, leaves, strict=True)))
     if vocabs is not None:
@@ -175,9 +198,6 @@ def write_export(
         "files": files,
     }
     (tmp / rt.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.replace(out)
-    return out
 
 
 def architecture_of(spec, name: str, record: dict | None) -> dict:

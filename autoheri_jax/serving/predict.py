@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from autoheri_jax.progress import Progress
+from autoheri_jax.safe_output import refuse_overlap, replacing_file
 from autoheri_jax.serving.runtime import ExportedModel, ExportError
 from autoheri_jax.serving.scoring_data import ScoringData, open_rows
 
@@ -101,16 +102,15 @@ def write_table(columns: dict[str, np.ndarray], out: Path) -> None:
     import pyarrow as pa
 
     table = pa.table({k: pa.array(v) for k, v in columns.items()})
-    tmp = out.with_name(out.name + ".tmp")
-    if out.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
+    with replacing_file(out) as tmp:  # a crash never leaves half a file under `out`
+        if out.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
 
-        pq.write_table(table, tmp)
-    else:
-        import pyarrow.csv as pcsv
+            pq.write_table(table, tmp)
+        else:
+            import pyarrow.csv as pcsv
 
-        pcsv.write_csv(table, tmp)
-    tmp.replace(out)  # a crash never leaves half a file under `out`
+            pcsv.write_csv(table, tmp)
 
 
 def predict_file(
@@ -124,8 +124,9 @@ def predict_file(
     batch_size: int = 4096,
     progress: bool = True,
 ) -> dict:
-    """Scores every row of `data` with `model` into `out`; returns a summary."""
-    out = Path(out).resolve()
+    """Scores every row of `data` with `model` into `out`; returns a summary. `out` must not
+    be (or resolve to, or lie inside) `data` or the export: OutputError, before any work."""
+    out = refuse_overlap(out, {"--data": data, "--model": model.root}, "--out")
     if out.suffix.lower() not in OUT_FORMATS:
         raise ExportError(f"--out {out.name}: the extension picks the format, one of {OUT_FORMATS}")
     if batch_size < 1:
