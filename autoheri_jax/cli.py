@@ -21,8 +21,10 @@ MTReclib AliExpress) or a prepared store; the format is detected when it is unam
 A store is checked whenever it is opened (column sizes and shapes, label and id ranges) and
 hashed against its manifest once per workdir; `--verify` (the steps and predict) hashes it again.
 
-Expected failures (bad config, missing files, non-finite loss, a modified store) print one line
-naming the key, file or step and exit with status 2; no traceback.
+Expected failures (bad config, missing files, non-finite loss, a modified store, a config file
+that does not import, a read-only or full place) print one line naming the key, file or step
+and exit with status 2; no traceback (errors.py). `--debug` (or AUTOHERI_DEBUG=1) restores the
+traceback. SIGINT / SIGTERM anywhere a run can be exit 128 + the signal, with the resume hint.
 
 Every command takes `--quiet`: no status lines and no progress lines, errors still shown. Status
 lines go through the "autoheri_jax" logger (progress.py: stdout by default, data preparation and
@@ -39,6 +41,7 @@ import sys
 from pathlib import Path
 
 from autoheri_jax.config import DATA_FORMATS, ConfigError, DataConfig, load_config
+from autoheri_jax.errors import DEBUG_ENV, RESUME_HINT, exit_code, one_line, terminating
 from autoheri_jax.progress import PACKAGE, get_logger
 
 # Results and errors both go through the logger (results INFO -> stdout, errors ERROR -> stderr,
@@ -102,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet",
         action="store_true",
         help="no status or progress lines (the autoheri_jax logger at WARNING); errors still shown",
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"full tracebacks instead of one-line errors (or {DEBUG_ENV}=1)",
     )
     prep = sub.add_parser(
         "prepare",
@@ -262,35 +270,24 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _serving(args: argparse.Namespace) -> int:
-    """export / predict: their own errors (export directory, data) exit 2 with one line."""
-    from autoheri_jax.artifacts import MissingArtifactError
-    from autoheri_jax.data.errors import DataFormatError
-    from autoheri_jax.data.store import StoreError
-    from autoheri_jax.safe_output import OutputError
-    from autoheri_jax.serving.runtime import ExportError
-    from autoheri_jax.workdir_lock import WorkdirBusy
+    """export / predict: their own errors (export directory, data) exit 2 with one line
+    (_verified)."""
+    if args.step == "export":
+        from autoheri_jax.exporting import export_workdir
 
-    try:
-        if args.step == "export":
-            from autoheri_jax.exporting import export_workdir
+        out = export_workdir(args.workdir, args.model, args.out, args.allow_unfinished)
+        _log.info(f"autoheri export: done; {args.model} of {args.workdir} in {out}")
+        return 0
+    from autoheri_jax.serving.predict import predict_file
+    from autoheri_jax.serving.runtime import load
 
-            out = export_workdir(args.workdir, args.model, args.out, args.allow_unfinished)
-            _log.info(f"autoheri export: done; {args.model} of {args.workdir} in {out}")
-            return 0
-        from autoheri_jax.serving.predict import predict_file
-        from autoheri_jax.serving.runtime import load
-
-        enable_compilation_cache()
-        opts = {"fmt": args.format, "on_bad_row": args.on_bad_row, "split": args.split,
-                "batch_size": args.batch_size, "progress": not args.no_progress}  # fmt: skip
-        model = load(args.model)
-        if why := model.manifest.get("unfinished"):
-            _log.warning(f"autoheri predict: {args.model} was exported unfinished: {why}")
-        summary = predict_file(model, args.data, args.out, **opts)
-    except (ConfigError, MissingArtifactError, DataFormatError, StoreError, ExportError,
-            OutputError, WorkdirBusy) as e:  # fmt: skip
-        _log.error(f"autoheri {args.step}: error: {e}")
-        return 2
+    enable_compilation_cache()
+    opts = {"fmt": args.format, "on_bad_row": args.on_bad_row, "split": args.split,
+            "batch_size": args.batch_size, "progress": not args.no_progress}  # fmt: skip
+    model = load(args.model)
+    if why := model.manifest.get("unfinished"):
+        _log.warning(f"autoheri predict: {args.model} was exported unfinished: {why}")
+    summary = predict_file(model, args.data, args.out, **opts)
     skipped = f", bad rows skipped {summary['bad_rows']}" if summary["bad_rows"] else ""
     _log.info(f"autoheri predict: done; {summary['rows']} rows ({summary['format']}) scored in "
               f"{summary['seconds']:.1f}s{skipped} -> {summary['out']}")  # fmt: skip
@@ -300,6 +297,7 @@ def _serving(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.quiet = args.quiet or args.quiet_first
+    args.debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     if not args.quiet:
         return _verified(args)
     # --quiet: WARNING for this command only (main() is also called in-process: tests, notebooks)
@@ -314,75 +312,61 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _verified(args: argparse.Namespace) -> int:
-    """--verify: every store the command opens is hashed, whatever its workdir recorded."""
+    """--verify: every store the command opens is hashed, whatever its workdir recorded.
+    Every failure a user can cause ends here as one line and exit status 2 (errors.py), a
+    signal as 128 + its number with the resume hint; --debug re-raises instead."""
     from autoheri_jax.data.integrity import verifying
 
-    with verifying(getattr(args, "verify", False)):
-        return _main(args)
+    try:
+        with verifying(getattr(args, "verify", False)), terminating(args.step):
+            return _main(args)
+    except Exception as e:
+        if args.debug or (code := exit_code(e)) is None:
+            raise  # --debug, or a bug (not a user's error): the traceback is the report
+        _log.error(f"autoheri {args.step}: {one_line(e)}")
+        return code
+    except KeyboardInterrupt:  # outside training and saves: nothing half-written to report
+        if args.debug:
+            raise
+        _log.error(f"autoheri {args.step}: SIGINT; {RESUME_HINT}")
+        return 128 + signal.SIGINT
 
 
 def _main(args: argparse.Namespace) -> int:
     if args.step in ("export", "predict"):
         return _serving(args)
-    from autoheri_jax.artifacts import MissingArtifactError, Workdir
-    from autoheri_jax.data.errors import DataFormatError
-    from autoheri_jax.data.store import StoreError
-    from autoheri_jax.safe_output import OutputError
-    from autoheri_jax.train.checkpoint import CheckpointError
-    from autoheri_jax.train.loop import NonFiniteLossError, TrainingInterrupted
-    from autoheri_jax.workdir_lock import WorkdirBusy
+    from autoheri_jax.artifacts import Workdir
 
-    try:
-        if args.step == "prepare":
-            return _prepare(args)
-        if args.step == "study":
-            with _writing(args.workdir, args.step):
-                return _study(args)
-        if args.step == "report":
-            return _report(args)
-        overrides = list(args.set)
-        if getattr(args, "data", None):
-            overrides += ["data.source=files", f"data.path={Path(args.data).resolve()}"]
-        if getattr(args, "format", None):
-            overrides.append(f"data.format={args.format}")
-        if getattr(args, "on_bad_row", None):
-            overrides.append(f"data.on_bad_row={args.on_bad_row}")
-        cfg = load_config(args.config, overrides) if args.config else None
-        if cfg is not None:  # a prepared store's own options win, recorded (sources.py)
-            from autoheri_jax.data.sources import with_store_options
+    if args.step == "prepare":
+        return _prepare(args)
+    if args.step == "study":
+        with _writing(args.workdir, args.step):
+            return _study(args)
+    if args.step == "report":
+        return _report(args)
+    overrides = list(args.set)
+    if getattr(args, "data", None):
+        overrides += ["data.source=files", f"data.path={Path(args.data).resolve()}"]
+    if getattr(args, "format", None):
+        overrides.append(f"data.format={args.format}")
+    if getattr(args, "on_bad_row", None):
+        overrides.append(f"data.on_bad_row={args.on_bad_row}")
+    cfg = load_config(args.config, overrides) if args.config else None
+    if cfg is not None:  # a prepared store's own options win, recorded (sources.py)
+        from autoheri_jax.data.sources import with_store_options
 
-            cfg = with_store_options(cfg)
-        if cfg is None and args.set:
-            raise ConfigError("--set needs --config (a searched workdir keeps its config)")
-        enable_compilation_cache()
-        if cfg is not None:
-            from autoheri_jax.train.parallel import init_distributed
+        cfg = with_store_options(cfg)
+    if cfg is None and args.set:
+        raise ConfigError("--set needs --config (a searched workdir keeps its config)")
+    enable_compilation_cache()
+    if cfg is not None:
+        from autoheri_jax.train.parallel import init_distributed
 
-            init_distributed(cfg.parallel)
-        wd = Workdir(args.workdir)
-        progress = not args.no_progress
-        with _writing(wd.root, args.step):
-            _run_step(args, cfg, wd, progress)
-    except WorkdirBusy as e:
-        _log.error(f"autoheri {args.step}: error: {e}")
-        return 2
-    except TrainingInterrupted as e:
-        _log.error(f"autoheri {args.step}: {e}")
-        return 128 + e.signum
-    except KeyboardInterrupt:  # outside training and saves: nothing half-written to report
-        _log.error(f"autoheri {args.step}: SIGINT; run the same command again to resume")
-        return 128 + signal.SIGINT
-    except (
-        ConfigError,
-        MissingArtifactError,
-        NonFiniteLossError,
-        DataFormatError,
-        StoreError,
-        CheckpointError,
-        OutputError,
-    ) as e:
-        _log.error(f"autoheri {args.step}: error: {e}")
-        return 2
+        init_distributed(cfg.parallel)
+    wd = Workdir(args.workdir)
+    progress = not args.no_progress
+    with _writing(wd.root, args.step):
+        _run_step(args, cfg, wd, progress)
     _log.info(f"autoheri {args.step}: done; artefacts in {Path(args.workdir).resolve()}")
     return 0
 

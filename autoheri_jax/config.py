@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import traceback
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -689,14 +690,35 @@ def call_python_file(path: Path, function: str, returns: type) -> Any:
     result's type; every failure names the file."""
     spec = importlib.util.spec_from_file_location(f"autoheri_{function}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, function):
-        raise ConfigError(f"{path}: defines no {function}()")
-    result = getattr(module, function)()
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, function):
+            raise ConfigError(f"{path}: defines no {function}()")
+        result = getattr(module, function)()
+    except ConfigError:
+        raise
+    except Exception as e:  # a user's file: its syntax error, failed import or raise, by line
+        raise ConfigError(_file_error(path, e)) from e
     if not isinstance(result, returns):
         kind = f"{returns.__module__}.{returns.__qualname__}"
         raise ConfigError(f"{path}: {function}() must return {kind}")
     return result
+
+
+def _file_error(path: Path, e: Exception) -> str:
+    """`FILE:LINE: Type: message` of an exception raised by running the Python file `path`:
+    the line of `path` nearest the error (a syntax error's own line, else the traceback's last
+    frame in the file), so the one line points where the file must change."""
+    line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) else None
+    where = Path(e.filename) if isinstance(e, SyntaxError) and e.filename else path
+    if line is None:
+        mine = path.resolve()
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if Path(f.filename).resolve() == mine]  # fmt: skip
+        line = frames[-1].lineno if frames else None
+    text = e.msg if isinstance(e, SyntaxError) else str(e)
+    head = f"{where}:{line}" if line else f"{where}"
+    return f"{head}: {type(e).__name__}: {text}".replace("\n", " ")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

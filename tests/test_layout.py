@@ -43,9 +43,10 @@ FORBIDDEN = {
 
 # the workflows on top, in order: each may use the groups before it, never its peers or those
 # after it (experiment is the one-shot run; evolution_run and seed_runs drive it; exporting
-# writes from a finished workdir; study runs them all; cli is the command over everything)
+# writes from a finished workdir; study runs them all; errors is how the command reports every
+# layer's failures; cli is the command over everything)
 _WORKFLOW_ORDER = (("experiment",), ("evolution_run", "seed_runs"), ("exporting",), ("study",),
-                   ("cli",))  # fmt: skip
+                   ("errors",), ("cli",))  # fmt: skip
 _WORKFLOWS = tuple(m for group in _WORKFLOW_ORDER for m in group)
 _PACKAGES = ("config", "data", "model", "train", "search", "serving", "artifacts", "report")
 # the foundation: small modules every layer may use, which use no other module of the package

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import jax
 import numpy as np
@@ -75,3 +76,38 @@ def test_signal_during_the_final_save_exits_with_the_hint_and_resumes(
         assert got["models"][model]["test"] == rec["test"], model  # bitwise the same scores
     for model in ("autoheri", "esmm"):
         jax.tree.map(np.testing.assert_array_equal, _params(wd, model), _params(reference, model))
+
+
+def _kill_self(sig):
+    def fire(*args, **kw):
+        os.kill(os.getpid(), sig)
+        time.sleep(30)  # the handler raises here, at once
+        raise AssertionError("the signal did not stop the run")
+
+    return fire
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("where", ["edge evidence", "loading the data"])
+def test_a_signal_outside_training_exits_128_plus_n_with_the_hint(
+    sig, where, tmp_path, monkeypatch, capsys
+):
+    """SIGTERM outside the training loops and saves (the edge evidence, the validated
+    selection, the evaluation, loading) once died by the default action, with no message;
+    now it exits as SIGINT does: 128 + N and the resume hint (issue 33)."""
+    from autoheri_jax import experiment
+    from autoheri_jax.search import evidence
+
+    if where == "edge evidence":  # after the start: the search's training is skipped
+        monkeypatch.setattr(experiment, "train_and_save", lambda *a, **k: None)
+        monkeypatch.setattr(evidence, "edge_evidence", _kill_self(sig))
+    else:
+        monkeypatch.setattr(experiment, "load_data", _kill_self(sig))
+    wd = tmp_path / "wd"
+    args = ["search", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]
+    assert main(args) == 128 + sig
+    err = capsys.readouterr().err
+    name = signal.Signals(sig).name
+    assert err == f"autoheri search: {name}; run the same command again to resume\n"
+    assert (wd / "config.json").exists() == (where == "edge evidence")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back

@@ -148,6 +148,10 @@ def write_export(
     if out.exists() and not _replaceable(out):
         raise rt.ExportError(f"{out} exists and is not an export; refusing to overwrite it")
     names, leaves, treedef = named_leaves(params)  # to host once
+    for name, leaf in zip(names, leaves, strict=True):  # a nan model would score nan, exit 0
+        if leaf.dtype.kind in "fc" and not np.isfinite(leaf).all():
+            raise rt.ExportError(f"parameter {name!r} has non-finite values (nan / inf); "
+                                 "refusing to export a model that scores nan")  # fmt: skip
     schema = schema_for(spec, data, vocabs, max_bag_len, names, leaves)
     exported, fallback = lower(spec, leaves, treedef, schema["inputs"], platforms)
     tmp = new_dir_beside(out)  # its own name: two exports to one place never share it

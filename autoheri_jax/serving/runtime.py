@@ -69,20 +69,30 @@ def _read_json(root: Path, name: str) -> dict:
     if not path.is_file():
         raise ExportError(f"{root} is not a complete export: {name} is missing")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ExportError(f"{path}: not JSON ({e})") from None
+    if not isinstance(data, dict):  # valid JSON of another shape: named, not a traceback
+        raise ExportError(f"{path}: not a JSON object (a {type(data).__name__})")
+    return data
 
 
 def _verify_files(root: Path, manifest: dict) -> None:
+    """Every file the loader reads is listed in the manifest with its SHA-256, and matches it
+    (vocab.npz included: a file read without a listed hash could be anything)."""
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise ExportError(f"{root / MANIFEST}: lists no files")
     for name in (FUNCTION, PARAMS, SCHEMA):
         if name not in files:
             raise ExportError(f"{root / MANIFEST}: does not list {name}")
+    if (root / VOCAB).exists() and VOCAB not in files:
+        raise ExportError(f"{root / VOCAB}: not listed in {root / MANIFEST} with a hash; "
+                          "refusing to read it (export the model again)")  # fmt: skip
     for name, entry in files.items():
         path = root / name
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise ExportError(f"{root / MANIFEST}: file {name!r} is listed without a sha256")
         if Path(name).name != name or not path.is_file():
             raise ExportError(f"{root} is not a complete export: {name} is missing")
         if sha256_file(path) != entry.get("sha256"):
@@ -111,7 +121,17 @@ class ExportedModel:
                 f"runtime reads {SCHEMA_VERSION} (export the model again)"
             )
         _verify_files(root, manifest)
-        self.schema = schema = _read_json(root, SCHEMA)
+        self.schema = _read_json(root, SCHEMA)
+        try:
+            self._load(root)
+        except (KeyError, TypeError, AttributeError, IndexError) as e:  # hashed, yet malformed
+            raise ExportError(
+                f"{root / SCHEMA} or {root / MANIFEST}: malformed ({type(e).__name__}: {e}); "
+                "export the model again"
+            ) from None
+
+    def _load(self, root: Path) -> None:
+        schema = self.schema
         try:
             self.exported = jax_export.deserialize(bytearray((root / FUNCTION).read_bytes()))
         except Exception as e:  # a file that hashes right but jax cannot read: a jax mismatch
@@ -122,6 +142,13 @@ class ExportedModel:
         with np.load(root / PARAMS) as npz:
             params = [npz.get(p["name"]) for p in schema["params"]]
         self._check_signature(params)
+        for p, array in zip(schema["params"], params, strict=True):
+            if array.dtype.kind in "fc" and not np.isfinite(array).all():  # nan scores, exit 0
+                bad = int(np.size(array) - np.isfinite(array).sum())
+                raise ExportError(
+                    f"{root / PARAMS}: parameter {p['name']!r} has {bad} non-finite values "
+                    "(nan / inf); a model with them scores nan: export a finite model"
+                )
         self.vocabs = self._vocabularies()
         self.fields = [f["name"] for f in schema["fields"]]
         self.bag_fields = [b["name"] for b in schema["bag_fields"]]
@@ -179,7 +206,7 @@ class ExportedModel:
 
     def _vocabularies(self) -> dict[str, Vocabulary]:
         tables = {}
-        if (self.root / VOCAB).is_file():
+        if VOCAB in self.manifest["files"]:  # read only when listed with a hash (_verify_files)
             with np.load(self.root / VOCAB) as npz:
                 tables = {k: npz[k] for k in npz.files}
         out = {}
