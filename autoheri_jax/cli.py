@@ -41,7 +41,14 @@ import sys
 from pathlib import Path
 
 from autoheri_jax.config import DATA_FORMATS, ConfigError, DataConfig, load_config
-from autoheri_jax.errors import DEBUG_ENV, RESUME_HINT, exit_code, one_line, terminating
+from autoheri_jax.errors import (
+    DEBUG_ENV,
+    RESUME_HINT,
+    exit_code,
+    one_line,
+    one_line_errors,
+    terminating,
+)
 from autoheri_jax.progress import PACKAGE, get_logger
 
 # Results and errors both go through the logger (results INFO -> stdout, errors ERROR -> stderr,
@@ -318,7 +325,11 @@ def _verified(args: argparse.Namespace) -> int:
     from autoheri_jax.data.integrity import verifying
 
     try:
-        with verifying(getattr(args, "verify", False)), terminating(args.step):
+        with (
+            verifying(getattr(args, "verify", False)),
+            terminating(args.step),
+            one_line_errors(args.debug),
+        ):
             return _main(args)
     except Exception as e:
         if args.debug or (code := exit_code(e)) is None:

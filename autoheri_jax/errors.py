@@ -12,12 +12,17 @@ the same as a TrainingInterrupted, so a run stopped by either outside the traini
 saves (which catch both and save first, train/signals.py) -- loading the data, the edge
 evidence, the validated selection, the evaluation -- still exits 128 + N with the resume hint
 instead of dying silently under SIGTERM's default action.
+
+Libraries: orbax logs every failed thread of an asynchronous save with its traceback before
+the save's exception reaches the command; `one_line_errors` drops those records (the command's
+one line reports the failure), unless --debug.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -104,3 +109,33 @@ def terminating(step: str) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _NoLibraryErrors(logging.Filter):
+    """Drops ERROR records (and their tracebacks) of a library's logger: orbax logs each
+    failed thread of an asynchronous save with its traceback (330-640 lines on a full disk)
+    before the save's own exception reaches the command, which reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+LIBRARY_LOGGERS = ("absl",)  # orbax's (through absl.logging)
+
+
+@contextlib.contextmanager
+def one_line_errors(debug: bool) -> Iterator[None]:
+    """For the `with` body: library ERROR records are dropped (their failure surfaces as an
+    exception the command reports); under --debug nothing is dropped. Warnings stay."""
+    if debug:
+        yield
+        return
+    quiet = _NoLibraryErrors()
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    for log in loggers:
+        log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for log in loggers:
+            log.removeFilter(quiet)

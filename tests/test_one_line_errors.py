@@ -134,3 +134,38 @@ def test_non_finite_parameters_re_signed_are_refused_by_name(export, tmp_path, c
     err = capsys.readouterr().err
     assert f"parameter {name!r} has 1 non-finite values" in err
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_failed_async_save_is_one_line_without_the_threads_tracebacks(
+    tmp_path, capsys, caplog, monkeypatch
+):
+    """A full disk during an asynchronous save: orbax logs each failed thread with its
+    traceback (330-640 lines) before the save's exception arrives; only its one line shows."""
+    import logging
+    import threading
+
+    from autoheri_jax import experiment
+    from autoheri_jax.train.checkpoint import CheckpointError
+
+    def full_disk(*args, **kw):
+        def thread():
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                logging.getLogger("absl").exception("_SignalingThread.run() raised an exception")
+
+        t = threading.Thread(target=thread)
+        t.start()
+        t.join()
+        raise CheckpointError("saving step 16 failed: No space left on device")
+
+    monkeypatch.setattr(experiment, "load_data", full_disk)
+    args = ["search", "--config", "experiments/configs/smoke.py", "--no-progress"]
+    with caplog.at_level(logging.INFO):
+        assert main([*args, "--workdir", str(tmp_path / "wd")]) == 2
+    assert not [r for r in caplog.records if r.name == "absl"]
+    err = capsys.readouterr().err
+    assert err == "autoheri search: error: saving step 16 failed: No space left on device\n"
+    with caplog.at_level(logging.INFO), pytest.raises(CheckpointError):
+        main([*args, "--workdir", str(tmp_path / "wd2"), "--debug"])
+    assert [r.exc_info for r in caplog.records if r.name == "absl"]  # --debug: all of it
