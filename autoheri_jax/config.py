@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autoheri_jax.data.worlds import WORLDS, parse_planted_edge
 from autoheri_jax.model.edges import AGGREGATIONS, parse_edge
 from autoheri_jax.model.edges import OPS as EDGE_OPS
 from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS
@@ -96,6 +97,12 @@ class DataConfig:
     latent_dim: int = 8  # size of the hidden user / item vectors
     num_dense: int = 0  # extra dense features derived from the hidden vectors
     noise_fields: int = 0  # sparse fields carrying no signal
+    # how the conversion stage reuses the click stage's hidden structure (data/worlds.py):
+    # cascade (the click interaction, linearly), or a world with a planted answer: shallow
+    # (an early click layer's quantity), deep (the click output), planted (teacher layer i at
+    # depth j, data.planted_edge), null (nothing shared)
+    world: str = "cascade"
+    planted_edge: str = "0->2"  # world=planted: the edge "i->j" the world plants
 
     def __post_init__(self):
         _check_types(self, "")
@@ -120,6 +127,16 @@ class DataConfig:
         _check(all(0 < r < 1 for r in rates), "stage_rates", "rates must lie in (0, 1)")
         _check(0 <= self.cascade_strength <= 1, "cascade_strength", "must lie in [0, 1]")
         _check(self.zipf_exponent > 0, "zipf_exponent", "must be > 0")
+        _check(self.world in WORLDS, "world", f"one of {WORLDS}")
+        _check(
+            self.world == "cascade" or self.num_stages == 2,
+            "world",
+            f"{self.world!r} is a 2-stage funnel: needs num_stages=2",
+        )
+        try:
+            parse_planted_edge(self.planted_edge)
+        except ValueError as e:
+            raise ConfigError(f"planted_edge: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,7 +433,7 @@ class EvolutionConfig:
         _check(self.metric in EVOLUTION_METRICS, "metric", f"one of {EVOLUTION_METRICS}")
 
 
-SEARCH_METHODS = ("masked", "gradient")
+SEARCH_METHODS = ("masked", "gradient", "paper", "ablation")
 EVIDENCE_CRITERIA = (
     "recal_nll",
     "raw_nll",
@@ -436,16 +453,22 @@ class EdgeSearchConfig:
 
     # "masked": the supernet trains under fixed Bernoulli(keep_prob) edge masks, then every
     # edge is judged by its paired on/off contrast on validation batches with the
-    # calibration refit out; "gradient": the paper's relaxed gates sigmoid(logit) learned
-    # jointly with the weights, an edge kept when its gate ends above derive_threshold
+    # calibration refit out (then the validated selection); "paper": the AutoHERI paper's
+    # one-shot search as written (relaxed Bernoulli gates sigmoid(logit), weights and edge
+    # logits updated jointly in their two optax partitions, per-logit Adam from step 0, the
+    # entropy regulariser at full weight from step 0, derive at 0.5); "gradient": this
+    # project's variant of it (arch warm-up, shared-RMS Adam, entropy ramp, zero-initialised
+    # edge blocks: search.* and model.edge_init, derive at derive_threshold); "ablation": the
+    # vmapped architecture batch as the search (no edge, all, each alone, all but each,
+    # retrained with the retrain budget and judged on validation by the selection's rule)
     method: str = "masked"
     keep_prob: float = 0.5  # masked: chance each edge is on in a training step's mask
     contexts: int = 8  # masked: masks of the other edges each edge is switched on and off in
-    # masked: an edge is kept when the z of its contrast over validation batches exceeds this
-    # (dropped below minus it, undecided between). Fixed before any study ran, not tuned: a
-    # one-sided 5% test Bonferroni-corrected for up to 27 candidates needs Phi^-1(1 - 0.05 / 27)
-    # = 2.9; rounded up to 3
-    threshold: float = 3.0
+    # masked: an edge is kept when the t statistic of its contrast over validation batches
+    # exceeds this (dropped below minus it, undecided between); 0 = the one-sided 5% quantile
+    # of Student's t with (batches - 1) degrees of freedom, Bonferroni over the E candidates,
+    # t_{1 - 0.05 / E, batches - 1} (2.59 for 9 edges at 97 batches, 3.33 for 27 at 19)
+    threshold: float = 0.0
     # masked: the validation loss of the contrast (search/evidence.py): recal_nll (the
     # entire-space NLL after the per-mask recalibration, cross-fitted), raw_nll (no
     # correction), recal_cvr_nll (the recalibrated post-click NLL on clicked rows only) or
@@ -467,7 +490,7 @@ class EdgeSearchConfig:
         _check(self.method in SEARCH_METHODS, "method", f"one of {SEARCH_METHODS}")
         _check(0 < self.keep_prob < 1, "keep_prob", "must lie in (0, 1)")
         _check(self.contexts >= 1, "contexts", "must be >= 1")
-        _check(self.threshold > 0, "threshold", "must be > 0")
+        _check(self.threshold >= 0, "threshold", "must be >= 0 (0 = the t quantile)")
         _check(self.criterion in EVIDENCE_CRITERIA, "criterion", f"one of {EVIDENCE_CRITERIA}")
         _check(self.undecided in UNDECIDED_RULES, "undecided", f"one of {UNDECIDED_RULES}")
         _check(self.select in SELECT_CRITERIA, "select", f"one of {SELECT_CRITERIA}")
@@ -497,15 +520,7 @@ class Config:
         _check(self.eval_batch_size > 0, "eval_batch_size", "must be > 0")
         _check(self.model.searched, "model.searched", "the AutoHERI model must be searched")
         _check(self.model.edge_mode != "none", "model.edge_mode", "AutoHERI needs candidate edges")
-        if self.edge_search.method == "masked":
-            _check(self.model.aggregation != "search", "edge_search.method",
-                   "masked decides edges only; an operator search (model.aggregation=search) "
-                   "needs edge_search.method=gradient")  # fmt: skip
-            _check(
-                not self.search.bilevel,
-                "edge_search.method",
-                "masked has no arch gradient; search.bilevel needs method=gradient",
-            )
+        self._check_method()
         simulated = self.data.source == "simulator"
         for phase in ("search", "retrain"):
             bs = getattr(self, phase).batch_size
@@ -534,6 +549,37 @@ class Config:
             "baselines",
             "esm2 needs a 3-stage funnel (click -> action -> purchase): data.num_stages=3",
         )
+
+    def _check_method(self) -> None:
+        """A setting the chosen edge_search.method does not use is refused by name (where it
+        could only be ignored)."""
+        method = self.edge_search.method
+        if method in ("masked", "ablation"):
+            _check(
+                self.model.aggregation != "search",
+                "edge_search.method",
+                f"{method} decides edges only; an operator search (model.aggregation=search) "
+                "needs edge_search.method=gradient",
+            )
+            _check(
+                not self.search.bilevel,
+                "edge_search.method",
+                f"{method} has no arch gradient; search.bilevel needs method=gradient",
+            )
+        if method == "paper":
+            for key, value, paper in (
+                ("search.bilevel", self.search.bilevel, False),
+                ("search.sparsity_weight", self.search.sparsity_weight, 0.0),
+                ("derive_threshold", self.derive_threshold, 0.5),
+                ("model.init_edge_logit", self.model.init_edge_logit, 0.0),
+                ("model.edge_logit_noise", self.model.edge_logit_noise, 0.0),
+            ):
+                _check(
+                    value == paper,
+                    key,
+                    f"edge_search.method=paper runs the paper's search as written ({key}="
+                    f"{paper}); use edge_search.method=gradient to change it",
+                )
 
 
 # ----------------------------------------------------------------------------- (de)serialise

@@ -34,6 +34,7 @@ from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS, derived_model
 from autoheri_jax.progress import say as _say
 from autoheri_jax.report.tables import format_table
 from autoheri_jax.search import architecture, evidence, selection
+from autoheri_jax.train.arch_batch import ground_truth_masks
 from autoheri_jax.train.loop import Resumable, fingerprint, train
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.step import abstract_state, count_params
@@ -111,12 +112,28 @@ def check_baselines(cfg: Config, data: Splits) -> None:
             spec_for(VARIANTS[name](cfg.model), data.train)
 
 
+# The AutoHERI paper's one-shot search as written (edge_search.method=paper): per-logit Adam on
+# the edge logits from step 0, the entropy regulariser at full weight from step 0 (0.1 on the
+# mean over 9 edges = 0.0111 per edge), no sparsity cost, edge kernel rows drawn with their
+# own Glorot fan-in, derived at probability 0.5 (config refuses another derive_threshold under
+# this method). The search's lr, arch_lr, epochs and batch are the config's.
+PAPER_SEARCH = dict(
+    arch_optimizer="adam", arch_warmup_steps=0, entropy_weight=0.0111, entropy_warmup_steps=0,
+    sparsity_weight=0.0, bilevel=False,
+)  # fmt: skip
+
+
 def search_setup(cfg: Config) -> tuple[ModelConfig, TrainConfig]:
-    """The supernet the search trains and how: the relaxed, gated model of the gradient search,
-    or (masked) every candidate edge without gates, trained under Bernoulli edge masks."""
-    if cfg.edge_search.method == "masked":
+    """The supernet the search trains and how: the relaxed, gated model of the gradient
+    search (paper: with the paper's settings), or every candidate edge without gates (masked:
+    trained under Bernoulli edge masks; ablation: the candidates' masks, no supernet)."""
+    method = cfg.edge_search.method
+    if method in ("masked", "ablation"):
         supernet = dataclasses.replace(cfg.model, searched=False)
         return supernet, dataclasses.replace(cfg.search, edge_keep_prob=cfg.edge_search.keep_prob)
+    if method == "paper":
+        model = dataclasses.replace(cfg.model, edge_init="block")
+        return model, dataclasses.replace(cfg.search, **PAPER_SEARCH)
     return cfg.model, cfg.search
 
 
@@ -129,37 +146,55 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
         check_baselines(cfg, data)
         model, tcfg = search_setup(cfg)
         spec = spec_for(model, data.train)
-    params = train_and_save(cfg, wd, SEARCHED, "search", spec, tcfg, data, progress)
+    params = None  # the ablation search trains its candidates, not a supernet
+    if cfg.edge_search.method != "ablation":
+        params = train_and_save(cfg, wd, SEARCHED, "search", spec, tcfg, data, progress)
     return derive_architecture(cfg, wd, spec, params, data)
+
+
+def _batch_checkpoints(cfg: Config, wd: artifacts.Workdir, spec, masks) -> Resumable:
+    """Where the search's batch of retrained candidates checkpoints (removed once the
+    architecture record holds its outcome)."""
+    return Resumable(
+        directory=wd.path("checkpoints", SELECTION),
+        cfg=cfg.checkpoint,
+        extra={"phase": "search", "model": SELECTION, "config": to_dict(cfg)},
+        fingerprint=fingerprint(spec, cfg.retrain, masks),
+    )
 
 
 def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> dict:
     """The searched params -> architecture.json / .txt (the kept edges and operators)."""
     mode = cfg.model.edge_mode
     stage_names = data.train.stage_names
-    if cfg.edge_search.method == "masked":
+    method = cfg.edge_search.method
+    if method == "masked":
         t0 = time.perf_counter()
         ev = evidence.edge_evidence(spec, params, data.valid, cfg.edge_search)
         _say(f"[search] edge evidence: {time.perf_counter() - t0:.1f}s")
         if cfg.edge_search.select != "off" and ev["batches"] > 0:  # judged: worth comparing
             t0 = time.perf_counter()
-            resumable = Resumable(
-                directory=wd.path("checkpoints", SELECTION),
-                cfg=cfg.checkpoint,
-                extra={"phase": "search", "model": SELECTION, "config": to_dict(cfg)},
-                fingerprint=selection.selection_fingerprint(spec, cfg.retrain, ev["kept"]),
-            )
+            masks = selection.candidate_masks(ev["kept"])[1]
             sel = selection.select_architecture(
                 spec, cfg.retrain, data.train, data.valid, ev["kept"],
-                cfg.edge_search.select, cfg.eval_batch_size, resumable,
+                cfg.edge_search.select, cfg.eval_batch_size,
+                _batch_checkpoints(cfg, wd, spec, masks),
             )  # fmt: skip
             ev = {**ev, "kept": sel.pop("kept"), "selection": sel}
             _say(f"[search] validated selection: {sel['chosen']} ({time.perf_counter() - t0:.1f}s)")
         record = architecture.evidence_record(spec.edges, ev, stage_names, mode)
+    elif method == "ablation":
+        names, masks = ground_truth_masks(spec.edges)
+        judged = selection.retrain_and_judge(
+            spec, cfg.retrain, data.train, data.valid, names, masks, "ctcvr_auc",
+            cfg.eval_batch_size, "search:ablation", _batch_checkpoints(cfg, wd, spec, masks),
+        )  # fmt: skip
+        record = architecture.ablation_record(spec.edges, judged, stage_names, mode)
     else:
         record = architecture.searched_architecture(
             params, spec, cfg.derive_threshold, stage_names, mode
         )
+        record["search_method"] = method
     install_architecture(wd, record)
     if artifacts.is_writer():  # the record holds the selection now: its batch is done
         shutil.rmtree(wd.path("checkpoints", SELECTION), ignore_errors=True)

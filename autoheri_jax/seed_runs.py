@@ -116,8 +116,10 @@ def run_seeds(
         datas.append(data)
     setups = [experiment.search_setup(c) for c in cfgs]
     specs = [experiment.spec_for(m, d.train) for (m, _), d in zip(setups, datas, strict=True)]
-    searched = _train_model(cfgs, wds, datas, artifacts.SEARCHED, "search", specs, progress,
-                            tcfgs=[t for _, t in setups])  # fmt: skip
+    searched = [None] * len(cfgs)  # the ablation search trains its candidates, no supernet
+    if cfgs[0].edge_search.method != "ablation":
+        searched = _train_model(cfgs, wds, datas, artifacts.SEARCHED, "search", specs, progress,
+                                tcfgs=[t for _, t in setups])  # fmt: skip
     records = [
         experiment.derive_architecture(cfg, wd, spec, params, data)
         for cfg, wd, spec, params, data in zip(cfgs, wds, specs, searched, datas, strict=True)

@@ -123,7 +123,11 @@ class Study:
     name: str  # printed and written to study.json
     base: Config  # the config every arm starts from
     arms: Mapping[str, Sequence[str]]  # arm -> `--set` style overrides of the base config
-    seeds: int = 5  # runs per arm (seed k = 0 .. seeds-1); `--seeds` overrides
+    # runs per arm (seeds first_seed .. first_seed + seeds - 1); `--seeds` overrides
+    seeds: int = 5
+    # the first seed: 0-99 are tuning seeds (defaults may be chosen on their validation
+    # metrics), 1000+ evaluation seeds, run once after the defaults are frozen
+    first_seed: int = 0
     compare_to: str = "esmm"  # model of the same run every other model is paired with
     keys: tuple[str, ...] = ()  # metric keys reported; () = every key of results.json
     # per key, the results.json fields reported besides the sampled-label AUC (columns
@@ -149,6 +153,8 @@ class Study:
             ok = not isinstance(overrides, str) and all(isinstance(o, str) for o in overrides)
             need(ok, f"arms[{arm!r}]", "must be a list of 'key=value' strings")
         need(isinstance(self.seeds, int) and self.seeds >= 1, "seeds", "must be an int >= 1")
+        ok = isinstance(self.first_seed, int) and self.first_seed >= 0
+        need(ok, "first_seed", "must be an int >= 0")
         for arm, method in self.methods.items():
             need(arm in self.arms, "methods", f"unknown arm {arm!r}")
             need(method in METHODS, "methods", f"{arm}: one of {METHODS}, got {method!r}")
@@ -161,16 +167,23 @@ class Study:
             need(len(pair) == 2 and pair[0] != pair[1], "model_pairs", f"bad pair {pair!r}")
         need(not isinstance(self.fields, str), "fields", "must be a tuple of field names")
 
+    def seed_range(self, seeds: int) -> range:
+        """The seeds of `seeds` runs per arm."""
+        return range(self.first_seed, self.first_seed + seeds)
+
     def method(self, arm: str) -> str:
         return self.methods.get(arm, "oneshot")
 
     def definition(self) -> dict:
         """What fixes every run's config: a workdir holds the runs of one definition only."""
-        return {
+        out = {
             "base": to_dict(self.base),
             "arms": {a: list(o) for a, o in self.arms.items()},
             "methods": {a: self.method(a) for a in self.arms},
         }
+        if self.first_seed:  # other seeds are other runs (0 keeps older workdirs valid)
+            out["first_seed"] = self.first_seed
+        return out
 
 
 def load_study(path: str | Path) -> Study:
@@ -201,6 +214,8 @@ def arm_config(study: Study, arm: str, seed: int, mode: str = "model") -> Config
         search=r(cfg.search, seed=cfg.search.seed + seed),
         retrain=r(cfg.retrain, seed=cfg.retrain.seed + seed),
         evolution=r(cfg.evolution, seed=cfg.evolution.seed + seed),
+        # the evidence's context masks too: a fixed seed would judge every run on the same 8
+        edge_search=r(cfg.edge_search, seed=cfg.edge_search.seed + seed),
     )
     # the random_mask baseline draws anew per seed
     cfg = r(cfg, model=r(cfg.model, random_seed=cfg.model.random_seed + seed))
@@ -281,7 +296,7 @@ def run_study(
     plan = [
         (mode, k, arm, arm_config(study, arm, k, mode))  # every config checked before compute
         for mode in modes
-        for k in range(seeds)  # seed-major: a stopped study has every arm at equal seeds
+        for k in study.seed_range(seeds)  # seed-major: a stopped study has every arm at equal seeds
         for arm in study.arms
     ]
     _check_definition(study, workdir)
@@ -434,7 +449,9 @@ def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: in
     for mode in modes:
         arms: dict[str, Any] = {}
         for arm in study.arms:
-            got = {k: runs[(mode, arm, k)] for k in range(seeds) if (mode, arm, k) in runs}
+            got = {
+                k: runs[(mode, arm, k)] for k in study.seed_range(seeds) if (mode, arm, k) in runs
+            }
             models: list[str] = []
             for r in got.values():
                 models += [m for m in r["auc"] if m not in models]
@@ -473,7 +490,7 @@ def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: in
         pairs_out = []
         for a, b in study.arm_pairs:
             common = [
-                k for k in range(seeds)
+                k for k in study.seed_range(seeds)
                 if (mode, a, k) in runs and (mode, b, k) in runs
                 and study.pair_model in runs[(mode, a, k)]["auc"]
                 and study.pair_model in runs[(mode, b, k)]["auc"]
@@ -495,7 +512,7 @@ def write_summary(study: Study, workdir: Path, seeds: int, modes: Sequence[str])
     runs = {}
     for mode in modes:
         for arm in study.arms:
-            for k in range(seeds):
+            for k in study.seed_range(seeds):
                 r = collect_run(run_dir(workdir, arm, k, mode), study.method(arm))
                 if r is not None:
                     runs[(mode, arm, k)] = r

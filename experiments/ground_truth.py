@@ -25,6 +25,18 @@ Writes <workdir>/<arm>/seed<k>.json (a finished world-seed is not run again; one
 midway resumes from <arm>/seed<k>.ckpt, its checkpoints, which go once the record is written),
 ground_truth.json, ground_truth.md and ground_truth.png. About 80 s per world-seed on 2 CPU
 cores for study_base.
+
+A world with a planted answer (data/worlds.py) is an instrument: before it judges a search, its
+ground truth must show that it works, by this criterion (fixed before any run of it):
+  expected set G  shallow: every edge from click layer 0 or 1; deep: every edge from the last
+                  click layer; planted i*->j*: the edges (i, j) with i <= i* and
+                  j <= j* - (i* - i) (they carry teacher layer i*, or what computes it, with
+                  the depth its read-out needs); null: none.
+  works (G set)   g = the edge of G with the highest mean add-one: its add-one has a 95% CI
+                  above 0, and add-one(g) - add-one(r) has a paired 95% CI above 0 for every
+                  edge r outside G.
+  works (null)    no edge's add-one, and not all - none, has a 95% CI above 0.
+A world that fails is reported as failed and redesigned; it never judges a search.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ import numpy as np
 from scipy import stats
 
 from autoheri_jax import experiment
+from autoheri_jax.data.worlds import parse_planted_edge
 from autoheri_jax.metrics import BinaryScores, auc, soft_auc
 from autoheri_jax.search.evidence import (
     conditional_nll,
@@ -140,7 +153,45 @@ def _ci(values) -> dict:
     return paired_test(v, [0.0] * len(v))
 
 
-def summarize(records: dict, pick: str, search_workdir: Path | None) -> dict:
+def expected_set(data_cfg, edges: list[str]) -> list[str] | None:
+    """The edges world `data_cfg` plants (the module docstring's G); None for a world without
+    a planted answer (cascade)."""
+    if data_cfg.world == "cascade":
+        return None
+    layers = [(e, *map(int, (e.split("->")[0].split(".")[1], e.split("->")[1].split(".")[1])))
+              for e in edges]  # fmt: skip
+    last = max(i for _, i, _ in layers)
+    if data_cfg.world == "shallow":
+        return [e for e, i, _ in layers if i < last]
+    if data_cfg.world == "deep":
+        return [e for e, i, _ in layers if i == last]
+    if data_cfg.world == "planted":
+        src, dst = parse_planted_edge(data_cfg.planted_edge)
+        return [e for e, i, j in layers if i <= src and j <= dst - (src - i)]
+    return []  # null
+
+
+def instrument_check(col: dict, edges: list[str], planted: list[str] | None) -> dict | None:
+    """The module docstring's criterion over per-seed cvr* sAUC columns `col` (name -> [seeds])."""
+    if planted is None:
+        return None
+    add = {e: col[f"only:{e}"] - col["none"] for e in edges}
+    if not planted:
+        above = [e for e in edges if (_ci(add[e])["ci_lo"] or 0) > 0]
+        all_above = (_ci(col["all"] - col["none"])["ci_lo"] or 0) > 0
+        return {"expected": [], "best": None, "versus": {}, "above_zero": above,
+                "works": not above and not all_above}  # fmt: skip
+    best = max(planted, key=lambda e: float(np.mean(add[e])))
+    versus = {r: _ci(add[best] - add[r]) for r in edges if r not in planted}
+    own = _ci(add[best])
+    works = (own["ci_lo"] or 0) > 0 and all((v["ci_lo"] or 0) > 0 for v in versus.values())
+    return {"expected": planted, "best": best, "best_add_one": own, "versus": versus,
+            "works": bool(works)}  # fmt: skip
+
+
+def summarize(
+    records: dict, pick: str, search_workdir: Path | None, planted: dict | None = None
+) -> dict:
     """records[arm] = [world-seed records] -> the tables of the module docstring."""
     out = {}
     for arm, recs in records.items():
@@ -182,6 +233,7 @@ def summarize(records: dict, pick: str, search_workdir: Path | None) -> dict:
             "best_on_valid": best,
             "best_on_test_minus_none": _ci(oracle - col["none"]),
             "best_on_test": [names[i] for i in s.argmax(1)],
+            "instrument": instrument_check(col, edges, (planted or {}).get(arm)),
         }
         if search_workdir is not None:
             arm_out["regret"] = _regret(recs, s, names, pick, search_workdir, arm)
@@ -213,6 +265,22 @@ def _regret(recs, s, names, pick, search_workdir: Path, arm: str) -> dict:
     }
 
 
+def _instrument_lines(check: dict) -> list[str]:
+    verdict = "WORKS" if check["works"] else "FAILS"
+    if not check["expected"]:
+        above = ", ".join(check["above_zero"]) or "none"
+        return [f"instrument (null): {verdict}; edges with add-one CI above 0: {above}"]
+    lines = [
+        f"instrument: {verdict}; expected set {check['expected']}; best of it {check['best']}, "
+        f"add-one {_cell(check['best_add_one'])}",
+        "",
+        f"| {check['best']} minus | paired add-one difference |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {r} | {_cell(v)} |" for r, v in check["versus"].items()]
+    return lines
+
+
 def _cell(t: dict, scale: float = 1.0) -> str:
     if t.get("ci_lo") is None:
         return "n/a"
@@ -239,6 +307,8 @@ def render(summary: dict, seeds: int) -> str:
         ]
         for e, v in a["per_edge"].items():
             lines.append(f"| {e} | {_cell(v['add_one'])} | {_cell(v['drop_one'])} |")
+        if a.get("instrument") is not None:
+            lines += ["", *_instrument_lines(a["instrument"])]
         lines += [
             "",
             "| validation criterion | Kendall tau vs test cvr* sAUC | picked - none "
@@ -300,6 +370,10 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument(
+        "--first-seed", type=int, default=0,
+        help="seeds first-seed .. first-seed + seeds - 1 (500+: instrument checks)",
+    )  # fmt: skip
     ap.add_argument("--arms", nargs="*", default=None, help="a subset of the study's arms")
     ap.add_argument("--search-workdir", type=Path, default=None, help="the study's workdir")
     ap.add_argument(
@@ -315,7 +389,7 @@ def main(argv=None) -> None:
     records = {}
     for arm in arms:
         records[arm] = []
-        for k in range(args.seeds):
+        for k in range(args.first_seed, args.first_seed + args.seeds):
             path = args.workdir / arm / f"seed{k}.json"
             if not path.exists():
                 ckpt = path.with_suffix(".ckpt")
@@ -325,7 +399,11 @@ def main(argv=None) -> None:
                 shutil.rmtree(ckpt, ignore_errors=True)  # the record now holds what they did
                 print(f"[ground truth] {arm} seed {k}: {rec['seconds']:.0f}s", flush=True)
             records[arm].append(json.loads(path.read_text()))
-    summary = summarize(records, args.pick, args.search_workdir)
+    planted = {}
+    for arm, recs in records.items():
+        data_cfg = arm_config(study, arm, recs[0]["seed"], "data").data
+        planted[arm] = expected_set(data_cfg, recs[0]["edges"])
+    summary = summarize(records, args.pick, args.search_workdir, planted)
     (args.workdir / "ground_truth.json").write_text(json.dumps(summary, indent=1))
     text = render(summary, args.seeds)
     (args.workdir / "ground_truth.md").write_text(text)

@@ -110,3 +110,28 @@ def test_architecture_batch_stopped_midway_resumes_to_the_same_state(tmp_path):
     other = masks[[1, 0, 2]]
     with pytest.raises(Exception, match="masks"):
         train_architectures(spec, cfg, train_rows, other, desc="t", resumable=resumable(other))
+
+
+def test_a_non_finite_lane_skips_every_lanes_update_and_a_finite_step_applies_them():
+    """The lane step's guard sits on the update (one cond outside the vmap): a batch whose loss
+    is NaN leaves every lane's params and optimiser state bitwise as they were and records the
+    step in each lane; a finite batch then moves them."""
+    from autoheri_jax.train.lanes import arch_lanes
+
+    train_rows, _ = tiny_funnel()
+    spec = build_spec(MODEL, train_rows.vocab_sizes, train_rows.num_dense, 2)
+    masks = ground_truth_masks(spec.edges)[1][:3]
+    lanes = arch_lanes(spec, CFG, masks)
+    state = lanes.init_state(spec, CFG)
+    batch = train_rows.batch(np.arange(100))
+    before = jax.tree.map(np.array, (state.params, state.opt_state))
+    bad = {**batch, "labels": np.full_like(batch["labels"], np.nan)}
+    state, _ = lanes.step(state, bad)
+    after = jax.tree.map(np.array, (state.params, state.opt_state))
+    for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(np.asarray(state.first_bad_step), [0, 0, 0])
+    np.testing.assert_array_equal(np.asarray(state.step), [1, 1, 1])
+    state, _ = lanes.step(state, batch)
+    pairs = zip(jax.tree.leaves(before[0]), jax.tree.leaves(state.params), strict=True)
+    assert any(not np.array_equal(x, y) for x, y in pairs)

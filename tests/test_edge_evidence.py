@@ -82,17 +82,28 @@ def test_platt_fit_recovers_a_known_map():
     assert a == pytest.approx(0.7, abs=0.03) and b == pytest.approx(-0.5, abs=0.03)
 
 
-def test_contrast_masks_pair_each_edge_on_and_off_in_each_context():
-    m = evidence.contrast_masks(num_edges=5, contexts=3, keep_prob=0.5, seed=0)
+@pytest.mark.parametrize("seed", range(5))
+def test_contrast_masks_pair_each_edge_on_and_off_in_each_context(seed):
+    m = evidence.contrast_masks(num_edges=5, contexts=3, keep_prob=0.5, seed=seed)
     assert m.shape == (3, 5, 2, 5)
     for c in range(3):
         for k in range(5):
             off, on = m[c, k]
             assert off[k] == 0 and on[k] == 1
             others = np.arange(5) != k
-            np.testing.assert_array_equal(off[others], on[others])  # the same context
-            np.testing.assert_array_equal(off[others], m[c, 0, 0][others] if k else off[others])
-    np.testing.assert_array_equal(m, evidence.contrast_masks(5, 3, 0.5, 0))  # deterministic
+            np.testing.assert_array_equal(off[others], on[others])  # only edge k switches
+            for j in range(5):  # every edge of context c is switched in the same context
+                both = (np.arange(5) != k) & (np.arange(5) != j)
+                np.testing.assert_array_equal(off[both], m[c, j, 0][both])
+    np.testing.assert_array_equal(m, evidence.contrast_masks(5, 3, 0.5, seed))  # deterministic
+
+
+def test_the_threshold_is_a_bonferroni_t_quantile():
+    from scipy import stats
+
+    assert evidence.t_threshold(19, 27) == pytest.approx(3.3327, abs=1e-3)
+    assert evidence.t_threshold(97, 9) == pytest.approx(stats.t.ppf(1 - 0.05 / 9, 96))
+    assert evidence.t_threshold(8, 9) > evidence.t_threshold(97, 9)  # fewer batches, wider
 
 
 def test_decision_rule_and_undecided_edges():
@@ -176,3 +187,47 @@ def test_a_validation_split_too_small_to_judge_leaves_every_edge_undecided(super
     ev = evidence.edge_evidence(spec, params, valid.take(slice(0, 50)), EdgeSearchConfig())
     assert [e["decision"] for e in ev["per_edge"]] == ["undecided"] * spec.num_edges
     assert not ev["kept"].any() and "50 validation rows" in ev["note"]
+
+
+def _evidence(decisions, z, selection=None):
+    per_edge = [{"mean": 1e-4 * v, "ci_lo": 0.0, "ci_hi": 0.0, "z": v, "decision": d}
+                for d, v in zip(decisions, z, strict=True)]  # fmt: skip
+    ev = {"criterion": "recal_nll", "threshold": 2.6, "batches": 97, "contexts": 8,
+          "undecided_rule": "drop", "per_edge": per_edge,
+          "kept": np.array([d == "kept" for d in decisions])}  # fmt: skip
+    if selection is not None:
+        ev["kept"], ev["selection"] = selection.pop("kept"), selection
+    return ev
+
+
+def test_the_record_and_grid_say_which_step_decided_each_edge():
+    from autoheri_jax.model.edges import parse_edge
+    from autoheri_jax.search import architecture
+
+    edges = [parse_edge(e) for e in ("0.0->1.0", "0.1->1.0", "0.0->1.1", "0.1->1.1")]
+    decisions, z = ["kept", "dropped", "undecided", "dropped"], [3.1, -3.6, 0.4, -2.9]
+    alone = architecture.evidence_record(edges, _evidence(decisions, z), ["c", "v"], "h")
+    assert [c["decided_by"] for c in alone["candidates"]] == ["evidence"] * 4
+    assert alone["kept"] == ["0.0->1.0"]
+    # the selection chose every edge: the dropped ones are kept against the evidence, and say so
+    sel = {"criterion": "ctcvr_auc", "chosen": "all", "positives": 400,
+           "candidates": [{"name": "none", "edges": 0, "score": 0.60},
+                          {"name": "all", "edges": 4, "score": 0.64}],
+           "comparisons": [{"candidate": "all", "against": "none", "diff": 0.04, "se": 0.01,
+                            "p": 3e-5, "level": 0.025, "wins": True}],
+           "kept": np.ones(4, bool)}  # fmt: skip
+    rec = architecture.evidence_record(edges, _evidence(decisions, z, sel), ["c", "v"], "h")
+    by = {c["edge"]: c for c in rec["candidates"]}
+    assert by["0.0->1.0"]["decided_by"] == "evidence"  # kept by both
+    assert by["0.1->1.0"]["decided_by"] == "selection"
+    assert "against the evidence dropped (z -3.60" in by["0.1->1.0"]["why"]
+    text = architecture.render_architecture(rec, 2)
+    assert "-3.60!" in text and "+3.10*" in text and "+0.40*" in text
+    assert "all - none: +0.0400 AUC (se 0.0100)" in text and "more edges win" in text
+    assert "warning" not in text  # 400 conversions: enough for the margin
+    sel_few = {**sel, "positives": 80, "kept": np.zeros(4, bool), "chosen": "none"}
+    few = architecture.render_architecture(
+        architecture.evidence_record(edges, _evidence(decisions, z, sel_few), ["c", "v"], "h"),
+        2,
+    )
+    assert "warning: 80 validation conversions" in few

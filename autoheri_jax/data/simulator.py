@@ -26,6 +26,7 @@ import numbers
 
 import numpy as np
 
+from autoheri_jax.data import worlds
 from autoheri_jax.data.dataset import CTRDataset
 
 ALI_CCP_FIELDS: tuple[str, ...] = (
@@ -77,6 +78,7 @@ class _World:
     s_mean: np.ndarray | None = None  # [T] held-sample moments of the raw interactions
     s_std: np.ndarray | None = None
     bases: np.ndarray | None = None  # [T] solved intercepts
+    terms: worlds.WorldTerms | None = None  # a planted world's parameters; None = cascade
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -100,8 +102,9 @@ def _quantise(profile: np.ndarray, bins: int, dims: int, rng: np.random.Generato
 
 
 def _build_world(
-    seed, num_stages, num_users, num_items, zipf, num_dense, d, noise_fields, cascade, targets
-):
+    seed, num_stages, num_users, num_items, zipf, num_dense, d, noise_fields, cascade, targets,
+    kind="cascade", planted_edge="0->2",
+):  # fmt: skip
     sub = lambda k: np.random.default_rng([seed, k])
     user_cdf, user_perm = _popularity(num_users, zipf, sub(0))
     item_cdf, item_perm = _popularity(num_items, zipf, np.random.default_rng([seed, 0, 1]))
@@ -144,6 +147,11 @@ def _build_world(
     uidx, iidx = _draw_pairs(world, _HELD_ROWS, seed, 7)
     raw = _raw_interactions(world, uidx, iidx)
     world = dataclasses.replace(world, s_mean=raw.mean(1), s_std=raw.std(1) + 1e-12)
+    if kind != "cascade":  # its own stream: the cascade world's draws stay as they were
+        terms = worlds.build_terms(kind, planted_edge, sub(8), num_users, num_items, d)
+        world = dataclasses.replace(world, terms=terms)
+        terms = worlds.with_moments(terms, _world_raw_terms(world, uidx, iidx))
+        world = dataclasses.replace(world, terms=terms)
     bases = _solve_bases(_logit_offsets(world, uidx, iidx), targets)
     return dataclasses.replace(world, bases=bases)
 
@@ -178,13 +186,29 @@ def _raw_interactions(world: _World, uidx, iidx) -> np.ndarray:
     )  # fmt: skip
 
 
+def _interactions(world: _World, uidx, iidx) -> np.ndarray:
+    """[T, n] every stage's standardised user x item interaction."""
+    return (_raw_interactions(world, uidx, iidx) - world.s_mean[:, None]) / world.s_std[:, None]
+
+
+def _world_raw_terms(world: _World, uidx, iidx) -> np.ndarray:
+    u, v = np.take(world.user_lat[0], uidx, axis=0), np.take(world.item_lat[0], iidx, axis=0)
+    s = _interactions(world, uidx, iidx)
+    return worlds.raw_terms(world.terms, s, u, v, uidx, iidx)
+
+
 def _logit_offsets(world: _World, uidx, iidx) -> np.ndarray:
-    """[T, n] logits without intercepts; stage k's hidden term blends stage k-1's with its own."""
-    s = (_raw_interactions(world, uidx, iidx) - world.s_mean[:, None]) / world.s_std[:, None]
+    """[T, n] logits without intercepts. Cascade: stage k's hidden term blends stage k-1's with
+    its own; a planted world's terms come from worlds.py."""
+    s = _interactions(world, uidx, iidx)
     c = world.cascade
-    hidden = [s[0]]
-    for k in range(1, len(s)):
-        hidden.append(c * hidden[-1] + math.sqrt(1.0 - c * c) * s[k])
+    if world.terms is not None:
+        raw = _world_raw_terms(world, uidx, iidx)
+        hidden = list(worlds.hidden_terms(world.terms, raw, s, c))
+    else:
+        hidden = [s[0]]
+        for k in range(1, len(s)):
+            hidden.append(c * hidden[-1] + math.sqrt(1.0 - c * c) * s[k])
     biases = np.take(world.user_bias, uidx, axis=1) + np.take(world.item_bias, iidx, axis=1)
     return biases + _INTERACTION_STD * np.stack(hidden)
 
@@ -217,7 +241,7 @@ def _check_real(name: str, value, lo: float, hi: float, *, open_lo: bool, open_h
         raise ValueError(f"{name} must be a finite number in {span}, got {value!r}")
 
 
-def simulate_funnel(
+def _setup(
     *,
     num_rows: int,
     seed: int,
@@ -232,14 +256,10 @@ def simulate_funnel(
     latent_dim: int = 8,
     noise_fields: int = 0,
     draw: int = 0,
-) -> CTRDataset:
-    """Simulate `num_rows` i.i.d. impressions of the world fixed by `seed` and the world arguments.
-
-    `stage_rates[k]` is the target mean rate of stage k+2 among impressions that reached stage k+1
-    (so one entry for 2 stages, two for 3). `draw` picks an independent sample of impressions
-    from the same world (the test split is draw 1, so its rows do not depend on the training
-    size). Identical arguments give bitwise identical arrays.
-    """
+    world: str = "cascade",
+    planted_edge: str = "0->2",
+) -> tuple[_World, np.ndarray, np.ndarray]:
+    """The checked arguments' world and the (user, item) of each of its rows."""
     _check_int("num_rows", num_rows, 1)
     _check_int("seed", seed, 0)
     if isinstance(num_stages, bool) or num_stages not in (2, 3):
@@ -263,14 +283,78 @@ def simulate_funnel(
     _check_int("latent_dim", latent_dim, 1)
     _check_int("noise_fields", noise_fields, 0)
     _check_int("draw", draw, 0)
+    if world not in worlds.WORLDS:
+        raise ValueError(f"world must be one of {worlds.WORLDS}, got {world!r}")
+    if world != "cascade" and num_stages != 2:
+        raise ValueError(f"world {world!r} is a 2-stage funnel, got num_stages={num_stages}")
+    worlds.parse_planted_edge(planted_edge)
 
     world = _cached_world(
         int(seed), num_stages, int(num_users), int(num_items), float(zipf_exponent),
         int(num_dense), int(latent_dim), int(noise_fields), float(cascade_strength),
-        (float(click_rate), *map(float, rates)),
+        (float(click_rate), *map(float, rates)), world, str(planted_edge),
     )  # fmt: skip
+    uidx, iidx = _draw_pairs(world, int(num_rows), seed, 10, draw)
+    return world, uidx, iidx
+
+
+def hidden_terms(**kwargs) -> dict[str, np.ndarray]:
+    """The hidden quantities behind `simulate_funnel(**kwargs)`'s rows (same arguments), for
+    checking a world against its design: "interactions" [T, n] (each stage's standardised
+    user x item interaction; s_a = interactions[0]) and "offsets" [T, n] (each stage's logit
+    without its intercept)."""
+    world, uidx, iidx = _setup(**kwargs)
+    return {
+        "interactions": _interactions(world, uidx, iidx),
+        "offsets": _logit_offsets(world, uidx, iidx),
+    }
+
+
+def simulate_funnel(
+    *,
+    num_rows: int,
+    seed: int,
+    num_stages: int = 2,
+    num_users: int = 20_000,
+    num_items: int = 50_000,
+    zipf_exponent: float = 1.1,
+    click_rate: float = 0.04,
+    stage_rates: tuple[float, ...] = (0.1,),
+    cascade_strength: float = 0.5,
+    num_dense: int = 0,
+    latent_dim: int = 8,
+    noise_fields: int = 0,
+    draw: int = 0,
+    world: str = "cascade",
+    planted_edge: str = "0->2",
+) -> CTRDataset:
+    """Simulate `num_rows` i.i.d. impressions of the world fixed by `seed` and the world arguments.
+
+    `stage_rates[k]` is the target mean rate of stage k+2 among impressions that reached stage k+1
+    (so one entry for 2 stages, two for 3). `draw` picks an independent sample of impressions
+    from the same world (the test split is draw 1, so its rows do not depend on the training
+    size). `world` picks how the stages share their hidden structure (worlds.py; a non-cascade
+    world has 2 stages, `planted_edge` places the planted world's answer). Identical arguments
+    give bitwise identical arrays.
+    """
+    world, uidx, iidx = _setup(
+        num_rows=num_rows,
+        seed=seed,
+        num_stages=num_stages,
+        num_users=num_users,
+        num_items=num_items,
+        zipf_exponent=zipf_exponent,
+        click_rate=click_rate,
+        stage_rates=stage_rates,
+        cascade_strength=cascade_strength,
+        num_dense=num_dense,
+        latent_dim=latent_dim,
+        noise_fields=noise_fields,
+        draw=draw,
+        world=world,
+        planted_edge=planted_edge,
+    )
     n = int(num_rows)
-    uidx, iidx = _draw_pairs(world, n, seed, 10, draw)
     probs = _sigmoid(world.bases[:, None] + _logit_offsets(world, uidx, iidx)).T
     probs = np.clip(probs, 1e-7, 1.0 - 1e-7)
     draws = np.random.default_rng(_stream(seed, 11, draw=draw)).random((n, num_stages))

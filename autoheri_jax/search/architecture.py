@@ -16,6 +16,8 @@ from autoheri_jax.model.edges import OPS, Edge, parse_edge
 from autoheri_jax.model.gates import edge_probabilities, op_probabilities
 from autoheri_jax.model.spec import ModelSpec, Params
 
+MIN_SELECTION_POSITIVES = 200  # fewer validation conversions: the printed margin is too wide
+
 
 def derive_ops(params: Params, spec: ModelSpec) -> list[str]:
     """Each edge's argmax operator (its fixed operator when ops are not searched)."""
@@ -88,6 +90,23 @@ def searched_architecture(
     )
 
 
+def decided_by(per_edge: dict, kept: bool, evidence: dict) -> dict:
+    """Which step of the masked search decided an edge, and why: {"decided_by", "why"}. The
+    evidence decides unless a validated selection chose a candidate that disagrees with it on
+    this edge; then the record says so, with both sides."""
+    decision, z = per_edge["decision"], per_edge["z"]
+    by_evidence = decision == "kept" or (decision == "undecided" and evidence["undecided_rule"]
+                                         == "keep")  # fmt: skip
+    sel = evidence.get("selection")
+    said = f"evidence {decision} (z {z:+.2f}, threshold {evidence['threshold']:.2f})"
+    if sel is None:
+        return {"decided_by": "evidence", "why": said}
+    chosen = f"the validated selection chose {sel['chosen']!r}"
+    if kept == by_evidence:
+        return {"decided_by": "evidence", "why": f"{said}; {chosen}, which agrees"}
+    return {"decided_by": "selection", "why": f"{chosen}, against the {said}"}
+
+
 def evidence_record(
     edges: Sequence[Edge], evidence: dict, task_names: Sequence[str], mode: str
 ) -> dict:
@@ -101,6 +120,7 @@ def evidence_record(
             "logit": None,
             "kept": bool(evidence["kept"][k]),
             "evidence": evidence["per_edge"][k],
+            **decided_by(evidence["per_edge"][k], bool(evidence["kept"][k]), evidence),
         }
         for k, e in enumerate(edges)
     ]
@@ -116,6 +136,39 @@ def evidence_record(
     }
 
 
+def ablation_record(
+    edges: Sequence[Edge], judged: dict, task_names: Sequence[str], mode: str
+) -> dict:
+    """The record of an ablation search (selection.judge over the 2 + 2E architectures named
+    as arch_batch.ground_truth_masks): per candidate edge its validation add-one (alone minus
+    none) and drop-one (all minus all but it); "prob" is None (no gate was learned)."""
+    score = {c["name"]: c["score"] for c in judged["candidates"]}
+    kept = judged["kept"]
+    candidates = [
+        {
+            "edge": e.name,
+            "description": e.describe(task_names),
+            "prob": None,
+            "logit": None,
+            "kept": bool(kept[k]),
+            "ablation": {
+                "add_one": score[f"only:{e.name}"] - score["none"],
+                "drop_one": score["all"] - score[f"drop:{e.name}"],
+            },
+        }
+        for k, e in enumerate(edges)
+    ]
+    return {
+        "search_mode": mode,
+        "search_method": "ablation",
+        "threshold": None,
+        "task_names": list(task_names),
+        "candidates": candidates,
+        "kept": [c["edge"] for c in candidates if c["kept"]],
+        "ablation": {k: v for k, v in judged.items() if k != "kept"},
+    }
+
+
 def kept_edges(record: dict) -> list[Edge]:
     return [parse_edge(e) for e in record["kept"]]
 
@@ -127,11 +180,42 @@ def kept_ops(record: dict) -> list[str] | None:
 
 def _cell(c: dict) -> str:
     if c.get("evidence") is not None:
-        # "+": the evidence kept the edge and the validated selection chose a candidate without it
-        mark = {"kept": "+", "undecided": "?"}.get(c["evidence"]["decision"], " ")
-        mark = "*" if c["kept"] else mark
+        # "+": the evidence kept the edge and the validated selection chose a candidate without
+        # it; "!": kept by the selection although the evidence dropped it (z below -threshold)
+        decision = c["evidence"]["decision"]
+        mark = {"kept": "+", "undecided": "?"}.get(decision, " ")
+        if c["kept"]:
+            mark = "!" if decision == "dropped" else "*"
         return f"{c['evidence']['z']:>+8.2f}{mark}"
+    if c.get("ablation") is not None:
+        return f"{c['ablation']['add_one'] * 1e4:>+8.1f}{'*' if c['kept'] else ' '}"
     return f"{c['prob']:>8.3f}{'*' if c['kept'] else ' '}"
+
+
+def selection_lines(sel: dict) -> list[str]:
+    """The validated selection's scores, each comparison with its margin, and the choice."""
+    shown = sel["candidates"]
+    if len(shown) > 4:  # an ablation batch: the extremes, then the comparisons say the rest
+        shown = [c for c in shown if c["name"] in ("none", "all")]
+    scores = ", ".join(f"{c['name']} ({c['edges']} edges) {c['score']:.4f}" for c in shown)
+    if len(shown) < len(sel["candidates"]):
+        scores += f" (of {len(sel['candidates'])} candidates)"
+    lines = [
+        f"validated selection ({sel['criterion']} on validation, candidates retrained): "
+        f"{scores}; chosen: {sel['chosen']}"
+    ]
+    for c in sel.get("comparisons", []):
+        verdict = "more edges win" if c["wins"] else "not better at the margin: fewer edges kept"
+        lines.append(
+            f"  {c['candidate']} - {c['against']}: {c['diff']:+.4f} AUC (se {c['se']:.4f}), "
+            f"one-sided p {c['p']:.3g} against the margin p < {c['level']:.3g}: {verdict}"
+        )
+    if sel.get("positives") is not None and sel["positives"] < MIN_SELECTION_POSITIVES:
+        lines.append(
+            f"  warning: {sel['positives']} validation conversions: too few for this margin "
+            "to tell architectures a few thousandths apart; raise data.num_valid"
+        )
+    return lines
 
 
 def render_architecture(record: dict, num_layers: int) -> str:
@@ -147,20 +231,34 @@ def render_architecture(record: dict, num_layers: int) -> str:
         ev = record["evidence"]
         lines = [
             f"AutoHERI derived architecture ({record['search_mode']} masked search): {kept} of "
-            f"{total} candidate edges kept (contrast z > {record['threshold']:g} on "
+            f"{total} candidate edges kept (contrast z > {record['threshold']:.2f} on "
             f"{ev['criterion']}, {ev['batches']} validation batches x {ev['contexts']} contexts"
             + (", then a validated selection)" if ev.get("selection") else ")"),
             "cell = z of the edge's on/off contrast (> 0: the edge lowers the loss); * = kept; "
             "? = undecided (|z| <= threshold, "
             + ev["undecided_rule"]
             + "ped); "
-            + ("+ = kept by the evidence, not by the selection; " if ev.get("selection") else "")
+            + (
+                "+ = kept by the evidence, not by the selection; ! = kept by the selection "
+                "against the evidence (z < -threshold); "
+                if ev.get("selection")
+                else ""
+            )
             + ". = not a candidate",
         ]
-    else:
+    elif record.get("search_method") == "ablation":
         lines = [
-            f"AutoHERI derived architecture ({record['search_mode']} search): {kept} of {total} "
-            f"candidate edges kept (probability > {record['threshold']})",
+            f"AutoHERI derived architecture ({record['search_mode']} ablation search): {kept} "
+            f"of {total} candidate edges kept (no edge, all, each alone and all but each "
+            "retrained; judged on validation with a paired margin)",
+            "cell = validation ctcvr AUC of the edge alone minus no edge (x 1e4); * = kept; "
+            ". = not a candidate",
+        ]
+    else:
+        method = record.get("search_method", "gradient")
+        lines = [
+            f"AutoHERI derived architecture ({record['search_mode']} {method} search): {kept} "
+            f"of {total} candidate edges kept (probability > {record['threshold']})",
             "cell = edge probability; * = kept; . = not a candidate",
         ]
     for (u, d), cells in sorted(by_pair.items()):
@@ -174,15 +272,9 @@ def render_architecture(record: dict, num_layers: int) -> str:
                 row += f"{'.':>9}" if c is None else _cell(c)
             lines.append(row)
     if masked and ev.get("selection"):
-        sel = ev["selection"]
-        scores = ", ".join(
-            f"{c['name']} ({c['edges']} edges) {c['score']:.4f}" for c in sel["candidates"]
-        )
-        lines.append("")
-        lines.append(
-            f"validated selection ({sel['criterion']} on validation, candidates retrained): "
-            f"{scores}; chosen: {sel['chosen']}"
-        )
+        lines += ["", *selection_lines(ev["selection"])]
+    if record.get("ablation"):
+        lines += ["", *selection_lines(record["ablation"])]
     if masked:
         lines.append("")
         lines.append("evidence per edge: mean contrast (nats x 1e4) [95% CI], z, decision")

@@ -17,9 +17,16 @@ learn to rely on a probability that drifts. This module then decides, from the f
               refit, a_t + b_t z_t (Platt scaling on the rows that reached stage t-1), on one
               half of the validation batches and scored on the other half (cross-fitting: even
               batches fit for odd ones and back), and the contrast compares recalibrated models.
-  decision    z_k = mean_b d / (std_b d / sqrt(n_b)). z > threshold: kept; z < -threshold:
-              dropped (evidence it hurts); otherwise undecided, and undecided edges follow
-              `edge_search.undecided` ("drop": an edge is kept on evidence only).
+  decision    z_k = mean_b d / (std_b d / sqrt(n_b)), a t statistic with n_b - 1 degrees of
+              freedom. z > threshold: kept; z < -threshold: dropped (evidence it hurts);
+              otherwise undecided, and undecided edges follow `edge_search.undecided` ("drop":
+              an edge is kept on evidence only). The threshold (`edge_search.threshold` = 0)
+              is t_{1 - 0.05 / E, n_b - 1}: a one-sided 5% test, Bonferroni over the E edges.
+              What the interval covers: the validation batches' sampling noise for the one
+              trained supernet and its C contexts. What it does not: the supernet's own
+              training noise (another seed trains other weights), so an edge near the
+              threshold can flip between runs; the validated selection (selection.py) then
+              compares retrained architectures.
 
 `common_mode` measures what a rule's z share: whether all share one sign and how closely the
 per-edge contrasts follow the contrast a pure intercept shift of the same size would give.
@@ -243,6 +250,15 @@ def z_scores(d: np.ndarray) -> dict:
     return {"mean": mean, "se": se, "z": z, "ci_lo": mean - half, "ci_hi": mean + half, "n": n}
 
 
+EVIDENCE_ALPHA = 0.05  # one-sided level of the per-edge test, before Bonferroni
+
+
+def t_threshold(batches: int, num_edges: int, alpha: float = EVIDENCE_ALPHA) -> float:
+    """The per-edge threshold: the 1 - alpha / num_edges quantile of Student's t with
+    batches - 1 degrees of freedom (the contrast's z is a t over the batches)."""
+    return float(stats.t.ppf(1.0 - alpha / max(num_edges, 1), batches - 1))
+
+
 def decide(z: np.ndarray, threshold: float, undecided: str) -> tuple[list[str], np.ndarray]:
     """(per-edge decision of DECISIONS, [E] bool kept) under the rule in the module docstring."""
     decisions = [
@@ -327,7 +343,8 @@ def edge_evidence(spec: ModelSpec, params: Params, valid, ecfg) -> dict:
     batches = validation_batches(valid, ecfg.batch_size, ecfg.valid_batches)
     d = contrasts(spec, params, batches, masks)
     z = z_scores(d[ecfg.criterion])
-    decisions, kept = decide(z["z"], ecfg.threshold, ecfg.undecided)
+    threshold = ecfg.threshold or t_threshold(len(batches), spec.num_edges)
+    decisions, kept = decide(z["z"], threshold, ecfg.undecided)
     per_edge = [
         {
             "mean": float(z["mean"][k]),
@@ -341,7 +358,10 @@ def edge_evidence(spec: ModelSpec, params: Params, valid, ecfg) -> dict:
     modes = {name: common_mode(d[name], d["intercept"]) for name in CRITERIA}
     return {
         "criterion": ecfg.criterion,
-        "threshold": ecfg.threshold,
+        "threshold": threshold,
+        "threshold_rule": "set"
+        if ecfg.threshold
+        else f"t quantile 1 - {EVIDENCE_ALPHA} / {spec.num_edges} edges, {len(batches) - 1} df",
         "batches": len(batches),
         "contexts": ecfg.contexts,
         "undecided_rule": ecfg.undecided,

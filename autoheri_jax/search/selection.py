@@ -1,37 +1,41 @@
 """Validated selection: the masked search's last step, a choice among retrained architectures.
 
 The per-edge evidence (evidence.py) asks of each edge whether switching it lowers a validation
-loss of the one supernet. The ground truth (experiments/ground_truth.py, experiments/README.md)
-showed two things that step cannot see: in a world where the stages share a representation the
-edges are interchangeable (each alone adds most of what all add, no drop-one value differs from
-0), so no single edge clears a per-edge threshold although edges as a group help; and the
-entire-space losses rank retrained architectures against the truth no better than chance there
-(Kendall tau near 0), while the ranking criteria do (ctcvr AUC and the IPS post-click loss, the
-only two with a positive tau in both worlds).
-
-So the masked search ends with a small, fixed comparison made the way a practitioner would
-make it: the candidates
+loss of the one supernet. It cannot see edges that help only as a group (in the cascade world
+every edge delivers the same quantity, so no single edge clears a per-edge threshold), so the
+masked search ends with a small, fixed comparison: the candidates
 
   none      independent towers (ESMM),
   evidence  the edges the per-edge evidence kept (left out when empty or every edge),
   all       every candidate edge,
 
-are retrained from one fresh initial state with the retrain budget, in one vmapped batch
+retrained from one fresh initial state with the retrain budget, in one vmapped batch
 (train/arch_batch.py: the same batches in the same order, common random numbers), and scored
-on the validation split by `edge_search.select`. The best score wins; a tie goes to fewer edges
-(a candidate with more edges must be strictly better to be chosen).
+on the validation split by `edge_search.select`.
+
+The decision knows its noise: the candidates are taken fewest edges first; a candidate with
+more edges replaces the current choice only when it is better at one-sided p < alpha / k (k =
+the comparisons made, Bonferroni), p from DeLong's paired test of two AUCs on the same
+validation rows (`delong_paired`). A difference inside the noise keeps the simpler
+architecture; a NaN score never wins. What the test covers: the sampling noise of the
+validation rows, with both candidates' scores on the same rows. What it does not: the noise of
+retraining (another seed would train other weights); common random numbers make the two
+candidates' retraining noise largely shared, but not all of it.
 
 ctcvr_auc  exact AUC of pCTCVR (the product of every stage's probability) against the last
            stage's label over every validation impression. A ranking criterion is unchanged by
            any monotone recalibration of the score, so the calibration common mode that drives
-           the losses (search/evidence.py) cannot enter it; it was chosen over the IPS loss on
-           that argument before any study of this step ran.
+           the losses (search/evidence.py) cannot enter it.
 Shapes: masks A x E; logits A x N x T; labels N x T (cumulative).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
+from scipy import stats
 
 from autoheri_jax.config import ConfigError, TrainConfig
 from autoheri_jax.data.dataset import CTRDataset
@@ -53,10 +57,15 @@ def candidate_masks(kept: np.ndarray) -> tuple[list[str], np.ndarray]:
     return names, np.stack(masks).astype(np.float32)
 
 
-def ctcvr_auc(logits: np.ndarray, labels: np.ndarray) -> list[float]:
-    """[A] exact AUC of each architecture's entire-space last-stage probability."""
-    z = np.asarray(logits, np.float64)
-    entire = np.prod(1.0 / (1.0 + np.exp(-z)), axis=-1)  # A x N
+ALPHA = 0.05  # one-sided level a candidate with more edges must clear (before Bonferroni)
+
+
+def _entire(logits: np.ndarray) -> np.ndarray:
+    """[A, N] entire-space last-stage probability (the product of every stage's)."""
+    return np.prod(1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64))), axis=-1)
+
+
+def _last_stage_labels(labels: np.ndarray) -> np.ndarray:
     y = np.asarray(labels)[:, -1]
     if y.min() == y.max():  # AUC is undefined: nothing can rank the candidates
         raise ConfigError(
@@ -66,7 +75,73 @@ def ctcvr_auc(logits: np.ndarray, labels: np.ndarray) -> list[float]:
             "prepare --valid-fraction for a store) "
             "or set edge_search.select=off"
         )
-    return [float(auc(BinaryScores(p, y))) for p in entire]
+    return y
+
+
+def ctcvr_auc(logits: np.ndarray, labels: np.ndarray) -> list[float]:
+    """[A] exact AUC of each architecture's entire-space last-stage probability."""
+    y = _last_stage_labels(labels)
+    return [float(auc(BinaryScores(p, y))) for p in _entire(logits)]
+
+
+def _placements(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's structural components of one score: per positive the share of negatives it
+    outranks, per negative the share of positives that outrank it (ties count half)."""
+    pos, neg = scores[positive], scores[~positive]
+    ranks = stats.rankdata(scores)  # midranks: ties count half
+    v10 = (ranks[positive] - stats.rankdata(pos)) / len(neg)
+    v01 = 1.0 - (ranks[~positive] - stats.rankdata(neg)) / len(pos)
+    return v10, v01
+
+
+def delong_paired(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> dict:
+    """DeLong's test of AUC(a) - AUC(b) for two scores of the same rows with labels y (0/1):
+    -> {"diff", "se", "z", "p"}, p the one-sided p-value of "a ranks better than b". The
+    variance of the difference comes from each row's placement under both scores, so what
+    the two share (the same rows, the same hard cases) cancels."""
+    positive = np.asarray(y) > 0.5
+    m, n = int(positive.sum()), int((~positive).sum())
+    if m < 2 or n < 2:
+        return {"diff": math.nan, "se": math.nan, "z": math.nan, "p": math.nan}
+    (a10, a01), (b10, b01) = (_placements(np.asarray(s, np.float64), positive) for s in (a, b))
+    diff = float(a10.mean() - b10.mean())
+    var = np.var(a10 - b10, ddof=1) / m + np.var(a01 - b01, ddof=1) / n
+    se = float(math.sqrt(max(var, 0.0)))
+    tie = 0.0 if diff == 0.0 else math.copysign(math.inf, diff)
+    z = diff / se if se > 0.0 else tie
+    return {"diff": diff, "se": se, "z": z, "p": float(stats.norm.sf(z))}
+
+
+def choose(
+    scores: list[float],
+    edge_counts: list[int],
+    p_better: Callable[[int, int], float],
+    alpha: float = ALPHA,
+) -> tuple[int, list[dict]]:
+    """(index of the chosen candidate, the comparisons made) by the module docstring's rule.
+
+    Candidates are taken by edge count, fewest first; of several with one count (the ablation
+    search's "each edge alone") the best-scored one is compared. p_better(a, b): one-sided
+    p-value that candidate a scores better than b; the level is alpha / (finite candidates -
+    1) whatever the comparisons made, so picking the best of a group is paid for. Candidates
+    with a NaN score are never chosen; with none finite, ValueError."""
+    finite = [a for a in range(len(scores)) if math.isfinite(scores[a])]
+    if not finite:
+        raise ValueError(f"validated selection: no candidate has a finite score ({scores})")
+    groups: dict[int, list[int]] = {}
+    for a in finite:
+        groups.setdefault(edge_counts[a], []).append(a)
+    leaders = [max(groups[c], key=lambda a: scores[a]) for c in sorted(groups)]
+    best, comparisons = leaders[0], []
+    level = alpha / max(len(finite) - 1, 1)
+    for a in leaders[1:]:
+        p = float(p_better(a, best))
+        wins = p < level and scores[a] > scores[best]
+        comparisons.append({"candidate": a, "against": best, "p": p, "level": level,
+                            "wins": bool(wins)})  # fmt: skip
+        if wins:
+            best = a
+    return best, comparisons
 
 
 SCORES = {"ctcvr_auc": ctcvr_auc}  # criterion -> (logits, labels) -> [A], higher is better
@@ -77,14 +152,61 @@ def selection_fingerprint(spec: ModelSpec, tcfg: TrainConfig, kept: np.ndarray) 
     return fingerprint(spec, tcfg, candidate_masks(kept)[1])
 
 
-def choose(scores: list[float], edge_counts: list[int]) -> int:
-    """Index of the best score; a tie goes to the candidate with fewer edges."""
-    order = sorted(range(len(scores)), key=lambda a: edge_counts[a])
-    best = order[0]
-    for a in order[1:]:
-        if scores[a] > scores[best]:
-            best = a
-    return best
+def judge(
+    names: list[str], masks: np.ndarray, logits: np.ndarray, labels: np.ndarray, criterion: str
+) -> dict:
+    """Scores retrained candidates ([A, N, T] validation `logits` of `masks` [A, E]) and
+    chooses one by the module docstring's rule. -> {"criterion", "test", "alpha",
+    "positives", "candidates": [{name, edges, score}], "comparisons": [{candidate, against,
+    diff, se, p, level, wins}], "chosen", "kept": [E] bool}."""
+    y = _last_stage_labels(labels)
+    scores = SCORES[criterion](logits, labels)
+    entire = _entire(logits)
+    tests: dict[tuple[int, int], dict] = {}
+
+    def p_better(a: int, b: int) -> float:
+        tests[a, b] = delong_paired(entire[a], entire[b], y)
+        return tests[a, b]["p"]
+
+    counts = [int(m.sum()) for m in masks]
+    best, comparisons = choose(scores, counts, p_better)
+    for c in comparisons:  # names and the paired test's figures, for the record
+        t = tests[c["candidate"], c["against"]]
+        c.update(candidate=names[c["candidate"]], against=names[c["against"]],
+                 diff=t["diff"], se=t["se"])  # fmt: skip
+    return {
+        "criterion": criterion,
+        "test": "DeLong paired AUC test, one-sided, Bonferroni over the candidates",
+        "alpha": ALPHA,
+        "positives": int(y.sum()),
+        "candidates": [
+            {"name": n, "edges": c, "score": s}
+            for n, c, s in zip(names, counts, scores, strict=True)
+        ],
+        "comparisons": comparisons,
+        "chosen": names[best],
+        "kept": np.asarray(masks[best]).astype(bool),
+    }
+
+
+def retrain_and_judge(
+    spec: ModelSpec,
+    tcfg: TrainConfig,
+    train: CTRDataset,
+    valid: CTRDataset,
+    names: list[str],
+    masks: np.ndarray,
+    criterion: str,
+    eval_batch_size: int,
+    desc: str,
+    resumable: Resumable | None = None,
+) -> dict:
+    """Retrains `masks` [A, E] of the unsearched supernet `spec` under `tcfg` from one initial
+    state in one vmapped batch and `judge`s them on `valid`; `resumable` checkpoints the batch
+    so a stopped run resumes."""
+    state, _ = train_architectures(spec, tcfg, train, masks, desc=desc, resumable=resumable)
+    logits = architecture_logits(spec, state.params, masks, valid, eval_batch_size)
+    return judge(names, masks, logits, np.asarray(valid.labels), criterion)
 
 
 def select_architecture(
@@ -97,25 +219,8 @@ def select_architecture(
     eval_batch_size: int,
     resumable: Resumable | None = None,
 ) -> dict:
-    """Retrains the candidates of `kept` under `tcfg` (the retrain's settings) and picks one by
-    `criterion` on `valid`. -> {"criterion", "candidates": [{name, edges, score}], "chosen",
-    "kept": [E] bool} (no wall time: a record is the same however the run was split).
-    `spec` is the unsearched supernet (every edge mask-gated); `resumable` (its fingerprint
-    from `selection_fingerprint`) checkpoints the candidates' batch so a stopped run resumes."""
+    """The masked search's last step: the candidates of `kept` (none, evidence, all) retrained
+    under `tcfg` (the retrain's settings) and judged on `valid` (`judge`'s record)."""
     names, masks = candidate_masks(kept)
-    state, _ = train_architectures(
-        spec, tcfg, train, masks, desc="search:select", resumable=resumable
-    )
-    logits = architecture_logits(spec, state.params, masks, valid, eval_batch_size)
-    scores = SCORES[criterion](logits, np.asarray(valid.labels))
-    counts = [int(m.sum()) for m in masks]
-    best = choose(scores, counts)
-    return {
-        "criterion": criterion,
-        "candidates": [
-            {"name": n, "edges": c, "score": s}
-            for n, c, s in zip(names, counts, scores, strict=True)
-        ],
-        "chosen": names[best],
-        "kept": masks[best].astype(bool),
-    }
+    return retrain_and_judge(spec, tcfg, train, valid, names, masks, criterion,
+                             eval_batch_size, "search:select", resumable)  # fmt: skip

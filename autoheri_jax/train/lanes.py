@@ -27,7 +27,7 @@ from autoheri_jax.data.pipeline import StepBatchSource
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.train.launchers import Launcher
 from autoheri_jax.train.optim import make_optimizer
-from autoheri_jax.train.step import TrainState, init_state, make_step_fn
+from autoheri_jax.train.step import TrainState, init_state, make_lane_step
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -105,7 +105,7 @@ def check_seed_lanes(cfgs: Sequence[TrainConfig]) -> None:
 def make_seed_step(spec: ModelSpec, cfg: TrainConfig, optimizer=None) -> Callable:
     """The jitted K-seed step: (stacked state, K x B batch) -> (stacked state, stacked aux)."""
     optimizer = make_optimizer(cfg) if optimizer is None else optimizer
-    return jax.jit(jax.vmap(make_step_fn(spec, cfg, optimizer)), donate_argnums=0)
+    return jax.jit(make_lane_step(spec, cfg, optimizer), donate_argnums=0)
 
 
 @dataclasses.dataclass
@@ -134,27 +134,6 @@ def seed_lanes(spec: ModelSpec, cfgs: Sequence[TrainConfig]) -> SeedLanes:
 
 
 # ------------------------------------------------------------------------------ arch lanes
-
-
-def guarded_arch_step(spec: ModelSpec, cfg: TrainConfig, optimizer) -> Callable:
-    """(stacked state, batch, A x E gates) -> (stacked state, aux): every architecture's step,
-    kept only when every loss is finite (one branch for the batch, see make_step_fn's guard);
-    a non-finite step leaves the weights as they were and records its step per architecture."""
-    inner = jax.vmap(make_step_fn(spec, cfg, optimizer, guard=False), in_axes=(0, None, 0))
-
-    def step(state: TrainState, batch: dict, gates: jax.Array):
-        new, aux = inner(state, batch, gates)
-        ok = jnp.all(jnp.isfinite(aux["total"]))
-        kept = jax.lax.cond(
-            ok,
-            lambda: new,
-            lambda: state._replace(
-                step=new.step, first_bad_step=new.first_bad_step, row_scratch=new.row_scratch
-            ),
-        )
-        return kept, aux
-
-    return step
 
 
 @dataclasses.dataclass
@@ -195,6 +174,7 @@ def arch_lanes(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray) -> ArchLane
 
     abstract = jax.eval_shape(stacked)
     specs = jax.tree.map(lambda _: P(), abstract)
-    gates, inner = jnp.asarray(masks), guarded_arch_step(spec, cfg, opt)
+    gates = jnp.asarray(masks)
+    inner = make_lane_step(spec, cfg, opt, batch_axis=None, gates_axis=0)
     step = jax.jit(lambda state, batch: inner(state, batch, gates), donate_argnums=0)
     return ArchLanes(jax.devices()[:1], step, specs, abstract, opt, masks)

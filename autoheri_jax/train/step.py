@@ -172,28 +172,32 @@ def make_grad_fn(
     return grad_fn
 
 
-def make_step_fn(
+class StepParts(NamedTuple):
+    """The step in three pure parts, so a caller can decide where the finite-loss guard sits.
+
+    gradients(state, batch, gates=None) -> (aux, grads, scratch): the loss and every
+        partition's gradient (a bi-level search's arch gradient from batch["valid"]).
+    apply(params, opt_state, grads) -> (params, opt_state): the optimiser update.
+    finish(state, params, opt_state, scratch, aux) -> (state, aux): the next state, the
+        first non-finite step recorded, the edge probabilities after the update.
+    """
+
+    gradients: Callable
+    apply: Callable
+    finish: Callable
+
+
+def make_step_parts(
     spec: ModelSpec,
     cfg: TrainConfig,
     optimizer: optax.GradientTransformation,
     axis: str | None = None,
     shard_embeddings: bool = False,
-    guard: bool = True,
-) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """The pure per-device step; `axis` names the data-parallel mesh axis (None: one device).
-
-    step_fn(state, batch, gates=None): `gates` [E] fixes the edges the step trains (one
-    architecture of a vmapped architecture batch, train/arch_batch.py); otherwise a masked
-    supernet draws its step's mask (`step_edge_mask`) and a searched model uses its gates.
-
-    guard=False applies the update even when the loss is non-finite (first_bad_step is still
-    recorded) for a caller that skips the step itself: under `vmap` the per-state `cond`
-    becomes a select between whole old and new states, O(vocabulary) per step, so a batch
-    of states is better guarded once, outside the vmap (arch_batch.py).
-    """
+) -> StepParts:
+    """The parts of `make_step_fn`'s step; `axis` names the data-parallel mesh axis."""
     grad_fn = make_grad_fn(spec, cfg, axis, shard_embeddings)
 
-    def step_fn(state: TrainState, batch: dict, gates=None) -> tuple[TrainState, dict]:
+    def gradients(state: TrainState, batch: dict, gates=None):
         step_key = rng_streams.stream(state.rng, "step", state.step)
         rng = rng_streams.stream(step_key, "device", device_index(axis))
         if gates is None:
@@ -210,25 +214,107 @@ def make_step_fn(
             grads = {**grads, "arch": grads_v["arch"]}
             aux["valid_loss"] = aux_v["loss"]
             aux["total"] = aux["total"] + aux_v["total"]  # either non-finite stops the run
+        return aux, grads, scratch
+
+    def apply(params: Params, opt_state, grads):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return sparse_embedding.apply_updates(params, updates), opt_state
+
+    def finish(state: TrainState, params: Params, opt_state, scratch, aux: dict):
         finite = jnp.isfinite(aux["total"])
-
-        def apply(params, opt_state):
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return sparse_embedding.apply_updates(params, updates), opt_state
-
-        if guard:  # `cond`, not `where`: selecting between whole tables costs O(vocabulary)
-            params, opt_state = jax.lax.cond(
-                finite, apply, lambda p, o: (p, o), state.params, state.opt_state
-            )
-        else:
-            params, opt_state = apply(state.params, state.opt_state)
         first_bad = jnp.where(
             (state.first_bad_step < 0) & ~finite, state.step, state.first_bad_step
         )
-        aux["edge_probs"] = edge_probabilities(params, spec)  # after this step's update
+        aux = {**aux, "edge_probs": edge_probabilities(params, spec)}  # after this step's update
         return TrainState(state.step + 1, params, opt_state, state.rng, first_bad, scratch), aux
 
+    return StepParts(gradients, apply, finish)
+
+
+def make_step_fn(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    axis: str | None = None,
+    shard_embeddings: bool = False,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """The pure per-device step; `axis` names the data-parallel mesh axis (None: one device).
+
+    step_fn(state, batch, gates=None): `gates` [E] fixes the edges the step trains; otherwise a
+    masked supernet draws its step's mask (`step_edge_mask`) and a searched model uses its
+    gates. A non-finite loss skips the update (`cond` around the update, not a select between
+    whole states: that would copy every table). For runs side by side under `vmap`, use
+    `make_lane_step`, which keeps the `cond` outside the vmap.
+    """
+    parts = make_step_parts(spec, cfg, optimizer, axis, shard_embeddings)
+
+    def step_fn(state: TrainState, batch: dict, gates=None) -> tuple[TrainState, dict]:
+        aux, grads, scratch = parts.gradients(state, batch, gates)
+        params, opt_state = jax.lax.cond(
+            jnp.isfinite(aux["total"]),
+            lambda p, o: parts.apply(p, o, grads),
+            lambda p, o: (p, o),
+            state.params,
+            state.opt_state,
+        )
+        return parts.finish(state, params, opt_state, scratch, aux)
+
     return step_fn
+
+
+class _Rows(NamedTuple):
+    """A `SparseRows` gradient as a pytree, so it can leave a `vmap` (SparseRows is a leaf)."""
+
+    ids: jax.Array
+    values: jax.Array
+
+
+def _pack_rows(grads):
+    to = lambda g: _Rows(g.ids, g.values) if isinstance(g, sparse_embedding.SparseRows) else g
+    return jax.tree.map(to, grads)
+
+
+def _unpack_rows(grads):
+    back = lambda g: sparse_embedding.SparseRows(g.ids, g.values) if isinstance(g, _Rows) else g
+    return jax.tree.map(back, grads, is_leaf=lambda x: isinstance(x, _Rows))
+
+
+def make_lane_step(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    batch_axis: int | None = 0,
+    gates_axis: int | None = None,
+) -> Callable:
+    """(stacked state, batch, gates=None) -> (stacked state, stacked aux): runs side by side
+    under `vmap` over the state's leading lane axis (`batch_axis` / `gates_axis`: the batch's
+    and the gates' lane axis, None = shared by every lane).
+
+    The guard sits on the update, outside the vmap: every lane's update is applied when every
+    lane's loss is finite, none otherwise (the run then stops, naming the first bad lane). A
+    per-lane `cond` under `vmap` becomes a select between whole old and new states, which
+    copies every lane's table and moments each step."""
+    parts = make_step_parts(spec, cfg, optimizer)
+
+    def lane_gradients(state, batch, gates):
+        aux, grads, scratch = parts.gradients(state, batch, gates)
+        return aux, _pack_rows(grads), scratch
+
+    gradients = jax.vmap(lane_gradients, in_axes=(0, batch_axis, gates_axis))
+    apply = jax.vmap(lambda p, o, g: parts.apply(p, o, _unpack_rows(g)))
+
+    def step(state: TrainState, batch: dict, gates=None):
+        aux, grads, scratch = gradients(state, batch, gates)
+        params, opt_state = jax.lax.cond(
+            jnp.all(jnp.isfinite(aux["total"])),
+            lambda p, o: apply(p, o, grads),
+            lambda p, o: (p, o),
+            state.params,
+            state.opt_state,
+        )
+        return jax.vmap(parts.finish)(state, params, opt_state, scratch, aux)
+
+    return step
 
 
 def make_update_fn(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTransformation):

@@ -1,0 +1,96 @@
+"""One switch per method (edge_search.method): the paper's search as written, the ablation
+batch as a search, and the settings a method does not use refused by name; the masked search
+on a world where no edge can help."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from autoheri_jax import experiment
+from autoheri_jax.artifacts import Workdir
+from autoheri_jax.config import ConfigError, load_config
+from autoheri_jax.train.optim import make_optimizer, param_labels
+from autoheri_jax.train.step import init_state, make_update_fn
+
+
+def _smoke(repo, *overrides):
+    return load_config(repo / "experiments" / "configs" / "smoke.py", list(overrides))
+
+
+def test_the_paper_method_updates_gates_and_weights_in_two_partitions_in_one_jitted_step(repo):
+    cfg = _smoke(repo, "edge_search.method=paper")
+    model, tcfg = experiment.search_setup(cfg)
+    assert (tcfg.arch_optimizer, tcfg.arch_warmup_steps, tcfg.entropy_warmup_steps) == (
+        "adam", 0, 0)  # fmt: skip
+    assert tcfg.entropy_weight > 0 and tcfg.sparsity_weight == 0 and not tcfg.bilevel
+    assert model.searched and model.edge_init == "block"
+    data = experiment.load_data(cfg, None, progress=False)
+    spec = experiment.spec_for(model, data.train)
+    opt = make_optimizer(tcfg)
+    state = init_state(spec, tcfg, opt)
+    labels = jax.tree.leaves(param_labels(state.params))
+    assert {"arch", "weights", "embeddings"} == set(labels)
+    before = jax.tree.map(np.asarray, state.params)
+    step = make_update_fn(spec, tcfg, opt)  # one jitted step for every partition
+    state, _ = step(state, data.train.batch(np.arange(256)))
+    arch = np.asarray(state.params["arch"]["edge_logits"])
+    assert not np.array_equal(arch, before["arch"]["edge_logits"])  # step 0: no warm-up
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), state.params["towers"],
+                         before["towers"])  # fmt: skip
+    assert any(jax.tree.leaves(moved))
+
+
+def test_a_setting_the_paper_search_does_not_have_is_refused_by_name(repo):
+    for key in ("derive_threshold=0.7", "search.sparsity_weight=0.1", "search.bilevel=true",
+                "model.init_edge_logit=1.0"):  # fmt: skip
+        with pytest.raises(ConfigError, match=key.split("=")[0].replace(".", r"\.")):
+            _smoke(repo, "edge_search.method=paper", key)
+    with pytest.raises(ConfigError, match="edge_search.method"):
+        _smoke(repo, "edge_search.method=ablation", "search.bilevel=true")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["paper", "ablation"])
+def test_each_method_runs_end_to_end_and_records_how_it_decided(repo, tmp_path, method):
+    cfg = _smoke(repo, f"edge_search.method={method}")
+    wd = Workdir(tmp_path / method)
+    record = experiment.search(cfg, wd, progress=False)
+    saved = json.loads(wd.path("architecture.json").read_text())
+    assert saved["kept"] == record["kept"] and saved["search_method"] == method
+    text = wd.path("architecture.txt").read_text()
+    if method == "paper":
+        assert saved["threshold"] == 0.5 and f"{method} search" in text
+        kept = [c["edge"] for c in saved["candidates"] if c["prob"] > 0.5]
+        assert saved["kept"] == kept
+        assert wd.path("models").exists()
+    else:
+        names = [c["name"] for c in saved["ablation"]["candidates"]]
+        assert len(names) == 2 + 2 * len(saved["candidates"])
+        assert {"none", "all"} <= set(names) and "ablation search" in text
+        chosen = next(c for c in saved["ablation"]["candidates"]
+                      if c["name"] == saved["ablation"]["chosen"])  # fmt: skip
+        assert chosen["edges"] == len(saved["kept"])
+        assert all("add_one" in c["ablation"] for c in saved["candidates"])
+
+
+NULL_WORLD = ["data.world=null", "data.num_train=40000", "data.num_valid=8000",
+              "search.batch_size=512", "retrain.batch_size=512", "retrain.epochs=2"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_masked_search_keeps_no_edge_in_a_null_world_in_most_seeds(repo, tmp_path):
+    """Conversion shares nothing with click (data.world=null): the default search, its margin
+    included, keeps no edge in at least 2 of 3 seeds of a small world. (At 8k training rows
+    and one epoch, every edge did raise test cvr* sAUC in 3 of 3 seeds (+0.001 to +0.011): the
+    click tower's better-trained layers help a conversion tower that has learned almost
+    nothing, so there a null world is not null and the search rightly keeps edges.)"""
+    kept = []
+    for seed in range(3):
+        seeds = [f"data.seed={seed}", f"search.seed={seed}", f"retrain.seed={seed}",
+                 f"edge_search.seed={seed}"]  # fmt: skip
+        cfg = _smoke(repo, *NULL_WORLD, *seeds)
+        record = experiment.search(cfg, Workdir(tmp_path / str(seed)), progress=False)
+        kept.append(len(record["kept"]))
+    assert sum(k == 0 for k in kept) >= 2, kept
