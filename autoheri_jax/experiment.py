@@ -184,11 +184,13 @@ def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: 
             _say(f"[search] validated selection: {sel['chosen']} ({time.perf_counter() - t0:.1f}s)")
         record = architecture.evidence_record(spec.edges, ev, stage_names, mode)
     elif method == "ablation":
+        t0 = time.perf_counter()
         names, masks = ground_truth_masks(spec.edges)
         judged = selection.retrain_and_judge(
             spec, cfg.retrain, data.train, data.valid, names, masks, "ctcvr_auc",
             cfg.eval_batch_size, "search:ablation", _batch_checkpoints(cfg, wd, spec, masks),
         )  # fmt: skip
+        _say(f"[search] ablation batch: {judged['chosen']} ({time.perf_counter() - t0:.1f}s)")
         record = architecture.ablation_record(spec.edges, judged, stage_names, mode)
     else:
         record = architecture.searched_architecture(

@@ -54,6 +54,7 @@ import numpy as np
 from scipy import stats
 
 from autoheri_jax import experiment
+from autoheri_jax.config import apply_overrides
 from autoheri_jax.data.worlds import parse_planted_edge
 from autoheri_jax.metrics import BinaryScores, auc, soft_auc
 from autoheri_jax.search.evidence import (
@@ -109,10 +110,13 @@ def validation_criteria(logits: np.ndarray, labels: np.ndarray) -> dict[str, lis
     return out
 
 
-def world_seed(study, arm: str, seed: int, progress: bool, checkpoints: Path | None = None) -> dict:
+def world_seed(
+    study, arm: str, seed: int, progress: bool, checkpoints: Path | None = None,
+    overrides: tuple[str, ...] = (),
+) -> dict:  # fmt: skip
     """One world-seed's record. With `checkpoints`, the architecture batch checkpoints there
     (cfg.checkpoint's schedule, and on SIGTERM) and a rerun resumes it."""
-    cfg = arm_config(study, arm, seed, "data")
+    cfg = apply_overrides(arm_config(study, arm, seed, "data"), list(overrides))
     data = experiment.load_data(cfg, None, progress=False)
     supernet = dataclasses.replace(cfg.model, searched=False)  # every candidate, mask-gated
     spec = experiment.spec_for(supernet, data.train)
@@ -382,6 +386,10 @@ def main(argv=None) -> None:
         choices=list(CRITERIA),
         help="criterion that picks the best architecture for the regret",
     )
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE",
+        help="overrides applied after each arm's own (e.g. data.zipf_exponent=0.5)",
+    )  # fmt: skip
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args(argv)
     study = load_study(args.study)
@@ -393,7 +401,7 @@ def main(argv=None) -> None:
             path = args.workdir / arm / f"seed{k}.json"
             if not path.exists():
                 ckpt = path.with_suffix(".ckpt")
-                rec = world_seed(study, arm, k, args.progress, checkpoints=ckpt)
+                rec = world_seed(study, arm, k, args.progress, ckpt, tuple(args.set))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(rec))
                 shutil.rmtree(ckpt, ignore_errors=True)  # the record now holds what they did
@@ -401,7 +409,7 @@ def main(argv=None) -> None:
             records[arm].append(json.loads(path.read_text()))
     planted = {}
     for arm, recs in records.items():
-        data_cfg = arm_config(study, arm, recs[0]["seed"], "data").data
+        data_cfg = apply_overrides(arm_config(study, arm, recs[0]["seed"], "data"), args.set).data
         planted[arm] = expected_set(data_cfg, recs[0]["edges"])
     summary = summarize(records, args.pick, args.search_workdir, planted)
     (args.workdir / "ground_truth.json").write_text(json.dumps(summary, indent=1))
