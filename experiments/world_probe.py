@@ -51,10 +51,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("worlds", nargs="+", help="one world: comma-separated key=value overrides")
     args = ap.parse_args(argv)
-    print(
-        "| world | validation ctr sAUC none / all | validation cvr* sAUC none / all | all - none |"
-    )
-    print("| --- | --- | --- | --- | --- |")
+    print("| world | valid ctr sAUC none / all | valid cvr* sAUC none / all | all - none |")
+    print("| --- | --- | --- | --- |")
     for world in args.worlds:
         r = probe([o for o in world.split(",") if o])
         ctr, cvr = r["ctr"], r["cvr_all"]
