@@ -6,10 +6,11 @@ Command:
 
 Model: experiments/configs/study_base.py's (embed 8, towers 64-32-16, 9 edges, batch 1024) on
 20k simulated rows. Printed: ms per step, steady state (3 warm-up steps, then --steps timed).
-Measured on 2 CPU cores, 2026-12-07 (one run each, the machine otherwise idle): 3 lanes 18.8 ms
-guarded / 19.0 ms unguarded (31.2 ms with the earlier guard, a `cond` selecting between the
-whole old and new stacked states), 20 lanes 162.9 / 177.1 (204.5), 4 seeds 20.0 / 22.8 (54.0
-with the earlier per-lane guard, a select under vmap).
+Measured on 2 CPU cores, 2026-12-07, by the scratch script this file was made from (one run
+each, another session's tests sharing the machine): 3 lanes 18.8 ms guarded / 19.0 ms
+unguarded (31.2 ms with the earlier guard, a `cond` selecting between the whole old and new
+stacked states), 20 lanes 162.9 / 177.1 (204.5), 4 seeds 20.0 / 22.8 (54.0 with the earlier
+per-lane guard, a select under vmap).
 """
 
 from __future__ import annotations
