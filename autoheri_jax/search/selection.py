@@ -14,9 +14,9 @@ retrained from one fresh initial state with the retrain budget, in one vmapped b
 on the validation split by `edge_search.select`.
 
 The decision knows its noise: the candidates are taken fewest edges first; a candidate with
-more edges replaces the current choice only when it is better at one-sided p < alpha / k (k =
-the comparisons made, Bonferroni), p from DeLong's paired test of two AUCs on the same
-validation rows (`delong_paired`). A difference inside the noise keeps the simpler
+more edges replaces the current choice only when it is better at one-sided p < alpha / (A - 1)
+(A = the candidates with a finite score, Bonferroni), p from DeLong's paired test of two AUCs
+on the same validation rows (`delong_paired`). A difference inside the noise keeps the simpler
 architecture; a NaN score never wins. What the test covers: the sampling noise of the
 validation rows, with both candidates' scores on the same rows. What it does not: the noise of
 retraining (another seed would train other weights); common random numbers make the two
