@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from autoheri_jax.data.worlds import WORLDS, parse_planted_edge
+from autoheri_jax.data.worlds import THREE_STAGE_WORLDS, WORLDS, parse_planted_edge
 from autoheri_jax.model.edges import AGGREGATIONS, parse_edge
 from autoheri_jax.model.edges import OPS as EDGE_OPS
 from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS
@@ -100,7 +100,8 @@ class DataConfig:
     # how the conversion stage reuses the click stage's hidden structure (data/worlds.py):
     # cascade (the click interaction, linearly), or a world with a planted answer: shallow
     # (an early click layer's quantity), deep (the click output), planted (teacher layer i at
-    # depth j, data.planted_edge), null (nothing shared)
+    # depth j, data.planted_edge), null (nothing shared), bypass (3 stages: conversion reuses
+    # click's interaction, activation shares nothing)
     world: str = "cascade"
     planted_edge: str = "0->2"  # world=planted: the edge "i->j" the world plants
 
@@ -129,9 +130,14 @@ class DataConfig:
         _check(self.zipf_exponent > 0, "zipf_exponent", "must be > 0")
         _check(self.world in WORLDS, "world", f"one of {WORLDS}")
         _check(
-            self.world == "cascade" or self.num_stages == 2,
+            self.num_stages == 2 or self.world in THREE_STAGE_WORLDS,
             "world",
             f"{self.world!r} is a 2-stage funnel: needs num_stages=2",
+        )
+        _check(
+            self.world != "bypass" or self.num_stages == 3,
+            "world",
+            "'bypass' is a 3-stage funnel: needs num_stages=3",
         )
         try:
             parse_planted_edge(self.planted_edge)

@@ -141,3 +141,9 @@ def test_expected_sets_follow_the_world_designs(repo):
     assert at(world="planted", planted_edge="0->2") == ["0.0->1.0", "0.0->1.1", "0.0->1.2"]
     assert at(world="planted", planted_edge="2->0") == ["0.2->1.0"]
     assert at(world="planted", planted_edge="1->1") == ["0.0->1.0", "0.1->1.0", "0.1->1.1"]
+    three = [f"{a}.{i}->{b}.{j}" for a, b in ((0, 1), (0, 2), (1, 2)) for i in range(2)
+             for j in range(2)]  # fmt: skip
+    bypass = gt.expected_set(
+        dataclasses.replace(data, world="bypass", num_stages=3, stage_rates=(0.2, 0.15)), three
+    )
+    assert bypass == ["0.0->2.0", "0.0->2.1", "0.1->2.0", "0.1->2.1"]

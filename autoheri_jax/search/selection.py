@@ -58,6 +58,7 @@ def candidate_masks(kept: np.ndarray) -> tuple[list[str], np.ndarray]:
 
 
 ALPHA = 0.05  # one-sided level a candidate with more edges must clear (before Bonferroni)
+POWER = 0.8  # the power at which a comparison's detectable difference is stated
 
 
 def _entire(logits: np.ndarray) -> np.ndarray:
@@ -112,6 +113,12 @@ def delong_paired(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> dict:
     return {"diff": diff, "se": se, "z": z, "p": float(stats.norm.sf(z))}
 
 
+def detectable_difference(se: float, level: float, power: float = POWER) -> float:
+    """The true AUC difference a one-sided test at `level` with standard error `se` detects
+    with probability `power` (normal approximation): (z_{1-level} + z_{power}) x se."""
+    return float((stats.norm.isf(level) + stats.norm.ppf(power)) * se)
+
+
 def choose(
     scores: list[float],
     edge_counts: list[int],
@@ -158,7 +165,8 @@ def judge(
     """Scores retrained candidates ([A, N, T] validation `logits` of `masks` [A, E]) and
     chooses one by the module docstring's rule. -> {"criterion", "test", "alpha",
     "positives", "candidates": [{name, edges, score}], "comparisons": [{candidate, against,
-    diff, se, p, level, wins}], "chosen", "kept": [E] bool}."""
+    diff, se, p, level, detectable, wins}], "chosen", "kept": [E] bool}; `detectable` is the
+    difference the comparison would see with 80% power (`detectable_difference`)."""
     y = _last_stage_labels(labels)
     scores = SCORES[criterion](logits, labels)
     entire = _entire(logits)
@@ -173,7 +181,8 @@ def judge(
     for c in comparisons:  # names and the paired test's figures, for the record
         t = tests[c["candidate"], c["against"]]
         c.update(candidate=names[c["candidate"]], against=names[c["against"]],
-                 diff=t["diff"], se=t["se"])  # fmt: skip
+                 diff=t["diff"], se=t["se"],
+                 detectable=detectable_difference(t["se"], c["level"]))  # fmt: skip
     return {
         "criterion": criterion,
         "test": "DeLong paired AUC test, one-sided, Bonferroni over the candidates",
