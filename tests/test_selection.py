@@ -129,10 +129,10 @@ def test_the_detectable_difference_is_seen_at_its_stated_power():
 def test_selection_lines_print_each_margin_and_warn_when_it_is_too_wide():
     from autoheri_jax.search.architecture import MAX_DETECTABLE_AUC, selection_lines
 
-    def record(se):
+    def record(se, wins=False):
         d = selection.detectable_difference(se, 0.05)
         comp = {"candidate": "all", "against": "none", "diff": 0.004, "se": se, "p": 0.2,
-                "level": 0.05, "detectable": d, "wins": False}  # fmt: skip
+                "level": 0.05, "detectable": d, "wins": wins}  # fmt: skip
         cands = [{"name": "none", "edges": 0, "score": 0.70}, {"name": "all", "edges": 9,
                  "score": 0.704}]  # fmt: skip
         return {"criterion": "ctcvr_auc", "candidates": cands, "comparisons": [comp],
@@ -141,8 +141,10 @@ def test_selection_lines_print_each_margin_and_warn_when_it_is_too_wide():
     narrow, wide = selection_lines(record(0.001)), selection_lines(record(0.006))
     assert "detects 0.0025 at 80% power" in narrow[1]
     assert not any("warning" in line for line in narrow)
-    assert wide[-1].startswith("  warning: on 300 validation conversions")
+    assert wide[-1].startswith("  warning: on 300 validation conversions the margin refused")
     assert f"{MAX_DETECTABLE_AUC}" in wide[-1]
+    # a comparison that more edges won needed no power: no warning
+    assert not any("warning" in line for line in selection_lines(record(0.006, wins=True)))
 
 
 @pytest.mark.slow
