@@ -67,11 +67,11 @@ def click_layers(params, spec, batch) -> list[np.ndarray]:
 def probe_r2(features: np.ndarray, target: np.ndarray) -> float:
     """Held-out R² of a ridge regression target ~ features (fit on the first half)."""
     n = len(target) // 2
-    mu, sd = features[:n].mean(0), features[:n].std(0)
-    live = sd > 1e-6  # a unit dead on the fitting half would be scaled to noise on the other
-    f = (features[:, live] - mu[live]) / sd[live]
+    f = features - features[:n].mean(0)
+    # no per-unit scaling: a unit nearly dead on the fitting half would be blown up to noise
+    penalty = RIDGE * n * max(float(f[:n].var(0).mean()), 1e-12)
     a = np.c_[f[:n], np.ones(n)]
-    coef = np.linalg.solve(a.T @ a + RIDGE * n * np.eye(a.shape[1]), a.T @ target[:n])
+    coef = np.linalg.solve(a.T @ a + penalty * np.eye(a.shape[1]), a.T @ target[:n])
     pred = np.c_[f[n:], np.ones(len(f) - n)] @ coef
     rest = target[n:]
     return float(1.0 - np.mean((rest - pred) ** 2) / np.var(rest))
