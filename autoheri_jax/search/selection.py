@@ -11,7 +11,9 @@ masked search ends with a small, fixed comparison: the candidates
 
 retrained from one fresh initial state with the retrain budget, in one vmapped batch
 (train/arch_batch.py: the same batches in the same order, common random numbers), and scored
-on the validation split by `edge_search.select`.
+on the validation split by `edge_search.select`. The batch is the retrain's TrainConfig, seed
+included, so its lanes are the retrain's models (none = ESMM, all = every edge on, the chosen
+one = the derived model): experiment.save_lane_models saves them, and they are not retrained.
 
 The decision knows its noise: the candidates are taken fewest edges first; a candidate with
 more edges replaces the current choice only when it is better at one-sided p < alpha / (A - 1)
