@@ -110,10 +110,15 @@ def test_scale_smoke_runs_every_phase_on_generated_aliccp(repo, tmp_path):
     assert all(p["seconds"] > 0 and p["peak_rss_mb"] > 0 for p in res["phases"].values())
     assert res["phases"]["search"]["training"]["autoheri_search"]["steps"] == 12
     assert res["phases"]["retrain"]["training"]["esmm"]["steps"] == 12
+    # ESMM is the validated selection's lane "none", trained there once, not retrained
+    assert res["phases"]["retrain"]["training"]["esmm"]["lane"] == "none"
     assert set(res["test_auc"]) == {"autoheri", "esmm"}
     assert set(res["phases"]["step"]["models"]) == {"esmm", "search", "retrain"}
     step = res["phases"]["step"]["models"]
     for name, t in res["phases"]["retrain"]["training"].items():  # against the step alone
+        if t["lane"] is not None:
+            assert "x_step" not in t  # the batch's rate: every lane's examples
+            continue
         ref = step[{"autoheri": "retrain", "esmm": "esmm"}[name]]["examples_per_s"]
         assert t["x_step"] == pytest.approx(t["examples_per_s"] / ref)
     world = json.loads((tmp_path / "s" / "raw" / "world.json").read_text())

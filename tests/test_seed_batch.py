@@ -86,8 +86,10 @@ def test_a_non_finite_seed_is_named():
 def test_study_with_vmapped_seeds_equals_seed_by_seed(repo, tmp_path, monkeypatch):
     monkeypatch.chdir(repo)
     smoke = repo / "experiments" / "configs" / "smoke.py"
+    # no validated selection: its batch would train ESMM as a lane (tests/test_lane_reuse.py)
     tiny = ["baselines=esmm", "data.num_train=1024", "checkpoint.every_steps=1000",
-            "checkpoint.keep_best=false", "checkpoint.async_save=false"]  # fmt: skip
+            "checkpoint.keep_best=false", "checkpoint.async_save=false",
+            "edge_search.select=off"]  # fmt: skip
     file = tmp_path / "tiny_study.py"
     file.write_text(
         "from autoheri_jax.config import load_config\n"

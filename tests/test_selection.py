@@ -155,7 +155,8 @@ def test_selection_scores_each_retrained_candidate_and_keeps_the_chosen_one():
     cfg = TrainConfig(epochs=1, batch_size=128, lr=1e-2, log_every=10)
     kept = np.zeros(spec.num_edges, bool)
     kept[0] = True
-    out = selection.select_architecture(spec, cfg, train_rows, valid, kept, "ctcvr_auc", 256)
+    out, lanes = selection.select_architecture(spec, cfg, train_rows, valid, kept, "ctcvr_auc", 256)
+    assert lanes.names == ["none", "evidence", "all"] and lanes.batch == "selection"
     assert [c["name"] for c in out["candidates"]] == ["none", "evidence", "all"]
     assert [c["edges"] for c in out["candidates"]] == [0, 1, spec.num_edges]
     assert len(out["comparisons"]) == 2 and out["alpha"] == 0.05
@@ -205,7 +206,9 @@ def test_selection_checkpoints_its_batch_and_a_rerun_resumes_it(tmp_path):
     def run(k):
         fp = selection.selection_fingerprint(spec, cfg, k)
         r = Resumable(tmp_path / "select", ck, {"phase": "search"}, fp)
-        return selection.select_architecture(spec, cfg, train_rows, valid, k, "ctcvr_auc", 256, r)
+        return selection.select_architecture(spec, cfg, train_rows, valid, k, "ctcvr_auc", 256, r)[
+            0
+        ]
 
     first = run(kept)
     assert any((tmp_path / "select").iterdir())
