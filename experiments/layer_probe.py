@@ -29,6 +29,7 @@ import numpy as np
 from autoheri_jax import experiment
 from autoheri_jax.config import load_config
 from autoheri_jax.data.simulator import hidden_terms
+from autoheri_jax.data.sources import world_args
 from autoheri_jax.model.embedding import model_input
 from autoheri_jax.model.network import _ACTIVATIONS
 from autoheri_jax.train.arch_batch import train_architectures
@@ -39,13 +40,7 @@ RIDGE = 1e-3  # relative to the mean feature variance: keeps the 64-unit fits we
 
 def world_quantities(d, rows: slice) -> dict[str, np.ndarray]:
     """The hidden quantities of the rows `rows` of the world's first draw (train then valid)."""
-    args = dict(
-        seed=d.seed, num_stages=d.num_stages, num_users=d.num_users, num_items=d.num_items,
-        zipf_exponent=d.zipf_exponent, click_rate=d.click_rate, stage_rates=d.stage_rates,
-        cascade_strength=d.cascade_strength, num_dense=d.num_dense, latent_dim=d.latent_dim,
-        noise_fields=d.noise_fields, world=d.world, planted_edge=d.planted_edge,
-    )  # fmt: skip
-    h = hidden_terms(num_rows=d.num_train + d.num_valid, **args)
+    h = hidden_terms(num_rows=d.num_train + d.num_valid, **world_args(d))
     return {
         "s_a": h["interactions"][0][rows],
         "click offset": h["offsets"][0][rows],
