@@ -29,7 +29,7 @@ Expected and measured: experiments/README.md ("The bypass world").
 import dataclasses
 from pathlib import Path
 
-from autoheri_jax.study import load_study
+from autoheri_jax.study import load_study, method_arms
 
 PLANTED = Path(__file__).resolve().parent / "planted_worlds.py"
 WORLD = [
@@ -49,11 +49,7 @@ def get_study():
     return dataclasses.replace(
         study,
         name="bypass_world",
-        arms={
-            "masked": WORLD,
-            "paper": [*WORLD, "edge_search.method=paper"],
-            "ablation": [*WORLD, "edge_search.method=ablation"],
-        },
+        arms=method_arms(WORLD),
         keys=("cvr", "ctcvr"),
         model_pairs=(("autoheri", "hierarchical_all_on"),),
         description="A 3-stage world whose conversion reuses the click stage and skips the "
