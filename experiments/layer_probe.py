@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 
 import jax
@@ -95,7 +96,7 @@ def main(argv=None) -> None:
     print("| world | quantity | R² from x | click layer 0 | layer 1 | layer 2 |")
     print("| --- | --- | --- | --- | --- | --- |")
     for world in args.worlds:
-        for name, r2 in probe([o for o in world.split(",") if o]).items():
+        for name, r2 in probe([o for o in re.split(r",(?![^\[]*\])", world) if o]).items():
             print(f"| {world} | {name} | " + " | ".join(f"{v:.3f}" for v in r2) + " |", flush=True)
 
 
