@@ -66,6 +66,34 @@ def embed(params: Params, spec: ModelSpec, inputs: Mapping[str, jax.Array]) -> j
     return embed_from(params["embedding"]["table"], spec, inputs, single, bags)
 
 
+def embed_distinct_bags(params: Params, spec: ModelSpec, inputs: Mapping) -> jax.Array:
+    """`embed` of an evaluation batch whose bag fields list each distinct bag once
+    (data/eval_batches.py): inputs["bags"][f] holds ids / values / mask [S_f, L_f] and, for a
+    field shared between rows, slot [B] (row b's bag); without slot, S_f = B. Each bag is
+    pooled once, as `embed_from` pools it (clamped ids, value weights, sum or mean), then
+    handed to its rows: the same vectors up to float rounding, for S_f x L_f lookups instead
+    of B x max_bag_len."""
+    table = params["embedding"]["table"]
+    offsets = spec.field_offsets
+    num_single = len(spec.vocab_sizes)
+    top = jnp.asarray(spec.vocab_sizes, jnp.int32) - 1
+    single = jnp.clip(inputs["sparse"], 0, top[None, :]) + jnp.asarray(offsets[:num_single])
+    out = jnp.take(table, single, axis=0)
+    if not spec.bag_vocab_sizes:
+        return out
+    pooled = []
+    for f, bag in enumerate(inputs["bags"]):
+        ids = jnp.clip(bag["ids"], 0, spec.bag_vocab_sizes[f] - 1) + int(offsets[num_single + f])
+        vectors = jnp.take(table, ids, axis=0)  # S x L x D
+        mask = bag["mask"]
+        weights = mask * bag["values"] if spec.bag_value_weighted else mask
+        bag_vectors = jnp.einsum("sl,sld->sd", weights, vectors)
+        if spec.bag_pooling == "mean":
+            bag_vectors = bag_vectors / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)[:, None]
+        pooled.append(jnp.take(bag_vectors, bag["slot"], axis=0) if "slot" in bag else bag_vectors)
+    return jnp.concatenate([out, jnp.stack(pooled, axis=1)], axis=1)
+
+
 def model_input(
     params: Params,
     spec: ModelSpec,
