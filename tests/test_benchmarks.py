@@ -125,3 +125,15 @@ def test_scale_smoke_runs_every_phase_on_generated_aliccp(repo, tmp_path):
     assert world["splits"]["train"]["rows"] + world["splits"]["test"]["rows"] == 300_000
     again = _bench_json(repo, tmp_path, "scale.py", *args)
     assert again["phases"]["generate"] == res["phases"]["generate"]  # reused, not redone
+
+
+@pytest.mark.slow
+def test_eval_speed_smoke_reports_every_figure(repo, tmp_path):
+    """benchmarks/eval_speed.py: the step before and after, evaluate, the old path, AUC."""
+    args = ("--rows", "20000", "--workdir", str(tmp_path / "e"), "--smoke", "--old",
+            "--auc-rows", "100000")  # fmt: skip
+    res = _bench_json(repo, tmp_path, "eval_speed.py", *args)
+    assert res["step_before"] > 0 and res["step_after"] > 0 and res["ratio"] > 0
+    assert res["evaluate"]["rows_per_s_per_model"] > 0 and res["old"]["rows_per_s"] > 0
+    assert res["models"] == ["esmm", "retrain"] and res["test_rows"] > 0
+    assert res["auc"]["auc_s"] > 0 and res["auc"]["old_auc_s"] > 0
