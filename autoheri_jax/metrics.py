@@ -178,6 +178,8 @@ def _auc_sorted(ranked: Ranked, labels: np.ndarray) -> float | None:
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
+    if np.isnan(ranked.scores[-1]):  # NaN sorts last: a NaN score leaves AUC undefined (NaN)
+        return float("nan")
     pos = np.add.reduceat(y, ranked.starts, dtype=np.int64)
     neg = ranked.counts() - pos
     below = np.cumsum(neg) - neg  # negatives strictly below each distinct score

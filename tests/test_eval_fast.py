@@ -56,12 +56,15 @@ def test_rank_of_nothing_and_of_one():
         assert len(r.order) == len(s) and len(r.starts) == len(s)
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "nan"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_auc_and_calibration_equal_the_reference(kind):
     rng = np.random.default_rng(1)
     s = _scores(rng, 5000, kind)
     y = (rng.random(5000) < 0.2).astype(np.int8)
     state = metrics.BinaryScores(s, y)
+    if kind == "nan":  # undefined, as scipy's midranks made it
+        assert np.isnan(metrics.auc(state)) and np.isnan(reference.auc(state))
+        return
     assert metrics.auc(state) == reference.auc(state)
     p = rng.random(5000)
     if kind != "signed":
