@@ -196,6 +196,18 @@ def _cell(c: dict) -> str:
     return f"{c['prob']:>8.3f}{'*' if c['kept'] else ' '}"
 
 
+def _detectable(comparison: dict) -> float | None:
+    """The comparison's detectable difference (records written before it was stored: from its
+    se and level)."""
+    if comparison.get("detectable") is not None:
+        return comparison["detectable"]
+    if comparison.get("se") is None or comparison.get("level") is None:
+        return None
+    from autoheri_jax.search.selection import detectable_difference
+
+    return detectable_difference(comparison["se"], comparison["level"])
+
+
 def selection_lines(sel: dict) -> list[str]:
     """The validated selection's scores, each comparison with its margin, and the choice."""
     shown = sel["candidates"]
@@ -210,7 +222,7 @@ def selection_lines(sel: dict) -> list[str]:
     ]
     for c in sel.get("comparisons", []):
         verdict = "more edges win" if c["wins"] else "not better at the margin: fewer edges kept"
-        seen = c.get("detectable")
+        seen = _detectable(c)
         power = f", detects {seen:.4f} at 80% power" if seen is not None else ""
         lines.append(
             f"  {c['candidate']} - {c['against']}: {c['diff']:+.4f} AUC (se {c['se']:.4f}"
@@ -218,7 +230,7 @@ def selection_lines(sel: dict) -> list[str]:
             f"{verdict}"
         )
     # A refusal is only as good as what the margin could have seen; a win needs no power.
-    refused = [c.get("detectable") or 0.0 for c in sel.get("comparisons", []) if not c["wins"]]
+    refused = [_detectable(c) or 0.0 for c in sel.get("comparisons", []) if not c["wins"]]
     worst = max(refused, default=0.0)
     if worst > MAX_DETECTABLE_AUC:
         lines.append(
