@@ -162,7 +162,7 @@ def main() -> None:
         }
     last = list(runs)[-1]
     out["ratio"] = out[last]["examples_per_s"] / out["default"]["examples_per_s"]
-    out["bags"] = _bag_stats(runs["aliccp"][0], runs["aliccp"][1])
+    out["bags"] = _bag_stats(runs["aliccp_padded"][0], runs["aliccp_padded"][1])
     for k in runs:
         print(f"{k:12s} ESMM step {out[k]['step_ms']:7.2f} ms  {out[k]['examples_per_s']:>9,.0f} "
               f"examples/s  runs {out[k]['runs_examples_per_s']}")  # fmt: skip
