@@ -36,6 +36,7 @@ import jax
 import measure
 import numpy as np
 
+import autoheri_jax
 from autoheri_jax.config import load_config
 from autoheri_jax.data.sources import load_splits
 from autoheri_jax.experiment import spec_for
@@ -43,13 +44,15 @@ from autoheri_jax.train import sparse_embedding as sparse_rows
 from autoheri_jax.train.optim import make_optimizer
 from autoheri_jax.train.step import init_state, make_update_fn
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(autoheri_jax.__file__).resolve().parents[1]  # its configs: the code under test
 
 
 def _setup(cfg, data, batch_size: int, bag_slots: float = 0.0):
     """The ESMM step of `cfg` on `data`, compiled, with 4 device batches; run(n) -> s/step."""
     model, tcfg = measure.model_for(cfg, "esmm")
-    tcfg = dataclasses.replace(tcfg, batch_size=batch_size, bag_slots=bag_slots)
+    tcfg = dataclasses.replace(tcfg, batch_size=batch_size)
+    if hasattr(tcfg, "bag_slots"):  # absent before train.bag_slots: the baseline's code
+        tcfg = dataclasses.replace(tcfg, bag_slots=bag_slots)
     spec = spec_for(model, data)
     opt = make_optimizer(tcfg)
     state = init_state(spec, tcfg, opt)
@@ -144,7 +147,7 @@ def main() -> None:
         "default": _setup(default_cfg, default_data, args.batch_size),
         "aliccp_padded": _setup(cfg, bag_data, args.batch_size, 0.0),
     }
-    slots = cfg.retrain.bag_slots if args.bag_slots is None else args.bag_slots
+    slots = getattr(cfg.retrain, "bag_slots", 0.0) if args.bag_slots is None else args.bag_slots
     if slots:
         runs["aliccp_slots"] = _setup(cfg, bag_data, args.batch_size, slots)
     out_slots = slots

@@ -158,3 +158,36 @@ def test_vmapped_lanes_with_bag_slots_follow_the_padded_path():
     np.testing.assert_array_equal(compact[1], padded[1])
     np.testing.assert_allclose(compact[2], padded[2], rtol=1e-5, atol=1e-6)
     assert np.all(np.asarray(compact[3]) == se.SCRATCH_EMPTY)
+
+
+@pytest.mark.parametrize("slots", [0.0, 0.75])
+def test_direct_bag_rows_keep_dedupes_contract(slots, monkeypatch):
+    """Bag fields with vocabulary <= B x L are numbered by a touched mask, not deduplicated:
+    the same distinct rows, each entry pointing at its own row, and the same gradients."""
+    spec = _spec()
+    batch = _batch(seed=11)
+    assert se._direct_bags(spec, 24, L)
+    scratch = se.new_scratch(spec.table_rows)
+    s = se.bag_slots(batch, slots)
+    direct = se.unique_lookup_rows(spec, batch, scratch, s)
+    monkeypatch.setattr(se, "_direct_bags", lambda *a: False)
+    deduped = se.unique_lookup_rows(spec, batch, scratch, s)
+    for rows, single, _, n, out in (direct, deduped):
+        n = int(n)
+        assert len(set(np.asarray(rows[:n]).tolist())) == n
+        assert np.all(np.asarray(rows[n:]) == spec.table_rows)
+        assert np.all(np.asarray(out) == se.SCRATCH_EMPTY)
+        np.testing.assert_array_equal(np.asarray(rows)[np.asarray(single)],
+                                      np.asarray(se.lookup_rows(spec, batch)[0]))  # fmt: skip
+    assert int(direct[3]) == int(deduped[3])
+    np.testing.assert_array_equal(np.sort(direct[0]), np.sort(deduped[0]))
+    idx = lambda b: b.index if isinstance(b, se.CompactBags) else b
+    np.testing.assert_array_equal(
+        np.asarray(direct[0])[np.asarray(idx(direct[2]))],
+        np.asarray(deduped[0])[np.asarray(idx(deduped[2]))],
+    )
+    cfg = TrainConfig(bag_slots=slots)
+    want = _grads(spec, cfg, batch)
+    monkeypatch.undo()
+    got = _grads(spec, cfg, batch)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-7)
