@@ -281,6 +281,11 @@ class TrainConfig:
     embedding_optimizer: str = "adam"  # embeddings partition: adam | adagrad
     embedding_lr: float = 0.0  # learning rate of the embeddings partition; 0 = same as lr
     sparse_embeddings: bool = True  # update only looked-up rows (adam becomes lazy Adam)
+    # > 0 (sparse embeddings): a step gathers, pools and scatters only a batch's real bag
+    # entries, in this fraction of its padded B x fields x max_bag_len slots (set it above the
+    # data's fill: benchmarks/bag_step.py prints it); a batch with more takes the padded path,
+    # with the same result. 0 = always the padded path
+    bag_slots: float = 0.0
     # > 0: a masked supernet's step: every edge is on with this probability, one draw per step
     # for the whole batch (train/step.step_edge_mask); 0 = the model's own gates. The masked
     # search (EdgeSearchConfig) sets it for its supernet; set by hand it is path dropout
@@ -303,6 +308,7 @@ class TrainConfig:
         _check(self.max_steps >= 0, "max_steps", "must be >= 0 (0 = the epochs decide)")
         _check(self.lr > 0, "lr", "must be > 0")
         _check(0 <= self.edge_keep_prob < 1, "edge_keep_prob", "must lie in [0, 1)")
+        _check(0 <= self.bag_slots <= 1, "bag_slots", "must lie in [0, 1]")
         for k in ("weight_decay", "grad_clip"):
             _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
 

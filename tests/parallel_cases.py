@@ -93,6 +93,29 @@ def case_eight_device_runs_are_bitwise_reproducible():
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+def case_bag_slots_on_devices_equal_the_padded_single_device():
+    """train.bag_slots under mesh / pmap (sharded too): each device compacts its own bags,
+    and the devices agree on the branch (a pmin of the fit), so results follow one device."""
+    import dataclasses
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests.helpers import toy_dataset
+
+    data = toy_dataset(128 * 12)
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2,
+                      data.bag_vocab_sizes)  # fmt: skip
+    cfg = SearchConfig(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
+                      log_every=4)  # fmt: skip
+    ref, _ = _train(data, spec, cfg, launcher="single")
+    slots = dataclasses.replace(cfg, bag_slots=0.75)
+    got, _ = _train(data, spec, slots, launcher="single")
+    _close(got, ref, "single bag_slots")
+    for launcher in ("mesh", "pmap"):
+        for shard in (False, True):
+            got, _ = _train(data, spec, slots, launcher=launcher, shard_embeddings=shard)
+            _close(got, ref, f"{launcher} bag_slots shard={shard}")
+
+
 if __name__ == "__main__":
     assert len(jax.devices()) == 8, jax.devices()
     for name in sys.argv[1:]:

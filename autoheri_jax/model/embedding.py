@@ -7,6 +7,7 @@ Dense lookups (the whole table is a parameter) live here; the row-sparse trainin
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,23 +34,49 @@ def lookup_rows(spec: ModelSpec, inputs: Mapping[str, jax.Array]):
     return single, bags
 
 
+class CompactBags(NamedTuple):
+    """A batch's bag entries with the padding left out: C slots, the real entries first in
+    (row, field, position) order, then unused slots (index: any row, weight 0, segment B x Fb).
+    """
+
+    index: jax.Array  # int32 [C]: row of `table` in embed_from
+    segment: jax.Array  # int32 [C]: b * Fb + f of the entry; B * Fb in unused slots
+    weight: jax.Array  # float32 [C]: the entry's pooling weight (bag_weights); 0 in unused slots
+
+
+def bag_weights(spec: ModelSpec, inputs: Mapping[str, jax.Array]) -> jax.Array:
+    """[B, Fb, L] pooling weight of every bag entry: its mask, times its value if weighted."""
+    mask = inputs["bag_mask"]
+    return mask * inputs["bag_values"] if spec.bag_value_weighted else mask
+
+
 def embed_from(
     table: jax.Array,
     spec: ModelSpec,
     inputs: Mapping[str, jax.Array],
     single: jax.Array,
-    bags: jax.Array | None,
+    bags: jax.Array | CompactBags | None,
 ) -> jax.Array:
-    """B x (F + Fb) x D from `table` rows: `single` [B, F] and `bags` [B, Fb, L] index it.
+    """B x (F + Fb) x D from `table` rows: `single` [B, F] and `bags` [B, Fb, L] index it, or
+    `bags` is the batch's real entries alone (`CompactBags`, train/sparse_embedding.py).
 
     `table` is the whole embedding table, or just a batch's unique rows (sparse updates).
     """
     out = jnp.take(table, single, axis=0)
     if bags is not None:
-        vectors = jnp.take(table, bags, axis=0)  # B x Fb x L x D
         mask = inputs["bag_mask"]
-        weights = mask * inputs["bag_values"] if spec.bag_value_weighted else mask
-        pooled = jnp.einsum("bfl,bfld->bfd", weights, vectors)
+        if isinstance(bags, CompactBags):  # gather and sum only the entries present
+            b, fb = mask.shape[0], mask.shape[1]
+            vectors = table.at[bags.index].get(mode="promise_in_bounds")  # C x D
+            pooled = jax.ops.segment_sum(
+                bags.weight[:, None] * vectors,
+                bags.segment,
+                num_segments=b * fb,
+                indices_are_sorted=True,
+            ).reshape(b, fb, -1)
+        else:
+            vectors = jnp.take(table, bags, axis=0)  # B x Fb x L x D
+            pooled = jnp.einsum("bfl,bfld->bfd", bag_weights(spec, inputs), vectors)
         if spec.bag_pooling == "mean":
             pooled = pooled / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)[..., None]
         out = jnp.concatenate([out, pooled], axis=1)

@@ -170,7 +170,7 @@ def make_grad_fn(
 
         if cfg.sparse_embeddings:
             return sparse_embedding.value_and_grad(
-                loss_on, params, spec, batch, scratch, axis, shard_embeddings
+                loss_on, params, spec, batch, scratch, axis, shard_embeddings, cfg.bag_slots
             )
         (_, aux), grads = jax.value_and_grad(loss_on, has_aux=True)(params)
         return pmean(aux, axis), pmean(grads, axis), scratch
