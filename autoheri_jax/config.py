@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
 import traceback
 import types
 import typing
@@ -725,6 +726,12 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
                     raise ConfigError(f"{key}: is a section; set one of its fields")
                 node[part] = _parse_literal(text.strip(), tp, key)
     return from_dict(Config, as_dict)
+
+
+def split_overrides(text: str) -> list[str]:
+    """ "a=1,b=[2,3]" -> ["a=1", "b=[2,3]"]: comma-separated `--set` overrides in one string
+    (a comma inside [...] belongs to a list value)."""
+    return [o for o in re.split(r",(?![^\[]*\])", text) if o]
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from autoheri_jax import experiment
-from autoheri_jax.config import load_config
+from autoheri_jax.config import load_config, split_overrides
 from autoheri_jax.data.simulator import hidden_terms
 from autoheri_jax.data.sources import world_args
 from autoheri_jax.model.embedding import model_input
@@ -96,7 +95,7 @@ def main(argv=None) -> None:
     print("| world | quantity | R² from x | click layer 0 | layer 1 | layer 2 |")
     print("| --- | --- | --- | --- | --- | --- |")
     for world in args.worlds:
-        for name, r2 in probe([o for o in re.split(r",(?![^\[]*\])", world) if o]).items():
+        for name, r2 in probe(split_overrides(world)).items():
             print(f"| {world} | {name} | " + " | ".join(f"{v:.3f}" for v in r2) + " |", flush=True)
 
 

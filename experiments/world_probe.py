@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 from pathlib import Path
 
 import numpy as np
 
 from autoheri_jax import experiment
-from autoheri_jax.config import load_config
+from autoheri_jax.config import load_config, split_overrides
 from autoheri_jax.metrics import soft_auc
 from autoheri_jax.train.arch_batch import architecture_logits, train_architectures
 
@@ -56,7 +55,7 @@ def main(argv=None) -> None:
     print("| world | valid ctr sAUC none / all | valid cvr* sAUC none / all | all - none |")
     print("| --- | --- | --- | --- |")
     for world in args.worlds:
-        r = probe([o for o in re.split(r",(?![^\[]*\])", world) if o])
+        r = probe(split_overrides(world))
         ctr, cvr = r["ctr"], r["cvr_all"]
         print(f"| {world} | {ctr[0]:.4f} / {ctr[1]:.4f} | {cvr[0]:.4f} / {cvr[1]:.4f} "
               f"| {cvr[1] - cvr[0]:+.4f} |", flush=True)  # fmt: skip
