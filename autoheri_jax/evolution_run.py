@@ -49,6 +49,7 @@ from autoheri_jax.search.evolution import (
     mask_bits,
     search_edges,
 )
+from autoheri_jax.search.records import ArchitectureRecord
 
 LOG = "evolution.jsonl"
 SUMMARY = "evolution.json"
@@ -140,7 +141,7 @@ def _starting(cfg: Config, wd: artifacts.Workdir, fresh: bool):
     wd.write_json("config.json", to_dict(cfg))
 
 
-def _install_architecture(wd: artifacts.Workdir, record: dict) -> None:
+def _install_architecture(wd: artifacts.Workdir, record: ArchitectureRecord) -> None:
     """Keeps a one-shot architecture.json as ONESHOT_RECORD, then installs the evolved one
     (a different earlier architecture's derived model and results are dropped; baselines stay)."""
     old_path = wd.path("architecture.json")

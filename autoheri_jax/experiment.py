@@ -31,7 +31,6 @@ from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits, load_splits, with_store_options
 from autoheri_jax.metrics import funnel_metrics, metric_keys
 from autoheri_jax.model.build import build_spec
-from autoheri_jax.model.edges import parse_edge
 from autoheri_jax.model.network import init_params as network_init
 from autoheri_jax.model.projection import lane_mask, project_params, same_initial_params
 from autoheri_jax.model.spec import ModelSpec
@@ -39,6 +38,7 @@ from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS, derived_model
 from autoheri_jax.progress import say as _say
 from autoheri_jax.report.tables import format_table
 from autoheri_jax.search import architecture, evidence, selection
+from autoheri_jax.search.records import ArchitectureRecord
 from autoheri_jax.train.arch_batch import ground_truth_masks
 from autoheri_jax.train.lanes import unstack_tree
 from autoheri_jax.train.loop import Resumable, fingerprint, train
@@ -143,8 +143,12 @@ def search_setup(cfg: Config) -> tuple[ModelConfig, TrainConfig]:
     return cfg.model, cfg.search
 
 
-def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False) -> dict:
-    cfg = with_store_options(cfg)  # config.json records the options a prepared store was made with
+def prepare(
+    cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False
+) -> tuple[Splits, ModelSpec, TrainConfig]:
+    """The search's start: the data loaded and checked, the baselines and the supernet built
+    on it (config.json is written once they validate). -> (data, supernet spec, its
+    TrainConfig)."""
     with starting(cfg, wd, fresh):  # config.json once the data and the model validate
         data = load_data(cfg, wd, progress)
         rates = {k: round(v, 4) for k, v in data.train.summary()["positive_rate"].items()}
@@ -152,13 +156,39 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
         check_baselines(cfg, data)
         model, tcfg = search_setup(cfg)
         spec = spec_for(model, data.train)
-    params = None  # the ablation search trains its candidates, not a supernet
-    if cfg.edge_search.method != "ablation":
-        params = train_and_save(cfg, wd, SEARCHED, "search", spec, tcfg, data, progress)
+    return data, spec, tcfg
+
+
+def trains_supernet(cfg: Config) -> bool:
+    """Whether the search trains a supernet (the ablation search trains its candidates)."""
+    return cfg.edge_search.method != "ablation"
+
+
+def derive(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> ArchitectureRecord:
+    """The record of this workdir's search: derived before (a resumed run), else derived now
+    from the supernet's `params` (None for the ablation search)."""
     return derived_before(cfg, wd) or derive_architecture(cfg, wd, spec, params, data)
 
 
-def derived_before(cfg: Config, wd: artifacts.Workdir) -> dict | None:
+def search(
+    cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: bool = False
+) -> ArchitectureRecord:
+    cfg = with_store_options(cfg)  # config.json records the options a prepared store was made with
+    data, spec, tcfg = prepare(cfg, wd, progress, fresh)
+    params = None  # the ablation search trains its candidates, not a supernet
+    if trains_supernet(cfg):
+        params = train_and_save(cfg, wd, SEARCHED, "search", spec, tcfg, data, progress)
+    return derive(cfg, wd, spec, params, data)
+
+
+def read_architecture(wd: artifacts.Workdir) -> ArchitectureRecord:
+    """architecture.json as its record (RecordError naming a key the file lacks or should not
+    have)."""
+    obj = wd.read_json("architecture.json", made_by="search")
+    return ArchitectureRecord.from_json(obj, source=str(wd.path("architecture.json")))
+
+
+def derived_before(cfg: Config, wd: artifacts.Workdir) -> ArchitectureRecord | None:
     """architecture.json when this workdir's search was derived already (a resumed run):
     written by this method after the supernet's params, with no candidates' batch left in
     training (a batch's checkpoints go only once its lanes are saved as models). Deriving
@@ -171,8 +201,8 @@ def derived_before(cfg: Config, wd: artifacts.Workdir) -> dict | None:
         supernet = wd.path("models", SEARCHED, "train.json")  # retrained since: derive again
         if not supernet.exists() or supernet.stat().st_mtime_ns > arch.stat().st_mtime_ns:
             return None
-    record = json.loads(arch.read_text())
-    if record.get("search_method", "gradient") != cfg.edge_search.method:
+    record = ArchitectureRecord.from_json(json.loads(arch.read_text()), source=str(arch))
+    if record.method != cfg.edge_search.method:
         return None  # another method's record (an evolved one, say)
     _say(f"[search] architecture.json: derived before in {wd.root}; reusing it")
     text = wd.path("architecture.txt")
@@ -192,7 +222,9 @@ def _batch_checkpoints(cfg: Config, wd: artifacts.Workdir, spec, masks) -> Resum
     )
 
 
-def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> dict:
+def derive_architecture(
+    cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits
+) -> ArchitectureRecord:
     """The searched params -> architecture.json / .txt (the kept edges and operators)."""
     mode = cfg.model.edge_mode
     stage_names = data.train.stage_names
@@ -200,36 +232,35 @@ def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: 
     lanes = None  # the candidates' batch, when one trained
     if method == "masked":
         t0 = time.perf_counter()
-        ev = evidence.edge_evidence(spec, params, data.valid, cfg.edge_search)
+        ev, per_edge, kept = evidence.edge_evidence(spec, params, data.valid, cfg.edge_search)
         _say(f"[search] edge evidence: {time.perf_counter() - t0:.1f}s")
-        if cfg.edge_search.select != "off" and ev["batches"] > 0:  # judged: worth comparing
+        if cfg.edge_search.select != "off" and ev.batches > 0:  # judged: worth comparing
             t0 = time.perf_counter()
-            names, masks = selection.candidate_masks(ev["kept"])
+            names, masks = selection.candidate_masks(kept)
             with LaneLogs(wd, "select", names, spec) as logs:
-                sel, lanes = selection.select_architecture(
-                    spec, cfg.retrain, data.train, data.valid, ev["kept"],
+                sel, kept, lanes = selection.select_architecture(
+                    spec, cfg.retrain, data.train, data.valid, kept,
                     cfg.edge_search.select, cfg.eval_batch_size,
                     _batch_checkpoints(cfg, wd, spec, masks), **logs,
                 )  # fmt: skip
-            ev = {**ev, "kept": sel.pop("kept"), "selection": sel}
-            _say(f"[search] validated selection: {sel['chosen']} ({time.perf_counter() - t0:.1f}s)")
-        record = architecture.evidence_record(spec.edges, ev, stage_names, mode)
+            ev = dataclasses.replace(ev, selection=sel)
+            _say(f"[search] validated selection: {sel.chosen} ({time.perf_counter() - t0:.1f}s)")
+        record = architecture.evidence_record(spec.edges, ev, per_edge, kept, stage_names, mode)
     elif method == "ablation":
         t0 = time.perf_counter()
         names, masks = ground_truth_masks(spec.edges)
         with LaneLogs(wd, "ablation", names, spec) as logs:
-            judged, lanes = selection.retrain_and_judge(
+            judged, kept, lanes = selection.retrain_and_judge(
                 spec, cfg.retrain, data.train, data.valid, names, masks, "ctcvr_auc",
                 cfg.eval_batch_size, "search:ablation", _batch_checkpoints(cfg, wd, spec, masks),
                 batch="ablation", **logs,
             )  # fmt: skip
-        _say(f"[search] ablation batch: {judged['chosen']} ({time.perf_counter() - t0:.1f}s)")
-        record = architecture.ablation_record(spec.edges, judged, stage_names, mode)
+        _say(f"[search] ablation batch: {judged.chosen} ({time.perf_counter() - t0:.1f}s)")
+        record = architecture.ablation_record(spec.edges, judged, kept, stage_names, mode)
     else:
         record = architecture.searched_architecture(
-            params, spec, cfg.derive_threshold, stage_names, mode
+            params, spec, cfg.derive_threshold, stage_names, mode, method
         )
-        record["search_method"] = method
     install_architecture(wd, record)
     text = architecture.render_architecture(record, len(cfg.model.hidden))
     if artifacts.is_writer():
@@ -275,7 +306,7 @@ def lane_reuse_blocked(cfg: Config, spec: ModelSpec) -> str | None:
     return None
 
 
-def save_lane_models(cfg: Config, wd: artifacts.Workdir, record: dict,
+def save_lane_models(cfg: Config, wd: artifacts.Workdir, record: ArchitectureRecord,
                      lanes: selection.LaneBatch, data: Splits) -> dict[str, str]:  # fmt: skip
     """Saves, as models/<name>, every model of the retrain step (`model_configs`) that is a
     lane of the candidates' batch: the same model but for edges the lane's mask switches
@@ -310,35 +341,40 @@ def save_lane_models(cfg: Config, wd: artifacts.Workdir, record: dict,
     return saved
 
 
-def model_configs(cfg: Config, record: dict) -> dict[str, ModelConfig]:
+def model_configs(cfg: Config, record: ArchitectureRecord) -> dict[str, ModelConfig]:
     """Every model the retrain step trains: the derived AutoHERI model, then the baselines."""
     kept = architecture.kept_edges(record)
     models = {AUTOHERI: derived_model(cfg.model, kept, architecture.kept_ops(record))}
     for name in cfg.baselines:
         if name in ARCH_VARIANTS:
-            if "candidates" not in record:
+            if not record.candidates:
                 raise ConfigError(
                     f"baseline {name!r} needs the search's candidate edges; architecture.json "
                     "has none (rerun `autoheri search`)"
                 )
-            candidates = [parse_edge(c["edge"]) for c in record["candidates"]]
-            models[name] = ARCH_VARIANTS[name](cfg.model, candidates, kept)
+            models[name] = ARCH_VARIANTS[name](cfg.model, record.candidate_edges(), kept)
         else:
             models[name] = VARIANTS[name](cfg.model)
     return models
 
 
+def checkpoint_extra(name: str, record: ArchitectureRecord) -> dict:
+    """What a retrained model's checkpoints record beyond the config: the derived model's
+    kept edges."""
+    return {"architecture": list(record.kept)} if name == AUTOHERI else {}
+
+
 def retrain(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> None:
-    record = wd.read_json("architecture.json", made_by="search")
+    record = read_architecture(wd)
     data = load_data(cfg, wd, progress)
     for name, model in model_configs(cfg, record).items():
         spec = spec_for(model, data.train)
-        extra = {"architecture": record["kept"]} if name == AUTOHERI else {}
+        extra = checkpoint_extra(name, record)
         train_and_save(cfg, wd, name, "retrain", spec, cfg.retrain, data, progress, extra)
 
 
 def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
-    record = wd.read_json("architecture.json", made_by="search")
+    record = read_architecture(wd)
     data = load_data(cfg, wd, progress=False)
     test, stages = data.test, data.test.stage_names
     loaded = {}
@@ -375,7 +411,7 @@ def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
         "data": {"train": data.train.summary(), "test": test.summary()},
         "models": models,
         "oracle": oracle,
-        "architecture": record,
+        "architecture": record.to_json(),
         "config": to_dict(cfg),
         "jax": {"version": jax.__version__, "backend": jax.default_backend()},
     }

@@ -43,7 +43,7 @@ def export_workdir(
     wd = Workdir(workdir)
     refuse_overlap(out, {"the workdir": wd.root}, "--out")  # before any work: nothing to lose
     cfg = experiment.saved_config(wd, None)
-    record = wd.read_json("architecture.json", made_by="search")
+    record = experiment.read_architecture(wd)
     models = experiment.model_configs(cfg, record)
     search_model, search_tcfg = experiment.search_setup(cfg)
     models[experiment.SEARCHED] = search_model
@@ -88,7 +88,7 @@ def export_workdir(
     if unfinished:
         info["unfinished"] = unfinished
     info["workdir"] = str(wd.root)
-    arch = architecture_of(spec, model, record if model == experiment.AUTOHERI else None)
+    arch = architecture_of(spec, model, record.to_json() if model == experiment.AUTOHERI else None)
     return write_export(
         out,
         spec,

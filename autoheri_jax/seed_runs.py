@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Sequence
 
 from autoheri_jax import artifacts, experiment
-from autoheri_jax.artifacts import lifecycle, model_files
+from autoheri_jax.artifacts import model_files
 from autoheri_jax.config import Config
 from autoheri_jax.data.sources import Splits
 from autoheri_jax.progress import say
@@ -108,32 +108,28 @@ def _train_model(
 def run_seeds(
     cfgs: Sequence[Config], wds: Sequence[artifacts.Workdir], progress: bool = True
 ) -> list[dict]:
-    """Runs every config in its workdir (resuming what each has done); -> results per run."""
-    datas = []
-    for cfg, wd in zip(cfgs, wds, strict=True):
-        with lifecycle.starting(cfg, wd):  # config.json once data and model validate
-            data = experiment.load_data(cfg, wd, progress)
-            experiment.check_baselines(cfg, data)
-            experiment.spec_for(experiment.search_setup(cfg)[0], data.train)
-        datas.append(data)
-    setups = [experiment.search_setup(c) for c in cfgs]
-    specs = [experiment.spec_for(m, d.train) for (m, _), d in zip(setups, datas, strict=True)]
+    """Runs every config in its workdir (resuming what each has done); -> results per run.
+
+    The steps of `experiment.run`, each taken for every run before the next: `prepare`
+    (config.json, the data, the supernet's spec), the supernet trained (vmapped over the
+    runs), `derive` (the record, and the lanes its batch saves as models), each model of
+    `model_configs` retrained (vmapped) with `checkpoint_extra`, then `evaluate`."""
+    prepared = [experiment.prepare(c, wd, progress) for c, wd in zip(cfgs, wds, strict=True)]
+    datas = [data for data, _, _ in prepared]
+    specs = [spec for _, spec, _ in prepared]
     searched = [None] * len(cfgs)  # the ablation search trains its candidates, no supernet
-    if cfgs[0].edge_search.method != "ablation":
+    if experiment.trains_supernet(cfgs[0]):
         searched = _train_model(cfgs, wds, datas, artifacts.SEARCHED, "search", specs, progress,
-                                tcfgs=[t for _, t in setups])  # fmt: skip
+                                tcfgs=[t for _, _, t in prepared])  # fmt: skip
     # a run derived before keeps its record (and the lanes its selection saved as models);
     # the others derive one by one, each saving its selection's lanes as its models
     records = [
-        experiment.derived_before(cfg, wd)
-        or experiment.derive_architecture(cfg, wd, spec, params, data)
+        experiment.derive(cfg, wd, spec, params, data)
         for cfg, wd, spec, params, data in zip(cfgs, wds, specs, searched, datas, strict=True)
     ]
     models = [experiment.model_configs(c, r) for c, r in zip(cfgs, records, strict=True)]
     for name in models[0]:
         specs = [experiment.spec_for(m[name], d.train) for m, d in zip(models, datas, strict=True)]
-        extras = [
-            {"architecture": r["kept"]} if name == experiment.AUTOHERI else {} for r in records
-        ]
+        extras = [experiment.checkpoint_extra(name, r) for r in records]
         _train_model(cfgs, wds, datas, name, "retrain", specs, progress, extras)
     return [experiment.evaluate(c, wd) for c, wd in zip(cfgs, wds, strict=True)]

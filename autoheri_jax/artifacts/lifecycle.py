@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import shutil
+from typing import TYPE_CHECKING
 
 from autoheri_jax import artifacts
 from autoheri_jax.artifacts import AUTOHERI
@@ -15,6 +16,9 @@ from autoheri_jax.config import Config, ConfigError, to_dict
 from autoheri_jax.data.sources import check_data_path
 from autoheri_jax.progress import say as _say
 from autoheri_jax.train.signals import deferred
+
+if TYPE_CHECKING:
+    from autoheri_jax.search.records import ArchitectureRecord
 
 _RUNTIME_SECTIONS = ("parallel", "checkpoint")  # how to run, not what: may change on resume
 _RUN_OUTPUTS = ("metrics.jsonl", "edge_history.jsonl", "results.json", "architecture.json",
@@ -107,16 +111,20 @@ def _diff_keys(a: dict, b: dict, prefix: str = ""):
             yield prefix, k
 
 
-def install_architecture(wd: artifacts.Workdir, record: dict, stale: tuple[str, ...] = ()) -> None:
+def install_architecture(
+    wd: artifacts.Workdir, record: ArchitectureRecord, stale: tuple[str, ...] = ()
+) -> None:
     """Writes architecture.json. If the earlier one kept other edges or operators, the model
     retrained from it (and the outputs named in `stale`) no longer match and are deleted."""
     previous = wd.path("architecture.json")
+    new = record.to_json()
     with deferred("installing architecture.json"):  # stale outputs go with their record
         if previous.exists() and artifacts.is_writer():
+            # read as plain JSON: any earlier record, even one of an older layout, is replaced
             old = json.loads(previous.read_text())
-            if (old.get("kept"), old.get("kept_ops")) != (record["kept"], record.get("kept_ops")):
+            if (old.get("kept"), old.get("kept_ops")) != (new["kept"], new.get("kept_ops")):
                 for path in (wd.path("models", AUTOHERI), wd.path("checkpoints", AUTOHERI)):
                     shutil.rmtree(path, ignore_errors=True)
                 for name in stale:
                     wd.path(name).unlink(missing_ok=True)
-        wd.write_json("architecture.json", record)
+        wd.write_json("architecture.json", new)

@@ -1,8 +1,10 @@
 """From trained gates to the discrete architecture, its record and its rendering.
 
 `derive(...)` keeps the edges whose probability exceeds the threshold (with each kept edge's
-argmax operator after an operator search); `architecture_record` is that decision as JSON
-(architecture.json), the single place the kept set is computed; `render_architecture` draws
+argmax operator after an operator search); `architecture_record` (and `evidence_record`,
+`ablation_record` for the masked and ablation searches) is that decision as an
+ArchitectureRecord (search/records.py; architecture.json), the single place the kept set is
+computed; `render_architecture` draws
 it as one grid per task pair (architecture.txt).
 """
 
@@ -15,6 +17,15 @@ import numpy as np
 from autoheri_jax.model.edges import OPS, Edge, parse_edge
 from autoheri_jax.model.gates import edge_probabilities, op_probabilities
 from autoheri_jax.model.spec import ModelSpec, Params
+from autoheri_jax.search.records import (
+    ArchitectureRecord,
+    CandidateEdge,
+    Comparison,
+    EdgeAblation,
+    EdgeEvidence,
+    Evidence,
+    Selection,
+)
 
 # A selection that refused more edges with a comparison that sees (80% power) only differences
 # above this many AUC points says so: the edge sets of this repository's worlds differ by less
@@ -47,39 +58,47 @@ def architecture_record(
     mode: str,
     op_probs: np.ndarray | None = None,
     op_names: Sequence[str] = (),
-) -> dict:
-    """op_probs: [E, len(op_names)] operator probabilities of an operator search; each
-    candidate then records "op" (the argmax) and "op_probs" ({op: prob})."""
+    method: str | None = None,
+) -> ArchitectureRecord:
+    """The record of a gated (or evolved) search: each edge kept when its probability exceeds
+    `threshold`. op_probs: [E, len(op_names)] operator probabilities of an operator search;
+    each candidate then records "op" (the argmax) and "op_probs" ({op: prob}). method: the
+    record's search_method (None: left out, as an evolved record)."""
     kept = set(derive_edges(probs, edges, threshold))
     ops = argmax_ops(op_probs, op_names) if op_probs is not None else None
-    candidates = []
-    for k, e in enumerate(edges):
-        c = {
-            "edge": e.name,
-            "description": e.describe(task_names),
-            "prob": float(probs[k]),
-            "logit": None if logits is None else float(logits[k]),
-            "kept": e in kept,
-        }
-        if op_probs is not None:
-            c["op"] = ops[k]
-            c["op_probs"] = {n: float(p) for n, p in zip(op_names, op_probs[k], strict=True)}
-        candidates.append(c)
-    record = {
-        "search_mode": mode,
-        "threshold": threshold,
-        "task_names": list(task_names),
-        "candidates": candidates,
-        "kept": [c["edge"] for c in candidates if c["kept"]],
-    }
-    if op_probs is not None:
-        record["kept_ops"] = [c["op"] for c in candidates if c["kept"]]
-    return record
+    candidates = [
+        CandidateEdge(
+            edge=e.name,
+            description=e.describe(task_names),
+            prob=float(probs[k]),
+            logit=None if logits is None else float(logits[k]),
+            kept=e in kept,
+            op=None if ops is None else ops[k],
+            op_probs=None
+            if op_probs is None
+            else {n: float(p) for n, p in zip(op_names, op_probs[k], strict=True)},
+        )
+        for k, e in enumerate(edges)
+    ]
+    return ArchitectureRecord(
+        search_mode=mode,
+        search_method=method,
+        threshold=threshold,
+        task_names=tuple(task_names),
+        candidates=tuple(candidates),
+        kept=tuple(c.edge for c in candidates if c.kept),
+        kept_ops=None if ops is None else tuple(c.op for c in candidates if c.kept),
+    )
 
 
 def searched_architecture(
-    params: Params, spec: ModelSpec, threshold: float, task_names: Sequence[str], mode: str
-) -> dict:
+    params: Params,
+    spec: ModelSpec,
+    threshold: float,
+    task_names: Sequence[str],
+    mode: str,
+    method: str | None = None,
+) -> ArchitectureRecord:
     """The record of a one-shot search's outcome: its gates (and operators) read off `params`."""
     op_probs = np.asarray(op_probabilities(params, spec)) if spec.searches_ops else None
     return architecture_record(
@@ -91,197 +110,210 @@ def searched_architecture(
         mode,
         op_probs=op_probs,
         op_names=OPS,
+        method=method,
     )
 
 
-def decided_by(per_edge: dict, kept: bool, evidence: dict) -> dict:
-    """Which step of the masked search decided an edge, and why: {"decided_by", "why"}. The
+def decided_by(per_edge: EdgeEvidence, kept: bool, evidence: Evidence) -> tuple[str, str]:
+    """Which step of the masked search decided an edge, and why: (decided_by, why). The
     evidence decides unless a validated selection chose a candidate that disagrees with it on
     this edge; then the record says so, with both sides."""
-    decision, z = per_edge["decision"], per_edge["z"]
-    by_evidence = decision == "kept" or (decision == "undecided" and evidence["undecided_rule"]
+    decision, z = per_edge.decision, per_edge.z
+    by_evidence = decision == "kept" or (decision == "undecided" and evidence.undecided_rule
                                          == "keep")  # fmt: skip
-    sel = evidence.get("selection")
-    said = f"evidence {decision} (z {z:+.2f}, threshold {evidence['threshold']:.2f})"
+    sel = evidence.selection
+    said = f"evidence {decision} (z {z:+.2f}, threshold {evidence.threshold:.2f})"
     if sel is None:
-        return {"decided_by": "evidence", "why": said}
-    chosen = f"the validated selection chose {sel['chosen']!r}"
+        return "evidence", said
+    chosen = f"the validated selection chose {sel.chosen!r}"
     if kept == by_evidence:
-        return {"decided_by": "evidence", "why": f"{said}; {chosen}, which agrees"}
-    return {"decided_by": "selection", "why": f"{chosen}, against the {said}"}
+        return "evidence", f"{said}; {chosen}, which agrees"
+    return "selection", f"{chosen}, against the {said}"
 
 
 def evidence_record(
-    edges: Sequence[Edge], evidence: dict, task_names: Sequence[str], mode: str
-) -> dict:
-    """The record of a masked search (search/evidence.py): per candidate its contrast's mean,
-    95% interval, z and decision; "prob" is None (no gate was learned)."""
-    candidates = [
-        {
-            "edge": e.name,
-            "description": e.describe(task_names),
-            "prob": None,
-            "logit": None,
-            "kept": bool(evidence["kept"][k]),
-            "evidence": evidence["per_edge"][k],
-            **decided_by(evidence["per_edge"][k], bool(evidence["kept"][k]), evidence),
-        }
-        for k, e in enumerate(edges)
-    ]
-    meta = {k: v for k, v in evidence.items() if k not in ("per_edge", "kept")}
-    return {
-        "search_mode": mode,
-        "search_method": "masked",
-        "threshold": evidence["threshold"],
-        "task_names": list(task_names),
-        "candidates": candidates,
-        "kept": [c["edge"] for c in candidates if c["kept"]],
-        "evidence": meta,
-    }
+    edges: Sequence[Edge],
+    evidence: Evidence,
+    per_edge: Sequence[EdgeEvidence],
+    kept: np.ndarray,
+    task_names: Sequence[str],
+    mode: str,
+) -> ArchitectureRecord:
+    """The record of a masked search (search/evidence.py): `evidence` (with the validated
+    selection, when one ran), per candidate its EdgeEvidence and whether `kept` [E] bool (the
+    selection's choice, else the evidence's); "prob" is None (no gate was learned)."""
+    candidates = []
+    for k, e in enumerate(edges):
+        by, why = decided_by(per_edge[k], bool(kept[k]), evidence)
+        candidates.append(
+            CandidateEdge(
+                edge=e.name,
+                description=e.describe(task_names),
+                prob=None,
+                logit=None,
+                kept=bool(kept[k]),
+                evidence=per_edge[k],
+                decided_by=by,
+                why=why,
+            )
+        )
+    return ArchitectureRecord(
+        search_mode=mode,
+        search_method="masked",
+        threshold=evidence.threshold,
+        task_names=tuple(task_names),
+        candidates=tuple(candidates),
+        kept=tuple(c.edge for c in candidates if c.kept),
+        evidence=evidence,
+    )
 
 
 def ablation_record(
-    edges: Sequence[Edge], judged: dict, task_names: Sequence[str], mode: str
-) -> dict:
+    edges: Sequence[Edge],
+    judged: Selection,
+    kept: np.ndarray,
+    task_names: Sequence[str],
+    mode: str,
+) -> ArchitectureRecord:
     """The record of an ablation search (selection.judge over the 2 + 2E architectures named
-    as arch_batch.ground_truth_masks): per candidate edge its validation add-one (alone minus
-    none) and drop-one (all minus all but it); "prob" is None (no gate was learned)."""
-    score = {c["name"]: c["score"] for c in judged["candidates"]}
-    kept = judged["kept"]
+    as arch_batch.ground_truth_masks, `kept` [E] bool its chosen mask): per candidate edge its
+    validation add-one (alone minus none) and drop-one (all minus all but it); "prob" is None
+    (no gate was learned)."""
+    score = {c.name: c.score for c in judged.candidates}
     candidates = [
-        {
-            "edge": e.name,
-            "description": e.describe(task_names),
-            "prob": None,
-            "logit": None,
-            "kept": bool(kept[k]),
-            "ablation": {
-                "add_one": score[f"only:{e.name}"] - score["none"],
-                "drop_one": score["all"] - score[f"drop:{e.name}"],
-            },
-        }
+        CandidateEdge(
+            edge=e.name,
+            description=e.describe(task_names),
+            prob=None,
+            logit=None,
+            kept=bool(kept[k]),
+            ablation=EdgeAblation(
+                add_one=score[f"only:{e.name}"] - score["none"],
+                drop_one=score["all"] - score[f"drop:{e.name}"],
+            ),
+        )
         for k, e in enumerate(edges)
     ]
-    return {
-        "search_mode": mode,
-        "search_method": "ablation",
-        "threshold": None,
-        "task_names": list(task_names),
-        "candidates": candidates,
-        "kept": [c["edge"] for c in candidates if c["kept"]],
-        "ablation": {k: v for k, v in judged.items() if k != "kept"},
-    }
+    return ArchitectureRecord(
+        search_mode=mode,
+        search_method="ablation",
+        threshold=None,
+        task_names=tuple(task_names),
+        candidates=tuple(candidates),
+        kept=tuple(c.edge for c in candidates if c.kept),
+        ablation=judged,
+    )
 
 
-def kept_edges(record: dict) -> list[Edge]:
-    return [parse_edge(e) for e in record["kept"]]
+def kept_edges(record: ArchitectureRecord) -> list[Edge]:
+    return record.kept_edges()
 
 
-def kept_ops(record: dict) -> list[str] | None:
+def kept_ops(record: ArchitectureRecord) -> list[str] | None:
     """Each kept edge's searched operator, or None when the search did not choose operators."""
-    return record.get("kept_ops")
+    return None if record.kept_ops is None else list(record.kept_ops)
 
 
-def _cell(c: dict) -> str:
-    if c.get("evidence") is not None:
+def _cell(c: CandidateEdge) -> str:
+    if c.evidence is not None:
         # "+": the evidence kept the edge and the validated selection chose a candidate without
         # it; "!": kept by the selection although the evidence dropped it (z below -threshold)
-        decision = c["evidence"]["decision"]
+        decision = c.evidence.decision
         mark = {"kept": "+", "undecided": "?"}.get(decision, " ")
-        if c["kept"]:
+        if c.kept:
             mark = "!" if decision == "dropped" else "*"
-        return f"{c['evidence']['z']:>+8.2f}{mark}"
-    if c.get("ablation") is not None:
-        return f"{c['ablation']['add_one'] * 1e4:>+8.1f}{'*' if c['kept'] else ' '}"
-    return f"{c['prob']:>8.3f}{'*' if c['kept'] else ' '}"
+        return f"{c.evidence.z:>+8.2f}{mark}"
+    if c.ablation is not None:
+        return f"{c.ablation.add_one * 1e4:>+8.1f}{'*' if c.kept else ' '}"
+    return f"{c.prob:>8.3f}{'*' if c.kept else ' '}"
 
 
-def _detectable(comparison: dict) -> float | None:
+def _detectable(comparison: Comparison) -> float | None:
     """The comparison's detectable difference (records written before it was stored: from its
     se and level)."""
-    if comparison.get("detectable") is not None:
-        return comparison["detectable"]
-    if comparison.get("se") is None or comparison.get("level") is None:
+    if comparison.detectable is not None:
+        return comparison.detectable
+    if comparison.se is None or comparison.level is None:
         return None
     from autoheri_jax.search.selection import detectable_difference
 
-    return detectable_difference(comparison["se"], comparison["level"])
+    return detectable_difference(comparison.se, comparison.level)
 
 
-def selection_lines(sel: dict) -> list[str]:
+def selection_lines(sel: Selection) -> list[str]:
     """The validated selection's scores, each comparison with its margin, and the choice."""
-    shown = sel["candidates"]
+    shown = sel.candidates
     if len(shown) > 4:  # an ablation batch: the extremes, then the comparisons say the rest
-        shown = [c for c in shown if c["name"] in ("none", "all")]
-    scores = ", ".join(f"{c['name']} ({c['edges']} edges) {c['score']:.4f}" for c in shown)
-    if len(shown) < len(sel["candidates"]):
-        scores += f" (of {len(sel['candidates'])} candidates)"
+        shown = tuple(c for c in shown if c.name in ("none", "all"))
+    scores = ", ".join(f"{c.name} ({c.edges} edges) {c.score:.4f}" for c in shown)
+    if len(shown) < len(sel.candidates):
+        scores += f" (of {len(sel.candidates)} candidates)"
     lines = [
-        f"validated selection ({sel['criterion']} on validation, candidates retrained): "
-        f"{scores}; chosen: {sel['chosen']}"
+        f"validated selection ({sel.criterion} on validation, candidates retrained): "
+        f"{scores}; chosen: {sel.chosen}"
     ]
-    for c in sel.get("comparisons", []):
-        verdict = "more edges win" if c["wins"] else "not better at the margin: fewer edges kept"
+    for c in sel.comparisons:
+        verdict = "more edges win" if c.wins else "not better at the margin: fewer edges kept"
         seen = _detectable(c)
         power = f", detects {seen:.4f} at 80% power" if seen is not None else ""
         lines.append(
-            f"  {c['candidate']} - {c['against']}: {c['diff']:+.4f} AUC (se {c['se']:.4f}"
-            f"{power}), one-sided p {c['p']:.3g} against the margin p < {c['level']:.3g}: "
+            f"  {c.candidate} - {c.against}: {c.diff:+.4f} AUC (se {c.se:.4f}"
+            f"{power}), one-sided p {c.p:.3g} against the margin p < {c.level:.3g}: "
             f"{verdict}"
         )
     # A refusal is only as good as what the margin could have seen; a win needs no power.
-    refused = [_detectable(c) or 0.0 for c in sel.get("comparisons", []) if not c["wins"]]
+    refused = [_detectable(c) or 0.0 for c in sel.comparisons if not c.wins]
     worst = max(refused, default=0.0)
     if worst > MAX_DETECTABLE_AUC:
         lines.append(
-            f"  warning: on {sel.get('positives')} validation conversions the margin refused "
+            f"  warning: on {sel.positives} validation conversions the margin refused "
             f"more edges but sees only differences above {worst:.4f} AUC (80% power), wider "
             f"than the {MAX_DETECTABLE_AUC} edges differ by here; raise data.num_valid"
         )
     return lines
 
 
-def render_architecture(record: dict, num_layers: int) -> str:
+def render_architecture(record: ArchitectureRecord, num_layers: int) -> str:
     """A grid per task pair: rows = upstream layer, columns = downstream layer."""
-    names = record["task_names"]
+    names = record.task_names
     by_pair: dict[tuple[int, int], dict[tuple[int, int], dict]] = {}
-    for c in record["candidates"]:
-        e = parse_edge(c["edge"])
+    for c in record.candidates:
+        e = parse_edge(c.edge)
         by_pair.setdefault((e.src_task, e.dst_task), {})[(e.src_layer, e.dst_layer)] = c
-    kept, total = len(record["kept"]), len(record["candidates"])
-    masked = record.get("search_method") == "masked"
+    kept, total = len(record.kept), len(record.candidates)
+    masked = record.search_method == "masked"
     if masked:
-        ev = record["evidence"]
+        ev = record.evidence
         lines = [
-            f"AutoHERI derived architecture ({record['search_mode']} masked search): {kept} of "
-            f"{total} candidate edges kept (contrast z > {record['threshold']:.2f} on "
-            f"{ev['criterion']}, {ev['batches']} validation batches x {ev['contexts']} contexts"
-            + (", then a validated selection)" if ev.get("selection") else ")"),
+            f"AutoHERI derived architecture ({record.search_mode} masked search): {kept} of "
+            f"{total} candidate edges kept (contrast z > {record.threshold:.2f} on "
+            f"{ev.criterion}, {ev.batches} validation batches x {ev.contexts} contexts"
+            + (", then a validated selection)" if ev.selection is not None else ")"),
             "cell = z of the edge's on/off contrast (> 0: the edge lowers the loss); * = kept; "
             "? = undecided (|z| <= threshold, "
-            + ev["undecided_rule"]
+            + ev.undecided_rule
             + "ped); "
             + (
                 "+ = kept by the evidence, not by the selection; ! = kept by the selection "
                 "against the evidence (z < -threshold); "
-                if ev.get("selection")
+                if ev.selection is not None
                 else ""
             )
             + ". = not a candidate",
         ]
-    elif record.get("search_method") == "ablation":
+    elif record.search_method == "ablation":
         lines = [
-            f"AutoHERI derived architecture ({record['search_mode']} ablation search): {kept} "
+            f"AutoHERI derived architecture ({record.search_mode} ablation search): {kept} "
             f"of {total} candidate edges kept (no edge, all, each alone and all but each "
             "retrained; judged on validation with a paired margin)",
             "cell = validation ctcvr AUC of the edge alone minus no edge (x 1e4); * = kept; "
             ". = not a candidate",
         ]
     else:
-        method = record.get("search_method", "gradient")
+        method = record.method
         lines = [
-            f"AutoHERI derived architecture ({record['search_mode']} {method} search): {kept} "
-            f"of {total} candidate edges kept (probability > {record['threshold']})",
+            f"AutoHERI derived architecture ({record.search_mode} {method} search): {kept} "
+            f"of {total} candidate edges kept (probability > {record.threshold})",
             "cell = edge probability; * = kept; . = not a candidate",
         ]
     for (u, d), cells in sorted(by_pair.items()):
@@ -294,31 +326,31 @@ def render_architecture(record: dict, num_layers: int) -> str:
                 c = cells.get((i, j))
                 row += f"{'.':>9}" if c is None else _cell(c)
             lines.append(row)
-    if masked and ev.get("selection"):
-        lines += ["", *selection_lines(ev["selection"])]
-    if record.get("ablation"):
-        lines += ["", *selection_lines(record["ablation"])]
+    if masked and ev.selection is not None:
+        lines += ["", *selection_lines(ev.selection)]
+    if record.ablation is not None:
+        lines += ["", *selection_lines(record.ablation)]
     if masked:
         lines.append("")
         lines.append("evidence per edge: mean contrast (nats x 1e4) [95% CI], z, decision")
-        if ev.get("note"):
-            lines.append(f"  {ev['note']}")
-        for c in record["candidates"]:
-            e = c["evidence"]
-            if e["mean"] is None:
+        if ev.note:
+            lines.append(f"  {ev.note}")
+        for c in record.candidates:
+            e = c.evidence
+            if e.mean is None:
                 continue
             lines.append(
-                f"  {c['edge']:<12} {e['mean'] * 1e4:+8.2f} [{e['ci_lo'] * 1e4:+8.2f}, "
-                f"{e['ci_hi'] * 1e4:+8.2f}]  z {e['z']:+6.2f}  {e['decision']}"
+                f"  {c.edge:<12} {e.mean * 1e4:+8.2f} [{e.ci_lo * 1e4:+8.2f}, "
+                f"{e.ci_hi * 1e4:+8.2f}]  z {e.z:+6.2f}  {e.decision}"
             )
-    if record.get("kept_ops") is not None and record["kept"]:
+    if record.kept_ops is not None and record.kept:
         lines.append("")
         lines.append("operators of the kept edges (argmax of the operator search):")
-        ops = {c["edge"]: c for c in record["candidates"]}
-        for name, op in zip(record["kept"], record["kept_ops"], strict=True):
-            probs = " ".join(f"{k}={v:.3f}" for k, v in ops[name]["op_probs"].items())
+        ops = {c.edge: c for c in record.candidates}
+        for name, op in zip(record.kept, record.kept_ops, strict=True):
+            probs = " ".join(f"{k}={v:.3f}" for k, v in ops[name].op_probs.items())
             lines.append(f"  {name:<12} {op:<10} ({probs})")
-    if not record["kept"]:
+    if not record.kept:
         lines.append("")
         lines.append("No edge kept: the derived model is ESMM's independent towers.")
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,7 @@ from autoheri_jax.config import EVIDENCE_CRITERIA
 from autoheri_jax.model.losses import entire_space_bce
 from autoheri_jax.model.network import forward, masks_forward
 from autoheri_jax.model.spec import ModelSpec, Params
+from autoheri_jax.search.records import CommonMode, EdgeEvidence, Evidence
 
 CRITERIA = EVIDENCE_CRITERIA  # what a contrast can be scored by; config validates the choice
 PROPENSITY_CLIP = 0.05  # the IPS criteria's least reach probability (weights <= 20)
@@ -269,7 +271,7 @@ def decide(z: np.ndarray, threshold: float, undecided: str) -> tuple[list[str], 
     return decisions, kept
 
 
-def common_mode(d: np.ndarray, intercept: np.ndarray) -> dict:
+def common_mode(d: np.ndarray, intercept: np.ndarray) -> CommonMode:
     """How much of a rule's per-edge evidence is one shared calibration effect.
 
     d, intercept: [nb, E] per-batch contrasts of a rule and of a pure intercept shift of the
@@ -281,7 +283,16 @@ def common_mode(d: np.ndarray, intercept: np.ndarray) -> dict:
     ok = np.std(a) > 0 and np.std(b) > 0
     corr = float(np.corrcoef(a, b)[0, 1]) if ok else None
     same = bool(np.all(z > 0) or np.all(z < 0))
-    return {"same_sign": same, "intercept_corr": corr, "z": [float(v) for v in z]}
+    return CommonMode(same_sign=same, intercept_corr=corr, z=tuple(float(v) for v in z))
+
+
+class EvidenceOutcome(NamedTuple):
+    """What `edge_evidence` decides: the Evidence (architecture.json's "evidence"), each
+    edge's EdgeEvidence (its candidate's "evidence") and the [E] bool kept mask."""
+
+    evidence: Evidence
+    per_edge: tuple[EdgeEvidence, ...]
+    kept: np.ndarray
 
 
 MIN_BATCHES = 8  # a validation split too small for 8 batches of batch_size is cut into 8
@@ -304,39 +315,37 @@ def validation_batches(valid, batch_size: int, limit: int) -> list[dict]:
     return [valid.batch(np.arange(i * rows, (i + 1) * rows)) for i in range(n)]
 
 
-def no_evidence(num_edges: int, ecfg, rows: int) -> dict:
-    """The record of a validation split too small to judge any edge (under MIN_BATCHES x
+def no_evidence(num_edges: int, ecfg, rows: int) -> EvidenceOutcome:
+    """The outcome of a validation split too small to judge any edge (under MIN_BATCHES x
     MIN_BATCH_ROWS rows, e.g. a tiny sample file): every edge undecided, so by the rule for
-    undecided edges none is kept on evidence; `note` says why."""
+    undecided edges none is kept on evidence; the Evidence's `note` says why."""
     logging.getLogger("autoheri_jax").warning(
         "masked search: %d validation rows cannot judge an edge (need >= %d); every edge is "
         "undecided",
         rows,
         MIN_BATCHES * MIN_BATCH_ROWS,
     )
-    per_edge = [
-        {"mean": None, "ci_lo": None, "ci_hi": None, "z": 0.0, "decision": "undecided"}
+    per_edge = tuple(
+        EdgeEvidence(mean=None, ci_lo=None, ci_hi=None, z=0.0, decision="undecided")
         for _ in range(num_edges)
-    ]
-    return {
-        "criterion": ecfg.criterion,
-        "threshold": ecfg.threshold,
-        "batches": 0,
-        "contexts": ecfg.contexts,
-        "undecided_rule": ecfg.undecided,
-        "per_edge": per_edge,
-        "kept": np.full(num_edges, ecfg.undecided == "keep"),
-        "common_mode": {},
-        "note": f"{rows} validation rows: too few to judge any edge",
-    }
+    )
+    ev = Evidence(
+        criterion=ecfg.criterion,
+        threshold=ecfg.threshold,
+        batches=0,
+        contexts=ecfg.contexts,
+        undecided_rule=ecfg.undecided,
+        common_mode={},
+        note=f"{rows} validation rows: too few to judge any edge",
+    )
+    return EvidenceOutcome(ev, per_edge, np.full(num_edges, ecfg.undecided == "keep"))
 
 
-def edge_evidence(spec: ModelSpec, params: Params, valid, ecfg) -> dict:
+def edge_evidence(spec: ModelSpec, params: Params, valid, ecfg) -> EvidenceOutcome:
     """The masked search's decision for every candidate edge of `spec` from the trained
     supernet's `params`; `ecfg` is the config's EdgeSearchConfig.
 
-    -> {"criterion", "threshold", "batches", "contexts", "per_edge": [{mean, ci_lo, ci_hi, z,
-    decision}], "kept": [E] bool, "common_mode": {rule: common_mode(...)}}."""
+    -> (Evidence: the settings and common modes, [E] EdgeEvidence, [E] bool kept)."""
     masks = contrast_masks(spec.num_edges, ecfg.contexts, ecfg.keep_prob, ecfg.seed)
     if valid.num_rows < MIN_BATCHES * MIN_BATCH_ROWS:
         return no_evidence(spec.num_edges, ecfg, valid.num_rows)
@@ -345,27 +354,26 @@ def edge_evidence(spec: ModelSpec, params: Params, valid, ecfg) -> dict:
     z = z_scores(d[ecfg.criterion])
     threshold = ecfg.threshold or t_threshold(len(batches), spec.num_edges)
     decisions, kept = decide(z["z"], threshold, ecfg.undecided)
-    per_edge = [
-        {
-            "mean": float(z["mean"][k]),
-            "ci_lo": float(z["ci_lo"][k]),
-            "ci_hi": float(z["ci_hi"][k]),
-            "z": float(z["z"][k]),
-            "decision": decisions[k],
-        }
+    per_edge = tuple(
+        EdgeEvidence(
+            mean=float(z["mean"][k]),
+            ci_lo=float(z["ci_lo"][k]),
+            ci_hi=float(z["ci_hi"][k]),
+            z=float(z["z"][k]),
+            decision=decisions[k],
+        )
         for k in range(spec.num_edges)
-    ]
+    )
     modes = {name: common_mode(d[name], d["intercept"]) for name in CRITERIA}
-    return {
-        "criterion": ecfg.criterion,
-        "threshold": threshold,
-        "threshold_rule": "set"
+    ev = Evidence(
+        criterion=ecfg.criterion,
+        threshold=threshold,
+        threshold_rule="set"
         if ecfg.threshold
         else f"t quantile 1 - {EVIDENCE_ALPHA} / {spec.num_edges} edges, {len(batches) - 1} df",
-        "batches": len(batches),
-        "contexts": ecfg.contexts,
-        "undecided_rule": ecfg.undecided,
-        "per_edge": per_edge,
-        "kept": kept,
-        "common_mode": modes,
-    }
+        batches=len(batches),
+        contexts=ecfg.contexts,
+        undecided_rule=ecfg.undecided,
+        common_mode=modes,
+    )
+    return EvidenceOutcome(ev, per_edge, kept)

@@ -44,6 +44,7 @@ from autoheri_jax.config import ConfigError, TrainConfig
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.metrics import BinaryScores, auc
 from autoheri_jax.model.spec import ModelSpec, Params
+from autoheri_jax.search.records import Comparison, ScoredCandidate, Selection
 from autoheri_jax.train.arch_batch import architecture_logits, train_architectures
 from autoheri_jax.train.loop import Resumable, fingerprint
 
@@ -164,12 +165,11 @@ def selection_fingerprint(spec: ModelSpec, tcfg: TrainConfig, kept: np.ndarray) 
 
 def judge(
     names: list[str], masks: np.ndarray, logits: np.ndarray, labels: np.ndarray, criterion: str
-) -> dict:
+) -> tuple[Selection, np.ndarray]:
     """Scores retrained candidates ([A, N, T] validation `logits` of `masks` [A, E]) and
-    chooses one by the module docstring's rule. -> {"criterion", "test", "alpha",
-    "positives", "candidates": [{name, edges, score}], "comparisons": [{candidate, against,
-    diff, se, p, level, detectable, wins}], "chosen", "kept": [E] bool}; `detectable` is the
-    difference the comparison would see with 80% power (`detectable_difference`)."""
+    chooses one by the module docstring's rule. -> (the Selection record: scores, comparisons
+    with each one's `detectable` difference at 80% power (`detectable_difference`), the
+    choice; the chosen mask as [E] bool)."""
     y = _last_stage_labels(labels)
     scores = SCORES[criterion](logits, labels)
     entire = _entire(logits)
@@ -181,24 +181,34 @@ def judge(
 
     counts = [int(m.sum()) for m in masks]
     best, comparisons = choose(scores, counts, p_better)
+    made = []
     for c in comparisons:  # names and the paired test's figures, for the record
         t = tests[c["candidate"], c["against"]]
-        c.update(candidate=names[c["candidate"]], against=names[c["against"]],
-                 diff=t["diff"], se=t["se"],
-                 detectable=detectable_difference(t["se"], c["level"]))  # fmt: skip
-    return {
-        "criterion": criterion,
-        "test": "DeLong paired AUC test, one-sided, Bonferroni over the candidates",
-        "alpha": ALPHA,
-        "positives": int(y.sum()),
-        "candidates": [
-            {"name": n, "edges": c, "score": s}
+        made.append(
+            Comparison(
+                candidate=names[c["candidate"]],
+                against=names[c["against"]],
+                diff=t["diff"],
+                se=t["se"],
+                p=c["p"],
+                level=c["level"],
+                detectable=detectable_difference(t["se"], c["level"]),
+                wins=c["wins"],
+            )
+        )
+    record = Selection(
+        criterion=criterion,
+        test="DeLong paired AUC test, one-sided, Bonferroni over the candidates",
+        alpha=ALPHA,
+        positives=int(y.sum()),
+        candidates=tuple(
+            ScoredCandidate(name=n, edges=c, score=s)
             for n, c, s in zip(names, counts, scores, strict=True)
-        ],
-        "comparisons": comparisons,
-        "chosen": names[best],
-        "kept": np.asarray(masks[best]).astype(bool),
-    }
+        ),
+        comparisons=tuple(made),
+        chosen=names[best],
+    )
+    return record, np.asarray(masks[best]).astype(bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,17 +240,17 @@ def retrain_and_judge(
     resumable: Resumable | None = None,
     batch: str = "selection",
     **train_kw,
-) -> tuple[dict, LaneBatch]:
+) -> tuple[Selection, np.ndarray, LaneBatch]:
     """Retrains `masks` [A, E] of the unsearched supernet `spec` under `tcfg` from one initial
     state in one vmapped batch and `judge`s them on `valid`; `resumable` checkpoints the batch
     so a stopped run resumes; `train_kw` (on_log, on_resume, progress) go to the trainer.
-    -> (`judge`'s record, the trained lanes)."""
+    -> (`judge`'s Selection and chosen [E] bool mask, the trained lanes)."""
     state, stats = train_architectures(
         spec, tcfg, train, masks, desc=desc, resumable=resumable, **train_kw
     )
     logits = architecture_logits(spec, state.params, masks, valid, eval_batch_size)
-    judged = judge(names, masks, logits, np.asarray(valid.labels), criterion)
-    return judged, LaneBatch(spec, tcfg, batch, list(names), np.asarray(masks, np.float32),
+    judged, kept = judge(names, masks, logits, np.asarray(valid.labels), criterion)
+    return judged, kept, LaneBatch(spec, tcfg, batch, list(names), np.asarray(masks, np.float32),
                              state.params, stats)  # fmt: skip
 
 
@@ -254,10 +264,10 @@ def select_architecture(
     eval_batch_size: int,
     resumable: Resumable | None = None,
     **train_kw,
-) -> tuple[dict, LaneBatch]:
+) -> tuple[Selection, np.ndarray, LaneBatch]:
     """The masked search's last step: the candidates of `kept` (none, evidence, all) retrained
-    under `tcfg` (the retrain's settings) and judged on `valid` -> (`judge`'s record, the
-    trained lanes)."""
+    under `tcfg` (the retrain's settings) and judged on `valid` -> (`judge`'s Selection and
+    chosen [E] bool mask, the trained lanes)."""
     names, masks = candidate_masks(kept)
     return retrain_and_judge(spec, tcfg, train, valid, names, masks, criterion,
                              eval_batch_size, "search:select", resumable, **train_kw)  # fmt: skip
