@@ -89,8 +89,8 @@ def world(cascade: float, seed: int, overrides: list[str], batches: int) -> dict
     vb = evidence.validation_batches(data.valid, cfg.edge_search.batch_size, batches)
     d, intercept = gradient_contrasts(grad_spec, state.params, vb)
     out["gradient"] = {
-        "before": evidence.common_mode(d, intercept),
-        "after": evidence.common_mode(d - intercept, intercept),
+        "before": evidence.common_mode(d, intercept).to_json(),
+        "after": evidence.common_mode(d - intercept, intercept).to_json(),
     }
     # the masked rules: one supernet, every correction
     masked_cfg = dataclasses.replace(
@@ -100,9 +100,9 @@ def world(cascade: float, seed: int, overrides: list[str], batches: int) -> dict
     model, tcfg = experiment.search_setup(masked_cfg)
     spec = experiment.spec_for(model, data.train)
     state, _ = _train(spec, tcfg, data.train)
-    ev = evidence.edge_evidence(spec, state.params, data.valid, masked_cfg.edge_search)
+    ev = evidence.edge_evidence(spec, state.params, data.valid, masked_cfg.edge_search).evidence
     for rule, criterion in MASKED_RULES.items():
-        out[rule] = ev["common_mode"][criterion]
+        out[rule] = ev.common_mode[criterion].to_json()
     return out
 
 

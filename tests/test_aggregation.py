@@ -153,9 +153,9 @@ def test_search_derives_argmax_ops_and_the_derived_model_runs():
         op_probs=np.asarray(op_probabilities(params, spec)),
         op_names=aggregation.OPS,
     )
-    assert [c["op"] for c in record["candidates"]] == ops
-    assert record["kept"] == [e.name for e in derive_edges(probs, spec.edges, 0.5)]
-    assert record["kept_ops"] == ops[:3]
+    assert [c.op for c in record.candidates] == ops
+    assert list(record.kept) == [e.name for e in derive_edges(probs, spec.edges, 0.5)]
+    assert list(record.kept_ops) == ops[:3]
     assert "gated_sum" in architecture.render_architecture(record, 2)
     derived = derived_model(model, architecture.kept_edges(record), architecture.kept_ops(record))
     assert derived.aggregation == "concat" and not derived.searched

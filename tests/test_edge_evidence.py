@@ -12,6 +12,7 @@ from autoheri_jax.config import ConfigError, EdgeSearchConfig, ModelConfig, Trai
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import incoming
 from autoheri_jax.search import evidence
+from autoheri_jax.search.records import Comparison, ScoredCandidate, Selection
 from autoheri_jax.train.loop import train
 from autoheri_jax.train.step import step_edge_mask
 from tests.helpers import tiny_funnel
@@ -48,7 +49,7 @@ def test_pure_intercept_shift_is_the_whole_raw_contrast_and_the_refit_removes_it
     d = evidence.contrasts_from_logits(logits, labels, pairs)
     # every raw difference is the intercept shift's: correlation 1, nothing left over
     cm = evidence.common_mode(d["raw_nll"], d["intercept"])
-    assert cm["intercept_corr"] == pytest.approx(1.0, abs=1e-9)
+    assert cm.intercept_corr == pytest.approx(1.0, abs=1e-9)
     np.testing.assert_allclose(d["shift_nll"], 0.0, atol=1e-6)
     assert np.abs(d["raw_nll"]).mean() > 1e-3  # the shifts did move the raw loss
     # the per-mask refit absorbs a pure intercept difference exactly (up to float rounding)
@@ -171,33 +172,38 @@ def test_an_edge_whose_block_is_zero_has_a_contrast_of_exactly_zero(supernet):
 def test_edge_evidence_record_and_small_validation_splits(supernet):
     spec, params, valid = supernet
     ecfg = EdgeSearchConfig(contexts=2, batch_size=1024)  # 1000 rows: cut into 8 batches
-    ev = evidence.edge_evidence(spec, params, valid, ecfg)
-    assert ev["batches"] == evidence.MIN_BATCHES and len(ev["per_edge"]) == spec.num_edges
-    for e in ev["per_edge"]:
-        assert e["ci_lo"] <= e["mean"] <= e["ci_hi"] and e["decision"] in evidence.DECISIONS
-    assert set(ev["common_mode"]) == set(evidence.CRITERIA)
+    ev, per_edge, _ = evidence.edge_evidence(spec, params, valid, ecfg)
+    assert ev.batches == evidence.MIN_BATCHES and len(per_edge) == spec.num_edges
+    for e in per_edge:
+        assert e.ci_lo <= e.mean <= e.ci_hi and e.decision in evidence.DECISIONS
+    assert set(ev.common_mode) == set(evidence.CRITERIA)
     with pytest.raises(ValueError, match="validation split has 100 rows"):
         evidence.validation_batches(valid.take(slice(0, 100)), 1024, 0)
     strict = dataclasses.replace(ecfg, threshold=1e9)
-    assert not evidence.edge_evidence(spec, params, valid, strict)["kept"].any()
+    assert not evidence.edge_evidence(spec, params, valid, strict).kept.any()
 
 
 def test_a_validation_split_too_small_to_judge_leaves_every_edge_undecided(supernet):
     spec, params, valid = supernet
-    ev = evidence.edge_evidence(spec, params, valid.take(slice(0, 50)), EdgeSearchConfig())
-    assert [e["decision"] for e in ev["per_edge"]] == ["undecided"] * spec.num_edges
-    assert not ev["kept"].any() and "50 validation rows" in ev["note"]
+    ev, per_edge, kept = evidence.edge_evidence(
+        spec, params, valid.take(slice(0, 50)), EdgeSearchConfig()
+    )
+    assert [e.decision for e in per_edge] == ["undecided"] * spec.num_edges
+    assert not kept.any() and "50 validation rows" in ev.note and ev.threshold_rule is None
 
 
-def _evidence(decisions, z, selection=None):
-    per_edge = [{"mean": 1e-4 * v, "ci_lo": 0.0, "ci_hi": 0.0, "z": v, "decision": d}
+def _record(edges, decisions, z, selection=None, kept=None):
+    """evidence_record of the planted decisions (and a selection that chose `kept`)."""
+    from autoheri_jax.search import architecture
+    from autoheri_jax.search.records import EdgeEvidence, Evidence
+
+    per_edge = [EdgeEvidence(mean=1e-4 * v, ci_lo=0.0, ci_hi=0.0, z=v, decision=d)
                 for d, v in zip(decisions, z, strict=True)]  # fmt: skip
-    ev = {"criterion": "recal_nll", "threshold": 2.6, "batches": 97, "contexts": 8,
-          "undecided_rule": "drop", "per_edge": per_edge,
-          "kept": np.array([d == "kept" for d in decisions])}  # fmt: skip
-    if selection is not None:
-        ev["kept"], ev["selection"] = selection.pop("kept"), selection
-    return ev
+    ev = Evidence(criterion="recal_nll", threshold=2.6, batches=97, contexts=8,
+                  undecided_rule="drop", common_mode={}, selection=selection)  # fmt: skip
+    if kept is None:
+        kept = np.array([d == "kept" for d in decisions])
+    return architecture.evidence_record(edges, ev, per_edge, kept, ["c", "v"], "h")
 
 
 def test_the_record_and_grid_say_which_step_decided_each_edge():
@@ -206,32 +212,30 @@ def test_the_record_and_grid_say_which_step_decided_each_edge():
 
     edges = [parse_edge(e) for e in ("0.0->1.0", "0.1->1.0", "0.0->1.1", "0.1->1.1")]
     decisions, z = ["kept", "dropped", "undecided", "dropped"], [3.1, -3.6, 0.4, -2.9]
-    alone = architecture.evidence_record(edges, _evidence(decisions, z), ["c", "v"], "h")
-    assert [c["decided_by"] for c in alone["candidates"]] == ["evidence"] * 4
-    assert alone["kept"] == ["0.0->1.0"]
+    alone = _record(edges, decisions, z)
+    assert [c.decided_by for c in alone.candidates] == ["evidence"] * 4
+    assert alone.kept == ("0.0->1.0",)
     # the selection chose every edge: the dropped ones are kept against the evidence, and say so
-    sel = {"criterion": "ctcvr_auc", "chosen": "all", "positives": 400,
-           "candidates": [{"name": "none", "edges": 0, "score": 0.60},
-                          {"name": "all", "edges": 4, "score": 0.64}],
-           "comparisons": [{"candidate": "all", "against": "none", "diff": 0.04, "se": 0.01,
-                            "p": 3e-5, "level": 0.025, "wins": True}],
-           "kept": np.ones(4, bool)}  # fmt: skip
-    rec = architecture.evidence_record(edges, _evidence(decisions, z, sel), ["c", "v"], "h")
-    by = {c["edge"]: c for c in rec["candidates"]}
-    assert by["0.0->1.0"]["decided_by"] == "evidence"  # kept by both
-    assert by["0.1->1.0"]["decided_by"] == "selection"
-    assert "against the evidence dropped (z -3.60" in by["0.1->1.0"]["why"]
+    sel = Selection(criterion="ctcvr_auc", test="DeLong", alpha=0.05, chosen="all",
+                    positives=400,
+                    candidates=[ScoredCandidate(name="none", edges=0, score=0.60),
+                                ScoredCandidate(name="all", edges=4, score=0.64)],
+                    comparisons=[Comparison(candidate="all", against="none", diff=0.04,
+                                            se=0.01, p=3e-5, level=0.025, wins=True)])  # fmt: skip
+    rec = _record(edges, decisions, z, sel, np.ones(4, bool))
+    by = {c.edge: c for c in rec.candidates}
+    assert by["0.0->1.0"].decided_by == "evidence"  # kept by both
+    assert by["0.1->1.0"].decided_by == "selection"
+    assert "against the evidence dropped (z -3.60" in by["0.1->1.0"].why
     text = architecture.render_architecture(rec, 2)
     assert "-3.60!" in text and "+3.10*" in text and "+0.40*" in text
     assert "all - none: +0.0400 AUC (se 0.0100, detects 0.0280 at 80% power)" in text
     assert "more edges win" in text
     assert "warning" not in text  # 400 conversions: enough for the margin
-    refused = [{**sel["comparisons"][0], "p": 0.2, "wins": False}]
-    sel_few = {**sel, "positives": 80, "kept": np.zeros(4, bool), "chosen": "none",
-               "comparisons": refused}  # fmt: skip
+    refused = [dataclasses.replace(sel.comparisons[0], p=0.2, wins=False)]
+    sel_few = dataclasses.replace(sel, positives=80, chosen="none", comparisons=refused)
     few = architecture.render_architecture(
-        architecture.evidence_record(edges, _evidence(decisions, z, sel_few), ["c", "v"], "h"),
-        2,
+        _record(edges, decisions, z, sel_few, np.zeros(4, bool)), 2
     )
     # refused with se 0.01 at level 0.025: it could only see 0.028 AUC, and says so
     assert "warning: on 80 validation conversions the margin refused" in few

@@ -104,7 +104,7 @@ def test_a_new_architecture_replaces_a_one_shot_derived_model(tmp_path):
     oneshot = architecture.architecture_record(
         edges, np.array([0.9, 0.1, 0.8, 0.2]), None, 0.5, ["click", "conversion"], "hierarchical"
     )
-    wd.write_json("architecture.json", oneshot)
+    wd.write_json("architecture.json", oneshot.to_json())
     for model in ("autoheri", "esmm"):
         (tmp_path / "models" / model).mkdir(parents=True)
     wd.write_json("results.json", {})
@@ -112,8 +112,8 @@ def test_a_new_architecture_replaces_a_one_shot_derived_model(tmp_path):
         edges, np.array([1.0, 0.0, 0.0, 0.0]), None, 0.5, ["click", "conversion"], "evolution"
     )
     _install_architecture(wd, evolved)
-    assert wd.read_json("architecture.json", "x") == evolved
-    assert wd.read_json(ONESHOT_RECORD, "x") == oneshot
+    assert wd.read_json("architecture.json", "x") == evolved.to_json()
+    assert wd.read_json(ONESHOT_RECORD, "x") == oneshot.to_json()
     assert not (tmp_path / "models" / "autoheri").exists()  # stale: retrain makes it anew
     assert (tmp_path / "models" / "esmm").exists() and not (tmp_path / "results.json").exists()
 

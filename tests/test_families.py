@@ -30,6 +30,7 @@ from autoheri_jax.model.losses import (
 )
 from autoheri_jax.model.network import forward, init_params
 from autoheri_jax.model.variants import VARIANTS
+from autoheri_jax.search.records import ArchitectureRecord
 from autoheri_jax.train.loop import train
 from autoheri_jax.train.optim import param_labels
 from tests.helpers import VOCABS, tiny_batch, tiny_funnel
@@ -249,7 +250,14 @@ def test_overrides_and_experiment_flow_accept_every_baseline():
     )
     with pytest.raises(ConfigError, match=r"model\.levels"):
         apply_overrides(Config(), ["model.levels=0"])
-    models = model_configs(cfg, {"kept": ["0.0->1.1"]})
+    record = ArchitectureRecord(
+        search_mode="hierarchical",
+        threshold=0.5,
+        task_names=("ctr", "cvr"),
+        candidates=(),
+        kept=("0.0->1.1",),
+    )
+    models = model_configs(cfg, record)
     assert list(models) == ["autoheri", *names]
     assert models["aitm"].family == "aitm" and models["mmoe"].num_experts == 3
     assert models["random_mask"].edge_mode == "random" and models["autoheri"].family == "autoheri"

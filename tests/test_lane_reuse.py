@@ -121,7 +121,7 @@ def _results(wd: Workdir) -> dict:
 
 
 def _saved(wd: Workdir, cfg, name: str):
-    record = wd.read_json("architecture.json", "search")
+    record = experiment.read_architecture(wd)
     data = experiment.load_data(cfg, wd, progress=False)
     spec = experiment.spec_for(experiment.model_configs(cfg, record)[name], data.train)
     return spec, wd.load_params(name, abstract_state(spec, cfg.retrain).params, "retrain")

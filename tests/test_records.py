@@ -32,9 +32,17 @@ def _selection(score=0.1 + 0.2, nan=False) -> Selection:
             ScoredCandidate(name="all", edges=4, score=math.nan if nan else score),
         ],
         comparisons=[
-            Comparison(candidate="all", against="none", diff=math.nan if nan else 1e-17,
-                       se=0.0123, p=0.2, level=0.05, detectable=0.031, wins=np.bool_(False))
-        ],  # fmt: skip
+            Comparison(
+                candidate="all",
+                against="none",
+                diff=math.nan if nan else 1e-17,
+                se=0.0123,
+                p=0.2,
+                level=0.05,
+                detectable=0.031,
+                wins=np.bool_(False),
+            )
+        ],
         chosen="none",
     )
 
@@ -56,42 +64,97 @@ def _evidence(selection=True) -> Evidence:
 
 
 def _masked() -> ArchitectureRecord:
-    ev = [EdgeEvidence(mean=3e-5, ci_lo=-1e-5, ci_hi=7e-5, z=3.1, decision="kept"),
-          EdgeEvidence(mean=None, ci_lo=None, ci_hi=None, z=0.0, decision="undecided")]  # fmt: skip
+    ev = [
+        EdgeEvidence(mean=3e-5, ci_lo=-1e-5, ci_hi=7e-5, z=3.1, decision="kept"),
+        EdgeEvidence(mean=None, ci_lo=None, ci_hi=None, z=0.0, decision="undecided"),
+    ]
     cands = [
-        CandidateEdge(edge=e, description=f"edge {e}", prob=None, logit=None, kept=k,
-                      evidence=v, decided_by="evidence", why="evidence kept")
+        CandidateEdge(
+            edge=e,
+            description=f"edge {e}",
+            prob=None,
+            logit=None,
+            kept=k,
+            evidence=v,
+            decided_by="evidence",
+            why="evidence kept",
+        )
         for e, k, v in (("0.0->1.0", True, ev[0]), ("0.1->1.1", False, ev[1]))
-    ]  # fmt: skip
-    return ArchitectureRecord(search_mode="hierarchical", search_method="masked",
-                              threshold=2.7764451051977987, task_names=["ctr", "cvr"],
-                              candidates=cands, kept=["0.0->1.0"], evidence=_evidence())  # fmt: skip
+    ]
+    return ArchitectureRecord(
+        search_mode="hierarchical",
+        search_method="masked",
+        threshold=2.7764451051977987,
+        task_names=["ctr", "cvr"],
+        candidates=cands,
+        kept=["0.0->1.0"],
+        evidence=_evidence(),
+    )
 
 
 def _gradient() -> ArchitectureRecord:
     cands = [
-        CandidateEdge(edge="0.0->1.0", description="d", prob=np.float32(0.7), logit=0.8473,
-                      kept=True, op="gated_sum", op_probs={"concat": 0.25, "gated_sum": 0.75}),
-        CandidateEdge(edge="0.1->1.0", description="d", prob=0.2, logit=-1.386, kept=False,
-                      op="concat", op_probs={"concat": 0.6, "gated_sum": 0.4}),
-    ]  # fmt: skip
-    return ArchitectureRecord(search_mode="hierarchical", search_method="gradient",
-                              threshold=0.5, task_names=("ctr", "cvr"), candidates=cands,
-                              kept=("0.0->1.0",), kept_ops=("gated_sum",))  # fmt: skip
+        CandidateEdge(
+            edge="0.0->1.0",
+            description="d",
+            prob=np.float32(0.7),
+            logit=0.8473,
+            kept=True,
+            op="gated_sum",
+            op_probs={"concat": 0.25, "gated_sum": 0.75},
+        ),
+        CandidateEdge(
+            edge="0.1->1.0",
+            description="d",
+            prob=0.2,
+            logit=-1.386,
+            kept=False,
+            op="concat",
+            op_probs={"concat": 0.6, "gated_sum": 0.4},
+        ),
+    ]
+    return ArchitectureRecord(
+        search_mode="hierarchical",
+        search_method="gradient",
+        threshold=0.5,
+        task_names=("ctr", "cvr"),
+        candidates=cands,
+        kept=("0.0->1.0",),
+        kept_ops=("gated_sum",),
+    )
 
 
 def _ablation() -> ArchitectureRecord:
-    cands = [CandidateEdge(edge="0.0->1.0", description="d", prob=None, logit=None, kept=False,
-                           ablation=EdgeAblation(add_one=-0.001, drop_one=0.002))]  # fmt: skip
-    return ArchitectureRecord(search_mode="hierarchical", search_method="ablation",
-                              threshold=None, task_names=("ctr", "cvr"), candidates=cands,
-                              kept=(), ablation=_selection(nan=True))  # fmt: skip
+    cands = [
+        CandidateEdge(
+            edge="0.0->1.0",
+            description="d",
+            prob=None,
+            logit=None,
+            kept=False,
+            ablation=EdgeAblation(add_one=-0.001, drop_one=0.002),
+        )
+    ]
+    return ArchitectureRecord(
+        search_mode="hierarchical",
+        search_method="ablation",
+        threshold=None,
+        task_names=("ctr", "cvr"),
+        candidates=cands,
+        kept=(),
+        ablation=_selection(nan=True),
+    )
 
 
 def _evolved() -> ArchitectureRecord:  # no search_method: an evolved record
     cands = [CandidateEdge(edge="0.0->1.0", description="d", prob=1.0, logit=None, kept=True)]
-    return ArchitectureRecord(search_mode="evolution", threshold=0.5, task_names=("a", "b"),
-                              candidates=cands, kept=("0.0->1.0",))  # fmt: skip
+    return ArchitectureRecord(
+        search_mode="evolution",
+        threshold=0.5,
+        task_names=("a", "b"),
+        candidates=cands,
+        kept=("0.0->1.0",),
+    )
 
 
 RECORDS = {
@@ -131,17 +194,46 @@ def test_floats_come_back_bit_for_bit_and_nan_stays_nan():
 
 def test_the_written_layout_is_the_documented_one():
     m = _masked().to_json()
-    assert list(m) == ["search_mode", "search_method", "threshold", "task_names", "candidates",
-                       "kept", "evidence"]  # fmt: skip
-    assert set(m["candidates"][0]) == {"edge", "description", "prob", "logit", "kept",
-                                       "evidence", "decided_by", "why"}  # fmt: skip
+    assert list(m) == [
+        "search_mode",
+        "search_method",
+        "threshold",
+        "task_names",
+        "candidates",
+        "kept",
+        "evidence",
+    ]
+    assert set(m["candidates"][0]) == {
+        "edge",
+        "description",
+        "prob",
+        "logit",
+        "kept",
+        "evidence",
+        "decided_by",
+        "why",
+    }
     assert "selection" in m["evidence"] and "note" not in m["evidence"]
     assert m["evidence"]["common_mode"]["ips_cvr_nll"]["intercept_corr"] is None
-    assert set(_gradient().to_json()) == {"search_mode", "search_method", "threshold",
-                                          "task_names", "candidates", "kept", "kept_ops"}  # fmt: skip
+    assert set(_gradient().to_json()) == {
+        "search_mode",
+        "search_method",
+        "threshold",
+        "task_names",
+        "candidates",
+        "kept",
+        "kept_ops",
+    }
     assert "search_method" not in _evolved().to_json()
-    assert set(_ablation().to_json()["ablation"]) == {"criterion", "test", "alpha", "positives",
-                                                      "candidates", "comparisons", "chosen"}  # fmt: skip
+    assert set(_ablation().to_json()["ablation"]) == {
+        "criterion",
+        "test",
+        "alpha",
+        "positives",
+        "candidates",
+        "comparisons",
+        "chosen",
+    }
 
 
 @pytest.mark.parametrize(
@@ -166,8 +258,9 @@ def test_a_missing_key_is_refused_naming_the_key_where_it_sits_and_the_file(path
     assert (f" at {where}" in str(e.value)) if path else " at " not in str(e.value)
 
 
-@pytest.mark.parametrize("path", [(), ("evidence",), ("evidence", "selection", "candidates", 0),
-                                  ("candidates", 0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "path", [(), ("evidence",), ("evidence", "selection", "candidates", 0), ("candidates", 0)]
+)
 def test_an_unknown_key_is_refused_naming_it_and_the_file(path):
     obj = _masked().to_json()
     inner = obj

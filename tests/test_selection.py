@@ -128,15 +128,16 @@ def test_the_detectable_difference_is_seen_at_its_stated_power():
 
 def test_selection_lines_print_each_margin_and_warn_when_it_is_too_wide():
     from autoheri_jax.search.architecture import MAX_DETECTABLE_AUC, selection_lines
+    from autoheri_jax.search.records import Comparison, ScoredCandidate, Selection
 
     def record(se, wins=False):
         d = selection.detectable_difference(se, 0.05)
-        comp = {"candidate": "all", "against": "none", "diff": 0.004, "se": se, "p": 0.2,
-                "level": 0.05, "detectable": d, "wins": wins}  # fmt: skip
-        cands = [{"name": "none", "edges": 0, "score": 0.70}, {"name": "all", "edges": 9,
-                 "score": 0.704}]  # fmt: skip
-        return {"criterion": "ctcvr_auc", "candidates": cands, "comparisons": [comp],
-                "chosen": "none", "positives": 300}  # fmt: skip
+        comp = Comparison(candidate="all", against="none", diff=0.004, se=se, p=0.2,
+                          level=0.05, detectable=d, wins=wins)  # fmt: skip
+        cands = [ScoredCandidate(name="none", edges=0, score=0.70),
+                 ScoredCandidate(name="all", edges=9, score=0.704)]  # fmt: skip
+        return Selection(criterion="ctcvr_auc", test="DeLong", alpha=0.05, candidates=cands,
+                         comparisons=[comp], chosen="none", positives=300)  # fmt: skip
 
     narrow, wide = selection_lines(record(0.001)), selection_lines(record(0.006))
     assert "detects 0.0025 at 80% power" in narrow[1]
@@ -155,18 +156,20 @@ def test_selection_scores_each_retrained_candidate_and_keeps_the_chosen_one():
     cfg = TrainConfig(epochs=1, batch_size=128, lr=1e-2, log_every=10)
     kept = np.zeros(spec.num_edges, bool)
     kept[0] = True
-    out, lanes = selection.select_architecture(spec, cfg, train_rows, valid, kept, "ctcvr_auc", 256)
+    out, chosen_mask, lanes = selection.select_architecture(
+        spec, cfg, train_rows, valid, kept, "ctcvr_auc", 256
+    )
     assert lanes.names == ["none", "evidence", "all"] and lanes.batch == "selection"
-    assert [c["name"] for c in out["candidates"]] == ["none", "evidence", "all"]
-    assert [c["edges"] for c in out["candidates"]] == [0, 1, spec.num_edges]
-    assert len(out["comparisons"]) == 2 and out["alpha"] == 0.05
-    assert all(0.0 <= c["p"] <= 1.0 and c["level"] == 0.025 for c in out["comparisons"])
-    assert out["positives"] == int(np.asarray(valid.labels)[:, -1].sum())
-    chosen = next(c for c in out["candidates"] if c["name"] == out["chosen"])
-    np.testing.assert_array_equal(out["kept"].sum(), chosen["edges"])
+    assert [c.name for c in out.candidates] == ["none", "evidence", "all"]
+    assert [c.edges for c in out.candidates] == [0, 1, spec.num_edges]
+    assert len(out.comparisons) == 2 and out.alpha == 0.05
+    assert all(0.0 <= c.p <= 1.0 and c.level == 0.025 for c in out.comparisons)
+    assert out.positives == int(np.asarray(valid.labels)[:, -1].sum())
+    chosen = next(c for c in out.candidates if c.name == out.chosen)
+    np.testing.assert_array_equal(chosen_mask.sum(), chosen.edges)
     # more edges were taken only through a comparison that cleared the margin
-    if out["chosen"] != "none":
-        assert any(c["wins"] and c["candidate"] == out["chosen"] for c in out["comparisons"])
+    if out.chosen != "none":
+        assert any(c.wins and c.candidate == out.chosen for c in out.comparisons)
 
 
 def test_judge_refuses_more_edges_inside_the_noise_and_takes_them_beyond_it():
@@ -182,9 +185,10 @@ def test_judge_refuses_more_edges_inside_the_noise_and_takes_them_beyond_it():
         logits = np.zeros((2, n, 2))
         logits[0, :, 1] = base
         logits[1, :, 1] = base + lift * y1 + 0.3 * rng.normal(size=n)
-        out = selection.judge(["none", "all"], masks, logits, labels, "ctcvr_auc")
-        assert out["chosen"] == chosen, out["comparisons"]
-        scores = [c["score"] for c in out["candidates"]]
+        out, kept = selection.judge(["none", "all"], masks, logits, labels, "ctcvr_auc")
+        assert out.chosen == chosen, out.comparisons
+        assert kept.tolist() == ([False, False] if chosen == "none" else [True, True])
+        scores = [c.score for c in out.candidates]
         assert scores[1] > scores[0]  # "all" scored higher both times
 
 
@@ -213,7 +217,7 @@ def test_selection_checkpoints_its_batch_and_a_rerun_resumes_it(tmp_path):
     first = run(kept)
     assert any((tmp_path / "select").iterdir())
     again = run(kept)  # resumed at the final step: nothing left to train, the same scores
-    assert again["candidates"] == first["candidates"] and again["chosen"] == first["chosen"]
+    assert again.candidates == first.candidates and again.chosen == first.chosen
     other = kept.copy()
     other[1] = True
     with pytest.raises(Exception, match="masks"):

@@ -82,7 +82,7 @@ def test_export_equals_evaluate_on_the_test_split(smoke):
     model = rt.load(out)
     cfg = experiment.saved_config(wd, None)
     test = experiment.load_data(cfg, None, progress=False).test
-    mcfg = experiment.model_configs(cfg, wd.read_json("architecture.json", "search"))["autoheri"]
+    mcfg = experiment.model_configs(cfg, experiment.read_architecture(wd))["autoheri"]
     spec = experiment.spec_for(mcfg, test)
     params = wd.load_params("autoheri", abstract_state(spec, cfg.retrain).params, "retrain")
     cond, entire = predict_dataset(spec, params, test, cfg.eval_batch_size)
