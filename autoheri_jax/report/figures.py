@@ -6,6 +6,7 @@ from pathlib import Path
 
 from autoheri_jax.model.edges import parse_edge
 from autoheri_jax.report.inputs import _DPI, Inputs, _colors
+from autoheri_jax.search.records import ArchitectureRecord, CandidateEdge
 from autoheri_jax.study import column_label
 
 
@@ -35,7 +36,7 @@ def _missing_note(inp: Inputs, name: str) -> str:
 def plot_edge_probabilities(inp: Inputs, path: Path) -> str | None:
     """Returns None when drawn, else why the figure was skipped (as every plot_* does)."""
     if inp.history is None:
-        if inp.architecture is not None and not inp.architecture["candidates"]:
+        if inp.architecture is not None and not inp.architecture.candidates:
             return "the searched model has no candidate edges (edge_mode none)"
         if inp.config is not None:
             return (
@@ -46,8 +47,8 @@ def plot_edge_probabilities(inp: Inputs, path: Path) -> str | None:
     if not inp.history:
         return "`edge_history.jsonl` is empty: no model with searched edges logged yet"
     models = list(dict.fromkeys(r["model"] for r in inp.history))
-    arch = inp.architecture or {}
-    threshold = arch.get("threshold", 0.5)
+    arch = inp.architecture
+    threshold = 0.5 if arch is None or arch.threshold is None else arch.threshold
     panels = []  # (model, (u, d), records, edges of that task pair)
     for model in models:
         recs = sorted((r for r in inp.history if r["model"] == model), key=lambda r: r["step"])
@@ -65,7 +66,8 @@ def plot_edge_probabilities(inp: Inputs, path: Path) -> str | None:
         ax.set_axis_off()
     for ax, (model, (u, d), recs, edges) in zip(axes, panels, strict=False):
         # kept flags belong to the searched supernet's derived architecture
-        kept = set(arch.get("kept", [])) if model == "autoheri_search" or len(models) == 1 else ()
+        shown = arch is not None and (model == "autoheri_search" or len(models) == 1)
+        kept = set(arch.kept) if shown else ()
         steps = [r["step"] for r in recs]
         colors = _colors(len(edges))
         for k, edge in enumerate(edges):
@@ -103,10 +105,12 @@ def plot_edge_probabilities(inp: Inputs, path: Path) -> str | None:
     return None
 
 
-def _pairs(arch: dict) -> dict[tuple[int, int], dict[tuple[int, int], dict]]:
-    by_pair: dict[tuple[int, int], dict[tuple[int, int], dict]] = {}
-    for c in arch["candidates"]:
-        e = parse_edge(c["edge"])
+def _pairs(
+    arch: ArchitectureRecord,
+) -> dict[tuple[int, int], dict[tuple[int, int], CandidateEdge]]:
+    by_pair: dict[tuple[int, int], dict[tuple[int, int], CandidateEdge]] = {}
+    for c in arch.candidates:
+        e = parse_edge(c.edge)
         by_pair.setdefault((e.src_task, e.dst_task), {})[(e.src_layer, e.dst_layer)] = c
     return dict(sorted(by_pair.items()))
 
@@ -115,8 +119,8 @@ def _num_layers(inp: Inputs) -> int:
     if inp.hidden:
         return len(inp.hidden)
     layers = [0]
-    for c in (inp.architecture or {}).get("candidates", []):
-        e = parse_edge(c["edge"])
+    for c in inp.architecture.candidates if inp.architecture is not None else ():
+        e = parse_edge(c.edge)
         layers += [e.src_layer, e.dst_layer]
     return max(layers) + 1
 
@@ -128,13 +132,13 @@ def plot_edge_heatmap(inp: Inputs, path: Path) -> str | None:
     arch = inp.architecture
     if arch is None:
         return _missing_note(inp, "architecture.json")
-    if not arch["candidates"]:
+    if not arch.candidates:
         return "the searched model has no candidate edges (edge_mode none): nothing to grid"
     pairs = _pairs(arch)
     n = _num_layers(inp)
-    masked = arch.get("search_method") == "masked"  # cells are z of the contrast, not gates
-    value = (lambda c: c["evidence"]["z"]) if masked else (lambda c: c["prob"])
-    top = max([abs(value(c)) for c in arch["candidates"]] + [arch["threshold"] * 1.5])
+    masked = arch.search_method == "masked"  # cells are z of the contrast, not gates
+    value = (lambda c: c.evidence.z) if masked else (lambda c: c.prob)
+    top = max([abs(value(c)) for c in arch.candidates] + [arch.threshold * 1.5])
     scale = {"vmin": -top, "vmax": top, "cmap": "RdBu"} if masked else {"vmin": 0.0, "vmax": 1.0}
     fig = _figure(max(5.5, 1.4 + (0.9 + 0.85 * n) * len(pairs)), 2.4 + 0.85 * n)
     axes = fig.subplots(1, len(pairs), squeeze=False)[0]
@@ -155,14 +159,14 @@ def plot_edge_heatmap(inp: Inputs, path: Path) -> str | None:
                 ax.text(
                     j,
                     i,
-                    label + ("\nkept" if c["kept"] else ""),
+                    label + ("\nkept" if c.kept else ""),
                     ha="center",
                     va="center",
                     fontsize=9,
-                    fontweight="bold" if c["kept"] else "normal",
+                    fontweight="bold" if c.kept else "normal",
                     color="black" if light else "white",
                 )
-                if c["kept"]:
+                if c.kept:
                     ax.add_patch(
                         Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, ec="red", lw=2.5)
                     )
@@ -173,10 +177,10 @@ def plot_edge_heatmap(inp: Inputs, path: Path) -> str | None:
         ax.set_title(f"{inp.task_name(u)} -> {inp.task_name(d)}", fontsize=10)
     label = "z of the on/off contrast (> 0: the edge helps)" if masked else "final probability"
     fig.colorbar(image, ax=list(axes), shrink=0.8, label=label)
-    kept = len(arch["kept"])
-    rule = f"z > {arch['threshold']:g}" if masked else f"probability > {arch['threshold']}"
+    kept = len(arch.kept)
+    rule = f"z > {arch.threshold:g}" if masked else f"probability > {arch.threshold}"
     fig.suptitle(
-        f"{arch['search_mode']} search: {kept} of {len(arch['candidates'])} edges kept\n"
+        f"{arch.search_mode} search: {kept} of {len(arch.candidates)} edges kept\n"
         f"({rule}, outlined red; - = not a candidate)",
         fontsize=10,
     )
@@ -191,27 +195,27 @@ def plot_edge_evidence(inp: Inputs, path: Path) -> str | None:
     arch = inp.architecture
     if arch is None:
         return _missing_note(inp, "architecture.json")
-    if arch.get("search_method") != "masked":
+    if arch.search_method != "masked":
         return "the search learned gates (edge_search.method=gradient): no contrast to draw"
-    cands = arch["candidates"]
-    ev = [c["evidence"] for c in cands]
-    if any(e["mean"] is None for e in ev):
-        return arch["evidence"].get("note", "no edge could be judged")
-    mean = np.array([e["mean"] for e in ev]) * 1e4
-    err = np.array([[e["mean"] - e["ci_lo"], e["ci_hi"] - e["mean"]] for e in ev]).T * 1e4
+    cands = arch.candidates
+    ev = [c.evidence for c in cands]
+    if any(e.mean is None for e in ev):
+        return arch.evidence.note or "no edge could be judged"
+    mean = np.array([e.mean for e in ev]) * 1e4
+    err = np.array([[e.mean - e.ci_lo, e.ci_hi - e.mean] for e in ev]).T * 1e4
     fig = _figure(max(5.5, 0.7 * len(cands) + 2), 3.6)
     ax = fig.subplots()
     x = np.arange(len(cands))
-    colors = ["#c0392b" if c["kept"] else "#1f618d" for c in cands]
+    colors = ["#c0392b" if c.kept else "#1f618d" for c in cands]
     ax.bar(x, mean, color=colors, alpha=0.8)
     ax.errorbar(x, mean, yerr=err, fmt="none", ecolor="black", capsize=3)
     ax.axhline(0, color="0.4", lw=0.8)
-    ax.set_xticks(x, [f"{c['edge']}\nz={e['z']:+.1f}" for c, e in zip(cands, ev, strict=True)],
+    ax.set_xticks(x, [f"{c.edge}\nz={e.z:+.1f}" for c, e in zip(cands, ev, strict=True)],
                   fontsize=8)  # fmt: skip
-    ax.set_ylabel(f"{arch['evidence']['criterion']} off - on (nats x 1e4)")
+    ax.set_ylabel(f"{arch.evidence.criterion} off - on (nats x 1e4)")
     ax.set_title(
-        f"edge evidence, mean [95% CI] over {arch['evidence']['batches']} validation batches; "
-        f"red = kept (z > {arch['threshold']:g})",
+        f"edge evidence, mean [95% CI] over {arch.evidence.batches} validation batches; "
+        f"red = kept (z > {arch.threshold:g})",
         fontsize=10,
     )
     _save(fig, path)
@@ -273,10 +277,10 @@ def plot_architecture(inp: Inputs, path: Path) -> str | None:
     pair_color: dict[tuple[int, int], str] = {}
     placed: list[tuple[float, float]] = []
     label_w, label_h = 0.62, 0.2
-    for c in arch["candidates"]:
-        if not c["kept"]:
+    for c in arch.candidates:
+        if not c.kept:
             continue
-        e = parse_edge(c["edge"])
+        e = parse_edge(c.edge)
         p0 = (x_of(e.src_task) + box_w / 2, y_of(e.src_layer + 1))
         p1 = (x_of(e.dst_task) - box_w / 2, y_of(e.dst_layer + 1))
         rad = -0.25 * (e.dst_task - e.src_task - 1)  # towers in between: bow around them
@@ -309,7 +313,7 @@ def plot_architecture(inp: Inputs, path: Path) -> str | None:
         placed.append(best)
         ax.text(
             *best,
-            f"z={c['evidence']['z']:+.1f}" if c.get("evidence") else f"p={c['prob']:.3f}",
+            f"z={c.evidence.z:+.1f}" if c.evidence is not None else f"p={c.prob:.3f}",
             ha="center",
             va="center",
             fontsize=8.5,
@@ -326,11 +330,11 @@ def plot_architecture(inp: Inputs, path: Path) -> str | None:
         ]
         ax.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8.5,
                   frameon=False, bbox_to_anchor=(0.5, -0.02))  # fmt: skip
-    kept, total = len(arch["kept"]), len(arch["candidates"])
+    kept, total = len(arch.kept), len(arch.candidates)
     title = f"derived architecture: {kept} of {total} candidate edges kept"
     if total and not kept:
         title += " (none: independent towers, as ESMM)"
-    ax.set_title(title + f"\n({arch['search_mode']} search; arrow u.i -> d.j: layer i output "
+    ax.set_title(title + f"\n({arch.search_mode} search; arrow u.i -> d.j: layer i output "
                  "feeds layer j input)", fontsize=10)  # fmt: skip
     _save(fig, path)
     return None

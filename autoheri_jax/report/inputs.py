@@ -12,6 +12,7 @@ from typing import Any
 
 from autoheri_jax import artifacts
 from autoheri_jax.model.edges import parse_edge
+from autoheri_jax.search.records import ArchitectureRecord, RecordError
 
 _DPI = 120
 
@@ -31,6 +32,17 @@ def _read_json(path: Path) -> Any:
         raise ReportError(f"{path} is not readable JSON: {e}") from None
 
 
+def _architecture(obj: Any, path: Path) -> ArchitectureRecord:
+    try:
+        return ArchitectureRecord.from_json(obj, source=str(path))
+    except RecordError as e:
+        raise ReportError(str(e)) from None
+
+
+def _read_architecture(path: Path) -> ArchitectureRecord:
+    return _architecture(_read_json(path), path)
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     try:
         return artifacts.read_jsonl(path)
@@ -44,7 +56,7 @@ class Inputs:
     config: dict | None = None
     metrics: list[dict] | None = None
     history: list[dict] | None = None
-    architecture: dict | None = None
+    architecture: ArchitectureRecord | None = None  # architecture.json, else results.json's
     architecture_txt: str | None = None
     results: dict | None = None
     study: dict | None = None
@@ -52,9 +64,8 @@ class Inputs:
 
     @property
     def task_names(self) -> list[str]:
-        for src in (self.architecture, (self.results or {}).get("architecture")):
-            if src and src.get("task_names"):
-                return list(src["task_names"])
+        if self.architecture is not None and self.architecture.task_names:
+            return list(self.architecture.task_names)
         if self.results:
             return list(self.results["data"]["train"]["stages"])
         return []
@@ -141,7 +152,7 @@ def load_inputs(root: str | Path) -> Inputs:
         ("config.json", "search", "config", _read_json),
         ("metrics.jsonl", "search", "metrics", _read_jsonl),
         ("edge_history.jsonl", "search", "history", _read_jsonl),
-        ("architecture.json", "search", "architecture", _read_json),
+        ("architecture.json", "search", "architecture", _read_architecture),
         ("results.json", "evaluate", "results", _read_json),
     ]
     for name, step, attr, read in sources:
@@ -154,8 +165,8 @@ def load_inputs(root: str | Path) -> Inputs:
         inp.architecture_txt = (root / "architecture.txt").read_text()
     if (root / "study.json").is_file():
         inp.study = normalize_study(_read_json(root / "study.json"), root / "study.json")
-    if inp.architecture is None and inp.results is not None:
-        inp.architecture = inp.results.get("architecture")
+    if inp.architecture is None and (inp.results or {}).get("architecture") is not None:
+        inp.architecture = _architecture(inp.results["architecture"], root / "results.json")
     if inp.config is None and inp.results is not None:
         inp.config = inp.results.get("config")
     if all(getattr(inp, a) is None for a in ("config", "metrics", "history", "results", "study")):

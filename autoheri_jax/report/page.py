@@ -177,7 +177,7 @@ def write_markdown(inp: Inputs, out: Path, skipped: dict[str, str]) -> Path:
         lines.extend(["```", text.rstrip("\n"), "```", ""])
     figure("architecture")
     figure("edge_heatmap")
-    if (inp.architecture or {}).get("search_method") == "masked":
+    if inp.architecture is not None and inp.architecture.search_method == "masked":
         figure("edge_evidence")
 
     lines.extend(["## Search", ""])
