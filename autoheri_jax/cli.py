@@ -376,8 +376,11 @@ def _main(args: argparse.Namespace) -> int:
         init_distributed(cfg.parallel)
     wd = Workdir(args.workdir)
     progress = not args.no_progress
-    with _writing(wd.root, args.step):
+    from autoheri_jax import phases
+
+    with _writing(wd.root, args.step), phases.clock() as seconds:
         _run_step(args, cfg, wd, progress)
+    _log.info(f"autoheri {args.step}: time by phase: {phases.render(seconds())}")
     _log.info(f"autoheri {args.step}: done; artefacts in {Path(args.workdir).resolve()}")
     return 0
 

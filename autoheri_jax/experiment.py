@@ -16,7 +16,7 @@ import time
 import jax
 import numpy as np
 
-from autoheri_jax import artifacts
+from autoheri_jax import artifacts, phases
 from autoheri_jax.artifacts import AUTOHERI, SEARCHED, SELECTION
 from autoheri_jax.artifacts.lifecycle import (  # noqa: F401 (saved_config: the CLI's and tests')
     check_batch_sizes,
@@ -46,6 +46,7 @@ from autoheri_jax.train.predict import predict_models
 from autoheri_jax.train.step import abstract_state, count_params, init_keys
 
 
+@phases.timed("data")
 def load_data(cfg: Config, wd: artifacts.Workdir | None = None, progress: bool = True) -> Splits:
     return load_splits(cfg.data, None if wd is None else wd.root, progress)
 
@@ -373,6 +374,7 @@ def retrain(cfg: Config, wd: artifacts.Workdir, progress: bool = True) -> None:
         train_and_save(cfg, wd, name, "retrain", spec, cfg.retrain, data, progress, extra)
 
 
+@phases.timed("evaluate")
 def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
     record = read_architecture(wd)
     data = load_data(cfg, wd, progress=False)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from autoheri_jax import phases
 from autoheri_jax.config import Config, ConfigError, apply_overrides, call_python_file, to_dict
 from autoheri_jax.progress import say as _say
 
@@ -319,10 +320,11 @@ def run_study(
             continue
         _say(f"[study] {study.name}: run {i + 1}/{len(plan)}: {label} ({study.method(arm)})")
         t0 = time.perf_counter()
-        run_one(cfg, directory, study.method(arm), progress)
+        with phases.clock() as phase_seconds:
+            run_one(cfg, directory, study.method(arm), progress)
         seconds = time.perf_counter() - t0
         record = {"arm": arm, "seed": k, "mode": mode, "method": study.method(arm),
-                  "seconds": seconds}  # fmt: skip
+                  "seconds": seconds, "phases": phase_seconds()}  # fmt: skip
         Workdir(directory).write_json(RUN_JSON, record)
         ran.append(label)
         write_summary(study, workdir, seeds, modes)  # partial tables while the study goes on
@@ -354,12 +356,14 @@ def _run_vmapped_arms(study, workdir, plan, seeds, modes, progress, ran) -> list
         dirs = [run_dir(workdir, arm, k, mode) for _, k, _, _ in entries]
         _say(f"[study] {study.name}: {arm}: seeds {[k for _, k, _, _ in entries]} vmapped")
         t0 = time.perf_counter()
-        run_seeds([cfg for *_, cfg in entries], [Workdir(d) for d in dirs], progress)
+        with phases.clock() as phase_seconds:
+            run_seeds([cfg for *_, cfg in entries], [Workdir(d) for d in dirs], progress)
         seconds = time.perf_counter() - t0
+        share = {k: v / len(entries) for k, v in phase_seconds().items()}
         for (_, k, _, _), directory in zip(entries, dirs, strict=True):
             record = {"arm": arm, "seed": k, "mode": mode, "method": "oneshot",
                       "seconds": seconds / len(entries), "vmapped_seeds": len(entries),
-                      "group_seconds": seconds}  # fmt: skip
+                      "group_seconds": seconds, "phases": share}  # fmt: skip
             Workdir(directory).write_json(RUN_JSON, record)
             ran.append(f"{arm}/{directory.name}")
         write_summary(study, workdir, seeds, modes)
@@ -391,7 +395,9 @@ def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
     elif oneshot is not None:
         cost.update(steps=oneshot["steps"], seconds=oneshot["seconds"], candidates=1)
     run = Path(directory) / RUN_JSON
-    cost["run_seconds"] = json.loads(run.read_text())["seconds"] if run.exists() else None
+    timing = json.loads(run.read_text()) if run.exists() else {}
+    cost["run_seconds"] = timing.get("seconds")
+    cost["phases"] = timing.get("phases")  # absent in runs timed before phases were
     return {"keys": res["metric_keys"], "auc": auc, "cost": cost,
             "kept": res["architecture"]["kept"]}  # fmt: skip
 
@@ -479,6 +485,12 @@ def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: in
                 for f in ("steps", "seconds", "candidates", "run_seconds")
             }
             cost["method"] = study.method(arm)
+            timed = [c["phases"] for c in costs if c.get("phases")]
+            cost["phases"] = (
+                {k: float(np.mean([t.get(k, 0.0) for t in timed])) for k in phases.PHASES}
+                if timed
+                else None
+            )
             kept = [len(r["kept"]) for r in got.values()]
             between = {
                 f"{ma} − {mb}": {key: _paired_models(got.values(), ma, mb, key) for key in keys}
@@ -619,6 +631,20 @@ def render_markdown(summary: dict) -> str:
                 f"| {_f(c['candidates'], '.1f')} | {kept_cell} | "
                 f"{_f(a.get('kept_jaccard'), '.2f')} | {_f(c['run_seconds'], '.1f')} |"
             )
+        timed = [(arm, a["cost"]["phases"]) for arm, a in body["arms"].items()
+                 if a["cost"].get("phases")]  # fmt: skip
+        if timed:
+            lines += [
+                "",
+                "Where a run's time goes (mean seconds per run; compile = XLA's tracing, lowering "
+                "and compiling, taken out of the phase that asked for it):",
+                "",
+                "| arm | " + " | ".join(phases.PHASES) + " |",
+                "| --- |" + " --- |" * len(phases.PHASES),
+            ]
+            for arm, t in timed:
+                cells = " | ".join(f"{t[k]:.1f}" for k in phases.PHASES)
+                lines.append(f"| {arm} | {cells} |")
         lines += ["", "Share of seeds keeping each edge:", ""]
         for arm, a in body["arms"].items():
             freq = a.get("kept_frequency") or {}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from autoheri_jax import phases
 from autoheri_jax import study as study_mod
 from autoheri_jax.cli import main
 from autoheri_jax.config import Config, ConfigError
@@ -162,6 +163,13 @@ def test_tiny_study_runs_then_resumes_without_rerunning(repo, tmp_path, monkeypa
     assert test["n"] == 2 and test["df"] == 1 and 0 <= test["p"] <= 1
     assert summary["modes"]["model"]["arms"]["strong"]["cost"]["steps"] == 4  # 1024 rows / 256
     assert (wd / "study.md").read_text().startswith("# Study tiny")
+    # each run's time by phase, adding up to its wall time; the table shows the means
+    timing = json.loads((wd / "weak" / "seed0" / study_mod.RUN_JSON).read_text())
+    assert set(timing["phases"]) == set(phases.PHASES)
+    assert sum(timing["phases"].values()) == pytest.approx(timing["seconds"], rel=0.02)
+    assert min(timing["phases"][k] for k in ("data", "compile", "train", "evaluate")) > 0
+    cost = summary["modes"]["model"]["arms"]["weak"]["cost"]["phases"]
+    assert cost["train"] > 0 and "| weak | " + f"{cost['data']:.1f} | " in out
 
     def no_rerun(*a, **k):
         raise AssertionError("a finished run was run again")

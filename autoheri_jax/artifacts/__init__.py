@@ -20,6 +20,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from autoheri_jax import phases
+
 SEARCHED = "autoheri_search"  # the relaxed supernet, kept for inspection
 AUTOHERI = "autoheri"  # the derived architecture retrained from fresh weights
 SELECTION = "search.select"  # checkpoints of the masked search's candidates (in training)
@@ -69,6 +71,7 @@ class Workdir:
         with self.path(name).open("a") as f:
             f.write(json.dumps(record) + "\n")
 
+    @phases.timed("write")
     def write_json(self, name: str, obj: Any) -> None:
         if not is_writer():
             return

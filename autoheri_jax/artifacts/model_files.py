@@ -12,7 +12,7 @@ import json
 import re
 import shutil
 
-from autoheri_jax import artifacts
+from autoheri_jax import artifacts, phases
 from autoheri_jax.config import Config, TrainConfig
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.progress import say as _say
@@ -93,6 +93,7 @@ def trained_params(wd: artifacts.Workdir, name: str, phase: str, spec, tcfg: Tra
     return params
 
 
+@phases.timed("write")
 def save_trained(
     cfg: Config,
     wd: artifacts.Workdir,

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from autoheri_jax import phases
 from autoheri_jax.config import EVIDENCE_CRITERIA
 from autoheri_jax.model.losses import entire_space_bce
 from autoheri_jax.model.network import forward, masks_forward
@@ -84,6 +85,7 @@ def _masked_logits_fn(spec: ModelSpec):
     return jax.jit(logits)
 
 
+@phases.timed("evaluate")
 def masked_logits(spec: ModelSpec, params: Params, batches: Sequence[dict], masks) -> np.ndarray:
     """[nb, M, B, T] logits of every mask on every batch (labels are not read)."""
     fn = _masked_logits_fn(spec)

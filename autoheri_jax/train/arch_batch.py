@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from autoheri_jax import phases
 from autoheri_jax.config import TrainConfig
 from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices
 from autoheri_jax.model.edges import Edge
@@ -80,6 +81,7 @@ def _logits_fn(spec: ModelSpec):
     return jax.jit(logits)
 
 
+@phases.timed("evaluate")
 def architecture_logits(
     spec: ModelSpec, params: Params, masks: np.ndarray, data: CTRDataset, batch_size: int
 ) -> np.ndarray:

@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from autoheri_jax import phases
 from autoheri_jax.config import (
     CheckpointConfig,
     ConfigError,
@@ -261,6 +262,7 @@ def _raise_if_non_finite(dp, state: TrainState, desc: str, epoch: int) -> None:
         )
 
 
+@phases.timed("train")
 def train(
     spec: ModelSpec,
     cfg: TrainConfig | Sequence[TrainConfig],

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from autoheri_jax import phases
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.eval_batches import EvalBatches
 from autoheri_jax.model.embedding import embed_distinct_bags
@@ -50,6 +51,7 @@ def make_eval_fn(spec: ModelSpec):
     return jax.jit(predict)
 
 
+@phases.timed("evaluate")
 def predict_models(
     models: Sequence[tuple[ModelSpec, Params]], data: CTRDataset, batch_size: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
