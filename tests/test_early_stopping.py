@@ -177,3 +177,40 @@ def test_a_run_stopped_midway_resumes_to_the_uninterrupted_result(tmp_path, lane
     # a finished (stopped) run resumes to itself without training further
     third, stats = train(spec, CFG, train_rows, resumable=r, **kw)
     _equal(third, whole)
+
+
+def test_a_lane_that_stopped_is_frozen_while_the_others_train_on(monkeypatch):
+    """Scripted validation losses: lane 0 is best at its first check (step 5) and stops after
+    2 worse ones (step 15); lane 1 improves at every check and trains to the end (step 24).
+    Lane 0's optimiser state ends exactly as at step 15 and its weights are those of step 5;
+    lane 1 ends where a batch without early stopping ends."""
+    train_rows, valid = _problem()
+    spec = _spec()
+    masks = ground_truth_masks(spec.edges)[1][[0, 1]]
+    cfg = dataclasses.replace(CFG, epochs=4)  # 24 steps: checks at 5, 10, 15, 20, 24
+    checks = iter([(1.0, 1.0), (2.0, 0.9), (3.0, 0.8), (4.0, 0.7), (5.0, 0.6)])
+    monkeypatch.setattr(es.EarlyStopper, "losses", lambda self, params: np.array(next(checks)))
+    state, stats = train_architectures(spec, cfg, train_rows, masks, desc="t", valid=valid)
+    rec = stats["early_stop"]
+    assert rec["stopped_at"] == [15, None] and rec["best_step"] == [5, 24]
+    assert rec["last_step"] == stats["steps"] == 24
+
+    off = dataclasses.replace(cfg, early_stop_patience=0)
+
+    def lane(tree, k):
+        return jax.tree.map(lambda x: np.asarray(x)[k], tree)
+
+    at5, _ = train_architectures(spec, dataclasses.replace(off, max_steps=5), train_rows, masks,
+                                 desc="t")  # fmt: skip
+    at15, _ = train_architectures(spec, dataclasses.replace(off, max_steps=15), train_rows,
+                                  masks, desc="t")  # fmt: skip
+    end, _ = train_architectures(spec, off, train_rows, masks, desc="t")
+    _equal(lane(state.params, 0), lane(at5.params, 0))  # the best weights, kept bitwise
+    _equal(lane(state.opt_state, 0), lane(at15.opt_state, 0))  # frozen since its stop
+    for x, y in zip(jax.tree.leaves(lane(state.params, 1)), jax.tree.leaves(lane(end.params, 1)),
+                    strict=True):  # fmt: skip
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    # not trivially so: lane 0 trained on would have moved on from its step-15 state
+    a, b = jax.tree.leaves(lane(at15.opt_state, 0)), jax.tree.leaves(lane(end.opt_state, 0))
+    moved = zip(a, b, strict=True)
+    assert any(not np.array_equal(x, y) for x, y in moved)
