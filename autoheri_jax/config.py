@@ -294,9 +294,17 @@ class TrainConfig:
     grad_clip: float = 0.0  # global-norm clip of all gradients; 0 = off
     seed: int = 0  # weight init, dropout and shuffling seed
     log_every: int = 50  # steps between metric records (and non-finite checks)
+    # > 0: early stopping (train/early_stopping.py): every log_every steps the weights are
+    # scored on the validation loss (entire-space NLL summed over stages); after this many
+    # checks in a row without a lower loss the run stops (a lane of a vmapped batch freezes)
+    # and the best-scoring weights, not the last, are the result. 0 = off
+    early_stop_patience: int = 0
+    early_stop_rows: int = 20_000  # validation rows (the first ones) each check scores; 0 = all
 
     def __post_init__(self):
         _check_types(self, "")
+        _check(self.early_stop_patience >= 0, "early_stop_patience", "must be >= 0 (0 = off)")
+        _check(self.early_stop_rows >= 0, "early_stop_rows", "must be >= 0 (0 = all rows)")
         for k in ("epochs", "batch_size", "log_every"):
             _check(getattr(self, k) > 0, f"{k}", "must be > 0")
         _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")

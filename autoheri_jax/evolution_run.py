@@ -86,7 +86,7 @@ def make_scorer(
         spec = spec_for(derived_model(cfg.model, kept), rows)
         state, stats = train(
             spec, tcfg, rows, desc=f"evolve:{mask_bits(mask)}", progress=progress,
-            parallel=cfg.parallel,
+            parallel=cfg.parallel, valid=data.valid if tcfg.early_stop_patience else None,
         )  # fmt: skip
         params = artifacts.to_host(state.params)
         return validation_score(cfg, spec, params, data.valid), {"steps": stats["steps"]}

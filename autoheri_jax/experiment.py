@@ -40,6 +40,7 @@ from autoheri_jax.report.tables import format_table
 from autoheri_jax.search import architecture, evidence, selection
 from autoheri_jax.search.records import ArchitectureRecord
 from autoheri_jax.train.arch_batch import ground_truth_masks
+from autoheri_jax.train.early_stopping import lane_stats
 from autoheri_jax.train.lanes import unstack_tree
 from autoheri_jax.train.loop import Resumable, fingerprint, train
 from autoheri_jax.train.predict import predict_models
@@ -337,7 +338,7 @@ def save_lane_models(cfg: Config, wd: artifacts.Workdir, record: ArchitectureRec
         a = match[0]
         params = project_params(lanes.spec, unstack_tree(lanes.params, a), dst)
         source = {"training": lanes.batch, "lane": lanes.names[a], "lanes": lanes.names}
-        save_model(cfg, wd, name, "search", dst, params, lanes.stats, source)
+        save_model(cfg, wd, name, "search", dst, params, lane_stats(lanes.stats, a), source)
         saved[name] = lanes.names[a]
     return saved
 

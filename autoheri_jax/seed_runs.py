@@ -94,6 +94,7 @@ def _train_model(
                 progress=progress,
                 resumable=resumable,
                 on_resume=on_resume,
+                valids=[datas[i].valid for i in runs],
             )
         finally:
             for log in loggers:

@@ -246,7 +246,7 @@ def retrain_and_judge(
     so a stopped run resumes; `train_kw` (on_log, on_resume, progress) go to the trainer.
     -> (`judge`'s Selection and chosen [E] bool mask, the trained lanes)."""
     state, stats = train_architectures(
-        spec, tcfg, train, masks, desc=desc, resumable=resumable, **train_kw
+        spec, tcfg, train, masks, desc=desc, resumable=resumable, valid=valid, **train_kw
     )
     logits = architecture_logits(spec, state.params, masks, valid, eval_batch_size)
     judged, kept = judge(names, masks, logits, np.asarray(valid.labels), criterion)

@@ -62,15 +62,17 @@ def train_architectures(
     resumable: Resumable | None = None,
     on_log: Sequence[Callable | None] | None = None,
     on_resume: Callable[[int], None] | None = None,
+    valid: CTRDataset | None = None,
 ) -> tuple[TrainState, dict]:
     """Trains every mask of `masks` [A, E] for cfg.epochs from one initial state (loop.train
     with lanes.ArchLanes); -> (the stacked A-leading state, stats). With `resumable`, it
     checkpoints all A lanes and a rerun resumes them; `on_log` has one callback (or None) per
     lane, `on_resume(step)` is called once on a resume. Raises NonFiniteLossError naming the
-    architecture and step."""
+    architecture and step. With cfg.early_stop_patience > 0, `valid` scores every lane
+    (train/early_stopping.py): each keeps its best weights and stops on its own."""
     return train(spec, cfg, data, desc=desc, progress=progress, resumable=resumable,
-                 masks=np.asarray(masks, np.float32), on_log=on_log,
-                 on_resume=on_resume)  # fmt: skip
+                 masks=np.asarray(masks, np.float32), on_log=on_log, on_resume=on_resume,
+                 valid=valid if cfg.early_stop_patience else None)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=8)

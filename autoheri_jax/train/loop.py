@@ -36,6 +36,7 @@ from autoheri_jax.metrics import BinaryScores, nll
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.progress import Progress
 from autoheri_jax.train.checkpoint import Checkpointer
+from autoheri_jax.train.early_stopping import EarlyStopper, check_setup
 from autoheri_jax.train.lanes import (
     NonFiniteLossError,
     StackedSource,
@@ -69,10 +70,12 @@ def fingerprint(spec: ModelSpec, cfg: TrainConfig | Sequence[TrainConfig],
     """Everything that fixes the state's shapes and the run's trajectory (of every lane)."""
 
     def train_fields(c: TrainConfig) -> dict:
-        # max_steps 0 (off) is left out, so checkpoints made before the field existed resume
-        fields = dataclasses.asdict(c)
+        # max_steps 0 (off) is left out, so checkpoints made before the field existed resume;
+        # so are the early-stop fields when it is off (on, log_every is its check interval)
+        fields, es = dataclasses.asdict(c), c.early_stop_patience > 0
         return {k: v for k, v in fields.items()
-                if k != "log_every" and not (k == "max_steps" and v == 0)}  # fmt: skip
+                if (k != "log_every" or es) and not (k == "max_steps" and v == 0)
+                and (es or not k.startswith("early_stop_"))}  # fmt: skip
 
     lanes = not isinstance(cfg, TrainConfig)
     train_cfg = [train_fields(c) for c in cfg] if lanes else train_fields(cfg)
@@ -136,9 +139,11 @@ class CheckpointSaver:
     """When to save, what each checkpoint holds (state, iterator positions, the validation
     loss that ranks checkpoints) and how a run resumes from the latest one."""
 
-    def __init__(self, r: Resumable, spec: ModelSpec, cfg: TrainConfig, valid: CTRDataset | None):
+    def __init__(self, r: Resumable, spec: ModelSpec, cfg: TrainConfig, valid: CTRDataset | None,
+                 stopper: EarlyStopper | None = None):  # fmt: skip
         c = r.cfg
         self.resumable, self.spec, self.batch_size = r, spec, cfg.batch_size
+        self.stopper = stopper  # its state is saved beside the TrainState: {"train", "early_stop"}
         self.ckpt = Checkpointer(r.directory, keep=c.keep, keep_best=c.keep_best,
                                  async_save=c.async_save, fingerprint=r.fingerprint)  # fmt: skip
         # taken once, so every save is scored on the same rows (None: nothing scores)
@@ -150,10 +155,16 @@ class CheckpointSaver:
         before it restored (checkpoint.py `restore_latest`); a mismatching one is refused."""
         if not self.resumable.cfg.resume or self.ckpt.latest_step() is None:
             return None
-        latest = self.ckpt.restore_latest(dp.abstract_state())
+        target = dp.abstract_state()
+        if self.stopper is not None:
+            target = {"train": target, "early_stop": self.stopper.abstract(target.params)}
+        latest = self.ckpt.restore_latest(target)
         if latest is None:
             return None
         restored, _, data_state = latest
+        if self.stopper is not None:
+            self.stopper.restored(restored["early_stop"])
+            restored = restored["train"]
         feed.set_state(data_state)
         state = dp.from_checkpoint(restored)
         # lanes hold one step per lane, all equal
@@ -172,7 +183,10 @@ class CheckpointSaver:
         metrics = None
         if self.resumable.cfg.keep_best:
             metrics = _valid_loss(self.spec, canonical.params, self.scoring, self.batch_size)
-        self.ckpt.save(step, canonical, extra=self.resumable.extra, data_state=feed.get_state(),
+        tree = canonical
+        if self.stopper is not None:
+            tree = {"train": canonical, "early_stop": self.stopper.saved()}
+        self.ckpt.save(step, tree, extra=self.resumable.extra, data_state=feed.get_state(),
                        metrics=metrics, force=force)  # fmt: skip
 
     def close(self) -> None:
@@ -293,10 +307,12 @@ def train(
     the state comes back architecture-leading and checkpoints hold all A.
     """
     lanes = not isinstance(cfg, TrainConfig)
+    patience = (next(iter(cfg)) if lanes else cfg).early_stop_patience
     if (lanes or masks is not None) and (
-        valid is not None or (parallel is not None and parallel.num_devices > 1)
+        (valid is not None and not patience) or (parallel is not None and parallel.num_devices > 1)
     ):
-        raise ConfigError(f"{desc}: a vmapped lane batch trains on one device, without `valid`")
+        raise ConfigError(f"{desc}: a vmapped lane batch trains on one device, without `valid` "
+                          "(which only early stopping scores)")  # fmt: skip
     if lanes and masks is not None:
         raise ConfigError(f"{desc}: vmapped seeds or an architecture batch, not both")
     if lanes:
@@ -321,10 +337,18 @@ def train(
         lane_count, lane_kind = 0, ""
     total = feed.total_steps
     check_schedule(spec, cfg, total, desc)
-    saver = None if resumable is None else CheckpointSaver(resumable, spec, cfg, valid)
+    stopper = None
+    if patience:
+        check_setup(cfg, valid, desc)
+        stopper = EarlyStopper(spec, cfg, valid, lane_count, getattr(dp, "masks", None))
+    saver_valid = None if lane_count or masks is not None else valid
+    saver = None if resumable is None else CheckpointSaver(resumable, spec, cfg, saver_valid,
+                                                           stopper)  # fmt: skip
     resumed = None if saver is None else saver.restore(dp, feed)
     if resumed is None:
         state, start = dp.init_state(spec, cfg), 0
+        if stopper is not None:
+            stopper.start(dp.canonical(state).params)
     else:
         state, start = resumed
         if on_resume is not None:
@@ -338,16 +362,21 @@ def train(
     # keep their steps overlapping), so the host syncs every few steps there.
     sync_every = _SYNC_EVERY if dp.num_devices > 1 and dp.devices[0].platform == "cpu" else 0
     log = StepLog(cfg, desc, total, start, on_log, progress, lane_count, lane_kind)
+    run_step = dp.step if stopper is None else stopper.step(dp.step)
     try:
         with SignalStop(enabled=saver is not None) as stop:
             for step in range(start + 1, total + 1):
-                state, aux = dp.step(state, dp.place_batch(feed.next()))
+                if stopper is not None and stopper.done:  # resumed after the stop
+                    break
+                state, aux = run_step(state, dp.place_batch(feed.next()))
                 if sync_every and step % sync_every == 0:
                     jax.block_until_ready(state.step)
                 if log.due(step):
                     aux = dp.host_value(aux)
                     _raise_if_non_finite(dp, state, desc, feed.epoch_of(step))
                     extra = None if saver is None else saver.probe(dp.canonical(state))
+                    if stopper is not None:
+                        extra = {**(extra or {}), **stopper.check(step, dp.canonical(state).params)}
                     log.write(step, feed.epoch_of(step), aux, extra)
                 if saver is None:
                     continue
@@ -360,14 +389,17 @@ def train(
                         f"{resumable.directory}; run the same command again to resume",
                         stop.signum,
                     )
-                if saver.due(step, total):
-                    save(step, force=step == total)
+                stopping = stopper is not None and stopper.done
+                if saver.due(step, total) or stopping:
+                    save(step, force=step == total or stopping)
             jax.block_until_ready(state)
             _raise_if_non_finite(dp, state, desc, feed.epoch_of(max(total, 1)))
     finally:
         if saver is not None:
             saver.close()
-    return dp.canonical(state), log.stats(dp)
+    if stopper is None:
+        return dp.canonical(state), log.stats(dp)
+    return stopper.finish(dp.canonical(state), log, dp, total)
 
 
 def _scoring_rows(valid: CTRDataset | None, rows: int) -> CTRDataset | None:

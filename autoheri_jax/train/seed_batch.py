@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from autoheri_jax.config import TrainConfig
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.train.early_stopping import lane_stats
 from autoheri_jax.train.lanes import (  # noqa: F401 (the names benchmarks and tests import)
     StackedSource,
     make_seed_step,
@@ -46,20 +47,23 @@ def train_seeds(
     progress: bool = True,
     resumable: Resumable | None = None,
     on_resume: Callable[[int], None] | None = None,
+    valids: Sequence[CTRDataset] | None = None,
 ) -> list[tuple[TrainState, dict]]:
     """Trains len(cfgs) seeds of `spec` together; -> [(state, stats)] per seed, as `train`.
 
     on_logs[k](step, record) gets seed k's records every log_every steps and at the end.
     Raises NonFiniteLossError naming the seed and step if any seed's loss went non-finite.
     With `resumable`, the K seeds checkpoint together and a rerun resumes them (loop.train).
+    With early_stop_patience > 0, valids[k] scores seed k (train/early_stopping.py).
     """
     if len(cfgs) != len(datas) or not cfgs:
         raise ValueError(f"{len(cfgs)} configs for {len(datas)} datasets")
+    valid = list(valids) if valids is not None and cfgs[0].early_stop_patience else None
     state, stats = train(
         spec, list(cfgs), list(datas), desc=desc, on_log=on_logs, progress=progress,
-        resumable=resumable, on_resume=on_resume,
+        resumable=resumable, on_resume=on_resume, valid=valid,
     )  # fmt: skip
-    return [(unstack_tree(state, k), dict(stats)) for k in range(len(cfgs))]
+    return [(unstack_tree(state, k), lane_stats(stats, k)) for k in range(len(cfgs))]
 
 
 def group_by_spec(specs: Sequence[ModelSpec]) -> list[list[int]]:
