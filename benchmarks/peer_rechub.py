@@ -50,8 +50,8 @@ Threads: torch.set_num_threads(--threads) and XLA's CPU client use the same coun
 the cores this process may run on).
 
 --xla-cache DIR turns on the persistent compilation cache `autoheri` uses (off by default, so
-each project run compiles its steps: the cold figure). --profile adds, after the timed run
-and outside it, the project step alone (batches on the device), the step fed by the grain
+each project run compiles its steps: the cold figure). --profile adds, in the first round, after the
+timed run and outside it, the project step alone (batches on the device), the step fed by the grain
 pipeline and the pipeline alone (benchmarks/measure.bench_train), next to the compile
 seconds jax reported during the timed run.
 """
@@ -434,16 +434,22 @@ def child_main(side: str, settings_path: str) -> None:
 
 
 def auc(scores, labels) -> float:
-    """Exact ROC AUC, ties counted half (midranks)."""
+    """Exact ROC AUC, ties counted half (midranks); the one scorer of both sides."""
     import numpy as np
-    from scipy.stats import rankdata
 
     labels = np.asarray(labels).astype(bool)
     pos, neg = int(labels.sum()), int((~labels).sum())
     if pos == 0 or neg == 0:
         return float("nan")
-    r = rankdata(np.asarray(scores, np.float64))
-    return float((r[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+    x = np.asarray(scores, np.float64)
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    ends = np.r_[starts[1:], len(xs)]
+    mid = (starts + ends + 1) / 2.0  # 1-based midrank of each tie group
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(mid, ends - starts)
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def interpreters(args: argparse.Namespace) -> dict[str, str]:
@@ -498,6 +504,7 @@ def main(argv=None) -> dict:
     for r in range(args.rounds):
         for m in models:
             s = settings(args, m, data_dir)
+            s["profile"] = s["profile"] and r == 0  # the first round's project run only
             for side in order(r, sides):
                 d = root / "runs" / f"{m}_r{r}"
                 d.mkdir(parents=True, exist_ok=True)
