@@ -35,7 +35,7 @@ End to end = load + train + evaluate; examples/s = train rows x epochs / end to 
 alternate which side runs first. Both sides' predictions are scored by one AUC function here,
 after checking that both read the same test labels in the same order.
 
-Models (state any difference you change):
+Models (with the differences the two libraries impose):
   esmm  embed 16 per sparse field, two towers 128-64-32 + a logit, loss BCE(ctr) + BCE(ctcvr).
         torch-rechub's ESMM reads the sparse fields only and puts BatchNorm after every hidden
         Linear; the project's ESMM also reads the 8 dense columns and has no BatchNorm.
