@@ -46,6 +46,7 @@ DATA_FORMATS = (
 BAG_POOLING = ("mean", "sum")
 EDGE_INITS = ("zero", "block")
 ARCH_OPTIMIZERS = ("adam", "shared_adam", "sgd")
+DEVICE_RESIDENT = ("off", "on", "auto")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -294,11 +295,30 @@ class TrainConfig:
     grad_clip: float = 0.0  # global-norm clip of all gradients; 0 = off
     seed: int = 0  # weight init, dropout and shuffling seed
     log_every: int = 50  # steps between metric records (and non-finite checks)
+    # training steps per jitted call (K): K > 1 runs K steps in one `jax.lax.scan` over K
+    # stacked batches (train/multi_step.py); the host logs, checks for a non-finite loss,
+    # checkpoints and sees signals only between dispatches, so log_every (and
+    # checkpoint.every_steps) must be multiples of K. Same result as 1 (the step keys are
+    # fold_in(rng, true step)); single, vmapped-seed and architecture-lane launchers only
+    steps_per_dispatch: int = 1
+    # the training split's columns on the device, each batch gathered there from the same
+    # permuted indices (same batches as the host path): "on" (refused where it cannot be),
+    # "auto" (on where supported and the columns fit a quarter of the device's memory), "off"
+    device_resident: str = "off"
 
     def __post_init__(self):
         _check_types(self, "")
-        for k in ("epochs", "batch_size", "log_every"):
+        for k in ("epochs", "batch_size", "log_every", "steps_per_dispatch"):
             _check(getattr(self, k) > 0, f"{k}", "must be > 0")
+        _check(
+            self.log_every % self.steps_per_dispatch == 0,
+            "log_every",
+            f"{self.log_every} must be a multiple of steps_per_dispatch "
+            f"({self.steps_per_dispatch}): records and non-finite checks fall between dispatches",
+        )
+        _check(
+            self.device_resident in DEVICE_RESIDENT, "device_resident", f"one of {DEVICE_RESIDENT}"
+        )
         _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
         _check(
             self.embedding_optimizer in EMBEDDING_OPTIMIZERS,
@@ -539,6 +559,13 @@ class Config:
             bs = getattr(self, phase).batch_size
             ok = not simulated or bs <= self.data.num_train
             _check(ok, f"{phase}.batch_size", f"{bs} > data.num_train")
+            k = getattr(self, phase).steps_per_dispatch
+            _check(
+                self.checkpoint.every_steps % k == 0,
+                "checkpoint.every_steps",
+                f"{self.checkpoint.every_steps} must be a multiple of {phase}.steps_per_dispatch "
+                f"({k}): checkpoints are written between dispatches",
+            )
         _check(
             not simulated
             or not self.search.bilevel

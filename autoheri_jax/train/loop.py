@@ -44,6 +44,7 @@ from autoheri_jax.train.lanes import (
     seed_lanes,
     unstack_tree,
 )
+from autoheri_jax.train.multi_step import Dispatch
 from autoheri_jax.train.parallel import make_data_parallel
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.signals import SignalStop, TrainingInterrupted
@@ -51,6 +52,9 @@ from autoheri_jax.train.step import TrainState
 
 _SYNC_EVERY = 4  # steps between host syncs on several CPU devices
 VALID_SEED_OFFSET = 7919  # the bi-level validation stream's permutation seed: cfg.seed + this
+# TrainConfig fields that change how a run executes, not what it computes: a checkpoint
+# resumes under other values of them (and under their defaults, from before they existed)
+EXECUTION_FIELDS = ("log_every", "steps_per_dispatch", "device_resident")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +75,7 @@ def fingerprint(spec: ModelSpec, cfg: TrainConfig | Sequence[TrainConfig],
         # max_steps 0 (off) is left out, so checkpoints made before the field existed resume
         fields = dataclasses.asdict(c)
         return {k: v for k, v in fields.items()
-                if k != "log_every" and not (k == "max_steps" and v == 0)}  # fmt: skip
+                if k not in EXECUTION_FIELDS and not (k == "max_steps" and v == 0)}  # fmt: skip
 
     lanes = not isinstance(cfg, TrainConfig)
     train_cfg = [train_fields(c) for c in cfg] if lanes else train_fields(cfg)
@@ -319,6 +323,7 @@ def train(
         lane_count, lane_kind = 0, ""
     total = feed.total_steps
     check_schedule(spec, cfg, total, desc)
+    dispatch = Dispatch(dp, spec, cfg, feed, data, desc, resumable and resumable.cfg.every_steps)
     saver = None if resumable is None else CheckpointSaver(resumable, spec, cfg, valid)
     resumed = None if saver is None else saver.restore(dp, feed)
     if resumed is None:
@@ -338,8 +343,8 @@ def train(
     log = StepLog(cfg, desc, total, start, on_log, progress, lane_count, lane_kind)
     try:
         with SignalStop(enabled=saver is not None) as stop:
-            for step in range(start + 1, total + 1):
-                state, aux = dp.step(state, dp.place_batch(feed.next()))
+            for step in dispatch.ends(start, total):  # K = steps_per_dispatch steps each
+                state, aux = dispatch.run(state, step)
                 if sync_every and step % sync_every == 0:
                     jax.block_until_ready(state.step)
                 if log.due(step):
