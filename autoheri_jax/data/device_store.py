@@ -108,7 +108,11 @@ class DeviceStore:
                 slots.append(seen.setdefault(id(b.row_of), len(seen)))
         self.layout = _Layout(tuple(slots), tuple(len(b.ids) == 0 for b in data.bags),
                               data.max_bag_len)  # fmt: skip
-        self.arrays = jax.device_put(columns(data), device)
+        # Uncommitted on the default device (the single and lane launchers' device), as the
+        # initial state is: committed arrays would commit the state the first call returns,
+        # and the second call would compile again for the new argument shardings.
+        default = device == jax.devices()[0]
+        self.arrays = jax.device_put(columns(data), None if default else device)
 
     def gather(self, arrays: dict, idx: jax.Array) -> dict:
         return gather(self.layout, arrays, idx)
