@@ -17,6 +17,7 @@ from autoheri_jax.config import (
     ConfigError,
     ModelConfig,
     ParallelConfig,
+    SearchConfig,
     TrainConfig,
     load_config,
 )
@@ -210,3 +211,17 @@ def test_unsupported_launchers_refuse_by_name(data):
     with pytest.raises(ConfigError, match="device_resident=on.*vmapped seeds"):
         train_seeds(spec, [on, dataclasses.replace(on, seed=1)], [data, data], desc="s",
                     progress=False)  # fmt: skip
+
+
+def test_a_bilevel_search_takes_its_validation_batches_per_step(data):
+    """The bi-level search's validation batches are stacked beside the training indices (the
+    store on) and each scanned step takes its own: K = 4 equals K = 1, arch logits included."""
+    train_rows, valid_rows = data.split([768, 256])
+    spec = _spec(data, dataclasses.replace(MODEL, searched=True, edge_mode="hierarchical"))
+    cfg = SearchConfig(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=0,
+                       bilevel=True)  # fmt: skip
+    ref, ref_records, _ = _run(spec, cfg, train_rows, valid=valid_rows)
+    k4 = dataclasses.replace(cfg, steps_per_dispatch=4, device_resident="on")
+    got, records, _ = _run(spec, k4, train_rows, valid=valid_rows)
+    _assert_same(got.params, ref.params)
+    assert records == ref_records and "valid_loss" in records[-1]
