@@ -46,6 +46,7 @@ DATA_FORMATS = (
 BAG_POOLING = ("mean", "sum")
 EDGE_INITS = ("zero", "block")
 ARCH_OPTIMIZERS = ("adam", "shared_adam", "sgd")
+DEVICE_RESIDENT = ("off", "on", "auto")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -300,13 +301,39 @@ class TrainConfig:
     # and the best-scoring weights, not the last, are the result. 0 = off
     early_stop_patience: int = 0
     early_stop_rows: int = 20_000  # validation rows (the first ones) each check scores; 0 = all
+    # training steps per jitted call (K): K > 1 runs K steps in one `jax.lax.scan` over K
+    # stacked batches (train/multi_step.py); the host logs, checks for a non-finite loss,
+    # checkpoints and sees signals only between dispatches, so log_every (and
+    # checkpoint.every_steps) must be multiples of K. Same result as 1 (the step keys are
+    # fold_in(rng, true step)); single, vmapped-seed and architecture-lane launchers only
+    steps_per_dispatch: int = 1
+    # the training split's columns on the device, each batch gathered there from the same
+    # permuted indices (same batches as the host path): "on" (refused where it cannot be),
+    # "auto" (on where supported and the columns fit a quarter of the device's memory), "off"
+    device_resident: str = "off"
 
     def __post_init__(self):
         _check_types(self, "")
         _check(self.early_stop_patience >= 0, "early_stop_patience", "must be >= 0 (0 = off)")
         _check(self.early_stop_rows >= 0, "early_stop_rows", "must be >= 0 (0 = all rows)")
-        for k in ("epochs", "batch_size", "log_every"):
+        _check(
+            not self.early_stop_patience
+            or (self.steps_per_dispatch == 1 and self.device_resident == "off"),
+            "early_stop_patience",
+            "runs one step per dispatch from host batches (a stopped lane freezes between "
+            "steps): set steps_per_dispatch=1 and device_resident=off, or early_stop_patience=0",
+        )
+        for k in ("epochs", "batch_size", "log_every", "steps_per_dispatch"):
             _check(getattr(self, k) > 0, f"{k}", "must be > 0")
+        _check(
+            self.log_every % self.steps_per_dispatch == 0,
+            "log_every",
+            f"{self.log_every} must be a multiple of steps_per_dispatch "
+            f"({self.steps_per_dispatch}): records and non-finite checks fall between dispatches",
+        )
+        _check(
+            self.device_resident in DEVICE_RESIDENT, "device_resident", f"one of {DEVICE_RESIDENT}"
+        )
         _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
         _check(
             self.embedding_optimizer in EMBEDDING_OPTIMIZERS,
@@ -547,6 +574,13 @@ class Config:
             bs = getattr(self, phase).batch_size
             ok = not simulated or bs <= self.data.num_train
             _check(ok, f"{phase}.batch_size", f"{bs} > data.num_train")
+            k = getattr(self, phase).steps_per_dispatch
+            _check(
+                self.checkpoint.every_steps % k == 0,
+                "checkpoint.every_steps",
+                f"{self.checkpoint.every_steps} must be a multiple of {phase}.steps_per_dispatch "
+                f"({k}): checkpoints are written between dispatches",
+            )
         _check(
             not simulated
             or not self.search.bilevel

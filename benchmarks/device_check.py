@@ -10,6 +10,9 @@ Printed, each with the backend and device name:
              device; measure.bench_train, compile excluded, median of 3 repeats)
   seeds      study-size vmapped seeds K = 1..64 (experiments/configs/study_base.py's search
              step): ms per step, examples/s per seed and K seeds' time against one run
+  dispatch   train.steps_per_dispatch K = 1, 4, 16 x host batches / device-resident store
+             (train.device_resident=on) through loop.train on default.py's retrain model,
+             batch 2048: steps/s and examples/s (benchmarks/dispatch_throughput.py)
   arch       the vmapped architecture batch of the ground truth (20 edge masks, 2 + 2E) on
              study_base through loop.train: wall seconds, steps, examples/s over all lanes
   export     `autoheri export` of a smoke run, lowered for CPU and CUDA, scored on this device
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import dispatch_throughput  # noqa: E402
 import measure  # noqa: E402
 import seeds_throughput  # noqa: E402
 
@@ -94,6 +98,12 @@ def seeds(ks: list[int], n: int, smoke: bool) -> dict:
             f"{r['x_one_run']:.2f}x one run"
         )
     return res
+
+
+def dispatch(smoke: bool) -> dict:
+    """Steps per dispatch and the device store (dispatch_throughput prints each row)."""
+    args = ["--smoke", "--ks", "1,4", "--steps", "4"] if smoke else ["--steps", "192"]
+    return dispatch_throughput.main(args)
 
 
 def arch(smoke: bool) -> dict:
@@ -200,7 +210,7 @@ def study(tmp: Path, smoke: bool) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: the code paths on CPU")
-    ap.add_argument("--only", default="steps,seeds,arch,export,study")
+    ap.add_argument("--only", default="steps,dispatch,seeds,arch,export,study")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
@@ -225,6 +235,8 @@ def main(argv=None) -> dict:
         if "steps" in only:
             batches = [256] if args.smoke else [2048, 8192, 32768, 65536]
             record("steps", steps(batches, 2 if args.smoke else 20, 1 if args.smoke else 3))
+        if "dispatch" in only:
+            record("dispatch", dispatch(args.smoke))
         if "seeds" in only:
             ks = [1, 2] if args.smoke else [1, 2, 4, 8, 16, 32, 64]
             record("seeds", seeds(ks, 2 if args.smoke else 30, args.smoke))

@@ -85,6 +85,18 @@ def test_seeds_benchmark_smoke(repo, tmp_path):
     assert all(r["s_per_step"] > 0 and r["x_one_run"] > 0 for r in model["vmapped"])
 
 
+DISPATCH_SMOKE = {(1, "host"), (4, "host"), (1, "device"), (4, "device")}
+
+
+@pytest.mark.slow
+def test_dispatch_throughput_smoke(repo, tmp_path):
+    """benchmarks/dispatch_throughput.py: every K x store through loop.train, positive rates."""
+    args = ("--smoke", "--ks", "1,4", "--steps", "4")
+    res = _bench_json(repo, tmp_path, "dispatch_throughput.py", *args)
+    assert {(r["k"], r["store"]) for r in res["results"]} == DISPATCH_SMOKE
+    assert all(r["steps_per_s"] > 0 and r["examples_per_s"] > 0 for r in res["results"])
+
+
 @pytest.mark.slow
 def test_device_check_smoke(repo, tmp_path):
     """benchmarks/device_check.py --smoke runs every part on CPU and reports positive figures."""
@@ -94,6 +106,7 @@ def test_device_check_smoke(repo, tmp_path):
     assert all(r["examples_per_s"] > 0 for r in res["steps"])
     assert [r["k"] for r in res["seeds"]["vmapped"]] == [1, 2]
     assert res["arch"]["architectures"] >= 4 and res["arch"]["examples_per_s"] > 0
+    assert {(r["k"], r["store"]) for r in res["dispatch"]["results"]} == DISPATCH_SMOKE
     assert "cuda" in res["export"]["platform"]  # lowered for the accelerator, scored here
     assert all(b["rows_per_s"] > 0 for b in res["export"]["batches"].values())
     assert res["study"]["seeds"] == 2 and res["study"]["seconds"] > 0

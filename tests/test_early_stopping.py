@@ -67,6 +67,9 @@ def test_config_validates_the_early_stop_fields_and_a_run_needs_validation_rows(
         TrainConfig(early_stop_patience=-1)
     with pytest.raises(ConfigError, match="early_stop_rows"):
         TrainConfig(early_stop_rows=-1)
+    for other in ({"steps_per_dispatch": 2, "log_every": 2}, {"device_resident": "auto"}):
+        with pytest.raises(ConfigError, match="early_stop_patience.*steps_per_dispatch=1"):
+            TrainConfig(early_stop_patience=1, **other)
     train_rows, _ = _problem()
     with pytest.raises(ConfigError, match="early_stop_patience=2 needs validation rows"):
         train(_spec(), CFG, train_rows, desc="t", progress=False)

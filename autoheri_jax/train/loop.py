@@ -46,6 +46,7 @@ from autoheri_jax.train.lanes import (
     seed_lanes,
     unstack_tree,
 )
+from autoheri_jax.train.multi_step import Dispatch
 from autoheri_jax.train.parallel import make_data_parallel
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.signals import SignalStop, TrainingInterrupted
@@ -53,6 +54,9 @@ from autoheri_jax.train.step import TrainState
 
 _SYNC_EVERY = 4  # steps between host syncs on several CPU devices
 VALID_SEED_OFFSET = 7919  # the bi-level validation stream's permutation seed: cfg.seed + this
+# TrainConfig fields that change how a run executes, not what it computes: a checkpoint
+# resumes under other values of them (and under their defaults, from before they existed)
+EXECUTION_FIELDS = ("log_every", "steps_per_dispatch", "device_resident")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +78,8 @@ def fingerprint(spec: ModelSpec, cfg: TrainConfig | Sequence[TrainConfig],
         # so are the early-stop fields when it is off (on, log_every is its check interval)
         fields, es = dataclasses.asdict(c), c.early_stop_patience > 0
         return {k: v for k, v in fields.items()
-                if (k != "log_every" or es) and not (k == "max_steps" and v == 0)
+                if (k not in EXECUTION_FIELDS or (k == "log_every" and es))
+                and not (k == "max_steps" and v == 0)
                 and (es or not k.startswith("early_stop_"))}  # fmt: skip
 
     lanes = not isinstance(cfg, TrainConfig)
@@ -341,6 +346,7 @@ def train(
     if patience:
         check_setup(cfg, valid, desc)
         stopper = EarlyStopper(spec, cfg, valid, lane_count, getattr(dp, "masks", None))
+    dispatch = Dispatch(dp, spec, cfg, feed, data, desc, resumable and resumable.cfg.every_steps)
     saver_valid = None if lane_count or masks is not None else valid
     saver = None if resumable is None else CheckpointSaver(resumable, spec, cfg, saver_valid,
                                                            stopper)  # fmt: skip
@@ -362,13 +368,14 @@ def train(
     # keep their steps overlapping), so the host syncs every few steps there.
     sync_every = _SYNC_EVERY if dp.num_devices > 1 and dp.devices[0].platform == "cpu" else 0
     log = StepLog(cfg, desc, total, start, on_log, progress, lane_count, lane_kind)
-    run_step = dp.step if stopper is None else stopper.step(dp.step)
+    if stopper is not None:  # one host batch a step (TrainConfig refuses K > 1 with it)
+        dispatch.plain_step = stopper.step(dp.step)
     try:
         with SignalStop(enabled=saver is not None) as stop:
-            for step in range(start + 1, total + 1):
+            for step in dispatch.ends(start, total):  # K = steps_per_dispatch steps each
                 if stopper is not None and stopper.done:  # resumed after the stop
                     break
-                state, aux = run_step(state, dp.place_batch(feed.next()))
+                state, aux = dispatch.run(state, step)
                 if sync_every and step % sync_every == 0:
                     jax.block_until_ready(state.step)
                 if log.due(step):
