@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
 import traceback
 import types
 import typing
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from autoheri_jax.data.worlds import WORLDS, parse_planted_edge
+from autoheri_jax.data.worlds import THREE_STAGE_WORLDS, WORLDS, parse_planted_edge
 from autoheri_jax.model.edges import AGGREGATIONS, parse_edge
 from autoheri_jax.model.edges import OPS as EDGE_OPS
 from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS
@@ -100,7 +101,8 @@ class DataConfig:
     # how the conversion stage reuses the click stage's hidden structure (data/worlds.py):
     # cascade (the click interaction, linearly), or a world with a planted answer: shallow
     # (an early click layer's quantity), deep (the click output), planted (teacher layer i at
-    # depth j, data.planted_edge), null (nothing shared)
+    # depth j, data.planted_edge), null (nothing shared), bypass (3 stages: conversion reuses
+    # click's interaction, activation shares nothing)
     world: str = "cascade"
     planted_edge: str = "0->2"  # world=planted: the edge "i->j" the world plants
 
@@ -129,9 +131,14 @@ class DataConfig:
         _check(self.zipf_exponent > 0, "zipf_exponent", "must be > 0")
         _check(self.world in WORLDS, "world", f"one of {WORLDS}")
         _check(
-            self.world == "cascade" or self.num_stages == 2,
+            self.num_stages == 2 or self.world in THREE_STAGE_WORLDS,
             "world",
             f"{self.world!r} is a 2-stage funnel: needs num_stages=2",
+        )
+        _check(
+            self.world != "bypass" or self.num_stages == 3,
+            "world",
+            "'bypass' is a 3-stage funnel: needs num_stages=3",
         )
         try:
             parse_planted_edge(self.planted_edge)
@@ -275,6 +282,11 @@ class TrainConfig:
     embedding_optimizer: str = "adam"  # embeddings partition: adam | adagrad
     embedding_lr: float = 0.0  # learning rate of the embeddings partition; 0 = same as lr
     sparse_embeddings: bool = True  # update only looked-up rows (adam becomes lazy Adam)
+    # > 0 (sparse embeddings): a step gathers, pools and scatters only a batch's real bag
+    # entries, in this fraction of its padded B x fields x max_bag_len slots (set it above the
+    # data's fill: benchmarks/bag_step.py prints it); a batch with more takes the padded path,
+    # with the same result. 0 = always the padded path
+    bag_slots: float = 0.0
     # > 0: a masked supernet's step: every edge is on with this probability, one draw per step
     # for the whole batch (train/step.step_edge_mask); 0 = the model's own gates. The masked
     # search (EdgeSearchConfig) sets it for its supernet; set by hand it is path dropout
@@ -297,6 +309,7 @@ class TrainConfig:
         _check(self.max_steps >= 0, "max_steps", "must be >= 0 (0 = the epochs decide)")
         _check(self.lr > 0, "lr", "must be > 0")
         _check(0 <= self.edge_keep_prob < 1, "edge_keep_prob", "must lie in [0, 1)")
+        _check(0 <= self.bag_slots <= 1, "bag_slots", "must lie in [0, 1]")
         for k in ("weight_decay", "grad_clip"):
             _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
 
@@ -713,6 +726,12 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
                     raise ConfigError(f"{key}: is a section; set one of its fields")
                 node[part] = _parse_literal(text.strip(), tp, key)
     return from_dict(Config, as_dict)
+
+
+def split_overrides(text: str) -> list[str]:
+    """ "a=1,b=[2,3]" -> ["a=1", "b=[2,3]"]: comma-separated `--set` overrides in one string
+    (a comma inside [...] belongs to a list value)."""
+    return [o for o in re.split(r",(?![^\[]*\])", text) if o]
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:

@@ -1,12 +1,15 @@
 """The AutoHERI workflow over one workdir: search -> derive -> retrain -> evaluate.
 
 Each step is a function of (config, workdir) that reads what earlier steps wrote, so the CLI
-can run them together (`autoheri run`) or one at a time over the same workdir.
+can run them together (`autoheri run`) or one at a time over the same workdir. Each
+architecture trains once: the models the search's architecture batch trained as its lanes
+(`save_lane_models`) are saved by the search, and the retrain trains only the others.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 
@@ -22,22 +25,25 @@ from autoheri_jax.artifacts.lifecycle import (  # noqa: F401 (saved_config: the 
     saved_config,
     starting,
 )
-from autoheri_jax.artifacts.model_files import ModelLog, save_trained, trained_params
+from autoheri_jax.artifacts.model_files import ModelLog, save_model, save_trained, trained_params
 from autoheri_jax.config import Config, ConfigError, ModelConfig, TrainConfig, to_dict
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits, load_splits, with_store_options
 from autoheri_jax.metrics import funnel_metrics, metric_keys
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import parse_edge
+from autoheri_jax.model.network import init_params as network_init
+from autoheri_jax.model.projection import lane_mask, project_params, same_initial_params
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS, derived_model
 from autoheri_jax.progress import say as _say
 from autoheri_jax.report.tables import format_table
 from autoheri_jax.search import architecture, evidence, selection
 from autoheri_jax.train.arch_batch import ground_truth_masks
+from autoheri_jax.train.lanes import unstack_tree
 from autoheri_jax.train.loop import Resumable, fingerprint, train
-from autoheri_jax.train.predict import predict_dataset
-from autoheri_jax.train.step import abstract_state, count_params
+from autoheri_jax.train.predict import predict_models
+from autoheri_jax.train.step import abstract_state, count_params, init_keys
 
 
 def load_data(cfg: Config, wd: artifacts.Workdir | None = None, progress: bool = True) -> Splits:
@@ -149,7 +155,30 @@ def search(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
     params = None  # the ablation search trains its candidates, not a supernet
     if cfg.edge_search.method != "ablation":
         params = train_and_save(cfg, wd, SEARCHED, "search", spec, tcfg, data, progress)
-    return derive_architecture(cfg, wd, spec, params, data)
+    return derived_before(cfg, wd) or derive_architecture(cfg, wd, spec, params, data)
+
+
+def derived_before(cfg: Config, wd: artifacts.Workdir) -> dict | None:
+    """architecture.json when this workdir's search was derived already (a resumed run):
+    written by this method after the supernet's params, with no candidates' batch left in
+    training (a batch's checkpoints go only once its lanes are saved as models). Deriving
+    again would retrain the selection's or ablation's batch, whose lanes may be the run's
+    models. None: derive (again)."""
+    arch = wd.path("architecture.json")
+    if not arch.exists() or wd.path("checkpoints", SELECTION).exists():
+        return None
+    if cfg.edge_search.method != "ablation":
+        supernet = wd.path("models", SEARCHED, "train.json")  # retrained since: derive again
+        if not supernet.exists() or supernet.stat().st_mtime_ns > arch.stat().st_mtime_ns:
+            return None
+    record = json.loads(arch.read_text())
+    if record.get("search_method", "gradient") != cfg.edge_search.method:
+        return None  # another method's record (an evolved one, say)
+    _say(f"[search] architecture.json: derived before in {wd.root}; reusing it")
+    text = wd.path("architecture.txt")
+    if text.exists():
+        _say(text.read_text())
+    return record
 
 
 def _batch_checkpoints(cfg: Config, wd: artifacts.Workdir, spec, masks) -> Resumable:
@@ -168,28 +197,32 @@ def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: 
     mode = cfg.model.edge_mode
     stage_names = data.train.stage_names
     method = cfg.edge_search.method
+    lanes = None  # the candidates' batch, when one trained
     if method == "masked":
         t0 = time.perf_counter()
         ev = evidence.edge_evidence(spec, params, data.valid, cfg.edge_search)
         _say(f"[search] edge evidence: {time.perf_counter() - t0:.1f}s")
         if cfg.edge_search.select != "off" and ev["batches"] > 0:  # judged: worth comparing
             t0 = time.perf_counter()
-            masks = selection.candidate_masks(ev["kept"])[1]
-            sel = selection.select_architecture(
-                spec, cfg.retrain, data.train, data.valid, ev["kept"],
-                cfg.edge_search.select, cfg.eval_batch_size,
-                _batch_checkpoints(cfg, wd, spec, masks),
-            )  # fmt: skip
+            names, masks = selection.candidate_masks(ev["kept"])
+            with LaneLogs(wd, "select", names, spec) as logs:
+                sel, lanes = selection.select_architecture(
+                    spec, cfg.retrain, data.train, data.valid, ev["kept"],
+                    cfg.edge_search.select, cfg.eval_batch_size,
+                    _batch_checkpoints(cfg, wd, spec, masks), **logs,
+                )  # fmt: skip
             ev = {**ev, "kept": sel.pop("kept"), "selection": sel}
             _say(f"[search] validated selection: {sel['chosen']} ({time.perf_counter() - t0:.1f}s)")
         record = architecture.evidence_record(spec.edges, ev, stage_names, mode)
     elif method == "ablation":
         t0 = time.perf_counter()
         names, masks = ground_truth_masks(spec.edges)
-        judged = selection.retrain_and_judge(
-            spec, cfg.retrain, data.train, data.valid, names, masks, "ctcvr_auc",
-            cfg.eval_batch_size, "search:ablation", _batch_checkpoints(cfg, wd, spec, masks),
-        )  # fmt: skip
+        with LaneLogs(wd, "ablation", names, spec) as logs:
+            judged, lanes = selection.retrain_and_judge(
+                spec, cfg.retrain, data.train, data.valid, names, masks, "ctcvr_auc",
+                cfg.eval_batch_size, "search:ablation", _batch_checkpoints(cfg, wd, spec, masks),
+                batch="ablation", **logs,
+            )  # fmt: skip
         _say(f"[search] ablation batch: {judged['chosen']} ({time.perf_counter() - t0:.1f}s)")
         record = architecture.ablation_record(spec.edges, judged, stage_names, mode)
     else:
@@ -198,13 +231,83 @@ def derive_architecture(cfg: Config, wd: artifacts.Workdir, spec, params, data: 
         )
         record["search_method"] = method
     install_architecture(wd, record)
-    if artifacts.is_writer():  # the record holds the selection now: its batch is done
-        shutil.rmtree(wd.path("checkpoints", SELECTION), ignore_errors=True)
     text = architecture.render_architecture(record, len(cfg.model.hidden))
     if artifacts.is_writer():
         wd.path("architecture.txt").write_text(text)
     _say(text)
+    if lanes is not None:  # before the batch's checkpoints go: a crash here derives again
+        save_lane_models(cfg, wd, record, lanes, data)
+    if artifacts.is_writer():  # the record holds the selection now: its batch is done
+        shutil.rmtree(wd.path("checkpoints", SELECTION), ignore_errors=True)
     return record
+
+
+class LaneLogs:
+    """Each lane's log records (metrics.jsonl, tb/) as model "<batch>:<lane>" of the search
+    phase, as the `on_log` / `on_resume` keywords of the batch's trainer."""
+
+    def __init__(self, wd: artifacts.Workdir, batch: str, names: list[str], spec: ModelSpec):
+        self.batch, self.logs = batch, [ModelLog(wd, f"{batch}:{n}", "search", spec) for n in names]
+
+    def on_resume(self, step: int) -> None:
+        _say(f"[search] {self.batch} batch: resuming from the checkpoint at step {step}")
+        for log in self.logs:
+            log.resumed(step)
+
+    def __enter__(self) -> dict:
+        return {"on_log": self.logs, "on_resume": self.on_resume}
+
+    def __exit__(self, *exc) -> None:
+        for log in self.logs:
+            log.close()
+
+
+def lane_reuse_blocked(cfg: Config, spec: ModelSpec) -> str | None:
+    """Why a lane of the candidates' batch would not be the model the retrain trains (None:
+    nothing stops it). A lane trains on one device and one process; the retrain of `spec`
+    under cfg.parallel is the same training unless it draws dropout per device."""
+    if jax.process_count() > 1:
+        return "a multi-process run (each process feeds its own rows to the batch)"
+    pc = cfg.parallel
+    devices = 1 if pc.launcher == "single" else pc.num_devices or len(jax.devices())
+    if spec.dropout > 0 and devices > 1:
+        return f"dropout on {devices} devices draws a mask per device"
+    return None
+
+
+def save_lane_models(cfg: Config, wd: artifacts.Workdir, record: dict,
+                     lanes: selection.LaneBatch, data: Splits) -> dict[str, str]:  # fmt: skip
+    """Saves, as models/<name>, every model of the retrain step (`model_configs`) that is a
+    lane of the candidates' batch: the same model but for edges the lane's mask switches
+    off (model/projection.py), trained with the retrain's TrainConfig (seed, budget,
+    optimiser; the batch's data order is the retrain's, StepBatchSource of that seed) from
+    the same initial weights (checked bitwise here). The retrain then finds them trained
+    and trains only the rest. -> {model: lane}."""
+    if lanes.tcfg != cfg.retrain:
+        return {}
+    k_init, _ = init_keys(cfg.retrain.seed)
+    saved, src_init = {}, None
+    for name, model in model_configs(cfg, record).items():
+        dst = spec_for(model, data.train)
+        mask = lane_mask(lanes.spec, dst)
+        match = [] if mask is None else [a for a, m in enumerate(lanes.masks) if (m == mask).all()]
+        if not match:
+            continue  # not in the batch: the retrain trains it
+        if src_init is None:
+            src_init = network_init(k_init, lanes.spec)
+        why = lane_reuse_blocked(cfg, dst)
+        if why is None and not same_initial_params(lanes.spec, dst, k_init, src_init):
+            why = "its initial weights are not the lane's"
+        if why is not None:
+            _say(f"[search] {name}: is lane {lanes.names[match[0]]!r} of the {lanes.batch} "
+                 f"batch, but {why}: the retrain trains it")  # fmt: skip
+            continue
+        a = match[0]
+        params = project_params(lanes.spec, unstack_tree(lanes.params, a), dst)
+        source = {"training": lanes.batch, "lane": lanes.names[a], "lanes": lanes.names}
+        save_model(cfg, wd, name, "search", dst, params, lanes.stats, source)
+        saved[name] = lanes.names[a]
+    return saved
 
 
 def model_configs(cfg: Config, record: dict) -> dict[str, ModelConfig]:
@@ -238,20 +341,27 @@ def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
     record = wd.read_json("architecture.json", made_by="search")
     data = load_data(cfg, wd, progress=False)
     test, stages = data.test, data.test.stage_names
-    models = {}
+    loaded = {}
     for name, model in model_configs(cfg, record).items():
         spec = spec_for(model, test)
         abstract = abstract_state(spec, cfg.retrain).params
-        params = wd.load_params(name, abstract, made_by="retrain")
+        loaded[name] = (model, spec, wd.load_params(name, abstract, made_by="retrain"))
+    t0 = time.perf_counter()  # one pass over the test split scores every model
+    predictions = predict_models([(s, p) for _, s, p in loaded.values()], test, cfg.eval_batch_size)
+    share = (time.perf_counter() - t0) / max(len(loaded), 1)  # each model's part of the pass
+    models = {}
+    for (name, (model, spec, _)), (cond, entire) in zip(loaded.items(), predictions, strict=True):
         t0 = time.perf_counter()
-        cond, entire = predict_dataset(spec, params, test, cfg.eval_batch_size)
+        train_json = wd.read_json(f"models/{name}/train.json", made_by="retrain")
         models[name] = {
             "test": funnel_metrics(test.labels, cond, entire, stages, test.true_probs),
             "edges": list(model.fixed_edges)
             if model.edge_mode == "fixed"
             else [e.name for e in spec.edges],
-            "train": wd.read_json(f"models/{name}/train.json", made_by="retrain"),
-            "eval_seconds": time.perf_counter() - t0,
+            "train": train_json,
+            # which training made the params (older train.json: the retrain)
+            "source": train_json.pop("source", {"training": "retrain", "lane": None}),
+            "eval_seconds": share + time.perf_counter() - t0,
         }
     oracle = None
     if test.true_probs is not None:
@@ -271,6 +381,10 @@ def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
     }
     wd.write_json("results.json", results)
     _say(format_table(results))
+    lanes = {n: m["source"] for n, m in models.items() if m["source"].get("lane") is not None}
+    if lanes:
+        said = ", ".join(f"{n} = {s['training']} lane {s['lane']!r}" for n, s in lanes.items())
+        _say(f"trained once, in the search's architecture batch (not retrained): {said}")
     return results
 
 

@@ -4,7 +4,9 @@ The runs differ only in seeds (the study's seed k: TrainConfig seeds, and data.s
 "data" seed mode). Each model is trained for all the runs that still need it in one vmapped
 step per group of equal specs (seed_batch.py): the search always forms one group (the data's
 shapes do not depend on its seed), so does every baseline; the derived AutoHERI models share a
-step where the searches kept the same edges and are trained one by one otherwise. Every run's
+step where the searches kept the same edges and are trained one by one otherwise; a model
+that a run's validated selection (or ablation) batch trained as one of its lanes is saved from
+there (experiment.save_lane_models) and not trained again. Every run's
 workdir ends up holding what `experiment.run` writes (params, train.json, metrics.jsonl,
 architecture.json, results.json), so `autoheri evaluate`, `report` and the study read it alike;
 train.json records `"launcher": "vmap"` and the group's size and time. A group checkpoints all
@@ -120,8 +122,11 @@ def run_seeds(
     if cfgs[0].edge_search.method != "ablation":
         searched = _train_model(cfgs, wds, datas, artifacts.SEARCHED, "search", specs, progress,
                                 tcfgs=[t for _, t in setups])  # fmt: skip
+    # a run derived before keeps its record (and the lanes its selection saved as models);
+    # the others derive one by one, each saving its selection's lanes as its models
     records = [
-        experiment.derive_architecture(cfg, wd, spec, params, data)
+        experiment.derived_before(cfg, wd)
+        or experiment.derive_architecture(cfg, wd, spec, params, data)
         for cfg, wd, spec, params, data in zip(cfgs, wds, specs, searched, datas, strict=True)
     ]
     models = [experiment.model_configs(c, r) for c, r in zip(cfgs, records, strict=True)]

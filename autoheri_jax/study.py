@@ -186,6 +186,12 @@ class Study:
         return out
 
 
+def method_arms(world: Sequence[str], methods: Sequence[str] = ("masked", "paper", "ablation")):
+    """{method: overrides}: one arm per edge_search.method over the world's `--set` overrides
+    (the default method's arm adds nothing)."""
+    return {m: [*world] if m == "masked" else [*world, f"edge_search.method={m}"] for m in methods}
+
+
 def load_study(path: str | Path) -> Study:
     """`get_study()` from a study file."""
     path = Path(path)

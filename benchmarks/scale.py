@@ -9,16 +9,18 @@ DIR/raw is a raw-Ali-CCP-shaped directory of --rows impressions (benchmarks/scal
 reused when its world.json has the same rows), DIR/store its `autoheri prepare` store and
 DIR/run the workdir of `experiments/configs/aliccp.py` with a fixed step budget
 (search.max_steps, retrain.max_steps) and no baselines but ESMM: the search (the masked
-supernet, the per-edge evidence and the validated selection's three-candidate batch), the
-retrain of the chosen architecture and ESMM, and the evaluation of both on the whole test
-split (exact AUC). Every phase runs in its own child process, so its peak RSS (wait4's
-ru_maxrss) is its own. Printed per phase: wall seconds, rows/s (generate, prepare: impressions
-written or read; evaluate: test rows x models scored) or training examples/s (the loop's own
-figure from models/*/train.json), peak RSS, and the disk of what it wrote. Last, `step`
-times the jitted train steps alone on the same store and model (measure.bench_train: ESMM, the
-search step, the every-edge retrain; batches on the device, then fed by the grain pipeline),
-and each end-to-end training rate is printed against its step's ("x step": the issue's target
-is >= 0.9 at 84M; the retrained model is compared with the every-edge step, its upper bound).
+supernet, the per-edge evidence and the validated selection's three-candidate batch, whose
+lanes "none" and the chosen one are saved as ESMM and the derived model, so the retrain phase
+trains nothing: their figures are the batch's, marked "lane"), and the evaluation of both on
+the whole test split (exact AUC). Every phase runs in its own child process, so its peak RSS
+(wait4's ru_maxrss) is its own. Printed per phase: wall seconds, rows/s (generate, prepare:
+impressions written or read; evaluate: test rows x models scored) or training examples/s (the
+loop's own figure from models/*/train.json), peak RSS, and the disk of what it wrote. Last,
+`step` times the jitted train steps alone on the same store and model (measure.bench_train:
+ESMM, the search step, the every-edge retrain; batches on the device, then fed by the grain
+pipeline), and each end-to-end training rate is printed against its step's ("x step": the
+issue's target is >= 0.9 at 84M; the retrained model is compared with the every-edge step, its
+upper bound).
 `--only step` reruns that phase alone on a DIR whose run exists.
 """
 
@@ -85,10 +87,13 @@ def _child(cmd: list[str]) -> dict:
 
 
 def _train_rates(run: Path, names: list[str]) -> dict:
+    """Each model's training figures; "lane": the search batch's lane it was saved from
+    (its figures the whole batch's, every lane's examples counted), or None (trained alone)."""
     out = {}
     for name in names:
         stats = json.loads((run / "models" / name / "train.json").read_text())
         out[name] = {k: stats[k] for k in ("steps", "seconds", "examples_per_s")}
+        out[name]["lane"] = stats.get("source", {}).get("lane")
     return out
 
 
@@ -130,6 +135,8 @@ def _with_step(phases: dict) -> None:
     steps = phases["step"]["models"]
     for phase in ("search", "retrain"):
         for model, t in phases.get(phase, {}).get("training", {}).items():
+            if t.get("lane") is not None:  # trained in the selection's batch, not alone
+                continue
             ref = steps[STEP_MODELS[model]]
             t["x_step"] = t["examples_per_s"] / ref["examples_per_s"]
             t["x_pipeline_step"] = t["examples_per_s"] / ref["pipeline_examples_per_s"]
@@ -198,6 +205,7 @@ def _print(out: dict) -> None:
         rate = f"{p['rows_per_s']:,.0f}" if "rows_per_s" in p else ""
         train = ", ".join(f"{m} {s['steps']} steps {s['examples_per_s']:,.0f} ex/s"
                           + (f" ({s['x_step']:.2f}x step)" if "x_step" in s else "")
+                          + (f" (lane {s['lane']!r})" if s.get("lane") else "")
                           for m, s in p.get("training", {}).items())  # fmt: skip
         train = train or ", ".join(f"{m} {s['examples_per_s']:,.0f} ex/s (pipeline "
                                    f"{s['pipeline_examples_per_s']:,.0f})"

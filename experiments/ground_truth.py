@@ -29,9 +29,11 @@ cores for study_base.
 A world with a planted answer (data/worlds.py) is an instrument: before it judges a search, its
 ground truth must show that it works, by this criterion (fixed before any run of it):
   expected set G  shallow: every edge from click layer 0 or 1; deep: every edge from the last
-                  click layer; planted i*->j*: the edges (i, j) with i <= i* and
-                  j <= j* - (i* - i) (they carry teacher layer i*, or what computes it, with
-                  the depth its read-out needs); null: none.
+                  click layer; bypass: every edge from the click tower into the conversion
+                  (last) tower (added with the world, before its first run); planted i*->j*:
+                  the edges (i, j) with i <= i* and j <= j* - (i* - i) (they carry teacher
+                  layer i*, or what computes it, with the depth its read-out needs); null:
+                  none.
   works (G set)   g = the edge of G with the highest mean add-one: its add-one has a 95% CI
                   above 0, and add-one(g) - add-one(r) has a paired 95% CI above 0 for every
                   edge r outside G.
@@ -103,10 +105,10 @@ def validation_criteria(logits: np.ndarray, labels: np.ndarray) -> dict[str, lis
     out["recal_nll"], out["recal_cvr_nll"] = list(recal), list(recal_cvr)
     out["ips_cvr_nll"] = [float(v) for v in ips_conditional_nll(lg, y)]  # the search's own
     out["ctcvr_auc"] = ctcvr_auc(logits, labels)  # the masked search's selection criterion
-    clicked = labels[:, 0] > 0.5
+    reached = labels[:, -2] > 0.5  # the rows that reached the last stage's parent
     for a in range(len(logits)):
         p = _sigmoid(logits[a])
-        out["cvr_auc"].append(auc(BinaryScores(p[clicked, 1], labels[clicked, 1])))
+        out["cvr_auc"].append(auc(BinaryScores(p[reached, -1], labels[reached, -1])))
     return out
 
 
@@ -134,7 +136,8 @@ def world_seed(
     params = state.params
     test_logits = architecture_logits(spec, params, masks, data.test, cfg.eval_batch_size)
     truth = data.test.true_probs
-    test = {"cvr_soft_auc_all": [soft_auc(_sigmoid(z[:, 1]), truth[:, 1]) for z in test_logits]}
+    # the last stage's conditional rate (post-click CVR in 2 stages) over every impression
+    test = {"cvr_soft_auc_all": [soft_auc(_sigmoid(z[:, -1]), truth[:, -1]) for z in test_logits]}
     del test_logits
     valid_logits = architecture_logits(spec, params, masks, data.valid, cfg.eval_batch_size)
     valid = validation_criteria(valid_logits, np.asarray(data.valid.labels))
@@ -162,6 +165,11 @@ def expected_set(data_cfg, edges: list[str]) -> list[str] | None:
     a planted answer (cascade)."""
     if data_cfg.world == "cascade":
         return None
+    if data_cfg.world == "bypass":  # every edge from the click tower into the last tower
+        last_task = data_cfg.num_stages - 1
+        return [
+            e for e in edges if e.startswith("0.") and e.split("->")[1].startswith(f"{last_task}.")
+        ]
     layers = [(e, *map(int, (e.split("->")[0].split(".")[1], e.split("->")[1].split(".")[1])))
               for e in edges]  # fmt: skip
     last = max(i for _, i, _ in layers)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from autoheri_jax import experiment
-from autoheri_jax.config import load_config
+from autoheri_jax.config import load_config, split_overrides
 from autoheri_jax.metrics import soft_auc
 from autoheri_jax.train.arch_batch import architecture_logits, train_architectures
 
@@ -43,7 +43,8 @@ def probe(overrides: list[str]) -> dict:
     truth = data.valid.true_probs
     return {
         "ctr": [soft_auc(_sigmoid(z[:, 0]), truth[:, 0]) for z in logits],
-        "cvr_all": [soft_auc(_sigmoid(z[:, 1]), truth[:, 1]) for z in logits],
+        # the last stage's conditional rate over every impression (post-click CVR in 2 stages)
+        "cvr_all": [soft_auc(_sigmoid(z[:, -1]), truth[:, -1]) for z in logits],
     }
 
 
@@ -54,7 +55,7 @@ def main(argv=None) -> None:
     print("| world | valid ctr sAUC none / all | valid cvr* sAUC none / all | all - none |")
     print("| --- | --- | --- | --- |")
     for world in args.worlds:
-        r = probe([o for o in world.split(",") if o])
+        r = probe(split_overrides(world))
         ctr, cvr = r["ctr"], r["cvr_all"]
         print(f"| {world} | {ctr[0]:.4f} / {ctr[1]:.4f} | {cvr[0]:.4f} / {cvr[1]:.4f} "
               f"| {cvr[1] - cvr[0]:+.4f} |", flush=True)  # fmt: skip

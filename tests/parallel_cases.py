@@ -15,7 +15,8 @@ import jax
 import numpy as np
 from helpers import parallel_setup, use_test_compilation_cache
 
-from autoheri_jax.config import ParallelConfig
+from autoheri_jax.config import ModelConfig, ParallelConfig, SearchConfig
+from autoheri_jax.model.build import build_spec
 from autoheri_jax.train.loop import train
 
 # Why a tolerance and not bitwise equality: 8 devices sum the same gradient terms in another
@@ -84,6 +85,29 @@ def case_eight_device_runs_are_bitwise_reproducible():
     a, _ = _train(data, spec, cfg, launcher="mesh", shard_embeddings=True)
     b, _ = _train(data, spec, cfg, launcher="mesh", shard_embeddings=True)
     jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def case_bag_slots_on_devices_equal_the_padded_single_device():
+    """train.bag_slots under mesh / pmap (sharded too): each device compacts its own bags,
+    and the devices agree on the branch (a pmin of the fit), so results follow one device."""
+    import dataclasses
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests.helpers import toy_dataset
+
+    data = toy_dataset(128 * 12)
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2,
+                      data.bag_vocab_sizes)  # fmt: skip
+    cfg = SearchConfig(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
+                      log_every=4)  # fmt: skip
+    ref, _ = _train(data, spec, cfg, launcher="single")
+    slots = dataclasses.replace(cfg, bag_slots=0.75)
+    got, _ = _train(data, spec, slots, launcher="single")
+    _close(got, ref, "single bag_slots")
+    for launcher in ("mesh", "pmap"):
+        for shard in (False, True):
+            got, _ = _train(data, spec, slots, launcher=launcher, shard_embeddings=shard)
+            _close(got, ref, f"{launcher} bag_slots shard={shard}")
 
 
 if __name__ == "__main__":

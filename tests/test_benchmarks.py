@@ -55,6 +55,13 @@ def device_check_smoke(tmp: Path) -> dict:
     return _bench_json(tmp, "device_check.py", "--smoke")
 
 
+@background.job
+def eval_speed_smoke(tmp: Path) -> dict:
+    args = ("--rows", "20000", "--workdir", str(tmp / "e"), "--smoke", "--old",
+            "--auc-rows", "100000")  # fmt: skip
+    return _bench_json(tmp, "eval_speed.py", *args)
+
+
 SCALE_ROWS, SCALE_STEPS = 300_000, 12
 
 
@@ -155,10 +162,15 @@ def test_scale_smoke_runs_every_phase_on_generated_aliccp(repo, tmp_path, monkey
     assert all(p["seconds"] > 0 and p["peak_rss_mb"] > 0 for p in res["phases"].values())
     assert res["phases"]["search"]["training"]["autoheri_search"]["steps"] == SCALE_STEPS
     assert res["phases"]["retrain"]["training"]["esmm"]["steps"] == SCALE_STEPS
+    # ESMM is the validated selection's lane "none", trained there once, not retrained
+    assert res["phases"]["retrain"]["training"]["esmm"]["lane"] == "none"
     assert set(res["test_auc"]) == {"autoheri", "esmm"}
     assert set(res["phases"]["step"]["models"]) == {"esmm", "search", "retrain"}
     step = res["phases"]["step"]["models"]
     for name, t in res["phases"]["retrain"]["training"].items():  # against the step alone
+        if t["lane"] is not None:
+            assert "x_step" not in t  # the batch's rate: every lane's examples
+            continue
         ref = step[{"autoheri": "retrain", "esmm": "esmm"}[name]]["examples_per_s"]
         assert t["x_step"] == pytest.approx(t["examples_per_s"] / ref)
     world = json.loads((scale_dir / "raw" / "world.json").read_text())
@@ -186,3 +198,14 @@ def test_scale_smoke_runs_every_phase_on_generated_aliccp(repo, tmp_path, monkey
     for phase in ("generate", "prepare"):
         assert again["phases"][phase] == res["phases"][phase]  # reused, not redone
     assert again["test_auc"] == res["test_auc"]
+
+
+@pytest.mark.slow
+@background.uses(eval_speed_smoke)
+def test_eval_speed_smoke_reports_every_figure():
+    """benchmarks/eval_speed.py: the step before and after, evaluate, the old path, AUC."""
+    res = eval_speed_smoke.result()
+    assert res["step_before"] > 0 and res["step_after"] > 0 and res["ratio"] > 0
+    assert res["evaluate"]["rows_per_s_per_model"] > 0 and res["old"]["rows_per_s"] > 0
+    assert res["models"] == ["esmm", "retrain"] and res["test_rows"] > 0
+    assert res["auc"]["auc_s"] > 0 and res["auc"]["old_auc_s"] > 0

@@ -223,11 +223,15 @@ def test_the_record_and_grid_say_which_step_decided_each_edge():
     assert "against the evidence dropped (z -3.60" in by["0.1->1.0"]["why"]
     text = architecture.render_architecture(rec, 2)
     assert "-3.60!" in text and "+3.10*" in text and "+0.40*" in text
-    assert "all - none: +0.0400 AUC (se 0.0100)" in text and "more edges win" in text
+    assert "all - none: +0.0400 AUC (se 0.0100, detects 0.0280 at 80% power)" in text
+    assert "more edges win" in text
     assert "warning" not in text  # 400 conversions: enough for the margin
-    sel_few = {**sel, "positives": 80, "kept": np.zeros(4, bool), "chosen": "none"}
+    refused = [{**sel["comparisons"][0], "p": 0.2, "wins": False}]
+    sel_few = {**sel, "positives": 80, "kept": np.zeros(4, bool), "chosen": "none",
+               "comparisons": refused}  # fmt: skip
     few = architecture.render_architecture(
         architecture.evidence_record(edges, _evidence(decisions, z, sel_few), ["c", "v"], "h"),
         2,
     )
-    assert "warning: 80 validation conversions" in few
+    # refused with se 0.01 at level 0.025: it could only see 0.028 AUC, and says so
+    assert "warning: on 80 validation conversions the margin refused" in few

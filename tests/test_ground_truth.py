@@ -141,3 +141,24 @@ def test_expected_sets_follow_the_world_designs(repo):
     assert at(world="planted", planted_edge="0->2") == ["0.0->1.0", "0.0->1.1", "0.0->1.2"]
     assert at(world="planted", planted_edge="2->0") == ["0.2->1.0"]
     assert at(world="planted", planted_edge="1->1") == ["0.0->1.0", "0.1->1.0", "0.1->1.1"]
+    three = [f"{a}.{i}->{b}.{j}" for a, b in ((0, 1), (0, 2), (1, 2)) for i in range(2)
+             for j in range(2)]  # fmt: skip
+    bypass = gt.expected_set(
+        dataclasses.replace(data, world="bypass", num_stages=3, stage_rates=(0.2, 0.15)), three
+    )
+    assert bypass == ["0.0->2.0", "0.0->2.1", "0.1->2.0", "0.1->2.1"]
+
+
+def test_layer_probe_measures_what_a_representation_holds(repo):
+    """probe_r2 is a held-out R²: ~1 for a representation holding the quantity linearly (among
+    dead and noisy units), ~0 for one that does not; never blown up by a unit dead on the
+    fitting half only."""
+    lp = load_script(repo / "experiments" / "layer_probe.py")
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=4000)
+    noise = rng.normal(size=(4000, 8))
+    dead = np.zeros((4000, 1))
+    dead[2000:] = 5.0 * rng.normal(size=(2000, 1))  # silent while fitting, loud when scored
+    holds = np.c_[q + 0.05 * rng.normal(size=4000), noise, dead]
+    assert lp.probe_r2(holds, q) > 0.95
+    assert abs(lp.probe_r2(np.c_[noise, dead], q)) < 0.02

@@ -88,8 +88,9 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autoheri_jax"):
             for a in node.names:  # `from pkg import module` imports the module
                 sub = f"{node.module}.{a.name}"
-                out.add(sub if (PACKAGE.parent / Path(*sub.split("."))).with_suffix(".py").exists()
-                        else node.module)  # fmt: skip
+                where = PACKAGE.parent / Path(*sub.split("."))
+                is_module = where.with_suffix(".py").exists() or (where / "__init__.py").exists()
+                out.add(sub if is_module else node.module)
     return out
 
 

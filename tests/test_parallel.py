@@ -20,6 +20,7 @@ CASES = [
     "sharded_tables_equal_replicated",
     "sharded_state_is_split_across_devices",
     "eight_device_runs_are_bitwise_reproducible",
+    "bag_slots_on_devices_equal_the_padded_single_device",
 ]
 
 

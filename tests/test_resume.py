@@ -29,9 +29,12 @@ from tests.helpers import child_env
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/configs/smoke.py"
 # 64 search steps and 64 per retrained model, a checkpoint every 8: room to kill mid-phase.
+# No validated selection: its batch would train ESMM and the derived model as its lanes
+# (tests/test_lane_reuse.py resumes that batch), and here the retrain is killed and resumed.
 # (Each save also scores the checkpoint rows; saves every 3 steps took half of a run's time.)
 LONGER = ["--set", "data.num_train=16384", "--set", "checkpoint.every_steps=8",
-          "--set", "baselines=esmm", "--no-progress"]  # fmt: skip
+          "--set", "baselines=esmm", "--set", "edge_search.select=off",
+          "--no-progress"]  # fmt: skip
 # Kills wait for a logged step in [KILL_FROM, KILL_TO]: by step 17 the save at 16 has begun,
 # which waits for the save at 8 to commit, so a committed checkpoint is there to resume from;
 # 24 steps before the phase ends (64) leave the kill time to land.

@@ -88,8 +88,10 @@ def tiny_studies(tmp: Path) -> Path:
     """A 2-seed study of the smoke config run seed by seed (tmp/alone) and with vmapped seeds
     (tmp/vmapped), each by `autoheri study` in its own process."""
     smoke = background.REPO / "experiments" / "configs" / "smoke.py"
+    # no validated selection: its batch would train ESMM as a lane (tests/test_lane_reuse.py)
     tiny = ["baselines=esmm", "data.num_train=1024", "checkpoint.every_steps=1000",
-            "checkpoint.keep_best=false", "checkpoint.async_save=false"]  # fmt: skip
+            "checkpoint.keep_best=false", "checkpoint.async_save=false",
+            "edge_search.select=off"]  # fmt: skip
     file = tmp / "tiny_study.py"
     file.write_text(
         "from autoheri_jax.config import load_config\n"

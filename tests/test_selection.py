@@ -3,6 +3,7 @@ the criterion, and a selection run on a tiny funnel compared with its parts."""
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from autoheri_jax.config import ConfigError, EdgeSearchConfig, ModelConfig, TrainConfig
 from autoheri_jax.metrics import BinaryScores, auc
@@ -103,6 +104,49 @@ def test_select_config_is_validated():
         EdgeSearchConfig(select="auc")
 
 
+def test_the_detectable_difference_is_seen_at_its_stated_power():
+    """A true difference equal to `detectable_difference` clears the margin in about 80% of
+    validation draws; half of it in far fewer."""
+    rng = np.random.default_rng(2)
+    level, shift = 0.025, {}
+    for frac in (1.0, 0.5):
+        wins = []
+        for _ in range(120):
+            y = (rng.random(4000) < 0.05).astype(float)
+            base = rng.normal(size=y.size)
+            noise = rng.normal(size=(2, y.size))
+            if not shift:  # calibrate once: the se of two equal scores on this design
+                se = selection.delong_paired(base + noise[0], base + noise[1], y)["se"]
+                shift["d"] = selection.detectable_difference(se, level)
+            # positives ~ N(lift, 2), negatives ~ N(0, 2): AUC = Phi(lift / 2), the other 1/2
+            lift = 2.0 * stats.norm.ppf(0.5 + frac * shift["d"])
+            t = selection.delong_paired(base + lift * y + noise[0], base + noise[1], y)
+            wins.append(t["p"] < level)
+        shift[frac] = np.mean(wins)
+    assert 0.65 <= shift[1.0] <= 0.93 and shift[0.5] < 0.5
+
+
+def test_selection_lines_print_each_margin_and_warn_when_it_is_too_wide():
+    from autoheri_jax.search.architecture import MAX_DETECTABLE_AUC, selection_lines
+
+    def record(se, wins=False):
+        d = selection.detectable_difference(se, 0.05)
+        comp = {"candidate": "all", "against": "none", "diff": 0.004, "se": se, "p": 0.2,
+                "level": 0.05, "detectable": d, "wins": wins}  # fmt: skip
+        cands = [{"name": "none", "edges": 0, "score": 0.70}, {"name": "all", "edges": 9,
+                 "score": 0.704}]  # fmt: skip
+        return {"criterion": "ctcvr_auc", "candidates": cands, "comparisons": [comp],
+                "chosen": "none", "positives": 300}  # fmt: skip
+
+    narrow, wide = selection_lines(record(0.001)), selection_lines(record(0.006))
+    assert "detects 0.0025 at 80% power" in narrow[1]
+    assert not any("warning" in line for line in narrow)
+    assert wide[-1].startswith("  warning: on 300 validation conversions the margin refused")
+    assert f"{MAX_DETECTABLE_AUC}" in wide[-1]
+    # a comparison that more edges won needed no power: no warning
+    assert not any("warning" in line for line in selection_lines(record(0.006, wins=True)))
+
+
 @pytest.mark.slow
 def test_selection_scores_each_retrained_candidate_and_keeps_the_chosen_one():
     train_rows, valid = tiny_funnel()
@@ -111,7 +155,8 @@ def test_selection_scores_each_retrained_candidate_and_keeps_the_chosen_one():
     cfg = TrainConfig(epochs=1, batch_size=128, lr=1e-2, log_every=10)
     kept = np.zeros(spec.num_edges, bool)
     kept[0] = True
-    out = selection.select_architecture(spec, cfg, train_rows, valid, kept, "ctcvr_auc", 256)
+    out, lanes = selection.select_architecture(spec, cfg, train_rows, valid, kept, "ctcvr_auc", 256)
+    assert lanes.names == ["none", "evidence", "all"] and lanes.batch == "selection"
     assert [c["name"] for c in out["candidates"]] == ["none", "evidence", "all"]
     assert [c["edges"] for c in out["candidates"]] == [0, 1, spec.num_edges]
     assert len(out["comparisons"]) == 2 and out["alpha"] == 0.05
@@ -161,7 +206,9 @@ def test_selection_checkpoints_its_batch_and_a_rerun_resumes_it(tmp_path):
     def run(k):
         fp = selection.selection_fingerprint(spec, cfg, k)
         r = Resumable(tmp_path / "select", ck, {"phase": "search"}, fp)
-        return selection.select_architecture(spec, cfg, train_rows, valid, k, "ctcvr_auc", 256, r)
+        return selection.select_architecture(spec, cfg, train_rows, valid, k, "ctcvr_auc", 256, r)[
+            0
+        ]
 
     first = run(kept)
     assert any((tmp_path / "select").iterdir())

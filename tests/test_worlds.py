@@ -81,3 +81,30 @@ def test_world_settings_are_validated_by_name():
     with pytest.raises(ValueError, match="2-stage"):
         simulate_funnel(num_rows=10, seed=0, num_stages=3, stage_rates=(0.3, 0.1), world="null")
     assert dataclasses.replace(DataConfig(), world="null").world == "null"
+
+
+def test_bypass_conversion_reuses_the_click_stage_and_skips_the_middle_one():
+    three = dict(WORLD, num_stages=3, stage_rates=(0.2, 0.15))
+    h = hidden_terms(num_rows=50_000, seed=500, world="bypass", **three)
+    s, o = h["interactions"], h["offsets"]
+    conv = o[2] - (o[2].mean())
+    assert np.corrcoef(conv, s[0])[0, 1] > 0.6  # 0.95 of the conversion term is s0
+    assert abs(np.corrcoef(o[1], s[0])[0, 1]) < 0.05  # activation shares nothing with click
+    assert abs(np.corrcoef(conv, s[1])[0, 1]) < 0.05  # nor conversion with activation
+    # the cascade chain is the opposite: its conversion reuses activation's term
+    c = hidden_terms(num_rows=50_000, seed=500, **three)["offsets"]
+    assert np.corrcoef(c[2], c[1])[0, 1] > 0.5 and np.corrcoef(o[2], o[1])[0, 1] < 0.1
+    # and the two worlds share their click stage bitwise
+    a = simulate_funnel(num_rows=20_000, seed=7, world="bypass", **three)
+    b = simulate_funnel(num_rows=20_000, seed=7, **three)
+    np.testing.assert_array_equal(a.labels[:, 0], b.labels[:, 0])
+    assert not np.array_equal(a.true_probs[:, 2], b.true_probs[:, 2])
+
+
+def test_bypass_needs_three_stages():
+    with pytest.raises(ConfigError, match="3-stage"):
+        DataConfig(world="bypass")
+    with pytest.raises(ValueError, match="3-stage"):
+        simulate_funnel(num_rows=10, seed=0, world="bypass")
+    three = DataConfig(world="bypass", num_stages=3, stage_rates=(0.2, 0.15))
+    assert three.world == "bypass"

@@ -9,6 +9,7 @@ train.json once it has, and the rule for params that cannot be read back.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 from autoheri_jax import artifacts
@@ -37,7 +38,10 @@ class ModelLog:
 
     def __init__(self, wd: artifacts.Workdir, name: str, phase: str, spec: ModelSpec):
         self.wd, self.name, self.phase, self.spec = wd, name, phase, spec
-        self.tb = tensorboard.ScalarWriter(wd.path("tb", f"{phase}_{name}"))
+        # a lane's name ("select:none", "ablation:only:0.1->1.0") is a plain directory name
+        self.tb = tensorboard.ScalarWriter(
+            wd.path("tb", re.sub(r"[^\w.-]", "_", f"{phase}_{name}"))
+        )
 
     def __call__(self, step: int, rec: dict) -> None:
         probs = rec.pop("edge_probs")
@@ -90,17 +94,50 @@ def trained_params(wd: artifacts.Workdir, name: str, phase: str, spec, tcfg: Tra
 
 
 def save_trained(
-    cfg: Config, wd: artifacts.Workdir, name: str, phase: str, spec, state, stats: dict
+    cfg: Config,
+    wd: artifacts.Workdir,
+    name: str,
+    phase: str,
+    spec,
+    state,
+    stats: dict,
+    source: dict | None = None,
 ):
-    """Writes a trained model's params and train.json, drops its checkpoints; -> params."""
-    params = artifacts.to_host(state.params)
+    """Writes a trained model's params (`state.params`) and train.json, drops its
+    checkpoints; -> params (`save_model`)."""
+    return save_model(cfg, wd, name, phase, spec, state.params, stats, source)
+
+
+def save_model(
+    cfg: Config,
+    wd: artifacts.Workdir,
+    name: str,
+    phase: str,
+    spec,
+    params,
+    stats: dict,
+    source: dict | None = None,
+):
+    """Writes a trained model's params and train.json, drops its checkpoints; -> params.
+
+    `source` (train.json's "source", results.json's per model) says which training made the
+    params: {"training": phase} for a model trained alone (or with its vmapped seeds), or a
+    lane of the search's architecture batch ({"training": "selection" | "ablation", "lane",
+    "lanes"}: see experiment.save_lane_models)."""
+    params = artifacts.to_host(params)
+    source = {"training": phase, "lane": None} if source is None else source
     # train.json marks the params complete, so a signal waits until both are written; the
     # checkpoints go only after that (a crash before it resumes from them)
     with deferred(f"saving models/{name}"):
         wd.save_params(name, params)
-        wd.write_json(f"models/{name}/train.json", {**stats, "edges": [e.name for e in spec.edges]})
+        edges = [e.name for e in spec.edges]
+        wd.write_json(f"models/{name}/train.json", {**stats, "edges": edges, "source": source})
     if not cfg.checkpoint.keep_after_finish and artifacts.is_writer():
         shutil.rmtree(wd.path("checkpoints", name), ignore_errors=True)  # params are the record
+    if source["lane"] is not None:
+        _say(f"[{phase}] {name}: the {source['training']} batch's lane {source['lane']!r}, "
+             "trained once there; not retrained")  # fmt: skip
+        return params
     _say(
         f"[{phase}] {name}: {stats['steps'] - stats['resumed_at']} steps in "
         f"{stats['seconds']:.1f}s ({stats['examples_per_s']:,.0f} examples/s)"

@@ -285,8 +285,10 @@ def _setup(
     _check_int("draw", draw, 0)
     if world not in worlds.WORLDS:
         raise ValueError(f"world must be one of {worlds.WORLDS}, got {world!r}")
-    if world != "cascade" and num_stages != 2:
+    if num_stages != 2 and world not in worlds.THREE_STAGE_WORLDS:
         raise ValueError(f"world {world!r} is a 2-stage funnel, got num_stages={num_stages}")
+    if world == "bypass" and num_stages != 3:
+        raise ValueError(f"world 'bypass' is a 3-stage funnel, got num_stages={num_stages}")
     worlds.parse_planted_edge(planted_edge)
 
     world = _cached_world(

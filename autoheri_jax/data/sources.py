@@ -40,10 +40,9 @@ class Splits(NamedTuple):
     test: CTRDataset
 
 
-def simulated_splits(d: DataConfig) -> Splits:
-    """Train and valid from the world's first draw of impressions, test from a second
-    independent draw, so the test rows are the same whatever the training size."""
-    world_args = dict(
+def world_args(d: DataConfig) -> dict:
+    """The simulator's world arguments of `d` (simulate_funnel / hidden_terms, less num_rows)."""
+    return dict(
         seed=d.seed,
         num_stages=d.num_stages,
         num_users=d.num_users,
@@ -58,9 +57,15 @@ def simulated_splits(d: DataConfig) -> Splits:
         world=d.world,
         planted_edge=d.planted_edge,
     )
-    fit = simulate_funnel(num_rows=d.num_train + d.num_valid, **world_args)
+
+
+def simulated_splits(d: DataConfig) -> Splits:
+    """Train and valid from the world's first draw of impressions, test from a second
+    independent draw, so the test rows are the same whatever the training size."""
+    args = world_args(d)
+    fit = simulate_funnel(num_rows=d.num_train + d.num_valid, **args)
     train, valid = fit.split([d.num_train, d.num_valid])
-    return Splits(train, valid, simulate_funnel(num_rows=d.num_test, draw=1, **world_args))
+    return Splits(train, valid, simulate_funnel(num_rows=d.num_test, draw=1, **args))
 
 
 def resolve_format(path: Path, fmt: str) -> str:

@@ -15,6 +15,13 @@ sample:
            formed the product carry h, so the last source layer should win.
   null     the same click term; conversion s1 alone, with its own biases: the stages share
            nothing but the ids' embeddings, so no edge should be kept.
+  bypass   a 3-stage funnel (click -> activation -> conversion) whose conversion term is
+           c·s0 + sqrt(1 - c²)·s2 (s0 the click interaction, as cascade's click) while the
+           activation term is its own s1: the conversion stage reuses the click stage and
+           skips the middle one, so every edge from the click tower into the conversion tower
+           should help and no other edge should (the middle tower carries nothing either
+           neighbour needs). Unlike the depth worlds, its answer is a quantity the click
+           tower does learn (the bilinear s0; experiments/layer_probe.py).
   planted  a teacher click tower T_0..T_2 of random tanh layers (TEACHER_WIDTHS, gain
            TEACHER_GAIN) over [u, v, u⊙v] (the click stage's latent vectors), click term
            std(w·T_2); with data.planted_edge = "i->j", conversion c·std(F(T_i)) +
@@ -37,7 +44,8 @@ import math
 
 import numpy as np
 
-WORLDS = ("cascade", "shallow", "deep", "null", "planted")
+WORLDS = ("cascade", "shallow", "deep", "null", "planted", "bypass")
+THREE_STAGE_WORLDS = ("cascade", "bypass")  # worlds defined for a 3-stage funnel
 TEACHER_WIDTHS = (16, 8, 4)  # the planted world's teacher click tower
 TEACHER_GAIN = 2.5  # std of a teacher pre-activation per unit input variance
 READOUT_WIDTH = 8  # width of every tanh layer of the planted read-out F
@@ -110,6 +118,8 @@ def raw_terms(terms: WorldTerms, s: np.ndarray, u: np.ndarray, v: np.ndarray, ui
 
     s: [2, n] standardised interactions (s_a = s[0], s1 = s[1]); u, v: [n, d] the click stage's
     user and item latent vectors of each row."""
+    if terms.kind == "bypass":  # its terms are the interactions themselves: no moments needed
+        return np.stack([s[0], s[0]])
     if terms.kind == "planted":
         layers = _teacher_layers(terms, u, v)
         h = layers[terms.source]
@@ -129,7 +139,9 @@ def with_moments(terms: WorldTerms, raw: np.ndarray) -> WorldTerms:
 
 
 def hidden_terms(terms: WorldTerms, raw: np.ndarray, s: np.ndarray, cascade: float) -> np.ndarray:
-    """[2, n] standardised hidden terms (click, conversion) from `raw_terms` and s [2, n]."""
+    """[T, n] standardised hidden terms (click, ..., conversion) from `raw_terms` and s [T, n]."""
+    if terms.kind == "bypass":
+        return np.stack([s[0], s[1], cascade * s[0] + math.sqrt(1.0 - cascade * cascade) * s[2]])
     z = (raw - terms.mean[:, None]) / terms.std[:, None]
     if terms.kind == "null":
         return np.stack([z[0], s[1]])

@@ -11,7 +11,9 @@ masked search ends with a small, fixed comparison: the candidates
 
 retrained from one fresh initial state with the retrain budget, in one vmapped batch
 (train/arch_batch.py: the same batches in the same order, common random numbers), and scored
-on the validation split by `edge_search.select`.
+on the validation split by `edge_search.select`. The batch is the retrain's TrainConfig, seed
+included, so its lanes are the retrain's models (none = ESMM, all = every edge on, the chosen
+one = the derived model): experiment.save_lane_models saves them, and they are not retrained.
 
 The decision knows its noise: the candidates are taken fewest edges first; a candidate with
 more edges replaces the current choice only when it is better at one-sided p < alpha / (A - 1)
@@ -31,6 +33,7 @@ Shapes: masks A x E; logits A x N x T; labels N x T (cumulative).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -40,7 +43,7 @@ from scipy import stats
 from autoheri_jax.config import ConfigError, TrainConfig
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.metrics import BinaryScores, auc
-from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.model.spec import ModelSpec, Params
 from autoheri_jax.train.arch_batch import architecture_logits, train_architectures
 from autoheri_jax.train.loop import Resumable, fingerprint
 
@@ -58,6 +61,7 @@ def candidate_masks(kept: np.ndarray) -> tuple[list[str], np.ndarray]:
 
 
 ALPHA = 0.05  # one-sided level a candidate with more edges must clear (before Bonferroni)
+POWER = 0.8  # the power at which a comparison's detectable difference is stated
 
 
 def _entire(logits: np.ndarray) -> np.ndarray:
@@ -112,6 +116,12 @@ def delong_paired(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> dict:
     return {"diff": diff, "se": se, "z": z, "p": float(stats.norm.sf(z))}
 
 
+def detectable_difference(se: float, level: float, power: float = POWER) -> float:
+    """The true AUC difference a one-sided test at `level` with standard error `se` detects
+    with probability `power` (normal approximation): (z_{1-level} + z_{power}) x se."""
+    return float((stats.norm.isf(level) + stats.norm.ppf(power)) * se)
+
+
 def choose(
     scores: list[float],
     edge_counts: list[int],
@@ -158,7 +168,8 @@ def judge(
     """Scores retrained candidates ([A, N, T] validation `logits` of `masks` [A, E]) and
     chooses one by the module docstring's rule. -> {"criterion", "test", "alpha",
     "positives", "candidates": [{name, edges, score}], "comparisons": [{candidate, against,
-    diff, se, p, level, wins}], "chosen", "kept": [E] bool}."""
+    diff, se, p, level, detectable, wins}], "chosen", "kept": [E] bool}; `detectable` is the
+    difference the comparison would see with 80% power (`detectable_difference`)."""
     y = _last_stage_labels(labels)
     scores = SCORES[criterion](logits, labels)
     entire = _entire(logits)
@@ -173,7 +184,8 @@ def judge(
     for c in comparisons:  # names and the paired test's figures, for the record
         t = tests[c["candidate"], c["against"]]
         c.update(candidate=names[c["candidate"]], against=names[c["against"]],
-                 diff=t["diff"], se=t["se"])  # fmt: skip
+                 diff=t["diff"], se=t["se"],
+                 detectable=detectable_difference(t["se"], c["level"]))  # fmt: skip
     return {
         "criterion": criterion,
         "test": "DeLong paired AUC test, one-sided, Bonferroni over the candidates",
@@ -189,6 +201,22 @@ def judge(
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class LaneBatch:
+    """The trained candidates of one architecture batch: lane names, masks [A, E] of the
+    supernet `spec`, the A-leading trained params and the batch's training stats. A lane is
+    the model with its mask's edges trained under the batch's TrainConfig (model/projection.py
+    cuts it out; experiment.py saves lanes as the models a run would otherwise retrain)."""
+
+    spec: ModelSpec
+    tcfg: TrainConfig
+    batch: str  # "selection" or "ablation": which search step trained the lanes
+    names: list[str]
+    masks: np.ndarray
+    params: Params
+    stats: dict
+
+
 def retrain_and_judge(
     spec: ModelSpec,
     tcfg: TrainConfig,
@@ -200,13 +228,20 @@ def retrain_and_judge(
     eval_batch_size: int,
     desc: str,
     resumable: Resumable | None = None,
-) -> dict:
+    batch: str = "selection",
+    **train_kw,
+) -> tuple[dict, LaneBatch]:
     """Retrains `masks` [A, E] of the unsearched supernet `spec` under `tcfg` from one initial
     state in one vmapped batch and `judge`s them on `valid`; `resumable` checkpoints the batch
-    so a stopped run resumes."""
-    state, _ = train_architectures(spec, tcfg, train, masks, desc=desc, resumable=resumable)
+    so a stopped run resumes; `train_kw` (on_log, on_resume, progress) go to the trainer.
+    -> (`judge`'s record, the trained lanes)."""
+    state, stats = train_architectures(
+        spec, tcfg, train, masks, desc=desc, resumable=resumable, **train_kw
+    )
     logits = architecture_logits(spec, state.params, masks, valid, eval_batch_size)
-    return judge(names, masks, logits, np.asarray(valid.labels), criterion)
+    judged = judge(names, masks, logits, np.asarray(valid.labels), criterion)
+    return judged, LaneBatch(spec, tcfg, batch, list(names), np.asarray(masks, np.float32),
+                             state.params, stats)  # fmt: skip
 
 
 def select_architecture(
@@ -218,9 +253,11 @@ def select_architecture(
     criterion: str,
     eval_batch_size: int,
     resumable: Resumable | None = None,
-) -> dict:
+    **train_kw,
+) -> tuple[dict, LaneBatch]:
     """The masked search's last step: the candidates of `kept` (none, evidence, all) retrained
-    under `tcfg` (the retrain's settings) and judged on `valid` (`judge`'s record)."""
+    under `tcfg` (the retrain's settings) and judged on `valid` -> (`judge`'s record, the
+    trained lanes)."""
     names, masks = candidate_masks(kept)
     return retrain_and_judge(spec, tcfg, train, valid, names, masks, criterion,
-                             eval_batch_size, "search:select", resumable)  # fmt: skip
+                             eval_batch_size, "search:select", resumable, **train_kw)  # fmt: skip

@@ -26,7 +26,7 @@ a non-finite loss naming the architecture, checkpoints and resumes like any run.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -59,13 +59,17 @@ def train_architectures(
     desc: str,
     progress: bool = False,
     resumable: Resumable | None = None,
+    on_log: Sequence[Callable | None] | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> tuple[TrainState, dict]:
     """Trains every mask of `masks` [A, E] for cfg.epochs from one initial state (loop.train
     with lanes.ArchLanes); -> (the stacked A-leading state, stats). With `resumable`, it
-    checkpoints all A lanes and a rerun resumes them. Raises NonFiniteLossError naming the
+    checkpoints all A lanes and a rerun resumes them; `on_log` has one callback (or None) per
+    lane, `on_resume(step)` is called once on a resume. Raises NonFiniteLossError naming the
     architecture and step."""
     return train(spec, cfg, data, desc=desc, progress=progress, resumable=resumable,
-                 masks=np.asarray(masks, np.float32))  # fmt: skip
+                 masks=np.asarray(masks, np.float32), on_log=on_log,
+                 on_resume=on_resume)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=8)

@@ -23,6 +23,7 @@ group is an ordinary third partition (`embeddings`) beside `weights` and `arch`:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -30,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from autoheri_jax.model.embedding import embed_from, lookup_rows
+from autoheri_jax.model.embedding import CompactBags, bag_weights, embed_from, lookup_rows
 from autoheri_jax.model.spec import ModelSpec, Params
 from autoheri_jax.train.collectives import all_gather, device_index, num_devices, pmean
 
@@ -101,29 +102,127 @@ def dedupe(
     return rows, inverse.astype(jnp.int32), jnp.sum(is_first), scratch
 
 
+def bag_slots(batch: dict, fraction: float) -> int:
+    """Static number of slots for a batch's real bag entries: `fraction` of its padded
+    B x Fb x L entries, rounded up to a multiple of 8; 0 (use the padded layout) when the
+    batch has no bags or the slots would hold them all anyway."""
+    if fraction <= 0 or "bag_mask" not in batch:
+        return 0
+    padded = math.prod(batch["bag_mask"].shape)
+    slots = -(-math.ceil(fraction * padded) // 8) * 8
+    return slots if slots < padded else 0
+
+
+def compact_bags(spec: ModelSpec, inputs: dict, bags: jax.Array, slots: int):
+    """The real entries of `bags` [B, Fb, L] in their (row, field, position) order, in `slots`
+    slots: O(B x Fb x L) integer work once, then everything downstream is O(slots).
+
+    Assumes what `bags_fit` checks: every bag's real entries are a prefix of its L positions
+    (as CTRDataset.batch writes them) and there are at most `slots` of them. Returns (table rows
+    int32 [slots], the sentinel `spec.table_rows` in unused slots; `CompactBags` whose index is
+    those rows for now).
+    """
+    mask = inputs["bag_mask"] > 0
+    b, fb, length = mask.shape
+    count = jnp.sum(mask, axis=-1, dtype=jnp.int32).reshape(-1)  # real entries per bag
+    start = (jnp.cumsum(count) - count).reshape(b, fb, 1)  # first slot of each bag
+    lane = jnp.arange(length, dtype=jnp.int32)
+    dest = jnp.where(mask, start + lane, slots).reshape(-1)  # padding -> dropped
+    n = mask.size
+    src = jnp.full((slots,), n, jnp.int32).at[dest].set(jnp.arange(n, dtype=jnp.int32), mode="drop")
+    used = src < n
+    ids = bags.reshape(-1).at[src].get(mode="fill", fill_value=0)
+    rows = jnp.where(used, ids, spec.table_rows)
+    weight = (
+        jnp.asarray(bag_weights(spec, inputs)).reshape(-1).at[src].get(mode="fill", fill_value=0)
+    )
+    segment = jnp.where(used, src // length, b * fb)
+    return rows, CompactBags(rows, segment, weight)
+
+
+def bags_fit(batch: dict, slots: int) -> jax.Array:
+    """Whether `compact_bags` holds the batch exactly: each bag's real entries (mask > 0) are a
+    prefix of its positions, and there are at most `slots` of them in all."""
+    mask = batch["bag_mask"] > 0
+    prefix = jnp.all(mask[..., 1:] <= mask[..., :-1])
+    return prefix & (jnp.sum(mask, dtype=jnp.int32) <= slots)
+
+
 def unique_lookup_rows(
-    spec: ModelSpec, inputs: dict, scratch: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array, jax.Array]:
+    spec: ModelSpec, inputs: dict, scratch: jax.Array, slots: int = 0
+) -> tuple[jax.Array, jax.Array, jax.Array | CompactBags | None, jax.Array, jax.Array]:
     """The batch's distinct table rows (`dedupe` over every lookup, padded with the sentinel
     `table_rows` to `unique_row_bound` + 1).
 
     Returns (rows int32 [U + 1], index of each single-field lookup into rows [B, F], index of
     each bag entry [B, Fb, L] or None, number of distinct rows, the scratch). Masked bag
-    entries point at the sentinel slot, so they are never "touched".
+    entries point at the sentinel slot, so they are never "touched". With `slots` > 0 the bag
+    entries are the real ones alone (`compact_bags`; the batch must hold at most `slots`):
+    a `CompactBags` whose index points into rows.
     """
     single, bags = lookup_rows(spec, inputs)
     vocab = spec.table_rows  # out of range: gathers read 0, scatters drop it
     flat = [single.reshape(-1)]
     bag_len = 0
+    compact = None
     if bags is not None:
-        flat.append(jnp.where(inputs["bag_mask"] > 0, bags, vocab).reshape(-1))
         bag_len = bags.shape[-1]
+        if slots:
+            bag_rows, compact = compact_bags(spec, inputs, bags, slots)
+            flat.append(bag_rows)
+        else:
+            flat.append(jnp.where(inputs["bag_mask"] > 0, bags, vocab).reshape(-1))
     bound = unique_row_bound(spec, single.shape[0], bag_len)
-    rows, inverse, n, scratch = dedupe(jnp.concatenate(flat), scratch, bound)
     n_single = single.size
+    if bags is not None and _direct_bags(spec, single.shape[0], bag_len):
+        rows, inverse, n, scratch = _direct_bag_rows(
+            spec, single.reshape(-1), flat[1], scratch, bound
+        )
+    else:
+        rows, inverse, n, scratch = dedupe(jnp.concatenate(flat), scratch, bound)
     single_idx = inverse[:n_single].reshape(single.shape)
-    bag_idx = None if bags is None else inverse[n_single:].reshape(bags.shape)
+    if bags is None:
+        bag_idx = None
+    elif compact is not None:
+        bag_idx = compact._replace(index=inverse[n_single:])
+    else:
+        bag_idx = inverse[n_single:].reshape(bags.shape)
     return rows, single_idx, bag_idx, n, scratch
+
+
+def _direct_bags(spec: ModelSpec, batch_size: int, bag_len: int) -> bool:
+    """Whether every bag field's bound is its whole vocabulary (v <= B x L), so its rows can be
+    numbered by a touched mask over the field instead of deduplicated entry by entry."""
+    return all(v <= batch_size * bag_len for v in spec.bag_vocab_sizes)
+
+
+def _direct_bag_rows(spec: ModelSpec, single: jax.Array, bag: jax.Array, scratch, bound: int):
+    """`dedupe` of [single, bag] (bag: table rows, the sentinel for padding) when
+    `_direct_bags` holds: the singles are deduplicated; the bag fields' rows (contiguous at
+    the table's end, sum of their vocabularies V_b) are marked touched, numbered by a cumsum
+    over those V_b rows and placed after the singles' distinct rows, in row order. Costs two
+    passes over the bag entries (mark, look up) instead of dedupe's seven, plus O(V_b), which
+    the bound already pays. Same contract as dedupe, except the bag rows' order (row order,
+    not first occurrence), which changes no sum: each row's gradient adds its entries in
+    entry order either way."""
+    num_single = len(spec.vocab_sizes)
+    single_bound = sum(min(len(single) // num_single, v) for v in spec.vocab_sizes)
+    rows_s, inv_s, n_s, scratch = dedupe(single, scratch, single_bound)
+    base = int(spec.field_offsets[num_single])
+    width = sum(spec.bag_vocab_sizes)
+    local = jnp.where(bag < spec.table_rows, bag - base, width)  # sentinel -> width
+    touched = jnp.zeros((width,), jnp.int32).at[local].set(1, mode="drop")
+    slot = jnp.cumsum(touched) - 1
+    n_b = jnp.sum(touched)
+    rows = (
+        jnp.full((bound + 1,), spec.table_rows, jnp.int32)
+        .at[:single_bound]
+        .set(rows_s[:single_bound])
+    )
+    dest = jnp.where(touched > 0, n_s + slot, bound + 1)
+    rows = rows.at[dest].set(base + jnp.arange(width, dtype=jnp.int32), mode="drop")
+    inv_b = jnp.where(local < width, n_s + slot.at[local].get(mode="fill", fill_value=0), bound)
+    return rows, jnp.concatenate([inv_s, inv_b.astype(jnp.int32)]), n_s + n_b, scratch
 
 
 def gather_rows(table: jax.Array, rows: jax.Array) -> jax.Array:
@@ -177,6 +276,7 @@ def value_and_grad(
     scratch: jax.Array,
     axis: str | None = None,
     sharded: bool = False,
+    bag_fraction: float = 0.0,
 ) -> tuple[dict, dict, jax.Array]:
     """`loss_on(params, embedded) -> (loss, aux)` differentiated with respect to the batch's
     distinct table rows and every other parameter, averaged over `axis`.
@@ -185,8 +285,37 @@ def value_and_grad(
     table is `sharded` over `axis`), embed from those rows alone, differentiate, and merge
     every device's row gradients so each row appears once. `params` passed to `loss_on` lack
     "embedding". Returns (aux, grads with the table's gradient as `SparseRows`, scratch).
+
+    `bag_fraction` > 0: bag fields cost what their real entries cost. The real entries are
+    moved into `bag_slots(batch, bag_fraction)` slots and only those are deduplicated,
+    gathered, pooled (a segment sum) and scattered back; a batch that does not fit
+    (`bags_fit`, on any device) takes the padded path. Both paths compute the same sums over the
+    same entries, so they agree up to float rounding (tests/test_bag_compact.py).
     """
-    rows, single, bags, _, scratch = unique_lookup_rows(spec, batch, scratch)
+    slots = bag_slots(batch, bag_fraction) if spec.bag_vocab_sizes else 0
+    if not slots:
+        return _value_and_grad(loss_on, params, spec, batch, scratch, axis, sharded, 0)
+    fit = bags_fit(batch, slots)
+    if axis is not None:  # every device takes the same branch
+        fit = jax.lax.pmin(fit.astype(jnp.int32), axis) > 0
+
+    def branch(s):
+        def run(scratch):
+            aux, grads, scratch = _value_and_grad(
+                loss_on, params, spec, batch, scratch, axis, sharded, s
+            )
+            g = grads["embedding"]["table"]
+            return aux, {**grads, "embedding": {"table": (g.ids, g.values)}}, scratch
+
+        return run
+
+    aux, grads, scratch = jax.lax.cond(fit, branch(slots), branch(0), scratch)
+    ids, values = grads["embedding"]["table"]
+    return aux, {**grads, "embedding": {"table": SparseRows(ids, values)}}, scratch
+
+
+def _value_and_grad(loss_on, params, spec, batch, scratch, axis, sharded, slots: int):
+    rows, single, bags, _, scratch = unique_lookup_rows(spec, batch, scratch, slots)
     table = params["embedding"]["table"]
     all_rows = all_gather(rows, axis)  # gathered once: fetch and merge both need it
     table_rows = _fetch_rows(table, rows, all_rows, axis, sharded)
@@ -198,7 +327,7 @@ def value_and_grad(
     grad = jax.value_and_grad(on_rows, argnums=(0, 1), has_aux=True)
     (_, aux), (g_others, g_rows) = grad(others, table_rows)
     shard = table.shape[0] if sharded else None
-    bag_len = 0 if bags is None else bags.shape[-1]
+    bag_len = 0 if "bag_mask" not in batch else batch["bag_mask"].shape[-1]
     global_bound = unique_row_bound(spec, single.shape[0] * num_devices(axis), bag_len)
     g_table, scratch = _merge_row_grads(all_rows, g_rows, axis, shard, scratch, global_bound)
     grads = {**pmean(g_others, axis), "embedding": {"table": g_table}}

@@ -56,13 +56,19 @@ class TrainState(NamedTuple):
     row_scratch: jax.Array
 
 
+def init_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(weights' init key, the run's base key for step keys) of a run with this seed."""
+    k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
+    return k_init, k_train
+
+
 def init_state(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTransformation):
     if spec.has_arch and not isinstance(cfg, SearchConfig):
         raise ConfigError(
             "a model with arch params (a searched supernet) trains under a SearchConfig, which "
             "holds the arch partition's settings; got a plain TrainConfig"
         )
-    k_init, k_train = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    k_init, k_train = init_keys(cfg.seed)
     params = init_params(k_init, spec)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -164,7 +170,7 @@ def make_grad_fn(
 
         if cfg.sparse_embeddings:
             return sparse_embedding.value_and_grad(
-                loss_on, params, spec, batch, scratch, axis, shard_embeddings
+                loss_on, params, spec, batch, scratch, axis, shard_embeddings, cfg.bag_slots
             )
         (_, aux), grads = jax.value_and_grad(loss_on, has_aux=True)(params)
         return pmean(aux, axis), pmean(grads, axis), scratch

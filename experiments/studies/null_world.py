@@ -17,7 +17,7 @@ Expected and measured: experiments/README.md ("Planted worlds: the instrument").
 import dataclasses
 from pathlib import Path
 
-from autoheri_jax.study import load_study
+from autoheri_jax.study import load_study, method_arms
 
 PLANTED = Path(__file__).resolve().parent / "planted_worlds.py"
 
@@ -28,11 +28,7 @@ def get_study():
     return dataclasses.replace(
         study,
         name="null_world",
-        arms={
-            "masked": null,
-            "paper": [*null, "edge_search.method=paper"],
-            "ablation": [*null, "edge_search.method=ablation"],
-        },
+        arms=method_arms(null),
         model_pairs=(("autoheri", "hierarchical_all_on"),),
         description="Every search method where no edge can help (the null world), on "
         "evaluation seeds 1000-1009.",
