@@ -14,6 +14,37 @@ from autoheri_jax.model.build import build_spec
 VOCABS = (7, 5, 11, 3)
 
 
+def child_env(devices: int | None = None) -> dict:
+    """os.environ for a child process of the tests: the session's XLA_FLAGS (conftest.py's
+    compile setting) without a device count, plus `devices` simulated CPU devices if given."""
+    import os
+
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]  # fmt: skip
+    if devices:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    env.pop("XLA_FLAGS", None)
+    if flags:
+        env["XLA_FLAGS"] = " ".join(flags)
+    return env
+
+
+def use_test_compilation_cache() -> None:
+    """The tests' persistent XLA cache (AUTOHERI_JAX_CACHE, default ~/.cache/autoheri_jax/xla;
+    `off` for none), every compilation kept: for the test session (conftest.py) and the test
+    helpers it starts as processes, which then skip what an earlier process compiled and the
+    repeats of a program within themselves."""
+    import os
+
+    import jax
+
+    cache = os.environ.get("AUTOHERI_JAX_CACHE", str(Path.home() / ".cache/autoheri_jax/xla"))
+    if cache != "off":
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def tiny_spec(num_tasks: int = 2, **model_kw):
     # random edge blocks, so an open edge visibly changes the downstream tower
     kw = {"embed_dim": 4, "hidden": (8, 6, 5), "edge_init": "block"}
@@ -31,6 +62,20 @@ def tiny_funnel(stages: int = 2):
         cascade_strength=0.7,
     )  # fmt: skip
     return data.split([4000, 1000])
+
+
+def parallel_setup(sparse: bool = True):
+    """(data, spec, cfg) of the data-parallel checks (parallel_cases.py, multihost_worker.py,
+    test_parallel.py): 12 batches of 128 rows of a small funnel, towers 16-8, the search."""
+    from autoheri_jax.config import SearchConfig
+    from autoheri_jax.data.simulator import simulate_funnel
+
+    data = simulate_funnel(num_rows=2048, seed=0, num_users=300, num_items=500, click_rate=0.2,
+                           stage_rates=(0.3,), num_dense=2)  # fmt: skip
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2)
+    cfg = SearchConfig(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
+                      log_every=4, sparse_embeddings=sparse)  # fmt: skip
+    return data.take(slice(0, 128 * 12)), spec, cfg
 
 
 def tiny_batch(batch: int = 16, num_tasks: int = 2, seed: int = 0) -> dict:

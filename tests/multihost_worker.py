@@ -23,11 +23,11 @@ def main() -> None:
     init_distributed(pcfg)
     assert jax.process_count() == nproc and len(jax.devices()) == nproc
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-    from parallel_cases import _setup
+    from helpers import parallel_setup
 
     from autoheri_jax.train.loop import train
 
-    data, spec, cfg = _setup(True)
+    data, spec, cfg = parallel_setup(True)
     state, stats = train(spec, cfg, data, desc=f"p{pid}", progress=False, parallel=pcfg)
     params = jax.tree.map(
         lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x, tiled=True)),

@@ -13,9 +13,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax
 import numpy as np
+from helpers import parallel_setup, use_test_compilation_cache
 
 from autoheri_jax.config import ModelConfig, ParallelConfig, SearchConfig
-from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.train.loop import train
 
@@ -27,13 +27,7 @@ from autoheri_jax.train.loop import train
 RTOL, ATOL = 2e-5, 1e-5
 
 
-def _setup(sparse=True, bags=False):
-    data = simulate_funnel(num_rows=2048, seed=0, num_users=300, num_items=500, click_rate=0.2,
-                           stage_rates=(0.3,), num_dense=2)  # fmt: skip
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2)
-    cfg = SearchConfig(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
-                      log_every=4, sparse_embeddings=sparse)  # fmt: skip
-    return data.take(slice(0, 128 * 12)), spec, cfg
+_setup = parallel_setup  # (data, spec, cfg): 12 batches of a small funnel, the search
 
 
 def _train(data, spec, cfg, **parallel):
@@ -117,6 +111,7 @@ def case_bag_slots_on_devices_equal_the_padded_single_device():
 
 
 if __name__ == "__main__":
+    use_test_compilation_cache()  # the cases train the same programs more than once
     assert len(jax.devices()) == 8, jax.devices()
     for name in sys.argv[1:]:
         print("running", name, flush=True)

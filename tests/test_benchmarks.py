@@ -5,27 +5,78 @@ and holds positive numbers.
 """
 
 import json
-import subprocess
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
+
+from tests import background
+from tests.helpers import load_script
 
 SECTIONS = {"meta", "machine", "train", "vocab", "vocab_step_ratio", "eval", "compile"}
 SECTIONS |= {"peak_rss_mb", "roofline", "errors"}
 
 
-def _bench_json(repo, tmp_path, script: str, *args: str) -> dict:
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench_json(tmp_path: Path, script: str, *args: str) -> dict:
     """Runs benchmarks/<script> with `args` and --json; -> the figures it wrote."""
     out = tmp_path / "bench.json"
     cmd = [sys.executable, f"benchmarks/{script}", *args, "--json", str(out)]
-    p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
+    p = background.run(cmd, cwd=REPO, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return json.loads(out.read_text())
 
 
+# Each script runs as a background job (tests/background.py): its processes use the core the
+# in-process tests leave idle; the test checks the figures it wrote.
+
+
+@background.job
+def suite_smoke(tmp: Path) -> dict:
+    return _bench_json(tmp, "suite.py", "--smoke")
+
+
+@background.job
+def profile_step(tmp: Path) -> dict:
+    args = ["--config", "experiments/configs/smoke.py", "--batch-size", "64", "--steps", "2"]
+    return _bench_json(tmp, "profile_step.py", *args)
+
+
+@background.job
+def seeds_smoke(tmp: Path) -> dict:
+    return _bench_json(tmp, "seeds_throughput.py", "--smoke")
+
+
+@background.job
+def device_check_smoke(tmp: Path) -> dict:
+    return _bench_json(tmp, "device_check.py", "--smoke")
+
+
+@background.job
+def eval_speed_smoke(tmp: Path) -> dict:
+    args = ("--rows", "20000", "--workdir", str(tmp / "e"), "--smoke", "--old",
+            "--auc-rows", "100000")  # fmt: skip
+    return _bench_json(tmp, "eval_speed.py", *args)
+
+
+SCALE_ROWS, SCALE_STEPS = 300_000, 12
+
+
+@background.job
+def scale_smoke(tmp: Path) -> tuple[dict, Path]:
+    """-> (the figures, DIR) of one benchmarks/scale.py run."""
+    args = ("--rows", str(SCALE_ROWS), "--workdir", str(tmp / "s"), "--smoke",
+            "--search-steps", str(SCALE_STEPS), "--retrain-steps", str(SCALE_STEPS))  # fmt: skip
+    return _bench_json(tmp, "scale.py", *args), tmp / "s"
+
+
 @pytest.mark.slow
-def test_suite_smoke(repo, tmp_path):
-    res = _bench_json(repo, tmp_path, "suite.py", "--smoke")
+@background.uses(suite_smoke)
+def test_suite_smoke():
+    res = suite_smoke.result()
     assert set(res) >= SECTIONS and res["errors"] == {}
 
     m = res["machine"]
@@ -65,9 +116,9 @@ def test_suite_smoke(repo, tmp_path):
 
 
 @pytest.mark.slow
-def test_profile_step_sees_every_matmul_and_no_table_copy(repo, tmp_path):
-    args = ["--config", "experiments/configs/smoke.py", "--batch-size", "64", "--steps", "2"]
-    res = _bench_json(repo, tmp_path, "profile_step.py", *args)
+@background.uses(profile_step)
+def test_profile_step_sees_every_matmul_and_no_table_copy():
+    res = profile_step.result()
     assert res["wall_ms"] > 0 and res["kinds_ms"]["matmul"] > 0
     # the smoke search model: 2 towers x (3 layers + head) forward, dX and dW, each a dot
     forms = {d["form"] for d in res["matmuls"]}
@@ -76,9 +127,10 @@ def test_profile_step_sees_every_matmul_and_no_table_copy(repo, tmp_path):
 
 
 @pytest.mark.slow
-def test_seeds_benchmark_smoke(repo, tmp_path):
+@background.uses(seeds_smoke)
+def test_seeds_benchmark_smoke():
     """benchmarks/seeds_throughput.py runs both steps it compares and reports positive figures."""
-    res = _bench_json(repo, tmp_path, "seeds_throughput.py", "--smoke")
+    res = seeds_smoke.result()
     (model,) = res["models"]
     assert model["model"] == "search" and model["one_run_s_per_step"] > 0
     assert [r["k"] for r in model["vmapped"]] == [2]
@@ -98,9 +150,10 @@ def test_dispatch_throughput_smoke(repo, tmp_path):
 
 
 @pytest.mark.slow
-def test_device_check_smoke(repo, tmp_path):
+@background.uses(device_check_smoke)
+def test_device_check_smoke():
     """benchmarks/device_check.py --smoke runs every part on CPU and reports positive figures."""
-    res = _bench_json(repo, tmp_path, "device_check.py", "--smoke")
+    res = device_check_smoke.result()
     assert res["backend"] == "cpu" and res["device"]
     assert {r["model"] for r in res["steps"]} == {"esmm", "search", "retrain"}
     assert all(r["examples_per_s"] > 0 for r in res["steps"])
@@ -113,16 +166,15 @@ def test_device_check_smoke(repo, tmp_path):
 
 
 @pytest.mark.slow
-def test_scale_smoke_runs_every_phase_on_generated_aliccp(repo, tmp_path):
+@background.uses(scale_smoke)
+def test_scale_smoke_runs_every_phase_on_generated_aliccp(repo, tmp_path, monkeypatch):
     """benchmarks/scale.py: generate, prepare, search, retrain and evaluate, each with its own
     peak RSS; the test split is scored whole; a rerun reuses the data and keeps its figures."""
-    args = ("--rows", "300000", "--workdir", str(tmp_path / "s"), "--smoke",
-            "--search-steps", "12", "--retrain-steps", "12")  # fmt: skip
-    res = _bench_json(repo, tmp_path, "scale.py", *args)
+    res, scale_dir = scale_smoke.result()
     assert list(res["phases"]) == ["generate", "prepare", "search", "retrain", "evaluate", "step"]
     assert all(p["seconds"] > 0 and p["peak_rss_mb"] > 0 for p in res["phases"].values())
-    assert res["phases"]["search"]["training"]["autoheri_search"]["steps"] == 12
-    assert res["phases"]["retrain"]["training"]["esmm"]["steps"] == 12
+    assert res["phases"]["search"]["training"]["autoheri_search"]["steps"] == SCALE_STEPS
+    assert res["phases"]["retrain"]["training"]["esmm"]["steps"] == SCALE_STEPS
     # ESMM is the validated selection's lane "none", trained there once, not retrained
     assert res["phases"]["retrain"]["training"]["esmm"]["lane"] == "none"
     assert set(res["test_auc"]) == {"autoheri", "esmm"}
@@ -134,18 +186,38 @@ def test_scale_smoke_runs_every_phase_on_generated_aliccp(repo, tmp_path):
             continue
         ref = step[{"autoheri": "retrain", "esmm": "esmm"}[name]]["examples_per_s"]
         assert t["x_step"] == pytest.approx(t["examples_per_s"] / ref)
-    world = json.loads((tmp_path / "s" / "raw" / "world.json").read_text())
+    world = json.loads((scale_dir / "raw" / "world.json").read_text())
     assert world["splits"]["train"]["rows"] + world["splits"]["test"]["rows"] == 300_000
-    again = _bench_json(repo, tmp_path, "scale.py", *args)
-    assert again["phases"]["generate"] == res["phases"]["generate"]  # reused, not redone
+    # The rerun, in this process: scale.run() on the same DIR with each phase's child process
+    # stood in for (the search's puts the first run's workdir back, as rerunning it would).
+    # Generating or preparing again fails the test; their figures are the first run's.
+    scale = load_script(repo / "benchmarks" / "scale.py")
+    run, first = scale_dir / "run", tmp_path / "first_run"  # the job's DIR: this test's alone
+    shutil.copytree(run, first)
+    started = []
+
+    def child(cmd: list[str]) -> dict:
+        phase = cmd[3] if cmd[1:3] == ["-m", "autoheri_jax"] else Path(cmd[1]).name
+        assert phase in ("search", "retrain", "evaluate"), f"the rerun ran {phase} again"
+        started.append(phase)
+        if phase == "search":
+            assert not run.exists()  # the run is redone from scratch
+            shutil.copytree(first, run)
+        return {"seconds": 1.0, "peak_rss_mb": 1.0, "peak_anon_mb": 1.0, "peak_file_mb": 1.0}
+
+    monkeypatch.setattr(scale, "_child", child)
+    again = scale.run(SCALE_ROWS, scale_dir, SCALE_STEPS, SCALE_STEPS, smoke=True)
+    assert started == ["search", "retrain", "evaluate"]
+    for phase in ("generate", "prepare"):
+        assert again["phases"][phase] == res["phases"][phase]  # reused, not redone
+    assert again["test_auc"] == res["test_auc"]
 
 
 @pytest.mark.slow
-def test_eval_speed_smoke_reports_every_figure(repo, tmp_path):
+@background.uses(eval_speed_smoke)
+def test_eval_speed_smoke_reports_every_figure():
     """benchmarks/eval_speed.py: the step before and after, evaluate, the old path, AUC."""
-    args = ("--rows", "20000", "--workdir", str(tmp_path / "e"), "--smoke", "--old",
-            "--auc-rows", "100000")  # fmt: skip
-    res = _bench_json(repo, tmp_path, "eval_speed.py", *args)
+    res = eval_speed_smoke.result()
     assert res["step_before"] > 0 and res["step_after"] > 0 and res["ratio"] > 0
     assert res["evaluate"]["rows_per_s_per_model"] > 0 and res["old"]["rows_per_s"] > 0
     assert res["models"] == ["esmm", "retrain"] and res["test_rows"] > 0

@@ -9,19 +9,22 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_spec, toy_dataset
+from helpers import child_env, tiny_spec, toy_dataset
 
 from autoheri_jax.config import SearchConfig
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.train.optim import make_optimizer
 from autoheri_jax.train.step import abstract_state, init_state
+from tests import background
 
+REPO = Path(__file__).resolve().parents[1]
 CFG = SearchConfig(arch_warmup_steps=0, batch_size=16)
 
 
@@ -48,7 +51,7 @@ def _assert_same(got, want):
 
 
 def _run(script: str, *args: str, devices: int = 1, **popen_kw):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env = child_env(devices)
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), *sys.path])
     cmd = [sys.executable, "-c", textwrap.dedent(script), *args]
@@ -315,31 +318,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_restore_their_own_iterator_positions(repo, tmp_path):
-    """2 processes on localhost stop at different batches; each restores its own position."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device each
+@background.job
+def two_iterator_processes(tmp: Path) -> tuple[list, Path]:
+    """-> ((returncode, stdout, stderr) per process, their checkpoint directory)."""
+    env = child_env()  # one CPU device each
     env["JAX_PLATFORMS"] = "cpu"
-    worker = str(repo / "tests" / "iterator_checkpoint_worker.py")
-    port, directory = str(_free_port()), tmp_path / "ckpt"
+    worker = str(REPO / "tests" / "iterator_checkpoint_worker.py")
+    port, directory = str(_free_port()), tmp / "ckpt"
     procs = [
-        subprocess.Popen([sys.executable, worker, str(i), "2", port, str(directory)],
-                         cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        background.popen([sys.executable, worker, str(i), "2", port, str(directory)],
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
         for i in range(2)
     ]  # fmt: skip
-    positions = []
     try:
-        for i, p in enumerate(procs):
-            out, err = p.communicate(timeout=120)
-            assert p.returncode == 0, out[-2000:] + err[-4000:]
-            words = out.strip().splitlines()[-1].split()
-            assert words[:2] == ["ok", str(i)], out[-2000:]
-            positions.append(int(words[2]))
+        outputs = [p.communicate(timeout=120) for p in procs]
     finally:
         for p in procs:
-            p.kill()
-            p.wait()
+            p.kill()  # no-op for a process that ended
+    return [(p.returncode, *o) for p, o in zip(procs, outputs, strict=True)], directory
+
+
+@pytest.mark.slow
+@background.uses(two_iterator_processes)  # the processes run as a background job
+def test_two_processes_restore_their_own_iterator_positions():
+    """2 processes on localhost stop at different batches; each restores its own position."""
+    ran, directory = two_iterator_processes.result()
+    positions = []
+    for i, (code, out, err) in enumerate(ran):
+        assert code == 0, out[-2000:] + err[-4000:]
+        words = out.strip().splitlines()[-1].split()
+        assert words[:2] == ["ok", str(i)], out[-2000:]
+        positions.append(int(words[2]))
     assert positions == [3, 5]
     data = directory / "1" / "data"
     files = {n: data / f"process_{n}-of-2.json" for n in range(2)}

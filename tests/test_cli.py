@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -15,11 +16,9 @@ def _in_repo(repo, monkeypatch):
 
 
 @pytest.mark.slow
-def test_smoke_run_writes_every_artefact(tmp_path, capsys):
-    wd = tmp_path / "run"
-    gradient = ["--set", "edge_search.method=gradient"]  # the search that logs edge gates
-    assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress", *gradient]) == 0
-    out = capsys.readouterr().out
+def test_smoke_run_writes_every_artefact(smoke_gradient_run):
+    # the run (conftest.py): the smoke config with the search that logs edge gates
+    wd, out = smoke_gradient_run.workdir, smoke_gradient_run.stdout
     assert "oracle (true probs)" in out and "esmm" in out
     for name in (
         "config.json",
@@ -48,9 +47,8 @@ def test_smoke_run_writes_every_artefact(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_masked_smoke_run_records_each_edges_evidence(tmp_path, capsys):
-    wd = tmp_path / "run"
-    assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0
+def test_masked_smoke_run_records_each_edges_evidence(smoke_run):
+    wd = smoke_run.workdir  # `autoheri run` of the smoke config as written (conftest.py)
     arch = json.loads((wd / "architecture.json").read_text())
     assert arch["search_method"] == "masked" and len(arch["candidates"]) == 4
     sel = arch["evidence"]["selection"]  # the validated selection decides among candidates
@@ -66,11 +64,9 @@ def test_masked_smoke_run_records_each_edges_evidence(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_steps_one_at_a_time_equal_the_whole_run(tmp_path, capsys):
-    whole, steps = tmp_path / "whole", tmp_path / "steps"
-    overrides = ["--set", "baselines=esmm", "--no-progress"]
-    assert main(["run", "--config", SMOKE, "--workdir", str(whole), *overrides]) == 0
-    assert main(["search", "--config", SMOKE, "--workdir", str(steps), *overrides]) == 0
+def test_steps_one_at_a_time_equal_the_whole_run(tmp_path, capsys, smoke_run):
+    whole, steps = smoke_run.workdir, tmp_path / "steps"  # whole: `autoheri run` (conftest.py)
+    assert main(["search", "--config", SMOKE, "--workdir", str(steps), "--no-progress"]) == 0
     assert not (steps / "results.json").exists()
     assert main(["retrain", "--workdir", str(steps), "--no-progress"]) == 0
     assert main(["evaluate", "--workdir", str(steps)]) == 0
@@ -96,10 +92,10 @@ def test_retrain_without_search_names_the_missing_file(tmp_path, capsys):
     assert "config.json" in err and "autoheri search" in err
 
 
-@pytest.mark.slow  # trains a model end to end
-def test_evaluate_refuses_a_different_config(tmp_path, capsys):
+@pytest.mark.slow  # reads a trained smoke workdir
+def test_evaluate_refuses_a_different_config(tmp_path, capsys, smoke_run):
     wd = tmp_path / "w"
-    assert main(["search", "--config", SMOKE, "--workdir", str(wd), "--no-progress"]) == 0
+    shutil.copytree(smoke_run.workdir, wd)  # searched with the smoke config as written
     code = main(["evaluate", "--config", SMOKE, "--workdir", str(wd), "--set", "model.embed_dim=8"])
     assert code == 2 and "model.embed_dim" in capsys.readouterr().err
 

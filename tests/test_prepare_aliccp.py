@@ -22,6 +22,7 @@ from autoheri_jax.data.aliccp_raw import (
 )
 from autoheri_jax.data.errors import DataFormatError
 from autoheri_jax.data.store import StoreError, open_split
+from tests import background
 from tests.helpers import mutate_line
 
 SKEL = {"train": "sample_skeleton_train.csv", "test": "sample_skeleton_test.csv"}
@@ -453,17 +454,21 @@ def test_user_bags_are_stored_once_per_user(raw, tmp_path):
     assert per_impression > 5 * sum(len(b.ids) for b in train.bags if b.row_of is not None)
 
 
-@pytest.mark.slow
-def test_prepared_store_trains(raw, tmp_path, repo, monkeypatch):
-    from autoheri_jax.cli import main
-
-    monkeypatch.chdir(repo)
-    src, out = write_raw(tmp_path / "raw", raw["lines"]), tmp_path / "store"
+@background.job
+def store_run(tmp: Path) -> Path:
+    """`autoheri run` (its own process) on a store prepared from make_raw()'s files."""
+    src, out = write_raw(tmp / "raw", make_raw()["lines"]), tmp / "store"
     prepare(src, out, min_count=2)
-    wd = tmp_path / "run"
-    args = ["run", "--config", "experiments/configs/samples.py", "--workdir", str(wd),
-            "--data", str(out), "--no-progress"]  # fmt: skip
-    assert main(args) == 0
+    wd = tmp / "run"
+    background.cli("run", "--config", "experiments/configs/samples.py", "--workdir", wd,
+                   "--data", out, "--no-progress")  # fmt: skip
+    return wd
+
+
+@pytest.mark.slow
+@background.uses(store_run)  # the run is a background job (tests/background.py)
+def test_prepared_store_trains():
+    wd = store_run.result()
     res = json.loads((wd / "results.json").read_text())
     assert res["data"]["train"]["bag_fields"] == len(BAG_FIELDS)
     assert res["data"]["test"]["rows"] == 100

@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoheri_jax.cli import main
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -22,12 +20,8 @@ def _snippet() -> str:
 
 
 @pytest.mark.slow
-def test_readme_serving_snippet_runs_as_written(tmp_path, capsys):
-    wd, out = tmp_path / "wd", tmp_path / "export"
-    run = ["run", "--config", str(REPO / "experiments/configs/smoke.py"), "--workdir", str(wd),
-           "--no-progress"]  # fmt: skip
-    assert main(run) == 0
-    assert main(["export", "--workdir", str(wd), "--out", str(out)]) == 0
+def test_readme_serving_snippet_runs_as_written(smoke_run):
+    out = smoke_run.export  # `autoheri export` of the smoke run (conftest.py)
     code = _snippet()
     assert '"exports/default"' in code
     scope: dict = {}

@@ -15,7 +15,6 @@ from autoheri_jax.report import tensorboard
 from autoheri_jax.report.calibration import axis_range
 from autoheri_jax.report.inputs import ReportError, normalize_study
 
-SMOKE = str(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "smoke.py")
 PNGS = ("edge_probabilities", "edge_heatmap", "architecture", "auc", "loss", "reliability")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -105,12 +104,11 @@ def test_tensorboard_reads_our_file(tmp_path):
 # ----------------------------------------------------------------------------- a real run
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("report") / "run"
-    gradient = ["--set", "edge_search.method=gradient"]  # a search with gate history to draw
-    assert main(["run", "--config", SMOKE, "--workdir", str(wd), "--no-progress", *gradient]) == 0
-    return wd
+@pytest.fixture
+def run_dir(smoke_gradient_run):
+    """The smoke run with the gradient search, a search with gate history to draw (made once
+    per session, conftest.py; read only: tests that write copy it first)."""
+    return smoke_gradient_run.workdir
 
 
 @pytest.mark.slow  # trains a model end to end
@@ -155,7 +153,9 @@ def _check_pngs(out: Path, names) -> None:
 
 
 @pytest.mark.slow
-def test_report_renders_every_figure_and_the_results(run_dir, capsys):
+def test_report_renders_every_figure_and_the_results(run_dir, tmp_path, capsys):
+    shutil.copytree(run_dir, tmp_path / "run")
+    run_dir = tmp_path / "run"
     assert main(["report", str(run_dir)]) == 0
     assert "report.md" in capsys.readouterr().out
     out = run_dir / "report"
@@ -181,7 +181,6 @@ def test_report_renders_every_figure_and_the_results(run_dir, capsys):
 def test_report_skips_what_is_not_there_yet(run_dir, tmp_path, capsys):
     wd = tmp_path / "searched"
     shutil.copytree(run_dir, wd)
-    shutil.rmtree(wd / "report", ignore_errors=True)  # drawn only if an earlier test reported
     (wd / "results.json").unlink()  # evaluation not run yet
     assert main(["report", str(wd)]) == 0
     out = capsys.readouterr().out
@@ -202,7 +201,6 @@ _CALIBRATION = ("ece", "reliability", "ece_true", "mae_true", "rmse_true", "mae_
 def test_report_notes_an_old_results_json_without_calibration(run_dir, tmp_path, capsys):
     wd = tmp_path / "old"
     shutil.copytree(run_dir, wd)
-    shutil.rmtree(wd / "report", ignore_errors=True)  # drawn only if an earlier test reported
     res = json.loads((wd / "results.json").read_text())
     for model in [*res["models"].values(), res["oracle"]]:
         for fields in model["test"].values():

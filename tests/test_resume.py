@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,14 +23,22 @@ from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.train.loop import NonFiniteLossError, Resumable, fingerprint, train
+from tests import background
+from tests.helpers import child_env
 
+REPO = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/configs/smoke.py"
-# 64 search steps and 64 per retrained model, a checkpoint every 3: room to kill mid-phase.
+# 64 search steps and 64 per retrained model, a checkpoint every 8: room to kill mid-phase.
 # No validated selection: its batch would train ESMM and the derived model as its lanes
 # (tests/test_lane_reuse.py resumes that batch), and here the retrain is killed and resumed.
-LONGER = ["--set", "data.num_train=16384", "--set", "checkpoint.every_steps=3",
+# (Each save also scores the checkpoint rows; saves every 3 steps took half of a run's time.)
+LONGER = ["--set", "data.num_train=16384", "--set", "checkpoint.every_steps=8",
           "--set", "baselines=esmm", "--set", "edge_search.select=off",
           "--no-progress"]  # fmt: skip
+# Kills wait for a logged step in [KILL_FROM, KILL_TO]: by step 17 the save at 16 has begun,
+# which waits for the save at 8 to commit, so a committed checkpoint is there to resume from;
+# 24 steps before the phase ends (64) leave the kill time to land.
+KILL_FROM, KILL_TO = 17, 40
 MODELS = ("autoheri_search", "autoheri", "esmm")
 
 
@@ -40,10 +48,7 @@ def _cmd(workdir: Path, *extra: str) -> list[str]:
 
 
 def _env(devices: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return env
+    return child_env(devices if devices > 1 else None)
 
 
 def _params(workdir: Path) -> dict:
@@ -62,9 +67,9 @@ def _records(workdir: Path) -> list[dict]:
     return [json.loads(x) for x in lines if x.endswith("}")]
 
 
-def _kill_when(repo, workdir, devices, phase, model, min_step, sig=signal.SIGKILL, extra=()):
+def _kill_when(workdir, devices, phase, model, min_step, sig=signal.SIGKILL, extra=()):
     """Starts a run and sends `sig` once `model` has logged a step >= min_step in `phase`."""
-    proc = subprocess.Popen(_cmd(workdir, *extra), cwd=repo, env=_env(devices),
+    proc = background.popen(_cmd(workdir, *extra), cwd=REPO, env=_env(devices),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -77,9 +82,8 @@ def _kill_when(repo, workdir, devices, phase, model, min_step, sig=signal.SIGKIL
     return proc.returncode, out, err
 
 
-def _run(repo, workdir, devices, *extra):
-    out = subprocess.run(_cmd(workdir, *extra), cwd=repo, env=_env(devices),
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+def _run(workdir, devices, *extra):
+    out = background.run(_cmd(workdir, *extra), cwd=REPO, env=_env(devices), timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     return out
 
@@ -89,68 +93,93 @@ def _assert_bitwise(a: dict, b: dict) -> None:
         jax.tree.map(np.testing.assert_array_equal, a[m], b[m])
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """Uninterrupted runs, one per device count, made once and shared by the tests below."""
-    made: dict[int, Path] = {}
-
-    def get(repo, devices: int) -> Path:
-        if devices not in made:
-            wd = tmp_path_factory.mktemp(f"ref{devices}")
-            _run(repo, wd, devices, *_launcher(devices))
-            made[devices] = wd
-        return made[devices]
-
-    return get
-
-
 def _launcher(devices: int) -> tuple[str, ...]:
     return ("--set", "parallel.launcher=mesh") if devices > 1 else ()
 
 
+# The runs are background jobs (tests/background.py): the job starts, stops and resumes the
+# processes and notes what each stop left; the test checks it.
+
+
+def _stopped_twice(devices: int) -> background.Job:
+    def body(tmp: Path) -> dict:
+        """One workdir stopped during the search, then (resumed) during retraining, then run to
+        the end; and the uninterrupted run of the same command."""
+        extra = _launcher(devices)
+        rng = random.Random(devices)
+        wd, stops = tmp / "killed", []
+        for phase, model in (("search", "autoheri_search"), ("retrain", "esmm")):
+            sig = signal.SIGTERM if devices == 1 and phase == "search" else signal.SIGKILL
+            step = rng.randint(KILL_FROM, KILL_TO)
+            code, out, err = _kill_when(wd, devices, phase, model, step, sig=sig, extra=extra)
+            ckpts = wd / "checkpoints" / model
+            stops.append({"phase": phase, "model": model, "sig": sig, "step": step,
+                          "code": code, "out": out, "err": err,
+                          "finished": (wd / "models" / model / "train.json").exists(),
+                          "checkpoints": ckpts.is_dir() and any(ckpts.iterdir()),
+                          "snapshot": tmp / f"{model}_at_stop"})  # fmt: skip
+            if ckpts.is_dir():  # the checkpoints as the stop left them, for the test to open
+                shutil.copytree(ckpts, stops[-1]["snapshot"])
+        resumed = _run(wd, devices, *extra)
+        _run(tmp / "reference", devices, *extra)
+        return {"workdir": wd, "reference": tmp / "reference", "stops": stops,
+                "resumed": resumed.stdout}  # fmt: skip
+
+    body.__name__ = f"stopped_twice_on_{devices}_devices"
+    return background.job(body)
+
+
+STOPPED_TWICE = {devices: _stopped_twice(devices) for devices in (1, 8)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("devices", [1, 8])
-def test_killed_runs_resume_to_the_uninterrupted_result(repo, tmp_path, devices, reference):
-    """One workdir killed twice: during the search, then (resumed) during retraining."""
-    extra = _launcher(devices)
-    rng = random.Random(devices)
-    wd = tmp_path / "killed"
-    for phase, model in (("search", "autoheri_search"), ("retrain", "esmm")):
-        code, out, _ = _kill_when(repo, wd, devices, phase, model, rng.randint(5, 40), extra=extra)
-        assert code == -signal.SIGKILL
-        assert not (wd / "models" / model / "train.json").exists(), "killed too late"
-        assert any((wd / "checkpoints" / model).iterdir())
-        if phase == "retrain":  # this run had resumed the search killed before
-            assert "autoheri_search: resuming from the checkpoint at step" in out
-    resumed = _run(repo, wd, devices, *extra)
-    assert "esmm: resuming from the checkpoint at step" in resumed.stdout
-    _assert_bitwise(_params(wd), _params(reference(repo, devices)))
+@pytest.mark.parametrize(
+    "devices", [pytest.param(d, marks=background.uses(j)) for d, j in STOPPED_TWICE.items()]
+)
+def test_killed_runs_resume_to_the_uninterrupted_result(devices):
+    """One workdir stopped twice: during the search, then (resumed) during retraining, each
+    time by SIGKILL; on one device the search is stopped by SIGTERM instead, which saves the
+    step it is at and exits 128 + 15 with the resume hint. The resumed run ends bitwise where
+    the uninterrupted run ends."""
+    facts = STOPPED_TWICE[devices].result()
+    for stop in facts["stops"]:
+        assert not stop["finished"], "killed too late"
+        assert stop["checkpoints"]
+        if stop["sig"] == signal.SIGTERM:
+            assert stop["code"] == 128 + signal.SIGTERM, stop["err"][-3000:]
+            assert "SIGTERM at step" in stop["err"]
+            assert "run the same command again" in stop["err"]
+            with Checkpointer(stop["snapshot"]) as ckpt:
+                assert ckpt.latest_step() >= stop["step"]  # saved where it stopped
+        else:
+            assert stop["code"] == -signal.SIGKILL
+        if stop["phase"] == "retrain":  # this run had resumed the search stopped before
+            assert "autoheri_search: resuming from the checkpoint at step" in stop["out"]
+    assert "esmm: resuming from the checkpoint at step" in facts["resumed"]
+    wd = facts["workdir"]
+    _assert_bitwise(_params(wd), _params(facts["reference"]))
     for model in ("autoheri_search", "esmm"):
         steps = [r["step"] for r in _records(wd) if r["model"] == model]
         assert steps == sorted(set(steps))  # re-logged steps replace the first telling
 
 
-@pytest.mark.slow
-def test_sigterm_saves_then_resumes(repo, tmp_path, reference):
-    wd = tmp_path / "term"
-    code, _, err = _kill_when(repo, wd, 1, "search", "autoheri_search", 10, sig=signal.SIGTERM)
-    assert code == 128 + signal.SIGTERM, err[-3000:]
-    assert "SIGTERM at step" in err and "run the same command again" in err
-    with Checkpointer(wd / "checkpoints" / "autoheri_search") as ckpt:
-        assert ckpt.latest_step() >= 10
-    _run(repo, wd, 1)
-    _assert_bitwise(_params(wd), _params(reference(repo, 1)))
-
-
-@pytest.mark.slow
-def test_eight_device_checkpoint_resumes_on_one_device(repo, tmp_path):
-    wd = tmp_path / "moved"
+@background.job
+def eight_devices_then_one(tmp: Path) -> dict:
+    """A sharded 8-device run killed during the search, resumed on one device."""
+    wd = tmp / "moved"
     extra = ("--set", "parallel.launcher=mesh", "--set", "parallel.shard_embeddings=true")
-    code, _, _ = _kill_when(repo, wd, 8, "search", "autoheri_search", 12, extra=extra)
-    assert code == -signal.SIGKILL
-    resumed = _run(repo, wd, 1, "--set", "parallel.launcher=single")
-    assert "resuming from the checkpoint" in resumed.stdout
-    res = json.loads((wd / "results.json").read_text())
+    code, _, _ = _kill_when(wd, 8, "search", "autoheri_search", KILL_FROM, extra=extra)
+    resumed = _run(wd, 1, "--set", "parallel.launcher=single")
+    return {"code": code, "resumed": resumed.stdout, "workdir": wd}
+
+
+@pytest.mark.slow
+@background.uses(eight_devices_then_one)
+def test_eight_device_checkpoint_resumes_on_one_device():
+    facts = eight_devices_then_one.result()
+    assert facts["code"] == -signal.SIGKILL
+    assert "resuming from the checkpoint" in facts["resumed"]
+    res = json.loads((facts["workdir"] / "results.json").read_text())
     assert set(res["models"]) == {"autoheri", "esmm"}
 
 

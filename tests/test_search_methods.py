@@ -75,8 +75,11 @@ def test_each_method_runs_end_to_end_and_records_how_it_decided(repo, tmp_path, 
         assert all("add_one" in c["ablation"] for c in saved["candidates"])
 
 
+# checkpoint.every_steps: one save per run, not one per 4 steps (the saves were two thirds of
+# the search's time; the kept edges and every score are the same either way)
 NULL_WORLD = ["data.world=null", "data.num_train=40000", "data.num_valid=8000",
-              "search.batch_size=512", "retrain.batch_size=512", "retrain.epochs=2"]  # fmt: skip
+              "search.batch_size=512", "retrain.batch_size=512", "retrain.epochs=2",
+              "checkpoint.every_steps=1000000"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -88,6 +91,8 @@ def test_the_masked_search_keeps_no_edge_in_a_null_world_in_most_seeds(repo, tmp
     nothing, so there a null world is not null and the search rightly keeps edges.)"""
     kept = []
     for seed in range(3):
+        if sum(k == 0 for k in kept) >= 2 or sum(k > 0 for k in kept) >= 2:
+            break  # the count is decided: the third seed cannot change it
         seeds = [f"data.seed={seed}", f"search.seed={seed}", f"retrain.seed={seed}",
                  f"edge_search.seed={seed}"]  # fmt: skip
         cfg = _smoke(repo, *NULL_WORLD, *seeds)

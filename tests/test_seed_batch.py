@@ -3,16 +3,17 @@ study run with --vmap-seeds, seed_runs.py)."""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from autoheri_jax.cli import main
 from autoheri_jax.config import ConfigError, SearchConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.train.loop import NonFiniteLossError, train
 from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
+from tests import background
 from tests.helpers import StopTraining, stop_at, tiny_spec
 
 CFG = SearchConfig(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=3,
@@ -82,15 +83,16 @@ def test_a_non_finite_seed_is_named():
                     progress=False)  # fmt: skip
 
 
-@pytest.mark.slow
-def test_study_with_vmapped_seeds_equals_seed_by_seed(repo, tmp_path, monkeypatch):
-    monkeypatch.chdir(repo)
-    smoke = repo / "experiments" / "configs" / "smoke.py"
+@background.job
+def tiny_studies(tmp: Path) -> Path:
+    """A 2-seed study of the smoke config run seed by seed (tmp/alone) and with vmapped seeds
+    (tmp/vmapped), each by `autoheri study` in its own process."""
+    smoke = background.REPO / "experiments" / "configs" / "smoke.py"
     # no validated selection: its batch would train ESMM as a lane (tests/test_lane_reuse.py)
     tiny = ["baselines=esmm", "data.num_train=1024", "checkpoint.every_steps=1000",
             "checkpoint.keep_best=false", "checkpoint.async_save=false",
             "edge_search.select=off"]  # fmt: skip
-    file = tmp_path / "tiny_study.py"
+    file = tmp / "tiny_study.py"
     file.write_text(
         "from autoheri_jax.config import load_config\n"
         "from autoheri_jax.study import Study\n\n\n"
@@ -99,12 +101,20 @@ def test_study_with_vmapped_seeds_equals_seed_by_seed(repo, tmp_path, monkeypatc
         "    return Study(name='tiny', base=base, arms={'a': []}, seeds=2,\n"
         "                 seed_modes=('data',))\n"
     )
-    results = {}
     for flag in ([], ["--vmap-seeds"]):
-        wd = tmp_path / ("vmapped" if flag else "alone")
-        args = ["study", "--config", str(file), "--workdir", str(wd), "--no-progress", *flag]
-        assert main(args) == 0
-        results[bool(flag)] = [
+        wd = tmp / ("vmapped" if flag else "alone")
+        background.cli("study", "--config", file, "--workdir", wd, "--no-progress", *flag)
+    return tmp
+
+
+@pytest.mark.slow
+@background.uses(tiny_studies)  # the studies run as a background job (tests/background.py)
+def test_study_with_vmapped_seeds_equals_seed_by_seed():
+    tmp_path = tiny_studies.result()
+    results = {}
+    for vmapped in (False, True):
+        wd = tmp_path / ("vmapped" if vmapped else "alone")
+        results[vmapped] = [
             json.loads((wd / "a" / f"dseed{k}" / "results.json").read_text()) for k in range(2)
         ]
     for alone, vmapped in zip(results[False], results[True], strict=True):

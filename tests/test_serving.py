@@ -20,7 +20,6 @@ import jax
 import numpy as np
 import pytest
 
-from autoheri_jax.cli import main
 from autoheri_jax.config import ModelConfig
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.network import init_params
@@ -60,16 +59,11 @@ def export_untrained(out, data, vocabs=None, seed=0, **model_kw):
     return spec, params
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """The smoke config run end to end, then `autoheri export` of its autoheri model."""
-    root = tmp_path_factory.mktemp("smoke")
-    wd, out = root / "wd", root / "export"
-    args = ["run", "--config", str(REPO / "experiments/configs/smoke.py"), "--workdir", str(wd),
-            "--no-progress"]  # fmt: skip
-    assert main(args) == 0
-    assert main(["export", "--workdir", str(wd), "--out", str(out)]) == 0
-    return wd, out
+@pytest.fixture
+def smoke(smoke_run):
+    """The smoke config run end to end, then `autoheri export` of its autoheri model (made once
+    per session, conftest.py): (workdir, export)."""
+    return smoke_run.workdir, smoke_run.export
 
 
 @pytest.mark.slow  # trains a model end to end

@@ -45,10 +45,9 @@ def test_a_signal_inside_a_deferred_block_is_raised_after_it():
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_the_final_save_exits_with_the_hint_and_resumes(
-    sig, tmp_path, monkeypatch, capsys
+    sig, tmp_path, monkeypatch, capsys, smoke_run
 ):
-    reference = tmp_path / "reference"
-    assert _run(reference) == 0
+    reference = smoke_run.workdir  # the same command, uninterrupted (conftest.py)
 
     original = artifacts.Workdir.save_params
     fired = []

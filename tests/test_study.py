@@ -8,7 +8,6 @@ from scipy import stats
 
 from autoheri_jax import phases
 from autoheri_jax import study as study_mod
-from autoheri_jax.cli import main
 from autoheri_jax.config import Config, ConfigError
 from autoheri_jax.study import (
     Study,
@@ -20,6 +19,7 @@ from autoheri_jax.study import (
     t_two_sided_p,
     write_summary,
 )
+from tests import background
 
 # A seconds-long run: 4 train steps per model, one checkpoint at the end.
 TINY = ["baselines=esmm", "data.num_train=1024", "checkpoint.every_steps=1000",
@@ -136,11 +136,12 @@ def test_every_study_file_loads_and_documents_its_command(path):
     assert "Expected" in doc
 
 
-@pytest.mark.slow
-def test_tiny_study_runs_then_resumes_without_rerunning(repo, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(repo)
-    smoke = repo / "experiments" / "configs" / "smoke.py"
-    file = tmp_path / "tiny_study.py"
+@background.job
+def tiny_study(tmp: Path) -> tuple[Path, Path, str]:
+    """`autoheri study` of a 2-arm study of the smoke config, 2 seeds: -> (its definition,
+    the workdir, what it printed)."""
+    smoke = background.REPO / "experiments" / "configs" / "smoke.py"
+    file = tmp / "tiny_study.py"
     file.write_text(
         "from autoheri_jax.config import load_config\n"
         "from autoheri_jax.study import Study\n\n\n"
@@ -150,10 +151,17 @@ def test_tiny_study_runs_then_resumes_without_rerunning(repo, tmp_path, monkeypa
         "            'strong': ['data.cascade_strength=0.9']}\n"
         "    return Study(name='tiny', base=base, arms=arms, seeds=5)\n"
     )
-    wd = tmp_path / "study"
-    args = ["study", "--config", str(file), "--workdir", str(wd), "--seeds", "2", "--no-progress"]
-    assert main(args) == 0
-    out = capsys.readouterr().out
+    wd = tmp / "study"
+    out = background.cli("study", "--config", file, "--workdir", wd, "--seeds", "2",
+                         "--no-progress")  # fmt: skip
+    return file, wd, out.stdout
+
+
+@pytest.mark.slow
+@background.uses(tiny_study)  # the study runs as a background job (tests/background.py)
+def test_tiny_study_runs_then_resumes_without_rerunning(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    file, wd, out = tiny_study.result()
     assert "[study] tiny: 4 runs done now, 0 found done" in out and "| strong | esmm | 2 |" in out
     for arm in ("weak", "strong"):
         for k in range(2):

@@ -6,6 +6,7 @@ usable as before: a corrected command then runs without --fresh.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -198,11 +199,12 @@ def test_a_second_writer_is_refused_while_the_first_finishes_unchanged(tmp_path,
 
 
 @pytest.mark.slow
-def test_export_refuses_an_unevaluated_model_unless_allowed(tmp_path, capsys):
+def test_export_refuses_an_unevaluated_model_unless_allowed(tmp_path, capsys, smoke_run):
     wd, out = tmp_path / "run", tmp_path / "export"
-    assert main(["search", "--config", SMOKE, "--workdir", str(wd), *QUIET]) == 0
-    assert main(["retrain", "--workdir", str(wd), "--no-progress"]) == 0
-    capsys.readouterr()
+    # searched and retrained, not evaluated: the shared smoke run (conftest.py) without the
+    # one file `autoheri evaluate` writes
+    shutil.copytree(smoke_run.workdir, wd)
+    (wd / "results.json").unlink()
     assert main(["export", "--workdir", str(wd), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "autoheri of" in err and "is unfinished" in err and "--allow-unfinished" in err
