@@ -140,11 +140,16 @@ def test_seeds_benchmark_smoke():
 DISPATCH_SMOKE = {(1, "host"), (4, "host"), (1, "device"), (4, "device")}
 
 
+@background.job
+def dispatch_smoke(tmp: Path) -> dict:
+    return _bench_json(tmp, "dispatch_throughput.py", "--smoke", "--ks", "1,4", "--steps", "4")
+
+
 @pytest.mark.slow
-def test_dispatch_throughput_smoke(repo, tmp_path):
+@background.uses(dispatch_smoke)
+def test_dispatch_throughput_smoke():
     """benchmarks/dispatch_throughput.py: every K x store through loop.train, positive rates."""
-    args = ("--smoke", "--ks", "1,4", "--steps", "4")
-    res = _bench_json(repo, tmp_path, "dispatch_throughput.py", *args)
+    res = dispatch_smoke.result()
     assert {(r["k"], r["store"]) for r in res["results"]} == DISPATCH_SMOKE
     assert all(r["steps_per_s"] > 0 and r["examples_per_s"] > 0 for r in res["results"])
 
