@@ -204,7 +204,20 @@ def study(tmp: Path, smoke: bool) -> dict:
     ]
     seconds = _cli(*args, *[x for s in sets for x in ("--set", s)])
     _print(f"study  {seeds_n} seeds x 2 arms (esmm + the search, vmapped seeds): {seconds:.1f} s")
-    return {"seeds": seeds_n, "arms": 2, "seconds": seconds}
+    # where a run's time goes (autoheri_jax/phases.py): what to move to the device next
+    summary = json.loads((tmp / "study" / "study.json").read_text())
+    by_arm = {
+        arm: a["cost"]["phases"]
+        for body in summary["modes"].values()
+        for arm, a in body["arms"].items()
+        if a["cost"].get("phases")
+    }
+    for arm, t in by_arm.items():
+        _print(
+            f"study  {arm}: mean seconds per run: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in t.items())
+        )
+    return {"seeds": seeds_n, "arms": 2, "seconds": seconds, "phases": by_arm}
 
 
 def main(argv=None) -> dict:

@@ -168,6 +168,8 @@ def test_device_check_smoke():
     assert "cuda" in res["export"]["platform"]  # lowered for the accelerator, scored here
     assert all(b["rows_per_s"] > 0 for b in res["export"]["batches"].values())
     assert res["study"]["seeds"] == 2 and res["study"]["seconds"] > 0
+    for t in res["study"]["phases"].values():  # each arm's time by phase, train included
+        assert set(t) >= {"data", "compile", "train", "evaluate"} and t["train"] > 0
 
 
 @pytest.mark.slow
