@@ -50,7 +50,7 @@ _WORKFLOW_ORDER = (("experiment",), ("evolution_run", "seed_runs"), ("exporting"
 _WORKFLOWS = tuple(m for group in _WORKFLOW_ORDER for m in group)
 _PACKAGES = ("config", "data", "model", "train", "search", "serving", "artifacts", "report")
 # the foundation: small modules every layer may use, which use no other module of the package
-FOUNDATION = ("rng", "progress", "metrics", "hashing", "workdir_lock", "safe_output")
+FOUNDATION = ("rng", "progress", "metrics", "hashing", "workdir_lock", "safe_output", "phases")
 for _name in FOUNDATION:
     FORBIDDEN[f"autoheri_jax.{_name}"] = tuple(
         f"autoheri_jax.{m}" for m in _PACKAGES + _WORKFLOWS + FOUNDATION if m != _name
