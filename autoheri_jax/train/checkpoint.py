@@ -236,7 +236,7 @@ def _leaf_names(tree: Any) -> list[tuple[str, Any]]:
 
 def _restore_target(abstract_state: Any) -> Any:
     """ShapeDtypeStructs with a sharding on every leaf (default: the first device)."""
-    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    default = jax.sharding.make_single_device_sharding(jax.devices()[0])
 
     def leaf(x: Any) -> jax.ShapeDtypeStruct:
         sharding = getattr(x, "sharding", None)

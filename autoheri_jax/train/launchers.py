@@ -49,7 +49,7 @@ class Launcher:
         )
 
     def _placement(self, leaf_spec: P) -> jax.sharding.Sharding:
-        return jax.sharding.SingleDeviceSharding(self.devices[0])
+        return jax.sharding.make_single_device_sharding(self.devices[0])
 
     def to_device(self, state: TrainState) -> TrainState:
         """Canonical state -> this launcher's layout."""
