@@ -145,27 +145,10 @@ def evidence_record(
     candidates = []
     for k, e in enumerate(edges):
         by, why = decided_by(per_edge[k], bool(kept[k]), evidence)
-        candidates.append(
-            CandidateEdge(
-                edge=e.name,
-                description=e.describe(task_names),
-                prob=None,
-                logit=None,
-                kept=bool(kept[k]),
-                evidence=per_edge[k],
-                decided_by=by,
-                why=why,
-            )
-        )
-    return ArchitectureRecord(
-        search_mode=mode,
-        search_method="masked",
-        threshold=evidence.threshold,
-        task_names=tuple(task_names),
-        candidates=tuple(candidates),
-        kept=tuple(c.edge for c in candidates if c.kept),
-        evidence=evidence,
-    )
+        candidates.append(_ungated(e, task_names, kept[k], evidence=per_edge[k], decided_by=by,
+                                   why=why))  # fmt: skip
+    return _ungated_record("masked", mode, evidence.threshold, task_names, candidates,
+                           evidence=evidence)  # fmt: skip
 
 
 def ablation_record(
@@ -181,27 +164,31 @@ def ablation_record(
     (no gate was learned)."""
     score = {c.name: c.score for c in judged.candidates}
     candidates = [
-        CandidateEdge(
-            edge=e.name,
-            description=e.describe(task_names),
-            prob=None,
-            logit=None,
-            kept=bool(kept[k]),
-            ablation=EdgeAblation(
-                add_one=score[f"only:{e.name}"] - score["none"],
-                drop_one=score["all"] - score[f"drop:{e.name}"],
-            ),
-        )
+        _ungated(e, task_names, kept[k], ablation=EdgeAblation(
+            add_one=score[f"only:{e.name}"] - score["none"],
+            drop_one=score["all"] - score[f"drop:{e.name}"],
+        ))
         for k, e in enumerate(edges)
-    ]
+    ]  # fmt: skip
+    return _ungated_record("ablation", mode, None, task_names, candidates, ablation=judged)
+
+
+def _ungated(edge: Edge, task_names: Sequence[str], kept, **judged) -> CandidateEdge:
+    """A candidate of a search without gates (masked, ablation): no probability or logit."""
+    return CandidateEdge(edge=edge.name, description=edge.describe(task_names), prob=None,
+                         logit=None, kept=bool(kept), **judged)  # fmt: skip
+
+
+def _ungated_record(method: str, mode: str, threshold: float | None, task_names: Sequence[str],
+                    candidates: list[CandidateEdge], **judged) -> ArchitectureRecord:  # fmt: skip
     return ArchitectureRecord(
         search_mode=mode,
-        search_method="ablation",
-        threshold=None,
+        search_method=method,
+        threshold=threshold,
         task_names=tuple(task_names),
         candidates=tuple(candidates),
         kept=tuple(c.edge for c in candidates if c.kept),
-        ablation=judged,
+        **judged,
     )
 
 
