@@ -80,15 +80,8 @@ def architecture_record(
         )
         for k, e in enumerate(edges)
     ]
-    return ArchitectureRecord(
-        search_mode=mode,
-        search_method=method,
-        threshold=threshold,
-        task_names=tuple(task_names),
-        candidates=tuple(candidates),
-        kept=tuple(c.edge for c in candidates if c.kept),
-        kept_ops=None if ops is None else tuple(c.op for c in candidates if c.kept),
-    )
+    kept_ops = None if ops is None else tuple(c.op for c in candidates if c.kept)
+    return _record(method, mode, threshold, task_names, candidates, kept_ops=kept_ops)
 
 
 def searched_architecture(
@@ -147,7 +140,7 @@ def evidence_record(
         by, why = decided_by(per_edge[k], bool(kept[k]), evidence)
         candidates.append(_ungated(e, task_names, kept[k], evidence=per_edge[k], decided_by=by,
                                    why=why))  # fmt: skip
-    return _ungated_record("masked", mode, evidence.threshold, task_names, candidates,
+    return _record("masked", mode, evidence.threshold, task_names, candidates,
                            evidence=evidence)  # fmt: skip
 
 
@@ -170,7 +163,7 @@ def ablation_record(
         ))
         for k, e in enumerate(edges)
     ]  # fmt: skip
-    return _ungated_record("ablation", mode, None, task_names, candidates, ablation=judged)
+    return _record("ablation", mode, None, task_names, candidates, ablation=judged)
 
 
 def _ungated(edge: Edge, task_names: Sequence[str], kept, **judged) -> CandidateEdge:
@@ -179,8 +172,8 @@ def _ungated(edge: Edge, task_names: Sequence[str], kept, **judged) -> Candidate
                          logit=None, kept=bool(kept), **judged)  # fmt: skip
 
 
-def _ungated_record(method: str, mode: str, threshold: float | None, task_names: Sequence[str],
-                    candidates: list[CandidateEdge], **judged) -> ArchitectureRecord:  # fmt: skip
+def _record(method: str | None, mode: str, threshold: float | None, task_names: Sequence[str],
+            candidates: list[CandidateEdge], **judged) -> ArchitectureRecord:  # fmt: skip
     return ArchitectureRecord(
         search_mode=mode,
         search_method=method,
