@@ -115,8 +115,14 @@ def _first_rows(data: CTRDataset, rows: int) -> CTRDataset:
 
 
 def _funnel_nll(entire: np.ndarray, labels: np.ndarray) -> float:
-    """Entire-space NLL summed over the stages (loop._valid_loss's figure)."""
+    """Entire-space NLL summed over the stages (the loss that also ranks checkpoints)."""
     return float(sum(nll(BinaryScores(entire[:, t], labels[:, t])) for t in range(labels.shape[1])))
+
+
+def funnel_loss(spec: ModelSpec, params: Params, data: CTRDataset, batch_size: int) -> float:
+    """The validation loss of one model's `params` on `data`: _funnel_nll of its predictions."""
+    entire = predict_dataset(spec, params, data, batch_size)[1]
+    return _funnel_nll(entire, np.asarray(data.labels))
 
 
 @functools.lru_cache(maxsize=8)
@@ -208,14 +214,10 @@ class EarlyStopper:
         if self.gates is not None:
             return gated_losses(self.spec, params, self.gates, self.valid, self.batch_size)
         if self.lanes:  # seed lanes: each its own split
-            out = []
-            for k, v in enumerate(self.valid):
-                lane = jax.tree.map(lambda x, k=k: x[k], params)
-                entire = predict_dataset(self.spec, lane, v, self.batch_size)[1]
-                out.append(_funnel_nll(entire, np.asarray(v.labels)))
-            return np.array(out)
-        entire = predict_dataset(self.spec, params, self.valid, self.batch_size)[1]
-        return np.array([_funnel_nll(entire, np.asarray(self.valid.labels))])
+            lane = lambda k: jax.tree.map(lambda x: x[k], params)
+            return np.array([funnel_loss(self.spec, lane(k), v, self.batch_size)
+                             for k, v in enumerate(self.valid)])  # fmt: skip
+        return np.array([funnel_loss(self.spec, params, self.valid, self.batch_size)])
 
     def check(self, step: int, params: Params) -> dict:
         """One validation check of the canonical `params`; -> fields for a single run's log

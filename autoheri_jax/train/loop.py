@@ -32,11 +32,10 @@ from autoheri_jax.config import (
 )
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
-from autoheri_jax.metrics import BinaryScores, nll
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.progress import Progress
 from autoheri_jax.train.checkpoint import Checkpointer
-from autoheri_jax.train.early_stopping import EarlyStopper, check_setup
+from autoheri_jax.train.early_stopping import EarlyStopper, check_setup, funnel_loss
 from autoheri_jax.train.lanes import (
     NonFiniteLossError,
     StackedSource,
@@ -48,7 +47,6 @@ from autoheri_jax.train.lanes import (
 )
 from autoheri_jax.train.multi_step import Dispatch
 from autoheri_jax.train.parallel import make_data_parallel
-from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.signals import SignalStop, TrainingInterrupted
 from autoheri_jax.train.step import TrainState
 
@@ -420,7 +418,4 @@ def _valid_loss(spec: ModelSpec, params, part: CTRDataset | None, batch_size: in
     """Entire-space NLL of `part` (see _scoring_rows), summed over the funnel's stages."""
     if part is None:
         return None
-    _, entire = predict_dataset(spec, params, part, batch_size)
-    labels = np.asarray(part.labels)
-    stages = [nll(BinaryScores(entire[:, t], labels[:, t])) for t in range(labels.shape[1])]
-    return {"valid_loss": float(sum(stages))}
+    return {"valid_loss": funnel_loss(spec, params, part, batch_size)}
