@@ -83,6 +83,27 @@ def test_platt_fit_recovers_a_known_map():
     assert a == pytest.approx(0.7, abs=0.03) and b == pytest.approx(-0.5, abs=0.03)
 
 
+@pytest.mark.parametrize("clicked", [37, 1024, 2500])  # under, at and between the row bucket
+def test_recalibration_fits_each_stage_on_the_rows_that_reached_its_parent(clicked):
+    """fit_recalibration hands a post-click stage only the clicked rows; the fit must equal
+    the weighted fit over every row (the weight-0 rows add nothing), mask by mask."""
+    rng = np.random.default_rng(clicked)
+    n, m = 6000, 3
+    labels = np.zeros((n, 3), np.float32)
+    labels[rng.choice(n, clicked, replace=False), 0] = 1
+    labels[:, 1] = labels[:, 0] * (rng.random(n) < 0.4)
+    labels[:, 2] = labels[:, 1] * (rng.random(n) < 0.5)
+    logits = rng.normal(-1, 1.5, (m, n, 3)).astype(np.float32)
+    got = np.asarray(evidence.fit_recalibration(jnp.asarray(logits), labels))
+    full = jax.vmap(evidence.platt_fit, in_axes=(0, None, None))
+    for t in (1, 2):
+        want = full(jnp.asarray(logits[:, :, t]), labels[:, t], labels[:, t - 1])
+        np.testing.assert_allclose(got[:, t], np.asarray(want), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got[:, 0], np.tile([0.0, 1.0], (m, 1)))
+    # the fits differ between masks, so a mix-up of masks and rows would show
+    assert np.ptp(got[:, 1, 1]) > 1e-3
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_contrast_masks_pair_each_edge_on_and_off_in_each_context(seed):
     m = evidence.contrast_masks(num_edges=5, contexts=3, keep_prob=0.5, seed=seed)
