@@ -108,3 +108,12 @@ def test_bypass_needs_three_stages():
         simulate_funnel(num_rows=10, seed=0, world="bypass")
     three = DataConfig(world="bypass", num_stages=3, stage_rates=(0.2, 0.15))
     assert three.world == "bypass"
+
+
+def test_additive_click_term_mixes_s_a_with_a_second_interaction():
+    h = hidden_terms(num_rows=50_000, seed=500, world="additive", **WORLD)
+    s_a, click, conversion = h["interactions"][0], h["offsets"][0], h["offsets"][1]
+    # the click term is std(s_a + s_b), s_b independent of s_a: about half of s_a's variance
+    # reaches the click output, so only layers that keep s_a apart carry it cleanly
+    assert 0.3 < _explained(click, s_a) < 0.7
+    assert np.corrcoef(conversion, s_a)[0, 1] > 0.5

@@ -22,6 +22,11 @@ sample:
            should help and no other edge should (the middle tower carries nothing either
            neighbour needs). Unlike the depth worlds, its answer is a quantity the click
            tower does learn (the bilinear s0; experiments/layer_probe.py).
+  additive click term std(s_a + s_b), both bilinear and both linear in the click logit (so,
+           unlike shallow's product, each gives the click tower a first-order signal to learn
+           it by); conversion c·s_a + sqrt(1 - c²)·s1: a click layer that holds s_a apart from
+           s_b hands over a clean s_a, a layer that has merged them a half-noisy one, so an
+           early source should win if the tower merges late.
   planted  a teacher click tower T_0..T_2 of random tanh layers (TEACHER_WIDTHS, gain
            TEACHER_GAIN) over [u, v, u⊙v] (the click stage's latent vectors), click term
            std(w·T_2); with data.planted_edge = "i->j", conversion c·std(F(T_i)) +
@@ -44,7 +49,7 @@ import math
 
 import numpy as np
 
-WORLDS = ("cascade", "shallow", "deep", "null", "planted", "bypass")
+WORLDS = ("cascade", "shallow", "deep", "null", "planted", "bypass", "additive")
 THREE_STAGE_WORLDS = ("cascade", "bypass")  # worlds defined for a 3-stage funnel
 TEACHER_WIDTHS = (16, 8, 4)  # the planted world's teacher click tower
 TEACHER_GAIN = 2.5  # std of a teacher pre-activation per unit input variance
@@ -128,6 +133,8 @@ def raw_terms(terms: WorldTerms, s: np.ndarray, u: np.ndarray, v: np.ndarray, ui
         return np.stack([layers[-1] @ terms.click_head, h @ terms.readout[-1]])
     d = u.shape[1]
     s_b = np.einsum("nd,nd->n", terms.other_user[uidx], terms.other_item[iidx]) / math.sqrt(d)
+    if terms.kind == "additive":
+        return np.stack([s[0] + s_b, s[0]])
     product = np.tanh(2.0 * s[0]) * np.tanh(2.0 * s_b)
     shared = s[0] if terms.kind == "shallow" else product  # deep (null ignores it)
     return np.stack([product, shared])
