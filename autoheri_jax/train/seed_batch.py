@@ -8,7 +8,7 @@ small steps into one step K times as wide, paid for once.
 What each seed keeps of its own run: its weight-init key and step keys (fold_in(rng, step)
 from its own TrainConfig.seed), and its own data order (each seed's `StepBatchSource`, from its
 own dataset and seed; with the data redrawn per seed each seed also reads its own rows). So
-seed k computes what `train(spec, cfgs[k], datas[k])` computes. The arithmetic is the same
+seed k computes what `train_model(spec, cfgs[k], datas[k])` computes. The arithmetic is the same
 per seed; XLA may order a vmapped reduction differently from an unbatched one, so results
 match separate runs within float rounding (tests/test_seed_batch.py), bitwise where it does
 not.
