@@ -135,7 +135,7 @@ def test_vmapped_seeds_stopped_midway_resume_to_the_same_state(tmp_path):
     """K seeds checkpoint together; a run stopped after step 6 and started again resumes at
     its checkpoint and ends bitwise where an uninterrupted run ends (one train_model() for both)."""
     from autoheri_jax.config import CheckpointConfig
-    from autoheri_jax.train.loop import Resumable, fingerprint
+    from autoheri_jax.train.checkpoint_hook import Resumable, seeds_fingerprint
 
     datas = [_data(s) for s in (0, 1)]
     spec = _spec(datas[0])
@@ -143,7 +143,7 @@ def test_vmapped_seeds_stopped_midway_resume_to_the_same_state(tmp_path):
     ck = CheckpointConfig(every_steps=2, keep=10, keep_best=False, async_save=False)
 
     def resumable(path):
-        return Resumable(path, ck, {"phase": "t"}, fingerprint(spec, cfgs))
+        return Resumable(path, ck, {"phase": "t"}, seeds_fingerprint(spec, cfgs))
 
     whole = train_seeds(spec, cfgs, datas, desc="t", progress=False)
 
@@ -161,5 +161,5 @@ def test_vmapped_seeds_stopped_midway_resume_to_the_same_state(tmp_path):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     with pytest.raises(Exception, match="seed"):  # another set of seeds is refused, by key
         other = [dataclasses.replace(c, seed=c.seed + 5) for c in cfgs]
-        moved = Resumable(tmp_path / "ck", ck, {}, fingerprint(spec, other))
+        moved = Resumable(tmp_path / "ck", ck, {}, seeds_fingerprint(spec, other))
         train_seeds(spec, other, datas, desc="t", progress=False, resumable=moved)

@@ -44,26 +44,28 @@ class Resumable:
     fingerprint: dict  # what must match for a checkpoint to be resumed (see fingerprint())
 
 
-def fingerprint(spec: ModelSpec, cfg: TrainConfig | Sequence[TrainConfig],
-                masks: np.ndarray | None = None) -> dict:  # fmt: skip
-    """Everything that fixes the state's shapes and the run's trajectory (of every lane):
-    one TrainConfig, or seed lanes' sequence of them; `masks` for architecture lanes."""
+def _train_fields(c: TrainConfig) -> dict:
+    # max_steps 0 (off) is left out, so checkpoints made before the field existed resume;
+    # so are the early-stop fields when it is off (on, log_every is its check interval)
+    fields, es = dataclasses.asdict(c), c.early_stop_patience > 0
+    return {k: v for k, v in fields.items()
+            if (k not in EXECUTION_FIELDS or (k == "log_every" and es))
+            and not (k == "max_steps" and v == 0)
+            and (es or not k.startswith("early_stop_"))}  # fmt: skip
 
-    def train_fields(c: TrainConfig) -> dict:
-        # max_steps 0 (off) is left out, so checkpoints made before the field existed resume;
-        # so are the early-stop fields when it is off (on, log_every is its check interval)
-        fields, es = dataclasses.asdict(c), c.early_stop_patience > 0
-        return {k: v for k, v in fields.items()
-                if (k not in EXECUTION_FIELDS or (k == "log_every" and es))
-                and not (k == "max_steps" and v == 0)
-                and (es or not k.startswith("early_stop_"))}  # fmt: skip
 
-    lanes = not isinstance(cfg, TrainConfig)
-    train_cfg = [train_fields(c) for c in cfg] if lanes else train_fields(cfg)
-    out = {"model": dataclasses.asdict(spec), "train": train_cfg}
+def fingerprint(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray | None = None) -> dict:
+    """Everything that fixes the state's shapes and the run's trajectory: of one model, or of
+    every architecture lane (`masks` [A, E])."""
+    out = {"model": dataclasses.asdict(spec), "train": _train_fields(cfg)}
     if masks is not None:
         out["masks"] = np.asarray(masks, np.float32).tolist()
     return out
+
+
+def seeds_fingerprint(spec: ModelSpec, cfgs: Sequence[TrainConfig]) -> dict:
+    """`fingerprint` of seed lanes: one set of TrainConfig fields per seed."""
+    return {"model": dataclasses.asdict(spec), "train": [_train_fields(c) for c in cfgs]}
 
 
 def scoring_rows(valid: CTRDataset | None, cfg: CheckpointConfig) -> CTRDataset | None:
