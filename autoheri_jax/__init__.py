@@ -27,6 +27,7 @@ _EXPORTS = {
     "load_config": ("autoheri_jax.config", "load_config"),
     "apply_overrides": ("autoheri_jax.config", "apply_overrides"),
     "train": ("autoheri_jax.train.loop", "train"),
+    "train_model": ("autoheri_jax.train.fit", "train_model"),
     "export": ("autoheri_jax.exporting", "export_workdir"),
     "load_exported": ("autoheri_jax.serving.runtime", "load"),
     "load_study": ("autoheri_jax.study", "load_study"),

@@ -74,7 +74,7 @@ def make_scorer(
     """mask -> (validation score, {"steps"}): trains the masked architecture from scratch."""
     from autoheri_jax.experiment import spec_for
     from autoheri_jax.model.variants import derived_model
-    from autoheri_jax.train.loop import train
+    from autoheri_jax.train.fit import train_model
 
     if data.valid.num_rows == 0:
         raise ConfigError("evolution scores candidates on the validation split, which is empty")
@@ -84,7 +84,7 @@ def make_scorer(
     def score(mask: Mask) -> tuple[float | None, dict]:
         kept = [e for e, on in zip(edges, mask, strict=True) if on]
         spec = spec_for(derived_model(cfg.model, kept), rows)
-        state, stats = train(
+        state, stats = train_model(
             spec, tcfg, rows, desc=f"evolve:{mask_bits(mask)}", progress=progress,
             parallel=cfg.parallel, valid=data.valid if tcfg.early_stop_patience else None,
         )  # fmt: skip

@@ -41,8 +41,9 @@ from autoheri_jax.search import architecture, evidence, selection
 from autoheri_jax.search.records import ArchitectureRecord
 from autoheri_jax.train.arch_batch import ground_truth_masks
 from autoheri_jax.train.early_stopping import lane_stats
+from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.lanes import unstack_tree
-from autoheri_jax.train.loop import Resumable, fingerprint, train
+from autoheri_jax.train.loop import Resumable, fingerprint
 from autoheri_jax.train.predict import predict_models
 from autoheri_jax.train.step import abstract_state, count_params, init_keys
 
@@ -94,7 +95,7 @@ def train_and_save(
         fingerprint=fingerprint(spec, tcfg),
     )
     try:
-        state, stats = train(
+        state, stats = train_model(
             spec,
             tcfg,
             data.train,

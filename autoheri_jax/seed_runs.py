@@ -24,7 +24,7 @@ from autoheri_jax.artifacts import model_files
 from autoheri_jax.config import Config
 from autoheri_jax.data.sources import Splits
 from autoheri_jax.progress import say
-from autoheri_jax.train.loop import Resumable, fingerprint
+from autoheri_jax.train.checkpoint_hook import Resumable, seeds_fingerprint
 from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
 from autoheri_jax.train.step import abstract_state, count_params
 
@@ -76,7 +76,7 @@ def _train_model(
             directory=group_dir,
             cfg=cfgs[runs[0]].checkpoint,
             extra={"phase": phase, "model": name, "seeds": [t.seed for t in lane_cfgs]},
-            fingerprint=fingerprint(spec, lane_cfgs),
+            fingerprint=seeds_fingerprint(spec, lane_cfgs),
         )
 
         def on_resume(step: int, loggers=loggers) -> None:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import measure
 
-from autoheri_jax.train.loop import train
+from autoheri_jax.train.fit import train_model
 
 STORES = {"host": "off", "device": "on"}
 
@@ -46,8 +46,8 @@ def bench_one(spec, tcfg, data, k: int, store: str, steps: int, log_every: int) 
                               log_every=log_every, max_steps=total, epochs=epochs)  # fmt: skip
     stamps = {}
     t0 = time.perf_counter()
-    train(spec, cfg, data, desc=f"K={k} {store}", progress=False,
-          on_log=lambda step, record: stamps.setdefault(step, time.perf_counter()))  # fmt: skip
+    stamp = lambda step, record: stamps.setdefault(step, time.perf_counter())
+    train_model(spec, cfg, data, desc=f"K={k} {store}", progress=False, on_log=stamp)
     first, last = min(stamps), max(stamps)
     seconds = stamps[last] - stamps[first]
     n = last - first

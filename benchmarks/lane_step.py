@@ -81,7 +81,7 @@ def main(argv=None) -> None:
         ]
         print(f"{count} architectures: guarded {ms[0]:.1f} ms, unguarded {ms[1]:.1f} ms a step")
     cfgs = [dataclasses.replace(cfg.retrain, seed=s) for s in range(args.seeds)]
-    lanes = seed_lanes(spec, cfgs)
+    lanes = seed_lanes(spec, cfgs, [data.train] * args.seeds)
     stacked = {k: np.stack([v] * args.seeds) for k, v in batch.items()}
     bare = jax.jit(unguarded(spec, cfgs[0], lanes.optimizer, 0, None), donate_argnums=0)
     ms = [

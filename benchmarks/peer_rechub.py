@@ -243,7 +243,7 @@ def run_project(s: dict, out: Path) -> dict:
     from autoheri_jax.data.sources import load_splits
     from autoheri_jax.experiment import spec_for
     from autoheri_jax.model.variants import VARIANTS
-    from autoheri_jax.train.loop import train
+    from autoheri_jax.train.fit import train_model
     from autoheri_jax.train.predict import predict_dataset
 
     compile_s = {"total": 0.0}
@@ -285,7 +285,9 @@ def run_project(s: dict, out: Path) -> dict:
         t1 = _now()
         spec = spec_for(model, splits.train)
         c0 = compile_s["total"]
-        state, stats = train(spec, tcfg, splits.train, desc=f"peer:{s['model']}", progress=False)
+        state, stats = train_model(
+            spec, tcfg, splits.train, desc=f"peer:{s['model']}", progress=False
+        )
         train_s = _now() - t1
         compile_train = compile_s["total"] - c0
 

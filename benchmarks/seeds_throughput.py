@@ -37,7 +37,7 @@ from autoheri_jax.data.pipeline import StepBatchSource, train_iterator  # noqa: 
 from autoheri_jax.data.sources import load_splits  # noqa: E402
 from autoheri_jax.experiment import spec_for  # noqa: E402
 from autoheri_jax.model.variants import VARIANTS  # noqa: E402
-from autoheri_jax.train.loop import train  # noqa: E402
+from autoheri_jax.train.fit import train_model  # noqa: E402
 from autoheri_jax.train.optim import make_optimizer  # noqa: E402
 from autoheri_jax.train.seed_batch import StackedSource, make_seed_step, stack_trees, train_seeds  # noqa: E402
 from autoheri_jax.train.step import init_state, make_update_fn  # noqa: E402
@@ -92,7 +92,7 @@ def bench_model(name: str, spec, tcfg, datas, ks, steps: int) -> dict:
 def end_to_end(spec, tcfg, datas, k: int) -> dict:
     cfgs = [dataclasses.replace(tcfg, seed=s) for s in range(k)]
     t0 = time.perf_counter()
-    train(spec, cfgs[0], datas[0], desc="one", progress=False)
+    train_model(spec, cfgs[0], datas[0], desc="one", progress=False)
     one = time.perf_counter() - t0
     t0 = time.perf_counter()
     train_seeds(spec, cfgs, datas[:k], desc="vmapped", progress=False)

@@ -41,7 +41,7 @@ from autoheri_jax.model.gates import edge_probabilities
 from autoheri_jax.model.losses import entire_space_bce
 from autoheri_jax.model.network import forward
 from autoheri_jax.search import evidence
-from autoheri_jax.train.loop import train
+from autoheri_jax.train.fit import train_model
 
 BASE = Path(__file__).resolve().parent / "configs" / "study_base.py"
 MASKED_RULES = {
@@ -107,7 +107,7 @@ def world(cascade: float, seed: int, overrides: list[str], batches: int) -> dict
 
 
 def _train(spec, cfg, data):
-    return train(spec, cfg, data, desc="gate evidence", progress=False)
+    return train_model(spec, cfg, data, desc="gate evidence", progress=False)
 
 
 def summarize(worlds: list[dict]) -> dict:

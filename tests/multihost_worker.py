@@ -25,10 +25,10 @@ def main() -> None:
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
     from helpers import parallel_setup
 
-    from autoheri_jax.train.loop import train
+    from autoheri_jax.train.fit import train_model
 
     data, spec, cfg = parallel_setup(True)
-    state, stats = train(spec, cfg, data, desc=f"p{pid}", progress=False, parallel=pcfg)
+    state, stats = train_model(spec, cfg, data, desc=f"p{pid}", progress=False, parallel=pcfg)
     params = jax.tree.map(
         lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x, tiled=True)),
         state.params,

@@ -17,7 +17,7 @@ from helpers import parallel_setup, use_test_compilation_cache
 
 from autoheri_jax.config import ModelConfig, ParallelConfig, SearchConfig
 from autoheri_jax.model.build import build_spec
-from autoheri_jax.train.loop import train
+from autoheri_jax.train.fit import train_model
 
 # Why a tolerance and not bitwise equality: 8 devices sum the same gradient terms in another
 # order (per-device means, then a cross-device mean) than one device does, and float32
@@ -31,7 +31,7 @@ _setup = parallel_setup  # (data, spec, cfg): 12 batches of a small funnel, the 
 
 
 def _train(data, spec, cfg, **parallel):
-    state, stats = train(
+    state, stats = train_model(
         spec, cfg, data, desc="p", progress=False, parallel=ParallelConfig(**parallel)
     )
     assert (

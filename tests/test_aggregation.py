@@ -15,7 +15,7 @@ from autoheri_jax.model.network import forward, init_params
 from autoheri_jax.model.variants import derived_model
 from autoheri_jax.search import architecture
 from autoheri_jax.search.architecture import derive_edges, derive_ops
-from autoheri_jax.train.loop import train
+from autoheri_jax.train.fit import train_model
 from tests.helpers import VOCABS, tiny_batch, tiny_spec
 
 FAST = SearchConfig(
@@ -115,7 +115,7 @@ def test_each_operator_trains(agg):
     data = _data()
     spec = _spec(data, edge_mode="hierarchical", aggregation=agg)
     records = []
-    state, _ = train(
+    state, _ = train_model(
         spec, FAST, data, desc=agg, progress=False, on_log=lambda s, r: records.append(r)
     )
     assert records[-1]["loss"] < 0.8 * records[0]["loss"]
@@ -129,7 +129,7 @@ def test_search_derives_argmax_ops_and_the_derived_model_runs():
     data = _data(2000)
     model = ModelConfig(embed_dim=4, hidden=(16, 8), aggregation="search")
     spec = build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)
-    state, _ = train(spec, FAST, data, desc="search", progress=False)
+    state, _ = train_model(spec, FAST, data, desc="search", progress=False)
     params = jax.device_get(state.params)
     # force a known preference on two edges, then derive
     logits = np.array(params["arch"]["op_logits"])
@@ -169,7 +169,7 @@ def test_search_derives_argmax_ops_and_the_derived_model_runs():
     assert "arch" not in dparams
     out = forward(dparams, dspec, data.batch(np.arange(64)))
     assert out.shape == (64, 2) and np.all(np.isfinite(out))
-    train(dspec, dataclasses.replace(FAST, epochs=1), data, desc="derived", progress=False)
+    train_model(dspec, dataclasses.replace(FAST, epochs=1), data, desc="derived", progress=False)
 
 
 def test_fixed_edge_ops_parse_and_reject():

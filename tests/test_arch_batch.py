@@ -15,7 +15,7 @@ from autoheri_jax.train.arch_batch import (
     ground_truth_masks,
     train_architectures,
 )
-from autoheri_jax.train.loop import train
+from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.predict import make_predict_fn
 from tests.helpers import StopTraining, stop_at, tiny_funnel
 
@@ -50,7 +50,7 @@ def test_vmapped_architectures_equal_separate_derived_runs():
         alone_spec = build_spec(
             derived_model(MODEL, kept), train_rows.vocab_sizes, train_rows.num_dense, 2
         )
-        alone, _ = train(alone_spec, CFG, train_rows, desc=names[pick[a]], progress=False)
+        alone, _ = train_model(alone_spec, CFG, train_rows, desc=names[pick[a]], progress=False)
         batch = test_rows.batch(np.arange(test_rows.num_rows))
         batch.pop("labels")
         cond, _ = make_predict_fn(alone_spec)(alone.params, batch)
@@ -99,11 +99,13 @@ def test_architecture_batch_stopped_midway_resumes_to_the_same_state(tmp_path):
     whole, _ = train_architectures(spec, cfg, train_rows, masks, desc="t")
 
     with pytest.raises(StopTraining):
-        train(spec, cfg, train_rows, desc="t", progress=False, masks=masks,
-              on_log=[None, stop_at(6), None], resumable=resumable(masks))  # fmt: skip
+        train_architectures(spec, cfg, train_rows, masks, desc="t", progress=False,
+                            on_log=[None, stop_at(6), None],
+                            resumable=resumable(masks))  # fmt: skip
     resumed_at = []
-    again, stats = train(spec, cfg, train_rows, desc="t", progress=False, masks=masks,
-                         resumable=resumable(masks), on_resume=resumed_at.append)  # fmt: skip
+    again, stats = train_architectures(spec, cfg, train_rows, masks, desc="t", progress=False,
+                                       resumable=resumable(masks),
+                                       on_resume=resumed_at.append)  # fmt: skip
     assert resumed_at == [4] and stats["resumed_at"] == 4 and stats["architectures"] == 3
     for x, y in zip(jax.tree.leaves(again), jax.tree.leaves(whole), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -16,7 +16,8 @@ from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.data.sources import Splits
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
-from autoheri_jax.train.loop import Resumable, fingerprint, train
+from autoheri_jax.train.fit import train_model
+from autoheri_jax.train.loop import Resumable, fingerprint
 from autoheri_jax.train.step import abstract_state
 
 ROWS, BATCH, EVERY = 512, 64, 3  # 8 steps: checkpoints at 3, 6 and 8 (the final save)
@@ -38,8 +39,8 @@ def _ckpt_cfg(**kw) -> CheckpointConfig:
 def _train(directory: Path, data, spec, cfg, resumed: list | None = None):
     r = Resumable(directory, _ckpt_cfg(), {"phase": "search"}, fingerprint(spec, cfg))
     on_resume = None if resumed is None else resumed.append
-    return train(spec, cfg, data.train, desc="t", progress=False, resumable=r,
-                 on_resume=on_resume)  # fmt: skip
+    return train_model(spec, cfg, data.train, desc="t", progress=False, resumable=r,
+                       on_resume=on_resume)  # fmt: skip
 
 
 def _assert_bitwise(a, b) -> None:

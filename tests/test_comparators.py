@@ -17,7 +17,7 @@ from autoheri_jax.model.funnel_families import esm2_log_paths, gru_cell, log1mex
 from autoheri_jax.model.losses import stage_probabilities
 from autoheri_jax.model.network import forward_outputs, init_params
 from autoheri_jax.model.variants import VARIANTS
-from autoheri_jax.train.loop import train
+from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.optim import param_labels
 from autoheri_jax.train.predict import make_predict_fn
 from tests.helpers import VOCABS, tiny_batch, tiny_funnel
@@ -250,7 +250,7 @@ def test_comparator_learns_the_funnel(name):
     )
     cfg = TrainConfig(epochs=2, batch_size=128, lr=1e-2, log_every=8)
     records = []
-    state, _ = train(
+    state, _ = train_model(
         spec, cfg, tr, desc=name, progress=False, on_log=lambda s, r: records.append(r)
     )
     first, last = sum(records[0]["stage_bce"]), sum(records[-1]["stage_bce"])

@@ -17,7 +17,8 @@ from autoheri_jax.config import CheckpointConfig, ConfigError, ModelConfig, Trai
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.train import early_stopping as es
 from autoheri_jax.train.arch_batch import ground_truth_masks, train_architectures
-from autoheri_jax.train.loop import Resumable, fingerprint, train
+from autoheri_jax.train.fit import train_model
+from autoheri_jax.train.loop import Resumable, fingerprint
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.seed_batch import train_seeds
 from tests.helpers import StopTraining, stop_at, tiny_funnel
@@ -72,7 +73,7 @@ def test_config_validates_the_early_stop_fields_and_a_run_needs_validation_rows(
             TrainConfig(early_stop_patience=1, **other)
     train_rows, _ = _problem()
     with pytest.raises(ConfigError, match="early_stop_patience=2 needs validation rows"):
-        train(_spec(), CFG, train_rows, desc="t", progress=False)
+        train_model(_spec(), CFG, train_rows, desc="t", progress=False)
 
 
 def test_a_single_run_stops_after_patience_checks_and_returns_its_best_weights():
@@ -83,8 +84,8 @@ def test_a_single_run_stops_after_patience_checks_and_returns_its_best_weights()
     def on_log(step, record):
         logged.append((step, record["early_stop_valid_loss"]))
 
-    state, stats = train(spec, CFG, train_rows, desc="t", progress=False, valid=valid,
-                         on_log=on_log)  # fmt: skip
+    state, stats = train_model(spec, CFG, train_rows, desc="t", progress=False, valid=valid,
+                               on_log=on_log)  # fmt: skip
     rec = stats["early_stop"]
     total = 8 * 600 // 100
     assert rec["stopped_at"] is not None and rec["stopped_at"] < total, rec
@@ -103,8 +104,8 @@ def test_off_trains_as_before_and_keeps_the_old_fingerprint():
     train_rows, valid = _problem()
     spec = _spec(edge_mode="none")
     off = dataclasses.replace(CFG, epochs=1, early_stop_patience=0)
-    a, stats = train(spec, off, train_rows, desc="t", progress=False)
-    b, _ = train(spec, off, train_rows, desc="t", progress=False, valid=valid)
+    a, stats = train_model(spec, off, train_rows, desc="t", progress=False)
+    b, _ = train_model(spec, off, train_rows, desc="t", progress=False, valid=valid)
     _equal(a, b)
     assert "early_stop" not in stats and stats["steps"] == 6
     # checkpoints made before the fields existed still resume: off adds nothing to it
@@ -112,7 +113,7 @@ def test_off_trains_as_before_and_keeps_the_old_fingerprint():
                    for k in fingerprint(spec, off)["train"])  # fmt: skip
     # a patience never exhausted trains the same steps: only the params (the best) differ
     never = dataclasses.replace(off, early_stop_patience=100)
-    c, stats = train(spec, never, train_rows, desc="t", progress=False, valid=valid)
+    c, stats = train_model(spec, never, train_rows, desc="t", progress=False, valid=valid)
     assert stats["early_stop"]["stopped_at"] is None
     _equal(a._replace(params=None), c._replace(params=None))
     if stats["early_stop"]["best_step"] == 6:
@@ -166,19 +167,25 @@ def test_a_run_stopped_midway_resumes_to_the_uninterrupted_result(tmp_path, lane
     masks = ground_truth_masks(spec.edges)[1][[0, 1]] if lanes else None
     ck = CheckpointConfig(every_steps=10, keep=10, keep_best=False, async_save=False)
     fp = fingerprint(spec, CFG, masks)
-    kw = {"desc": "t", "progress": False, "valid": valid, "masks": masks}
-    whole, whole_stats = train(spec, CFG, train_rows, **kw)
+
+    def run(**kw):
+        kw = {"desc": "t", "progress": False, "valid": valid, **kw}
+        if lanes:
+            return train_architectures(spec, CFG, train_rows, masks, **kw)
+        return train_model(spec, CFG, train_rows, **kw)
+
+    whole, whole_stats = run()
     kill = 15  # the earliest step a run can stop at (a check at 5, then 2 worse ones)
     on_log = [stop_at(kill), None] if lanes else stop_at(kill)
     r = Resumable(tmp_path / "ck", ck, {"phase": "t"}, fp)
     with pytest.raises(StopTraining):
-        train(spec, CFG, train_rows, resumable=r, on_log=on_log, **kw)
-    again, stats = train(spec, CFG, train_rows, resumable=r, **kw)
+        run(resumable=r, on_log=on_log)
+    again, stats = run(resumable=r)
     assert stats["resumed_at"] == 10
     assert stats["early_stop"] == whole_stats["early_stop"]
     _equal(again, whole)
     # a finished (stopped) run resumes to itself without training further
-    third, stats = train(spec, CFG, train_rows, resumable=r, **kw)
+    third, stats = run(resumable=r)
     _equal(third, whole)
 
 

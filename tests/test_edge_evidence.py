@@ -13,7 +13,7 @@ from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import incoming
 from autoheri_jax.search import evidence
 from autoheri_jax.search.records import Comparison, ScoredCandidate, Selection
-from autoheri_jax.train.loop import train
+from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.step import step_edge_mask
 from tests.helpers import tiny_funnel
 
@@ -163,7 +163,7 @@ def supernet():
     model = ModelConfig(embed_dim=4, hidden=(8, 6), searched=False)
     spec = build_spec(model, train_rows.vocab_sizes, train_rows.num_dense, 2)
     cfg = TrainConfig(epochs=2, batch_size=128, lr=1e-2, edge_keep_prob=0.5, log_every=10)
-    state, _ = train(spec, cfg, train_rows, desc="supernet", progress=False)
+    state, _ = train_model(spec, cfg, train_rows, desc="supernet", progress=False)
     return spec, state.params, valid
 
 

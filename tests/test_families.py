@@ -31,7 +31,7 @@ from autoheri_jax.model.losses import (
 from autoheri_jax.model.network import forward, init_params
 from autoheri_jax.model.variants import VARIANTS
 from autoheri_jax.search.records import ArchitectureRecord
-from autoheri_jax.train.loop import train
+from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.optim import param_labels
 from tests.helpers import VOCABS, tiny_batch, tiny_funnel
 
@@ -105,7 +105,7 @@ def test_family_learns_the_funnel(name, stages):
     tr, te = tiny_funnel(stages)
     spec = build_spec(_model(name), tr.vocab_sizes, tr.num_dense, tr.num_stages)
     records = []
-    state, _ = train(
+    state, _ = train_model(
         spec, FAST, tr, desc=name, progress=False, on_log=lambda s, r: records.append(r)
     )
     assert records[-1]["loss"] < 0.9 * records[0]["loss"], (records[0], records[-1])

@@ -15,7 +15,7 @@ from autoheri_jax.model.blocks import heads_apply, heads_init, mlp_apply, mlp_in
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.families import Family, family_task_loss
 from autoheri_jax.model.network import forward_outputs, init_params
-from autoheri_jax.train.loop import train
+from autoheri_jax.train.fit import train_model
 from tests.helpers import tiny_funnel
 
 
@@ -72,7 +72,7 @@ def test_a_registered_family_trains(toy):
     spec = build_spec(toy, tr.vocab_sizes, tr.num_dense, tr.num_stages)
     records = []
     cfg = TrainConfig(epochs=2, batch_size=128, lr=1e-2, log_every=8)
-    state, _ = train(spec, cfg, tr, desc="toy", progress=False,
-                     on_log=lambda s, r: records.append(r))  # fmt: skip
+    state, _ = train_model(spec, cfg, tr, desc="toy", progress=False,
+                           on_log=lambda s, r: records.append(r))  # fmt: skip
     assert records[-1]["loss"] < 0.9 * records[0]["loss"]
     assert set(state.params["towers"]) == {"tower", "head"}

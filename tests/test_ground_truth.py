@@ -10,7 +10,6 @@ import pytest
 
 from autoheri_jax.config import load_config
 from autoheri_jax.study import Study
-from autoheri_jax.train import loop
 from tests.helpers import StopTraining, load_script, stop_at
 
 TINY_WORLD = [
@@ -31,8 +30,9 @@ def test_a_stopped_world_seed_resumes_to_the_unbroken_record(repo, tmp_path, mon
 
     def crashing(spec, cfg, data, masks, *, desc, progress, resumable):
         hooks = [stop_at(6)] + [None] * (len(masks) - 1)
-        return loop.train(spec, cfg, data, desc=desc, progress=progress, masks=masks,
-                          on_log=hooks, resumable=resumable)  # fmt: skip
+        return real(
+            spec, cfg, data, masks, desc=desc, progress=progress, on_log=hooks, resumable=resumable
+        )
 
     monkeypatch.setattr(gt, "train_architectures", crashing)
     with pytest.raises(StopTraining):

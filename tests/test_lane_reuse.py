@@ -92,11 +92,11 @@ def _cfg(repo, *overrides):
     return load_config(repo / "experiments" / "configs" / "smoke.py", [*quick, *overrides])
 
 
-REAL = {"train": experiment.train, "batch": selection.train_architectures}
+REAL = {"train": experiment.train_model, "batch": selection.train_architectures}
 
 
 class Trainings:
-    """Counts the trainings of a run: single runs (experiment.train, by desc) and architecture
+    """Counts the trainings of a run: single runs (experiment.train_model, by desc) and architecture
     batches (selection.train_architectures), keeping each batch's trained params and stats."""
 
     def __init__(self, monkeypatch):
@@ -112,7 +112,7 @@ class Trainings:
             self.batches.append((spec, jax.device_get(state.params), stats))
             return state, stats
 
-        monkeypatch.setattr(experiment, "train", train)
+        monkeypatch.setattr(experiment, "train_model", train)
         monkeypatch.setattr(selection, "train_architectures", batch)
 
 

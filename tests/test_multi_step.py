@@ -27,7 +27,8 @@ from autoheri_jax.data.pipeline import StepBatchSource
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.train.arch_batch import train_architectures
-from autoheri_jax.train.loop import Resumable, fingerprint, train
+from autoheri_jax.train.fit import train_model
+from autoheri_jax.train.loop import Resumable, fingerprint
 from autoheri_jax.train.seed_batch import train_seeds
 from autoheri_jax.train.signals import TrainingInterrupted
 from tests.helpers import toy_dataset
@@ -52,8 +53,8 @@ def _spec(data, model=MODEL):
 
 def _run(spec, cfg, data, **kw):
     records = []
-    state, stats = train(spec, cfg, data, desc="t", progress=False,
-                         on_log=lambda s, r: records.append(r), **kw)  # fmt: skip
+    state, stats = train_model(spec, cfg, data, desc="t", progress=False,
+                               on_log=lambda s, r: records.append(r), **kw)  # fmt: skip
     strip = lambda r: {k: v for k, v in r.items() if k != "examples_per_s"}
     return jax.device_get(state), [strip(r) for r in records], stats
 
@@ -144,8 +145,8 @@ def test_a_run_stopped_at_a_dispatch_boundary_resumes_to_the_uninterrupted_resul
 
     ck = tmp_path / "b"
     with pytest.raises(TrainingInterrupted, match="at step 8"):
-        train(spec, cfg, data, desc="t", progress=False, on_log=sigterm_at_8,
-              resumable=_resumable(ck, spec, cfg))  # fmt: skip
+        train_model(spec, cfg, data, desc="t", progress=False, on_log=sigterm_at_8,
+                    resumable=_resumable(ck, spec, cfg))  # fmt: skip
     resumed, records, stats = _run(spec, cfg, data, resumable=_resumable(ck, spec, cfg))
     assert stats["resumed_at"] == 8
     assert records == whole_records[2:]  # steps 12 and 16
@@ -193,8 +194,8 @@ def test_checkpoint_interval_must_be_a_multiple_of_k(data, tmp_path):
     cfg = dataclasses.replace(CFG, steps_per_dispatch=4)
     ck = CheckpointConfig(every_steps=6, keep_best=False)
     with pytest.raises(ConfigError, match="every_steps=6 .* steps_per_dispatch=4"):
-        train(spec, cfg, data, desc="t", progress=False,
-              resumable=Resumable(tmp_path, ck, {}, fingerprint(spec, cfg)))  # fmt: skip
+        train_model(spec, cfg, data, desc="t", progress=False,
+                    resumable=Resumable(tmp_path, ck, {}, fingerprint(spec, cfg)))  # fmt: skip
     assert isinstance(Config(), Config)  # the defaults (K = 1) pass
 
 
@@ -202,11 +203,11 @@ def test_unsupported_launchers_refuse_by_name(data):
     spec = _spec(data)
     mesh = ParallelConfig(launcher="mesh", num_devices=1)
     with pytest.raises(ConfigError, match="steps_per_dispatch=4.*mesh launcher"):
-        train(spec, dataclasses.replace(CFG, steps_per_dispatch=4), data, desc="t",
-              progress=False, parallel=mesh)  # fmt: skip
+        train_model(spec, dataclasses.replace(CFG, steps_per_dispatch=4), data, desc="t",
+                    progress=False, parallel=mesh)  # fmt: skip
     with pytest.raises(ConfigError, match="device_resident=on.*mesh launcher"):
-        train(spec, dataclasses.replace(CFG, device_resident="on"), data, desc="t",
-              progress=False, parallel=mesh)  # fmt: skip
+        train_model(spec, dataclasses.replace(CFG, device_resident="on"), data, desc="t",
+                    progress=False, parallel=mesh)  # fmt: skip
     on = dataclasses.replace(CFG, device_resident="on")
     with pytest.raises(ConfigError, match="device_resident=on.*vmapped seeds"):
         train_seeds(spec, [on, dataclasses.replace(on, seed=1)], [data, data], desc="s",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from autoheri_jax.config import ParallelConfig
-from autoheri_jax.train.loop import train
+from autoheri_jax.train.fit import train_model
 from tests import background
 from tests.helpers import child_env, parallel_setup
 
@@ -83,7 +83,7 @@ def test_two_processes_on_localhost_agree_with_one():
     data, spec, cfg = parallel_setup(True)
     pcfg = ParallelConfig(launcher="mesh", num_processes=1, process_id=0,
                           coordinator="127.0.0.1:0", cpu_collectives="gloo")  # fmt: skip
-    state, stats = train(spec, cfg, data, desc="p0", progress=False, parallel=pcfg)
+    state, stats = train_model(spec, cfg, data, desc="p0", progress=False, parallel=pcfg)
     assert stats["devices"] == 1
     one = {jax.tree_util.keystr(k): np.asarray(v)
            for k, v in jax.tree_util.tree_leaves_with_path(state.params)}  # fmt: skip

@@ -22,7 +22,8 @@ from autoheri_jax.config import CheckpointConfig, ModelConfig, SearchConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
-from autoheri_jax.train.loop import NonFiniteLossError, Resumable, fingerprint, train
+from autoheri_jax.train.fit import train_model
+from autoheri_jax.train.loop import NonFiniteLossError, Resumable, fingerprint
 from tests import background
 from tests.helpers import child_env
 
@@ -210,27 +211,28 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     dense[row] = np.nan
     poisoned = dataclasses.replace(data, dense=dense)
     with pytest.raises(NonFiniteLossError, match=f"step {bad_step} "):
-        train(spec, cfg, poisoned, desc="x", progress=False,
-              resumable=_resumable(tmp_path / "ck", spec, cfg))  # fmt: skip
+        train_model(spec, cfg, poisoned, desc="x", progress=False,
+                    resumable=_resumable(tmp_path / "ck", spec, cfg))  # fmt: skip
     with Checkpointer(tmp_path / "ck") as ckpt:
         assert ckpt.latest_step() == bad_step  # state after the last good update
 
 
 def test_checkpoint_of_another_config_is_refused_naming_the_key(tmp_path):
     data, spec, cfg = _tiny(256)
-    train(spec, cfg, data, desc="a", progress=False,
-          resumable=_resumable(tmp_path / "ck", spec, cfg, every=2))  # fmt: skip
+    train_model(spec, cfg, data, desc="a", progress=False,
+                resumable=_resumable(tmp_path / "ck", spec, cfg, every=2))  # fmt: skip
     other = dataclasses.replace(cfg, lr=5e-3)
     with pytest.raises(CheckpointError, match="lr"):
-        train(spec, other, data, desc="b", progress=False,
-              resumable=_resumable(tmp_path / "ck", spec, other, every=2))  # fmt: skip
+        train_model(spec, other, data, desc="b", progress=False,
+                    resumable=_resumable(tmp_path / "ck", spec, other, every=2))  # fmt: skip
 
 
 def test_a_finished_checkpoint_resumes_to_the_same_state(tmp_path):
     data, spec, cfg = _tiny(512)
-    first, _ = train(spec, cfg, data, desc="a", progress=False,
-                     resumable=_resumable(tmp_path / "ck", spec, cfg, every=3))  # fmt: skip
-    again, stats = train(spec, cfg, data, desc="b", progress=False,
-                         resumable=_resumable(tmp_path / "ck", spec, cfg, every=3))  # fmt: skip
+    first, _ = train_model(spec, cfg, data, desc="a", progress=False,
+                           resumable=_resumable(tmp_path / "ck", spec, cfg, every=3))  # fmt: skip
+    resumable = _resumable(tmp_path / "ck", spec, cfg, every=3)
+    again, stats = train_model(spec, cfg, data, desc="b", progress=False,
+                               resumable=resumable)  # fmt: skip
     assert stats["resumed_at"] == 512 // 64
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(first), jax.device_get(again))

@@ -11,7 +11,8 @@ import pytest
 
 from autoheri_jax.config import ConfigError, SearchConfig
 from autoheri_jax.data.simulator import simulate_funnel
-from autoheri_jax.train.loop import NonFiniteLossError, train
+from autoheri_jax.train.fit import train_model
+from autoheri_jax.train.loop import NonFiniteLossError
 from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
 from tests import background
 from tests.helpers import StopTraining, stop_at, tiny_spec
@@ -45,8 +46,8 @@ def test_vmapped_seeds_equal_separate_runs():
     batched = train_seeds(spec, cfgs, datas, desc="t", on_logs=on_logs, progress=False)
     for k, (cfg, data) in enumerate(zip(cfgs, datas, strict=True)):
         alone_logs = []
-        state, _ = train(spec, cfg, data, desc="t", progress=False,
-                         on_log=lambda s, r, logs=alone_logs: logs.append(r))  # fmt: skip
+        state, _ = train_model(spec, cfg, data, desc="t", progress=False,
+                               on_log=lambda s, r, logs=alone_logs: logs.append(r))  # fmt: skip
         got, stats = batched[k]
         assert int(got.step) == int(state.step) == 10 and stats["vmapped_seeds"] == 3
         for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(state.params), strict=True):
@@ -132,9 +133,9 @@ def test_study_with_vmapped_seeds_equals_seed_by_seed():
 @pytest.mark.slow
 def test_vmapped_seeds_stopped_midway_resume_to_the_same_state(tmp_path):
     """K seeds checkpoint together; a run stopped after step 6 and started again resumes at
-    its checkpoint and ends bitwise where an uninterrupted run ends (one train() for both)."""
+    its checkpoint and ends bitwise where an uninterrupted run ends (one train_model() for both)."""
     from autoheri_jax.config import CheckpointConfig
-    from autoheri_jax.train.loop import Resumable, fingerprint
+    from autoheri_jax.train.checkpoint_hook import Resumable, seeds_fingerprint
 
     datas = [_data(s) for s in (0, 1)]
     spec = _spec(datas[0])
@@ -142,7 +143,7 @@ def test_vmapped_seeds_stopped_midway_resume_to_the_same_state(tmp_path):
     ck = CheckpointConfig(every_steps=2, keep=10, keep_best=False, async_save=False)
 
     def resumable(path):
-        return Resumable(path, ck, {"phase": "t"}, fingerprint(spec, cfgs))
+        return Resumable(path, ck, {"phase": "t"}, seeds_fingerprint(spec, cfgs))
 
     whole = train_seeds(spec, cfgs, datas, desc="t", progress=False)
 
@@ -160,5 +161,5 @@ def test_vmapped_seeds_stopped_midway_resume_to_the_same_state(tmp_path):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     with pytest.raises(Exception, match="seed"):  # another set of seeds is refused, by key
         other = [dataclasses.replace(c, seed=c.seed + 5) for c in cfgs]
-        moved = Resumable(tmp_path / "ck", ck, {}, fingerprint(spec, other))
+        moved = Resumable(tmp_path / "ck", ck, {}, seeds_fingerprint(spec, other))
         train_seeds(spec, other, datas, desc="t", progress=False, resumable=moved)

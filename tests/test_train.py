@@ -10,7 +10,8 @@ from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.metrics import funnel_metrics
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.gates import edge_probabilities
-from autoheri_jax.train.loop import NonFiniteLossError, train
+from autoheri_jax.train.fit import train_model
+from autoheri_jax.train.loop import NonFiniteLossError
 from autoheri_jax.train.optim import make_optimizer, param_labels
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.step import init_state, make_update_fn
@@ -81,12 +82,12 @@ def test_one_joint_step_moves_each_partition_with_its_own_rate():
 def test_same_seed_is_bitwise_reproducible():
     data = _data(2048)
     spec = _spec(data, edge_mode="hierarchical")
-    s1, _ = train(spec, FAST, data, desc="a", progress=False)
-    s2, _ = train(spec, FAST, data, desc="b", progress=False)
+    s1, _ = train_model(spec, FAST, data, desc="a", progress=False)
+    s2, _ = train_model(spec, FAST, data, desc="b", progress=False)
     jax.tree.map(
         np.testing.assert_array_equal, jax.device_get(s1.params), jax.device_get(s2.params)
     )
-    s3, _ = train(spec, dataclasses.replace(FAST, seed=1), data, desc="c", progress=False)
+    s3, _ = train_model(spec, dataclasses.replace(FAST, seed=1), data, desc="c", progress=False)
     assert not np.array_equal(s1.params["arch"]["edge_logits"], s3.params["arch"]["edge_logits"])
 
 
@@ -96,15 +97,15 @@ def test_max_steps_is_a_step_budget_that_the_epochs_cannot_exceed():
     spec = _spec(data, edge_mode="hierarchical")
     cfg = dataclasses.replace(FAST, epochs=2, arch_warmup_steps=0)  # 32 steps
     records = []
-    short, stats = train(spec, dataclasses.replace(cfg, max_steps=5), data, desc="a",
-                         progress=False, on_log=lambda s, r: records.append(s))  # fmt: skip
+    short, stats = train_model(spec, dataclasses.replace(cfg, max_steps=5), data, desc="a",
+                               progress=False, on_log=lambda s, r: records.append(s))  # fmt: skip
     assert int(short.step) == 5 and stats["steps"] == 5 and records == [4, 5]
-    five, _ = train(spec, dataclasses.replace(cfg, epochs=1, max_steps=5), data, desc="b",
-                    progress=False)  # fmt: skip
+    five, _ = train_model(spec, dataclasses.replace(cfg, epochs=1, max_steps=5), data, desc="b",
+                          progress=False)  # fmt: skip
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(short.params),
                  jax.device_get(five.params))  # fmt: skip
-    whole, _ = train(spec, dataclasses.replace(cfg, max_steps=1000), data, desc="c",
-                     progress=False)  # fmt: skip
+    whole, _ = train_model(spec, dataclasses.replace(cfg, max_steps=1000), data, desc="c",
+                           progress=False)  # fmt: skip
     assert int(whole.step) == 32
     with pytest.raises(ConfigError, match="max_steps"):
         dataclasses.replace(cfg, max_steps=-1)
@@ -117,7 +118,7 @@ def test_search_learns_the_funnel(stages):
     spec = _spec(tr, edge_mode="hierarchical")
     records = []
     cfg = dataclasses.replace(FAST, epochs=3)
-    state, stats = train(
+    state, stats = train_model(
         spec, cfg, tr, desc="t", progress=False, on_log=lambda s, r: records.append(r)
     )
     assert stats["steps"] == 3 * (10000 // 128)
@@ -131,8 +132,8 @@ def test_search_learns_the_funnel(stages):
     assert probs.shape == (spec.num_edges,) and np.all((probs > 0) & (probs < 1))
     # the entropy term pushes the gates away from 0.5: without it (the same run otherwise)
     # they end nearer to it
-    flat, _ = train(spec, dataclasses.replace(cfg, entropy_weight=0.0), tr, desc="t",
-                    progress=False)  # fmt: skip
+    flat, _ = train_model(spec, dataclasses.replace(cfg, entropy_weight=0.0), tr, desc="t",
+                          progress=False)  # fmt: skip
     free = np.asarray(edge_probabilities(flat.params, spec))
     assert np.mean(np.minimum(probs, 1 - probs)) < np.mean(np.minimum(free, 1 - free)) - 0.02
 
@@ -144,7 +145,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_state():
     bad = dataclasses.replace(data, dense=bad_dense, dense_names=("nan",))
     spec = _spec(bad, edge_mode="parallel")
     with pytest.raises(NonFiniteLossError, match="step 0"):
-        train(spec, FAST, bad, desc="nan-run", progress=False)
+        train_model(spec, FAST, bad, desc="nan-run", progress=False)
     opt = make_optimizer(FAST)
     state = init_state(spec, FAST, opt)
     before = jax.device_get(state.params)
@@ -156,7 +157,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_state():
 def test_batch_larger_than_data_is_a_clear_error():
     data = _data(100)
     with pytest.raises(ConfigError, match="batch_size 128"):
-        train(_spec(data, edge_mode="none", searched=False), FAST, data, desc="x", progress=False)
+        train_model(
+            _spec(data, edge_mode="none", searched=False), FAST, data, desc="x", progress=False
+        )
 
 
 def test_data_config_defaults_match_simulator_defaults():
@@ -196,7 +199,9 @@ def test_bilevel_search_runs_with_a_validation_split():
     spec = _spec(tr, edge_mode="parallel")
     cfg = dataclasses.replace(FAST, bilevel=True)
     records = []
-    train(spec, cfg, tr, desc="bi", progress=False, valid=va, on_log=lambda s, r: records.append(r))
+    train_model(
+        spec, cfg, tr, desc="bi", progress=False, valid=va, on_log=lambda s, r: records.append(r)
+    )
     assert "valid_loss" in records[-1] and np.isfinite(records[-1]["valid_loss"])
     with pytest.raises(ConfigError, match="validation rows"):
-        train(spec, cfg, tr, desc="bi", progress=False)
+        train_model(spec, cfg, tr, desc="bi", progress=False)

@@ -19,8 +19,9 @@ them all on the same batch:
           one batch never interact (a lane is bitwise the same whatever the other masks).
 
 Scope: one device, no bi-level search; the spec is unsearched (every gate comes from the
-mask). The batch is a launcher of loop.train (train/lanes.py ArchLanes), so it logs, stops on
-a non-finite loss naming the architecture, checkpoints and resumes like any run.
+mask). The batch is a launcher of loop.train (train/lanes.py ArchLanes) with fit.usual_hooks,
+so it logs, stops on a non-finite loss naming the architecture, checkpoints and resumes like
+any run.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ from autoheri_jax.data.dataset import CTRDataset, eval_batch_indices
 from autoheri_jax.model.edges import Edge
 from autoheri_jax.model.network import forward
 from autoheri_jax.model.spec import ModelSpec, Params
-from autoheri_jax.train.loop import Resumable, train
+from autoheri_jax.train.checkpoint_hook import Resumable
+from autoheri_jax.train.feed import check_sizes
+from autoheri_jax.train.fit import usual_hooks
+from autoheri_jax.train.lanes import arch_lanes
+from autoheri_jax.train.loop import train
 from autoheri_jax.train.step import TrainState
 
 
@@ -65,14 +70,17 @@ def train_architectures(
     valid: CTRDataset | None = None,
 ) -> tuple[TrainState, dict]:
     """Trains every mask of `masks` [A, E] for cfg.epochs from one initial state (loop.train
-    with lanes.ArchLanes); -> (the stacked A-leading state, stats). With `resumable`, it
+    on lanes.ArchLanes); -> (the stacked A-leading state, stats). With `resumable`, it
     checkpoints all A lanes and a rerun resumes them; `on_log` has one callback (or None) per
     lane, `on_resume(step)` is called once on a resume. Raises NonFiniteLossError naming the
     architecture and step. With cfg.early_stop_patience > 0, `valid` scores every lane
     (train/early_stopping.py): each keeps its best weights and stops on its own."""
-    return train(spec, cfg, data, desc=desc, progress=progress, resumable=resumable,
-                 masks=np.asarray(masks, np.float32), on_log=on_log, on_resume=on_resume,
-                 valid=valid if cfg.early_stop_patience else None)  # fmt: skip
+    check_sizes(cfg, data, None, desc)
+    launcher = arch_lanes(spec, cfg, np.asarray(masks, np.float32))
+    hooks = usual_hooks(cfg, on_log=on_log or (), progress=progress, resumable=resumable,
+                        on_resume=on_resume,
+                        early_stop_valid=valid if cfg.early_stop_patience else None)  # fmt: skip
+    return train(launcher, hooks, spec=spec, cfg=cfg, data=data, desc=desc)
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,10 +1,10 @@
 """Early stopping on the validation loss, with the best weights kept (TrainConfig.early_stop_*).
 
-Every `log_every` steps (and at the last step) the loop scores the current weights on the first
-`early_stop_rows` validation rows: the entire-space NLL summed over the funnel's stages, the
-loss that ranks checkpoints. A check that lowers a lane's best loss copies its weights into
-`best_params`; `early_stop_patience` checks in a row without a lower loss stop the lane. The run
-returns the best weights, not the last ones.
+Every `log_every` steps (and at the last step) the Validate hook (hooks.py) scores the current
+weights on the first `early_stop_rows` validation rows: the entire-space NLL summed over the
+funnel's stages, the loss that ranks checkpoints. A check that lowers a lane's best loss copies
+its weights into `best_params`; `early_stop_patience` checks in a row without a lower loss stop
+the lane. The run returns the best weights, not the last ones.
 
   single run    stops at the step its patience runs out.
   lanes         (seed or architecture lanes, lanes.py) each lane keeps its own best weights and
@@ -152,7 +152,8 @@ def gated_losses(spec: ModelSpec, params: Params, gates: np.ndarray, data: CTRDa
 
 
 class EarlyStopper:
-    """The loop's side of early stopping: the checks, the best weights, the lane freeze."""
+    """The run's side of early stopping (hooks.Validate drives it): the checks, the best
+    weights, the lane freeze."""
 
     def __init__(self, spec: ModelSpec, cfg: TrainConfig, valid, lanes: int,
                  gates: np.ndarray | None = None):  # fmt: skip
@@ -233,14 +234,6 @@ class EarlyStopper:
                 best = jax.tree.map(jnp.copy, params)
             self.state = self.state._replace(best_params=best)
         return {} if self.lanes else {"early_stop_valid_loss": float(losses[0])}
-
-    def finish(self, canonical: Any, log: Any, dp: Any, total: int) -> tuple[Any, dict]:
-        """(the canonical state with the best weights as its params, the run's stats with
-        an "early_stop" record); `log` (loop.StepLog) counts the steps that ran."""
-        last = int(self.state.stopped_at.max()) if self.done else total
-        log.total = last  # the stats' steps and rate count what ran
-        stats = {**log.stats(dp), "early_stop": self.record(last)}
-        return canonical._replace(params=self.state.best_params), stats
 
     def record(self, last_step: int) -> dict:
         """What train.json (and results.json) say: per lane lists for lanes."""

@@ -1,6 +1,5 @@
 """Lanes: runs of one spec trained side by side in one jitted step (`jax.vmap` over a leading
-lane axis of the state), and what every trainer shares: the log record and the non-finite
-error.
+lane axis of the state), as launchers of `loop.train`.
 
   SeedLanes   K runs that differ only in TrainConfig.seed (and maybe their data), each lane
               its own batch (seed_batch.train_seeds).
@@ -23,30 +22,12 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from autoheri_jax.config import ConfigError, TrainConfig, is_bilevel
+from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource
 from autoheri_jax.model.spec import ModelSpec
-from autoheri_jax.train.launchers import Launcher
+from autoheri_jax.train.launchers import Launcher, NonFiniteLossError, log_record
 from autoheri_jax.train.optim import make_optimizer
 from autoheri_jax.train.step import TrainState, init_state, make_lane_step
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or inf; the message names the phase and step."""
-
-
-def log_record(step: int, epoch: int, aux: dict, examples_per_s: float,
-               valid_loss: bool = False) -> dict:  # fmt: skip
-    """One log point of one model (host values): the record metrics.jsonl and on_log see."""
-    return {
-        "step": step,
-        "epoch": epoch,
-        "loss": float(aux["loss"]),
-        "stage_bce": [float(x) for x in aux["stage_bce"]],
-        "entropy": float(aux["entropy"]),
-        **({"valid_loss": float(aux["valid_loss"])} if valid_loss else {}),
-        "edge_probs": [float(p) for p in aux["edge_probs"]],
-        "examples_per_s": examples_per_s,
-    }
 
 
 def raise_if_a_lane_went_bad(first_bad: np.ndarray, lane_names: Sequence[str], desc: str):
@@ -58,6 +39,24 @@ def raise_if_a_lane_went_bad(first_bad: np.ndarray, lane_names: Sequence[str], d
             f"{desc}: {lane_names[k]} had a non-finite loss at step {int(bad[k])}; "
             "that step's update was dropped and the run stopped"
         )
+
+
+class LaneLauncher(Launcher):
+    """What seed and architecture lanes share as launchers of loop.train: a lane-leading
+    state on one device, one log record per lane, the non-finite check naming the lane."""
+
+    def step_function(self, spec: ModelSpec, cfg: TrainConfig) -> Callable:
+        return make_lane_step(spec, cfg, self.optimizer)
+
+    def raise_if_non_finite(self, state: TrainState, desc: str, epoch: int) -> None:
+        raise_if_a_lane_went_bad(self.host_value(state.first_bad_step), self.lane_names, desc)
+
+    def log_records(self, step: int, epoch: int, aux: dict, rate: float,
+                    valid_loss: bool) -> list[dict]:  # fmt: skip
+        return [log_record(step, epoch, unstack_tree(aux, k), rate) for k in range(self.lanes)]
+
+    def progress_fields(self, aux: dict) -> dict:
+        return {"loss": float(np.mean(aux["loss"]))}
 
 
 # ------------------------------------------------------------------------------ seed lanes
@@ -109,40 +108,73 @@ def make_seed_step(spec: ModelSpec, cfg: TrainConfig, optimizer=None) -> Callabl
 
 
 @dataclasses.dataclass
-class SeedLanes(Launcher):
+class SeedLanes(LaneLauncher):
     """K seeds of one spec on one device, as a launcher of loop.train: the state and every
     batch carry a leading seed axis, and so do checkpoints (a vmapped run resumes whole)."""
 
     name: ClassVar[str] = "vmap"
+    lane_kind: ClassVar[str] = "vmapped_seeds"
     cfgs: tuple[TrainConfig, ...] = ()
+    datas: tuple[CTRDataset, ...] = ()  # lane k reads datas[k] in cfgs[k].seed's order
+
+    @property
+    def lanes(self) -> int:
+        return len(self.cfgs)
+
+    def device_store_refusal(self) -> str:
+        return "vmapped seeds read one dataset per lane"
 
     @property
     def lane_names(self) -> list[str]:
         return [f"seed {c.seed} (index {k})" for k, c in enumerate(self.cfgs)]
 
+    def batch_source(self, cfg: TrainConfig, data: CTRDataset | None) -> StackedSource:
+        """Every lane's own source (its seed, its data), stacked per step; `data` is unused."""
+        return StackedSource(
+            [
+                StepBatchSource(d, c.batch_size, c.seed, c.epochs, max_steps=c.max_steps)
+                for c, d in zip(self.cfgs, self.datas, strict=True)
+            ]
+        )
+
     def init_state(self, spec: ModelSpec, cfg: TrainConfig) -> TrainState:
         return stack_trees([init_state(spec, c, self.optimizer) for c in self.cfgs])
 
 
-def seed_lanes(spec: ModelSpec, cfgs: Sequence[TrainConfig]) -> SeedLanes:
+def seed_lanes(spec: ModelSpec, cfgs: Sequence[TrainConfig],
+               datas: Sequence[CTRDataset]) -> SeedLanes:  # fmt: skip
     check_seed_lanes(cfgs)
     opt = make_optimizer(cfgs[0])
     abstract = jax.eval_shape(lambda: stack_trees([init_state(spec, c, opt) for c in cfgs]))
     specs = jax.tree.map(lambda _: P(), abstract)
     step = make_seed_step(spec, cfgs[0], opt)
-    return SeedLanes(jax.devices()[:1], step, specs, abstract, opt, tuple(cfgs))
+    return SeedLanes(jax.devices()[:1], step, specs, abstract, opt, tuple(cfgs), tuple(datas))
 
 
 # ------------------------------------------------------------------------------ arch lanes
 
 
 @dataclasses.dataclass
-class ArchLanes(Launcher):
+class ArchLanes(LaneLauncher):
     """A edge masks of one unsearched spec on one device, as a launcher of loop.train: every
     lane starts from the same weights and sees the same batches (common random numbers)."""
 
     name: ClassVar[str] = "vmap-arch"
+    lane_kind: ClassVar[str] = "architectures"
     masks: np.ndarray | None = None  # A x E, 0/1
+
+    @property
+    def lanes(self) -> int:
+        return len(self.masks)
+
+    @property
+    def gates(self) -> np.ndarray:
+        return self.masks
+
+    def step_function(self, spec: ModelSpec, cfg: TrainConfig) -> Callable:
+        gates = jnp.asarray(self.masks)
+        inner = make_lane_step(spec, cfg, self.optimizer, batch_axis=None, gates_axis=0)
+        return lambda state, batch: inner(state, batch, gates)
 
     @property
     def lane_names(self) -> list[str]:

@@ -28,28 +28,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from autoheri_jax.config import ConfigError, TrainConfig
 from autoheri_jax.data import device_store
-from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
+from autoheri_jax.data.pipeline import train_iterator
 from autoheri_jax.model.spec import ModelSpec
-from autoheri_jax.train.lanes import ArchLanes, SeedLanes
 from autoheri_jax.train.launchers import Launcher
-from autoheri_jax.train.step import make_lane_step, make_step_fn
 
 
 def step_function(dp: Launcher, spec: ModelSpec, cfg: TrainConfig, desc: str) -> Callable:
     """The launcher's per-step function, unjitted: (state, batch) -> (state, aux)."""
-    if isinstance(dp, SeedLanes):
-        return make_lane_step(spec, cfg, dp.optimizer)
-    if isinstance(dp, ArchLanes):
-        gates = jnp.asarray(dp.masks)
-        inner = make_lane_step(spec, cfg, dp.optimizer, batch_axis=None, gates_axis=0)
-        return lambda state, batch: inner(state, batch, gates)
-    if type(dp) is Launcher:
-        return make_step_fn(spec, cfg, dp.optimizer)
+    step = dp.step_function(spec, cfg)
+    if step is not None:
+        return step
     raise ConfigError(
         f"{desc}: steps_per_dispatch={cfg.steps_per_dispatch} / device_resident="
         f"{cfg.device_resident} run on the single, vmapped-seed and architecture-lane "
@@ -58,19 +50,15 @@ def step_function(dp: Launcher, spec: ModelSpec, cfg: TrainConfig, desc: str) ->
     )
 
 
-def make_store(dp: Launcher, cfg: TrainConfig, source, data, desc: str):
+def make_store(dp: Launcher, cfg: TrainConfig, data, desc: str):
     """The device store `cfg.device_resident` asks for, or None (host batches)."""
     mode = cfg.device_resident
     if mode == "off":
         return None
-    why = ""
-    if not isinstance(source, StepBatchSource):
-        why = "vmapped seeds read one dataset per lane"
-    elif type(dp) is not Launcher and not isinstance(dp, ArchLanes):
-        why = f"the {dp.launcher} launcher places each batch across devices"
-    elif jax.process_count() > 1:
+    why = dp.device_store_refusal()
+    if not why and jax.process_count() > 1:
         why = "each process of a multi-process run feeds its own slice"
-    else:
+    if not why:
         why = device_store.unsupported(data)
     if why and mode == "on":
         raise ConfigError(f"{desc}: device_resident=on: {why}; set device_resident=off or auto")
@@ -93,15 +81,9 @@ class Dispatch:
     """The loop's step source: `for step in d.ends(start, total): state, aux = d.run(state,
     step)` runs the steps after the previous end up to `step`; aux is the last step's."""
 
-    def __init__(self, dp: Launcher, spec: ModelSpec, cfg: TrainConfig, feed, data, desc: str,
-                 every_steps: int | None = None):  # fmt: skip
+    def __init__(self, dp: Launcher, spec: ModelSpec, cfg: TrainConfig, feed, data, desc: str):
         self.dp, self.feed, self.k = dp, feed, cfg.steps_per_dispatch
-        if every_steps is not None and every_steps % self.k:
-            raise ConfigError(
-                f"{desc}: checkpoint.every_steps={every_steps} must be a multiple of "
-                f"steps_per_dispatch={self.k}: checkpoints are written between dispatches"
-            )
-        self.store = make_store(dp, cfg, feed.source, data, desc)
+        self.store = make_store(dp, cfg, data, desc)
         self.done = 0
         self.one = self.scan = None
         self.plain_step = dp.step  # the K = 1 host path's step (early stopping wraps it)

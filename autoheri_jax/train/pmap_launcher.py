@@ -23,6 +23,7 @@ from autoheri_jax.train.step import TrainState, init_state
 
 class Pmap(Launcher):
     name: ClassVar[str] = "pmap"
+    spreads_batches: ClassVar[bool] = True
 
     def init_state(self, spec: ModelSpec, cfg: TrainConfig) -> TrainState:
         return self.to_device(jax.jit(lambda: init_state(spec, cfg, self.optimizer))())

@@ -8,15 +8,16 @@ small steps into one step K times as wide, paid for once.
 What each seed keeps of its own run: its weight-init key and step keys (fold_in(rng, step)
 from its own TrainConfig.seed), and its own data order (each seed's `StepBatchSource`, from its
 own dataset and seed; with the data redrawn per seed each seed also reads its own rows). So
-seed k computes what `train(spec, cfgs[k], datas[k])` computes. The arithmetic is the same
+seed k computes what `train_model(spec, cfgs[k], datas[k])` computes. The arithmetic is the same
 per seed; XLA may order a vmapped reduction differently from an unbatched one, so results
 match separate runs within float rounding (tests/test_seed_batch.py), bitwise where it does
 not.
 
 Scope: one device, no bi-level search. The K seeds are one `loop.train` run whose launcher is
-lanes.SeedLanes: the same records, non-finite check, signal handling, and checkpoints holding
-every seed, so a stopped seed group resumes. Specs and every TrainConfig field but the seed
-must agree; `group_by_spec` splits a set of runs into groups that can share a step.
+lanes.SeedLanes, with fit.usual_hooks: the same records, non-finite check, signal handling,
+and checkpoints holding every seed, so a stopped seed group resumes. Specs and every
+TrainConfig field but the seed must agree; `group_by_spec` splits a set of runs into groups
+that can share a step.
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ from collections.abc import Callable, Sequence
 from autoheri_jax.config import TrainConfig
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.train.checkpoint_hook import Resumable
 from autoheri_jax.train.early_stopping import lane_stats
+from autoheri_jax.train.feed import check_sizes
+from autoheri_jax.train.fit import usual_hooks
 from autoheri_jax.train.lanes import (  # noqa: F401 (the names benchmarks and tests import)
     StackedSource,
     make_seed_step,
+    seed_lanes,
     stack_trees,
     unstack_tree,
 )
-from autoheri_jax.train.loop import Resumable, train
+from autoheri_jax.train.loop import train
 from autoheri_jax.train.step import TrainState
 
 
@@ -58,11 +63,14 @@ def train_seeds(
     """
     if len(cfgs) != len(datas) or not cfgs:
         raise ValueError(f"{len(cfgs)} configs for {len(datas)} datasets")
-    valid = list(valids) if valids is not None and cfgs[0].early_stop_patience else None
-    state, stats = train(
-        spec, list(cfgs), list(datas), desc=desc, on_log=on_logs, progress=progress,
-        resumable=resumable, on_resume=on_resume, valid=valid,
-    )  # fmt: skip
+    cfgs, datas, cfg = list(cfgs), list(datas), cfgs[0]
+    valid = list(valids) if valids is not None and cfg.early_stop_patience else None
+    for d in datas:
+        check_sizes(cfg, d, None, desc)
+    launcher = seed_lanes(spec, cfgs, datas)
+    hooks = usual_hooks(cfg, on_log=on_logs or (), progress=progress, resumable=resumable,
+                        on_resume=on_resume, early_stop_valid=valid)  # fmt: skip
+    state, stats = train(launcher, hooks, spec=spec, cfg=cfg, data=None, desc=desc)
     return [(unstack_tree(state, k), lane_stats(stats, k)) for k in range(len(cfgs))]
 
 
