@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 import numbers
 
@@ -241,63 +242,50 @@ def _check_real(name: str, value, lo: float, hi: float, *, open_lo: bool, open_h
         raise ValueError(f"{name} must be a finite number in {span}, got {value!r}")
 
 
-def _setup(
-    *,
-    num_rows: int,
-    seed: int,
-    num_stages: int = 2,
-    num_users: int = 20_000,
-    num_items: int = 50_000,
-    zipf_exponent: float = 1.1,
-    click_rate: float = 0.04,
-    stage_rates: tuple[float, ...] = (0.1,),
-    cascade_strength: float = 0.5,
-    num_dense: int = 0,
-    latent_dim: int = 8,
-    noise_fields: int = 0,
-    draw: int = 0,
-    world: str = "cascade",
-    planted_edge: str = "0->2",
-) -> tuple[_World, np.ndarray, np.ndarray]:
-    """The checked arguments' world and the (user, item) of each of its rows."""
-    _check_int("num_rows", num_rows, 1)
-    _check_int("seed", seed, 0)
+def _setup(args: dict) -> tuple[_World, np.ndarray, np.ndarray]:
+    """The world of `simulate_funnel`'s checked arguments `args` (every one, defaults filled
+    in) and the (user, item) of each of its rows."""
+    num_stages, rates, world = args["num_stages"], args["stage_rates"], args["world"]
+    _check_int("num_rows", args["num_rows"], 1)
+    _check_int("seed", args["seed"], 0)
     if isinstance(num_stages, bool) or num_stages not in (2, 3):
         raise ValueError(f"num_stages must be 2 or 3, got {num_stages!r}")
-    _check_int("num_users", num_users, 1)
-    _check_int("num_items", num_items, 1)
-    _check_real("zipf_exponent", zipf_exponent, 0.0, 10.0, open_lo=False, open_hi=False)
-    _check_real("click_rate", click_rate, 0.0, 1.0, open_lo=True, open_hi=True)
+    _check_int("num_users", args["num_users"], 1)
+    _check_int("num_items", args["num_items"], 1)
+    _check_real("zipf_exponent", args["zipf_exponent"], 0.0, 10.0, open_lo=False, open_hi=False)
+    _check_real("click_rate", args["click_rate"], 0.0, 1.0, open_lo=True, open_hi=True)
     try:
-        rates = tuple(stage_rates)
+        rates = tuple(rates)
     except TypeError:
-        raise ValueError(f"stage_rates must be a tuple of rates, got {stage_rates!r}") from None
+        raise ValueError(f"stage_rates must be a tuple of rates, got {rates!r}") from None
     if len(rates) != num_stages - 1:
         raise ValueError(
-            f"stage_rates must have num_stages - 1 = {num_stages - 1} entries, got {stage_rates!r}"
+            f"stage_rates must have num_stages - 1 = {num_stages - 1} entries, got {rates!r}"
         )
     for k, rate in enumerate(rates):
         _check_real(f"stage_rates[{k}]", rate, 0.0, 1.0, open_lo=True, open_hi=True)
-    _check_real("cascade_strength", cascade_strength, 0.0, 1.0, open_lo=False, open_hi=False)
-    _check_int("num_dense", num_dense, 0)
-    _check_int("latent_dim", latent_dim, 1)
-    _check_int("noise_fields", noise_fields, 0)
-    _check_int("draw", draw, 0)
+    cascade = args["cascade_strength"]
+    _check_real("cascade_strength", cascade, 0.0, 1.0, open_lo=False, open_hi=False)
+    for name in ("num_dense", "noise_fields", "draw"):
+        _check_int(name, args[name], 0)
+    _check_int("latent_dim", args["latent_dim"], 1)
     if world not in worlds.WORLDS:
         raise ValueError(f"world must be one of {worlds.WORLDS}, got {world!r}")
     if num_stages != 2 and world not in worlds.THREE_STAGE_WORLDS:
         raise ValueError(f"world {world!r} is a 2-stage funnel, got num_stages={num_stages}")
     if world == "bypass" and num_stages != 3:
         raise ValueError(f"world 'bypass' is a 3-stage funnel, got num_stages={num_stages}")
-    worlds.parse_planted_edge(planted_edge)
+    worlds.parse_planted_edge(args["planted_edge"])
 
-    world = _cached_world(
-        int(seed), num_stages, int(num_users), int(num_items), float(zipf_exponent),
-        int(num_dense), int(latent_dim), int(noise_fields), float(cascade_strength),
-        (float(click_rate), *map(float, rates)), world, str(planted_edge),
+    seed = int(args["seed"])
+    built = _cached_world(
+        seed, num_stages, int(args["num_users"]), int(args["num_items"]),
+        float(args["zipf_exponent"]), int(args["num_dense"]), int(args["latent_dim"]),
+        int(args["noise_fields"]), float(cascade), (float(args["click_rate"]), *map(float, rates)),
+        world, str(args["planted_edge"]),
     )  # fmt: skip
-    uidx, iidx = _draw_pairs(world, int(num_rows), seed, 10, draw)
-    return world, uidx, iidx
+    uidx, iidx = _draw_pairs(built, int(args["num_rows"]), seed, 10, args["draw"])
+    return built, uidx, iidx
 
 
 def hidden_terms(**kwargs) -> dict[str, np.ndarray]:
@@ -305,7 +293,9 @@ def hidden_terms(**kwargs) -> dict[str, np.ndarray]:
     checking a world against its design: "interactions" [T, n] (each stage's standardised
     user x item interaction; s_a = interactions[0]) and "offsets" [T, n] (each stage's logit
     without its intercept)."""
-    world, uidx, iidx = _setup(**kwargs)
+    bound = inspect.signature(simulate_funnel).bind(**kwargs)  # TypeError on an unknown name
+    bound.apply_defaults()
+    world, uidx, iidx = _setup(bound.arguments)
     return {
         "interactions": _interactions(world, uidx, iidx),
         "offsets": _logit_offsets(world, uidx, iidx),
@@ -339,23 +329,7 @@ def simulate_funnel(
     world has 2 stages, `planted_edge` places the planted world's answer). Identical arguments
     give bitwise identical arrays.
     """
-    world, uidx, iidx = _setup(
-        num_rows=num_rows,
-        seed=seed,
-        num_stages=num_stages,
-        num_users=num_users,
-        num_items=num_items,
-        zipf_exponent=zipf_exponent,
-        click_rate=click_rate,
-        stage_rates=stage_rates,
-        cascade_strength=cascade_strength,
-        num_dense=num_dense,
-        latent_dim=latent_dim,
-        noise_fields=noise_fields,
-        draw=draw,
-        world=world,
-        planted_edge=planted_edge,
-    )
+    world, uidx, iidx = _setup(dict(locals()))
     n = int(num_rows)
     probs = _sigmoid(world.bases[:, None] + _logit_offsets(world, uidx, iidx)).T
     probs = np.clip(probs, 1e-7, 1.0 - 1e-7)
