@@ -185,8 +185,8 @@ def study(tmp: Path, smoke: bool) -> dict:
             "data.num_test=1024",
             "search.batch_size=256",
             "retrain.batch_size=256",
-            "search.arch_warmup_steps=2",
-            "search.entropy_warmup_steps=3",
+            "edge_search.arch_warmup_steps=2",
+            "edge_search.entropy_warmup_steps=3",
         ]
         if smoke
         else []
