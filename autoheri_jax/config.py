@@ -675,6 +675,9 @@ class Config:
     def __post_init__(self):
         _check_types(self, "")
         _check(self.eval_batch_size > 0, "eval_batch_size", "must be > 0")
+        for phase in ("search", "retrain"):  # a supernet's settings come from edge_search
+            kind = type(getattr(self, phase)).__name__
+            _check(type(getattr(self, phase)) is TrainConfig, phase, f"a TrainConfig, got {kind}")
         _check(self.model.searched, "model.searched", "the AutoHERI model must be searched")
         _check(self.model.edge_mode != "none", "model.edge_mode", "AutoHERI needs candidate edges")
         self._check_method()

@@ -221,6 +221,8 @@ def test_the_supernet_gets_its_settings_from_the_method_config():
     model, tcfg = search_setup(paper)
     assert tcfg.arch == paper.edge_search.gradient() and tcfg.arch.arch_lr == 0.2
     assert tcfg.arch.derive_threshold == 0.5 and model.edge_init == "block"
+    with pytest.raises(ConfigError, match="search: a TrainConfig, got SupernetConfig"):
+        Config(search=SupernetConfig(edge_keep_prob=0.5))  # the method's settings: edge_search
 
 
 def test_a_searched_model_refuses_a_plain_train_config():
