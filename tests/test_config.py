@@ -237,3 +237,19 @@ def test_a_searched_model_refuses_a_plain_train_config():
     with pytest.raises(ConfigError, match="SupernetConfig"):
         abstract_state(spec, SupernetConfig(edge_keep_prob=0.5))
     assert "arch" in abstract_state(spec, SupernetConfig(arch=GradientSearch())).params
+
+
+def test_the_cli_refuses_another_methods_setting_in_one_line(tmp_path, capsys):
+    from autoheri_jax.cli import main
+
+    smoke = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "smoke.py"
+    wd = tmp_path / "wd"
+    args = ["search", "--config", str(smoke), "--workdir", str(wd), "--no-progress"]
+    assert main([*args, "--set", "edge_search.arch_lr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "edge_search.arch_lr: a setting of edge_search.method=gradient / paper, not of " in err
+    assert "edge_search.method=masked" in err and len(err.strip().splitlines()) == 1
+    assert not wd.exists()
+    # the method, then its settings (the config docstrings' --set lines)
+    sets = ["edge_search.method=gradient", "edge_search.arch_lr=0.1", "edge_search.bilevel=true"]
+    assert load_config(smoke, sets).edge_search == GradientSearch(arch_lr=0.1, bilevel=True)

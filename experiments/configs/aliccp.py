@@ -12,8 +12,8 @@ Expected: not measured here (this machine has no copy of the data and 2 CPU core
 reports AutoHERI above ESMM on CVR and CTCVR AUC on this data; this config is the place to
 check that claim on an accelerator. The gradient search here, in the study base's proportions
 (weights alone for the first ~40% of the ~18.6k search steps, entropy ramped over ~60%):
-`--set edge_search.method=gradient,edge_search.arch_warmup_steps=7500,\
-edge_search.entropy_warmup_steps=11000`.
+`--set edge_search.method=gradient --set edge_search.arch_warmup_steps=7500
+--set edge_search.entropy_warmup_steps=11000`.
 """
 
 from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig

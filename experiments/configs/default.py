@@ -33,8 +33,8 @@ model is ESMM (without early stopping: all, +0.0148). `retrain.early_stop_patien
 and `search.early_stop_patience=0` give the previous job.
 Expected: README.md, "What the main job prints and writes" (measured output of this file).
 The gradient search on this job (its arch warm-up and entropy ramp fitted to the 976-step
-search): `--set edge_search.method=gradient,edge_search.arch_warmup_steps=375,\
-edge_search.entropy_warmup_steps=600`.
+search): `--set edge_search.method=gradient --set edge_search.arch_warmup_steps=375
+--set edge_search.entropy_warmup_steps=600`.
 """
 
 from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig

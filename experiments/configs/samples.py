@@ -14,8 +14,8 @@ Expected: each finishes in seconds, converts the files into runs/<name>/store an
 table for autoheri and esmm (no oracle: real data has no true probabilities). The samples hold
 10-100 rows and 1-7 positives per split, so the AUCs are noise (n/a where a split has no
 positive); this config checks formats and the pipeline, not model quality.
-The gradient search on a sample (a few dozen search steps): `--set edge_search.method=gradient,\
-edge_search.arch_warmup_steps=12,edge_search.entropy_warmup_steps=18`.
+The gradient search on a sample (a few dozen search steps): `--set edge_search.method=gradient
+--set edge_search.arch_warmup_steps=12 --set edge_search.entropy_warmup_steps=18`.
 """
 
 from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig

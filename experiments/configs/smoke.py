@@ -7,8 +7,8 @@ Command:
 Expected: finishes in well under a minute on 2 CPU cores and prints a table with autoheri,
 esmm, hierarchical_all_on and the oracle. The scores mean nothing at this size.
 The gradient search at this size (16 search steps: the arch params wait 6, the entropy ramps
-in over 8): `--set edge_search.method=gradient,edge_search.arch_warmup_steps=6,\
-edge_search.entropy_warmup_steps=8` (GRADIENT below).
+in over 8): `--set edge_search.method=gradient --set edge_search.arch_warmup_steps=6
+--set edge_search.entropy_warmup_steps=8` (GRADIENT below).
 """
 
 from autoheri_jax.config import (
