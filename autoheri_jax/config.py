@@ -3,7 +3,9 @@
 An experiment is a Python file in `experiments/configs/` with a `get_config() -> Config`.
 `--set section.field=value` overrides are parsed against the field's declared type, and
 every unknown key or wrong type raises `ConfigError` naming the key, so a typo costs
-milliseconds, not a search.
+milliseconds, not a search. `edge_search` is one of the method configs (METHOD_CONFIGS), a
+section tagged by its `method` that holds only that method's settings: a setting of another
+method is refused naming the method it belongs to.
 """
 
 from __future__ import annotations
