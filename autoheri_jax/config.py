@@ -3,7 +3,9 @@
 An experiment is a Python file in `experiments/configs/` with a `get_config() -> Config`.
 `--set section.field=value` overrides are parsed against the field's declared type, and
 every unknown key or wrong type raises `ConfigError` naming the key, so a typo costs
-milliseconds, not a search.
+milliseconds, not a search. `edge_search` is one of the method configs (METHOD_CONFIGS), a
+section tagged by its `method` that holds only that method's settings: a setting of another
+method is refused naming the method it belongs to.
 """
 
 from __future__ import annotations
@@ -160,10 +162,6 @@ class ModelConfig:
     # of EDGE_OPS fixing that edge's aggregation operator (a derived searched architecture)
     fixed_edges: tuple[str, ...] = ()
     detach_upstream: bool = False  # stop gradients from a downstream tower into upstream ones
-    init_edge_logit: float = 0.0  # starting arch logit; 0 = probability 0.5
-    # std of Gaussian noise added to each starting arch logit, drawn from the weight-init seed
-    # (so seeds start the search from different points); 0 = every edge starts equal
-    edge_logit_noise: float = 0.0
     # how a concat edge's kernel row block starts: "zero" (the layer starts exactly as without
     # the edge, so its input scale does not grow with the number of incoming edges, and an
     # edge's gate has no gradient until its block has learned something) or "block" (each block
@@ -203,7 +201,6 @@ class ModelConfig:
         _check(self.embed_dim > 0, "embed_dim", "must be > 0")
         _check(self.aggregation in AGGREGATIONS, "aggregation", f"one of {AGGREGATIONS}")
         _check(self.edge_init in EDGE_INITS, "edge_init", f"one of {EDGE_INITS}")
-        _check(self.edge_logit_noise >= 0, "edge_logit_noise", "must be >= 0")
         _check(
             self.aggregation != "search" or self.searched,
             "aggregation",
@@ -269,8 +266,9 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How one model's weights train: the retrain of the derived model and of every baseline.
-    A model with arch params (the gradient search's supernet) trains under a SearchConfig."""
+    """How one model's weights train: the search phase (`Config.search`), the retrain of the
+    derived model and of every baseline. A supernet trains under a SupernetConfig, which
+    experiment.search_setup builds from this and the edge search's method config."""
 
     epochs: int = 2  # passes over the training impressions
     # > 0: stop after this many steps if the epochs would run longer (a fixed step budget on
@@ -288,10 +286,6 @@ class TrainConfig:
     # data's fill: benchmarks/bag_step.py prints it); a batch with more takes the padded path,
     # with the same result. 0 = always the padded path
     bag_slots: float = 0.0
-    # > 0: a masked supernet's step: every edge is on with this probability, one draw per step
-    # for the whole batch (train/step.step_edge_mask); 0 = the model's own gates. The masked
-    # search (EdgeSearchConfig) sets it for its supernet; set by hand it is path dropout
-    edge_keep_prob: float = 0.0
     grad_clip: float = 0.0  # global-norm clip of all gradients; 0 = off
     seed: int = 0  # weight init, dropout and shuffling seed
     log_every: int = 50  # steps between metric records (and non-finite checks)
@@ -343,62 +337,9 @@ class TrainConfig:
         _check(self.embedding_lr >= 0, "embedding_lr", "must be >= 0")
         _check(self.max_steps >= 0, "max_steps", "must be >= 0 (0 = the epochs decide)")
         _check(self.lr > 0, "lr", "must be > 0")
-        _check(0 <= self.edge_keep_prob < 1, "edge_keep_prob", "must lie in [0, 1)")
         _check(0 <= self.bag_slots <= 1, "bag_slots", "must lie in [0, 1]")
         for k in ("weight_decay", "grad_clip"):
             _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig(TrainConfig):
-    """The one-shot search phase: a TrainConfig plus the settings of the arch partition (the
-    edge logits) and its regularisers, which only a model with arch params has."""
-
-    arch_lr: float = 5e-2  # learning rate of the arch partition (edge logits)
-    # arch partition's rule: "adam" moves every logit by ~arch_lr per step whatever its
-    # gradient's size (weak evidence moves as fast as strong); "shared_adam" is Adam with one
-    # second moment for all arch params, so steps keep the gradients' relative sizes and stay
-    # free of their overall scale; "sgd" (momentum 0.9) moves in proportion to the raw gradient
-    arch_optimizer: str = "shared_adam"
-    # steps at the start during which the arch params do not move at all (bitwise; their
-    # optimiser state does not advance either): the weights learn first, so the edge decision
-    # rests on trained representations rather than on initialisation noise; about 40% of the
-    # search's steps (the default fits a 390-step search; set it per config)
-    arch_warmup_steps: int = 150
-    # cost per unit of edge probability, summed over edges (a sparsity prior: an edge must
-    # lower the task loss by more than this to stay on); 0 = the paper's search (no cost)
-    sparsity_weight: float = 0.0
-    # weight of the entropy regulariser, per edge: the term is weight x sum over edges of each
-    # edge's Bernoulli entropy, so the push on one edge is the same at 9, 18 or 27 candidates
-    entropy_weight: float = 1e-3
-    # steps over which the entropy weight ramps up linearly from 0, counted from the end of
-    # arch_warmup_steps (0 = full weight as soon as the arch params move): the edges follow
-    # the task loss's evidence first and are pushed to 0 or 1 only towards the end
-    entropy_warmup_steps: int = 240
-    bilevel: bool = False  # arch gradient from a validation batch (first-order bi-level)
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check(self.arch_lr > 0, "arch_lr", "must be > 0")
-        _check(
-            self.arch_optimizer in ARCH_OPTIMIZERS, "arch_optimizer", f"one of {ARCH_OPTIMIZERS}"
-        )
-        for k in ("entropy_weight", "entropy_warmup_steps", "arch_warmup_steps",
-                  "sparsity_weight"):  # fmt: skip
-            _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
-
-
-# SearchConfig's own fields: a config.json written before SearchConfig existed carries them
-# in `retrain`, where they never had an effect (no retrained model has arch params)
-SEARCH_ONLY_FIELDS = tuple(
-    f.name for f in dataclasses.fields(SearchConfig) if f.name not in
-    {g.name for g in dataclasses.fields(TrainConfig)}
-)  # fmt: skip
-
-
-def is_bilevel(cfg: TrainConfig) -> bool:
-    """A first-order bi-level search step (its arch gradient from a validation batch)."""
-    return isinstance(cfg, SearchConfig) and cfg.bilevel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -445,10 +386,10 @@ GRADIENT_SEARCH = ("edge_search.method=gradient",)
 # kernel rows drawn with their own Glorot fan-in. The control arm of the search studies.
 PAPER_SEARCH_RECIPE = (
     "edge_search.method=gradient",
-    "search.arch_optimizer=adam",
-    "search.arch_warmup_steps=0",
-    "search.entropy_weight=0.0111",
-    "search.entropy_warmup_steps=0",
+    "edge_search.arch_optimizer=adam",
+    "edge_search.arch_warmup_steps=0",
+    "edge_search.entropy_weight=0.0111",
+    "edge_search.entropy_warmup_steps=0",
     "model.edge_init=block",
 )
 
@@ -481,7 +422,6 @@ class EvolutionConfig:
         _check(self.metric in EVOLUTION_METRICS, "metric", f"one of {EVOLUTION_METRICS}")
 
 
-SEARCH_METHODS = ("masked", "gradient", "paper", "ablation")
 EVIDENCE_CRITERIA = (
     "recal_nll",
     "raw_nll",
@@ -494,48 +434,45 @@ UNDECIDED_RULES = ("drop", "keep")
 SELECT_CRITERIA = ("ctcvr_auc", "off")
 
 
-@dataclasses.dataclass(frozen=True)
-class EdgeSearchConfig:
-    """How the search decides which edges to keep (search/evidence.py explains the masked
-    method). The search's training settings stay in `Config.search`."""
+# ------------------------------------------------------------------ the edge search's methods
+# `Config.edge_search` is one of these, chosen by its `method` (the tag written to config.json
+# and set by `--set edge_search.method=...`); each holds only its own settings, so a setting
+# of another method is refused by name. The search phase's training settings (lr, epochs,
+# batch_size, ...) stay in `Config.search`.
 
-    # "masked": the supernet trains under fixed Bernoulli(keep_prob) edge masks, then every
-    # edge is judged by its paired on/off contrast on validation batches with the
-    # calibration refit out (then the validated selection); "paper": the AutoHERI paper's
-    # one-shot search as written (relaxed Bernoulli gates sigmoid(logit), weights and edge
-    # logits updated jointly in their two optax partitions, per-logit Adam from step 0, the
-    # entropy regulariser at full weight from step 0, derive at 0.5); "gradient": this
-    # project's variant of it (arch warm-up, shared-RMS Adam, entropy ramp, zero-initialised
-    # edge blocks: search.* and model.edge_init, derive at derive_threshold); "ablation": the
-    # vmapped architecture batch as the search (no edge, all, each alone, all but each,
-    # retrained with the retrain budget and judged on validation by the selection's rule)
-    method: str = "masked"
-    keep_prob: float = 0.5  # masked: chance each edge is on in a training step's mask
-    contexts: int = 8  # masked: masks of the other edges each edge is switched on and off in
-    # masked: an edge is kept when the t statistic of its contrast over validation batches
-    # exceeds this (dropped below minus it, undecided between); 0 = the one-sided 5% quantile
-    # of Student's t with (batches - 1) degrees of freedom, Bonferroni over the E candidates,
+
+@dataclasses.dataclass(frozen=True)
+class MaskedSearch:
+    """The supernet trains under fixed Bernoulli(keep_prob) edge masks, then every edge is
+    judged by its paired on/off contrast on validation batches with the calibration refit out
+    (search/evidence.py), then the validated selection (search/selection.py)."""
+
+    method: str = dataclasses.field(default="masked", init=False)  # the tag: not settable
+    keep_prob: float = 0.5  # chance each edge is on in a training step's mask
+    contexts: int = 8  # masks of the other edges each edge is switched on and off in
+    # an edge is kept when the t statistic of its contrast over validation batches exceeds
+    # this (dropped below minus it, undecided between); 0 = the one-sided 5% quantile of
+    # Student's t with (batches - 1) degrees of freedom, Bonferroni over the E candidates,
     # t_{1 - 0.05 / E, batches - 1} (2.59 for 9 edges at 97 batches, 3.33 for 27 at 19)
     threshold: float = 0.0
-    # masked: the validation loss of the contrast (search/evidence.py): recal_nll (the
-    # entire-space NLL after the per-mask recalibration, cross-fitted), raw_nll (no
-    # correction), recal_cvr_nll (the recalibrated post-click NLL on clicked rows only) or
-    # shift_nll (raw minus a pure intercept shift of each pair's mean logit change), or the
+    # the validation loss of the contrast (search/evidence.py): recal_nll (the entire-space
+    # NLL after the per-mask recalibration, cross-fitted), raw_nll (no correction),
+    # recal_cvr_nll (the recalibrated post-click NLL on clicked rows only) or shift_nll (raw
+    # minus a pure intercept shift of each pair's mean logit change), or the
     # inverse-propensity post-click NLL raw (ips_cvr_nll) or recalibrated (recal_ips_cvr_nll)
     criterion: str = "recal_nll"
-    undecided: str = "drop"  # masked: an undecided edge is dropped (kept on evidence only) | keep
-    # masked: the last step (search/selection.py): no edge, the evidence's kept edges and every
-    # edge are retrained with the retrain budget in one vmapped batch and the best on this
-    # validation criterion is the derived architecture (a tie goes to fewer edges); "off": the
-    # per-edge evidence alone decides
+    undecided: str = "drop"  # an undecided edge is dropped (kept on evidence only) | keep
+    # the last step (search/selection.py): no edge, the evidence's kept edges and every edge
+    # are retrained with the retrain budget in one vmapped batch and the best on this
+    # validation criterion is the derived architecture (a tie goes to fewer edges); "off":
+    # the per-edge evidence alone decides
     select: str = "ctcvr_auc"
-    batch_size: int = 1024  # masked: rows per validation batch of the contrast
-    valid_batches: int = 100  # masked: validation batches scored (from the start); 0 = all
-    seed: int = 0  # masked: seed of the context masks
+    batch_size: int = 1024  # rows per validation batch of the contrast
+    valid_batches: int = 100  # validation batches scored (from the start); 0 = all
+    seed: int = 0  # seed of the context masks
 
     def __post_init__(self):
         _check_types(self, "")
-        _check(self.method in SEARCH_METHODS, "method", f"one of {SEARCH_METHODS}")
         _check(0 < self.keep_prob < 1, "keep_prob", "must lie in (0, 1)")
         _check(self.contexts >= 1, "contexts", "must be >= 1")
         _check(self.threshold >= 0, "threshold", "must be >= 0 (0 = the t quantile)")
@@ -548,24 +485,201 @@ class EdgeSearchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GradientSearch:
+    """This project's variant of the paper's one-shot search: relaxed Bernoulli gates
+    sigmoid(logit) learned jointly with the weights in their own optax partition (the arch
+    partition), with an arch warm-up, the shared-RMS Adam, an entropy ramp and a sparsity
+    cost; an edge is kept when its probability exceeds derive_threshold. The supernet trains
+    under a SupernetConfig whose `arch` is this config."""
+
+    method: str = dataclasses.field(default="gradient", init=False)  # the tag: not settable
+    arch_lr: float = 5e-2  # learning rate of the arch partition (edge logits)
+    # arch partition's rule: "adam" moves every logit by ~arch_lr per step whatever its
+    # gradient's size (weak evidence moves as fast as strong); "shared_adam" is Adam with one
+    # second moment for all arch params, so steps keep the gradients' relative sizes and stay
+    # free of their overall scale; "sgd" (momentum 0.9) moves in proportion to the raw gradient
+    arch_optimizer: str = "shared_adam"
+    # steps at the start during which the arch params do not move at all (bitwise; their
+    # optimiser state does not advance either): the weights learn first, so the edge decision
+    # rests on trained representations rather than on initialisation noise; about 40% of the
+    # search's steps (the default fits a 390-step search; set it per config)
+    arch_warmup_steps: int = 150
+    # cost per unit of edge probability, summed over edges (a sparsity prior: an edge must
+    # lower the task loss by more than this to stay on); 0 = the paper's search (no cost)
+    sparsity_weight: float = 0.0
+    # weight of the entropy regulariser, per edge: the term is weight x sum over edges of each
+    # edge's Bernoulli entropy, so the push on one edge is the same at 9, 18 or 27 candidates
+    entropy_weight: float = 1e-3
+    # steps over which the entropy weight ramps up linearly from 0, counted from the end of
+    # arch_warmup_steps (0 = full weight as soon as the arch params move): the edges follow
+    # the task loss's evidence first and are pushed to 0 or 1 only towards the end
+    entropy_warmup_steps: int = 240
+    bilevel: bool = False  # arch gradient from a validation batch (first-order bi-level)
+    derive_threshold: float = 0.5  # keep an edge when its probability exceeds this
+    init_edge_logit: float = 0.0  # starting arch logit; 0 = probability 0.5
+    # std of Gaussian noise added to each starting arch logit, drawn from the weight-init seed
+    # (so seeds start the search from different points); 0 = every edge starts equal
+    edge_logit_noise: float = 0.0
+
+    def __post_init__(self):
+        _check_types(self, "")
+        _check(self.arch_lr > 0, "arch_lr", "must be > 0")
+        _check(
+            self.arch_optimizer in ARCH_OPTIMIZERS, "arch_optimizer", f"one of {ARCH_OPTIMIZERS}"
+        )
+        for k in ("entropy_weight", "entropy_warmup_steps", "arch_warmup_steps",
+                  "sparsity_weight", "edge_logit_noise"):  # fmt: skip
+            _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
+        _check(0 < self.derive_threshold < 1, "derive_threshold", "must lie in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperSearch:
+    """The AutoHERI paper's one-shot search as written: relaxed Bernoulli gates, weights and
+    edge logits updated jointly in their two optax partitions, per-logit Adam on the edge
+    logits from step 0, the entropy regulariser at full weight from step 0, no sparsity cost,
+    edge logits starting at 0, supernet edge kernel rows drawn with their own Glorot fan-in
+    (model.edge_init=block for the supernet only), derived at probability 0.5. Only the two
+    rates are settings; the rest is fixed (`gradient()`)."""
+
+    method: str = dataclasses.field(default="paper", init=False)  # the tag: not settable
+    arch_lr: float = 5e-2  # learning rate of the edge logits' Adam
+    # weight of the entropy regulariser per edge (the paper's 0.1 on the mean over 9 edges)
+    entropy_weight: float = 0.0111
+
+    def __post_init__(self):
+        _check_types(self, "")
+        _check(self.arch_lr > 0, "arch_lr", "must be > 0")
+        _check(self.entropy_weight >= 0, "entropy_weight", "must be >= 0")
+
+    def gradient(self) -> GradientSearch:
+        """The paper's search as the gradient search at the paper's fixed settings."""
+        return GradientSearch(
+            arch_lr=self.arch_lr, arch_optimizer="adam", arch_warmup_steps=0,
+            entropy_weight=self.entropy_weight, entropy_warmup_steps=0, sparsity_weight=0.0,
+            bilevel=False, derive_threshold=0.5, init_edge_logit=0.0, edge_logit_noise=0.0,
+        )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationSearch:
+    """The vmapped architecture batch as the search: no edge, all, each alone and all but
+    each, retrained with `Config.retrain` in one batch and judged on validation ctcvr AUC by
+    the selection's rule (search/selection.py). No settings of its own."""
+
+    method: str = dataclasses.field(default="ablation", init=False)  # the tag: not settable
+
+    def __post_init__(self):
+        _check_types(self, "")
+
+
+# method name -> its config class; `Config.edge_search` is one of them
+METHOD_CONFIGS: dict[str, type] = {
+    "masked": MaskedSearch,
+    "gradient": GradientSearch,
+    "paper": PaperSearch,
+    "ablation": AblationSearch,
+}
+SEARCH_METHODS = tuple(METHOD_CONFIGS)
+EdgeSearch = MaskedSearch | GradientSearch | PaperSearch | AblationSearch
+
+
+def method_fields(cls: type) -> tuple[str, ...]:
+    """A method config's own settings (its `method` tag left out)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+def methods_with(name: str) -> list[str]:
+    """The methods that have the setting `name`."""
+    return [m for m, cls in METHOD_CONFIGS.items() if name in method_fields(cls)]
+
+
+def _foreign_setting(key: str, name: str, method: str) -> ConfigError:
+    """The error for `key` (edge_search.<name>), a setting the chosen `method` lacks."""
+    owners = methods_with(name)
+    if not owners:
+        own = list(method_fields(METHOD_CONFIGS[method])) or "no settings"
+        return ConfigError(f"unknown config key {key!r}; edge_search.method={method} has: {own}")
+    return ConfigError(
+        f"{key}: a setting of edge_search.method={' / '.join(owners)}, not of "
+        f"edge_search.method={method} (set edge_search.method={owners[0]} before it)"
+    )
+
+
+def arch_settings(es: EdgeSearch) -> GradientSearch | None:
+    """The arch partition's settings of a gated search (gradient, paper); None otherwise."""
+    if isinstance(es, PaperSearch):
+        return es.gradient()
+    return es if isinstance(es, GradientSearch) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class SupernetConfig(TrainConfig):
+    """How the search phase trains its supernet (not a config-file section):
+    experiment.search_setup builds it from `Config.search` (the plain settings) and the
+    method config. A gated supernet (gradient, paper) has `arch`, a masked one
+    `edge_keep_prob`."""
+
+    # the arch partition's settings (optimiser, warm-up, regularisers, bi-level, init) of a
+    # gated supernet; None: no arch params
+    arch: GradientSearch | None = None
+    # > 0: a masked supernet's step: every edge is on with this probability, one draw per step
+    # for the whole batch (train/step.step_edge_mask); 0 = the model's own gates
+    edge_keep_prob: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(0 <= self.edge_keep_prob < 1, "edge_keep_prob", "must lie in [0, 1)")
+        _check(
+            self.arch is None or self.edge_keep_prob == 0,
+            "edge_keep_prob",
+            "a gated supernet (arch settings) takes no sampled masks",
+        )
+
+
+def supernet_config(train: TrainConfig, **method: Any) -> SupernetConfig:
+    """`train`'s settings plus the method's (`arch=` a GradientSearch, or `edge_keep_prob=`)."""
+    plain = {f.name: getattr(train, f.name) for f in dataclasses.fields(TrainConfig)}
+    return SupernetConfig(**plain, **method)
+
+
+def arch_of(cfg: TrainConfig) -> GradientSearch | None:
+    """The arch partition's settings of a run (None: a plain TrainConfig or a masked one)."""
+    return cfg.arch if isinstance(cfg, SupernetConfig) else None
+
+
+def edge_keep_prob(cfg: TrainConfig) -> float:
+    """A masked supernet's per-step edge probability; 0 = the model's own gates."""
+    return cfg.edge_keep_prob if isinstance(cfg, SupernetConfig) else 0.0
+
+
+def is_bilevel(cfg: TrainConfig) -> bool:
+    """A first-order bi-level search step (its arch gradient from a validation batch)."""
+    arch = arch_of(cfg)
+    return arch is not None and arch.bilevel
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "default"  # experiment name, printed and written to results.json
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()  # the searched AutoHERI model
-    search: SearchConfig = SearchConfig()  # one-shot search phase
+    search: TrainConfig = TrainConfig()  # the search phase's training (its supernet's weights)
     retrain: TrainConfig = TrainConfig()  # derived model and every baseline
-    derive_threshold: float = 0.5  # keep an edge when its probability exceeds this
     baselines: tuple[str, ...] = ("esmm",)  # models trained beside AutoHERI (model/variants.py)
     eval_batch_size: int = 8192  # impressions per evaluation step
     parallel: ParallelConfig = ParallelConfig()  # devices, launcher, hosts
     checkpoint: CheckpointConfig = CheckpointConfig()  # saving and resuming
     evolution: EvolutionConfig = EvolutionConfig()  # `autoheri evolve`: evolutionary search
-    edge_search: EdgeSearchConfig = EdgeSearchConfig()  # how the one-shot search decides
+    # how the one-shot search decides: one of METHOD_CONFIGS, by its `method`
+    edge_search: EdgeSearch = MaskedSearch()
 
     def __post_init__(self):
         _check_types(self, "")
-        _check(0 < self.derive_threshold < 1, "derive_threshold", "must lie in (0, 1)")
         _check(self.eval_batch_size > 0, "eval_batch_size", "must be > 0")
+        for phase in ("search", "retrain"):  # a supernet's settings come from edge_search
+            kind = type(getattr(self, phase)).__name__
+            _check(type(getattr(self, phase)) is TrainConfig, phase, f"a TrainConfig, got {kind}")
         _check(self.model.searched, "model.searched", "the AutoHERI model must be searched")
         _check(self.model.edge_mode != "none", "model.edge_mode", "AutoHERI needs candidate edges")
         self._check_method()
@@ -581,11 +695,13 @@ class Config:
                 f"{self.checkpoint.every_steps} must be a multiple of {phase}.steps_per_dispatch "
                 f"({k}): checkpoints are written between dispatches",
             )
+        arch = arch_settings(self.edge_search)
         _check(
             not simulated
-            or not self.search.bilevel
+            or arch is None
+            or not arch.bilevel
             or self.data.num_valid >= self.search.batch_size,
-            "search.bilevel",
+            "edge_search.bilevel",
             f"needs data.num_valid >= search.batch_size ({self.search.batch_size})",
         )
 
@@ -607,34 +723,15 @@ class Config:
 
     def _check_method(self) -> None:
         """A setting the chosen edge_search.method does not use is refused by name (where it
-        could only be ignored)."""
+        could only be ignored). The method configs hold only their own settings; this checks
+        the model's settings that only a gated search reads."""
         method = self.edge_search.method
-        if method in ("masked", "ablation"):
-            _check(
-                self.model.aggregation != "search",
-                "edge_search.method",
-                f"{method} decides edges only; an operator search (model.aggregation=search) "
-                "needs edge_search.method=gradient",
-            )
-            _check(
-                not self.search.bilevel,
-                "edge_search.method",
-                f"{method} has no arch gradient; search.bilevel needs method=gradient",
-            )
-        if method == "paper":
-            for key, value, paper in (
-                ("search.bilevel", self.search.bilevel, False),
-                ("search.sparsity_weight", self.search.sparsity_weight, 0.0),
-                ("derive_threshold", self.derive_threshold, 0.5),
-                ("model.init_edge_logit", self.model.init_edge_logit, 0.0),
-                ("model.edge_logit_noise", self.model.edge_logit_noise, 0.0),
-            ):
-                _check(
-                    value == paper,
-                    key,
-                    f"edge_search.method=paper runs the paper's search as written ({key}="
-                    f"{paper}); use edge_search.method=gradient to change it",
-                )
+        _check(
+            arch_settings(self.edge_search) is not None or self.model.aggregation != "search",
+            "model.aggregation",
+            f"edge_search.method={method} decides edges only; an operator search "
+            "(model.aggregation=search) needs edge_search.method=gradient or paper",
+        )
 
 
 # ----------------------------------------------------------------------------- (de)serialise
@@ -647,6 +744,8 @@ def to_dict(cfg: Any) -> dict:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Checks `value` against the annotation `tp`, converting JSON lists to tuples."""
     origin = typing.get_origin(tp)
+    if tp == EdgeSearch:
+        return _edge_search_from(value, key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a section (mapping), got {type(value).__name__}")
@@ -665,24 +764,50 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _edge_search_from(values: Any, key: str) -> EdgeSearch:
+    """The method config a tagged section {"method": ..., its settings} names (method absent:
+    masked); a setting of another method is refused by name."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{key}: expected a section (mapping), got {type(values).__name__}")
+    method = values.get("method", "masked")
+    if method not in METHOD_CONFIGS:
+        raise ConfigError(f"{key}.method: one of {SEARCH_METHODS}, got {method!r}")
+    cls = METHOD_CONFIGS[method]
+    own = method_fields(cls)
+    for k in values:
+        if k != "method" and k not in own:
+            raise _foreign_setting(f"{key}.{k}", k, method)
+    return from_dict(cls, {k: v for k, v in values.items() if k != "method"}, prefix=f"{key}.")
+
+
+# where a setting that left a section lives now (named in the unknown-key error)
+MOVED = {
+    **{f"search.{k}": f"edge_search.{k}" for k in method_fields(GradientSearch)},
+    "derive_threshold": "edge_search.derive_threshold",
+    "model.init_edge_logit": "edge_search.init_edge_logit",
+    "model.edge_logit_noise": "edge_search.edge_logit_noise",
+}
+
+
+def _moved(key: str) -> str:
+    """The " (now ...)" naming where a key the config no longer has lives, for its error."""
+    new = MOVED.get(key)
+    if new is None:
+        return ""
+    owners = methods_with(new.split(".")[-1])
+    return f" (now {new}, a setting of edge_search.method={' / '.join(owners)})"
+
+
 def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     """Builds dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError.
-
-    A Config mapping without "edge_search" (a config.json from before the masked search
-    existed) was searched by gradient: it loads as edge_search.method=gradient. Its `retrain`
-    section's arch settings (SEARCH_ONLY_FIELDS, from before SearchConfig) are dropped: no
-    retrained model has arch params, so they never had an effect."""
-    if cls is Config and not prefix and "search" in values and "edge_search" not in values:
-        values = {**values, "edge_search": {"method": "gradient"}}
-    if cls is Config and not prefix and isinstance(values.get("retrain"), Mapping):
-        # a config.json from before SearchConfig: retrain's arch settings did nothing, so they go
-        retrain = {k: v for k, v in values["retrain"].items() if k not in SEARCH_ONLY_FIELDS}
-        values = {**values, "retrain": retrain}
+    `edge_search` is a tagged section: {"method": <one of METHOD_CONFIGS>, its settings}."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
     for key in values:
         if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}{key}'; known: {sorted(names)}")
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}'{_moved(prefix + key)}; known: {sorted(names)}"
+            )
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
     try:
         return cls(**kwargs)
@@ -745,7 +870,10 @@ def _parse_literal(text: str, tp: Any, key: str) -> Any:
 
 
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
-    """Applies `section.field=value` strings; the value is parsed against the field's type."""
+    """Applies `section.field=value` strings in order; the value is parsed against the field's
+    type. `edge_search.method=M` switches the search to method M with M's defaults (the same
+    method: nothing changes); `edge_search.<setting>` is parsed against the method chosen so
+    far, and one of another method is refused by name."""
     as_dict = dataclasses.asdict(cfg)
     for item in overrides:
         if "=" not in item:
@@ -756,16 +884,30 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
         for depth, part in enumerate(parts):
             hints = typing.get_type_hints(cls)
             if part not in hints:
+                if cls in METHOD_CONFIGS.values():
+                    raise _foreign_setting(key.strip(), part, node["method"])
                 where = ".".join(parts[:depth]) or "top level"
-                raise ConfigError(f"unknown config key {key!r} ({part!r} not in {where})")
+                raise ConfigError(
+                    f"unknown config key {key!r} ({part!r} not in {where}){_moved(key.strip())}"
+                )
             tp = hints[part]
             if depth < len(parts) - 1:
+                if tp == EdgeSearch:  # the section of the method chosen so far
+                    cls, node = METHOD_CONFIGS[node[part]["method"]], node[part]
+                    continue
                 if not dataclasses.is_dataclass(tp):
                     raise ConfigError(f"unknown config key {key!r} ({part!r} is not a section)")
                 cls, node = tp, node[part]
+            elif dataclasses.is_dataclass(tp) or tp == EdgeSearch:
+                raise ConfigError(f"{key}: is a section; set one of its fields")
+            elif cls in METHOD_CONFIGS.values() and part == "method":
+                method = text.strip()
+                if method not in METHOD_CONFIGS:
+                    raise ConfigError(f"--set {key}={text}: one of {SEARCH_METHODS}")
+                if method != node["method"]:  # another method: its own defaults
+                    node.clear()
+                    node["method"] = method
             else:
-                if dataclasses.is_dataclass(tp):
-                    raise ConfigError(f"{key}: is a section; set one of its fields")
                 node[part] = _parse_literal(text.strip(), tp, key)
     return from_dict(Config, as_dict)
 

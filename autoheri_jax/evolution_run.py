@@ -214,8 +214,9 @@ def evolve(cfg: Config, wd: artifacts.Workdir, progress: bool = True, fresh: boo
     )
     best = result.best
     probs = np.asarray(best.mask, dtype=np.float64)
+    # a mask's probabilities are 0 or 1: any threshold in (0, 1) keeps its on edges
     record = architecture.architecture_record(
-        edges, probs, None, cfg.derive_threshold, data.train.stage_names, "evolution"
+        edges, probs, None, 0.5, data.train.stage_names, "evolution"
     )
     _install_architecture(wd, record)
     text = architecture.render_architecture(record, len(cfg.model.hidden))

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -26,7 +27,18 @@ from autoheri_jax.artifacts.lifecycle import (  # noqa: F401 (saved_config: the 
     starting,
 )
 from autoheri_jax.artifacts.model_files import ModelLog, save_model, save_trained, trained_params
-from autoheri_jax.config import Config, ConfigError, ModelConfig, TrainConfig, to_dict
+from autoheri_jax.config import (
+    Config,
+    ConfigError,
+    MaskedSearch,
+    ModelConfig,
+    PaperSearch,
+    SupernetConfig,
+    TrainConfig,
+    arch_settings,
+    supernet_config,
+    to_dict,
+)
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.sources import Splits, load_splits, with_store_options
 from autoheri_jax.metrics import funnel_metrics, metric_keys
@@ -121,29 +133,22 @@ def check_baselines(cfg: Config, data: Splits) -> None:
             spec_for(VARIANTS[name](cfg.model), data.train)
 
 
-# The AutoHERI paper's one-shot search as written (edge_search.method=paper): per-logit Adam on
-# the edge logits from step 0, the entropy regulariser at full weight from step 0 (0.1 on the
-# mean over 9 edges = 0.0111 per edge), no sparsity cost, edge kernel rows drawn with their
-# own Glorot fan-in, derived at probability 0.5 (config refuses another derive_threshold under
-# this method). The search's lr, arch_lr, epochs and batch are the config's.
-PAPER_SEARCH = dict(
-    arch_optimizer="adam", arch_warmup_steps=0, entropy_weight=0.0111, entropy_warmup_steps=0,
-    sparsity_weight=0.0, bilevel=False,
-)  # fmt: skip
-
-
-def search_setup(cfg: Config) -> tuple[ModelConfig, TrainConfig]:
-    """The supernet the search trains and how: the relaxed, gated model of the gradient
-    search (paper: with the paper's settings), or every candidate edge without gates (masked:
-    trained under Bernoulli edge masks; ablation: the candidates' masks, no supernet)."""
-    method = cfg.edge_search.method
-    if method in ("masked", "ablation"):
+def search_setup(cfg: Config) -> tuple[ModelConfig, SupernetConfig]:
+    """The supernet the search trains and how: `Config.search`'s training settings plus the
+    method config's. A gated search (gradient; paper, with its supernet's edge kernel rows
+    drawn with their own Glorot fan-in) trains the relaxed, gated model with the method's arch
+    settings; masked trains every candidate edge without gates under Bernoulli(keep_prob)
+    edge masks; ablation trains no supernet (its candidates' masks are the spec's edges)."""
+    es = cfg.edge_search
+    arch = arch_settings(es)
+    if arch is None:
         supernet = dataclasses.replace(cfg.model, searched=False)
-        return supernet, dataclasses.replace(cfg.search, edge_keep_prob=cfg.edge_search.keep_prob)
-    if method == "paper":
-        model = dataclasses.replace(cfg.model, edge_init="block")
-        return model, dataclasses.replace(cfg.search, **PAPER_SEARCH)
-    return cfg.model, cfg.search
+        keep = es.keep_prob if isinstance(es, MaskedSearch) else 0.0
+        return supernet, supernet_config(cfg.search, edge_keep_prob=keep)
+    model = cfg.model
+    if isinstance(es, PaperSearch):
+        model = dataclasses.replace(model, edge_init="block")
+    return model, supernet_config(cfg.search, arch=arch)
 
 
 def prepare(
@@ -225,45 +230,72 @@ def _batch_checkpoints(cfg: Config, wd: artifacts.Workdir, spec, masks) -> Resum
     )
 
 
+# How each method turns its search into a record: (cfg, wd, supernet spec, its params or
+# None, data) -> (the record, the candidates' batch when one trained, else None). A method's
+# entry here and its config class in config.METHOD_CONFIGS are all a new method needs.
+Derived = tuple[ArchitectureRecord, "selection.LaneBatch | None"]
+
+
+def _derive_masked(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> Derived:
+    """Per-edge evidence of the masked supernet, then the validated selection."""
+    es, stage_names, mode = cfg.edge_search, data.train.stage_names, cfg.model.edge_mode
+    t0 = time.perf_counter()
+    ev, per_edge, kept = evidence.edge_evidence(spec, params, data.valid, es)
+    _say(f"[search] edge evidence: {time.perf_counter() - t0:.1f}s")
+    lanes = None
+    if es.select != "off" and ev.batches > 0:  # judged: worth comparing
+        t0 = time.perf_counter()
+        names, masks = selection.candidate_masks(kept)
+        with LaneLogs(wd, "select", names, spec) as logs:
+            sel, kept, lanes = selection.select_architecture(
+                spec, cfg.retrain, data.train, data.valid, kept, es.select,
+                cfg.eval_batch_size, _batch_checkpoints(cfg, wd, spec, masks), **logs,
+            )  # fmt: skip
+        ev = dataclasses.replace(ev, selection=sel)
+        _say(f"[search] validated selection: {sel.chosen} ({time.perf_counter() - t0:.1f}s)")
+    record = architecture.evidence_record(spec.edges, ev, per_edge, kept, stage_names, mode)
+    return record, lanes
+
+
+def _derive_ablation(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> Derived:
+    """The 2 + 2E architecture batch retrained and judged on validation (no supernet)."""
+    t0 = time.perf_counter()
+    names, masks = ground_truth_masks(spec.edges)
+    with LaneLogs(wd, "ablation", names, spec) as logs:
+        judged, kept, lanes = selection.retrain_and_judge(
+            spec, cfg.retrain, data.train, data.valid, names, masks, "ctcvr_auc",
+            cfg.eval_batch_size, "search:ablation", _batch_checkpoints(cfg, wd, spec, masks),
+            batch="ablation", **logs,
+        )  # fmt: skip
+    _say(f"[search] ablation batch: {judged.chosen} ({time.perf_counter() - t0:.1f}s)")
+    stage_names, mode = data.train.stage_names, cfg.model.edge_mode
+    return architecture.ablation_record(spec.edges, judged, kept, stage_names, mode), lanes
+
+
+def _derive_gated(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> Derived:
+    """A gated search (gradient, paper): the edges whose gate ends above derive_threshold."""
+    threshold = arch_settings(cfg.edge_search).derive_threshold
+    record = architecture.searched_architecture(
+        params, spec, threshold, data.train.stage_names, cfg.model.edge_mode,
+        cfg.edge_search.method,
+    )  # fmt: skip
+    return record, None
+
+
+DERIVE: dict[str, Callable[..., Derived]] = {
+    "masked": _derive_masked,
+    "gradient": _derive_gated,
+    "paper": _derive_gated,
+    "ablation": _derive_ablation,
+}
+
+
 def derive_architecture(
     cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits
 ) -> ArchitectureRecord:
-    """The searched params -> architecture.json / .txt (the kept edges and operators)."""
-    mode = cfg.model.edge_mode
-    stage_names = data.train.stage_names
-    method = cfg.edge_search.method
-    lanes = None  # the candidates' batch, when one trained
-    if method == "masked":
-        t0 = time.perf_counter()
-        ev, per_edge, kept = evidence.edge_evidence(spec, params, data.valid, cfg.edge_search)
-        _say(f"[search] edge evidence: {time.perf_counter() - t0:.1f}s")
-        if cfg.edge_search.select != "off" and ev.batches > 0:  # judged: worth comparing
-            t0 = time.perf_counter()
-            names, masks = selection.candidate_masks(kept)
-            with LaneLogs(wd, "select", names, spec) as logs:
-                sel, kept, lanes = selection.select_architecture(
-                    spec, cfg.retrain, data.train, data.valid, kept,
-                    cfg.edge_search.select, cfg.eval_batch_size,
-                    _batch_checkpoints(cfg, wd, spec, masks), **logs,
-                )  # fmt: skip
-            ev = dataclasses.replace(ev, selection=sel)
-            _say(f"[search] validated selection: {sel.chosen} ({time.perf_counter() - t0:.1f}s)")
-        record = architecture.evidence_record(spec.edges, ev, per_edge, kept, stage_names, mode)
-    elif method == "ablation":
-        t0 = time.perf_counter()
-        names, masks = ground_truth_masks(spec.edges)
-        with LaneLogs(wd, "ablation", names, spec) as logs:
-            judged, kept, lanes = selection.retrain_and_judge(
-                spec, cfg.retrain, data.train, data.valid, names, masks, "ctcvr_auc",
-                cfg.eval_batch_size, "search:ablation", _batch_checkpoints(cfg, wd, spec, masks),
-                batch="ablation", **logs,
-            )  # fmt: skip
-        _say(f"[search] ablation batch: {judged.chosen} ({time.perf_counter() - t0:.1f}s)")
-        record = architecture.ablation_record(spec.edges, judged, kept, stage_names, mode)
-    else:
-        record = architecture.searched_architecture(
-            params, spec, cfg.derive_threshold, stage_names, mode, method
-        )
+    """The searched params -> architecture.json / .txt (the kept edges and operators), by the
+    method's entry of DERIVE."""
+    record, lanes = DERIVE[cfg.edge_search.method](cfg, wd, spec, params, data)
     install_architecture(wd, record)
     text = architecture.render_architecture(record, len(cfg.model.hidden))
     if artifacts.is_writer():

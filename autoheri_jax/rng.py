@@ -55,7 +55,7 @@ STREAMS: dict[str, Stream] = {
     "aitm_projection": Stream("aitm_attention", 0, 3),  # its query, key and value maps
     "step": Stream("train", 0, 2**31),
     "device": Stream("step", 0, 2**31),
-    # the step's edge mask of a masked supernet (TrainConfig.edge_keep_prob): one draw per
+    # the step's edge mask of a masked supernet (SupernetConfig.edge_keep_prob): one draw per
     # step shared by every device, so data-parallel replicas train the same sub-network
     "edge_mask": Stream("step", 2**31, 1),
     # dropout masks: AutoHERI layer (t, j) at dropout_site(t, j); a baseline family numbers its

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from autoheri_jax import artifacts, experiment
 from autoheri_jax.artifacts import model_files
-from autoheri_jax.config import Config
+from autoheri_jax.config import Config, arch_settings
 from autoheri_jax.data.sources import Splits
 from autoheri_jax.progress import say
 from autoheri_jax.train.checkpoint_hook import Resumable, seeds_fingerprint
@@ -31,7 +31,8 @@ from autoheri_jax.train.step import abstract_state, count_params
 
 def _vmappable(cfg: Config) -> bool:
     """One device and no bi-level search: what seed_batch supports."""
-    return cfg.parallel.num_devices <= 1 and not cfg.search.bilevel
+    arch = arch_settings(cfg.edge_search)
+    return cfg.parallel.num_devices <= 1 and not (arch is not None and arch.bilevel)
 
 
 def _train_model(

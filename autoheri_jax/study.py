@@ -37,7 +37,14 @@ import numpy as np
 from scipy import stats
 
 from autoheri_jax import phases
-from autoheri_jax.config import Config, ConfigError, apply_overrides, call_python_file, to_dict
+from autoheri_jax.config import (
+    Config,
+    ConfigError,
+    MaskedSearch,
+    apply_overrides,
+    call_python_file,
+    to_dict,
+)
 from autoheri_jax.progress import say as _say
 
 METHODS = ("oneshot", "evolution")  # how an arm finds its architecture
@@ -221,9 +228,10 @@ def arm_config(study: Study, arm: str, seed: int, mode: str = "model") -> Config
         search=r(cfg.search, seed=cfg.search.seed + seed),
         retrain=r(cfg.retrain, seed=cfg.retrain.seed + seed),
         evolution=r(cfg.evolution, seed=cfg.evolution.seed + seed),
-        # the evidence's context masks too: a fixed seed would judge every run on the same 8
-        edge_search=r(cfg.edge_search, seed=cfg.edge_search.seed + seed),
     )
+    if isinstance(cfg.edge_search, MaskedSearch):
+        # the evidence's context masks too: a fixed seed would judge every run on the same 8
+        cfg = r(cfg, edge_search=r(cfg.edge_search, seed=cfg.edge_search.seed + seed))
     # the random_mask baseline draws anew per seed
     cfg = r(cfg, model=r(cfg.model, random_seed=cfg.model.random_seed + seed))
     if mode == "data":

@@ -31,7 +31,7 @@ def _dir_bytes(path: Path) -> int:
 def checkpoint_figures() -> dict:
     import jax
 
-    from autoheri_jax.config import load_config
+    from autoheri_jax.config import GradientSearch, load_config, supernet_config
     from autoheri_jax.experiment import load_data, spec_for
     from autoheri_jax.train.checkpoint import Checkpointer
     from autoheri_jax.train.optim import make_optimizer
@@ -40,7 +40,8 @@ def checkpoint_figures() -> dict:
     cfg = load_config(REPO / "experiments/configs/default.py")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_train=4096, num_test=1))
     spec = spec_for(cfg.model, load_data(cfg).train)
-    state = jax.jit(lambda: init_state(spec, cfg.search, make_optimizer(cfg.search)))()
+    tcfg = supernet_config(cfg.search, arch=GradientSearch())  # the gated supernet
+    state = jax.jit(lambda: init_state(spec, tcfg, make_optimizer(tcfg)))()
     abstract = jax.eval_shape(lambda: state)
     out = {"params": int(sum(x.size for x in jax.tree.leaves(state.params))),
            "state_values": int(sum(x.size for x in jax.tree.leaves(state)))}  # fmt: skip
@@ -66,7 +67,7 @@ def step_time(launcher: str, steps: int = 20) -> dict:
     import jax
     import numpy as np
 
-    from autoheri_jax.config import ParallelConfig, load_config
+    from autoheri_jax.config import GradientSearch, ParallelConfig, load_config, supernet_config
     from autoheri_jax.experiment import load_data, spec_for
     from autoheri_jax.train.parallel import make_data_parallel
 
@@ -74,7 +75,9 @@ def step_time(launcher: str, steps: int = 20) -> dict:
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_train=65536, num_test=1))
     data = load_data(cfg).train
     spec = spec_for(cfg.model, data)
-    tcfg = dataclasses.replace(cfg.search, batch_size=2048)
+    tcfg = supernet_config(  # the gated supernet
+        dataclasses.replace(cfg.search, batch_size=2048), arch=GradientSearch()
+    )
     dp = make_data_parallel(spec, tcfg, ParallelConfig(launcher=launcher))
     state = dp.init_state(spec, tcfg)
     rng = np.random.default_rng(0)

@@ -48,7 +48,7 @@ import dispatch_throughput  # noqa: E402
 import measure  # noqa: E402
 import seeds_throughput  # noqa: E402
 
-from autoheri_jax.config import load_config  # noqa: E402
+from autoheri_jax.config import GradientSearch, load_config, supernet_config  # noqa: E402
 from autoheri_jax.experiment import load_data, spec_for  # noqa: E402
 from autoheri_jax.train.arch_batch import ground_truth_masks, train_architectures  # noqa: E402
 
@@ -88,7 +88,10 @@ def steps(batches: list[int], n: int, repeats: int) -> list[dict]:
 
 def seeds(ks: list[int], n: int, smoke: bool) -> dict:
     cfg = load_config(seeds_throughput.BASE, TINY if smoke else [])
-    tcfg = dataclasses.replace(cfg.search, epochs=1, batch_size=64 if smoke else 1024)
+    tcfg = supernet_config(  # the gated supernet (the gradient search's defaults)
+        dataclasses.replace(cfg.search, epochs=1, batch_size=64 if smoke else 1024),
+        arch=GradientSearch(),
+    )
     datas = seeds_throughput._datasets(cfg, max(ks), (n + 2) * tcfg.batch_size)
     res = seeds_throughput.bench_model("search", spec_for(cfg.model, datas[0]), tcfg, datas, ks, n)
     for r in res["vmapped"]:
@@ -185,8 +188,8 @@ def study(tmp: Path, smoke: bool) -> dict:
             "data.num_test=1024",
             "search.batch_size=256",
             "retrain.batch_size=256",
-            "search.arch_warmup_steps=2",
-            "search.entropy_warmup_steps=3",
+            "edge_search.arch_warmup_steps=2",
+            "edge_search.entropy_warmup_steps=3",
         ]
         if smoke
         else []

@@ -21,7 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 import roofline
 
-from autoheri_jax.config import Config, ModelConfig, TrainConfig, load_config
+from autoheri_jax.config import (
+    Config,
+    GradientSearch,
+    ModelConfig,
+    TrainConfig,
+    load_config,
+    supernet_config,
+)
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.experiment import load_data
@@ -50,8 +57,8 @@ def train_data(cfg: Config, rows: int) -> CTRDataset:
 
 def model_for(cfg: Config, name: str) -> tuple[ModelConfig, TrainConfig]:
     """esmm (no edges), search (the config's searched model), retrain (every edge on)."""
-    if name == "search":
-        return cfg.model, cfg.search
+    if name == "search":  # the gated supernet (the gradient search's defaults)
+        return cfg.model, supernet_config(cfg.search, arch=GradientSearch())
     variant = {"esmm": "esmm", "retrain": "hierarchical_all_on"}[name]
     return VARIANTS[variant](cfg.model), cfg.retrain
 

@@ -32,7 +32,7 @@ import jax
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autoheri_jax.config import load_config  # noqa: E402
+from autoheri_jax.config import GradientSearch, load_config, supernet_config  # noqa: E402
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator  # noqa: E402
 from autoheri_jax.data.sources import load_splits  # noqa: E402
 from autoheri_jax.experiment import spec_for  # noqa: E402
@@ -114,8 +114,9 @@ def main(argv=None) -> int:
     cfg = load_config(BASE, SMOKE if args.smoke else [])
     batch = 64 if args.smoke else cfg.search.batch_size
     sparse = not args.dense_embeddings
-    search_cfg = dataclasses.replace(
-        cfg.search, batch_size=batch, epochs=1, sparse_embeddings=sparse
+    search_cfg = supernet_config(  # the gated supernet (the gradient search's defaults)
+        dataclasses.replace(cfg.search, batch_size=batch, epochs=1, sparse_embeddings=sparse),
+        arch=GradientSearch(),
     )
     retrain_cfg = dataclasses.replace(
         cfg.retrain, batch_size=batch, epochs=1, sparse_embeddings=sparse

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autoheri_jax import experiment
-from autoheri_jax.config import load_config
+from autoheri_jax.config import GradientSearch, MaskedSearch, load_config, supernet_config
 from autoheri_jax.model.gates import edge_probabilities
 from autoheri_jax.model.losses import entire_space_bce
 from autoheri_jax.model.network import forward
@@ -76,27 +76,22 @@ def world(cascade: float, seed: int, overrides: list[str], batches: int) -> dict
     out = {"cascade": cascade, "seed": seed}
     # the gradient rule: weights only, every gate held at its start
     # sgd at lr 1e-30 moves no logit off 0 in float32: every gate stays exactly 0.5
-    frozen = dataclasses.replace(
-        cfg.search,
-        arch_warmup_steps=0,
-        arch_lr=1e-30,
-        arch_optimizer="sgd",
-        entropy_weight=0.0,
-        sparsity_weight=0.0,
+    still = GradientSearch(
+        arch_warmup_steps=0, arch_lr=1e-30, arch_optimizer="sgd", entropy_weight=0.0
     )
+    frozen = supernet_config(cfg.search, arch=still)
     grad_spec = experiment.spec_for(cfg.model, data.train)
     state, _ = _train(grad_spec, frozen, data.train)
-    vb = evidence.validation_batches(data.valid, cfg.edge_search.batch_size, batches)
+    es = cfg.edge_search if isinstance(cfg.edge_search, MaskedSearch) else MaskedSearch()
+    es = dataclasses.replace(es, valid_batches=batches)
+    vb = evidence.validation_batches(data.valid, es.batch_size, batches)
     d, intercept = gradient_contrasts(grad_spec, state.params, vb)
     out["gradient"] = {
         "before": evidence.common_mode(d, intercept).to_json(),
         "after": evidence.common_mode(d - intercept, intercept).to_json(),
     }
     # the masked rules: one supernet, every correction
-    masked_cfg = dataclasses.replace(
-        cfg,
-        edge_search=dataclasses.replace(cfg.edge_search, method="masked", valid_batches=batches),
-    )
+    masked_cfg = dataclasses.replace(cfg, edge_search=es)
     model, tcfg = experiment.search_setup(masked_cfg)
     spec = experiment.spec_for(model, data.train)
     state, _ = _train(spec, tcfg, data.train)

@@ -3,6 +3,7 @@ background jobs (tests/background.py), and the smoke runs that several test file
 made once per session)."""
 
 import os
+import runpy
 
 # XLA compiles without LLVM's optimisation passes (--xla_backend_optimization_level=0), in this
 # process and, through the environment, in the processes the tests start. Compiling is most
@@ -84,8 +85,8 @@ def smoke_masked(tmp: Path) -> SmokeRun:
 def smoke_gradient(tmp: Path) -> SmokeRun:
     """The smoke config with edge_search.method=gradient: a search that logs edge gates."""
     wd = tmp / "wd"
-    run = background.cli("run", "--config", SMOKE, "--workdir", wd, "--no-progress", "--set",
-                         "edge_search.method=gradient")  # fmt: skip
+    gradient = [a for o in runpy.run_path(SMOKE)["GRADIENT"] for a in ("--set", o)]
+    run = background.cli("run", "--config", SMOKE, "--workdir", wd, "--no-progress", *gradient)
     return SmokeRun(wd, run.stdout)
 
 

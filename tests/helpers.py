@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -67,15 +68,27 @@ def tiny_funnel(stages: int = 2):
 def parallel_setup(sparse: bool = True):
     """(data, spec, cfg) of the data-parallel checks (parallel_cases.py, multihost_worker.py,
     test_parallel.py): 12 batches of 128 rows of a small funnel, towers 16-8, the search."""
-    from autoheri_jax.config import SearchConfig
     from autoheri_jax.data.simulator import simulate_funnel
 
     data = simulate_funnel(num_rows=2048, seed=0, num_users=300, num_items=500, click_rate=0.2,
                            stage_rates=(0.3,), num_dense=2)  # fmt: skip
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2)
-    cfg = SearchConfig(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
-                      log_every=4, sparse_embeddings=sparse)  # fmt: skip
+    cfg = gated(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
+                log_every=4, sparse_embeddings=sparse)  # fmt: skip
     return data.take(slice(0, 128 * 12)), spec, cfg
+
+
+def gated(base=None, **kw):
+    """A gated supernet's SupernetConfig from TrainConfig and GradientSearch keywords, split by
+    name (over `base`'s settings when given): the trainer reads the arch settings from `arch`."""
+    from autoheri_jax.config import GradientSearch, SupernetConfig, method_fields
+
+    own = method_fields(GradientSearch)
+    train = {k: v for k, v in kw.items() if k not in own}
+    arch = {k: v for k, v in kw.items() if k in own}
+    if base is None:
+        return SupernetConfig(**train, arch=GradientSearch(**arch))
+    return dataclasses.replace(base, **train, arch=dataclasses.replace(base.arch, **arch))
 
 
 def tiny_batch(batch: int = 16, num_tasks: int = 2, seed: int = 0) -> dict:

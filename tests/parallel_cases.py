@@ -13,9 +13,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax
 import numpy as np
-from helpers import parallel_setup, use_test_compilation_cache
+from helpers import gated, parallel_setup, use_test_compilation_cache
 
-from autoheri_jax.config import ModelConfig, ParallelConfig, SearchConfig
+from autoheri_jax.config import ModelConfig, ParallelConfig
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.train.fit import train_model
 
@@ -98,7 +98,7 @@ def case_bag_slots_on_devices_equal_the_padded_single_device():
     data = toy_dataset(128 * 12)
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2,
                       data.bag_vocab_sizes)  # fmt: skip
-    cfg = SearchConfig(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
+    cfg = gated(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
                       log_every=4)  # fmt: skip
     ref, _ = _train(data, spec, cfg, launcher="single")
     slots = dataclasses.replace(cfg, bag_slots=0.75)

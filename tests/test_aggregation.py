@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoheri_jax.config import ConfigError, ModelConfig, SearchConfig
+from autoheri_jax.config import ConfigError, ModelConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.model import aggregation
 from autoheri_jax.model.build import build_spec
@@ -16,11 +16,9 @@ from autoheri_jax.model.variants import derived_model
 from autoheri_jax.search import architecture
 from autoheri_jax.search.architecture import derive_edges, derive_ops
 from autoheri_jax.train.fit import train_model
-from tests.helpers import VOCABS, tiny_batch, tiny_spec
+from tests.helpers import VOCABS, gated, tiny_batch, tiny_spec
 
-FAST = SearchConfig(
-    arch_warmup_steps=0, epochs=2, batch_size=128, lr=1e-2, arch_lr=5e-2, log_every=4
-)
+FAST = gated(arch_warmup_steps=0, epochs=2, batch_size=128, lr=1e-2, arch_lr=5e-2, log_every=4)
 FIXED_OPS = ("gated_sum", "attention")
 
 
@@ -198,7 +196,7 @@ def test_entropy_term_covers_the_operator_choice():
 
     spec = tiny_spec(edge_mode="parallel", aggregation="search")
     params = init_params(jax.random.PRNGKey(0), spec)
-    loss_fn = make_loss_fn(spec, SearchConfig(entropy_weight=1.0))
+    loss_fn = make_loss_fn(spec, gated(entropy_weight=1.0))
     batch = tiny_batch(8)
     step = jnp.zeros((), jnp.int32)
     uniform = loss_fn(params, batch, jax.random.PRNGKey(1), step)[1]["entropy"]

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from autoheri_jax.config import ConfigError, ModelConfig, TrainConfig
+from autoheri_jax.config import ConfigError, ModelConfig, TrainConfig, supernet_config
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.variants import derived_model
 from autoheri_jax.train.arch_batch import (
@@ -74,7 +74,7 @@ def test_architecture_batch_refuses_what_it_cannot_train():
         train_architectures(spec, CFG, train_rows, masks[:, :2], desc="t")
     with pytest.raises(ConfigError, match="sampled masks"):
         train_architectures(
-            spec, dataclasses.replace(CFG, edge_keep_prob=0.5), train_rows, masks, desc="t"
+            spec, supernet_config(CFG, edge_keep_prob=0.5), train_rows, masks, desc="t"
         )
     jax.clear_caches()
 

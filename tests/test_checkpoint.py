@@ -15,9 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import child_env, tiny_spec, toy_dataset
+from helpers import child_env, gated, tiny_spec, toy_dataset
 
-from autoheri_jax.config import SearchConfig
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.train.optim import make_optimizer
@@ -25,7 +24,7 @@ from autoheri_jax.train.step import abstract_state, init_state
 from tests import background
 
 REPO = Path(__file__).resolve().parents[1]
-CFG = SearchConfig(arch_warmup_steps=0, batch_size=16)
+CFG = gated(arch_warmup_steps=0, batch_size=16)
 
 
 @functools.cache
@@ -257,9 +256,8 @@ EIGHT_DEVICES_CHILD = """
     import sys
     import jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from helpers import tiny_spec
+    from helpers import gated, tiny_spec
     from autoheri_jax.train.checkpoint import Checkpointer
-    from autoheri_jax.config import SearchConfig
     from autoheri_jax.train.step import abstract_state
 
     src, dst, expected = sys.argv[1:4]
@@ -271,7 +269,7 @@ EIGHT_DEVICES_CHILD = """
         spec = P() if axis is None else P(*([None] * axis), "d")
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, spec))
 
-    cfg = SearchConfig(arch_warmup_steps=0, batch_size=16)
+    cfg = gated(arch_warmup_steps=0, batch_size=16)
     target = jax.tree.map(sharded, abstract_state(tiny_spec(), cfg))
     state, extra, _ = Checkpointer(src).restore(None, target)
     want = np.load(expected)

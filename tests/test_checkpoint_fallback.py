@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from autoheri_jax import artifacts, experiment
-from autoheri_jax.config import CheckpointConfig, Config, ModelConfig, SearchConfig
+from autoheri_jax.config import CheckpointConfig, Config, ModelConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.data.sources import Splits
 from autoheri_jax.model.build import build_spec
@@ -19,6 +19,7 @@ from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.loop import Resumable, fingerprint
 from autoheri_jax.train.step import abstract_state
+from tests.helpers import gated
 
 ROWS, BATCH, EVERY = 512, 64, 3  # 8 steps: checkpoints at 3, 6 and 8 (the final save)
 
@@ -28,7 +29,7 @@ def _tiny():
                            click_rate=0.2, stage_rates=(0.3,), num_dense=1)  # fmt: skip
     train_rows, valid, test = data.split([ROWS, BATCH, BATCH])
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), data.vocab_sizes, 1, 2)
-    cfg = SearchConfig(epochs=1, batch_size=BATCH, arch_warmup_steps=0, lr=1e-2, log_every=4)
+    cfg = gated(epochs=1, batch_size=BATCH, arch_warmup_steps=0, lr=1e-2, log_every=4)
     return Splits(train_rows, valid, test), spec, cfg
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoheri_jax.config import ConfigError, EdgeSearchConfig, ModelConfig, TrainConfig
+from autoheri_jax.config import ConfigError, MaskedSearch, ModelConfig, SupernetConfig, TrainConfig
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import incoming
 from autoheri_jax.search import evidence
@@ -137,17 +137,15 @@ def test_decision_rule_and_undecided_edges():
 
 
 def test_edge_search_config_is_validated():
-    with pytest.raises(ConfigError, match="method"):
-        EdgeSearchConfig(method="bayes")
     with pytest.raises(ConfigError, match="criterion"):
-        EdgeSearchConfig(criterion="auc")
+        MaskedSearch(criterion="auc")
     with pytest.raises(ConfigError, match="keep_prob"):
-        EdgeSearchConfig(keep_prob=1.0)
+        MaskedSearch(keep_prob=1.0)
 
 
 def test_step_mask_is_one_draw_per_step_from_the_step_key():
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6, 5), searched=False), (7, 5), 0, 2)
-    cfg = TrainConfig(edge_keep_prob=0.5)
+    cfg = SupernetConfig(edge_keep_prob=0.5)
     keys = [jax.random.fold_in(jax.random.PRNGKey(0), s) for s in range(200)]
     draws = np.stack([np.asarray(step_edge_mask(spec, cfg, k)) for k in keys])
     assert draws.shape == (200, spec.num_edges) and set(np.unique(draws)) == {0.0, 1.0}
@@ -162,7 +160,7 @@ def supernet():
     train_rows, valid = tiny_funnel()
     model = ModelConfig(embed_dim=4, hidden=(8, 6), searched=False)
     spec = build_spec(model, train_rows.vocab_sizes, train_rows.num_dense, 2)
-    cfg = TrainConfig(epochs=2, batch_size=128, lr=1e-2, edge_keep_prob=0.5, log_every=10)
+    cfg = SupernetConfig(epochs=2, batch_size=128, lr=1e-2, edge_keep_prob=0.5, log_every=10)
     state, _ = train_model(spec, cfg, train_rows, desc="supernet", progress=False)
     return spec, state.params, valid
 
@@ -192,7 +190,7 @@ def test_an_edge_whose_block_is_zero_has_a_contrast_of_exactly_zero(supernet):
 
 def test_edge_evidence_record_and_small_validation_splits(supernet):
     spec, params, valid = supernet
-    ecfg = EdgeSearchConfig(contexts=2, batch_size=1024)  # 1000 rows: cut into 8 batches
+    ecfg = MaskedSearch(contexts=2, batch_size=1024)  # 1000 rows: cut into 8 batches
     ev, per_edge, _ = evidence.edge_evidence(spec, params, valid, ecfg)
     assert ev.batches == evidence.MIN_BATCHES and len(per_edge) == spec.num_edges
     for e in per_edge:
@@ -207,7 +205,7 @@ def test_edge_evidence_record_and_small_validation_splits(supernet):
 def test_a_validation_split_too_small_to_judge_leaves_every_edge_undecided(supernet):
     spec, params, valid = supernet
     ev, per_edge, kept = evidence.edge_evidence(
-        spec, params, valid.take(slice(0, 50)), EdgeSearchConfig()
+        spec, params, valid.take(slice(0, 50)), MaskedSearch()
     )
     assert [e.decision for e in per_edge] == ["undecided"] * spec.num_edges
     assert not kept.any() and "50 validation rows" in ev.note and ev.threshold_rule is None

@@ -10,7 +10,7 @@ from autoheri_jax.config import (
     Config,
     ConfigError,
     EvolutionConfig,
-    SearchConfig,
+    SupernetConfig,
     apply_overrides,
     load_config,
 )
@@ -93,7 +93,7 @@ def test_budget_steps_trains_a_candidate_on_a_prefix_of_train(repo):
     train = load_data(cfg, progress=False).train
     assert budget_train_rows(cfg, train).num_rows == 3 * cfg.retrain.batch_size  # 2 x 3 steps
     assert budget_train_config(cfg).epochs == 2 and not isinstance(
-        budget_train_config(cfg), SearchConfig
+        budget_train_config(cfg), SupernetConfig
     )
     assert budget_train_rows(load_config(repo / SMOKE), train) is train  # budget_steps=0: all
 

@@ -88,8 +88,8 @@ def test_gates_at_zero_equal_independent_towers():
 
 
 def test_search_gates_are_sigmoid_of_logits():
-    spec = tiny_spec(edge_mode="parallel", init_edge_logit=1.5)
-    params = init_params(jax.random.PRNGKey(0), spec)
+    spec = tiny_spec(edge_mode="parallel")
+    params = init_params(jax.random.PRNGKey(0), spec, init_edge_logit=1.5)
     np.testing.assert_allclose(edge_probabilities(params, spec), jax.nn.sigmoid(1.5) * np.ones(3))
     unsearched = tiny_spec(edge_mode="parallel", searched=False)
     assert "arch" not in init_params(jax.random.PRNGKey(0), unsearched)

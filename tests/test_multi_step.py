@@ -17,7 +17,6 @@ from autoheri_jax.config import (
     ConfigError,
     ModelConfig,
     ParallelConfig,
-    SearchConfig,
     TrainConfig,
     load_config,
 )
@@ -31,7 +30,7 @@ from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.loop import Resumable, fingerprint
 from autoheri_jax.train.seed_batch import train_seeds
 from autoheri_jax.train.signals import TrainingInterrupted
-from tests.helpers import toy_dataset
+from tests.helpers import gated, toy_dataset
 
 # 16 steps of batch 64 on `data` (K = 4: four dispatches); dropout, so the step keys matter:
 # a key drawn from the wrong step index would change the parameters
@@ -219,7 +218,7 @@ def test_a_bilevel_search_takes_its_validation_batches_per_step(data):
     store on) and each scanned step takes its own: K = 4 equals K = 1, arch logits included."""
     train_rows, valid_rows = data.split([768, 256])
     spec = _spec(data, dataclasses.replace(MODEL, searched=True, edge_mode="hierarchical"))
-    cfg = SearchConfig(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=0,
+    cfg = gated(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=0,
                        bilevel=True)  # fmt: skip
     ref, ref_records, _ = _run(spec, cfg, train_rows, valid=valid_rows)
     k4 = dataclasses.replace(cfg, steps_per_dispatch=4, device_resident="on")

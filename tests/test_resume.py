@@ -18,14 +18,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from autoheri_jax.config import CheckpointConfig, ModelConfig, SearchConfig
+from autoheri_jax.config import CheckpointConfig, ModelConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.loop import NonFiniteLossError, Resumable, fingerprint
 from tests import background
-from tests.helpers import child_env
+from tests.helpers import child_env, gated
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/configs/smoke.py"
@@ -191,7 +191,7 @@ def _tiny(n=1024):
     data = simulate_funnel(num_rows=n, seed=0, num_users=100, num_items=200, click_rate=0.2,
                            stage_rates=(0.3,), num_dense=1)  # fmt: skip
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), data.vocab_sizes, 1, 2)
-    cfg = SearchConfig(epochs=1, batch_size=64, arch_warmup_steps=0, lr=1e-2, log_every=1)
+    cfg = gated(epochs=1, batch_size=64, arch_warmup_steps=0, lr=1e-2, log_every=1)
     return data, spec, cfg
 
 

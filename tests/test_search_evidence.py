@@ -7,15 +7,14 @@ import numpy as np
 import optax
 import pytest
 
-from autoheri_jax.config import SearchConfig
 from autoheri_jax.metrics import BinaryScores, auc, excess_nll, funnel_metrics, soft_auc
 from autoheri_jax.model.edges import candidate_edges
 from autoheri_jax.model.gates import edge_cost, edge_entropy, entropy_weight_at
 from autoheri_jax.model.network import forward, init_params
 from autoheri_jax.model.variants import matched_random_edges
 from autoheri_jax.train.optim import make_optimizer
-from autoheri_jax.train.step import init_state, make_update_fn
-from tests.helpers import tiny_batch, tiny_spec
+from autoheri_jax.train.step import init_keys, init_state, make_update_fn
+from tests.helpers import gated, tiny_batch, tiny_spec
 
 # ------------------------------------------------------------------------- the instrument
 
@@ -66,7 +65,7 @@ def test_funnel_metrics_score_cvr_against_the_truth_on_every_impression():
 
 def test_arch_warmup_freezes_arch_params_bitwise_then_releases_them():
     spec = tiny_spec(edge_mode="hierarchical")
-    cfg = SearchConfig(arch_warmup_steps=3, arch_lr=0.3, entropy_weight=0.5, sparsity_weight=0.2)
+    cfg = gated(arch_warmup_steps=3, arch_lr=0.3, entropy_weight=0.5, sparsity_weight=0.2)
     opt = make_optimizer(cfg)
     state = init_state(spec, cfg, opt)
     start = np.asarray(state.params["arch"]["edge_logits"]).copy()
@@ -114,7 +113,7 @@ def _gated_linear_search(sparsity_weight: float, seed: int = 0, rule: str = "ada
     x = rng.standard_normal((n, k)).astype(np.float32)
     y = (rng.random(n) < 1 / (1 + np.exp(-2.0 * x[:, 0]))).astype(np.float32)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    cfg = SearchConfig(lr=0.03, arch_lr=0.05, arch_warmup_steps=50, arch_optimizer=rule,
+    cfg = gated(lr=0.03, arch_lr=0.05, arch_warmup_steps=50, arch_optimizer=rule,
                       entropy_weight=0.02, sparsity_weight=sparsity_weight)  # fmt: skip
     params = {"towers": {"w": jnp.zeros(k), "b": jnp.zeros(())},
               "arch": {"edge_logits": jnp.zeros(k)}}  # fmt: skip
@@ -125,9 +124,9 @@ def _gated_linear_search(sparsity_weight: float, seed: int = 0, rule: str = "ada
         g = jax.nn.sigmoid(p["arch"]["edge_logits"])
         z = xb @ (g * p["towers"]["w"]) + p["towers"]["b"]
         bce = jnp.mean(optax.sigmoid_binary_cross_entropy(z, yb))
-        ent = entropy_weight_at(step, cfg.entropy_weight, 100, cfg.arch_warmup_steps)
+        ent = entropy_weight_at(step, cfg.arch.entropy_weight, 100, cfg.arch.arch_warmup_steps)
         logits = p["arch"]["edge_logits"]
-        return bce + ent * edge_entropy(logits) + cfg.sparsity_weight * edge_cost(logits)
+        return bce + ent * edge_entropy(logits) + cfg.arch.sparsity_weight * edge_cost(logits)
 
     @jax.jit
     def step_fn(p, s, step):
@@ -186,19 +185,21 @@ def test_shared_rms_arch_steps_keep_relative_evidence_and_ignore_overall_scale()
 
 
 def test_edge_logit_noise_draws_fresh_starting_points_per_seed():
-    quiet = tiny_spec(edge_mode="hierarchical")
-    noisy = tiny_spec(edge_mode="hierarchical", edge_logit_noise=0.5)
-    start = lambda spec, seed: np.asarray(
-        init_params(jax.random.PRNGKey(seed), spec)["arch"]["edge_logits"]
-    )
-    np.testing.assert_array_equal(start(quiet, 0), np.zeros(9))
-    a, b = start(noisy, 0), start(noisy, 1)
+    spec = tiny_spec(edge_mode="hierarchical")
+    quiet = lambda seed: init_params(jax.random.PRNGKey(seed), spec)
+    noisy = lambda seed: init_params(jax.random.PRNGKey(seed), spec, edge_logit_noise=0.5)
+    start = lambda params: np.asarray(params["arch"]["edge_logits"])
+    np.testing.assert_array_equal(start(quiet(0)), np.zeros(9))
+    a, b = start(noisy(0)), start(noisy(1))
     assert 0.2 < a.std() < 1.0 and not np.array_equal(a, b)
-    np.testing.assert_array_equal(a, start(noisy, 0))
+    np.testing.assert_array_equal(a, start(noisy(0)))
     # the weights are drawn as without noise: only the arch logits move
-    same = init_params(jax.random.PRNGKey(0), quiet)["towers"]
-    jax.tree.map(np.testing.assert_array_equal, same,
-                 init_params(jax.random.PRNGKey(0), noisy)["towers"])  # fmt: skip
+    jax.tree.map(np.testing.assert_array_equal, quiet(0)["towers"], noisy(0)["towers"])
+    # the trainer draws them from the gradient search's settings (GradientSearch)
+    cfg = gated(edge_logit_noise=0.5)
+    state = init_state(spec, cfg, make_optimizer(cfg))
+    want = init_params(init_keys(0)[0], spec, edge_logit_noise=0.5)
+    np.testing.assert_array_equal(start(state.params), start(want))
 
 
 def test_study_columns_carry_ci_and_mde_and_the_report_plots_only_aucs(tmp_path):

@@ -22,9 +22,11 @@ def _smoke(repo, *overrides):
 def test_the_paper_method_updates_gates_and_weights_in_two_partitions_in_one_jitted_step(repo):
     cfg = _smoke(repo, "edge_search.method=paper")
     model, tcfg = experiment.search_setup(cfg)
-    assert (tcfg.arch_optimizer, tcfg.arch_warmup_steps, tcfg.entropy_warmup_steps) == (
+    arch = tcfg.arch  # the paper's fixed settings, from PaperSearch
+    assert (arch.arch_optimizer, arch.arch_warmup_steps, arch.entropy_warmup_steps) == (
         "adam", 0, 0)  # fmt: skip
-    assert tcfg.entropy_weight > 0 and tcfg.sparsity_weight == 0 and not tcfg.bilevel
+    assert arch.entropy_weight > 0 and arch.sparsity_weight == 0 and not arch.bilevel
+    assert arch.derive_threshold == 0.5 and arch.init_edge_logit == arch.edge_logit_noise == 0
     assert model.searched and model.edge_init == "block"
     data = experiment.load_data(cfg, None, progress=False)
     spec = experiment.spec_for(model, data.train)
@@ -43,12 +45,15 @@ def test_the_paper_method_updates_gates_and_weights_in_two_partitions_in_one_jit
 
 
 def test_a_setting_the_paper_search_does_not_have_is_refused_by_name(repo):
-    for key in ("derive_threshold=0.7", "search.sparsity_weight=0.1", "search.bilevel=true",
-                "model.init_edge_logit=1.0"):  # fmt: skip
-        with pytest.raises(ConfigError, match=key.split("=")[0].replace(".", r"\.")):
-            _smoke(repo, "edge_search.method=paper", key)
-    with pytest.raises(ConfigError, match="edge_search.method"):
-        _smoke(repo, "edge_search.method=ablation", "search.bilevel=true")
+    for key in ("derive_threshold=0.7", "sparsity_weight=0.1", "bilevel=true",
+                "init_edge_logit=1.0", "arch_warmup_steps=5"):  # fmt: skip
+        name = key.split("=")[0]
+        with pytest.raises(ConfigError, match=rf"edge_search\.{name}: .*method=gradient"):
+            _smoke(repo, "edge_search.method=paper", f"edge_search.{key}")
+    with pytest.raises(ConfigError, match=r"edge_search\.bilevel: .*not of edge_search.method"):
+        _smoke(repo, "edge_search.method=ablation", "edge_search.bilevel=true")
+    with pytest.raises(ConfigError, match="operator search"):
+        _smoke(repo, "edge_search.method=ablation", "model.aggregation=search")
 
 
 @pytest.mark.slow

@@ -9,15 +9,15 @@ import jax
 import numpy as np
 import pytest
 
-from autoheri_jax.config import ConfigError, SearchConfig
+from autoheri_jax.config import ConfigError
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.loop import NonFiniteLossError
 from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
 from tests import background
-from tests.helpers import StopTraining, stop_at, tiny_spec
+from tests.helpers import StopTraining, gated, stop_at, tiny_spec
 
-CFG = SearchConfig(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=3,
+CFG = gated(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=3,
                   entropy_warmup_steps=4)  # fmt: skip
 
 
@@ -69,7 +69,7 @@ def test_vmapped_seeds_refuse_what_they_cannot_share():
         train_seeds(spec, [CFG, dataclasses.replace(CFG, lr=0.1)], [data, data], desc="t",
                     progress=False)  # fmt: skip
     with pytest.raises(ConfigError, match="bilevel"):
-        bilevel = dataclasses.replace(CFG, bilevel=True)
+        bilevel = gated(CFG, bilevel=True)
         train_seeds(spec, [bilevel, bilevel], [data, data], desc="t", progress=False)
     assert group_by_spec([spec, tiny_spec(), spec]) == [[0, 2], [1]]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from autoheri_jax.config import ConfigError, EdgeSearchConfig, ModelConfig, TrainConfig
+from autoheri_jax.config import ConfigError, MaskedSearch, ModelConfig, TrainConfig
 from autoheri_jax.metrics import BinaryScores, auc
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.search import selection
@@ -99,9 +99,9 @@ def test_ctcvr_auc_without_a_positive_label_is_a_clear_error():
 
 
 def test_select_config_is_validated():
-    assert EdgeSearchConfig().select == "ctcvr_auc"
+    assert MaskedSearch().select == "ctcvr_auc"
     with pytest.raises(ConfigError, match="select"):
-        EdgeSearchConfig(select="auc")
+        MaskedSearch(select="auc")
 
 
 def test_the_detectable_difference_is_seen_at_its_stated_power():

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoheri_jax.config import SearchConfig
 from autoheri_jax.model.embedding import lookup_rows
 from autoheri_jax.train.optim import make_optimizer
 from autoheri_jax.train.sparse_embedding import (
@@ -17,9 +16,9 @@ from autoheri_jax.train.sparse_embedding import (
     unique_row_bound,
 )
 from autoheri_jax.train.step import init_state, make_update_fn
-from tests.helpers import VOCABS, tiny_batch, tiny_spec
+from tests.helpers import VOCABS, gated, tiny_batch, tiny_spec
 
-BASE = SearchConfig(
+BASE = gated(
     arch_warmup_steps=0, epochs=1, batch_size=16, lr=1e-2, arch_lr=1e-2, entropy_weight=0.0
 )
 

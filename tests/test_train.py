@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoheri_jax.config import ConfigError, DataConfig, ModelConfig, SearchConfig
+from autoheri_jax.config import ConfigError, DataConfig, ModelConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.metrics import funnel_metrics
 from autoheri_jax.model.build import build_spec
@@ -15,11 +15,9 @@ from autoheri_jax.train.loop import NonFiniteLossError
 from autoheri_jax.train.optim import make_optimizer, param_labels
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.step import init_state, make_update_fn
-from tests.helpers import tiny_batch, tiny_spec
+from tests.helpers import gated, tiny_batch, tiny_spec
 
-FAST = SearchConfig(
-    arch_warmup_steps=0, epochs=1, batch_size=128, lr=1e-2, arch_lr=5e-2, log_every=4
-)
+FAST = gated(arch_warmup_steps=0, epochs=1, batch_size=128, lr=1e-2, arch_lr=5e-2, log_every=4)
 
 
 def _data(num_rows=6000, stages=2, seed=0):
@@ -57,9 +55,7 @@ def test_one_joint_step_moves_each_partition_with_its_own_rate():
     batch = tiny_batch(64)
     moved = {}
     for arch_lr in (1e-3, 1e-1):
-        cfg = dataclasses.replace(
-            FAST, lr=1e-3, arch_lr=arch_lr, entropy_weight=0.0, arch_optimizer="adam"
-        )
+        cfg = gated(FAST, lr=1e-3, arch_lr=arch_lr, entropy_weight=0.0, arch_optimizer="adam")
         opt = make_optimizer(cfg)
         state = init_state(spec, cfg, opt)
         before = jax.device_get(state.params)
@@ -95,7 +91,7 @@ def test_max_steps_is_a_step_budget_that_the_epochs_cannot_exceed():
     """max_steps stops a run early, equal to the longer run's first steps; it never adds."""
     data = _data(2048)
     spec = _spec(data, edge_mode="hierarchical")
-    cfg = dataclasses.replace(FAST, epochs=2, arch_warmup_steps=0)  # 32 steps
+    cfg = gated(FAST, epochs=2, arch_warmup_steps=0)  # 32 steps
     records = []
     short, stats = train_model(spec, dataclasses.replace(cfg, max_steps=5), data, desc="a",
                                progress=False, on_log=lambda s, r: records.append(s))  # fmt: skip
@@ -132,8 +128,7 @@ def test_search_learns_the_funnel(stages):
     assert probs.shape == (spec.num_edges,) and np.all((probs > 0) & (probs < 1))
     # the entropy term pushes the gates away from 0.5: without it (the same run otherwise)
     # they end nearer to it
-    flat, _ = train_model(spec, dataclasses.replace(cfg, entropy_weight=0.0), tr, desc="t",
-                          progress=False)  # fmt: skip
+    flat, _ = train_model(spec, gated(cfg, entropy_weight=0.0), tr, desc="t", progress=False)
     free = np.asarray(edge_probabilities(flat.params, spec))
     assert np.mean(np.minimum(probs, 1 - probs)) < np.mean(np.minimum(free, 1 - free)) - 0.02
 
@@ -169,10 +164,10 @@ def test_data_config_defaults_match_simulator_defaults():
 
 def test_bilevel_takes_the_arch_gradient_from_the_validation_batch():
     spec = tiny_spec(edge_mode="hierarchical")
-    cfg = dataclasses.replace(FAST, bilevel=True, entropy_weight=0.0, lr=1e-3, arch_lr=1e-2)
+    cfg = gated(FAST, bilevel=True, entropy_weight=0.0, lr=1e-3, arch_lr=1e-2)
     train_b, valid_b = tiny_batch(64, seed=1), tiny_batch(64, seed=2)
     opt = make_optimizer(cfg)
-    single = dataclasses.replace(cfg, bilevel=False)
+    single = gated(cfg, bilevel=False)
     results = {}
     for name, c, batch in [
         ("bilevel", cfg, {**train_b, "valid": valid_b}),
@@ -197,7 +192,7 @@ def test_bilevel_search_runs_with_a_validation_split():
     data = _data(3000)
     tr, va = data.split([2000, 1000])
     spec = _spec(tr, edge_mode="parallel")
-    cfg = dataclasses.replace(FAST, bilevel=True)
+    cfg = gated(FAST, bilevel=True)
     records = []
     train_model(
         spec, cfg, tr, desc="bi", progress=False, valid=va, on_log=lambda s, r: records.append(r)

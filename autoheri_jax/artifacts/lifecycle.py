@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from autoheri_jax import artifacts
 from autoheri_jax.artifacts import AUTOHERI
-from autoheri_jax.config import Config, ConfigError, to_dict
+from autoheri_jax.config import Config, ConfigError, arch_settings, to_dict
 from autoheri_jax.data.sources import check_data_path
 from autoheri_jax.progress import say as _say
 from autoheri_jax.train.signals import deferred
@@ -71,9 +71,11 @@ def check_batch_sizes(cfg: Config, data, phases=("search", "retrain")) -> None:
                 f"{phase}.batch_size={bs} exceeds the {rows} training rows of {src}; "
                 f"set --set {phase}.batch_size=N with N <= {rows}"
             )
-    if "search" in phases and cfg.search.bilevel and data.valid.num_rows < cfg.search.batch_size:
+    arch = arch_settings(cfg.edge_search)
+    bilevel = arch is not None and arch.bilevel
+    if "search" in phases and bilevel and data.valid.num_rows < cfg.search.batch_size:
         raise ConfigError(
-            f"search.bilevel needs >= search.batch_size ({cfg.search.batch_size}) validation "
+            f"edge_search.bilevel needs >= search.batch_size ({cfg.search.batch_size}) validation "
             f"rows; {src} has {data.valid.num_rows}"
         )
 

@@ -65,10 +65,16 @@ def _edge_block_init(spec: ModelSpec, key: jax.Array, rows: int, width: int) -> 
     return jax.nn.initializers.glorot_uniform()(key, (rows, width))
 
 
-def init_params(key: jax.Array, spec: ModelSpec) -> Params:
+def init_params(
+    key: jax.Array, spec: ModelSpec, init_edge_logit: float = 0.0, edge_logit_noise: float = 0.0
+) -> Params:
     """Fresh parameters. The own-input block of every kernel is drawn as in a tower without
     edges (bitwise the same key), so a tower whose gates are all 0 starts exactly as an
-    independent (ESMM) tower would; edge blocks start as `spec.edge_init` says."""
+    independent (ESMM) tower would; edge blocks start as `spec.edge_init` says.
+
+    A gated supernet (`spec.has_arch`) also gets params["arch"]["edge_logits"] [E], each
+    init_edge_logit plus edge_logit_noise x N(0, 1) from the key's "arch_noise" stream (the
+    gradient search's settings: GradientSearch)."""
     dense_init = jax.nn.initializers.glorot_uniform()
     k_embed, k_towers = jax.random.split(key)
     params: Params = {
@@ -123,10 +129,10 @@ def init_params(key: jax.Array, spec: ModelSpec) -> Params:
         }
         params["towers"][f"task_{t}"] = tower
     if spec.has_arch:
-        logits = jnp.full((spec.num_edges,), spec.init_edge_logit, jnp.float32)
-        if spec.edge_logit_noise > 0:
+        logits = jnp.full((spec.num_edges,), init_edge_logit, jnp.float32)
+        if edge_logit_noise > 0:
             k_arch = rng.stream(key, "arch_noise")
-            logits = logits + spec.edge_logit_noise * jax.random.normal(k_arch, logits.shape)
+            logits = logits + edge_logit_noise * jax.random.normal(k_arch, logits.shape)
         params["arch"] = {"edge_logits": logits}
         if spec.searches_ops:
             params["arch"]["op_logits"] = jnp.zeros(

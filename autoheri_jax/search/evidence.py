@@ -365,7 +365,7 @@ def no_evidence(num_edges: int, ecfg, rows: int) -> EvidenceOutcome:
 
 def edge_evidence(spec: ModelSpec, params: Params, valid, ecfg) -> EvidenceOutcome:
     """The masked search's decision for every candidate edge of `spec` from the trained
-    supernet's `params`; `ecfg` is the config's EdgeSearchConfig.
+    supernet's `params`; `ecfg` is the config's MaskedSearch.
 
     -> (Evidence: the settings and common modes, [E] EdgeEvidence, [E] bool kept)."""
     masks = contrast_masks(spec.num_edges, ecfg.contexts, ecfg.keep_prob, ecfg.seed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 
-from autoheri_jax.config import ConfigError, SearchConfig, TrainConfig, is_bilevel
+from autoheri_jax.config import ConfigError, TrainConfig, arch_of, is_bilevel
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.model.spec import ModelSpec
@@ -79,15 +79,16 @@ def check_schedule(spec: ModelSpec, cfg: TrainConfig, total: int, desc: str) -> 
     """Refuses a gradient search whose warm-up swallows it: with arch_warmup_steps near the
     step count (a larger batch, a smaller file) the gates barely move from 0.5 and the kept
     set is decided by noise. Checked against the run's real step count, before any compute."""
-    if not spec.has_arch or cfg.edge_keep_prob > 0 or not isinstance(cfg, SearchConfig):
+    arch = arch_of(cfg)
+    if not spec.has_arch or arch is None:
         return
-    moving = total - cfg.arch_warmup_steps
+    moving = total - arch.arch_warmup_steps
     if moving < max(1, MIN_ARCH_SHARE * total):
         raise ConfigError(
-            f"{desc}: search.arch_warmup_steps={cfg.arch_warmup_steps} leaves the edge logits "
-            f"{max(moving, 0)} of the search's {total} steps (batch_size {cfg.batch_size}, "
+            f"{desc}: edge_search.arch_warmup_steps={arch.arch_warmup_steps} leaves the edge "
+            f"logits {max(moving, 0)} of the search's {total} steps (batch_size {cfg.batch_size}, "
             f"{cfg.epochs} epoch(s)); at least {MIN_ARCH_SHARE:.0%} must move them: set "
-            f"search.arch_warmup_steps <= {int((1 - MIN_ARCH_SHARE) * total)} (about 40% is "
-            f"{int(0.4 * total)}) and search.entropy_warmup_steps to about "
+            f"edge_search.arch_warmup_steps <= {int((1 - MIN_ARCH_SHARE) * total)} (about 40% "
+            f"is {int(0.4 * total)}) and edge_search.entropy_warmup_steps to about "
             f"{int(0.6 * total)}, or use edge_search.method=masked"
         )

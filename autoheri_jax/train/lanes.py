@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from autoheri_jax.config import ConfigError, TrainConfig, is_bilevel
+from autoheri_jax.config import ConfigError, TrainConfig, edge_keep_prob, is_bilevel
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.pipeline import StepBatchSource
 from autoheri_jax.model.spec import ModelSpec
@@ -98,7 +98,7 @@ def check_seed_lanes(cfgs: Sequence[TrainConfig]) -> None:
         if dataclasses.replace(c, seed=0) != base:
             raise ConfigError("vmapped seeds must share every TrainConfig field but `seed`")
     if is_bilevel(cfgs[0]):
-        raise ConfigError("vmapped seeds do not support search.bilevel; run seeds one by one")
+        raise ConfigError("vmapped seeds do not support edge_search.bilevel; run seeds one by one")
 
 
 def make_seed_step(spec: ModelSpec, cfg: TrainConfig, optimizer=None) -> Callable:
@@ -188,7 +188,7 @@ class ArchLanes(LaneLauncher):
 def check_arch_lanes(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray) -> None:
     if spec.has_arch:
         raise ConfigError("an architecture batch trains fixed masks: the spec must be unsearched")
-    if is_bilevel(cfg) or cfg.edge_keep_prob > 0:
+    if is_bilevel(cfg) or edge_keep_prob(cfg) > 0:
         raise ConfigError("an architecture batch takes no bilevel search and no sampled masks")
     if masks.ndim != 2 or masks.shape[1] != spec.num_edges or not len(masks):
         raise ConfigError(f"masks must be A x {spec.num_edges} (A >= 1), got {masks.shape}")

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
-from autoheri_jax.config import SearchConfig, TrainConfig
+from autoheri_jax.config import TrainConfig, arch_of
 from autoheri_jax.train import sparse_embedding
 
 GROUP_OF_KEY: Mapping[str, str] = {"embedding": "embeddings", "towers": "weights", "arch": "arch"}
@@ -131,15 +131,16 @@ def scale_by_shared_rms(
 
 
 def _arch_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    if not isinstance(cfg, SearchConfig):  # no arch params to move (train/step.init_state)
+    arch = arch_of(cfg)  # the gated search's method config (GradientSearch)
+    if arch is None:  # no arch params to move (train/step.init_state)
         return optax.set_to_zero()
-    if cfg.arch_optimizer == "sgd":
-        rule = optax.sgd(cfg.arch_lr, momentum=0.9)
-    elif cfg.arch_optimizer == "shared_adam":
-        rule = optax.chain(scale_by_shared_rms(), optax.scale(-cfg.arch_lr))
+    if arch.arch_optimizer == "sgd":
+        rule = optax.sgd(arch.arch_lr, momentum=0.9)
+    elif arch.arch_optimizer == "shared_adam":
+        rule = optax.chain(scale_by_shared_rms(), optax.scale(-arch.arch_lr))
     else:
-        rule = optax.adam(cfg.arch_lr)
-    return delayed(rule, cfg.arch_warmup_steps)
+        rule = optax.adam(arch.arch_lr)
+    return delayed(rule, arch.arch_warmup_steps)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from autoheri_jax import rng as rng_streams
-from autoheri_jax.config import ConfigError, SearchConfig, TrainConfig, is_bilevel
+from autoheri_jax.config import ConfigError, TrainConfig, arch_of, edge_keep_prob, is_bilevel
 from autoheri_jax.model.families import family_task_loss
 from autoheri_jax.model.gates import (
     edge_cost,
@@ -63,13 +63,17 @@ def init_keys(seed: int) -> tuple[jax.Array, jax.Array]:
 
 
 def init_state(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTransformation):
-    if spec.has_arch and not isinstance(cfg, SearchConfig):
+    arch = arch_of(cfg)
+    if spec.has_arch and arch is None:
         raise ConfigError(
-            "a model with arch params (a searched supernet) trains under a SearchConfig, which "
-            "holds the arch partition's settings; got a plain TrainConfig"
+            "a model with arch params (a searched supernet) trains under a SupernetConfig "
+            "whose `arch` holds the arch partition's settings; got none"
         )
     k_init, k_train = init_keys(cfg.seed)
-    params = init_params(k_init, spec)
+    if arch is None:
+        params = init_params(k_init, spec)
+    else:
+        params = init_params(k_init, spec, arch.init_edge_logit, arch.edge_logit_noise)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -91,13 +95,14 @@ def count_params(tree: Any) -> dict[str, int]:
 
 
 def step_edge_mask(spec: ModelSpec, cfg: TrainConfig, step_key: jax.Array) -> jax.Array | None:
-    """[E] the step's 0/1 edge mask of a masked supernet (`cfg.edge_keep_prob` > 0): every edge
+    """[E] the step's 0/1 edge mask of a masked supernet (`edge_keep_prob(cfg)` > 0): every edge
     on with that probability, one draw per step for the whole batch, from the step key (so
     every device draws the same sub-network). None when the step trains the spec's own gates."""
-    if cfg.edge_keep_prob <= 0 or spec.num_edges == 0:
+    keep = edge_keep_prob(cfg)
+    if keep <= 0 or spec.num_edges == 0:
         return None
     key = rng_streams.stream(step_key, "edge_mask")
-    return jax.random.bernoulli(key, cfg.edge_keep_prob, (spec.num_edges,)).astype(jnp.float32)
+    return jax.random.bernoulli(key, keep, (spec.num_edges,)).astype(jnp.float32)
 
 
 # ----------------------------------------------------------------------------------- the step
@@ -117,7 +122,7 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
     sparsity cost (`sparsity_weight` x expected kept edges).
     """
 
-    search = cfg if isinstance(cfg, SearchConfig) else None
+    search = arch_of(cfg)  # the gated search's arch settings (entropy, sparsity); None: none
 
     def loss_fn(
         params: Params, batch: dict, rng: jax.Array, step: jax.Array, embedded=None, gates=None

@@ -32,11 +32,12 @@ that the edges help (all - none -0.0008 ctcvr AUC on validation, p 0.60), so the
 model is ESMM (without early stopping: all, +0.0148). `retrain.early_stop_patience=0`
 and `search.early_stop_patience=0` give the previous job.
 Expected: README.md, "What the main job prints and writes" (measured output of this file).
-The search's gradient settings below (arch_warmup_steps, entropy_warmup_steps) apply to
-`--set edge_search.method=gradient` only.
+The gradient search on this job (its arch warm-up and entropy ramp fitted to the 976-step
+search): `--set edge_search.method=gradient --set edge_search.arch_warmup_steps=375
+--set edge_search.entropy_warmup_steps=600`.
 """
 
-from autoheri_jax.config import Config, DataConfig, ModelConfig, SearchConfig, TrainConfig
+from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig
 
 
 def get_config() -> Config:
@@ -46,14 +47,7 @@ def get_config() -> Config:
             num_train=500_000, num_valid=100_000, num_test=50_000, cascade_strength=0.5
         ),
         model=ModelConfig(embed_dim=16, hidden=(128, 64, 32), edge_mode="hierarchical"),
-        search=SearchConfig(
-            epochs=2,
-            batch_size=1024,
-            lr=2e-3,
-            arch_warmup_steps=375,
-            entropy_warmup_steps=600,
-            early_stop_patience=3,
-        ),
+        search=TrainConfig(epochs=2, batch_size=1024, lr=2e-3, early_stop_patience=3),
         retrain=TrainConfig(epochs=2, batch_size=1024, lr=2e-3, early_stop_patience=3),
         baselines=("esmm", "parallel_all_on", "hierarchical_all_on"),
     )

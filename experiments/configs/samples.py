@@ -14,15 +14,15 @@ Expected: each finishes in seconds, converts the files into runs/<name>/store an
 table for autoheri and esmm (no oracle: real data has no true probabilities). The samples hold
 10-100 rows and 1-7 positives per split, so the AUCs are noise (n/a where a split has no
 positive); this config checks formats and the pipeline, not model quality.
+The gradient search on a sample (a few dozen search steps): `--set edge_search.method=gradient
+--set edge_search.arch_warmup_steps=12 --set edge_search.entropy_warmup_steps=18`.
 """
 
-from autoheri_jax.config import Config, DataConfig, ModelConfig, SearchConfig, TrainConfig
+from autoheri_jax.config import Config, DataConfig, ModelConfig, TrainConfig
 
 
 def get_config() -> Config:
-    # a few dozen search steps: the arch params wait the first 12, the entropy ramps over 18
-    search = SearchConfig(epochs=3, batch_size=8, lr=5e-3, log_every=2, arch_warmup_steps=12,
-                        entropy_warmup_steps=18)  # fmt: skip
+    search = TrainConfig(epochs=3, batch_size=8, lr=5e-3, log_every=2)
     return Config(
         name="samples",
         data=DataConfig(source="files", path="../shared/data/ali-ccp/torch-rechub", min_count=1),

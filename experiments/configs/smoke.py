@@ -6,6 +6,9 @@ Command:
 4k training impressions, embed 4, towers 16-8; one epoch each of search and retrain.
 Expected: finishes in well under a minute on 2 CPU cores and prints a table with autoheri,
 esmm, hierarchical_all_on and the oracle. The scores mean nothing at this size.
+The gradient search at this size (16 search steps: the arch params wait 6, the entropy ramps
+in over 8): `--set edge_search.method=gradient --set edge_search.arch_warmup_steps=6
+--set edge_search.entropy_warmup_steps=8` (GRADIENT below).
 """
 
 from autoheri_jax.config import (
@@ -13,15 +16,20 @@ from autoheri_jax.config import (
     Config,
     DataConfig,
     ModelConfig,
-    SearchConfig,
     TrainConfig,
+)
+
+# `--set` overrides: this config searched by the gradient search, its schedule fitted to the
+# 16 search steps
+GRADIENT = (
+    "edge_search.method=gradient",
+    "edge_search.arch_warmup_steps=6",
+    "edge_search.entropy_warmup_steps=8",
 )
 
 
 def get_config() -> Config:
-    # 16 search steps: the arch params wait 6 of them, the entropy ramps in over 8
-    search = SearchConfig(epochs=1, batch_size=256, lr=5e-3, log_every=5, arch_warmup_steps=6,
-                        entropy_warmup_steps=8)  # fmt: skip
+    search = TrainConfig(epochs=1, batch_size=256, lr=5e-3, log_every=5)
     return Config(
         name="smoke",
         data=DataConfig(

@@ -17,10 +17,12 @@ AUC, excess log-loss), so a study's spread is that of training and data, not of 
 Model: embed 8, towers 64-32-16 (9 hierarchical candidate edges), batch 1024, one epoch (390
 steps) of search and of retraining: in a one-seed tuning trial on this world with 8 latent
 dimensions, 3 epochs lowered every model's validation scores (the id embeddings overfit), so
-one epoch it is; not a study result. The search: weights
-alone for 150 steps (arch_warmup_steps), then edge logits with the shared-RMS Adam
-(arch_optimizer=shared_adam, arch_lr 0.05), entropy ramped in from 0 over the last 240 steps
-(entropy_weight 0.001 per edge); edge blocks start at zero (model.edge_init=zero).
+one epoch it is; not a study result. The search is the default masked one; the studies
+that pin `edge_search.method=gradient` (GRADIENT_SEARCH) get GradientSearch's defaults, which
+fit this 390-step search: weights alone for 150 steps (arch_warmup_steps), then edge logits
+with the shared-RMS Adam (arch_optimizer=shared_adam, arch_lr 0.05), entropy ramped in from 0
+over the last 240 steps (entropy_weight 0.001 per edge); edge blocks start at zero
+(model.edge_init=zero).
 Expected: about 30 s per run on 2 CPU cores. The measured results are in
 experiments/README.md (studies over 5 seeds with the data redrawn per seed).
 """
@@ -30,16 +32,7 @@ from autoheri_jax.config import (
     Config,
     DataConfig,
     ModelConfig,
-    SearchConfig,
     TrainConfig,
-)
-
-SEARCH = dict(
-    arch_optimizer="shared_adam",
-    arch_lr=0.05,
-    arch_warmup_steps=150,
-    entropy_weight=0.001,
-    entropy_warmup_steps=240,
 )
 
 
@@ -58,7 +51,7 @@ def get_config() -> Config:
             cascade_strength=0.95,
         ),
         model=ModelConfig(embed_dim=8, hidden=(64, 32, 16), edge_mode="hierarchical"),
-        search=SearchConfig(epochs=1, batch_size=1024, lr=3e-3, log_every=50, **SEARCH),
+        search=TrainConfig(epochs=1, batch_size=1024, lr=3e-3, log_every=50),
         retrain=TrainConfig(epochs=1, batch_size=1024, lr=3e-3, log_every=50),
         baselines=("esmm",),
         eval_batch_size=16384,

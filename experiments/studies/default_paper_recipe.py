@@ -24,7 +24,7 @@ DEFAULT_SEEDS = Path(__file__).with_name("default_seeds.py")
 
 def get_study() -> Study:
     study = with_base_overrides(
-        load_study(DEFAULT_SEEDS), [*PAPER_SEARCH_RECIPE, "search.arch_lr=0.03"]
+        load_study(DEFAULT_SEEDS), [*PAPER_SEARCH_RECIPE, "edge_search.arch_lr=0.03"]
     )
     return dataclasses.replace(
         study, name="default_paper_recipe", description="The default run, the paper's search."

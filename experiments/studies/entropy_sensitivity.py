@@ -4,7 +4,7 @@ Command:
   autoheri study --config experiments/studies/entropy_sensitivity.py \
       --workdir runs/studies/entropy_sensitivity
 
-Arms over experiments/configs/study_base.py: search.entropy_weight 0, 0.001 (the default),
+Arms over experiments/configs/study_base.py: edge_search.entropy_weight 0, 0.001 (the default),
 0.01, 0.1 (per edge, ramped in over the last 240 of 390 steps); everything else fixed. 5 seeds
 with the data redrawn per seed, about 5 min on 2 CPU cores. The cost table's "kept edges"
 column shows how many of the 9 candidates each weight keeps.
@@ -29,7 +29,7 @@ def get_study() -> Study:
     return Study(
         name="entropy_sensitivity",
         base=load_config(BASE, GRADIENT_SEARCH),
-        arms={f"entropy_{w}": [f"search.entropy_weight={w}"] for w in WEIGHTS},
+        arms={f"entropy_{w}": [f"edge_search.entropy_weight={w}"] for w in WEIGHTS},
         seeds=5,
         seed_modes=("data",),
         keys=KEYS,
