@@ -70,7 +70,8 @@ def train_model(
 
     `on_log(step, record)` receives host-side metrics every cfg.log_every steps and at the end;
     `on_resume(step)` is called once when a checkpoint was restored. `valid` feeds the arch
-    gradient of a bi-level search (edge_search.bilevel), scores checkpoints and (early_stop_patience > 0) stops early.
+    gradient of a bi-level search (edge_search.bilevel), scores checkpoints and
+    (early_stop_patience > 0) stops early.
     `parallel` picks the devices and the launcher (parallel.make_data_parallel)."""
     check_sizes(cfg, data, valid, desc)
     launcher = make_data_parallel(spec, cfg, parallel or ParallelConfig())
