@@ -110,8 +110,8 @@ def train(
     take None); `valid` feeds the arch gradient of a bi-level search (edge_search.bilevel).
     -> (the state in the canonical layout, lane-leading for lanes; stats {"steps",
     "resumed_at", "seconds", "examples_per_s", "launcher", "devices", and the lane count for
-    lanes}), both as the hooks' `finish` left them. Raises NonFiniteLossError naming the step (and lane) if a loss
-    went NaN or inf, checked at the end and wherever a hook asks."""
+    lanes}), both as the hooks' `finish` left them. Raises NonFiniteLossError naming the step
+    (and lane) if a loss went NaN or inf, checked at the end and wherever a hook asks."""
     hooks = list(hooks)
     feed = InputFeed(launcher.batch_source(cfg, data), cfg, valid)
     loop = Loop(launcher, spec, cfg, feed, desc, total=feed.total_steps)
