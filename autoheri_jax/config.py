@@ -11,6 +11,7 @@ method is refused naming the method it belongs to.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import json
 import re
@@ -598,8 +599,12 @@ def _foreign_setting(key: str, name: str, method: str) -> ConfigError:
     """The error for `key` (edge_search.<name>), a setting the chosen `method` lacks."""
     owners = methods_with(name)
     if not owners:
-        own = list(method_fields(METHOD_CONFIGS[method])) or "no settings"
-        return ConfigError(f"unknown config key {key!r}; edge_search.method={method} has: {own}")
+        own = list(method_fields(METHOD_CONFIGS[method]))
+        near = _nearest(name, own, "edge_search.")
+        return ConfigError(
+            f"unknown config key {key!r}{near}; edge_search.method={method} has: "
+            f"{own or 'no settings'}"
+        )
     return ConfigError(
         f"{key}: a setting of edge_search.method={' / '.join(owners)}, not of "
         f"edge_search.method={method} (set edge_search.method={owners[0]} before it)"
@@ -780,6 +785,22 @@ def _edge_search_from(values: Any, key: str) -> EdgeSearch:
     return from_dict(cls, {k: v for k, v in values.items() if k != "method"}, prefix=f"{key}.")
 
 
+def _nearest(name: str, known: Sequence[str], prefix: str) -> str:
+    """ " (did you mean 'PREFIX.X'?)" for the known name closest to a mistyped `name` ("" when
+    none is close): the one thing a flag library's message says that a bare refusal did not."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def _hint(key: str, part: str, known: Sequence[str], above: Sequence[str]) -> str:
+    """The end of an unknown `--set` key's error: where the key moved, else the nearest name."""
+    moved = _moved(key)
+    if moved:
+        return ")" + moved
+    close = difflib.get_close_matches(part, list(known), n=1, cutoff=0.6)
+    return f"; did you mean '{'.'.join([*above, close[0]])}'?)" if close else ")"
+
+
 # where a setting that left a section lives now (named in the unknown-key error)
 MOVED = {
     **{f"search.{k}": f"edge_search.{k}" for k in method_fields(GradientSearch)},
@@ -806,7 +827,9 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     for key in values:
         if key not in names:
             raise ConfigError(
-                f"unknown config key '{prefix}{key}'{_moved(prefix + key)}; known: {sorted(names)}"
+                f"unknown config key '{prefix}{key}'{_moved(prefix + key)}"
+                f"{'' if _moved(prefix + key) else _nearest(key, names, prefix)}; "
+                f"known: {sorted(names)}"
             )
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
     try:
@@ -888,7 +911,8 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
                     raise _foreign_setting(key.strip(), part, node["method"])
                 where = ".".join(parts[:depth]) or "top level"
                 raise ConfigError(
-                    f"unknown config key {key!r} ({part!r} not in {where}){_moved(key.strip())}"
+                    f"unknown config key {key!r} ({part!r} not in {where}"
+                    f"{_hint(key.strip(), part, hints, parts[:depth])}"
                 )
             tp = hints[part]
             if depth < len(parts) - 1:

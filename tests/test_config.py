@@ -253,3 +253,17 @@ def test_the_cli_refuses_another_methods_setting_in_one_line(tmp_path, capsys):
     # the method, then its settings (the config docstrings' --set lines)
     sets = ["edge_search.method=gradient", "edge_search.arch_lr=0.1", "edge_search.bilevel=true"]
     assert load_config(smoke, sets).edge_search == GradientSearch(arch_lr=0.1, bilevel=True)
+
+
+def test_an_unknown_key_names_the_nearest_known_one():
+    with pytest.raises(ConfigError, match=r"'lrr' not in search; did you mean 'search\.lr'\?\)"):
+        apply_overrides(Config(), ["search.lrr=1e-3"])
+    with pytest.raises(ConfigError, match=r"did you mean 'model'\?"):
+        apply_overrides(Config(), ["modle.hidden=[8]"])
+    with pytest.raises(ConfigError, match=r"did you mean 'edge_search\.keep_prob'\?"):
+        apply_overrides(Config(), ["edge_search.keep_prb=0.3"])
+    with pytest.raises(ConfigError, match=r"did you mean 'search\.lr'\?"):
+        from_dict(Config, {"search": {"lrr": 1e-3}})
+    with pytest.raises(ConfigError) as far:  # nothing close: no guess
+        apply_overrides(Config(), ["data.zzz=1"])
+    assert "did you mean" not in str(far.value)
