@@ -42,7 +42,9 @@ def bench_one(spec, tcfg, data, k: int, store: str, steps: int, log_every: int) 
     """One loop.train run: `log_every` warm-up steps, then `steps` timed ones."""
     total = log_every + steps
     epochs = math.ceil(total / (data.num_rows // tcfg.batch_size))
+    # no validation split here, so no early stopping (the default config's retrain has it)
     cfg = dataclasses.replace(tcfg, steps_per_dispatch=k, device_resident=STORES[store],
+                              early_stop_patience=0,
                               log_every=log_every, max_steps=total, epochs=epochs)  # fmt: skip
     stamps = {}
     t0 = time.perf_counter()
