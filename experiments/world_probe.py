@@ -12,9 +12,11 @@ printed: the validation ctr sAUC of each and the validation cvr* sAUC (post-clic
 every impression against the true one) of each, and all - none. About 60 s a world on 2 CPU
 cores.
 
-With --pairs, each task pair's edges also train as a group of their own (a 3-stage world's
-click -> activation, click -> conversion and activation -> conversion edges), so a world whose
-answer is a tower pair shows whether that pair's edges help and the others' do not.
+With --groups pairs, each task pair's edges also train as a group of their own (a 3-stage
+world's click -> activation, click -> conversion and activation -> conversion edges), so a
+world whose answer is a tower pair shows whether that pair's edges help and the others' do not;
+with --groups sources, the edges from each source layer (into every destination layer) do, so
+a world whose answer is a source depth shows which depth helps.
 """
 
 from __future__ import annotations
@@ -37,22 +39,26 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
 
 
-def pair_masks(spec) -> dict[str, np.ndarray]:
-    """Architecture name -> [E] mask: none, all, then each task pair's edges alone."""
+def group_masks(spec, groups: str) -> dict[str, np.ndarray]:
+    """Architecture name -> [E] mask: none, all, then each group's edges alone (groups "pairs":
+    by task pair; "sources": by source task and layer; "": no groups)."""
     out = {"none": np.zeros(spec.num_edges), "all": np.ones(spec.num_edges)}
-    for pair in sorted({(e.src_task, e.dst_task) for e in spec.edges}):
-        on = [(e.src_task, e.dst_task) == pair for e in spec.edges]
-        out[f"{pair[0]}->{pair[1]}"] = np.asarray(on, np.float64)
+    if not groups:
+        return out
+    key = {
+        "pairs": lambda e: (f"{e.src_task}->{e.dst_task}", (e.src_task, e.dst_task)),
+        "sources": lambda e: (f"from {e.src_task}.{e.src_layer}", (e.src_task, e.src_layer)),
+    }[groups]
+    for name, _ in sorted({key(e) for e in spec.edges}, key=lambda x: x[1]):
+        out[name] = np.asarray([key(e)[0] == name for e in spec.edges], np.float64)
     return out
 
 
-def probe(overrides: list[str], pairs: bool = False) -> dict:
+def probe(overrides: list[str], groups: str = "") -> dict:
     cfg = load_config(BASE, ["data.num_test=1000", "data.seed=0", *overrides])
     data = experiment.load_data(cfg, None, progress=False)
     spec = experiment.spec_for(dataclasses.replace(cfg.model, searched=False), data.train)
-    named = pair_masks(spec)
-    if not pairs:
-        named = {k: named[k] for k in ("none", "all")}
+    named = group_masks(spec, groups)
     masks = np.stack(list(named.values())).astype(np.float32)
     state, _ = train_architectures(spec, cfg.retrain, data.train, masks, desc="probe")
     logits = architecture_logits(spec, state.params, masks, data.valid, cfg.eval_batch_size)
@@ -68,18 +74,23 @@ def probe(overrides: list[str], pairs: bool = False) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("worlds", nargs="+", help="one world: comma-separated key=value overrides")
-    ap.add_argument("--pairs", action="store_true", help="also each task pair's edges alone")
+    ap.add_argument(
+        "--groups",
+        choices=("pairs", "sources"),
+        default="",
+        help="also each task pair's (or each source layer's) edges alone",
+    )
     args = ap.parse_args(argv)
-    if args.pairs:
+    if args.groups:
         print("| world | architecture | valid cvr* sAUC | minus none |")
         print("| --- | --- | --- | --- |")
     else:
         print("| world | valid ctr sAUC none / all | valid cvr* sAUC none / all | all - none |")
         print("| --- | --- | --- | --- |")
     for world in args.worlds:
-        r = probe(split_overrides(world), args.pairs)
+        r = probe(split_overrides(world), args.groups)
         ctr, cvr = r["ctr"], r["cvr_all"]
-        if args.pairs:
+        if args.groups:
             for name, v in zip(r["names"], cvr, strict=True):
                 print(f"| {world} | {name} | {v:.4f} | {v - cvr[0]:+.4f} |", flush=True)
             continue
