@@ -46,6 +46,7 @@ from autoheri_jax.config import (
     to_dict,
 )
 from autoheri_jax.progress import say as _say
+from autoheri_jax.report.tables import column_label
 
 METHODS = ("oneshot", "evolution")  # how an arm finds its architecture
 SEED_MODES = {"model": "seed", "data": "dseed"}  # seed mode -> run-directory prefix
@@ -435,23 +436,6 @@ def _paired_models(runs, a: str, b: str, key: str) -> dict:
     """paired_test of model a vs model b on column `key` over the runs holding both."""
     return _paired((r["auc"][a].get(key), r["auc"][b].get(key))
                    for r in runs if a in r["auc"] and b in r["auc"])  # fmt: skip
-
-
-def column_label(column: str) -> str:
-    """Table heading of a column: "cvr" -> "cvr AUC", "cvr.soft_auc_all" -> "cvr soft AUC
-    (all)"."""
-    key, _, field = column.partition(".")
-    return f"{key} {_FIELD_LABELS.get(field, field)}"
-
-
-_FIELD_LABELS = {
-    "": "AUC",
-    "soft_auc": "soft AUC",
-    "soft_auc_all": "soft AUC (all)",
-    "excess_nll": "excess NLL",
-    "excess_nll_all": "excess NLL (all)",
-    "nll": "NLL",
-}
 
 
 def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: int,

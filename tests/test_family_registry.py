@@ -1,6 +1,6 @@
 """A model family added the documented way (docs/architecture.md, "Where to add"): its init,
 apply, settings, logit kind and objective registered once in `model/families.py:FAMILIES`,
-its name (and any new settings) in `config.py`. Nothing else learns about it, yet the spec,
+its name (and any new settings) in `model/config.py`. Nothing else learns about it, yet the spec,
 the objective and the trainer all use it."""
 
 import jax
@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoheri_jax import config
 from autoheri_jax.config import ModelConfig, TrainConfig
+from autoheri_jax.model import config as model_config
 from autoheri_jax.model import families
 from autoheri_jax.model.blocks import heads_apply, heads_init, mlp_apply, mlp_init, out_dim
 from autoheri_jax.model.build import build_spec
@@ -44,7 +44,7 @@ def toy(monkeypatch):
         "toy",
         Family(_init, _apply, fields=("tower_hidden",), objective=_doubled),
     )
-    monkeypatch.setattr(config, "FAMILIES", (*config.FAMILIES, "toy"))
+    monkeypatch.setattr(model_config, "FAMILIES", (*model_config.FAMILIES, "toy"))
     return ModelConfig(family="toy", edge_mode="none", searched=False, embed_dim=4,
                        tower_hidden=(12,), num_experts=9)  # fmt: skip
 

@@ -472,8 +472,9 @@ def test_esmm_carving_keeps_bags_aligned(tmp_path):
 
 
 def test_the_config_lists_every_format_the_data_package_reads():
-    """config.DATA_FORMATS (jax- and data-free) and the data package's formats are one list:
-    a layout added to rowcheck.LAYOUTS without its config name (or the reverse) fails here."""
+    """data/config.DATA_FORMATS (jax-free, free of the format code) and the data package's
+    formats are one list: a layout added to rowcheck.LAYOUTS without its config name (or the
+    reverse) fails here."""
     from autoheri_jax.config import DATA_FORMATS
     from autoheri_jax.data.formats import FORMATS
     from autoheri_jax.data.rowcheck import LAYOUTS

@@ -13,16 +13,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autoheri_jax"
 # package -> what it must never import (prefixes of dotted module names)
 FORBIDDEN = {
     "autoheri_jax.config": ("autoheri_jax.model.network", "autoheri_jax.train"),
-    "autoheri_jax.data": ("autoheri_jax.model", "autoheri_jax.search", "autoheri_jax.train",
+    "autoheri_jax.data": ("autoheri_jax.config", "autoheri_jax.model", "autoheri_jax.search",
+                          "autoheri_jax.train",
                           "autoheri_jax.report", "autoheri_jax.experiment", "autoheri_jax.study",
                           "autoheri_jax.cli"),
-    "autoheri_jax.model": ("autoheri_jax.data", "autoheri_jax.train", "autoheri_jax.report",
+    "autoheri_jax.model": ("autoheri_jax.config", "autoheri_jax.data", "autoheri_jax.train",
+                           "autoheri_jax.report",
                            "autoheri_jax.experiment", "autoheri_jax.study", "autoheri_jax.cli",
                            "autoheri_jax.search"),
     "autoheri_jax.model.gates": ("autoheri_jax.model.network", "autoheri_jax.train"),
     "autoheri_jax.train": ("autoheri_jax.report", "autoheri_jax.experiment", "autoheri_jax.study",
                            "autoheri_jax.cli", "autoheri_jax.search.evolution"),
-    "autoheri_jax.report": ("autoheri_jax.train", "autoheri_jax.experiment", "autoheri_jax.cli"),
+    "autoheri_jax.report": ("autoheri_jax.train", "autoheri_jax.experiment", "autoheri_jax.cli",
+                            "autoheri_jax.study"),
     # the algorithms of the search; the workflows that run them over a workdir sit above
     "autoheri_jax.search": ("autoheri_jax.experiment", "autoheri_jax.evolution_run",
                             "autoheri_jax.exporting", "autoheri_jax.study", "autoheri_jax.cli",
@@ -50,7 +53,16 @@ _WORKFLOW_ORDER = (("experiment",), ("evolution_run", "seed_runs"), ("exporting"
 _WORKFLOWS = tuple(m for group in _WORKFLOW_ORDER for m in group)
 _PACKAGES = ("config", "data", "model", "train", "search", "serving", "artifacts", "report")
 # the foundation: small modules every layer may use, which use no other module of the package
-FOUNDATION = ("rng", "progress", "metrics", "hashing", "workdir_lock", "safe_output", "phases")
+FOUNDATION = (
+    "rng",
+    "progress",
+    "metrics",
+    "hashing",
+    "workdir_lock",
+    "safe_output",
+    "phases",
+    "settings",
+)
 for _name in FOUNDATION:
     FORBIDDEN[f"autoheri_jax.{_name}"] = tuple(
         f"autoheri_jax.{m}" for m in _PACKAGES + _WORKFLOWS + FOUNDATION if m != _name
@@ -142,11 +154,36 @@ def test_packages_import_only_layers_below(graph):
     assert bad == [], "upward imports: " + "; ".join(sorted(bad))
 
 
+def package_of(module: str) -> str:
+    """autoheri_jax.model.build -> autoheri_jax.model; a top-level module is its own unit."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_no_package_imports_one_that_imports_it_back(graph):
+    """Cycles between packages (config, data, model, ...), not only between modules: a module
+    of one importing a module of another that (through any of its modules) imports it back."""
+    packages: dict[str, set[str]] = {}
+    for m, deps in graph.items():
+        packages.setdefault(package_of(m), set()).update(
+            package_of(d) for d in deps if package_of(d) != package_of(m)
+        )
+    packages = {p: {d for d in deps if d in packages} for p, deps in packages.items()}
+    test_no_import_cycles(packages)
+
+
 def test_a_cycle_would_be_found(graph):
     looped = {k: set(v) for k, v in graph.items()}
     looped["autoheri_jax.model.spec"].add("autoheri_jax.model.network")
     with pytest.raises(AssertionError, match="model.network"):
         test_no_import_cycles(looped)
+
+
+def test_a_package_cycle_would_be_found(graph):
+    looped = {k: set(v) for k, v in graph.items()}  # model.build importing config at run time
+    looped["autoheri_jax.model.build"].add("autoheri_jax.config")
+    with pytest.raises(AssertionError, match=r"autoheri_jax\.config.*autoheri_jax\.model"):
+        test_no_package_imports_one_that_imports_it_back(looped)
 
 
 def test_building_a_config_imports_no_jax():

@@ -10,8 +10,8 @@ import pytest
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.record_writer import masked_crc32c
 
+from autoheri_jax.artifacts import tensorboard
 from autoheri_jax.cli import main
-from autoheri_jax.report import tensorboard
 from autoheri_jax.report.calibration import axis_range
 from autoheri_jax.report.inputs import ReportError, normalize_study
 

@@ -204,7 +204,8 @@ def test_edge_logit_noise_draws_fresh_starting_points_per_seed():
 
 def test_study_columns_carry_ci_and_mde_and_the_report_plots_only_aucs(tmp_path):
     from autoheri_jax.report.inputs import normalize_study
-    from autoheri_jax.study import column_label, mean_pairwise_jaccard, paired_test
+    from autoheri_jax.report.tables import column_label
+    from autoheri_jax.study import mean_pairwise_jaccard, paired_test
 
     t = paired_test([0.71, 0.72, 0.70, 0.74, 0.73], [0.70, 0.70, 0.69, 0.71, 0.71])
     assert t["ci_lo"] < t["mean_diff"] < t["ci_hi"] and t["ci_lo"] > 0  # a clear gain

@@ -13,10 +13,10 @@ import re
 import shutil
 
 from autoheri_jax import artifacts, phases
+from autoheri_jax.artifacts import tensorboard
 from autoheri_jax.config import Config, TrainConfig
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.progress import say as _say
-from autoheri_jax.report import tensorboard
 from autoheri_jax.train.signals import deferred
 from autoheri_jax.train.step import abstract_state
 

@@ -17,15 +17,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from autoheri_jax.config import Config, DataConfig
 from autoheri_jax.data import integrity
+from autoheri_jax.data.config import DataConfig
 from autoheri_jax.data.dataset import CTRDataset
 from autoheri_jax.data.errors import DataFormatError, StoreError
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.data.store import is_finished, open_split, read_manifest
 from autoheri_jax.safe_output import refuse_overlap
+
+if TYPE_CHECKING:  # the data package sits below config: it reads a Config, never imports it
+    from autoheri_jax.config import Config
 
 RAW_ALICCP_MARKER = "sample_skeleton_train.csv"
 

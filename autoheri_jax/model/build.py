@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from autoheri_jax.config import ConfigError, ModelConfig
 from autoheri_jax.model import families
+from autoheri_jax.model.config import ModelConfig
 from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge, split_edge_op
 from autoheri_jax.model.spec import ModelSpec
+from autoheri_jax.settings import ConfigError
 
 
 def _fixed_edge_ops(m: ModelConfig, edges: Sequence[Edge]) -> tuple[str, ...]:

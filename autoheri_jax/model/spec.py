@@ -18,7 +18,7 @@ import numpy as np
 from autoheri_jax.model.edges import Edge, incoming
 
 if TYPE_CHECKING:  # a spec holds a ModelConfig; an export's reader never builds one
-    from autoheri_jax.config import ModelConfig
+    from autoheri_jax.model.config import ModelConfig
 
 Params = dict
 

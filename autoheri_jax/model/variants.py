@@ -18,8 +18,8 @@ import numpy as np
 
 from autoheri_jax.model.edges import Edge
 
-if TYPE_CHECKING:  # config validates names against this module, so it must not import config
-    from autoheri_jax.config import ModelConfig
+if TYPE_CHECKING:  # config.py checks baseline names against this module; model sits below it
+    from autoheri_jax.model.config import ModelConfig
 
 
 def _fixed_aggregation(m: ModelConfig) -> str:

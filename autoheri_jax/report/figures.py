@@ -6,8 +6,8 @@ from pathlib import Path
 
 from autoheri_jax.model.edges import parse_edge
 from autoheri_jax.report.inputs import _DPI, Inputs, _colors
+from autoheri_jax.report.tables import column_label
 from autoheri_jax.search.records import ArchitectureRecord, CandidateEdge
-from autoheri_jax.study import column_label
 
 
 def _figure(width: float, height: float):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from autoheri_jax.report.figures import _figure, _save
 from autoheri_jax.report.inputs import Inputs
-from autoheri_jax.study import column_label
+from autoheri_jax.report.tables import column_label
 
 
 def _rows(paired: dict, keys: list[str]) -> list[tuple[str, str, dict]]:

@@ -51,3 +51,20 @@ def _table(rows, columns, fmt) -> list[str]:
         f"{name:<22}" + "".join(fmt(test[k].get(field)) for k, field, _ in columns)
         for name, test in rows
     ]
+
+
+def column_label(column: str) -> str:
+    """Table heading of a column: "cvr" -> "cvr AUC", "cvr.soft_auc_all" -> "cvr soft AUC
+    (all)"."""
+    key, _, field = column.partition(".")
+    return f"{key} {_FIELD_LABELS.get(field, field)}"
+
+
+_FIELD_LABELS = {
+    "": "AUC",
+    "soft_auc": "soft AUC",
+    "soft_auc_all": "soft AUC (all)",
+    "excess_nll": "excess NLL",
+    "excess_nll_all": "excess NLL (all)",
+    "nll": "NLL",
+}
