@@ -147,6 +147,10 @@ def test_expected_sets_follow_the_world_designs(repo):
         dataclasses.replace(data, world="bypass", num_stages=3, stage_rates=(0.2, 0.15)), three
     )
     assert bypass == ["0.0->2.0", "0.0->2.1", "0.1->2.0", "0.1->2.1"]
+    # --expect deeper: the 4M-row hypothesis, the same set in every world
+    deeper = [e for e in edges if not e.startswith("0.0")]
+    for world in ("cascade", "deep", "shallow"):
+        assert gt.expected_set(dataclasses.replace(data, world=world), edges, "deeper") == deeper
 
 
 def test_layer_probe_measures_what_a_representation_holds(repo):
