@@ -558,11 +558,17 @@ def _edge_search_from(values: Any, key: str) -> EdgeSearch:
     return from_dict(cls, {k: v for k, v in values.items() if k != "method"}, prefix=f"{key}.")
 
 
-def _nearest(name: str, known: Sequence[str], prefix: str) -> str:
-    """ " (did you mean 'PREFIX.X'?)" for the known name closest to a mistyped `name` ("" when
-    none is close): the one thing a flag library's message says that a bare refusal did not."""
+def _closest(name: str, known: Sequence[str]) -> str | None:
+    """The known name closest to a mistyped `name`, None when none is close: the one thing a
+    flag library's message says that a bare refusal did not."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    return close[0] if close else None
+
+
+def _nearest(name: str, known: Sequence[str], prefix: str) -> str:
+    """ " (did you mean 'PREFIX.X'?)" for `_closest`, "" when none is close."""
+    close = _closest(name, known)
+    return f" (did you mean '{prefix}{close}'?)" if close else ""
 
 
 def _hint(key: str, part: str, known: Sequence[str], above: Sequence[str]) -> str:
@@ -570,8 +576,8 @@ def _hint(key: str, part: str, known: Sequence[str], above: Sequence[str]) -> st
     moved = _moved(key)
     if moved:
         return ")" + moved
-    close = difflib.get_close_matches(part, list(known), n=1, cutoff=0.6)
-    return f"; did you mean '{'.'.join([*above, close[0]])}'?)" if close else ")"
+    close = _closest(part, known)
+    return f"; did you mean '{'.'.join([*above, close])}'?)" if close else ")"
 
 
 # where a setting that left a section lives now (named in the unknown-key error)
