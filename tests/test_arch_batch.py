@@ -32,6 +32,8 @@ def test_ground_truth_masks():
     assert all(m.sum() == 1 for m in masks[2 : 2 + e])
     assert all(m.sum() == e - 1 for m in masks[2 + e :])
     assert names[2].startswith("only:") and names[2 + e].startswith("drop:")
+    short_names, short = ground_truth_masks(spec.edges, drop=False)
+    assert short_names == names[: 2 + e] and np.array_equal(short, masks[: 2 + e])
 
 
 @pytest.mark.slow

@@ -86,6 +86,23 @@ def test_summary_add_one_drop_one_tau_and_best_on_validation_by_hand(repo):
     assert back["mean_diff"] == pytest.approx(-1.0)
 
 
+def test_a_batch_without_drop_one_architectures_summarizes_and_renders_add_one(repo, tmp_path):
+    gt = load_script(repo / "experiments" / "ground_truth.py")
+    tests = [[0.60, 0.63, 0.64, 0.61, 0.60], [0.61, 0.63, 0.66, 0.61, 0.61],
+             [0.59, 0.62, 0.63, 0.60, 0.58]]  # fmt: skip
+    recs = [{**_record(k, t, t), "names": NAMES[:5]} for k, t in enumerate(tests)]
+    out = gt.summarize({"w": recs}, "ctcvr_auc", None, {"w": ["0.0->1.0"]})
+    w = out["w"]
+    assert w["architectures"] == 5
+    assert w["per_edge"]["0.1->1.0"]["drop_one"] == {}
+    assert w["per_edge"]["0.0->1.0"]["add_one"]["mean_diff"] == pytest.approx(0.13 / 3)
+    assert w["instrument"]["best"] == "0.0->1.0"
+    text = gt.render(out, 3)
+    assert "5 architectures" in text and "| 0.0->1.0 | +0.0433" in text and "n/a |" in text
+    gt.figure(out, tmp_path / "gt.png")
+    assert (tmp_path / "gt.png").stat().st_size > 0
+
+
 def test_regret_is_best_on_validation_minus_the_derived_model(repo, tmp_path):
     import json
 

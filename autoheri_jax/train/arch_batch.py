@@ -47,13 +47,16 @@ from autoheri_jax.train.loop import train
 from autoheri_jax.train.step import TrainState
 
 
-def ground_truth_masks(edges: Sequence[Edge]) -> tuple[list[str], np.ndarray]:
-    """(names, [A, E] masks): no edge, every edge, each edge alone, every edge but each one:
-    2 + 2E architectures (20 for 9 candidates)."""
+def ground_truth_masks(edges: Sequence[Edge], drop: bool = True) -> tuple[list[str], np.ndarray]:
+    """(names, [A, E] masks): no edge, every edge, each edge alone and, with `drop`, every edge
+    but each one: 2 + 2E architectures (20 for 9 candidates), 2 + E without `drop`."""
     e = len(edges)
-    names = ["none", "all"] + [f"only:{x.name}" for x in edges] + [f"drop:{x.name}" for x in edges]
-    masks = np.concatenate([np.zeros((1, e)), np.ones((1, e)), np.eye(e), 1 - np.eye(e)])
-    return names, masks.astype(np.float32)
+    names = ["none", "all"] + [f"only:{x.name}" for x in edges]
+    masks = [np.zeros((1, e)), np.ones((1, e)), np.eye(e)]
+    if drop:
+        names += [f"drop:{x.name}" for x in edges]
+        masks.append(1 - np.eye(e))
+    return names, np.concatenate(masks).astype(np.float32)
 
 
 def train_architectures(
