@@ -458,7 +458,6 @@ class Config:
         for phase in ("search", "retrain"):  # a supernet's settings come from edge_search
             kind = type(getattr(self, phase)).__name__
             _check(type(getattr(self, phase)) is TrainConfig, phase, f"a TrainConfig, got {kind}")
-        _check(self.model.searched, "model.searched", "the AutoHERI model must be searched")
         _check(self.model.edge_mode != "none", "model.edge_mode", "AutoHERI needs candidate edges")
         self._check_method()
         simulated = self.data.source == "simulator"

@@ -35,6 +35,7 @@ from autoheri_jax.config import (
     PaperSearch,
     SupernetConfig,
     TrainConfig,
+    arch_of,
     arch_settings,
     supernet_config,
     to_dict,
@@ -65,13 +66,15 @@ def load_data(cfg: Config, wd: artifacts.Workdir | None = None, progress: bool =
     return load_splits(cfg.data, None if wd is None else wd.root, progress)
 
 
-def spec_for(model: ModelConfig, data: CTRDataset) -> ModelSpec:
-    """The model's static structure on this data; a config the data cannot build (an edge
-    into a stage the files lack) is a ConfigError, raised before anything trains."""
+def spec_for(model: ModelConfig, data: CTRDataset, *, searched: bool = False) -> ModelSpec:
+    """The model's static structure on this data (searched: every edge gated, as
+    model.build.build_spec); a config the data cannot build (an edge into a stage the files
+    lack) is a ConfigError, raised before anything trains."""
     try:
         return build_spec(
-            model, data.vocab_sizes, data.num_dense, data.num_stages, data.bag_vocab_sizes
-        )
+            model, data.vocab_sizes, data.num_dense, data.num_stages, data.bag_vocab_sizes,
+            searched=searched,
+        )  # fmt: skip
     except ValueError as e:
         raise ConfigError(f"model: {e} (the data has {data.num_stages} stages)") from None
 
@@ -142,13 +145,19 @@ def search_setup(cfg: Config) -> tuple[ModelConfig, SupernetConfig]:
     es = cfg.edge_search
     arch = arch_settings(es)
     if arch is None:
-        supernet = dataclasses.replace(cfg.model, searched=False)
         keep = es.keep_prob if isinstance(es, MaskedSearch) else 0.0
-        return supernet, supernet_config(cfg.search, edge_keep_prob=keep)
+        return cfg.model, supernet_config(cfg.search, edge_keep_prob=keep)
     model = cfg.model
     if isinstance(es, PaperSearch):
         model = dataclasses.replace(model, edge_init="block")
     return model, supernet_config(cfg.search, arch=arch)
+
+
+def supernet_spec(cfg: Config, data: CTRDataset) -> tuple[ModelSpec, SupernetConfig]:
+    """search_setup's supernet as a spec on `data`, with its TrainConfig: gated (arch
+    params) exactly when the method trains an arch partition (gradient, paper)."""
+    model, tcfg = search_setup(cfg)
+    return spec_for(model, data, searched=arch_of(tcfg) is not None), tcfg
 
 
 def prepare(
@@ -162,8 +171,7 @@ def prepare(
         rates = {k: round(v, 4) for k, v in data.train.summary()["positive_rate"].items()}
         _say(f"data: train {rates} over {data.train.num_rows} rows")
         check_baselines(cfg, data)
-        model, tcfg = search_setup(cfg)
-        spec = spec_for(model, data.train)
+        spec, tcfg = supernet_spec(cfg, data.train)
     return data, spec, tcfg
 
 

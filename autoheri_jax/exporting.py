@@ -35,7 +35,7 @@ def export_workdir(
     says why in "unfinished", so nothing serves an unmeasured model unknowingly."""
     from autoheri_jax import experiment
     from autoheri_jax.artifacts import Workdir
-    from autoheri_jax.config import ConfigError, to_dict
+    from autoheri_jax.config import ConfigError, arch_of, to_dict
     from autoheri_jax.data.store import open_split, read_manifest
     from autoheri_jax.data.vocab import load_vocabularies
     from autoheri_jax.train.step import abstract_state
@@ -65,8 +65,8 @@ def export_workdir(
             "vocabulary": "train-only (rare or unseen ids -> 0)",
             "min_count": manifest.get("options", {}).get("min_count"),
         }
-    spec = experiment.spec_for(models[model], data)
     tcfg = search_tcfg if model == experiment.SEARCHED else cfg.retrain
+    spec = experiment.spec_for(models[model], data, searched=arch_of(tcfg) is not None)
     made_by = "search" if model == experiment.SEARCHED else "retrain"
     params = wd.load_params(model, abstract_state(spec, tcfg).params, made_by=made_by)
     results = wd.path("results.json")

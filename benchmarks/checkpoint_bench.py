@@ -39,7 +39,7 @@ def checkpoint_figures() -> dict:
 
     cfg = load_config(REPO / "experiments/configs/default.py")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_train=4096, num_test=1))
-    spec = spec_for(cfg.model, load_data(cfg).train)
+    spec = spec_for(cfg.model, load_data(cfg).train, searched=True)
     tcfg = supernet_config(cfg.search, arch=GradientSearch())  # the gated supernet
     state = jax.jit(lambda: init_state(spec, tcfg, make_optimizer(tcfg)))()
     abstract = jax.eval_shape(lambda: state)
@@ -74,7 +74,7 @@ def step_time(launcher: str, steps: int = 20) -> dict:
     cfg = load_config(REPO / "experiments/configs/default.py")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_train=65536, num_test=1))
     data = load_data(cfg).train
-    spec = spec_for(cfg.model, data)
+    spec = spec_for(cfg.model, data, searched=True)
     tcfg = supernet_config(  # the gated supernet
         dataclasses.replace(cfg.search, batch_size=2048), arch=GradientSearch()
     )

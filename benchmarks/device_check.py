@@ -65,7 +65,7 @@ def steps(batches: list[int], n: int, repeats: int) -> list[dict]:
     rows = []
     for name in ("esmm", "search", "retrain"):
         model, tcfg = measure.model_for(cfg, name)
-        spec = measure.spec_of(model, data)
+        spec = measure.spec_of(model, data, searched=name == "search")
         for b in batches:
             t = dataclasses.replace(tcfg, batch_size=b)
             out = measure.bench_train(spec, t, data, steps=n, repeats=repeats, pipeline=False)
@@ -93,7 +93,8 @@ def seeds(ks: list[int], n: int, smoke: bool) -> dict:
         arch=GradientSearch(),
     )
     datas = seeds_throughput._datasets(cfg, max(ks), (n + 2) * tcfg.batch_size)
-    res = seeds_throughput.bench_model("search", spec_for(cfg.model, datas[0]), tcfg, datas, ks, n)
+    spec = spec_for(cfg.model, datas[0], searched=True)
+    res = seeds_throughput.bench_model("search", spec, tcfg, datas, ks, n)
     for r in res["vmapped"]:
         _print(
             f"seeds  K {r['k']:>2}: {1e3 * r['s_per_step']:.2f} ms/step, "
@@ -114,8 +115,7 @@ def arch(smoke: bool) -> dict:
     if smoke:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_train=2048))
     data = load_data(cfg, None, progress=False)
-    supernet = dataclasses.replace(cfg.model, searched=False)  # every candidate, mask-gated
-    spec = spec_for(supernet, data.train)
+    spec = spec_for(cfg.model, data.train)  # every candidate, mask-gated
     names, masks = ground_truth_masks(spec.edges)
     tcfg = dataclasses.replace(cfg.retrain, epochs=1, **({"batch_size": 256} if smoke else {}))
     t0 = time.perf_counter()

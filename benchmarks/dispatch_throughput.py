@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
           f"{rows:,} rows, {steps} timed steps, load {load:.1f}", flush=True)  # fmt: skip
     for name in args.models.split(","):
         model, tcfg = measure.model_for(cfg, name)
-        spec = measure.spec_of(model, data)
+        spec = measure.spec_of(model, data, searched=name == "search")
         tcfg = dataclasses.replace(tcfg, batch_size=batch)
         for store in stores:
             for k in ks:

@@ -67,7 +67,7 @@ def main(argv=None) -> None:
         ["data.num_train=20000", "data.num_valid=2000", "data.num_test=2000"],
     )
     data = experiment.load_data(cfg, None, progress=False)
-    spec = experiment.spec_for(dataclasses.replace(cfg.model, searched=False), data.train)
+    spec = experiment.spec_for(cfg.model, data.train)
     masks = ground_truth_masks(spec.edges)[1]
     batch = data.train.batch(np.arange(cfg.retrain.batch_size))
     for count in (int(a) for a in args.lanes.split(",")):

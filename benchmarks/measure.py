@@ -63,8 +63,9 @@ def model_for(cfg: Config, name: str) -> tuple[ModelConfig, TrainConfig]:
     return VARIANTS[variant](cfg.model), cfg.retrain
 
 
-def spec_of(model: ModelConfig, data: CTRDataset) -> ModelSpec:
-    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)
+def spec_of(model: ModelConfig, data: CTRDataset, searched: bool = False) -> ModelSpec:
+    """The spec of `model` on `data`; searched: gated edges, as model_for's "search"."""
+    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages, searched=searched)
 
 
 def scale_vocab(data: CTRDataset, total_rows: int, seed: int = 1) -> CTRDataset:

@@ -114,7 +114,7 @@ def main() -> None:
         data = measure.scale_vocab(data, args.vocab_rows)
     mcfg, tcfg = measure.model_for(cfg, args.model)
     tcfg = dataclasses.replace(tcfg, batch_size=args.batch_size)
-    spec = measure.spec_of(mcfg, data)
+    spec = measure.spec_of(mcfg, data, searched=args.model == "search")
     opt = make_optimizer(tcfg)
     state = init_state(spec, tcfg, opt)
     rng = np.random.default_rng(0)

@@ -116,7 +116,8 @@ def step_bench(workdir: Path, smoke: bool) -> dict:
     out = {}
     for name in dict.fromkeys(STEP_MODELS.values()):
         model, tcfg = measure.model_for(cfg, name)
-        res = measure.bench_train(spec_for(model, train), tcfg, train, steps=5 if smoke else 20,
+        spec = spec_for(model, train, searched=name == "search")
+        res = measure.bench_train(spec, tcfg, train, steps=5 if smoke else 20,
                                   repeats=1 if smoke else 3)  # fmt: skip
         out[name] = {"examples_per_s": res["device"]["examples_per_s"],
                      "pipeline_examples_per_s": res["pipeline"]["examples_per_s"]}  # fmt: skip

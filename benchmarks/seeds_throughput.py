@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     )
     datas = _datasets(cfg, max(*ks, 1 if args.smoke else 5), (args.steps + 2) * batch)
     specs = {
-        "search": (spec_for(cfg.model, datas[0]), search_cfg),
+        "search": (spec_for(cfg.model, datas[0], searched=True), search_cfg),
         "esmm": (spec_for(VARIANTS["esmm"](cfg.model), datas[0]), retrain_cfg),
     }
     out = {"backend": jax.default_backend(), "devices": len(jax.devices()), "steps": args.steps,

@@ -160,7 +160,7 @@ def run_one(name: str, s: dict) -> dict:
             data = measure.scale_vocab(data, int(rest[1]))
         mcfg, tcfg = measure.model_for(cfg, model)
         tcfg = dataclasses.replace(tcfg, batch_size=batch, sparse_embeddings=sparse)
-        spec = measure.spec_of(mcfg, data)
+        spec = measure.spec_of(mcfg, data, searched=model == "search")
         if kind == "train":
             steps, repeats = max(s["min_steps"], s["examples_per_run"] // batch), s["repeats"]
             more = {"breakdown": batch in s["breakdown_batches"]}
@@ -176,7 +176,7 @@ def run_one(name: str, s: dict) -> dict:
         }
     elif kind == "eval":
         data = measure.train_data(cfg, s["eval_rows"])
-        spec = measure.spec_of(measure.model_for(cfg, rest[0])[0], data)
+        spec = measure.spec_of(measure.model_for(cfg, rest[0])[0], data, rest[0] == "search")
         out = measure.bench_eval(
             spec, data, s["eval_batch"], steps=s["eval_steps"], repeats=s["eval_repeats"]
         )

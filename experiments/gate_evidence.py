@@ -80,7 +80,7 @@ def world(cascade: float, seed: int, overrides: list[str], batches: int) -> dict
         arch_warmup_steps=0, arch_lr=1e-30, arch_optimizer="sgd", entropy_weight=0.0
     )
     frozen = supernet_config(cfg.search, arch=still)
-    grad_spec = experiment.spec_for(cfg.model, data.train)
+    grad_spec = experiment.spec_for(cfg.model, data.train, searched=True)
     state, _ = _train(grad_spec, frozen, data.train)
     es = cfg.edge_search if isinstance(cfg.edge_search, MaskedSearch) else MaskedSearch()
     es = dataclasses.replace(es, valid_batches=batches)
@@ -92,8 +92,7 @@ def world(cascade: float, seed: int, overrides: list[str], batches: int) -> dict
     }
     # the masked rules: one supernet, every correction
     masked_cfg = dataclasses.replace(cfg, edge_search=es)
-    model, tcfg = experiment.search_setup(masked_cfg)
-    spec = experiment.spec_for(model, data.train)
+    spec, tcfg = experiment.supernet_spec(masked_cfg, data.train)
     state, _ = _train(spec, tcfg, data.train)
     ev = evidence.edge_evidence(spec, state.params, data.valid, masked_cfg.edge_search).evidence
     for rule, criterion in MASKED_RULES.items():

@@ -54,7 +54,6 @@ check it is for (instrument seeds 500-509, run once):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import time
@@ -131,8 +130,7 @@ def world_seed(
     the drop-one architectures (2 + E lanes instead of 2 + 2E)."""
     cfg = apply_overrides(arm_config(study, arm, seed, "data"), list(overrides))
     data = experiment.load_data(cfg, None, progress=False)
-    supernet = dataclasses.replace(cfg.model, searched=False)  # every candidate, mask-gated
-    spec = experiment.spec_for(supernet, data.train)
+    spec = experiment.spec_for(cfg.model, data.train)  # every candidate, mask-gated
     names, masks = ground_truth_masks(spec.edges, drop)
     resumable = None
     if checkpoints is not None:

@@ -20,7 +20,6 @@ intercepts, from simulator.hidden_terms). About 60 s a world on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import jax
@@ -75,7 +74,7 @@ def probe_r2(features: np.ndarray, target: np.ndarray) -> float:
 def probe(overrides: list[str]) -> dict[str, list[float]]:
     cfg = load_config(BASE, ["data.num_test=1000", "data.seed=0", *overrides])
     data = experiment.load_data(cfg, None, progress=False)
-    spec = experiment.spec_for(dataclasses.replace(cfg.model, searched=False), data.train)
+    spec = experiment.spec_for(cfg.model, data.train)
     masks = np.zeros((1, spec.num_edges), np.float32)
     state, _ = train_architectures(spec, cfg.retrain, data.train, masks, desc="probe")
     params = jax.tree.map(lambda v: v[0], state.params)

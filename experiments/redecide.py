@@ -46,8 +46,7 @@ def redecide(run: Path) -> dict:
         raise SystemExit(f"{run}: searched with edge_search.method={cfg.edge_search.method}")
     wd = artifacts.Workdir(run)
     data = experiment.load_data(cfg, None, progress=False)
-    model, tcfg = experiment.search_setup(cfg)
-    spec = experiment.spec_for(model, data.train)
+    spec, tcfg = experiment.supernet_spec(cfg, data.train)
     params = wd.load_params(
         experiment.SEARCHED, abstract_state(spec, tcfg).params, made_by="search"
     )

@@ -22,7 +22,6 @@ a world whose answer is a source depth shows which depth helps.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,7 @@ def group_masks(spec, groups: str) -> dict[str, np.ndarray]:
 def probe(overrides: list[str], groups: str = "") -> dict:
     cfg = load_config(BASE, ["data.num_test=1000", "data.seed=0", *overrides])
     data = experiment.load_data(cfg, None, progress=False)
-    spec = experiment.spec_for(dataclasses.replace(cfg.model, searched=False), data.train)
+    spec = experiment.spec_for(cfg.model, data.train)
     named = group_masks(spec, groups)
     masks = np.stack(list(named.values())).astype(np.float32)
     state, _ = train_architectures(spec, cfg.retrain, data.train, masks, desc="probe")

@@ -46,11 +46,13 @@ def use_test_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def tiny_spec(num_tasks: int = 2, **model_kw):
+def tiny_spec(num_tasks: int = 2, searched: bool = True, **model_kw):
     # random edge blocks, so an open edge visibly changes the downstream tower
     kw = {"embed_dim": 4, "hidden": (8, 6, 5), "edge_init": "block"}
     kw.update(model_kw)
-    return build_spec(ModelConfig(**kw), VOCABS, num_dense=2, num_tasks=num_tasks)
+    return build_spec(
+        ModelConfig(**kw), VOCABS, num_dense=2, num_tasks=num_tasks, searched=searched
+    )
 
 
 def tiny_funnel(stages: int = 2):
@@ -72,7 +74,8 @@ def parallel_setup(sparse: bool = True):
 
     data = simulate_funnel(num_rows=2048, seed=0, num_users=300, num_items=500, click_rate=0.2,
                            stage_rates=(0.3,), num_dense=2)  # fmt: skip
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2)
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2,
+                      searched=True)  # fmt: skip
     cfg = gated(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
                 log_every=4, sparse_embeddings=sparse)  # fmt: skip
     return data.take(slice(0, 128 * 12)), spec, cfg

@@ -97,7 +97,7 @@ def case_bag_slots_on_devices_equal_the_padded_single_device():
 
     data = toy_dataset(128 * 12)
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2,
-                      data.bag_vocab_sizes)  # fmt: skip
+                      data.bag_vocab_sizes, searched=True)  # fmt: skip
     cfg = gated(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
                       log_every=4)  # fmt: skip
     ref, _ = _train(data, spec, cfg, launcher="single")

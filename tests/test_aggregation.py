@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoheri_jax.config import ConfigError, ModelConfig
+from autoheri_jax.config import Config, ConfigError, ModelConfig
 from autoheri_jax.data.simulator import simulate_funnel
 from autoheri_jax.model import aggregation
 from autoheri_jax.model.build import build_spec
@@ -104,7 +104,7 @@ def _data(num_rows=4000):
 
 def _spec(data, **kw):
     model = ModelConfig(embed_dim=4, hidden=(16, 8), **kw)
-    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)
+    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages, searched=True)
 
 
 @pytest.mark.slow
@@ -126,7 +126,7 @@ def test_each_operator_trains(agg):
 def test_search_derives_argmax_ops_and_the_derived_model_runs():
     data = _data(2000)
     model = ModelConfig(embed_dim=4, hidden=(16, 8), aggregation="search")
-    spec = build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)
+    spec = build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages, searched=True)
     state, _ = train_model(spec, FAST, data, desc="search", progress=False)
     params = jax.device_get(state.params)
     # force a known preference on two edges, then derive
@@ -156,13 +156,14 @@ def test_search_derives_argmax_ops_and_the_derived_model_runs():
     assert list(record.kept_ops) == ops[:3]
     assert "gated_sum" in architecture.render_architecture(record, 2)
     derived = derived_model(model, architecture.kept_edges(record), architecture.kept_ops(record))
-    assert derived.aggregation == "concat" and not derived.searched
+    assert derived.aggregation == "concat"
     assert derived.fixed_edges[:2] == (
         f"{spec.edges[0].name}:gated_sum",
         f"{spec.edges[1].name}:attention",
     )
     dspec = build_spec(derived, data.vocab_sizes, data.num_dense, data.num_stages)
     assert dspec.edge_ops == tuple(ops[:3]) and dspec.edges == spec.edges[:3]
+    assert not dspec.searched
     dparams = init_params(jax.random.PRNGKey(1), dspec)
     assert "arch" not in dparams
     out = forward(dparams, dspec, data.batch(np.arange(64)))
@@ -186,8 +187,10 @@ def test_fixed_edge_ops_parse_and_reject():
         ModelConfig(edge_mode="fixed", aggregation="search", fixed_edges=("0.0->1.0:attention",))
     with pytest.raises(ConfigError, match="aggregation"):
         ModelConfig(aggregation="mean")
-    with pytest.raises(ConfigError, match="aggregation"):
-        ModelConfig(aggregation="search", searched=False)
+    with pytest.raises(ConfigError, match="aggregation='search'.*gated search"):
+        tiny_spec(aggregation="search", searched=False)
+    with pytest.raises(ConfigError, match="model.aggregation.*needs edge_search.method=gradient"):
+        Config(model=ModelConfig(aggregation="search"))
     assert len(VOCABS) == 4
 
 

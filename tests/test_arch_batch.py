@@ -20,7 +20,7 @@ from autoheri_jax.train.predict import make_predict_fn
 from tests.helpers import StopTraining, stop_at, tiny_funnel
 
 CFG = TrainConfig(epochs=1, batch_size=100, lr=1e-2, log_every=8)
-MODEL = ModelConfig(embed_dim=4, hidden=(8, 6), searched=False)
+MODEL = ModelConfig(embed_dim=4, hidden=(8, 6))
 
 
 def test_ground_truth_masks():
@@ -66,9 +66,7 @@ def test_vmapped_architectures_equal_separate_derived_runs():
 def test_architecture_batch_refuses_what_it_cannot_train():
     train_rows, _ = tiny_funnel()
     spec = build_spec(MODEL, train_rows.vocab_sizes, train_rows.num_dense, 2)
-    searched = build_spec(
-        dataclasses.replace(MODEL, searched=True), train_rows.vocab_sizes, train_rows.num_dense, 2
-    )
+    searched = build_spec(MODEL, train_rows.vocab_sizes, train_rows.num_dense, 2, searched=True)
     masks = ground_truth_masks(spec.edges)[1]
     with pytest.raises(ConfigError, match="unsearched"):
         train_architectures(searched, CFG, train_rows, masks, desc="t")

@@ -28,7 +28,7 @@ def _tiny():
     data = simulate_funnel(num_rows=ROWS + 2 * BATCH, seed=0, num_users=100, num_items=200,
                            click_rate=0.2, stage_rates=(0.3,), num_dense=1)  # fmt: skip
     train_rows, valid, test = data.split([ROWS, BATCH, BATCH])
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), data.vocab_sizes, 1, 2)
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), data.vocab_sizes, 1, 2, searched=True)
     cfg = gated(epochs=1, batch_size=BATCH, arch_warmup_steps=0, lr=1e-2, log_every=4)
     return Splits(train_rows, valid, test), spec, cfg
 

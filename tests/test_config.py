@@ -212,11 +212,11 @@ def test_the_supernet_gets_its_settings_from_the_method_config():
     cfg = apply_overrides(Config(), ["edge_search.method=gradient", "edge_search.arch_lr=0.2"])
     model, tcfg = search_setup(cfg)
     assert isinstance(tcfg, SupernetConfig) and tcfg.arch == cfg.edge_search
-    assert model.searched and tcfg.edge_keep_prob == 0
+    assert model == cfg.model and tcfg.edge_keep_prob == 0
     plain = {f.name for f in dataclasses.fields(TrainConfig)}
     assert {k: getattr(tcfg, k) for k in plain} == dataclasses.asdict(cfg.search)
     model, tcfg = search_setup(apply_overrides(Config(), ["edge_search.keep_prob=0.3"]))
-    assert not model.searched and tcfg.arch is None and tcfg.edge_keep_prob == 0.3
+    assert tcfg.arch is None and tcfg.edge_keep_prob == 0.3
     paper = apply_overrides(Config(), ["edge_search.method=paper", "edge_search.arch_lr=0.2"])
     model, tcfg = search_setup(paper)
     assert tcfg.arch == paper.edge_search.gradient() and tcfg.arch.arch_lr == 0.2
@@ -230,7 +230,7 @@ def test_a_searched_model_refuses_a_plain_train_config():
     from autoheri_jax.model.build import build_spec
     from autoheri_jax.train.step import abstract_state
 
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), (5, 7), 0, 2, ())
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), (5, 7), 0, 2, (), searched=True)
     assert spec.has_arch
     with pytest.raises(ConfigError, match="SupernetConfig"):
         abstract_state(spec, TrainConfig())

@@ -35,7 +35,7 @@ def _problem():
 
 def _spec(**kw):
     train_rows, _ = _problem()
-    model = ModelConfig(embed_dim=8, hidden=(16, 8), **{"searched": False, **kw})
+    model = ModelConfig(embed_dim=8, hidden=(16, 8), **kw)
     return build_spec(model, train_rows.vocab_sizes, train_rows.num_dense, 2)
 
 

@@ -144,7 +144,7 @@ def test_edge_search_config_is_validated():
 
 
 def test_step_mask_is_one_draw_per_step_from_the_step_key():
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6, 5), searched=False), (7, 5), 0, 2)
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6, 5)), (7, 5), 0, 2)
     cfg = SupernetConfig(edge_keep_prob=0.5)
     keys = [jax.random.fold_in(jax.random.PRNGKey(0), s) for s in range(200)]
     draws = np.stack([np.asarray(step_edge_mask(spec, cfg, k)) for k in keys])
@@ -158,7 +158,7 @@ def test_step_mask_is_one_draw_per_step_from_the_step_key():
 def supernet():
     """A supernet trained under Bernoulli(0.5) masks on a small funnel, and its valid rows."""
     train_rows, valid = tiny_funnel()
-    model = ModelConfig(embed_dim=4, hidden=(8, 6), searched=False)
+    model = ModelConfig(embed_dim=4, hidden=(8, 6))
     spec = build_spec(model, train_rows.vocab_sizes, train_rows.num_dense, 2)
     cfg = SupernetConfig(epochs=2, batch_size=128, lr=1e-2, edge_keep_prob=0.5, log_every=10)
     state, _ = train_model(spec, cfg, train_rows, desc="supernet", progress=False)

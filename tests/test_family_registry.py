@@ -45,7 +45,7 @@ def toy(monkeypatch):
         Family(_init, _apply, fields=("tower_hidden",), objective=_doubled),
     )
     monkeypatch.setattr(model_config, "FAMILIES", (*model_config.FAMILIES, "toy"))
-    return ModelConfig(family="toy", edge_mode="none", searched=False, embed_dim=4,
+    return ModelConfig(family="toy", edge_mode="none", embed_dim=4,
                        tower_hidden=(12,), num_experts=9)  # fmt: skip
 
 

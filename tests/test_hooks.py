@@ -18,7 +18,7 @@ from autoheri_jax.train.loop import Resumable, fingerprint, train
 from autoheri_jax.train.parallel import make_data_parallel
 
 CFG = TrainConfig(epochs=1, batch_size=64, lr=1e-2, log_every=4)  # 1000 rows: 15 steps
-MODEL = ModelConfig(embed_dim=4, hidden=(8,), searched=False)
+MODEL = ModelConfig(embed_dim=4, hidden=(8,))
 
 
 @pytest.fixture(scope="module")

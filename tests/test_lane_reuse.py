@@ -27,7 +27,7 @@ LANE_MODELS = ("autoheri", "esmm", "hierarchical_all_on")
 
 
 def _supernet(**kw):
-    m = ModelConfig(embed_dim=4, hidden=(8, 6, 5), searched=False, **kw)
+    m = ModelConfig(embed_dim=4, hidden=(8, 6, 5), **kw)
     return m, build_spec(m, (10, 20), 3, 3)
 
 

@@ -36,7 +36,7 @@ from tests.helpers import gated, toy_dataset
 # a key drawn from the wrong step index would change the parameters
 REPO = Path(__file__).resolve().parents[1]
 CFG = TrainConfig(epochs=1, batch_size=64, lr=1e-2, log_every=4)
-MODEL = ModelConfig(embed_dim=4, hidden=(8, 6), searched=False, dropout=0.2)
+MODEL = ModelConfig(embed_dim=4, hidden=(8, 6), dropout=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +45,9 @@ def data():
                            stage_rates=(0.3,), num_dense=1)  # fmt: skip
 
 
-def _spec(data, model=MODEL):
+def _spec(data, model=MODEL, searched=False):
     return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages,
-                      data.bag_vocab_sizes)  # fmt: skip
+                      data.bag_vocab_sizes, searched=searched)  # fmt: skip
 
 
 def _run(spec, cfg, data, **kw):
@@ -217,7 +217,7 @@ def test_a_bilevel_search_takes_its_validation_batches_per_step(data):
     """The bi-level search's validation batches are stacked beside the training indices (the
     store on) and each scanned step takes its own: K = 4 equals K = 1, arch logits included."""
     train_rows, valid_rows = data.split([768, 256])
-    spec = _spec(data, dataclasses.replace(MODEL, searched=True, edge_mode="hierarchical"))
+    spec = _spec(data, dataclasses.replace(MODEL, edge_mode="hierarchical"), searched=True)
     cfg = gated(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=0,
                        bilevel=True)  # fmt: skip
     ref, ref_records, _ = _run(spec, cfg, train_rows, valid=valid_rows)

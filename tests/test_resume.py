@@ -190,7 +190,7 @@ def test_eight_device_checkpoint_resumes_on_one_device():
 def _tiny(n=1024):
     data = simulate_funnel(num_rows=n, seed=0, num_users=100, num_items=200, click_rate=0.2,
                            stage_rates=(0.3,), num_dense=1)  # fmt: skip
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), data.vocab_sizes, 1, 2)
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), data.vocab_sizes, 1, 2, searched=True)
     cfg = gated(epochs=1, batch_size=64, arch_warmup_steps=0, lr=1e-2, log_every=1)
     return data, spec, cfg
 

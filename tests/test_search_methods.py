@@ -27,9 +27,10 @@ def test_the_paper_method_updates_gates_and_weights_in_two_partitions_in_one_jit
         "adam", 0, 0)  # fmt: skip
     assert arch.entropy_weight > 0 and arch.sparsity_weight == 0 and not arch.bilevel
     assert arch.derive_threshold == 0.5 and arch.init_edge_logit == arch.edge_logit_noise == 0
-    assert model.searched and model.edge_init == "block"
+    assert model.edge_init == "block"
     data = experiment.load_data(cfg, None, progress=False)
-    spec = experiment.spec_for(model, data.train)
+    spec, _ = experiment.supernet_spec(cfg, data.train)
+    assert spec.searched and spec.has_arch
     opt = make_optimizer(tcfg)
     state = init_state(spec, tcfg, opt)
     labels = jax.tree.leaves(param_labels(state.params))

@@ -30,7 +30,7 @@ def _spec(data):
     from autoheri_jax.model.build import build_spec
 
     model = ModelConfig(embed_dim=4, hidden=(8, 6), edge_init="block")
-    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)
+    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages, searched=True)
 
 
 @pytest.mark.slow

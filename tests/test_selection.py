@@ -151,7 +151,7 @@ def test_selection_lines_print_each_margin_and_warn_when_it_is_too_wide():
 @pytest.mark.slow
 def test_selection_scores_each_retrained_candidate_and_keeps_the_chosen_one():
     train_rows, valid = tiny_funnel()
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6), searched=False),
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6)),
                       train_rows.vocab_sizes, train_rows.num_dense, 2)  # fmt: skip
     cfg = TrainConfig(epochs=1, batch_size=128, lr=1e-2, log_every=10)
     kept = np.zeros(spec.num_edges, bool)
@@ -200,7 +200,7 @@ def test_selection_checkpoints_its_batch_and_a_rerun_resumes_it(tmp_path):
     from autoheri_jax.train.loop import Resumable
 
     train_rows, valid = tiny_funnel()
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6), searched=False),
+    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6)),
                       train_rows.vocab_sizes, train_rows.num_dense, 2)  # fmt: skip
     cfg = TrainConfig(epochs=1, batch_size=128, lr=1e-2, log_every=10)
     ck = CheckpointConfig(every_steps=10, keep=2, keep_best=False, async_save=False)

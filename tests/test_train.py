@@ -34,9 +34,9 @@ def _data(num_rows=6000, stages=2, seed=0):
     )
 
 
-def _spec(data, **kw):
+def _spec(data, searched=True, **kw):
     model = ModelConfig(embed_dim=4, hidden=(16, 8), **kw)
-    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages)
+    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages, searched=searched)
 
 
 def test_param_labels_route_groups_by_path():

@@ -39,7 +39,7 @@ def _in_repo(repo, monkeypatch):
         ("search.epochs=abc", "search.epochs=abc: cannot parse; expected an integer"),
         ("search.epochs=[1]", "search.epochs=[1]: cannot parse; expected an integer"),
         ("search.lr={}", "search.lr={}: cannot parse; expected a number"),
-        ("model.searched=yes", "model.searched=yes: expected true or false"),
+        ("model.detach_upstream=yes", "model.detach_upstream=yes: expected true or false"),
         ("search.epochs=1.5", "search.epochs: expected int, got float 1.5"),
         ("model.fixed_edges=0.0-1.1", "fixed_edges: edge '0.0-1.1' must look like 'u.i->d.j'"),
         ("model.fixed_edges=0.0->1.5", "edge '0.0->1.5': layers must lie in [0, 2)"),

@@ -44,7 +44,19 @@ def build_spec(
     num_dense: int,
     num_tasks: int,
     bag_vocab_sizes: Sequence[int] = (),
+    *,
+    searched: bool = False,
 ) -> ModelSpec:
+    """The spec of model `m` on data of these shapes. searched=True gives every candidate edge
+    a learned gate (the supernet of a gated one-shot search: edge logits, and operator logits
+    under aggregation "search", in the arch partition); False keeps every edge of the spec on.
+    Raises ConfigError for a family that cannot read this many stages and for
+    aggregation "search" without gates."""
+    if m.aggregation == "search" and not searched and m.edge_mode != "none":
+        raise ConfigError(
+            "model.aggregation='search' learns each edge's operator in the arch partition: it "
+            "needs a gated search (edge_search.method=gradient or paper)"
+        )
     if m.edge_mode == "random":
         edges = random_edges(
             num_tasks, len(m.hidden), m.edge_pairs, m.random_edge_prob, m.random_seed
@@ -69,6 +81,7 @@ def build_spec(
         bag_vocab_sizes=tuple(int(v) for v in bag_vocab_sizes),
         edge_ops=_fixed_edge_ops(m, edges) if m.edge_mode == "fixed" else (),
         output=info.output if info is not None else "conditional",
+        searched=searched,
     )
 
 

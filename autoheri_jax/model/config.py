@@ -29,7 +29,6 @@ class ModelConfig:
     dropout: float = 0.0  # dropout on hidden outputs while training
     edge_mode: str = "hierarchical"  # none (= ESMM) | parallel | hierarchical | fixed | random
     edge_pairs: str = "adjacent"  # which task pairs get edges: adjacent, or all earlier tasks
-    searched: bool = True  # learn each edge's gate (one-shot search) or keep every edge on
     # edge_mode=fixed: edges as "u.i->d.j" (task.layer), optionally "u.i->d.j:op" with op one
     # of EDGE_OPS fixing that edge's aggregation operator (a derived searched architecture)
     fixed_edges: tuple[str, ...] = ()
@@ -73,11 +72,6 @@ class ModelConfig:
         check(self.embed_dim > 0, "embed_dim", "must be > 0")
         check(self.aggregation in AGGREGATIONS, "aggregation", f"one of {AGGREGATIONS}")
         check(self.edge_init in EDGE_INITS, "edge_init", f"one of {EDGE_INITS}")
-        check(
-            self.aggregation != "search" or self.searched,
-            "aggregation",
-            "'search' learns op logits in the arch partition: needs searched=true",
-        )
         for e in self.fixed_edges:
             name, sep, op = e.partition(":")
             try:  # the edge's syntax and depths here, so a typo stops before anything runs
@@ -117,9 +111,9 @@ class ModelConfig:
         check(self.random_seed >= 0, "random_seed", "must be >= 0")
         check(self.family in FAMILIES, "family", f"one of {FAMILIES}")
         check(
-            self.family == "autoheri" or (self.edge_mode == "none" and not self.searched),
+            self.family == "autoheri" or self.edge_mode == "none",
             "family",
-            f"{self.family!r} has no edges: needs edge_mode='none' and searched=false",
+            f"{self.family!r} has no edges: needs edge_mode='none'",
         )
         for k in ("bottom_hidden", "expert_hidden"):
             check(len(getattr(self, k)) > 0, k, "needs at least one layer")

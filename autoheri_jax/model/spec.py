@@ -50,6 +50,9 @@ class ModelSpec:
     # how logit t reads: "conditional" P(stage t | stage t-1) or "entire" P(stage t)
     # (families.FAMILIES records each family's kind)
     output: str = "conditional"
+    # every edge has a learned gate (a gated search's supernet: params["arch"]); False: the
+    # edges are fixed, on unless a step's mask turns them off (masked search, lanes)
+    searched: bool = False
 
     def __init__(
         self,
@@ -61,6 +64,7 @@ class ModelSpec:
         bag_vocab_sizes: tuple[int, ...] = (),
         edge_ops: tuple[str, ...] = (),
         output: str = "conditional",
+        searched: bool = False,
         **settings: Any,
     ):
         if settings:
@@ -68,7 +72,8 @@ class ModelSpec:
         for name, value in (("model", model), ("vocab_sizes", tuple(vocab_sizes)),
                             ("num_dense", num_dense), ("num_tasks", num_tasks),
                             ("edges", tuple(edges)), ("bag_vocab_sizes", tuple(bag_vocab_sizes)),
-                            ("edge_ops", tuple(edge_ops)), ("output", output)):  # fmt: skip
+                            ("edge_ops", tuple(edge_ops)), ("output", output),
+                            ("searched", searched)):  # fmt: skip
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:

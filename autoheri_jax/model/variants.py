@@ -28,15 +28,13 @@ def _fixed_aggregation(m: ModelConfig) -> str:
 
 
 def _esmm(m: ModelConfig) -> ModelConfig:
-    return dataclasses.replace(
-        m, edge_mode="none", searched=False, fixed_edges=(), aggregation="concat"
-    )
+    return dataclasses.replace(m, edge_mode="none", fixed_edges=(), aggregation="concat")
 
 
 def _all_on(mode: str) -> Callable[[ModelConfig], ModelConfig]:
     def variant(m: ModelConfig) -> ModelConfig:
         return dataclasses.replace(
-            m, edge_mode=mode, searched=False, fixed_edges=(), aggregation=_fixed_aggregation(m)
+            m, edge_mode=mode, fixed_edges=(), aggregation=_fixed_aggregation(m)
         )
 
     return variant
@@ -96,7 +94,6 @@ def _random_matched(
     return dataclasses.replace(
         m,
         edge_mode="fixed",
-        searched=False,
         fixed_edges=tuple(e.name for e in edges),
         aggregation=_fixed_aggregation(m),
     )
@@ -126,7 +123,6 @@ def derived_model(
     return dataclasses.replace(
         m,
         edge_mode="fixed",
-        searched=False,
         fixed_edges=tuple(names),
         aggregation=_fixed_aggregation(m),
     )
