@@ -8,12 +8,12 @@ optax partition (embeddings, weights, arch) from one gradient. Per-step randomne
 `fold_in(state.rng, state.step)` (and the device index for dropout: 0 wherever one program
 covers the global batch), so a run is a function of its seed and batch order alone.
 
-Embedding rows across devices: each device differentiates the loss with respect to its own
-batch's unique rows; the (row id, gradient) pairs of all devices are all-gathered, and equal ids
-are merged with a segment sum, so the optimiser sees each touched row once, exactly as on one
-device. With the table's row axis sharded, a device first fetches the rows it needs from their
-owners (each owner contributes the rows it holds; a psum assembles them), and at update time
-keeps only the rows it owns.
+Embedding rows across devices (per-device programs: shard_map, pmap): each device differentiates
+the loss with respect to its own batch's unique rows; the (row id, gradient) pairs of all
+devices are all-gathered, and equal ids are merged with a segment sum, so the optimiser sees
+each touched row once, exactly as on one device. With the table's row axis sharded, a device
+first fetches the rows it needs from their owners (each owner contributes the rows it holds; a
+psum assembles them), and at update time keeps only the rows it owns.
 
 A non-finite loss does not corrupt the state: that step's update is skipped and the step is
 recorded in `state.first_bad_step`, which the host loop turns into `NonFiniteLossError`.
