@@ -118,7 +118,9 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ParallelConfig:
-    launcher: str = "auto"  # auto (mesh if >1 device) | single | mesh (jit + shard_map) | pmap
+    # auto (mesh if >1 device) | single | mesh (jit over a device mesh, the batch split across
+    # it; shard_map when shard_embeddings) | pmap
+    launcher: str = "auto"
     num_devices: int = 0  # devices to use; 0 = all
     shard_embeddings: bool = False  # split the embedding table's rows across devices
     num_processes: int = 1  # multi-host: processes in the run (1 = no jax.distributed)

@@ -13,7 +13,8 @@ size) ranges of one parent kind never overlap; `_check_disjoint` proves it at im
     aggregation --"attention"-->, --"edge_projection" code(e)-->         (model/aggregation.py)
     mlp    --"mlp_layer" j--> layer j of an MLP stack; a PLE level key also has
            --"ple_task_gates"--> and --"ple_shared_gate"-->       (blocks.py, families.py)
-    train  --"step" s--> step key --"device" d--> the device's key    (train/step.py)
+    train  --"step" s--> step key --"device" d--> the device's key    (train/step.py; d = 0
+           where one program covers the global batch: single and the mesh launcher's jit)
     step key --"edge_mask"--> the step's Bernoulli edge mask (a masked supernet's step)
     device key --"dropout" site--> one dropout mask (`dropout_site`)
 

@@ -6,6 +6,7 @@ process is fixed at start-up, so these cannot share the main test process.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -59,6 +60,56 @@ def case_launchers_equal_single_device():
             _close(got, ref, f"{launcher} sparse={sparse}")
 
 
+def case_mesh_draws_the_single_device_dropout():
+    """The mesh launcher jits the single-device step of the global batch, so it draws Single's
+    dropout masks (one key, masks over the whole batch; sharding does not change the bits:
+    jax_threefry_partitionable) and equals Single with dropout on. Per-device programs (pmap,
+    and the mesh's former shard_map path) fold the device index into each device's key and
+    draw other masks: that they differ shows the check can fail."""
+    data, spec, cfg = _setup(True)
+    spec = dataclasses.replace(spec, dropout=0.3)
+    ref, _ = _train(data, spec, cfg, launcher="single")
+    got, _ = _train(data, spec, cfg, launcher="mesh")
+    _close(got, ref, "mesh dropout")
+    other, _ = _train(data, spec, cfg, launcher="pmap")
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(other),
+                jax.tree.leaves(ref), strict=True))  # fmt: skip
+    assert worst > 100 * ATOL, worst
+
+
+def case_mesh_step_is_one_partitioned_program():
+    """Without shard_embeddings the mesh step is jit over NamedShardings (no shard_map: XLA
+    inserts the collectives), its state stays replicated, and no collective moves a
+    table-sized array (the batch's row ids are gathered, not the [V] dedupe scratch
+    reduced). With shard_embeddings it is the shard_map program, its table split by rows."""
+    import re
+
+    from autoheri_jax.train.parallel import make_data_parallel
+
+    data, spec, cfg = _setup(True)
+    host_batch = data.batch(np.arange(cfg.batch_size))
+    for shard in (False, True):
+        dp = make_data_parallel(spec, cfg, ParallelConfig(launcher="mesh", shard_embeddings=shard))
+        state = dp.init_state(spec, cfg)
+        batch = dp.place_batch(host_batch)
+        lowered = dp.step.lower(state, batch)
+        text = lowered.as_text()  # shard_map lowers to a manual computation (Shardy, GSPMD)
+        assert any(k in text for k in ("manual_computation", "SPMDFullToShardShape")) == shard
+        if shard:
+            continue
+        compiled = lowered.compile().as_text()
+        assert "all-reduce" in compiled  # the gradient mean, inserted by the partitioner
+        for line in compiled.splitlines():
+            op = re.search(r"= (.*?) (all-reduce|all-gather|reduce-scatter|all-to-all)\b", line)
+            shapes = re.findall(r"\[([\d,]*)\]", op.group(1)) if op else []
+            dims = {int(d) for shape in shapes for d in shape.split(",") if d}
+            assert spec.table_rows not in dims, line[:300]
+        state, _ = dp.step(state, batch)
+        for leaf in jax.tree.leaves(state):
+            assert leaf.sharding.is_fully_replicated, leaf.sharding
+            assert leaf.sharding.spec == jax.sharding.PartitionSpec(), leaf.sharding
+
+
 def case_sharded_tables_equal_replicated():
     data, spec, cfg = _setup(True)
     ref, _ = _train(data, spec, cfg, launcher="single")
@@ -88,10 +139,10 @@ def case_eight_device_runs_are_bitwise_reproducible():
 
 
 def case_bag_slots_on_devices_equal_the_padded_single_device():
-    """train.bag_slots under mesh / pmap (sharded too): each device compacts its own bags,
-    and the devices agree on the branch (a pmin of the fit), so results follow one device."""
-    import dataclasses
-
+    """train.bag_slots under mesh / pmap (sharded too): under pmap and the shard_map mesh
+    (shard_embeddings) each device compacts its own bags and the devices agree on the branch
+    (a pmin of the fit); the jit mesh compacts the global batch as Single does. Either way
+    results follow one device."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from tests.helpers import toy_dataset
 

@@ -17,6 +17,8 @@ from tests.helpers import child_env, parallel_setup
 
 CASES = [
     "launchers_equal_single_device",
+    "mesh_draws_the_single_device_dropout",
+    "mesh_step_is_one_partitioned_program",
     "sharded_tables_equal_replicated",
     "sharded_state_is_split_across_devices",
     "eight_device_runs_are_bitwise_reproducible",

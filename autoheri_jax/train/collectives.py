@@ -1,7 +1,8 @@
 """Named-axis collectives that are identities on one device (`axis=None`).
 
-The training step is written once per device; these let the same code run alone under `jit`
-and data-parallel under `shard_map` or `pmap` (parallel.py).
+The training step is written once per device; these let the same code run with `axis=None`
+under `jit` (one device, or the mesh launcher's partitioned global batch) and per device under
+`shard_map` (row-sharded tables) or `pmap` (parallel.py).
 """
 
 from __future__ import annotations

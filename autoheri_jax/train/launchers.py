@@ -157,6 +157,9 @@ Single = Launcher
 
 @dataclasses.dataclass
 class Mesh(Launcher):
+    """The step over a 1-D device mesh (parallel.py builds it): the state laid out as `specs`
+    (replicated, or the table split by rows), each batch split along AXIS."""
+
     name: ClassVar[str] = "mesh"
     spreads_batches: ClassVar[bool] = True
     mesh: Any = None

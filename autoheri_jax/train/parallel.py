@@ -1,23 +1,26 @@
-"""Data-parallel launchers for the one per-device step in step.py, one small type each.
+"""Data-parallel launchers for the step in step.py, one small type each.
 
-  Single  jit on one device (the reference).
-  Mesh    jit over a 1-D device `Mesh` with `jax.shard_map` (the default on several devices:
-          since JAX 0.8 `pmap` is in maintenance mode and implemented on top of this).
-  Pmap    `jax.pmap` over the same step (pmap_launcher.py: kept because the design card asks
-          for it and older clusters run it); state carries a leading device axis only while
-          it is on device.
+  Single  jit of the step on one device (the reference).
+  Mesh    the default on several devices, over a 1-D device `Mesh` (axis AXIS):
+          - replicated table: `jax.jit` of Single's step with `NamedSharding`s, the state
+            replicated and the global batch split along AXIS; XLA's SPMD partitioner inserts
+            the gradient all-reduce. One program over the global batch, so it draws Single's
+            random numbers (one device key, index 0: the same dropout masks and edge masks).
+          - `shard_embeddings`: `jax.shard_map` of the per-device step (named-axis
+            collectives, `check_vma=False`), the table and its moments split by rows; each
+            device draws its dropout masks from its own device key.
+  Pmap    `jax.pmap` of the per-device step (pmap_launcher.py: kept because the design card
+          asks for it and older clusters run it; since JAX 0.8 `pmap` is in maintenance mode);
+          state carries a leading device axis only while it is on device. Per-device dropout
+          keys, as the shard_map mesh.
 
 `make_data_parallel` picks one and builds the optimiser once for it (`Launcher.optimizer`).
 
-The step averages gradients itself (`pmean`), so shard_map runs with `check_vma=False`: with
-the check on, JAX already sums the gradients of replicated parameters, and a pmean on top of
-that would scale them by the device count. Both launchers compute the same function as
-`single` on the global batch; they differ from it only in floating-point summation order.
-
-With `shard_embeddings`, the table (and its optimiser moments) is split along rows across the
-devices instead of replicated; the step fetches and updates rows through collectives.
-States leave this module in the canonical layout (no device axis), so checkpoints and
-evaluation do not care which launcher produced them.
+Every launcher computes the step `single` computes on the global batch, up to
+floating-point summation order, with one exception: with dropout on, the per-device programs
+(sharded mesh, pmap) draw each device's masks from its own key (the same distribution, other
+draws), where the jit mesh draws Single's. States leave this module in the canonical layout
+(no device axis), so checkpoints and evaluation do not care which launcher produced them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from autoheri_jax.config import ConfigError, ParallelConfig, TrainConfig
@@ -69,6 +73,8 @@ DataParallel = Launcher  # the name this module's callers and tests know
 
 
 def make_data_parallel(spec: ModelSpec, cfg: TrainConfig, pcfg: ParallelConfig) -> Launcher:
+    """The launcher `pcfg` names (auto: mesh on several devices, else single) with its
+    compiled step; ConfigError for a combination it cannot run."""
     devices = jax.devices() if pcfg.launcher != "pmap" else jax.local_devices()
     if pcfg.num_devices:
         if pcfg.num_devices > len(devices):
@@ -91,13 +97,42 @@ def make_data_parallel(spec: ModelSpec, cfg: TrainConfig, pcfg: ParallelConfig) 
     specs = state_specs(abstract, pcfg.shard_embeddings)
     if launcher == "single":
         return Single(devices[:1], make_update_fn(spec, cfg, opt), specs, abstract, opt)
-    step_fn = make_step_fn(spec, cfg, opt, axis=AXIS, shard_embeddings=pcfg.shard_embeddings)
     if launcher == "pmap":
+        step_fn = make_step_fn(spec, cfg, opt, axis=AXIS, shard_embeddings=pcfg.shard_embeddings)
         step = jax.pmap(step_fn, axis_name=AXIS, devices=devices, donate_argnums=0)
         return Pmap(devices, step, specs, abstract, opt)
     mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+    if not pcfg.shard_embeddings:
+        step = _jit_on_mesh(make_step_fn(spec, cfg, opt), mesh, specs)
+        return Mesh(devices, step, specs, abstract, opt, mesh)
+    # Row-sparse fetches and updates of a row-sharded table need explicit collectives (each
+    # owner contributes its rows), which only a per-device program can say. The step averages
+    # gradients itself (`pmean`), hence `check_vma=False`: with the check on, JAX already sums
+    # the gradients of replicated parameters and a mean on top would scale them by the
+    # device count.
+    step_fn = make_step_fn(spec, cfg, opt, axis=AXIS, shard_embeddings=True)
     sharded = jax.shard_map(
         step_fn, mesh=mesh, in_specs=(specs, P(AXIS)), out_specs=(specs, P()), check_vma=False
     )
-    step = jax.jit(sharded, donate_argnums=0)
-    return Mesh(devices, step, specs, abstract, opt, mesh)
+    return Mesh(devices, jax.jit(sharded, donate_argnums=0), specs, abstract, opt, mesh)
+
+
+def _jit_on_mesh(step_fn, mesh: jax.sharding.Mesh, specs: Any):
+    """`step_fn` (the single-device step of the global batch) jitted over `mesh`: the state
+    laid out as `specs` (replicated), the batch split along AXIS, aux replicated; the state is
+    donated. Returns (state, batch) -> (state, aux)."""
+    state_shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs)
+    replicated = NamedSharding(mesh, P())
+
+    def traced(state, batch):  # (no `gates` argument: two in_shardings)
+        # Traced with the mesh in context, so that code which must stay whole on every device
+        # can say so (sparse_embedding.dedupe's row ids; see _whole_on_every_device there).
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return step_fn(state, batch)
+
+    return jax.jit(
+        traced,
+        in_shardings=(state_shardings, NamedSharding(mesh, P(AXIS))),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )

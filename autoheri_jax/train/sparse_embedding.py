@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec as P
 
 from autoheri_jax.model.embedding import CompactBags, bag_weights, embed_from, lookup_rows
 from autoheri_jax.model.spec import ModelSpec, Params
@@ -63,6 +64,16 @@ def unique_row_bound(spec: ModelSpec, batch_size: int, bag_len: int = 0) -> int:
     return single + sum(min(batch_size * bag_len, v) for v in spec.bag_vocab_sizes)
 
 
+def _whole_on_every_device(x: jax.Array) -> jax.Array:
+    """`x`, constrained to be replicated when traced under a mesh whose axes XLA's partitioner
+    places (the mesh launcher's jit, parallel.py); `x` unchanged otherwise (one device, pmap,
+    shard_map, vmapped lanes)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.manual_axes:
+        return x
+    return jax.lax.with_sharding_constraint(x, P())
+
+
 def dedupe(
     ids: jax.Array, scratch: jax.Array, bound: int
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -84,9 +95,14 @@ def dedupe(
     (on every device) and the result never depends on it.
     """
     n = ids.shape[0]
-    pos = jnp.arange(n, dtype=jnp.int32)
+    # Under the mesh launcher's jit the batch is split across devices. From split ids the
+    # scatter into the replicated scratch would become per-device scatters plus an all-reduce
+    # of the whole [V] scratch: O(vocabulary) traffic per step. Whole ids cost an all-gather
+    # of the lookups instead, and every device then dedupes the global batch, as Single does.
+    ids = _whole_on_every_device(ids)
+    pos = _whole_on_every_device(jnp.arange(n, dtype=jnp.int32))
     scratch = scratch.at[ids].min(pos, mode="drop")
-    first_pos = scratch.at[ids].get(mode="fill", fill_value=SCRATCH_EMPTY)
+    first_pos = _whole_on_every_device(scratch.at[ids].get(mode="fill", fill_value=SCRATCH_EMPTY))
     # The reset's values are computed from the gather (x | INT32_MAX is INT32_MAX for any
     # x >= 0), so XLA orders the gather before the in-place scatter; with constant values it
     # copies the whole scratch instead (O(vocabulary) per step: 10 ms at 10M rows).

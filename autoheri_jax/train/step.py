@@ -1,18 +1,19 @@
 """The training step, written once per device: `make_step_fn(...) -> step_fn(state, batch)`.
 
 `step_fn` is pure and uses named-axis collectives over `axis` (None on one device, where they
-are identities). `make_update_fn` jits it for one device; parallel.py runs the same function
-under `jax.pmap` or `jax.shard_map` over a device mesh. One call updates every optax
-partition (embeddings, weights, arch) from one gradient. Per-step randomness is
-`fold_in(state.rng, state.step)` (and the device index for dropout), so a run is a function of
-its seed and batch order alone.
+are identities). `make_update_fn` jits it for one device; parallel.py's mesh launcher jits the
+same axis-free step over a device mesh (XLA partitions it), and runs the per-device step
+(`axis` set) under `jax.shard_map` (row-sharded tables) or `jax.pmap`. One call updates every
+optax partition (embeddings, weights, arch) from one gradient. Per-step randomness is
+`fold_in(state.rng, state.step)` (and the device index for dropout: 0 wherever one program
+covers the global batch), so a run is a function of its seed and batch order alone.
 
-Embedding rows across devices: each device differentiates the loss with respect to its own
-batch's unique rows; the (row id, gradient) pairs of all devices are all-gathered, and equal ids
-are merged with a segment sum, so the optimiser sees each touched row once, exactly as on one
-device. With the table's row axis sharded, a device first fetches the rows it needs from their
-owners (each owner contributes the rows it holds; a psum assembles them), and at update time
-keeps only the rows it owns.
+Embedding rows across devices (per-device programs: shard_map, pmap): each device differentiates
+the loss with respect to its own batch's unique rows; the (row id, gradient) pairs of all
+devices are all-gathered, and equal ids are merged with a segment sum, so the optimiser sees
+each touched row once, exactly as on one device. With the table's row axis sharded, a device
+first fetches the rows it needs from their owners (each owner contributes the rows it holds; a
+psum assembles them), and at update time keeps only the rows it owns.
 
 A non-finite loss does not corrupt the state: that step's update is skipped and the step is
 recorded in `state.first_bad_step`, which the host loop turns into `NonFiniteLossError`.
