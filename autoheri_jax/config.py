@@ -499,6 +499,30 @@ class Config:
             "baselines",
             "esm2 needs a 3-stage funnel (click -> action -> purchase): data.num_stages=3",
         )
+        self._check_family_settings()
+
+    def _check_family_settings(self) -> None:
+        """A baseline family's own setting (model/families.py, `Family.fields`) moved off its
+        default is refused by name when no model of the run is of a family that reads it."""
+        from autoheri_jax.model.families import FAMILIES as REGISTRY  # jax, once configs exist
+
+        used = {self.model.family} | {
+            VARIANTS[b](self.model).family for b in self.baselines if b in VARIANTS
+        }
+        readers: dict[str, list[str]] = {}
+        for name, family in REGISTRY.items():
+            for field in family.fields:
+                readers.setdefault(field, []).append(name)
+        defaults = ModelConfig()
+        for field, families in readers.items():
+            value = getattr(self.model, field)
+            _check(
+                value == getattr(defaults, field) or bool(used & set(families)),
+                f"model.{field}",
+                f"{value!r} is read only by {', '.join(families)}; the run's models are of the "
+                f"families {', '.join(sorted(used))} (add a model of {families[0]} to baselines, "
+                "or leave the setting unset)",
+            )
 
     def _check_method(self) -> None:
         """A setting the chosen edge_search.method does not use is refused by name (where it

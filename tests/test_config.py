@@ -267,3 +267,14 @@ def test_an_unknown_key_names_the_nearest_known_one():
     with pytest.raises(ConfigError) as far:  # nothing close: no guess
         apply_overrides(Config(), ["data.zzz=1"])
     assert "did you mean" not in str(far.value)
+
+
+def test_a_family_setting_no_model_of_the_run_reads_is_refused_by_name():
+    with pytest.raises(ConfigError, match="model.num_experts: 8 is read only by mmoe; the run's "
+                       "models are of the families autoheri "):  # fmt: skip
+        apply_overrides(Config(), ["model.num_experts=8"])
+    with pytest.raises(ConfigError, match="model.tower_hidden: .* read only by shared_bottom"):
+        apply_overrides(Config(), ["model.tower_hidden=[8]", "baselines=esmm,aitm"])
+    cfg = apply_overrides(Config(), ["model.num_experts=8", "baselines=esmm,mmoe"])
+    assert cfg.model.num_experts == 8  # mmoe trains, so its setting is read
+    assert apply_overrides(Config(), ["model.num_experts=4"]).model.num_experts == 4  # default

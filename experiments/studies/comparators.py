@@ -44,10 +44,10 @@ FIELDS = (*PRECISE_FIELDS, "ece", "mae_true_all")
 def get_study() -> Study:
     return Study(
         name="comparators",
-        base=load_config(BASE, [*GRADIENT_SEARCH, f"baselines={','.join(TWO_STAGE)}", *WIDTHS]),
-        arms={
-            "transfer": ["data.cascade_strength=0.95"],
-            "no_cascade": ["data.cascade_strength=0"],
+        base=load_config(BASE, [*GRADIENT_SEARCH, f"baselines={','.join(TWO_STAGE)}"]),
+        arms={  # the widths are the 2-stage baselines' own settings (none of THREE_STAGE's)
+            "transfer": ["data.cascade_strength=0.95", *WIDTHS],
+            "no_cascade": ["data.cascade_strength=0", *WIDTHS],
             "transfer_3stage": ["data.cascade_strength=0.95", *THREE],
             "no_cascade_3stage": ["data.cascade_strength=0", *THREE],
         },
