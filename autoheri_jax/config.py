@@ -24,7 +24,7 @@ from typing import Any
 
 # the data and model sections live beside what they set; callers may import them from here
 from autoheri_jax.data.config import DATA_FORMATS, SOURCES, DataConfig  # noqa: F401
-from autoheri_jax.model.config import FAMILIES, ModelConfig  # noqa: F401
+from autoheri_jax.model.config import FAMILIES, FAMILY_SETTINGS, ModelConfig  # noqa: F401
 from autoheri_jax.model.edges import parse_edge
 from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS
 from autoheri_jax.settings import ConfigError
@@ -502,16 +502,14 @@ class Config:
         self._check_family_settings()
 
     def _check_family_settings(self) -> None:
-        """A baseline family's own setting (model/families.py, `Family.fields`) moved off its
+        """A baseline family's own setting (model/config.py, FAMILY_SETTINGS) moved off its
         default is refused by name when no model of the run is of a family that reads it."""
-        from autoheri_jax.model.families import FAMILIES as REGISTRY  # jax, once configs exist
-
         used = {self.model.family} | {
             VARIANTS[b](self.model).family for b in self.baselines if b in VARIANTS
         }
         readers: dict[str, list[str]] = {}
-        for name, family in REGISTRY.items():
-            for field in family.fields:
+        for name, fields in FAMILY_SETTINGS.items():
+            for field in fields:
                 readers.setdefault(field, []).append(name)
         defaults = ModelConfig()
         for field, families in readers.items():

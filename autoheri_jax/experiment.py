@@ -344,7 +344,7 @@ def lane_reuse_blocked(cfg: Config, spec: ModelSpec) -> str | None:
         return "a multi-process run (each process feeds its own rows to the batch)"
     pc = cfg.parallel
     devices = 1 if pc.launcher == "single" else pc.num_devices or len(jax.devices())
-    if spec.dropout > 0 and devices > 1:
+    if spec.model.dropout > 0 and devices > 1:
         return f"dropout on {devices} devices draws a mask per device"
     return None
 

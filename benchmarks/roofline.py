@@ -47,9 +47,9 @@ def layer_shapes(spec) -> list[tuple[int, int]]:
     """(in, out) of every matmul of the towers, heads included."""
     shapes = []
     for t in range(spec.num_tasks):
-        for j, width in enumerate(spec.hidden):
+        for j, width in enumerate(spec.model.hidden):
             shapes.append((sum(spec.layer_input_dims(t, j)), width))
-        shapes.append((spec.hidden[-1], 1))
+        shapes.append((spec.model.hidden[-1], 1))
     return shapes
 
 
@@ -61,12 +61,12 @@ def flops_per_example(
     spec, batch_size: int, touched_rows: int, sparse: bool, train: bool = True, bag_len: int = 0
 ) -> dict:
     fwd = sum(2 * k * n for k, n in layer_shapes(spec))
-    pooling = 2 * len(spec.bag_vocab_sizes) * bag_len * spec.embed_dim
+    pooling = 2 * len(spec.bag_vocab_sizes) * bag_len * spec.model.embed_dim
     if not train:
         return {"towers": fwd, "pooling": pooling, "total": fwd + pooling}
-    scatter = spec.num_fields * spec.embed_dim
+    scatter = spec.num_fields * spec.model.embed_dim
     rows = touched_rows if sparse else spec.table_rows
-    optimizer = ADAM_FLOPS * (tower_params(spec) + rows * spec.embed_dim) / batch_size
+    optimizer = ADAM_FLOPS * (tower_params(spec) + rows * spec.model.embed_dim) / batch_size
     return {
         "towers": 3 * fwd,
         "pooling": 3 * pooling + scatter,
@@ -78,7 +78,7 @@ def flops_per_example(
 def bytes_per_example(
     spec, batch_size: int, touched_rows: int, sparse: bool, train: bool = True
 ) -> dict:
-    row = spec.embed_dim * F32
+    row = spec.model.embed_dim * F32
     inputs = (len(spec.vocab_sizes) + spec.num_dense + spec.num_tasks) * F32
     acts = sum((k + n) * F32 for k, n in layer_shapes(spec))
     if not train:
@@ -201,7 +201,7 @@ def measure_machine(
     stream, faulted_mb = _jax_stream(stream_bytes, repeats)
     stream["numpy_copy"] = _numpy_stream(stream_bytes, repeats)
 
-    d = spec.embed_dim
+    d = spec.model.embed_dim
     table = jnp.ones((gather_table_rows, d), jnp.float32)
     idx = jnp.asarray(np.random.default_rng(0).integers(0, gather_table_rows, gather_rows))
     take = jax.jit(lambda t, i: jnp.take(t, i, axis=0))

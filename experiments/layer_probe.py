@@ -49,10 +49,10 @@ def world_quantities(d, rows: slice) -> dict[str, np.ndarray]:
 
 def click_layers(params, spec, batch) -> list[np.ndarray]:
     """[x, h_0, ..., h_{L-1}] of the click tower (task 0 has no incoming edge)."""
-    act = _ACTIVATIONS[spec.activation]
+    act = _ACTIVATIONS[spec.model.activation]
     x = model_input(params, spec, batch)
     tower, out, h = params["towers"]["task_0"], [x], x
-    for j in range(len(spec.hidden)):
+    for j in range(len(spec.model.hidden)):
         h = act(h @ tower[f"layer_{j}"]["kernel"] + tower[f"layer_{j}"]["bias"])
         out.append(h)
     return [np.asarray(v, np.float64) for v in out]

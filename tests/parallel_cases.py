@@ -67,7 +67,7 @@ def case_mesh_draws_the_single_device_dropout():
     and the mesh's former shard_map path) fold the device index into each device's key and
     draw other masks: that they differ shows the check can fail."""
     data, spec, cfg = _setup(True)
-    spec = dataclasses.replace(spec, dropout=0.3)
+    spec = spec.with_model(dropout=0.3)
     ref, _ = _train(data, spec, cfg, launcher="single")
     got, _ = _train(data, spec, cfg, launcher="mesh")
     _close(got, ref, "mesh dropout")

@@ -54,7 +54,7 @@ def _grads(spec, cfg, batch):
     args = (params, batch, jax.random.PRNGKey(2), jnp.int32(0), scratch)
     aux, grads, scratch = jax.jit(fn)(*args)
     ids, values = (np.asarray(x) for x in grads["embedding"])
-    dense = np.zeros((spec.table_rows, spec.embed_dim), np.float32)
+    dense = np.zeros((spec.table_rows, spec.model.embed_dim), np.float32)
     np.add.at(dense, ids[ids < spec.table_rows], values[ids < spec.table_rows])
     others = {k: v for k, v in grads.items() if k != "embedding"}
     assert np.all(np.asarray(scratch) == se.SCRATCH_EMPTY)  # the scratch is handed back clean

@@ -232,7 +232,7 @@ def test_debias_config_fields_are_validated_and_reach_the_spec():
     ]:
         with pytest.raises(ConfigError, match=key):
             ModelConfig(**kw)
-    assert _spec("escm2_ips", propensity_clip=0.2).propensity_clip == 0.2
+    assert _spec("escm2_ips", propensity_clip=0.2).model.propensity_clip == 0.2
     # a family's spec ignores the fields it does not read (its jit key and fingerprint)
     assert _spec("gmsl", propensity_clip=0.2) == _spec("gmsl")
     assert _spec("dcmt", escm2_ctcvr_weight=0.1) == _spec("dcmt")
@@ -314,7 +314,7 @@ def test_rank_families_ranks_pairs_and_states_what_the_ci_supports(repo, tmp_pat
 def test_esmm_stacked_trains_esmms_loss_on_the_debiasing_towers():
     """The control: escm2_ips's towers with exactly ESMM's objective (no counterfactual term)."""
     spec = _spec("esmm_stacked")
-    assert spec.family == "escm2_ips" and spec.escm2_counterfactual_weight == 0.0
+    assert spec.model.family == "escm2_ips" and spec.model.escm2_counterfactual_weight == 0.0
     total, terms = task_loss(LOGITS, {}, LABELS, spec)
     ctr, ctcvr = _esmm_terms()
     np.testing.assert_allclose(float(total), ctr + ctcvr, rtol=1e-6)

@@ -1,7 +1,5 @@
 """The entire-space baselines (shared_bottom, mmoe, ple, aitm) and random edge masks."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,7 +91,7 @@ def test_family_shapes_and_param_groups(name, num_tasks):
     if spec.output == "conditional":  # a product chain never grows down the funnel
         assert np.all(np.diff(np.asarray(entire), axis=1) <= 0)
     rng = jax.random.PRNGKey(1)
-    dropped = _forward(params, dataclasses.replace(spec, dropout=0.5), batch, dropout_rng=rng)
+    dropped = _forward(params, spec.with_model(dropout=0.5), batch, dropout_rng=rng)
     assert not np.allclose(dropped, logits)
 
 
@@ -147,7 +145,7 @@ def test_aitm_outputs_are_entire_space():
 @pytest.mark.slow
 def test_aitm_calibrator_is_zero_in_order_and_penalises_violations():
     spec = _tiny("aitm", 3)  # default weight 0.6
-    assert spec.aitm_constraint_weight == 0.6
+    assert spec.model.aitm_constraint_weight == 0.6
     labels = jnp.zeros((2, 3))
     ordered = jnp.array([[2.0, 0.5, -1.0], [0.0, 0.0, -3.0]])  # p_t <= p_{t-1} everywhere
     assert float(task_losses(ordered, labels, spec)[1]) == 0.0
@@ -211,7 +209,7 @@ def test_random_masks_are_seeded_subsets_of_the_hierarchical_candidates():
     assert set(_tiny("random_mask", 3, random_edge_prob=1.0).edges) == full
     assert _tiny("random_mask", 3, random_edge_prob=0.0).edges == ()
     spec = _tiny("random_mask", 3)
-    assert not spec.searched and not spec.has_arch and spec.family == "autoheri"
+    assert not spec.searched and not spec.has_arch and spec.model.family == "autoheri"
 
 
 def test_config_families_match_the_implemented_ones():

@@ -1,7 +1,7 @@
 """A model family added the documented way (docs/architecture.md, "Where to add"): its init,
-apply, settings, logit kind and objective registered once in `model/families.py:FAMILIES`,
-its name (and any new settings) in `model/config.py`. Nothing else learns about it, yet the spec,
-the objective and the trainer all use it."""
+apply, logit kind and objective registered once in `model/families.py:FAMILIES`, its name and
+the settings it reads in `model/config.py:FAMILY_SETTINGS`. Nothing else learns about it, yet
+the spec, the objective and the trainer all use it."""
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +22,10 @@ from tests.helpers import tiny_funnel
 def _init(key, spec):
     k_tower, k_head = jax.random.split(key)
     return {
-        "tower": mlp_init(k_tower, spec.num_tasks, spec.input_dim, spec.tower_hidden),
-        "head": heads_init(k_head, spec.num_tasks, out_dim(spec.tower_hidden, spec.input_dim)),
+        "tower": mlp_init(k_tower, spec.num_tasks, spec.input_dim, spec.model.tower_hidden),
+        "head": heads_init(
+            k_head, spec.num_tasks, out_dim(spec.model.tower_hidden, spec.input_dim)
+        ),
     }
 
 
@@ -42,9 +44,9 @@ def toy(monkeypatch):
     monkeypatch.setitem(
         families.FAMILIES,
         "toy",
-        Family(_init, _apply, fields=("tower_hidden",), objective=_doubled),
+        Family(_init, _apply, objective=_doubled),
     )
-    monkeypatch.setattr(model_config, "FAMILIES", (*model_config.FAMILIES, "toy"))
+    monkeypatch.setitem(model_config.FAMILY_SETTINGS, "toy", ("tower_hidden",))
     return ModelConfig(family="toy", edge_mode="none", embed_dim=4,
                        tower_hidden=(12,), num_experts=9)  # fmt: skip
 
@@ -52,9 +54,9 @@ def toy(monkeypatch):
 def test_a_registered_family_builds_reads_its_settings_and_uses_its_objective(toy):
     tr, _ = tiny_funnel()
     spec = build_spec(toy, tr.vocab_sizes, tr.num_dense, tr.num_stages)
-    assert spec.family == "toy" and spec.output == "conditional" and spec.num_edges == 0
-    assert spec.tower_hidden == (12,)  # its own setting, read through the spec
-    assert spec.num_experts == ModelConfig().num_experts  # another family's: reset
+    assert spec.model.family == "toy" and spec.output == "conditional" and spec.num_edges == 0
+    assert spec.model.tower_hidden == (12,)  # its own setting, read through the spec
+    assert spec.model.num_experts == ModelConfig().num_experts  # another family's: reset
     params = init_params(jax.random.PRNGKey(0), spec)
     assert jax.tree.map(jnp.shape, params["towers"]) == jax.tree.map(
         jnp.shape, _init(jax.random.PRNGKey(1), spec)

@@ -166,7 +166,7 @@ def test_model_input_and_conditional_stage_probabilities():
     from autoheri_jax.model.losses import funnel_log_probs, stage_probabilities
 
     spec = tiny_spec(edge_mode="parallel")
-    assert spec.family == "autoheri" and spec.output == "conditional"
+    assert spec.model.family == "autoheri" and spec.output == "conditional"
     params = init_params(jax.random.PRNGKey(0), spec)
     batch = tiny_batch(8)
     x = model_input(params, spec, batch)

@@ -162,7 +162,7 @@ def test_compiled_step_never_copies_a_table_sized_buffer():
     update = make_update_fn(spec, BASE, opt)
     hlo = update.lower(init_state(spec, BASE, opt), tiny_batch(16)).compile().as_text()
     v = spec.table_rows
-    sized = re.compile(rf"= (s32\[{v}\]|f32\[{v},{spec.embed_dim}\])\S* (copy|fusion)\(")
+    sized = re.compile(rf"= (s32\[{v}\]|f32\[{v},{spec.model.embed_dim}\])\S* (copy|fusion)\(")
     copies = [line.strip() for line in hlo.splitlines() if sized.search(line)]
     copies = [c for c in copies if " copy(" in c or ("kind=kLoop" in c and "scatter" not in c)]
     assert not copies, copies

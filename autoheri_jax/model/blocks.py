@@ -79,10 +79,10 @@ def dropper(spec: ModelSpec, rng: jax.Array | None) -> Callable:
     count = [0]
 
     def drop(h: jax.Array) -> jax.Array:
-        if rng is None or spec.dropout <= 0:
+        if rng is None or spec.model.dropout <= 0:
             return h
         count[0] += 1
-        return dropout(h, rng, count[0], spec.dropout)
+        return dropout(h, rng, count[0], spec.model.dropout)
 
     return drop
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from autoheri_jax.model import families
-from autoheri_jax.model.config import ModelConfig
+from autoheri_jax.model.config import FAMILY_SETTINGS, ModelConfig
 from autoheri_jax.model.edges import Edge, candidate_edges, parse_edge, split_edge_op
 from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.settings import ConfigError
@@ -92,9 +92,8 @@ def spec_settings(m: ModelConfig) -> ModelConfig:
     Of the edge choice (whose result is the spec's `edges`) edge_mode and fixed_edges stay
     (ModelConfig validates them against the family), and the random draw's inputs only
     under edge_mode "random"."""
-    info = families.FAMILIES.get(m.family)
-    own = set(info.fields) if info is not None else set()
-    reset = {f for fam in families.FAMILIES.values() for f in fam.fields} - own
+    own = set(FAMILY_SETTINGS[m.family])
+    reset = {f for fields in FAMILY_SETTINGS.values() for f in fields} - own
     defaults = ModelConfig()
     # the edge choice: its result is the spec's `edges`; the rule's inputs that cannot change
     # them any more go too (a random_mask baseline's per-seed random_seed on an ESMM spec)

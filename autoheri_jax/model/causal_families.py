@@ -34,21 +34,21 @@ EXTRA_OUTPUT = {
 
 
 def _groups(spec: ModelSpec) -> int:
-    extra = EXTRA_OUTPUT[spec.family] is not None
+    extra = EXTRA_OUTPUT[spec.model.family] is not None
     return spec.num_tasks + (spec.num_tasks - 1 if extra else 0)
 
 
 def init_causal(key: jax.Array, spec: ModelSpec) -> Towers:
     k_towers, k_heads = jax.random.split(key)
     return {
-        "tower": mlp_init(k_towers, _groups(spec), spec.input_dim, spec.hidden),
-        "head": heads_init(k_heads, _groups(spec), spec.hidden[-1]),
+        "tower": mlp_init(k_towers, _groups(spec), spec.input_dim, spec.model.hidden),
+        "head": heads_init(k_heads, _groups(spec), spec.model.hidden[-1]),
     }
 
 
 def causal(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop):
     out = heads_apply(towers["head"], mlp_apply(towers["tower"], x, act, drop))  # B x G
-    name = EXTRA_OUTPUT[spec.family]
+    name = EXTRA_OUTPUT[spec.model.family]
     logits = out[:, : spec.num_tasks]
     if name is None:
         return logits, {}

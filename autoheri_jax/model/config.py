@@ -11,10 +11,27 @@ from autoheri_jax.model.edges import OPS as EDGE_OPS
 from autoheri_jax.settings import ConfigError, check, check_types
 
 EDGE_MODES = ("none", "parallel", "hierarchical", "fixed", "random")
-FAMILIES = (
-    "autoheri", "shared_bottom", "mmoe", "ple", "aitm", "dbmtl", "gmsl", "esm2",
-    "multi_dr", "escm2_ips", "escm2_dr", "dcmt",
-)  # fmt: skip
+_ESCM2 = ("propensity_clip", "escm2_counterfactual_weight", "escm2_ctcvr_weight")
+# Every family by name with the settings only it reads (beyond the shared embed_dim, hidden,
+# activation, dropout and bag settings; "autoheri", network.py's own towers, reads the edge
+# settings). A run that moves one off its default with no model of a family that reads it is
+# refused (config.Config); a spec resets the others (build.spec_settings). The functions are
+# registered in model/families.py:FAMILIES.
+FAMILY_SETTINGS: dict[str, tuple[str, ...]] = {
+    "autoheri": (),
+    "shared_bottom": ("bottom_hidden", "tower_hidden"),
+    "mmoe": ("num_experts", "expert_hidden", "tower_hidden"),
+    "ple": ("levels", "task_experts", "shared_experts", "expert_hidden", "tower_hidden"),
+    "aitm": ("aitm_constraint_weight",),
+    "dbmtl": ("bottom_hidden", "tower_hidden"),
+    "gmsl": (),
+    "esm2": (),
+    "multi_dr": ("propensity_clip", "imputation_weight"),
+    "escm2_ips": _ESCM2,
+    "escm2_dr": _ESCM2,
+    "dcmt": ("propensity_clip", "dcmt_constraint_weight"),
+}
+FAMILIES = tuple(FAMILY_SETTINGS)
 EDGE_PAIRS = ("adjacent", "all")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 BAG_POOLING = ("mean", "sum")
@@ -109,7 +126,7 @@ class ModelConfig:
         )
         check(0 <= self.random_edge_prob <= 1, "random_edge_prob", "must lie in [0, 1]")
         check(self.random_seed >= 0, "random_seed", "must be >= 0")
-        check(self.family in FAMILIES, "family", f"one of {FAMILIES}")
+        check(self.family in FAMILY_SETTINGS, "family", f"one of {tuple(FAMILY_SETTINGS)}")
         check(
             self.family == "autoheri" or self.edge_mode == "none",
             "family",

@@ -47,7 +47,7 @@ class CompactBags(NamedTuple):
 def bag_weights(spec: ModelSpec, inputs: Mapping[str, jax.Array]) -> jax.Array:
     """[B, Fb, L] pooling weight of every bag entry: its mask, times its value if weighted."""
     mask = inputs["bag_mask"]
-    return mask * inputs["bag_values"] if spec.bag_value_weighted else mask
+    return mask * inputs["bag_values"] if spec.model.bag_value_weighted else mask
 
 
 def embed_from(
@@ -77,7 +77,7 @@ def embed_from(
         else:
             vectors = jnp.take(table, bags, axis=0)  # B x Fb x L x D
             pooled = jnp.einsum("bfl,bfld->bfd", bag_weights(spec, inputs), vectors)
-        if spec.bag_pooling == "mean":
+        if spec.model.bag_pooling == "mean":
             pooled = pooled / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)[..., None]
         out = jnp.concatenate([out, pooled], axis=1)
     return out
@@ -113,9 +113,9 @@ def embed_distinct_bags(params: Params, spec: ModelSpec, inputs: Mapping) -> jax
         ids = jnp.clip(bag["ids"], 0, spec.bag_vocab_sizes[f] - 1) + int(offsets[num_single + f])
         vectors = jnp.take(table, ids, axis=0)  # S x L x D
         mask = bag["mask"]
-        weights = mask * bag["values"] if spec.bag_value_weighted else mask
+        weights = mask * bag["values"] if spec.model.bag_value_weighted else mask
         bag_vectors = jnp.einsum("sl,sld->sd", weights, vectors)
-        if spec.bag_pooling == "mean":
+        if spec.model.bag_pooling == "mean":
             bag_vectors = bag_vectors / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)[:, None]
         pooled.append(jnp.take(bag_vectors, bag["slot"], axis=0) if "slot" in bag else bag_vectors)
     return jnp.concatenate([out, jnp.stack(pooled, axis=1)], axis=1)

@@ -57,11 +57,11 @@ from autoheri_jax.model.spec import ModelSpec
 
 def _init_shared_bottom(key: jax.Array, spec: ModelSpec) -> Towers:
     k_bottom, k_towers, k_heads = jax.random.split(key, 3)
-    d = spec.bottom_hidden[-1]
+    d = spec.model.bottom_hidden[-1]
     return {
-        "bottom": mlp_init(k_bottom, 1, spec.input_dim, spec.bottom_hidden),
-        "tower": mlp_init(k_towers, spec.num_tasks, d, spec.tower_hidden),
-        "head": heads_init(k_heads, spec.num_tasks, out_dim(spec.tower_hidden, d)),
+        "bottom": mlp_init(k_bottom, 1, spec.input_dim, spec.model.bottom_hidden),
+        "tower": mlp_init(k_towers, spec.num_tasks, d, spec.model.tower_hidden),
+        "head": heads_init(k_heads, spec.num_tasks, out_dim(spec.model.tower_hidden, d)),
     }
 
 
@@ -76,12 +76,14 @@ def _shared_bottom(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop
 
 def _init_mmoe(key: jax.Array, spec: ModelSpec) -> Towers:
     k_exp, k_gate, k_towers, k_heads = jax.random.split(key, 4)
-    d = spec.expert_hidden[-1]
+    d = spec.model.expert_hidden[-1]
     return {
-        "experts": mlp_init(k_exp, spec.num_experts, spec.input_dim, spec.expert_hidden),
-        "gates": dense(k_gate, spec.num_tasks, spec.input_dim, spec.num_experts),
-        "tower": mlp_init(k_towers, spec.num_tasks, d, spec.tower_hidden),
-        "head": heads_init(k_heads, spec.num_tasks, out_dim(spec.tower_hidden, d)),
+        "experts": mlp_init(
+            k_exp, spec.model.num_experts, spec.input_dim, spec.model.expert_hidden
+        ),
+        "gates": dense(k_gate, spec.num_tasks, spec.input_dim, spec.model.num_experts),
+        "tower": mlp_init(k_towers, spec.num_tasks, d, spec.model.tower_hidden),
+        "head": heads_init(k_heads, spec.num_tasks, out_dim(spec.model.tower_hidden, d)),
     }
 
 
@@ -105,39 +107,39 @@ def _ple_task_expert_index(spec: ModelSpec) -> np.ndarray:
 
     A level's stack holds task 0's K experts, task 1's, ..., then the S shared experts.
     """
-    k, t_count = spec.task_experts, spec.num_tasks
-    shared = list(range(t_count * k, t_count * k + spec.shared_experts))
+    k, t_count = spec.model.task_experts, spec.num_tasks
+    shared = list(range(t_count * k, t_count * k + spec.model.shared_experts))
     return np.array([list(range(t * k, (t + 1) * k)) + shared for t in range(t_count)])
 
 
 def _init_ple(key: jax.Array, spec: ModelSpec) -> Towers:
-    t_count, k, s = spec.num_tasks, spec.task_experts, spec.shared_experts
-    d = spec.expert_hidden[-1]
+    t_count, k, s = spec.num_tasks, spec.model.task_experts, spec.model.shared_experts
+    d = spec.model.expert_hidden[-1]
     towers: Towers = {}
-    for level in range(spec.levels):
+    for level in range(spec.model.levels):
         k_level = rng.stream(key, "mlp_layer", level)
         n_in = spec.input_dim if level == 0 else d
         part = {
-            "experts": mlp_init(k_level, t_count * k + s, n_in, spec.expert_hidden),
+            "experts": mlp_init(k_level, t_count * k + s, n_in, spec.model.expert_hidden),
             "task_gates": dense(rng.stream(k_level, "ple_task_gates"), t_count, n_in, k + s),
         }
-        if level < spec.levels - 1:
+        if level < spec.model.levels - 1:
             part["shared_gate"] = dense(
                 rng.stream(k_level, "ple_shared_gate"), 1, n_in, t_count * k + s
             )
         towers[f"level_{level}"] = part
-    k_towers, k_heads = jax.random.split(rng.stream(key, "mlp_layer", spec.levels))
-    towers["tower"] = mlp_init(k_towers, t_count, d, spec.tower_hidden)
-    towers["head"] = heads_init(k_heads, t_count, out_dim(spec.tower_hidden, d))
+    k_towers, k_heads = jax.random.split(rng.stream(key, "mlp_layer", spec.model.levels))
+    towers["tower"] = mlp_init(k_towers, t_count, d, spec.model.tower_hidden)
+    towers["head"] = heads_init(k_heads, t_count, out_dim(spec.model.tower_hidden, d))
     return towers
 
 
 def _ple(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.Array:
-    t_count, k, s = spec.num_tasks, spec.task_experts, spec.shared_experts
+    t_count, k, s = spec.num_tasks, spec.model.task_experts, spec.model.shared_experts
     own = jnp.asarray(_ple_task_expert_index(spec))  # T x (K + S)
     task_in = jnp.broadcast_to(x[:, None], (x.shape[0], t_count, x.shape[-1]))  # B x T x in
     shared_in = x  # B x in
-    for level in range(spec.levels):
+    for level in range(spec.model.levels):
         part = towers[f"level_{level}"]
         # Each expert reads its branch's input: task t's K experts task_in[:, t], shared ones
         # shared_in; B x (T*K + S) x in.
@@ -166,10 +168,10 @@ def _ple(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop) -> jax.A
 
 
 def _init_aitm(key: jax.Array, spec: ModelSpec) -> Towers:
-    t_count, d = spec.num_tasks, spec.hidden[-1]
+    t_count, d = spec.num_tasks, spec.model.hidden[-1]
     k_towers, k_info, k_att, k_heads = jax.random.split(key, 4)
     towers = {
-        "tower": mlp_init(k_towers, t_count, spec.input_dim, spec.hidden),
+        "tower": mlp_init(k_towers, t_count, spec.input_dim, spec.model.hidden),
         "head": heads_init(k_heads, t_count, d),
     }
     if t_count > 1:  # one transfer per adjacent pair (t-1 -> t), stacked over T - 1
@@ -211,7 +213,6 @@ class Family(NamedTuple):
 
     init: Callable  # (key, spec) -> params["towers"]
     apply: Callable  # (towers, spec, x, act, drop) -> (B x T logits, extras)
-    fields: tuple[str, ...] = ()  # ModelConfig settings it reads beyond the shared ones
     # (logits, extras, labels, spec, terms) -> (loss, terms), from objectives.py; None = the
     # entire-space BCE summed over stages (ESMM's, plus AITM's calibrator)
     objective: Callable | None = None
@@ -223,46 +224,37 @@ def _no_extras(fn: Callable) -> Callable:
     return lambda *args: (fn(*args), {})
 
 
-_PROPENSITY = ("propensity_clip",)
-_ESCM2 = (*_PROPENSITY, "escm2_counterfactual_weight", "escm2_ctcvr_weight")
-_CAUSAL = {  # family -> (its settings, its objective)
-    "multi_dr": ((*_PROPENSITY, "imputation_weight"), objectives.multi_dr_objective),
-    "escm2_ips": (_ESCM2, objectives.escm2_ips_objective),
-    "escm2_dr": (_ESCM2, objectives.escm2_dr_objective),
-    "dcmt": ((*_PROPENSITY, "dcmt_constraint_weight"), objectives.dcmt_objective),
+_OBJECTIVES = {  # the debiasing families' objectives
+    "multi_dr": objectives.multi_dr_objective,
+    "escm2_ips": objectives.escm2_ips_objective,
+    "escm2_dr": objectives.escm2_dr_objective,
+    "dcmt": objectives.dcmt_objective,
 }
 
-FAMILIES: dict[str, Family] = {  # "autoheri" is network.py's own towers
-    "shared_bottom": Family(_init_shared_bottom, _no_extras(_shared_bottom),
-                            fields=("bottom_hidden", "tower_hidden")),
-    "mmoe": Family(_init_mmoe, _no_extras(_mmoe),
-                   fields=("num_experts", "expert_hidden", "tower_hidden")),
-    "ple": Family(_init_ple, _no_extras(_ple), fields=("levels", "task_experts", "shared_experts",
-                                                       "expert_hidden", "tower_hidden")),
-    "aitm": Family(_init_aitm, _no_extras(_aitm), fields=("aitm_constraint_weight",),
-                   output="entire"),
-    "dbmtl": Family(funnel_families.init_dbmtl, funnel_families.dbmtl,
-                    fields=("bottom_hidden", "tower_hidden")),
+FAMILIES: dict[str, Family] = {  # "autoheri" is network.py's own towers; settings: model/config.py
+    "shared_bottom": Family(_init_shared_bottom, _no_extras(_shared_bottom)),
+    "mmoe": Family(_init_mmoe, _no_extras(_mmoe)),
+    "ple": Family(_init_ple, _no_extras(_ple)),
+    "aitm": Family(_init_aitm, _no_extras(_aitm), output="entire"),
+    "dbmtl": Family(funnel_families.init_dbmtl, funnel_families.dbmtl),
     "gmsl": Family(funnel_families.init_gmsl, funnel_families.gmsl),
-    "esm2": Family(funnel_families.init_esm2, funnel_families.esm2, output="entire",
-                   stages=(3,)),
+    "esm2": Family(funnel_families.init_esm2, funnel_families.esm2, output="entire", stages=(3,)),
     **{
-        name: Family(causal_families.init_causal, causal_families.causal,
-                     fields=_CAUSAL[name][0], objective=_CAUSAL[name][1])
-        for name in causal_families.EXTRA_OUTPUT
+        name: Family(causal_families.init_causal, causal_families.causal, objective=objective)
+        for name, objective in _OBJECTIVES.items()
     },
-}  # fmt: skip
+}
 
 
 def init_family(key: jax.Array, spec: ModelSpec) -> Towers:
-    """Fresh params["towers"] of `spec.family` (any family but autoheri)."""
-    return FAMILIES[spec.family].init(key, spec)
+    """Fresh params["towers"] of `spec.model.family` (any family but autoheri)."""
+    return FAMILIES[spec.model.family].init(key, spec)
 
 
 def family_task_loss(logits: jax.Array, extras: dict, labels: jax.Array, spec: ModelSpec):
     """(scalar objective, terms) of any family's logits (objectives.task_loss with the
     family's registered objective; autoheri's is the entire-space sum)."""
-    info = FAMILIES.get(spec.family)
+    info = FAMILIES.get(spec.model.family)
     return objectives.task_loss(
         logits, extras, labels, spec, None if info is None else info.objective
     )
@@ -272,4 +264,4 @@ def family_outputs(
     towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, dropout_rng: jax.Array | None
 ) -> tuple[jax.Array, dict]:
     """x: B x input_dim -> (B x T logits, the family's extra outputs for its loss)."""
-    return FAMILIES[spec.family].apply(towers, spec, x, act, dropper(spec, dropout_rng))
+    return FAMILIES[spec.model.family].apply(towers, spec, x, act, dropper(spec, dropout_rng))

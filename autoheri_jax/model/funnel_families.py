@@ -59,11 +59,11 @@ ESM2_HEADS = ("ctr", "d_action", "buy_after_d_action", "buy_after_o_action")
 
 def init_dbmtl(key: jax.Array, spec: ModelSpec) -> Towers:
     k_bottom, k_towers, k_rel, k_heads = jax.random.split(key, 4)
-    d_bottom = spec.bottom_hidden[-1]
-    d = out_dim(spec.tower_hidden, d_bottom)
+    d_bottom = spec.model.bottom_hidden[-1]
+    d = out_dim(spec.model.tower_hidden, d_bottom)
     towers = {
-        "bottom": mlp_init(k_bottom, 1, spec.input_dim, spec.bottom_hidden),
-        "tower": mlp_init(k_towers, spec.num_tasks, d_bottom, spec.tower_hidden),
+        "bottom": mlp_init(k_bottom, 1, spec.input_dim, spec.model.bottom_hidden),
+        "tower": mlp_init(k_towers, spec.num_tasks, d_bottom, spec.model.tower_hidden),
         "head": heads_init(k_heads, spec.num_tasks, d),
     }
     if spec.num_tasks > 1:  # one relation layer per stage after the first
@@ -88,9 +88,9 @@ def dbmtl(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop):
 
 def init_gmsl(key: jax.Array, spec: ModelSpec) -> Towers:
     k_towers, k_in, k_rec, k_heads = jax.random.split(key, 4)
-    d = spec.hidden[-1]
+    d = spec.model.hidden[-1]
     return {
-        "tower": mlp_init(k_towers, spec.num_tasks, spec.input_dim, spec.hidden),
+        "tower": mlp_init(k_towers, spec.num_tasks, spec.input_dim, spec.model.hidden),
         # GRU gates [update z | reset r | candidate n] side by side: d x 3d each
         "gru": {
             "input": glorot(k_in, (1, d, 3 * d))[0],
@@ -132,8 +132,8 @@ def gmsl(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop):
 def init_esm2(key: jax.Array, spec: ModelSpec) -> Towers:
     k_towers, k_heads = jax.random.split(key)
     return {
-        "tower": mlp_init(k_towers, len(ESM2_HEADS), spec.input_dim, spec.hidden),
-        "head": heads_init(k_heads, len(ESM2_HEADS), spec.hidden[-1]),
+        "tower": mlp_init(k_towers, len(ESM2_HEADS), spec.input_dim, spec.model.hidden),
+        "head": heads_init(k_heads, len(ESM2_HEADS), spec.model.hidden[-1]),
     }
 
 

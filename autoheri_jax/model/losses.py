@@ -70,14 +70,14 @@ def label_constraint(entire: jax.Array) -> jax.Array:
 def task_losses(logits: jax.Array, labels: jax.Array, spec: ModelSpec):
     """(stage BCE [T], calibrator scalar) of a model's B x T logits against B x T labels.
 
-    The calibrator is `spec.aitm_constraint_weight * label_constraint(P)` for AITM and exactly
+    The calibrator is `spec.model.aitm_constraint_weight * label_constraint(P)` for AITM and exactly
     0 for every other family (conditional P_t never exceed P_{t-1}; ESM²'s paths cannot
     either). The debiasing families' objectives are in objectives.py.
     """
     stage_bce = entire_space_bce(logits, labels, spec.output)
-    if spec.family != "aitm" or spec.aitm_constraint_weight == 0:
+    if spec.model.family != "aitm" or spec.model.aitm_constraint_weight == 0:
         return stage_bce, jnp.zeros((), stage_bce.dtype)
-    return stage_bce, spec.aitm_constraint_weight * label_constraint(jax.nn.sigmoid(logits))
+    return stage_bce, spec.model.aitm_constraint_weight * label_constraint(jax.nn.sigmoid(logits))
 
 
 def stage_probabilities(

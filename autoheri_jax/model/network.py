@@ -18,7 +18,7 @@ Parts, in the order data flows:
               the expectation of a Bernoulli edge. Without search every gate is 1.
               With aggregation="search" also op_logits [E, 3] (softmax over aggregation.OPS).
 
-`ModelSpec.aggregation` picks how a layer combines its own input with the gated upstream
+`ModelSpec.model.aggregation` picks how a layer combines its own input with the gated upstream
 representations (aggregation.py): "concat" (above, the default), "gated_sum", "attention", or
 "search" (every edge mixes all three). `ModelSpec.edge_ops` (one op per edge) overrides it per
 edge, e.g. in a derived model. Only edges whose op is concat (or search) own kernel row blocks;
@@ -31,7 +31,7 @@ losses.py. Params layout (top-level keys are optimiser partitions, see train/opt
    "arch": {"edge_logits", "op_logits"}}  # "arch" only when searched and E > 0; op_logits
                                           # only with aggregation="search"
 
-`ModelSpec.family` other than "autoheri" swaps the towers for a multi-task baseline
+`ModelSpec.model.family` other than "autoheri" swaps the towers for a multi-task baseline
 (families.FAMILIES: shared_bottom, mmoe, ple, aitm, dbmtl, gmsl, esm2, multi_dr, escm2_ips,
 escm2_dr, dcmt) over the same x; its weights fill params["towers"] and it has no edges.
 `ModelSpec.output` says how to read the logits: "conditional" (chained by the funnel product)
@@ -60,7 +60,7 @@ def _edge_block_init(spec: ModelSpec, key: jax.Array, rows: int, width: int) -> 
     """A concat edge's kernel row block: zeros (`edge_init="zero"`: the layer's input scale is
     that of the layer without edges, and the edge enters only as training finds it useful) or
     Glorot over the block's own fan-in (`"block"`)."""
-    if spec.edge_init == "zero":
+    if spec.model.edge_init == "zero":
         return jnp.zeros((rows, width), jnp.float32)
     return jax.nn.initializers.glorot_uniform()(key, (rows, width))
 
@@ -70,7 +70,7 @@ def init_params(
 ) -> Params:
     """Fresh parameters. The own-input block of every kernel is drawn as in a tower without
     edges (bitwise the same key), so a tower whose gates are all 0 starts exactly as an
-    independent (ESMM) tower would; edge blocks start as `spec.edge_init` says.
+    independent (ESMM) tower would; edge blocks start as `spec.model.edge_init` says.
 
     A gated supernet (`spec.has_arch`) also gets params["arch"]["edge_logits"] [E], each
     init_edge_logit plus edge_logit_noise x N(0, 1) from the key's "arch_noise" stream (the
@@ -79,18 +79,18 @@ def init_params(
     k_embed, k_towers = jax.random.split(key)
     params: Params = {
         "embedding": {
-            "table": spec.embed_init_scale
-            * jax.random.normal(k_embed, (spec.table_rows, spec.embed_dim))
+            "table": spec.model.embed_init_scale
+            * jax.random.normal(k_embed, (spec.table_rows, spec.model.embed_dim))
         },
         "towers": {},
     }
-    if spec.family != "autoheri":
+    if spec.model.family != "autoheri":
         params["towers"] = families.init_family(k_towers, spec)
         return params
     for t in range(spec.num_tasks):
         tower = {}
         k_task = rng.stream(k_towers, "task", t)
-        for j, width in enumerate(spec.hidden):
+        for j, width in enumerate(spec.model.hidden):
             k_layer = rng.stream(k_task, "layer", j)
             # Block keys depend on the block's identity, not its position, so the own block is
             # bitwise the same whatever edges a variant adds.
@@ -113,7 +113,7 @@ def init_params(
                 aggregation.EdgeSlot(
                     aggregation.edge_key(spec.edges[k].src_task, spec.edges[k].src_layer),
                     rng.edge_code(spec.edges[k].src_task, spec.edges[k].src_layer),
-                    spec.hidden[spec.edges[k].src_layer],
+                    spec.model.hidden[spec.edges[k].src_layer],
                     spec.edge_op(k),
                 )
                 for k in inc
@@ -122,9 +122,9 @@ def init_params(
             tower[f"layer_{j}"] |= aggregation.init_layer(
                 rng.stream(k_layer, "aggregation"), blocks[0], slots
             )
-        k_head = rng.stream(k_task, "layer", len(spec.hidden))  # the layer after the last
+        k_head = rng.stream(k_task, "layer", len(spec.model.hidden))  # the layer after the last
         tower["head"] = {
-            "kernel": dense_init(k_head, (spec.hidden[-1], 1)),
+            "kernel": dense_init(k_head, (spec.model.hidden[-1], 1)),
             "bias": jnp.zeros((1,), jnp.float32),
         }
         params["towers"][f"task_{t}"] = tower
@@ -165,8 +165,8 @@ def forward_outputs(
     """(B x T stage logits as `forward`, extras): extras holds the outputs only a family's
     loss reads (imputed errors, counterfactual heads; families.py), {} for most models."""
     x = model_input(params, spec, inputs, embedded=embedded)
-    act = _ACTIVATIONS[spec.activation]
-    if spec.family != "autoheri":
+    act = _ACTIVATIONS[spec.model.activation]
+    if spec.model.family != "autoheri":
         return families.family_outputs(params["towers"], spec, x, act, dropout_rng)
     g = edge_probabilities(params, spec) if gates is None else gates
     if jnp.ndim(g) == 2 and not masks_forward(spec):
@@ -178,14 +178,14 @@ def forward_outputs(
     for t in range(spec.num_tasks):
         tower = params["towers"][f"task_{t}"]
         h = x
-        for j in range(len(spec.hidden)):
+        for j in range(len(spec.model.hidden)):
             layer = tower[f"layer_{j}"]
             inc = incoming(spec.edges, t, j)
             reps = {}
             for k in inc:
                 e = spec.edges[k]
                 rep = outputs[(e.src_task, e.src_layer)]
-                if spec.detach_upstream:
+                if spec.model.detach_upstream:
                     rep = jax.lax.stop_gradient(rep)
                 reps[k] = rep
             if all(spec.edge_op(k) == "concat" for k in inc):
@@ -198,8 +198,8 @@ def forward_outputs(
                 )
                 pre = z @ layer["kernel"]
             h = act(pre + layer["bias"])
-            if dropout_rng is not None and spec.dropout > 0:
-                h = blocks.dropout(h, dropout_rng, rng.dropout_site(t, j), spec.dropout)
+            if dropout_rng is not None and spec.model.dropout > 0:
+                h = blocks.dropout(h, dropout_rng, rng.dropout_site(t, j), spec.model.dropout)
             outputs[(t, j)] = h
         logits.append(h @ tower["head"]["kernel"] + tower["head"]["bias"])
     if jnp.ndim(g) == 2:  # the towers upstream of every edge ran once: broadcast to M x B x 1
@@ -211,7 +211,7 @@ def forward_outputs(
 def masks_forward(spec: ModelSpec) -> bool:
     """Whether `forward` takes a batch of masks (gates [M, E]) directly: every edge is a
     concat edge of the autoheri towers, so a layer's pre-activation is linear in its gates."""
-    return spec.family == "autoheri" and all(
+    return spec.model.family == "autoheri" and all(
         spec.edge_op(k) == "concat" for k in range(spec.num_edges)
     )
 

@@ -5,7 +5,8 @@ of stage k (converted), r_hat = the predicted P(stage k | stage k-1) (pCVR), and
 delta = BCE(r, r_hat), defined on every row but observed only where o = 1. The propensity
 o_hat = P(reach stage k-1) is the model's own entire-space prediction (pCTR for CVR), taken
 without gradient (the CVR risk must not move the CTR tower to shrink its own weights) and
-clipped to [c, 1 - c], c = `spec.propensity_clip`. Every mean is over the batch's impressions D.
+clipped to [c, 1 - c], c = `spec.model.propensity_clip`. Every mean is over the batch's
+impressions D.
 
   ESMM-like  sum_t BCE(P_t) over D (losses.entire_space_bce), plus AITM's calibrator.
   multi_dr   Multi-DR (Zhang et al., WWW 2020): CTR BCE + the doubly robust CVR risk
@@ -129,7 +130,7 @@ def _debias_inputs(logits, labels, spec: ModelSpec, stage_bce) -> _Debias:
     return _Debias(
         observed,
         converted,
-        propensities(logits, spec.propensity_clip),
+        propensities(logits, spec.model.propensity_clip),
         cond_logits,
         bce_from_logits(converted, cond_logits),  # B x (T-1)
         stage_bce[0],
@@ -142,7 +143,7 @@ def dcmt_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
     debias = jnp.sum(
         dcmt_risk(
             d.delta, d.cond_logits, extras["counterfactual_logits"], d.observed, d.converted,
-            d.propensity, spec.dcmt_constraint_weight,
+            d.propensity, spec.model.dcmt_constraint_weight,
         )
     )  # fmt: skip
     terms["debias"] = debias
@@ -151,9 +152,11 @@ def dcmt_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
 
 def escm2_ips_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
     d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
-    debias = spec.escm2_counterfactual_weight * jnp.sum(ips_risk(d.delta, d.observed, d.propensity))
+    debias = spec.model.escm2_counterfactual_weight * jnp.sum(
+        ips_risk(d.delta, d.observed, d.propensity)
+    )
     terms["debias"] = debias
-    return d.ctr + spec.escm2_ctcvr_weight * d.ctcvr + debias, terms
+    return d.ctr + spec.model.escm2_ctcvr_weight * d.ctcvr + debias, terms
 
 
 def _dr_terms(extras, d: _Debias):
@@ -166,12 +169,12 @@ def _dr_terms(extras, d: _Debias):
 def multi_dr_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
     d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
     dr, imp = _dr_terms(extras, d)
-    terms["debias"] = dr + spec.imputation_weight * imp
+    terms["debias"] = dr + spec.model.imputation_weight * imp
     return d.ctr + terms["debias"], terms
 
 
 def escm2_dr_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
     d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
     dr, imp = _dr_terms(extras, d)
-    terms["debias"] = spec.escm2_counterfactual_weight * (dr + imp)
-    return d.ctr + spec.escm2_ctcvr_weight * d.ctcvr + terms["debias"], terms
+    terms["debias"] = spec.model.escm2_counterfactual_weight * (dr + imp)
+    return d.ctr + spec.model.escm2_ctcvr_weight * d.ctcvr + terms["debias"], terms

@@ -35,7 +35,12 @@ def _concat_only(spec: ModelSpec) -> bool:
 def lane_mask(src: ModelSpec, dst: ModelSpec) -> np.ndarray | None:
     """[E of src] float32 0/1 mask under which `src` is the model `dst`, or None when no mask
     is (another family, other settings or data, a non-concat edge, an edge `src` lacks)."""
-    if src.family != "autoheri" or dst.family != "autoheri" or src.has_arch or dst.has_arch:
+    if (
+        src.model.family != "autoheri"
+        or dst.model.family != "autoheri"
+        or src.has_arch
+        or dst.has_arch
+    ):
         return None
     if not (_concat_only(src) and _concat_only(dst)):
         return None
@@ -61,7 +66,7 @@ def project_params(src: ModelSpec, params: Params, dst: ModelSpec) -> Params:
     towers = {}
     for t in range(src.num_tasks):
         tower = dict(params["towers"][f"task_{t}"])
-        for j in range(len(src.hidden)):
+        for j in range(len(src.model.hidden)):
             layer = dict(tower[f"layer_{j}"])
             sizes = src.layer_input_dims(t, j)
             starts = np.concatenate([[0], np.cumsum(sizes)])

@@ -25,19 +25,20 @@ Params = dict
 
 TABLE_ROW_MULTIPLE = 128  # padded table rows: any power-of-two device count <= 128 shards them
 
-# ModelConfig fields that choose the candidate edges: `edges` (and `edge_ops`) hold their
-# result, so the spec does not answer for them (code reads the edges, never the rule)
+# ModelConfig fields that choose the candidate edges: the spec's `edges` (and `edge_ops`) hold
+# their result, and code reads the edges, never the rule
 EDGE_CHOICE_FIELDS = ("edge_mode", "edge_pairs", "fixed_edges", "random_edge_prob", "random_seed")
 
 
-@dataclasses.dataclass(frozen=True, init=False)
+@dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """Static structure of one model: fixes every shape, hashable for `jit`.
 
-    `spec.<setting>` reads `spec.model.<setting>` (embed_dim, hidden, family, dropout, ...);
-    `ModelSpec(model, ..., dropout=0.5)` and `dataclasses.replace(spec, dropout=0.5)` set a
-    setting on the model. build.build_spec resets the settings the model's family does not
-    read, so a spec (a jit cache key, a checkpoint's fingerprint) ignores them.
+    A model setting is read as `spec.model.<setting>` (embed_dim, hidden, family, dropout,
+    ...); the spec forwards none of them, so what comes from the data and what from the
+    config stay apart. build.build_spec resets the settings the model's family does not read,
+    so a spec (a jit cache key, a checkpoint's fingerprint) ignores them; `with_model` changes
+    settings (validated as any ModelConfig).
     """
 
     model: ModelConfig  # the model's settings as its family reads them
@@ -54,43 +55,22 @@ class ModelSpec:
     # edges are fixed, on unless a step's mask turns them off (masked search, lanes)
     searched: bool = False
 
-    def __init__(
-        self,
-        model: ModelConfig,
-        vocab_sizes: tuple[int, ...],
-        num_dense: int,
-        num_tasks: int,
-        edges: tuple[Edge, ...],
-        bag_vocab_sizes: tuple[int, ...] = (),
-        edge_ops: tuple[str, ...] = (),
-        output: str = "conditional",
-        searched: bool = False,
-        **settings: Any,
-    ):
-        if settings:
-            model = dataclasses.replace(model, **settings)  # validated like any ModelConfig
-        for name, value in (("model", model), ("vocab_sizes", tuple(vocab_sizes)),
-                            ("num_dense", num_dense), ("num_tasks", num_tasks),
-                            ("edges", tuple(edges)), ("bag_vocab_sizes", tuple(bag_vocab_sizes)),
-                            ("edge_ops", tuple(edge_ops)), ("output", output),
-                            ("searched", searched)):  # fmt: skip
-            object.__setattr__(self, name, value)
+    def __post_init__(self):
+        for name in ("vocab_sizes", "edges", "bag_vocab_sizes", "edge_ops"):  # hashable
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
-    def __getattr__(self, name: str) -> Any:
-        # only called for names that are not spec fields: the model's settings
-        if name.startswith("__") or name == "model" or name in EDGE_CHOICE_FIELDS:
-            why = " (the spec's `edges` hold the edge choice)" if name in EDGE_CHOICE_FIELDS else ""
-            raise AttributeError(f"ModelSpec has no {name!r}{why}")
-        return getattr(self.model, name)
+    def with_model(self, **settings: Any) -> ModelSpec:
+        """This spec with model settings changed (e.g. dropout=0.5); the edges stay."""
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, **settings))
 
     def edge_op(self, k: int) -> str:
         """Operator of edge k: one of aggregation.AGGREGATIONS."""
-        return self.edge_ops[k] if self.edge_ops else self.aggregation
+        return self.edge_ops[k] if self.edge_ops else self.model.aggregation
 
     @property
     def searches_ops(self) -> bool:
         """Whether params["arch"]["op_logits"] exists (mixes every edge's operators)."""
-        return self.has_arch and self.aggregation == "search" and not self.edge_ops
+        return self.has_arch and self.model.aggregation == "search" and not self.edge_ops
 
     @property
     def num_fields(self) -> int:
@@ -98,7 +78,7 @@ class ModelSpec:
 
     @property
     def input_dim(self) -> int:
-        return self.num_fields * self.embed_dim + self.num_dense
+        return self.num_fields * self.model.embed_dim + self.num_dense
 
     @property
     def num_edges(self) -> int:
@@ -126,9 +106,9 @@ class ModelSpec:
     def layer_input_dims(self, task: int, layer: int) -> list[int]:
         """Row-block sizes of layer `layer`'s kernel in `task`: own input, then each edge
         whose operator is concat (or search), in edge order."""
-        own = self.input_dim if layer == 0 else self.hidden[layer - 1]
+        own = self.input_dim if layer == 0 else self.model.hidden[layer - 1]
         return [own] + [
-            self.hidden[self.edges[k].src_layer]
+            self.model.hidden[self.edges[k].src_layer]
             for k in incoming(self.edges, task, layer)
             if self.edge_op(k) in ("concat", "search")
         ]

@@ -109,8 +109,8 @@ def schema_for(spec, data, vocabs: dict | None, max_bag_len: int, names, leaves)
             field(b.name, v) | {"max_len": max_bag_len}
             for b, v in zip(data.bags, spec.bag_vocab_sizes, strict=True)
         ],
-        "bag_pooling": spec.bag_pooling,
-        "bag_value_weighted": spec.bag_value_weighted,
+        "bag_pooling": spec.model.bag_pooling,
+        "bag_value_weighted": spec.model.bag_value_weighted,
         "dense": list(data.dense_names) or [f"D{j}" for j in range(data.num_dense)],
         "stages": list(data.stage_names),
         "outputs": [
@@ -209,8 +209,8 @@ def architecture_of(spec, name: str, record: dict | None) -> dict:
     ops = [spec.edge_op(k) for k in range(spec.num_edges)]
     out = {
         "model": name,
-        "family": spec.family,
-        "hidden": list(spec.hidden),
+        "family": spec.model.family,
+        "hidden": list(spec.model.hidden),
         "edges": edges,
         "edge_ops": ops,
         "searched": spec.searched,

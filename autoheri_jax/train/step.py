@@ -128,7 +128,7 @@ def make_loss_fn(spec: ModelSpec, cfg: TrainConfig) -> Callable:
     def loss_fn(
         params: Params, batch: dict, rng: jax.Array, step: jax.Array, embedded=None, gates=None
     ):
-        dropout_rng = rng if spec.dropout > 0 else None
+        dropout_rng = rng if spec.model.dropout > 0 else None
         logits, extras = forward_outputs(
             params, spec, batch, dropout_rng=dropout_rng, embedded=embedded, gates=gates
         )
