@@ -5,7 +5,7 @@ the stream `name` = (parent kind, base, size) below, 0 <= i < size. Two children
 parent are independent when their tags differ, so the rule is simply that the [base, base +
 size) ranges of one parent kind never overlap; `_check_disjoint` proves it at import.
 
-    PRNGKey(seed) --split--> init, train                          (train/step.init_state)
+    key(seed) --split--> init, train                              (train/step.init_state)
     init   --split--> embedding, towers;  init --"arch_noise"-->   (model/network.init_params)
     towers --"task" t--> task --"layer" j--> layer j < L; j = L is the tower's head
     layer  --"own_block"--> the own-input kernel block;  --"edge_block" code(e)--> an edge's

@@ -129,7 +129,7 @@ def run(args) -> dict:
     models = []
     for k, name in enumerate(names):
         spec = spec_for(measure.model_for(cfg, name)[0], test, searched=name == "search")
-        models.append((spec, jax.device_get(init_params(jax.random.PRNGKey(k), spec))))
+        models.append((spec, jax.device_get(init_params(jax.random.key(k), spec))))
     out = {"store": str(store), "train_rows": train.num_rows, "test_rows": test.num_rows,
            "models": names, "batch_size": batch_size, "cpus": os.cpu_count(),
            "load_before": os.getloadavg()[0]}  # fmt: skip

@@ -149,7 +149,7 @@ def bench_train(
         "repeats": repeats,
         "sparse_embeddings": tcfg.sparse_embeddings,
         "edges": spec.num_edges,
-        "params": count_params(jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), spec))),
+        "params": count_params(jax.eval_shape(lambda: init_params(jax.random.key(0), spec))),
         "table_rows": spec.table_rows,
         "unique_rows_per_batch": float(np.mean([unique_rows(spec, x) for x in host])),
         "unique_row_bound": sparse_rows.unique_row_bound(spec, b),
@@ -238,7 +238,7 @@ def _breakdown(spec, tcfg, state, dev, steps, repeats) -> dict:
 
 def bench_eval(spec: ModelSpec, data: CTRDataset, batch_size: int, *, steps: int, repeats: int):
     """The jitted predict step on a device batch, and `predict_dataset` over all of `data`."""
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     predict = make_predict_fn(spec)
     batch = data.batch(np.arange(batch_size) % data.num_rows)
     batch.pop("labels")

@@ -31,6 +31,26 @@ def child_env(devices: int | None = None) -> dict:
     return env
 
 
+def host(x) -> np.ndarray:
+    """`x` as a numpy array; a typed PRNG key (dtype key<fry>, no numpy form) as its key data,
+    uint32[..., 2]."""
+    import jax
+
+    if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    return np.asarray(x)
+
+
+def assert_trees_equal(a, b) -> None:
+    """Two pytrees bitwise equal, leaf by leaf (typed keys by their key data and impl)."""
+    import jax
+
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert x.dtype == y.dtype, (x.dtype, y.dtype)
+        np.testing.assert_array_equal(host(x), host(y))
+
+
 def use_test_compilation_cache() -> None:
     """The tests' persistent XLA cache (AUTOHERI_JAX_CACHE, default ~/.cache/autoheri_jax/xla;
     `off` for none), every compilation kept: for the test session (conftest.py) and the test

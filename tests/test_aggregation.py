@@ -25,7 +25,7 @@ FIXED_OPS = ("gated_sum", "attention")
 @pytest.mark.parametrize("agg", [*FIXED_OPS, "search"])
 def test_shapes(agg):
     spec = tiny_spec(edge_mode="hierarchical", aggregation=agg)
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     assert forward(params, spec, tiny_batch(16)).shape == (16, 2)
     layer = params["towers"]["task_1"]["layer_1"]
     own = 8  # hidden[0]
@@ -47,7 +47,7 @@ def test_shapes(agg):
 
 @pytest.mark.parametrize("agg", ["concat", *FIXED_OPS, "search"])
 def test_gates_at_zero_equal_independent_towers(agg):
-    key = jax.random.PRNGKey(3)
+    key = jax.random.key(3)
     full = tiny_spec(edge_mode="hierarchical", aggregation=agg)
     esmm = tiny_spec(edge_mode="none", searched=False)
     p_full, p_esmm = init_params(key, full), init_params(key, esmm)
@@ -63,13 +63,13 @@ def test_concat_default_is_bitwise_unchanged():
     spec = tiny_spec(edge_mode="hierarchical")
     explicit = tiny_spec(edge_mode="hierarchical", aggregation="concat")
     assert spec == explicit and spec.edge_ops == ()
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     assert set(params["arch"]) == {"edge_logits"}
     assert set(params["towers"]["task_1"]["layer_1"]) == {"kernel", "bias"}
 
 
 def test_attention_weights_sum_to_one_and_gate_membership():
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     own = jax.random.normal(k1, (10, 8))
     items = 5.0 * jax.random.normal(k2, (10, 3, 8))
     attn = aggregation.init_layer(k3, 8, [aggregation.EdgeSlot("0_0", 1, 8, "attention")])["attn"]
@@ -164,7 +164,7 @@ def test_search_derives_argmax_ops_and_the_derived_model_runs():
     dspec = build_spec(derived, data.vocab_sizes, data.num_dense, data.num_stages)
     assert dspec.edge_ops == tuple(ops[:3]) and dspec.edges == spec.edges[:3]
     assert not dspec.searched
-    dparams = init_params(jax.random.PRNGKey(1), dspec)
+    dparams = init_params(jax.random.key(1), dspec)
     assert "arch" not in dparams
     out = forward(dparams, dspec, data.batch(np.arange(64)))
     assert out.shape == (64, 2) and np.all(np.isfinite(out))
@@ -177,7 +177,7 @@ def test_fixed_edge_ops_parse_and_reject():
     )
     assert spec.edges == (Edge(0, 0, 1, 1), Edge(0, 1, 1, 1))
     assert spec.edge_ops == ("concat", "attention")
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     layer = params["towers"]["task_1"]["layer_1"]
     assert layer["kernel"].shape == (8 + 8, 6) and set(layer["proj"]) == {"0_1"}
     assert forward(params, spec, tiny_batch(8)).shape == (8, 2)
@@ -198,12 +198,12 @@ def test_entropy_term_covers_the_operator_choice():
     from autoheri_jax.train.step import make_loss_fn
 
     spec = tiny_spec(edge_mode="parallel", aggregation="search")
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     loss_fn = make_loss_fn(spec, gated(entropy_weight=1.0))
     batch = tiny_batch(8)
     step = jnp.zeros((), jnp.int32)
-    uniform = loss_fn(params, batch, jax.random.PRNGKey(1), step)[1]["entropy"]
+    uniform = loss_fn(params, batch, jax.random.key(1), step)[1]["entropy"]
     params["arch"]["op_logits"] = params["arch"]["op_logits"].at[:, 0].set(30.0)
-    sharp = loss_fn(params, batch, jax.random.PRNGKey(1), step)[1]["entropy"]
+    sharp = loss_fn(params, batch, jax.random.key(1), step)[1]["entropy"]
     # each edge's choice uniform over 3 ops; the term sums over edges
     np.testing.assert_allclose(uniform - sharp, spec.num_edges * np.log(3.0), rtol=1e-5)

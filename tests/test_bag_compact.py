@@ -42,7 +42,7 @@ def _batch(b=24, seed=0, lengths=None):
 
 
 def _grads(spec, cfg, batch):
-    params = init_params(jax.random.PRNGKey(1), spec)
+    params = init_params(jax.random.key(1), spec)
     grad_fn = make_grad_fn(spec, cfg)
 
     def fn(*args):  # SparseRows is no pytree: return its arrays
@@ -51,7 +51,7 @@ def _grads(spec, cfg, batch):
         return aux, {**grads, "embedding": (g.ids, g.values)}, scratch
 
     scratch = se.new_scratch(spec.table_rows)
-    args = (params, batch, jax.random.PRNGKey(2), jnp.int32(0), scratch)
+    args = (params, batch, jax.random.key(2), jnp.int32(0), scratch)
     aux, grads, scratch = jax.jit(fn)(*args)
     ids, values = (np.asarray(x) for x in grads["embedding"])
     dense = np.zeros((spec.table_rows, spec.model.embed_dim), np.float32)
@@ -80,7 +80,7 @@ def test_compact_bags_equal_the_padded_path(pooling, weighted):
 def test_compact_forward_equals_the_padded_forward():
     spec = _spec()
     batch = _batch(seed=3)
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     table = params["embedding"]["table"]
     slots = se.bag_slots(batch, 0.75)
     rows, single, bags, _, _ = se.unique_lookup_rows(spec, batch, se.new_scratch(len(table)), slots)
@@ -138,15 +138,13 @@ def test_vmapped_lanes_with_bag_slots_follow_the_padded_path():
     spec = _spec()
     full = _batch(lengths=np.full((24, len(BAGS)), L))  # does not fit: padded in that lane
     batches = jax.tree.map(lambda *x: np.stack(x), _batch(seed=1), full)
-    params = init_params(jax.random.PRNGKey(1), spec)
+    params = init_params(jax.random.key(1), spec)
 
     def per_lane(cfg):
         grad_fn = make_grad_fn(spec, cfg)
 
         def one(batch, scratch):
-            aux, grads, scratch = grad_fn(
-                params, batch, jax.random.PRNGKey(2), jnp.int32(0), scratch
-            )
+            aux, grads, scratch = grad_fn(params, batch, jax.random.key(2), jnp.int32(0), scratch)
             g = grads["embedding"]["table"]
             return aux["loss"], g.ids, g.values, scratch
 

@@ -15,12 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import child_env, gated, tiny_spec, toy_dataset
+from helpers import assert_trees_equal, child_env, gated, host, tiny_spec, toy_dataset
 
 from autoheri_jax.data.pipeline import StepBatchSource, train_iterator
 from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.train.optim import make_optimizer
-from autoheri_jax.train.step import abstract_state, init_state
+from autoheri_jax.train.step import abstract_state, init_keys, init_state
 from tests import background
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,20 +33,21 @@ def _state(seed: int = 1, embed_dim: int = 4):
     spec = tiny_spec(embed_dim=embed_dim)
     state = init_state(spec, CFG, make_optimizer(CFG))
     leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    floating = [jnp.issubdtype(x.dtype, jnp.floating) for x in leaves]
-    noisy = [
-        x + jax.random.normal(k, x.shape, x.dtype) if f else x + seed
-        for x, k, f in zip(leaves, keys, floating, strict=True)
-    ]
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+
+    def perturb(x, k):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # the typed run key
+            return jax.random.fold_in(x, seed)
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return x + jax.random.normal(k, x.shape, x.dtype)
+        return x + seed
+
+    noisy = [perturb(x, k) for x, k in zip(leaves, keys, strict=True)]
     return jax.tree.unflatten(treedef, noisy), abstract_state(spec, CFG)
 
 
 def _assert_same(got, want):
-    assert jax.tree.structure(got) == jax.tree.structure(want)  # NamedTuple types included
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert_trees_equal(got, want)  # NamedTuple types included; typed keys by key data
 
 
 def _run(script: str, *args: str, devices: int = 1, **popen_kw):
@@ -70,7 +71,7 @@ def test_train_state_round_trip_is_bitwise(tmp_path):
     assert ck.latest_step() == 40
     got, got_extra, data = ck.restore(None, abstract)
     _assert_same(got, state)
-    assert type(got).__name__ == "TrainState" and got.rng.dtype == jnp.uint32
+    assert type(got).__name__ == "TrainState" and got.rng.dtype == state.rng.dtype
     assert got_extra["phase"] == "search" and got_extra["config"]["train"]["hidden"] == [8, 6, 5]
     assert got_extra["fingerprint"] == {"model": {"embed_dim": 4}}
     assert data == {"next_index": 40}
@@ -167,6 +168,47 @@ def test_structure_mismatch_names_the_path(tmp_path):
         ck.restore(6, abstract)
 
 
+def test_the_train_state_key_is_typed_with_the_legacy_bits():
+    """TrainState.rng is a typed key (jax.random.key, threefry2x32), its bits those the
+    legacy uint32[2] PRNGKey gave, so runs are bitwise what they were."""
+    state = init_state(tiny_spec(), CFG, make_optimizer(CFG))
+    for k in (state.rng, abstract_state(tiny_spec(), CFG).rng, *init_keys(5)):
+        assert jax.dtypes.issubdtype(k.dtype, jax.dtypes.prng_key), k.dtype
+        assert k.shape == () and str(k.dtype) == "key<fry>"
+    assert str(jax.random.key_impl(state.rng)) == "threefry2x32"
+    legacy = jax.random.split(jax.random.PRNGKey(CFG.seed))  # the raw keys they replace
+    np.testing.assert_array_equal(jax.random.key_data(state.rng), legacy[1])
+    np.testing.assert_array_equal(jax.random.key_data(init_keys(CFG.seed)[0]), legacy[0])
+
+
+def test_a_checkpoint_round_trip_keeps_the_key_typed(tmp_path):
+    state, abstract = _state(seed=2)
+    with Checkpointer(tmp_path) as ck:
+        ck.save(3, state, extra={})
+    got, _, _ = Checkpointer(tmp_path).restore(3, abstract)
+    assert jax.dtypes.issubdtype(got.rng.dtype, jax.dtypes.prng_key)
+    assert got.rng.dtype == state.rng.dtype and got.rng.shape == ()
+    np.testing.assert_array_equal(host(got.rng), host(state.rng))
+    step_key = lambda k: host(jax.random.fold_in(k, 7))  # draws as the saved key does
+    np.testing.assert_array_equal(step_key(got.rng), step_key(state.rng))
+
+
+def test_a_raw_or_foreign_key_in_a_checkpoint_is_refused(tmp_path):
+    """A checkpoint from before typed keys (rng saved as raw uint32[2] key data) restores as
+    uint32, and one of another key impl has other key data: both are refused by name."""
+    state, abstract = _state()
+    with Checkpointer(tmp_path / "raw") as ck:
+        ck.save(3, state._replace(rng=jax.random.key_data(state.rng)), extra={})
+    with pytest.raises(CheckpointError, match=r"step 3 has state.rng as uint32\[2\], this run "
+                       r"expects key<fry>\[\]: a raw key, written before .* typed"):  # fmt: skip
+        Checkpointer(tmp_path / "raw").restore_latest(abstract)
+    with Checkpointer(tmp_path / "rbg") as ck:
+        ck.save(4, state._replace(rng=jax.random.key(0, impl="rbg")), extra={})
+    with pytest.raises(CheckpointError, match=r"step 4 has state.rng as uint32\[4\], this run "
+                       r"expects uint32\[2\] \(the key data of a key<fry>\[\]\)"):  # fmt: skip
+        Checkpointer(tmp_path / "rbg").restore(4, abstract)
+
+
 def test_no_checkpoint_is_a_clear_error(tmp_path):
     _, abstract = _state()
     with pytest.raises(CheckpointError, match=f"no checkpoint in {tmp_path / 'empty'}"):
@@ -226,7 +268,7 @@ KILLED_CHILD = """
     ck = Checkpointer(sys.argv[1])
     ck.save(1, {"w": np.arange(8, dtype=np.float32)}, extra={"at": 1})
     ck.wait()
-    big = jax.random.normal(jax.random.PRNGKey(0), (20_000_000,))
+    big = jax.random.normal(jax.random.key(0), (20_000_000,))
     ck.save(2, {"w": big}, extra={"at": 2})
     print("in flight", flush=True)
     time.sleep(60)
@@ -256,7 +298,7 @@ EIGHT_DEVICES_CHILD = """
     import sys
     import jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from helpers import gated, tiny_spec
+    from helpers import gated, host, tiny_spec
     from autoheri_jax.train.checkpoint import Checkpointer
     from autoheri_jax.train.step import abstract_state
 
@@ -277,7 +319,8 @@ EIGHT_DEVICES_CHILD = """
     split = 0
     for i, (x, t) in enumerate(zip(leaves, targets, strict=True)):
         assert x.sharding == t.sharding, (i, x.sharding)
-        np.testing.assert_array_equal(np.asarray(x), want[f"arr_{i}"])
+        assert x.dtype == t.dtype, (i, x.dtype)  # the typed key restores typed
+        np.testing.assert_array_equal(host(x), want[f"arr_{i}"])
         split += len(x.addressable_shards) == 8 and not x.sharding.is_fully_replicated
     assert split > 0
     with Checkpointer(dst, async_save=False) as ck:
@@ -293,7 +336,7 @@ def test_restore_across_device_counts(tmp_path):
     with Checkpointer(tmp_path / "one") as ck:
         ck.save(7, state, extra={"at": 7})
     expected = tmp_path / "expected.npz"
-    np.savez(expected, *[np.asarray(x) for x in jax.tree.leaves(state)])
+    np.savez(expected, *[host(x) for x in jax.tree.leaves(state)])
     args = [str(tmp_path / "one"), str(tmp_path / "eight"), str(expected)]
     child = _run(
         EIGHT_DEVICES_CHILD, *args, devices=8, stdout=subprocess.PIPE, stderr=subprocess.PIPE

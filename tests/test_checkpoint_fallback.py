@@ -19,7 +19,7 @@ from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.loop import Resumable, fingerprint
 from autoheri_jax.train.step import abstract_state
-from tests.helpers import gated
+from tests.helpers import assert_trees_equal, gated
 
 ROWS, BATCH, EVERY = 512, 64, 3  # 8 steps: checkpoints at 3, 6 and 8 (the final save)
 
@@ -45,9 +45,7 @@ def _train(directory: Path, data, spec, cfg, resumed: list | None = None):
 
 
 def _assert_bitwise(a, b) -> None:
-    a, b = jax.device_get(a), jax.device_get(b)
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert_trees_equal(jax.device_get(a), jax.device_get(b))
 
 
 def _truncate(path: Path) -> None:

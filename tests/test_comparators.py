@@ -41,7 +41,7 @@ def _stages(name: str) -> list[int]:
 def test_shapes_param_groups_and_entire_space_outputs(name):
     for num_tasks in _stages(name):
         spec = _spec(name, num_tasks)
-        params = init_params(jax.random.PRNGKey(0), spec)
+        params = init_params(jax.random.key(0), spec)
         assert set(params) == {"embedding", "towers"} and spec.num_edges == 0
         assert set(jax.tree.leaves(param_labels(params)["towers"])) == {"weights"}
         logits, extras = _OUTPUTS(params, spec, tiny_batch(32, num_tasks))
@@ -80,7 +80,7 @@ def test_esm2_paths_match_the_decomposition():
 @pytest.mark.parametrize("name", ["dbmtl", "gmsl"])
 def test_dbmtl_and_gmsl_pass_the_upstream_stage_downstream_only(name):
     spec = _spec(name, 3)
-    params = init_params(jax.random.PRNGKey(1), spec)
+    params = init_params(jax.random.key(1), spec)
     batch = tiny_batch(8, 3)
     kernel = params["towers"]["tower"]["layer_0"]["kernel"]  # T x in x out: a tower per stage
 

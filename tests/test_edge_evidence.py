@@ -146,7 +146,7 @@ def test_edge_search_config_is_validated():
 def test_step_mask_is_one_draw_per_step_from_the_step_key():
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6, 5)), (7, 5), 0, 2)
     cfg = SupernetConfig(edge_keep_prob=0.5)
-    keys = [jax.random.fold_in(jax.random.PRNGKey(0), s) for s in range(200)]
+    keys = [jax.random.fold_in(jax.random.key(0), s) for s in range(200)]
     draws = np.stack([np.asarray(step_edge_mask(spec, cfg, k)) for k in keys])
     assert draws.shape == (200, spec.num_edges) and set(np.unique(draws)) == {0.0, 1.0}
     assert abs(draws.mean() - 0.5) < 0.05 and len({tuple(d) for d in draws}) > 100

@@ -58,7 +58,7 @@ _FORWARD = jax.jit(forward, static_argnums=1)  # one compile per spec, not one p
 
 
 def _init(spec, seed: int = 0):
-    return _INIT(jax.random.PRNGKey(seed), spec)
+    return _INIT(jax.random.key(seed), spec)
 
 
 def _forward(params, spec, batch, **kw):
@@ -90,7 +90,7 @@ def test_family_shapes_and_param_groups(name, num_tasks):
     assert np.all((cond >= 0) & (cond <= 1) & (entire >= 0) & (entire <= 1))
     if spec.output == "conditional":  # a product chain never grows down the funnel
         assert np.all(np.diff(np.asarray(entire), axis=1) <= 0)
-    rng = jax.random.PRNGKey(1)
+    rng = jax.random.key(1)
     dropped = _forward(params, spec.with_model(dropout=0.5), batch, dropout_rng=rng)
     assert not np.allclose(dropped, logits)
 
@@ -161,7 +161,7 @@ def test_aitm_calibrator_is_zero_in_order_and_penalises_violations():
 def test_ait_attention_weights_sum_to_one():
     spec = _tiny("aitm", 2)
     towers = _init(spec)["towers"]
-    items = jax.random.normal(jax.random.PRNGKey(1), (5, 2, 8))
+    items = jax.random.normal(jax.random.key(1), (5, 2, 8))
     z, w = ait_attention(towers["attention"], 0, items)
     assert z.shape == (5, 8) and w.shape == (5, 2)
     np.testing.assert_allclose(jnp.sum(w, axis=-1), 1.0, rtol=1e-6)
@@ -261,7 +261,7 @@ def test_overrides_and_experiment_flow_accept_every_baseline():
     assert models["random_mask"].edge_mode == "random" and models["autoheri"].family == "autoheri"
     for model in models.values():
         spec = build_spec(model, VOCABS, 2, 2)
-        assert set(jax.eval_shape(lambda s=spec: init_params(jax.random.PRNGKey(0), s))) <= {
+        assert set(jax.eval_shape(lambda s=spec: init_params(jax.random.key(0), s))) <= {
             "embedding",
             "towers",
         }

@@ -57,9 +57,9 @@ def test_a_registered_family_builds_reads_its_settings_and_uses_its_objective(to
     assert spec.model.family == "toy" and spec.output == "conditional" and spec.num_edges == 0
     assert spec.model.tower_hidden == (12,)  # its own setting, read through the spec
     assert spec.model.num_experts == ModelConfig().num_experts  # another family's: reset
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     assert jax.tree.map(jnp.shape, params["towers"]) == jax.tree.map(
-        jnp.shape, _init(jax.random.PRNGKey(1), spec)
+        jnp.shape, _init(jax.random.key(1), spec)
     )
     batch = tr.batch(np.arange(64))
     logits, extras = forward_outputs(params, spec, batch)

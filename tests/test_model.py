@@ -15,7 +15,7 @@ from tests.helpers import VOCABS, tiny_batch, tiny_spec
 
 def test_shape_contracts():
     spec = tiny_spec(edge_mode="hierarchical")
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     batch = tiny_batch(16)
     assert embed(params, spec, batch).shape == (16, len(VOCABS), 4)
     assert forward(params, spec, batch).shape == (16, 2)
@@ -29,7 +29,7 @@ def test_shape_contracts():
 
 def test_embedding_rows_are_per_field():
     spec = tiny_spec(edge_mode="none", searched=False)
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     sparse = jnp.array([[1, 0, 0, 0]], jnp.int32)
     table = params["embedding"]["table"]
     out = embed(params, spec, {"sparse": sparse})
@@ -67,7 +67,7 @@ def test_fixed_edges_parse_and_reject():
 
 
 def test_gates_at_zero_equal_independent_towers():
-    key = jax.random.PRNGKey(3)
+    key = jax.random.key(3)
     full = tiny_spec(edge_mode="hierarchical")
     esmm = tiny_spec(edge_mode="none", searched=False)
     p_full, p_esmm = init_params(key, full), init_params(key, esmm)
@@ -89,17 +89,17 @@ def test_gates_at_zero_equal_independent_towers():
 
 def test_search_gates_are_sigmoid_of_logits():
     spec = tiny_spec(edge_mode="parallel")
-    params = init_params(jax.random.PRNGKey(0), spec, init_edge_logit=1.5)
+    params = init_params(jax.random.key(0), spec, init_edge_logit=1.5)
     np.testing.assert_allclose(edge_probabilities(params, spec), jax.nn.sigmoid(1.5) * np.ones(3))
     unsearched = tiny_spec(edge_mode="parallel", searched=False)
-    assert "arch" not in init_params(jax.random.PRNGKey(0), unsearched)
+    assert "arch" not in init_params(jax.random.key(0), unsearched)
     np.testing.assert_array_equal(edge_probabilities({}, unsearched), np.ones(3))
 
 
 @pytest.mark.slow
 def test_gradients_reach_arch_params():
     spec = tiny_spec(edge_mode="hierarchical")
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     batch = tiny_batch(64)
 
     def loss(p):
@@ -114,7 +114,7 @@ def test_gradients_reach_arch_params():
 @pytest.mark.parametrize("detach", [False, True])
 def test_detach_upstream_switch(detach):
     spec = tiny_spec(edge_mode="hierarchical", detach_upstream=detach)
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     batch = tiny_batch(32)
     downstream = lambda p: jnp.sum(forward(p, spec, batch)[:, 1])
     g = jax.grad(downstream)(params)["towers"]["task_0"]["layer_0"]["kernel"]
@@ -124,7 +124,7 @@ def test_detach_upstream_switch(detach):
 @pytest.mark.slow
 def test_three_task_chain_forward():
     spec = tiny_spec(num_tasks=3, edge_mode="hierarchical", edge_pairs="all")
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     batch = tiny_batch(8, num_tasks=3)
     assert forward(params, spec, batch).shape == (8, 3)
     assert {e.dst_task for e in spec.edges} == {1, 2}
@@ -136,7 +136,7 @@ def test_bag_fields_pool_their_entries(pooling, weighted):
         edge_mode="none", searched=False, bag_pooling=pooling, bag_value_weighted=weighted
     )
     spec = dataclasses.replace(spec, bag_vocab_sizes=(6, 4))
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     table = np.asarray(params["embedding"]["table"])
     assert spec.vocab_rows == sum(VOCABS) + 10 and table.shape == (128, 4)
     batch = tiny_batch(3)
@@ -167,7 +167,7 @@ def test_model_input_and_conditional_stage_probabilities():
 
     spec = tiny_spec(edge_mode="parallel")
     assert spec.model.family == "autoheri" and spec.output == "conditional"
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     batch = tiny_batch(8)
     x = model_input(params, spec, batch)
     assert x.shape == (8, spec.input_dim) == (8, len(VOCABS) * 4 + 2)
@@ -182,7 +182,7 @@ def test_model_input_and_conditional_stage_probabilities():
 def test_gated_concat_equals_the_layer_formula():
     from autoheri_jax.model.network import gated_concat
 
-    keys = jax.random.split(jax.random.PRNGKey(3), 5)
+    keys = jax.random.split(jax.random.key(3), 5)
     h = jax.random.normal(keys[0], (6, 5))
     reps = [jax.random.normal(keys[1], (6, 4)), jax.random.normal(keys[2], (6, 3))]
     kernel = jax.random.normal(keys[3], (5 + 4 + 3, 7))
@@ -209,7 +209,7 @@ def test_gated_concat_equals_the_layer_formula():
 def test_named_random_streams_keep_their_tags_and_bounds():
     from autoheri_jax import rng
 
-    key = jax.random.PRNGKey(0)
+    key = jax.random.key(0)
     code = rng.edge_code(1, 2)
     assert code == 1 + 1000 + 2
     same = lambda a, b: np.array_equal(jax.random.key_data(a), jax.random.key_data(b))
@@ -232,7 +232,7 @@ def test_a_batch_of_masks_equals_one_forward_per_mask(num_tasks, edge_pairs):
     """forward with gates [M, E] (the masked search's contrast) computes every edge's product
     once; it must give each mask's own forward, also where a masked tower feeds another."""
     spec = tiny_spec(num_tasks=num_tasks, edge_mode="hierarchical", edge_pairs=edge_pairs)
-    params = init_params(jax.random.PRNGKey(4), spec)
+    params = init_params(jax.random.key(4), spec)
     batch = {k: v for k, v in tiny_batch(12, num_tasks=num_tasks).items() if k != "labels"}
     masks = (np.random.default_rng(0).random((7, spec.num_edges)) < 0.5).astype(np.float32)
     masks[0] = 0.0  # all off: the independent towers
@@ -246,7 +246,7 @@ def test_a_batch_of_masks_equals_one_forward_per_mask(num_tasks, edge_pairs):
 
 def test_a_batch_of_masks_is_refused_for_edge_ops_other_than_concat():
     spec = tiny_spec(edge_mode="hierarchical", aggregation="gated_sum")
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     masks = jnp.ones((3, spec.num_edges))
     with pytest.raises(ValueError, match=r"gates \[M, E\] need concat edges"):
         forward(params, spec, tiny_batch(4), gates=masks)

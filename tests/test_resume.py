@@ -25,7 +25,7 @@ from autoheri_jax.train.checkpoint import Checkpointer, CheckpointError
 from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.loop import NonFiniteLossError, Resumable, fingerprint
 from tests import background
-from tests.helpers import child_env, gated
+from tests.helpers import assert_trees_equal, child_env, gated
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/configs/smoke.py"
@@ -91,7 +91,7 @@ def _run(workdir, devices, *extra):
 
 def _assert_bitwise(a: dict, b: dict) -> None:
     for m in MODELS:
-        jax.tree.map(np.testing.assert_array_equal, a[m], b[m])
+        assert_trees_equal(a[m], b[m])
 
 
 def _launcher(devices: int) -> tuple[str, ...]:
@@ -235,4 +235,4 @@ def test_a_finished_checkpoint_resumes_to_the_same_state(tmp_path):
     again, stats = train_model(spec, cfg, data, desc="b", progress=False,
                                resumable=resumable)  # fmt: skip
     assert stats["resumed_at"] == 512 // 64
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(first), jax.device_get(again))
+    assert_trees_equal(first, again)

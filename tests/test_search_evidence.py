@@ -85,7 +85,7 @@ def test_arch_warmup_freezes_arch_params_bitwise_then_releases_them():
 
 def _layer_input_std(edge_init: str, mode: str) -> float:
     spec = tiny_spec(edge_mode=mode, searched=False, edge_init=edge_init, hidden=(32, 32, 32))
-    params = init_params(jax.random.PRNGKey(0), spec)
+    params = init_params(jax.random.key(0), spec)
     # the conversion tower's last layer input scale shows in its head's logit
     return float(jnp.std(forward(params, spec, tiny_batch(512))[:, 1]))
 
@@ -130,7 +130,7 @@ def _gated_linear_search(sparsity_weight: float, seed: int = 0, rule: str = "ada
 
     @jax.jit
     def step_fn(p, s, step):
-        idx = jax.random.choice(jax.random.fold_in(jax.random.PRNGKey(seed), step), n, (256,))
+        idx = jax.random.choice(jax.random.fold_in(jax.random.key(seed), step), n, (256,))
         g = jax.grad(loss)(p, x[idx], y[idx], step)
         updates, s = opt.update(g, s, p)
         return optax.apply_updates(p, updates), s
@@ -186,8 +186,8 @@ def test_shared_rms_arch_steps_keep_relative_evidence_and_ignore_overall_scale()
 
 def test_edge_logit_noise_draws_fresh_starting_points_per_seed():
     spec = tiny_spec(edge_mode="hierarchical")
-    quiet = lambda seed: init_params(jax.random.PRNGKey(seed), spec)
-    noisy = lambda seed: init_params(jax.random.PRNGKey(seed), spec, edge_logit_noise=0.5)
+    quiet = lambda seed: init_params(jax.random.key(seed), spec)
+    noisy = lambda seed: init_params(jax.random.key(seed), spec, edge_logit_noise=0.5)
     start = lambda params: np.asarray(params["arch"]["edge_logits"])
     np.testing.assert_array_equal(start(quiet(0)), np.zeros(9))
     a, b = start(noisy(0)), start(noisy(1))

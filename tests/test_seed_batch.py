@@ -15,7 +15,7 @@ from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.loop import NonFiniteLossError
 from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
 from tests import background
-from tests.helpers import StopTraining, gated, stop_at, tiny_spec
+from tests.helpers import StopTraining, assert_trees_equal, gated, stop_at, tiny_spec
 
 CFG = gated(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=3,
                   entropy_warmup_steps=4)  # fmt: skip
@@ -52,8 +52,7 @@ def test_vmapped_seeds_equal_separate_runs():
         assert int(got.step) == int(state.step) == 10 and stats["vmapped_seeds"] == 3
         for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(state.params), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
-        np.testing.assert_array_equal(jax.random.key_data(got.rng) if got.rng.dtype != np.uint32
-                                      else got.rng, state.rng)  # fmt: skip
+        assert_trees_equal(got.rng, state.rng)
         assert [r["step"] for r in logs[k]] == [r["step"] for r in alone_logs]
         np.testing.assert_allclose([r["loss"] for r in logs[k]],
                                    [r["loss"] for r in alone_logs], rtol=1e-5)  # fmt: skip
@@ -157,8 +156,7 @@ def test_vmapped_seeds_stopped_midway_resume_to_the_same_state(tmp_path):
     assert resumed_at == [4]  # the last checkpoint before the stop (saves every 2 steps)
     for (a, stats), (b, _) in zip(again, whole, strict=True):
         assert stats["resumed_at"] == 4 and stats["vmapped_seeds"] == 2
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        assert_trees_equal(a, b)
     with pytest.raises(Exception, match="seed"):  # another set of seeds is refused, by key
         other = [dataclasses.replace(c, seed=c.seed + 5) for c in cfgs]
         moved = Resumable(tmp_path / "ck", ck, {}, seeds_fingerprint(spec, other))

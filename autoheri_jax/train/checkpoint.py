@@ -34,6 +34,12 @@ restored array lives, so a run may resume on a different device count. Leaves wi
 placed on the first device. The structure, shapes and dtypes are checked against the
 checkpoint before any array is read, and the fingerprint (model shapes, config fields) before
 that; each mismatch raises `CheckpointError` naming the directory, step and key.
+
+PRNG keys are typed (`jax.random.key`, dtype key<fry>): orbax stores a key leaf as its key
+data (uint32[..., 2], what its metadata shows) with the key's impl beside it, and restores it
+as a typed key again. A leaf saved as raw key data (a checkpoint written before the keys were
+typed) restores as uint32, so each restored leaf's dtype is checked against the target after
+reading: such a checkpoint is refused rather than resumed with an untyped key.
 """
 
 from __future__ import annotations
@@ -232,6 +238,24 @@ def _leaf_names(tree: Any) -> list[tuple[str, Any]]:
     """(orbax parameter name, leaf) pairs, in tree order: 'params.towers.task_0.head.bias'."""
     names = jax.tree.leaves(ocp.tree.get_param_names(tree, include_empty_nodes=False))
     return list(zip(names, jax.tree.leaves(tree), strict=True))
+
+
+def _is_key(dtype: Any) -> bool:
+    return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _stored_form(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a leaf as orbax stores it: a typed key's key data (uint32[..., 2])."""
+    shape = tuple(np.shape(leaf))
+    if _is_key(leaf.dtype):
+        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(shape, leaf.dtype))
+        return tuple(data.shape), np.dtype(data.dtype)
+    return shape, np.dtype(leaf.dtype)
+
+
+def _describe(shape: Any, dtype: Any) -> str:
+    """'float32[3]', 'key<fry>[]' (a typed key's dtype has no numpy name)."""
+    return f"{dtype if _is_key(dtype) else np.dtype(dtype).name}{list(shape)}"
 
 
 def _restore_target(abstract_state: Any) -> Any:
@@ -451,6 +475,7 @@ class Checkpointer:
             )
         except Exception as e:
             raise UnreadableCheckpointError(where, step, e) from e
+        self._check_keys(where, restored["state"], abstract_state)
         return restored["state"], extra, data
 
     def _check_fingerprint(self, where: str, saved: Any) -> None:
@@ -482,12 +507,34 @@ class Checkpointer:
             m = saved.get(name)
             if m is None:
                 raise CheckpointError(f"{where} has no state.{name}, which this run expects")
-            shape, dtype = tuple(np.shape(leaf)), np.dtype(leaf.dtype)
+            shape, dtype = _stored_form(leaf)
             if tuple(m.shape) != shape or np.dtype(m.dtype) != dtype:
+                expects = _describe(shape, dtype)
+                if _is_key(leaf.dtype):
+                    expects += f" (the key data of a {_describe(np.shape(leaf), leaf.dtype)})"
                 raise CheckpointError(
                     f"{where} has state.{name} as {np.dtype(m.dtype).name}{list(m.shape)}, "
-                    f"this run expects {dtype.name}{list(shape)}"
+                    f"this run expects {expects}"
                 )
         extra = sorted(set(saved) - {name for name, _ in target})
         if extra:
             raise CheckpointError(f"{where} has state.{extra[0]}, which this run does not expect")
+
+    def _check_keys(self, where: str, restored: Any, abstract_state: Any) -> None:
+        """Typed keys came back typed (the metadata shows only their key data): a leaf saved
+        as raw uint32 key data where this run keeps a typed key, or the other way round, or a
+        key of another impl, is refused."""
+        target = _leaf_names(abstract_state)
+        for (name, want), got in zip(target, jax.tree.leaves(restored), strict=True):
+            if not (_is_key(want.dtype) or _is_key(got.dtype)) or got.dtype == want.dtype:
+                continue
+            detail = ""
+            if _is_key(want.dtype) and not _is_key(got.dtype):
+                detail = (
+                    ": a raw key, written before this code's keys were typed; such a "
+                    "checkpoint does not resume, start the run afresh"
+                )
+            raise CheckpointError(
+                f"{where} has state.{name} as {_describe(np.shape(got), got.dtype)}, this run "
+                f"expects {_describe(np.shape(want), want.dtype)}{detail}"
+            )

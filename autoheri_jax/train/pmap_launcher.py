@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -33,6 +34,8 @@ class Pmap(Launcher):
         lead = NamedSharding(jax.sharding.Mesh(np.asarray(self.devices), (AXIS,)), P(AXIS))
 
         def stack(x, s):  # a leading device axis: row blocks of a sharded leaf, else copies
+            if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # a typed key: no numpy form
+                return jax.device_put(jnp.stack([x] * n), lead)
             x = np.asarray(x)
             stacked = x.reshape(n, -1, *x.shape[1:]) if s == P(AXIS) else np.stack([x] * n)
             return jax.device_put(stacked, lead)

@@ -49,7 +49,7 @@ class TrainState(NamedTuple):
     step: jax.Array  # int32 scalar: updates applied so far
     params: Params
     opt_state: optax.OptState
-    rng: jax.Array  # base key; step keys are fold_in(rng, step)
+    rng: jax.Array  # typed key (key<fry>[], threefry2x32); step keys are fold_in(rng, step)
     first_bad_step: jax.Array  # int32 scalar: first step with a non-finite loss, -1 if none
     # int32 [table rows] (sparse embeddings; [0] otherwise): sparse_embedding.dedupe's scratch,
     # kept across steps so finding a batch's rows never costs O(vocabulary); it holds
@@ -58,8 +58,10 @@ class TrainState(NamedTuple):
 
 
 def init_keys(seed: int) -> tuple[jax.Array, jax.Array]:
-    """(weights' init key, the run's base key for step keys) of a run with this seed."""
-    k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
+    """(weights' init key, the run's base key for step keys) of a run with this seed: typed
+    keys (`jax.random.key`, the default threefry2x32 impl, so the bits are those the legacy
+    uint32[2] `PRNGKey(seed)` gave)."""
+    k_init, k_train = jax.random.split(jax.random.key(seed))
     return k_init, k_train
 
 
