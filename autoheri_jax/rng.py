@@ -18,8 +18,10 @@ size) ranges of one parent kind never overlap; `_check_disjoint` proves it at im
     step key --"edge_mask"--> the step's Bernoulli edge mask (a masked supernet's step)
     device key --"dropout" site--> one dropout mask (`dropout_site`)
 
-The numbers are those the code always used, so results stay bitwise the same; the table only
-names them. Sizes bound what a tag can encode: at most 999 tasks and 1000 layers per tower.
+Keys are typed (`jax.random.key`, dtype key<fry>: the default threefry2x32 impl, whose bits are
+those of the legacy uint32[2] `PRNGKey`). The numbers are those the code always used, so
+results stay bitwise the same; the table only names them. Sizes bound what a tag can encode:
+at most 999 tasks and 1000 layers per tower.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from autoheri_jax.train.arch_batch import (
 )
 from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.predict import make_predict_fn
-from tests.helpers import StopTraining, stop_at, tiny_funnel
+from tests.helpers import StopTraining, assert_trees_equal, stop_at, tiny_funnel
 
 CFG = TrainConfig(epochs=1, batch_size=100, lr=1e-2, log_every=8)
 MODEL = ModelConfig(embed_dim=4, hidden=(8, 6))
@@ -107,8 +107,7 @@ def test_architecture_batch_stopped_midway_resumes_to_the_same_state(tmp_path):
                                        resumable=resumable(masks),
                                        on_resume=resumed_at.append)  # fmt: skip
     assert resumed_at == [4] and stats["resumed_at"] == 4 and stats["architectures"] == 3
-    for x, y in zip(jax.tree.leaves(again), jax.tree.leaves(whole), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert_trees_equal(again, whole)
     other = masks[[1, 0, 2]]
     with pytest.raises(Exception, match="masks"):
         train_architectures(spec, cfg, train_rows, other, desc="t", resumable=resumable(other))

@@ -21,7 +21,7 @@ from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.loop import Resumable, fingerprint
 from autoheri_jax.train.predict import predict_dataset
 from autoheri_jax.train.seed_batch import train_seeds
-from tests.helpers import StopTraining, stop_at, tiny_funnel
+from tests.helpers import StopTraining, assert_trees_equal, stop_at, tiny_funnel
 
 CFG = TrainConfig(epochs=8, batch_size=100, lr=3e-2, log_every=5, early_stop_patience=2)
 EVERY, PATIENCE = CFG.log_every, CFG.early_stop_patience
@@ -45,8 +45,7 @@ def _loss(spec, params, valid) -> np.float32:
 
 
 def _equal(a, b) -> None:
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert_trees_equal(a, b)
 
 
 def test_decide_stops_after_patience_checks_without_a_lower_loss():
