@@ -400,8 +400,9 @@ def test_two_processes_restore_their_own_iterator_positions():
 
 
 def test_data_state_none_and_checkpoints_of_the_old_layout(tmp_path):
-    """data_state=None round-trips; a checkpoint whose data/ is the old single JSON item
-    restores; one with neither file is a CheckpointError naming the missing file."""
+    """data_state=None round-trips; a checkpoint whose data/ is the older single JSON item is
+    refused naming that file and left in place; one with neither file is a CheckpointError
+    naming the missing file."""
     import orbax.checkpoint as ocp
 
     state = {"w": np.arange(4, dtype=np.float32)}
@@ -423,10 +424,11 @@ def test_data_state_none_and_checkpoints_of_the_old_layout(tmp_path):
             state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave({"at": 5}),
             data=ocp.args.JsonSave({"iterator": {"next_index": 9}})))  # fmt: skip
     ck = Checkpointer(old)
-    assert not ck.quarantined
-    got, extra, data_state = ck.restore(5, abstract)
-    np.testing.assert_array_equal(got["w"], state["w"])
-    assert extra["at"] == 5 and data_state == {"next_index": 9}
+    assert not ck.quarantined  # complete, only old: never set aside
+    with pytest.raises(CheckpointError, match=r"step 5 has the older checkpoint layout "
+                       r"\(.*5/data/metadata.*start the run afresh"):  # fmt: skip
+        ck.restore(5, abstract)
+    assert (old / "5" / "data" / "metadata").is_file() and ck.all_steps() == [5]
 
     (old / "5" / "data" / "metadata").unlink()
     with pytest.raises(CheckpointError, match=r"step 5 has no data-iterator state .*"

@@ -10,8 +10,8 @@ Layout of `<directory>/<step>/` (written by `ocp.CheckpointManager`):
            `grain.checkpoint.CheckpointHandler`. Per process because the processes of a
            multi-process run may stop at different iterator positions (each feeds its own slice
            of every global batch); each process writes, and on restore reads back, its own.
-           Checkpoints of older versions hold one JSON item `data/metadata` instead,
-           {"iterator": ...} written by the primary process only; those still restore.
+           A checkpoint of the older layout (one JSON item `data/metadata`) is refused by
+           `restore`, naming that file; it is left in place, not set aside.
   metrics/ JSON: the metrics passed to `save` (only when best-checkpoint tracking is on)
 
 Retention: the `keep` latest checkpoints, plus the single best one by `best_metric` when
@@ -62,7 +62,7 @@ _ITEMS = ("state", "extra", "data")
 _COMMIT_MARKER = "commit_success.txt"
 _STEP_NAME = re.compile(r"^(0|[1-9]\d*)$")
 _DATA_FILE = re.compile(r"^process_(\d+)-of-(\d+)\.json$")  # grain's per-process file name
-_LEGACY_DATA_FILE = "metadata"  # the old JsonCheckpointHandler item: {"iterator": ...}
+_OLD_DATA_FILE = "metadata"  # the older layout's single JSON item: refused, not read
 _log = logging.getLogger(__name__)
 
 
@@ -190,9 +190,9 @@ def _step_problem(path: Path) -> str | None:
 
 
 def _data_problem(data: Path) -> list[str]:
-    """The iterator-state files missing from `data/`: every process_<i>-of-<n>.json of one n
-    (or the legacy single JSON item)."""
-    if (data / _LEGACY_DATA_FILE).is_file():
+    """The iterator-state files missing from `data/`: every process_<i>-of-<n>.json of one n.
+    A checkpoint of the older layout is complete (restore refuses it; it is not set aside)."""
+    if (data / _OLD_DATA_FILE).is_file():
         return []
     counts = {int(m[2]) for p in data.iterdir() if (m := _DATA_FILE.match(p.name))}
     if len(counts) != 1:  # none, or files of different process counts
@@ -445,24 +445,22 @@ class Checkpointer:
         where = f"checkpoint in {self.directory} step {step}"
         data_dir = self.directory / str(step) / "data"
         mine = data_dir / _data_file_name(jax.process_index(), jax.process_count())
-        legacy = not mine.is_file() and (data_dir / _LEGACY_DATA_FILE).is_file()
-        if not mine.is_file() and not legacy:
+        if not mine.is_file() and (data_dir / _OLD_DATA_FILE).is_file():
+            raise CheckpointError(
+                f"{where} has the older checkpoint layout ({data_dir / _OLD_DATA_FILE}, one "
+                "iterator state for every process), which this version does not read: start "
+                "the run afresh (the checkpoint is left as it is)"
+            )
+        if not mine.is_file():
             raise CheckpointError(
                 f"{where} has no data-iterator state for process {jax.process_index()} of "
                 f"{jax.process_count()}: {mine} is missing"
             )
-        args = {"extra": ocp.args.JsonRestore()}
-        if not legacy:
-            args["data"] = grain_ckpt.CheckpointRestore(_IteratorState())
+        args = {"extra": ocp.args.JsonRestore(),
+                "data": grain_ckpt.CheckpointRestore(_IteratorState())}  # fmt: skip
         try:
             meta = self._manager.restore(step, args=ocp.args.Composite(**args))
-            if legacy:
-                # Written before the per-process layout: one JSON item {"iterator": ...} saved
-                # by the primary process only (the same position for every process), read
-                # with the handler that wrote it, as the manager's "data" handler is grain's.
-                data = ocp.JsonCheckpointHandler().restore(data_dir).get("iterator")
-            else:
-                data = meta["data"].state
+            data = meta["data"].state
         except Exception as e:
             raise UnreadableCheckpointError(where, step, e) from e
         extra = dict(meta["extra"])
