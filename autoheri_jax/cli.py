@@ -103,9 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         "autoheri run --config experiments/configs/default.py --workdir runs/default",
     )
     parser.add_argument(  # also accepted after the command (the same flag in `common`)
-        "-q", "--quiet", dest="quiet_first", action="store_true",
+        "-q",
+        "--quiet",
+        dest="quiet_first",
+        action="store_true",
         help="no status or progress lines; errors still shown",
-    )  # fmt: skip
+    )
     sub = parser.add_subparsers(dest="step", required=True, metavar="COMMAND")
     # flags every command takes, given after the command as --no-progress is
     common = argparse.ArgumentParser(add_help=False)
@@ -251,8 +254,14 @@ def _study(args: argparse.Namespace) -> int:
     study = with_base_overrides(load_study(args.config), args.set)
     modes = tuple(dict.fromkeys([*study.seed_modes, *(["data"] if args.vary_data else [])]))
     enable_compilation_cache()
-    run_study(study, args.workdir, seeds=args.seeds, modes=modes, progress=not args.no_progress,
-              vmap_seeds=args.vmap_seeds)  # fmt: skip
+    run_study(
+        study,
+        args.workdir,
+        seeds=args.seeds,
+        modes=modes,
+        progress=not args.no_progress,
+        vmap_seeds=args.vmap_seeds,
+    )
     _log.info(f"autoheri study: done; study.md in {Path(args.workdir).resolve()}")
     return 0
 
@@ -291,15 +300,22 @@ def _serving(args: argparse.Namespace) -> int:
     from autoheri_jax.serving.runtime import load
 
     enable_compilation_cache()
-    opts = {"fmt": args.format, "on_bad_row": args.on_bad_row, "split": args.split,
-            "batch_size": args.batch_size, "progress": not args.no_progress}  # fmt: skip
+    opts = {
+        "fmt": args.format,
+        "on_bad_row": args.on_bad_row,
+        "split": args.split,
+        "batch_size": args.batch_size,
+        "progress": not args.no_progress,
+    }
     model = load(args.model)
     if why := model.manifest.get("unfinished"):
         _log.warning(f"autoheri predict: {args.model} was exported unfinished: {why}")
     summary = predict_file(model, args.data, args.out, **opts)
     skipped = f", bad rows skipped {summary['bad_rows']}" if summary["bad_rows"] else ""
-    _log.info(f"autoheri predict: done; {summary['rows']} rows ({summary['format']}) scored in "
-              f"{summary['seconds']:.1f}s{skipped} -> {summary['out']}")  # fmt: skip
+    _log.info(
+        f"autoheri predict: done; {summary['rows']} rows ({summary['format']}) scored in "
+        f"{summary['seconds']:.1f}s{skipped} -> {summary['out']}"
+    )
     return 0
 
 

@@ -256,8 +256,11 @@ class MaskedSearch:
         _check(self.undecided in UNDECIDED_RULES, "undecided", f"one of {UNDECIDED_RULES}")
         _check(self.select in SELECT_CRITERIA, "select", f"one of {SELECT_CRITERIA}")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        _check(self.valid_batches >= 0 and self.valid_batches != 1, "valid_batches",
-               "must be 0 (all) or >= 2")  # fmt: skip
+        _check(
+            self.valid_batches >= 0 and self.valid_batches != 1,
+            "valid_batches",
+            "must be 0 (all) or >= 2",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,8 +306,13 @@ class GradientSearch:
         _check(
             self.arch_optimizer in ARCH_OPTIMIZERS, "arch_optimizer", f"one of {ARCH_OPTIMIZERS}"
         )
-        for k in ("entropy_weight", "entropy_warmup_steps", "arch_warmup_steps",
-                  "sparsity_weight", "edge_logit_noise"):  # fmt: skip
+        for k in (
+            "entropy_weight",
+            "entropy_warmup_steps",
+            "arch_warmup_steps",
+            "sparsity_weight",
+            "edge_logit_noise",
+        ):
             _check(getattr(self, k) >= 0, f"{k}", "must be >= 0")
         _check(0 < self.derive_threshold < 1, "derive_threshold", "must lie in (0, 1)")
 
@@ -331,10 +339,17 @@ class PaperSearch:
     def gradient(self) -> GradientSearch:
         """The paper's search as the gradient search at the paper's fixed settings."""
         return GradientSearch(
-            arch_lr=self.arch_lr, arch_optimizer="adam", arch_warmup_steps=0,
-            entropy_weight=self.entropy_weight, entropy_warmup_steps=0, sparsity_weight=0.0,
-            bilevel=False, derive_threshold=0.5, init_edge_logit=0.0, edge_logit_noise=0.0,
-        )  # fmt: skip
+            arch_lr=self.arch_lr,
+            arch_optimizer="adam",
+            arch_warmup_steps=0,
+            entropy_weight=self.entropy_weight,
+            entropy_warmup_steps=0,
+            sparsity_weight=0.0,
+            bilevel=False,
+            derive_threshold=0.5,
+            init_edge_logit=0.0,
+            edge_logit_noise=0.0,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -788,8 +803,9 @@ def _file_error(path: Path, e: Exception) -> str:
     where = Path(e.filename) if isinstance(e, SyntaxError) and e.filename else path
     if line is None:
         mine = path.resolve()
-        frames = [f for f in traceback.extract_tb(e.__traceback__)
-                  if Path(f.filename).resolve() == mine]  # fmt: skip
+        frames = [
+            f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == mine
+        ]
         line = frames[-1].lineno if frames else None
     text = e.msg if isinstance(e, SyntaxError) else str(e)
     head = f"{where}:{line}" if line else f"{where}"

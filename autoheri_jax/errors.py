@@ -47,9 +47,19 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from autoheri_jax.train.loop import NonFiniteLossError
     from autoheri_jax.workdir_lock import WorkdirBusy
 
-    return (ConfigError, MissingArtifactError, NonFiniteLossError, DataFormatError, StoreError,
-            CheckpointError, ExportError, OutputError, WorkdirBusy, ReportError,
-            RecordError)  # fmt: skip
+    return (
+        ConfigError,
+        MissingArtifactError,
+        NonFiniteLossError,
+        DataFormatError,
+        StoreError,
+        CheckpointError,
+        ExportError,
+        OutputError,
+        WorkdirBusy,
+        ReportError,
+        RecordError,
+    )
 
 
 def exit_code(e: BaseException) -> int | None:
@@ -81,8 +91,10 @@ def _os_error(e: OSError) -> str:
     where = f"{path} -> {e.filename2}" if e.filename2 is not None else f"{path}"
     what = e.strerror or type(e).__name__
     if e.errno in _UNWRITABLE:
-        hint = ("cannot write there: choose a writable --workdir / --out, or fix the "
-                "permissions; nothing was lost")  # fmt: skip
+        hint = (
+            "cannot write there: choose a writable --workdir / --out, or fix the "
+            "permissions; nothing was lost"
+        )
     elif e.errno in _FULL:
         hint = f"the disk is full: free space and {RESUME_HINT}"
     elif e.errno in (errno.EEXIST, errno.ENOTDIR):

@@ -85,9 +85,14 @@ def make_scorer(
         kept = [e for e, on in zip(edges, mask, strict=True) if on]
         spec = spec_for(derived_model(cfg.model, kept), rows)
         state, stats = train_model(
-            spec, tcfg, rows, desc=f"evolve:{mask_bits(mask)}", progress=progress,
-            parallel=cfg.parallel, valid=data.valid if tcfg.early_stop_patience else None,
-        )  # fmt: skip
+            spec,
+            tcfg,
+            rows,
+            desc=f"evolve:{mask_bits(mask)}",
+            progress=progress,
+            parallel=cfg.parallel,
+            valid=data.valid if tcfg.early_stop_patience else None,
+        )
         params = artifacts.to_host(state.params)
         return validation_score(cfg, spec, params, data.valid), {"steps": stats["steps"]}
 

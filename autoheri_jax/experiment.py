@@ -72,9 +72,13 @@ def spec_for(model: ModelConfig, data: CTRDataset, *, searched: bool = False) ->
     lack) is a ConfigError, raised before anything trains."""
     try:
         return build_spec(
-            model, data.vocab_sizes, data.num_dense, data.num_stages, data.bag_vocab_sizes,
+            model,
+            data.vocab_sizes,
+            data.num_dense,
+            data.num_stages,
+            data.bag_vocab_sizes,
             searched=searched,
-        )  # fmt: skip
+        )
     except ValueError as e:
         raise ConfigError(f"model: {e} (the data has {data.num_stages} stages)") from None
 
@@ -94,8 +98,10 @@ def train_and_save(
     done = trained_params(wd, name, phase, spec, tcfg)
     if done is not None:
         return done
-    _say(f"[{phase}] {name}: {spec.num_edges} edges, params "
-         f"{count_params(abstract_state(spec, tcfg).params)}")  # fmt: skip
+    _say(
+        f"[{phase}] {name}: {spec.num_edges} edges, params "
+        f"{count_params(abstract_state(spec, tcfg).params)}"
+    )
 
     on_log = ModelLog(wd, name, phase, spec)
 
@@ -256,9 +262,16 @@ def _derive_masked(cfg: Config, wd: artifacts.Workdir, spec, params, data: Split
         names, masks = selection.candidate_masks(kept)
         with LaneLogs(wd, "select", names, spec) as logs:
             sel, kept, lanes = selection.select_architecture(
-                spec, cfg.retrain, data.train, data.valid, kept, es.select,
-                cfg.eval_batch_size, _batch_checkpoints(cfg, wd, spec, masks), **logs,
-            )  # fmt: skip
+                spec,
+                cfg.retrain,
+                data.train,
+                data.valid,
+                kept,
+                es.select,
+                cfg.eval_batch_size,
+                _batch_checkpoints(cfg, wd, spec, masks),
+                **logs,
+            )
         ev = dataclasses.replace(ev, selection=sel)
         _say(f"[search] validated selection: {sel.chosen} ({time.perf_counter() - t0:.1f}s)")
     record = architecture.evidence_record(spec.edges, ev, per_edge, kept, stage_names, mode)
@@ -271,10 +284,19 @@ def _derive_ablation(cfg: Config, wd: artifacts.Workdir, spec, params, data: Spl
     names, masks = ground_truth_masks(spec.edges)
     with LaneLogs(wd, "ablation", names, spec) as logs:
         judged, kept, lanes = selection.retrain_and_judge(
-            spec, cfg.retrain, data.train, data.valid, names, masks, "ctcvr_auc",
-            cfg.eval_batch_size, "search:ablation", _batch_checkpoints(cfg, wd, spec, masks),
-            batch="ablation", **logs,
-        )  # fmt: skip
+            spec,
+            cfg.retrain,
+            data.train,
+            data.valid,
+            names,
+            masks,
+            "ctcvr_auc",
+            cfg.eval_batch_size,
+            "search:ablation",
+            _batch_checkpoints(cfg, wd, spec, masks),
+            batch="ablation",
+            **logs,
+        )
     _say(f"[search] ablation batch: {judged.chosen} ({time.perf_counter() - t0:.1f}s)")
     stage_names, mode = data.train.stage_names, cfg.model.edge_mode
     return architecture.ablation_record(spec.edges, judged, kept, stage_names, mode), lanes
@@ -284,9 +306,13 @@ def _derive_gated(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits
     """A gated search (gradient, paper): the edges whose gate ends above derive_threshold."""
     threshold = arch_settings(cfg.edge_search).derive_threshold
     record = architecture.searched_architecture(
-        params, spec, threshold, data.train.stage_names, cfg.model.edge_mode,
+        params,
+        spec,
+        threshold,
+        data.train.stage_names,
+        cfg.model.edge_mode,
         cfg.edge_search.method,
-    )  # fmt: skip
+    )
     return record, None
 
 
@@ -349,8 +375,13 @@ def lane_reuse_blocked(cfg: Config, spec: ModelSpec) -> str | None:
     return None
 
 
-def save_lane_models(cfg: Config, wd: artifacts.Workdir, record: ArchitectureRecord,
-                     lanes: selection.LaneBatch, data: Splits) -> dict[str, str]:  # fmt: skip
+def save_lane_models(
+    cfg: Config,
+    wd: artifacts.Workdir,
+    record: ArchitectureRecord,
+    lanes: selection.LaneBatch,
+    data: Splits,
+) -> dict[str, str]:
     """Saves, as models/<name>, every model of the retrain step (`model_configs`) that is a
     lane of the candidates' batch: the same model but for edges the lane's mask switches
     off (model/projection.py), trained with the retrain's TrainConfig (seed, budget,
@@ -373,8 +404,10 @@ def save_lane_models(cfg: Config, wd: artifacts.Workdir, record: ArchitectureRec
         if why is None and not same_initial_params(lanes.spec, dst, k_init, src_init):
             why = "its initial weights are not the lane's"
         if why is not None:
-            _say(f"[search] {name}: is lane {lanes.names[match[0]]!r} of the {lanes.batch} "
-                 f"batch, but {why}: the retrain trains it")  # fmt: skip
+            _say(
+                f"[search] {name}: is lane {lanes.names[match[0]]!r} of the {lanes.batch} "
+                f"batch, but {why}: the retrain trains it"
+            )
             continue
         a = match[0]
         params = project_params(lanes.spec, unstack_tree(lanes.params, a), dst)

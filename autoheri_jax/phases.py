@@ -133,6 +133,7 @@ def timed(name: str) -> Callable:
 def render(seconds: dict[str, float]) -> str:
     """One line: each phase's seconds and share of the total, in PHASES order."""
     total = sum(seconds.values()) or 1.0
-    parts = [f"{k} {seconds.get(k, 0.0):.1f}s ({100 * seconds.get(k, 0.0) / total:.0f}%)"
-             for k in PHASES]  # fmt: skip
+    parts = [
+        f"{k} {seconds.get(k, 0.0):.1f}s ({100 * seconds.get(k, 0.0) / total:.0f}%)" for k in PHASES
+    ]
     return ", ".join(parts)

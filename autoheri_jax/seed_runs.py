@@ -121,8 +121,16 @@ def run_seeds(
     specs = [spec for _, spec, _ in prepared]
     searched = [None] * len(cfgs)  # the ablation search trains its candidates, no supernet
     if experiment.trains_supernet(cfgs[0]):
-        searched = _train_model(cfgs, wds, datas, artifacts.SEARCHED, "search", specs, progress,
-                                tcfgs=[t for _, _, t in prepared])  # fmt: skip
+        searched = _train_model(
+            cfgs,
+            wds,
+            datas,
+            artifacts.SEARCHED,
+            "search",
+            specs,
+            progress,
+            tcfgs=[t for _, _, t in prepared],
+        )
     # a run derived before keeps its record (and the lanes its selection saved as models);
     # the others derive one by one, each saving its selection's lanes as its models
     records = [

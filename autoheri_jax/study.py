@@ -83,8 +83,17 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:
     (t_{0.975, df} + t_{0.8, df}) x std / sqrt(n)."""
     diffs = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     n = len(diffs)
-    out: dict[str, Any] = {"n": n, "mean_diff": None, "std_diff": None, "t": None, "df": None,
-                           "p": None, "ci_lo": None, "ci_hi": None, "mde": None}  # fmt: skip
+    out: dict[str, Any] = {
+        "n": n,
+        "mean_diff": None,
+        "std_diff": None,
+        "t": None,
+        "df": None,
+        "p": None,
+        "ci_lo": None,
+        "ci_hi": None,
+        "mde": None,
+    }
     if n == 0:
         return out
     out["mean_diff"] = float(diffs.mean())
@@ -332,8 +341,14 @@ def run_study(
         with phases.clock() as phase_seconds:
             run_one(cfg, directory, study.method(arm), progress)
         seconds = time.perf_counter() - t0
-        record = {"arm": arm, "seed": k, "mode": mode, "method": study.method(arm),
-                  "seconds": seconds, "phases": phase_seconds()}  # fmt: skip
+        record = {
+            "arm": arm,
+            "seed": k,
+            "mode": mode,
+            "method": study.method(arm),
+            "seconds": seconds,
+            "phases": phase_seconds(),
+        }
         Workdir(directory).write_json(RUN_JSON, record)
         ran.append(label)
         write_summary(study, workdir, seeds, modes)  # partial tables while the study goes on
@@ -370,9 +385,16 @@ def _run_vmapped_arms(study, workdir, plan, seeds, modes, progress, ran) -> list
         seconds = time.perf_counter() - t0
         share = {k: v / len(entries) for k, v in phase_seconds().items()}
         for (_, k, _, _), directory in zip(entries, dirs, strict=True):
-            record = {"arm": arm, "seed": k, "mode": mode, "method": "oneshot",
-                      "seconds": seconds / len(entries), "vmapped_seeds": len(entries),
-                      "group_seconds": seconds, "phases": share}  # fmt: skip
+            record = {
+                "arm": arm,
+                "seed": k,
+                "mode": mode,
+                "method": "oneshot",
+                "seconds": seconds / len(entries),
+                "vmapped_seeds": len(entries),
+                "group_seconds": seconds,
+                "phases": share,
+            }
             Workdir(directory).write_json(RUN_JSON, record)
             ran.append(f"{arm}/{directory.name}")
         write_summary(study, workdir, seeds, modes)
@@ -407,8 +429,12 @@ def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
     timing = json.loads(run.read_text()) if run.exists() else {}
     cost["run_seconds"] = timing.get("seconds")
     cost["phases"] = timing.get("phases")  # absent in runs timed before phases were
-    return {"keys": res["metric_keys"], "auc": auc, "cost": cost,
-            "kept": res["architecture"]["kept"]}  # fmt: skip
+    return {
+        "keys": res["metric_keys"],
+        "auc": auc,
+        "cost": cost,
+        "kept": res["architecture"]["kept"],
+    }
 
 
 def _columns(test: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
@@ -434,12 +460,16 @@ def _paired(pairs) -> dict:
 
 def _paired_models(runs, a: str, b: str, key: str) -> dict:
     """paired_test of model a vs model b on column `key` over the runs holding both."""
-    return _paired((r["auc"][a].get(key), r["auc"][b].get(key))
-                   for r in runs if a in r["auc"] and b in r["auc"])  # fmt: skip
+    return _paired(
+        (r["auc"][a].get(key), r["auc"][b].get(key))
+        for r in runs
+        if a in r["auc"] and b in r["auc"]
+    )
 
 
-def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: int,
-              modes: Sequence[str]) -> dict:  # fmt: skip
+def summarize(
+    study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: int, modes: Sequence[str]
+) -> dict:
     """runs[(mode, arm, seed)] = collect_run(...) -> tables of study.json."""
     base_keys = list(study.keys)
     if not base_keys:  # every key any run reports, in results.json order
@@ -448,8 +478,14 @@ def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: in
     present = {c for r in runs.values() for values in r["auc"].values() for c in values}
     keys = list(base_keys)  # columns: the sampled AUC of each key, then the asked fields
     keys += [f"{k}.{f}" for f in study.fields for k in base_keys if f"{k}.{f}" in present]
-    out: dict[str, Any] = {"name": study.name, "description": study.description, "seeds": seeds,
-                           "compare_to": study.compare_to, "keys": keys, "modes": {}}  # fmt: skip
+    out: dict[str, Any] = {
+        "name": study.name,
+        "description": study.description,
+        "seeds": seeds,
+        "compare_to": study.compare_to,
+        "keys": keys,
+        "modes": {},
+    }
     for mode in modes:
         arms: dict[str, Any] = {}
         for arm in study.arms:
@@ -492,25 +528,36 @@ def summarize(study: Study, runs: Mapping[tuple[str, str, int], dict], seeds: in
             for r in got.values():
                 for e in r["kept"]:
                     counts[e] = counts.get(e, 0) + 1
-            arms[arm] = {"seeds_done": sorted(got), "models": table, "paired": paired,
-                         "model_pairs": between, "cost": cost, "kept_edges": mean_std(kept),
-                         "kept_jaccard": mean_pairwise_jaccard([r["kept"] for r in got.values()]),
-                         "kept_frequency": {e: c / len(got) for e, c in sorted(counts.items())}
-                         if got else {}}  # fmt: skip
+            arms[arm] = {
+                "seeds_done": sorted(got),
+                "models": table,
+                "paired": paired,
+                "model_pairs": between,
+                "cost": cost,
+                "kept_edges": mean_std(kept),
+                "kept_jaccard": mean_pairwise_jaccard([r["kept"] for r in got.values()]),
+                "kept_frequency": {e: c / len(got) for e, c in sorted(counts.items())}
+                if got
+                else {},
+            }
         pairs_out = []
         for a, b in study.arm_pairs:
             common = [
-                k for k in study.seed_range(seeds)
-                if (mode, a, k) in runs and (mode, b, k) in runs
+                k
+                for k in study.seed_range(seeds)
+                if (mode, a, k) in runs
+                and (mode, b, k) in runs
                 and study.pair_model in runs[(mode, a, k)]["auc"]
                 and study.pair_model in runs[(mode, b, k)]["auc"]
-            ]  # fmt: skip
+            ]
             m = study.pair_model
             tests = {
-                key: _paired((runs[(mode, a, k)]["auc"][m].get(key),
-                              runs[(mode, b, k)]["auc"][m].get(key)) for k in common)
+                key: _paired(
+                    (runs[(mode, a, k)]["auc"][m].get(key), runs[(mode, b, k)]["auc"][m].get(key))
+                    for k in common
+                )
                 for key in keys
-            }  # fmt: skip
+            }
             pairs_out.append({"a": a, "b": b, "model": study.pair_model, "tests": tests})
         out["modes"][mode] = {"arms": arms, "arm_pairs": pairs_out}
     return out
@@ -623,8 +670,9 @@ def render_markdown(summary: dict) -> str:
                 f"| {_f(c['candidates'], '.1f')} | {kept_cell} | "
                 f"{_f(a.get('kept_jaccard'), '.2f')} | {_f(c['run_seconds'], '.1f')} |"
             )
-        timed = [(arm, a["cost"]["phases"]) for arm, a in body["arms"].items()
-                 if a["cost"].get("phases")]  # fmt: skip
+        timed = [
+            (arm, a["cost"]["phases"]) for arm, a in body["arms"].items() if a["cost"].get("phases")
+        ]
         if timed:
             lines += [
                 "",

@@ -129,8 +129,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--bag-slots", type=float, default=None,
-                    help="bag_slots of the second Ali-CCP step (default: config's)")  # fmt: skip
+    ap.add_argument(
+        "--bag-slots",
+        type=float,
+        default=None,
+        help="bag_slots of the second Ali-CCP step (default: config's)",
+    )
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -167,8 +171,10 @@ def main() -> None:
     out["ratio"] = out[last]["examples_per_s"] / out["default"]["examples_per_s"]
     out["bags"] = _bag_stats(runs["aliccp_padded"][0], runs["aliccp_padded"][1])
     for k in runs:
-        print(f"{k:12s} ESMM step {out[k]['step_ms']:7.2f} ms  {out[k]['examples_per_s']:>9,.0f} "
-              f"examples/s  runs {out[k]['runs_examples_per_s']}")  # fmt: skip
+        print(
+            f"{k:12s} ESMM step {out[k]['step_ms']:7.2f} ms  {out[k]['examples_per_s']:>9,.0f} "
+            f"examples/s  runs {out[k]['runs_examples_per_s']}"
+        )
     for k in list(runs)[1:]:
         r = out[k]["examples_per_s"] / out["default"]["examples_per_s"]
         print(f"ratio {k} / default: {r:.3f}")

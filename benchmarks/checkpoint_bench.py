@@ -43,8 +43,10 @@ def checkpoint_figures() -> dict:
     tcfg = supernet_config(cfg.search, arch=GradientSearch())  # the gated supernet
     state = jax.jit(lambda: init_state(spec, tcfg, make_optimizer(tcfg)))()
     abstract = jax.eval_shape(lambda: state)
-    out = {"params": int(sum(x.size for x in jax.tree.leaves(state.params))),
-           "state_values": int(sum(x.size for x in jax.tree.leaves(state)))}  # fmt: skip
+    out = {
+        "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+        "state_values": int(sum(x.size for x in jax.tree.leaves(state))),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("async", "sync"):
             d = Path(tmp) / mode
@@ -92,8 +94,12 @@ def step_time(launcher: str, steps: int = 20) -> dict:
             jax.block_until_ready(state.step)
     jax.block_until_ready(state)
     ms = 1e3 * (time.perf_counter() - t0) / steps
-    return {"launcher": launcher, "devices": dp.num_devices, "ms_per_step": ms,
-            "examples_per_s": 2048 / ms * 1e3}  # fmt: skip
+    return {
+        "launcher": launcher,
+        "devices": dp.num_devices,
+        "ms_per_step": ms,
+        "examples_per_s": 2048 / ms * 1e3,
+    }
 
 
 def main() -> None:
@@ -119,8 +125,13 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
         if devices > 1:
             env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-        out = subprocess.run([sys.executable, __file__, "--one", launcher], env=env,
-                             capture_output=True, text=True, check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", launcher],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results["devices"].append(r)
         print(

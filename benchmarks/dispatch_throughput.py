@@ -43,9 +43,15 @@ def bench_one(spec, tcfg, data, k: int, store: str, steps: int, log_every: int) 
     total = log_every + steps
     epochs = math.ceil(total / (data.num_rows // tcfg.batch_size))
     # no validation split here, so no early stopping (the default config's retrain has it)
-    cfg = dataclasses.replace(tcfg, steps_per_dispatch=k, device_resident=STORES[store],
-                              early_stop_patience=0,
-                              log_every=log_every, max_steps=total, epochs=epochs)  # fmt: skip
+    cfg = dataclasses.replace(
+        tcfg,
+        steps_per_dispatch=k,
+        device_resident=STORES[store],
+        early_stop_patience=0,
+        log_every=log_every,
+        max_steps=total,
+        epochs=epochs,
+    )
     stamps = {}
     t0 = time.perf_counter()
     stamp = lambda step, record: stamps.setdefault(step, time.perf_counter())
@@ -78,17 +84,27 @@ def main(argv=None) -> dict:
     stores = args.stores.split(",")
     log_every = math.lcm(*ks)
     steps = max(log_every, args.steps // log_every * log_every)
-    cfg = measure.base_config("experiments/configs/smoke.py" if args.smoke
-                              else "experiments/configs/default.py")  # fmt: skip
+    cfg = measure.base_config(
+        "experiments/configs/smoke.py" if args.smoke else "experiments/configs/default.py"
+    )
     batch = 64 if args.smoke else args.batch_size
     rows = 8 * batch if args.smoke else max(32 * batch, 65_536)
     data = measure.train_data(cfg, rows)
     dev = jax.devices()[0]
-    out = {"backend": jax.default_backend(), "device": dev.device_kind, "batch_size": batch,
-           "rows": rows, "log_every": log_every, "results": []}  # fmt: skip
+    out = {
+        "backend": jax.default_backend(),
+        "device": dev.device_kind,
+        "batch_size": batch,
+        "rows": rows,
+        "log_every": log_every,
+        "results": [],
+    }
     load = os.getloadavg()[0]
-    print(f"dispatch_throughput on {out['backend']}: {out['device']}; batch {batch}, "
-          f"{rows:,} rows, {steps} timed steps, load {load:.1f}", flush=True)  # fmt: skip
+    print(
+        f"dispatch_throughput on {out['backend']}: {out['device']}; batch {batch}, "
+        f"{rows:,} rows, {steps} timed steps, load {load:.1f}",
+        flush=True,
+    )
     for name in args.models.split(","):
         model, tcfg = measure.model_for(cfg, name)
         spec = measure.spec_of(model, data, searched=name == "search")
@@ -97,10 +113,12 @@ def main(argv=None) -> dict:
             for k in ks:
                 r = {"model": name, **bench_one(spec, tcfg, data, k, store, steps, log_every)}
                 out["results"].append(r)
-                print(f"{name:<8} K {k:>2} {store:<6}: {r['steps_per_s']:8.1f} steps/s "
-                      f"{r['examples_per_s']:>12,.0f} examples/s (first record after "
-                      f"{r['first_record_s']:.1f} s; load {os.getloadavg()[0]:.1f})",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{name:<8} K {k:>2} {store:<6}: {r['steps_per_s']:8.1f} steps/s "
+                    f"{r['examples_per_s']:>12,.0f} examples/s (first record after "
+                    f"{r['first_record_s']:.1f} s; load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
                 if args.json:
                     args.json.write_text(json.dumps(out, indent=1))
     return out

@@ -62,18 +62,47 @@ def make_store(rows: int, workdir: Path) -> Path:
         return store
     world = raw / "world.json"
     if not (world.exists() and json.loads(world.read_text())["rows"] == rows):
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale_data.py"), "--rows",
-                        str(rows), "--out", str(raw)], check=True)  # fmt: skip
-    subprocess.run([sys.executable, "-m", "autoheri_jax", "prepare", "--data", str(raw), "--out",
-                    str(store), "--no-progress", "--min-count", "2" if rows < 10**6 else "10"],
-                   check=True, cwd=ROOT)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "scale_data.py"),
+                "--rows",
+                str(rows),
+                "--out",
+                str(raw),
+            ],
+            check=True,
+        )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoheri_jax",
+            "prepare",
+            "--data",
+            str(raw),
+            "--out",
+            str(store),
+            "--no-progress",
+            "--min-count",
+            "2" if rows < 10**6 else "10",
+        ],
+        check=True,
+        cwd=ROOT,
+    )
     return store
 
 
 def _step(cfg, train, smoke: bool) -> float:
     model, tcfg = measure.model_for(cfg, "esmm")
-    res = measure.bench_train(spec_for(model, train), tcfg, train, steps=3 if smoke else 20,
-                              repeats=1 if smoke else 3, pipeline=False)  # fmt: skip
+    res = measure.bench_train(
+        spec_for(model, train),
+        tcfg,
+        train,
+        steps=3 if smoke else 20,
+        repeats=1 if smoke else 3,
+        pipeline=False,
+    )
     return res["device"]["examples_per_s"]
 
 
@@ -122,24 +151,34 @@ def run(args) -> dict:
     sets = [*(SMOKE if args.smoke else []), "data.source=files", f"data.path={store}"]
     cfg = load_config(str(args.config), sets)
     splits = {s: open_split(store, s) for s in ("train", "test")}
-    train, test = (dataclasses.replace(splits[s], max_bag_len=cfg.data.max_bag_len)
-                   for s in ("train", "test"))  # fmt: skip
+    train, test = (
+        dataclasses.replace(splits[s], max_bag_len=cfg.data.max_bag_len) for s in ("train", "test")
+    )
     batch_size = args.batch_size or cfg.eval_batch_size
     names = args.models.split(",")
     models = []
     for k, name in enumerate(names):
         spec = spec_for(measure.model_for(cfg, name)[0], test, searched=name == "search")
         models.append((spec, jax.device_get(init_params(jax.random.key(k), spec))))
-    out = {"store": str(store), "train_rows": train.num_rows, "test_rows": test.num_rows,
-           "models": names, "batch_size": batch_size, "cpus": os.cpu_count(),
-           "load_before": os.getloadavg()[0]}  # fmt: skip
+    out = {
+        "store": str(store),
+        "train_rows": train.num_rows,
+        "test_rows": test.num_rows,
+        "models": names,
+        "batch_size": batch_size,
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg()[0],
+    }
     out["step_before"] = _step(cfg, train, args.smoke)
     first = _evaluate(models, test, batch_size)
     steady = _evaluate(models, test, batch_size)
     per_model = test.num_rows * len(models)
-    out["evaluate"] = {"first_s": first, "steady_s": steady,
-                       "first_rows_per_s_per_model": per_model / first,
-                       "rows_per_s_per_model": per_model / steady}  # fmt: skip
+    out["evaluate"] = {
+        "first_s": first,
+        "steady_s": steady,
+        "first_rows_per_s_per_model": per_model / first,
+        "rows_per_s_per_model": per_model / steady,
+    }
     if args.old:
         out["old"] = _old(models[0], test, batch_size)
     out["step_after"] = _step(cfg, train, args.smoke)
@@ -156,23 +195,33 @@ def run(args) -> dict:
 def _print(out: dict) -> None:
     ev = out["evaluate"]
     load = f"load {out['load_before']:.1f} -> {out['load_after']:.1f}"
-    print(f"store {out['store']}: train {out['train_rows']:,} rows, test {out['test_rows']:,} "
-          f"rows; {out['cpus']} CPUs, {load}")  # fmt: skip
-    print(f"ESMM train step: {out['step_before']:,.0f} examples/s before, "
-          f"{out['step_after']:,.0f} after (mean {out['step_examples_per_s']:,.0f})")  # fmt: skip
-    print(f"evaluate {len(out['models'])} models ({', '.join(out['models'])}), batch "
-          f"{out['batch_size']}: {ev['rows_per_s_per_model']:,.0f} rows/s per model steady "
-          f"({ev['steady_s']:.1f} s), {ev['first_rows_per_s_per_model']:,.0f} with compilation "
-          f"({ev['first_s']:.1f} s); {out['ratio']:.2f}x the step")  # fmt: skip
+    print(
+        f"store {out['store']}: train {out['train_rows']:,} rows, test {out['test_rows']:,} "
+        f"rows; {out['cpus']} CPUs, {load}"
+    )
+    print(
+        f"ESMM train step: {out['step_before']:,.0f} examples/s before, "
+        f"{out['step_after']:,.0f} after (mean {out['step_examples_per_s']:,.0f})"
+    )
+    print(
+        f"evaluate {len(out['models'])} models ({', '.join(out['models'])}), batch "
+        f"{out['batch_size']}: {ev['rows_per_s_per_model']:,.0f} rows/s per model steady "
+        f"({ev['steady_s']:.1f} s), {ev['first_rows_per_s_per_model']:,.0f} with compilation "
+        f"({ev['first_s']:.1f} s); {out['ratio']:.2f}x the step"
+    )
     if "old" in out:
         o = out["old"]
-        print(f"old path, one model: {o['rows_per_s']:,.0f} rows/s ({o['seconds']:.1f} s, "
-              f"predict {o['predict_s']:.1f} s); {o['ratio']:.2f}x the step")  # fmt: skip
+        print(
+            f"old path, one model: {o['rows_per_s']:,.0f} rows/s ({o['seconds']:.1f} s, "
+            f"predict {o['predict_s']:.1f} s); {o['ratio']:.2f}x the step"
+        )
     if "auc" in out:
         a = out["auc"]
         old = f", old AUC {a['old_auc_s']:.1f} s" if "old_auc_s" in a else ""
-        print(f"{a['rows']:,} rows: exact AUC {a['auc_s']:.1f} s, funnel_metrics (3 keys) "
-              f"{a['funnel_metrics_s']:.1f} s{old}")  # fmt: skip
+        print(
+            f"{a['rows']:,} rows: exact AUC {a['auc_s']:.1f} s, funnel_metrics (3 keys) "
+            f"{a['funnel_metrics_s']:.1f} s{old}"
+        )
 
 
 def main(argv=None) -> dict:

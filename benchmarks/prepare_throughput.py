@@ -52,19 +52,60 @@ from autoheri_jax.data.aliccp_raw import prepare_aliccp_raw
 from autoheri_jax.data.formats import _LAYOUTS, convert_processed
 
 RECHUB = _LAYOUTS["rechub_aliccp"]
-RECHUB_TOP = [300_000, 100, 15, 3, 8, 4, 4, 3, 5, 400_000, 10_000, 500_000, 100_000, 200_000,
-              10_000, 200_000, 200_000, 100_000, 3, 10_000, 500_000, 200_000, 50_000]  # fmt: skip
+RECHUB_TOP = [
+    300_000,
+    100,
+    15,
+    3,
+    8,
+    4,
+    4,
+    3,
+    5,
+    400_000,
+    10_000,
+    500_000,
+    100_000,
+    200_000,
+    10_000,
+    200_000,
+    200_000,
+    100_000,
+    3,
+    10_000,
+    500_000,
+    200_000,
+    50_000,
+]
 
 # field -> (id range, entries per row (lo, hi), value format)
-ITEM = {"205": (4_000_000, 1, "1.0"), "206": (10_000, 1, "1.0"), "207": (500_000, 1, "1.0"),
-        "216": (200_000, 1, "1.0"), "508": (10_000, 1, "v"), "509": (200_000, 1, "v"),
-        "702": (200_000, 1, "v"), "301": (3, 1, "1.0"), "210": (100_000, (1, 6), "1.0"),
-        "853": (100_000, (1, 4), "v")}  # fmt: skip
-USER = {"101": (300_000, 1, "1.0"), "121": (100, 1, "1.0"), "122": (15, 1, "1.0"),
-        "124": (3, 1, "1.0"), "125": (8, 1, "1.0"), "126": (4, 1, "1.0"), "127": (4, 1, "1.0"),
-        "128": (3, 1, "1.0"), "129": (5, 1, "1.0"), "109_14": (10_000, (10, 50), "v"),
-        "110_14": (500_000, (10, 100), "v"), "127_14": (200_000, (10, 100), "v"),
-        "150_14": (50_000, (60, 300), "v")}  # fmt: skip
+ITEM = {
+    "205": (4_000_000, 1, "1.0"),
+    "206": (10_000, 1, "1.0"),
+    "207": (500_000, 1, "1.0"),
+    "216": (200_000, 1, "1.0"),
+    "508": (10_000, 1, "v"),
+    "509": (200_000, 1, "v"),
+    "702": (200_000, 1, "v"),
+    "301": (3, 1, "1.0"),
+    "210": (100_000, (1, 6), "1.0"),
+    "853": (100_000, (1, 4), "v"),
+}
+USER = {
+    "101": (300_000, 1, "1.0"),
+    "121": (100, 1, "1.0"),
+    "122": (15, 1, "1.0"),
+    "124": (3, 1, "1.0"),
+    "125": (8, 1, "1.0"),
+    "126": (4, 1, "1.0"),
+    "127": (4, 1, "1.0"),
+    "128": (3, 1, "1.0"),
+    "129": (5, 1, "1.0"),
+    "109_14": (10_000, (10, 50), "v"),
+    "110_14": (500_000, (10, 100), "v"),
+    "127_14": (200_000, (10, 100), "v"),
+    "150_14": (50_000, (60, 300), "v"),
+}
 POOL = 20_000  # pre-formatted entries per field, drawn with a Zipf-like skew
 
 
@@ -189,22 +230,33 @@ def bench_rechub(mb: float) -> dict:
         train_mb = train.stat().st_size / 1e6
         ours = _child("rechub", str(src), str(out), 0)
         refs = {k: _child(k, str(train), "", 0) for k in ("pandas", "pyarrow")}
-    res = {"dir_mb": round(total, 1), "train_mb": round(train_mb, 1), "generate_s": round(gen_s, 1),
-           "rows": ours["rows"], "prepare_s": round(ours["s"], 2), "cpu_s": round(ours["cpu_s"], 2),
-           "mb_per_s": round(total / ours["s"], 1), "rows_per_s": round(ours["rows"] / ours["s"]),
-           "peak_mb": ours["peak_mb"]}  # fmt: skip
-    print(f"torch-rechub CSV {total:.1f} MB ({ours['rows']:,} rows), prepare {ours['s']:.2f} s: "
-          f"{res['mb_per_s']} MB/s, {res['rows_per_s']:,} rows/s, CPU {ours['cpu_s']:.1f} s, "
-          f"peak RSS {ours['peak_mb']} MB")  # fmt: skip
+    res = {
+        "dir_mb": round(total, 1),
+        "train_mb": round(train_mb, 1),
+        "generate_s": round(gen_s, 1),
+        "rows": ours["rows"],
+        "prepare_s": round(ours["s"], 2),
+        "cpu_s": round(ours["cpu_s"], 2),
+        "mb_per_s": round(total / ours["s"], 1),
+        "rows_per_s": round(ours["rows"] / ours["s"]),
+        "peak_mb": ours["peak_mb"],
+    }
+    print(
+        f"torch-rechub CSV {total:.1f} MB ({ours['rows']:,} rows), prepare {ours['s']:.2f} s: "
+        f"{res['mb_per_s']} MB/s, {res['rows_per_s']:,} rows/s, CPU {ours['cpu_s']:.1f} s, "
+        f"peak RSS {ours['peak_mb']} MB"
+    )
     for k, r in refs.items():
         if r is None:
             print(f"reference {k}: not installed")
             continue
         rate = train_mb / r["s"]
         res[f"{k}_mb_per_s"] = round(rate, 1)
-        print(f"reference {k}.read_csv, train file {train_mb:.1f} MB ({r['rows']:,} rows), parse "
-              f"only: {r['s']:.2f} s, {rate:.1f} MB/s, peak RSS {r['peak_mb']} MB; prepare / "
-              f"{k} = {res['mb_per_s'] / rate:.2f}")  # fmt: skip
+        print(
+            f"reference {k}.read_csv, train file {train_mb:.1f} MB ({r['rows']:,} rows), parse "
+            f"only: {r['s']:.2f} s, {rate:.1f} MB/s, peak RSS {r['peak_mb']} MB; prepare / "
+            f"{k} = {res['mb_per_s'] / rate:.2f}"
+        )
     return res
 
 
@@ -218,8 +270,11 @@ def bench_raw(mb: float, chunk_rows: int, engine: str = "arrow") -> dict:
         sizes = {p.name: p.stat().st_size for p in sorted(raw.iterdir())}
         r = _child("raw_python" if engine == "python" else "raw", str(raw), str(out), chunk_rows)
         m, total_s, cpu_s = r["manifest"], r["s"], r["cpu_s"]
-        parts = {d.name: sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 1e6
-                 for d in sorted(out.iterdir()) if d.is_dir()}  # fmt: skip
+        parts = {
+            d.name: sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 1e6
+            for d in sorted(out.iterdir())
+            if d.is_dir()
+        }
         store_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     raw_mb = sum(sizes.values()) / 1e6
     skel = rows["train"] + rows["test"]
@@ -241,14 +296,18 @@ def bench_raw(mb: float, chunk_rows: int, engine: str = "arrow") -> dict:
         "peak_mb": r["peak_mb"],
     }
     ph = m["timing_s"]
-    print(f"raw {raw_mb:.1f} MB ({skel} skeleton rows), prepare {total_s:.1f} s: "
-          f"{res['mb_per_s']} MB/s, {res['skeleton_rows_per_s']:,} skeleton rows/s, "
-          f"peak RSS {r['peak_mb']} MB")  # fmt: skip
+    print(
+        f"raw {raw_mb:.1f} MB ({skel} skeleton rows), prepare {total_s:.1f} s: "
+        f"{res['mb_per_s']} MB/s, {res['skeleton_rows_per_s']:,} skeleton rows/s, "
+        f"peak RSS {r['peak_mb']} MB"
+    )
     print(f"CPU time {cpu_s:.1f} s: {res['skeleton_rows_per_cpu_s']:,} skeleton rows per CPU-s")
     print("phases (wall s): " + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()))
-    print(f"store {store_mb:.0f} MB ({res['store_over_raw']:.2f}x raw): "
-          + ", ".join(f"{k} {v:.0f}" for k, v in parts.items())
-          + f" MB; splits {res['splits']}")  # fmt: skip
+    print(
+        f"store {store_mb:.0f} MB ({res['store_over_raw']:.2f}x raw): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in parts.items())
+        + f" MB; splits {res['splits']}"
+    )
     return res
 
 
@@ -257,8 +316,10 @@ def generate_esmm(root: Path, mb: float, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     fields = [f for f in [*USER, *ITEM] if not f.endswith("_14") and f not in ("210", "853")]
     fields += ["853"]  # single-valued in the ESMM files; 210 and 150_14 are the bags
-    pools = {f: [f"{f}:{i}" for i in np.unique(rng.integers(0, 500_000, 5000))]
-             for f in [*fields, "210", "150_14"]}  # fmt: skip
+    pools = {
+        f: [f"{f}:{i}" for i in np.unique(rng.integers(0, 500_000, 5000))]
+        for f in [*fields, "210", "150_14"]
+    }
     rows = {}
     for split, share in (("train", 0.7), ("test", 0.3)):
         n, written = 0, 0
@@ -286,16 +347,20 @@ def bench_esmm(mb: float, reference: bool) -> dict:
         src.mkdir()
         generate_esmm(src, mb)
         total = sum(p.stat().st_size for p in src.iterdir()) / 1e6
-        runs = {k: _child(k, str(src), str(Path(d) / f"store_{k}"), 0)
-                for k in ("esmm", "esmm_python")[: 1 + reference]}  # fmt: skip
+        runs = {
+            k: _child(k, str(src), str(Path(d) / f"store_{k}"), 0)
+            for k in ("esmm", "esmm_python")[: 1 + reference]
+        }
     res = {"dir_mb": round(total, 1)}
     for k, r in runs.items():
         rate = round(total / r["s"], 1)
         res[k] = {"s": round(r["s"], 2), "mb_per_s": rate, "peak_mb": r["peak_mb"]}
         engine = "python" if k == "esmm_python" else "arrow"
         cpu, peak = r["cpu_s"], r["peak_mb"]
-        print(f"paddle_esmm {total:.1f} MB ({r['rows']:,} rows), engine {engine}: prepare "
-              f"{r['s']:.2f} s, {rate} MB/s, CPU {cpu:.1f} s, peak RSS {peak} MB")  # fmt: skip
+        print(
+            f"paddle_esmm {total:.1f} MB ({r['rows']:,} rows), engine {engine}: prepare "
+            f"{r['s']:.2f} s, {rate} MB/s, CPU {cpu:.1f} s, peak RSS {peak} MB"
+        )
     return res
 
 

@@ -86,8 +86,16 @@ def matmuls(hlo: str, times: dict[str, float]) -> list[dict]:
         k = lhs[int(m.group(5))]
         flops = 2 * k * int(np.prod([int(d) for d in m.group(2).split(",") if d]))
         form = ("T" if m.group(5) == "0" else "N") + ("N" if m.group(6) == "0" else "T")
-        out.append({"op": name, "form": form, "lhs": lhs, "rhs": rhs, "ms": ms,
-                    "gflop_per_s": flops / (ms / 1e3) / 1e9})  # fmt: skip
+        out.append(
+            {
+                "op": name,
+                "form": form,
+                "lhs": lhs,
+                "rhs": rhs,
+                "ms": ms,
+                "gflop_per_s": flops / (ms / 1e3) / 1e9,
+            }
+        )
     return sorted(out, key=lambda r: -r["ms"])
 
 
@@ -118,8 +126,10 @@ def main() -> None:
     opt = make_optimizer(tcfg)
     state = init_state(spec, tcfg, opt)
     rng = np.random.default_rng(0)
-    batches = [jax.device_put(data.batch(rng.integers(0, data.num_rows, args.batch_size)))
-               for _ in range(4)]  # fmt: skip
+    batches = [
+        jax.device_put(data.batch(rng.integers(0, data.num_rows, args.batch_size)))
+        for _ in range(4)
+    ]
     update = make_update_fn(spec, tcfg, opt).lower(state, batches[0]).compile()
     for i in range(3):
         state, _ = update(state, batches[i % 4])
@@ -142,10 +152,14 @@ def main() -> None:
     dots = matmuls(hlo, times)
     copies = table_copies(hlo, spec.table_rows)
 
-    print(f"{args.model} @ batch {args.batch_size}, {spec.table_rows:,} table rows, "
-          f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print(f"wall {wall_ms:.2f} ms/step ({args.batch_size / wall_ms * 1e3:,.0f} ex/s); "
-          f"sum of op times {sum(times.values()):.2f} ms/step (traced, overlapping)")  # fmt: skip
+    print(
+        f"{args.model} @ batch {args.batch_size}, {spec.table_rows:,} table rows, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"wall {wall_ms:.2f} ms/step ({args.batch_size / wall_ms * 1e3:,.0f} ex/s); "
+        f"sum of op times {sum(times.values()):.2f} ms/step (traced, overlapping)"
+    )
     print("\nby kind (ms/step)")
     for kind, ms in kinds.most_common(args.top):
         print(f"  {ms:7.3f}  {kind}")
@@ -160,8 +174,14 @@ def main() -> None:
     for c in copies:
         print(f"  {c}")
     if args.json:
-        out = {"wall_ms": wall_ms, "ops_ms": times, "kinds_ms": dict(kinds), "matmuls": dots,
-               "table_copies": copies, "args": vars(args)}  # fmt: skip
+        out = {
+            "wall_ms": wall_ms,
+            "ops_ms": times,
+            "kinds_ms": dict(kinds),
+            "matmuls": dots,
+            "table_copies": copies,
+            "args": vars(args),
+        }
         Path(args.json).write_text(json.dumps(out, indent=1))
 
 

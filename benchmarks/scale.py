@@ -38,8 +38,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "aliccp.py"
-SMOKE = ["model.hidden=[16,8]", "model.embed_dim=4", "search.batch_size=256",
-         "retrain.batch_size=256", "eval_batch_size=4096", "data.min_count=2"]  # fmt: skip
+SMOKE = [
+    "model.hidden=[16,8]",
+    "model.embed_dim=4",
+    "search.batch_size=256",
+    "retrain.batch_size=256",
+    "eval_batch_size=4096",
+    "data.min_count=2",
+]
 
 
 def _disk(path: Path) -> int:
@@ -55,8 +61,11 @@ def _resident_mb(pid: int) -> dict[str, float]:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
         return {}
-    kb = {k: float(v.split()[0]) for k, v in (ln.split(":", 1) for ln in lines)
-          if k in ("RssAnon", "RssFile")}  # fmt: skip
+    kb = {
+        k: float(v.split()[0])
+        for k, v in (ln.split(":", 1) for ln in lines)
+        if k in ("RssAnon", "RssFile")
+    }
     return {k: v / 1024 for k, v in kb.items()}
 
 
@@ -67,8 +76,13 @@ def _child(cmd: list[str]) -> dict:
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: the child never blocks
         # prepended, as in device_check: carried wheels may sit on PYTHONPATH already
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": path})  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": path},
+        )
         peak = {"RssAnon": 0.0, "RssFile": 0.0}
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -82,8 +96,12 @@ def _child(cmd: list[str]) -> dict:
             log.seek(0)
             tail = log.read()[-4000:]
             sys.exit(f"scale: {' '.join(cmd[:4])} failed ({proc.returncode}):\n{tail}")
-    return {"seconds": time.perf_counter() - t0, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "peak_anon_mb": peak["RssAnon"], "peak_file_mb": peak["RssFile"]}  # fmt: skip
+    return {
+        "seconds": time.perf_counter() - t0,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_anon_mb": peak["RssAnon"],
+        "peak_file_mb": peak["RssFile"],
+    }
 
 
 def _train_rates(run: Path, names: list[str]) -> dict:
@@ -117,17 +135,27 @@ def step_bench(workdir: Path, smoke: bool) -> dict:
     for name in dict.fromkeys(STEP_MODELS.values()):
         model, tcfg = measure.model_for(cfg, name)
         spec = spec_for(model, train, searched=name == "search")
-        res = measure.bench_train(spec, tcfg, train, steps=5 if smoke else 20,
-                                  repeats=1 if smoke else 3)  # fmt: skip
-        out[name] = {"examples_per_s": res["device"]["examples_per_s"],
-                     "pipeline_examples_per_s": res["pipeline"]["examples_per_s"]}  # fmt: skip
+        res = measure.bench_train(
+            spec, tcfg, train, steps=5 if smoke else 20, repeats=1 if smoke else 3
+        )
+        out[name] = {
+            "examples_per_s": res["device"]["examples_per_s"],
+            "pipeline_examples_per_s": res["pipeline"]["examples_per_s"],
+        }
     return out
 
 
 def _step_phase(workdir: Path, smoke: bool) -> dict:
     out_json = workdir / "step_bench.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--step-bench", str(workdir),
-           "--json", str(out_json), *(["--smoke"] if smoke else [])]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--step-bench",
+        str(workdir),
+        "--json",
+        str(out_json),
+        *(["--smoke"] if smoke else []),
+    ]
     return {**_child(cmd), "disk": 0, "models": json.loads(out_json.read_text())}
 
 
@@ -154,19 +182,37 @@ def run(rows: int, workdir: Path, search_steps: int, retrain_steps: int, smoke: 
     if not (world.exists() and json.loads(world.read_text())["rows"] == rows):
         shutil.rmtree(raw, ignore_errors=True)
         shutil.rmtree(store, ignore_errors=True)
-        gen = _child([py, str(ROOT / "benchmarks" / "scale_data.py"), "--rows", str(rows),
-                      "--out", str(raw)])  # fmt: skip
+        gen = _child(
+            [py, str(ROOT / "benchmarks" / "scale_data.py"), "--rows", str(rows), "--out", str(raw)]
+        )
         phases["generate"] = {**gen, "rows_per_s": rows / gen["seconds"], "disk": _disk(raw)}
     info = json.loads(world.read_text())
     if not (store / "manifest.json").exists():
         min_count = "2" if smoke else "10"
-        prep = _child([py, "-m", "autoheri_jax", "prepare", "--data", str(raw), "--out",
-                       str(store), "--no-progress", "--min-count", min_count])  # fmt: skip
+        prep = _child(
+            [
+                py,
+                "-m",
+                "autoheri_jax",
+                "prepare",
+                "--data",
+                str(raw),
+                "--out",
+                str(store),
+                "--no-progress",
+                "--min-count",
+                min_count,
+            ]
+        )
         phases["prepare"] = {**prep, "rows_per_s": rows / prep["seconds"], "disk": _disk(store)}
     done.write_text(json.dumps({k: phases[k] for k in ("generate", "prepare") if k in phases}))
     shutil.rmtree(wd, ignore_errors=True)
-    budget = [f"search.max_steps={search_steps}", f"retrain.max_steps={retrain_steps}",
-              "baselines=[\"esmm\"]", "checkpoint.every_steps=1000000"]  # fmt: skip
+    budget = [
+        f"search.max_steps={search_steps}",
+        f"retrain.max_steps={retrain_steps}",
+        'baselines=["esmm"]',
+        "checkpoint.every_steps=1000000",
+    ]
     sets = [x for s in budget + (SMOKE if smoke else []) for x in ("--set", s)]
     search = ["--config", str(CONFIG), "--data", str(store), *sets]  # later phases: config.json
     for phase in ("search", "retrain", "evaluate"):
@@ -198,23 +244,33 @@ def run(rows: int, workdir: Path, search_steps: int, retrain_steps: int, smoke: 
 
 def _print(out: dict) -> None:
     gb = 1e9
-    print(f"rows {out['rows']:,}: raw {out['raw_bytes'] / gb:.2f} GB, "
-          f"store {out['store_bytes'] / gb:.2f} GB")  # fmt: skip
-    print(f"{'phase':<9} {'seconds':>8} {'rows/s':>11} {'peak RSS MB':>12} {'anon MB':>8} "
-          f"{'file MB':>8} {'disk GB':>8}  training")  # fmt: skip
+    print(
+        f"rows {out['rows']:,}: raw {out['raw_bytes'] / gb:.2f} GB, "
+        f"store {out['store_bytes'] / gb:.2f} GB"
+    )
+    print(
+        f"{'phase':<9} {'seconds':>8} {'rows/s':>11} {'peak RSS MB':>12} {'anon MB':>8} "
+        f"{'file MB':>8} {'disk GB':>8}  training"
+    )
     for name, p in out["phases"].items():
         rate = f"{p['rows_per_s']:,.0f}" if "rows_per_s" in p else ""
-        train = ", ".join(f"{m} {s['steps']} steps {s['examples_per_s']:,.0f} ex/s"
-                          + (f" ({s['x_step']:.2f}x step)" if "x_step" in s else "")
-                          + (f" (lane {s['lane']!r})" if s.get("lane") else "")
-                          for m, s in p.get("training", {}).items())  # fmt: skip
-        train = train or ", ".join(f"{m} {s['examples_per_s']:,.0f} ex/s (pipeline "
-                                   f"{s['pipeline_examples_per_s']:,.0f})"
-                                   for m, s in p.get("models", {}).items())  # fmt: skip
-        anon, file = (f"{p[k]:>8.0f}" if k in p else f"{'':>8}"
-                      for k in ("peak_anon_mb", "peak_file_mb"))  # fmt: skip
-        print(f"{name:<9} {p['seconds']:>8.1f} {rate:>11} {p['peak_rss_mb']:>12.0f} {anon} "
-              f"{file} {p['disk'] / gb:>8.2f}  {train}")  # fmt: skip
+        train = ", ".join(
+            f"{m} {s['steps']} steps {s['examples_per_s']:,.0f} ex/s"
+            + (f" ({s['x_step']:.2f}x step)" if "x_step" in s else "")
+            + (f" (lane {s['lane']!r})" if s.get("lane") else "")
+            for m, s in p.get("training", {}).items()
+        )
+        train = train or ", ".join(
+            f"{m} {s['examples_per_s']:,.0f} ex/s (pipeline {s['pipeline_examples_per_s']:,.0f})"
+            for m, s in p.get("models", {}).items()
+        )
+        anon, file = (
+            f"{p[k]:>8.0f}" if k in p else f"{'':>8}" for k in ("peak_anon_mb", "peak_file_mb")
+        )
+        print(
+            f"{name:<9} {p['seconds']:>8.1f} {rate:>11} {p['peak_rss_mb']:>12.0f} {anon} "
+            f"{file} {p['disk'] / gb:>8.2f}  {train}"
+        )
     for m, t in out["test_auc"].items():
         print(f"test AUC {m}: " + ", ".join(f"{k} {v:.4f}" for k, v in t.items() if v is not None))
 

@@ -33,13 +33,34 @@ from pathlib import Path
 
 import numpy as np
 
-ITEM = {"205": 4_000_000, "206": 10_000, "207": 500_000, "216": 200_000, "508": 10_000,
-        "509": 200_000, "702": 200_000, "301": 3}  # fmt: skip
+ITEM = {
+    "205": 4_000_000,
+    "206": 10_000,
+    "207": 500_000,
+    "216": 200_000,
+    "508": 10_000,
+    "509": 200_000,
+    "702": 200_000,
+    "301": 3,
+}
 ITEM_BAGS = {"210": (100_000, 1, 6), "853": (100_000, 1, 4)}
-USER = {"101": 300_000, "121": 100, "122": 15, "124": 3, "125": 8, "126": 4, "127": 4,
-        "128": 3, "129": 5}  # fmt: skip
-USER_BAGS = {"109_14": (10_000, 10, 50), "110_14": (500_000, 10, 100),
-             "127_14": (200_000, 10, 100), "150_14": (50_000, 60, 300)}  # fmt: skip
+USER = {
+    "101": 300_000,
+    "121": 100,
+    "122": 15,
+    "124": 3,
+    "125": 8,
+    "126": 4,
+    "127": 4,
+    "128": 3,
+    "129": 5,
+}
+USER_BAGS = {
+    "109_14": (10_000, 10, 50),
+    "110_14": (500_000, 10, 100),
+    "127_14": (200_000, 10, 100),
+    "150_14": (50_000, 60, 300),
+}
 CLICK_RATE, CONVERSION_RATE = 0.039, 0.0055  # Ali-CCP: clicks per impression, conversions per click
 FACTORS = 8  # latent dimension of the true world
 BLOCK_COMMON_ROWS = 2_000  # common rows per written block (~100k impressions)
@@ -107,8 +128,9 @@ class World:
 
     def probabilities(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
         """[n, 2] float32: P(click), P(conversion | click)."""
-        z = np.stack([self.click_base + self._score(u, i, 0),
-                      self.conv_base + self._score(u, i, 1)], axis=1)  # fmt: skip
+        z = np.stack(
+            [self.click_base + self._score(u, i, 0), self.conv_base + self._score(u, i, 1)], axis=1
+        )
         return (1 / (1 + np.exp(-z))).astype(np.float32)
 
 
@@ -155,10 +177,17 @@ def generate(root: Path, rows: int, seed: int = 0, test_share: float = 0.5) -> d
     n_test = int(rows * test_share)
     splits = {"train": _write_split(world, root, "train", rows - n_test, rng, 0)}
     splits["test"] = _write_split(world, root, "test", n_test, rng, rows - n_test)
-    info = {"rows": rows, "seed": seed, "users": users, "items": items, "splits": splits,
-            "click_base": world.click_base, "conversion_base": world.conv_base,
-            "bytes": sum(p.stat().st_size for p in root.iterdir() if p.is_file()),
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+    info = {
+        "rows": rows,
+        "seed": seed,
+        "users": users,
+        "items": items,
+        "splits": splits,
+        "click_base": world.click_base,
+        "conversion_base": world.conv_base,
+        "bytes": sum(p.stat().st_size for p in root.iterdir() if p.is_file()),
+        "seconds": time.perf_counter() - t0,
+    }
     (root / "world.json").write_text(json.dumps(info, indent=1))
     return info
 

@@ -79,14 +79,21 @@ def bench_model(name: str, spec, tcfg, datas, ks, steps: int) -> dict:
         ds = grain.MapDataset.source(StackedSource(sources[:k]))
         batches = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
         per_step = _steady(make_seed_step(spec, tcfg, opt), state, batches, steps)
-        rows.append({
-            "k": k,
-            "s_per_step": per_step,
-            "examples_per_s_per_seed": tcfg.batch_size / per_step,
-            "x_one_run": per_step / one,
-        })  # fmt: skip
-    return {"model": name, "one_run_s_per_step": one, "flops_per_step": flops,
-            "one_run_examples_per_s": tcfg.batch_size / one, "vmapped": rows}  # fmt: skip
+        rows.append(
+            {
+                "k": k,
+                "s_per_step": per_step,
+                "examples_per_s_per_seed": tcfg.batch_size / per_step,
+                "x_one_run": per_step / one,
+            }
+        )
+    return {
+        "model": name,
+        "one_run_s_per_step": one,
+        "flops_per_step": flops,
+        "one_run_examples_per_s": tcfg.batch_size / one,
+        "vmapped": rows,
+    }
 
 
 def end_to_end(spec, tcfg, datas, k: int) -> dict:
@@ -126,29 +133,42 @@ def main(argv=None) -> int:
         "search": (spec_for(cfg.model, datas[0], searched=True), search_cfg),
         "esmm": (spec_for(VARIANTS["esmm"](cfg.model), datas[0]), retrain_cfg),
     }
-    out = {"backend": jax.default_backend(), "devices": len(jax.devices()), "steps": args.steps,
-           "batch_size": batch, "models": []}  # fmt: skip
+    out = {
+        "backend": jax.default_backend(),
+        "devices": len(jax.devices()),
+        "steps": args.steps,
+        "batch_size": batch,
+        "models": [],
+    }
     if args.smoke:
         specs.pop("esmm")
     for name, (spec, tcfg) in specs.items():
         res = bench_model(name, spec, tcfg, datas, ks, args.steps)
         out["models"].append(res)
         gflops = res["flops_per_step"] / 1e9
-        print(f"{name}: one run {res['one_run_s_per_step'] * 1e3:.2f} ms/step "
-              f"({res['one_run_examples_per_s']:,.0f} examples/s; XLA counts {gflops:.3f} GFLOP "
-              f"a step: {gflops / res['one_run_s_per_step']:.1f} GFLOP/s)")  # fmt: skip
+        print(
+            f"{name}: one run {res['one_run_s_per_step'] * 1e3:.2f} ms/step "
+            f"({res['one_run_examples_per_s']:,.0f} examples/s; XLA counts {gflops:.3f} GFLOP "
+            f"a step: {gflops / res['one_run_s_per_step']:.1f} GFLOP/s)"
+        )
         print(f"  {'K':>3} {'ms/step':>9} {'ex/s per seed':>14} {'x one run':>10} {'K runs':>7}")
         for r in res["vmapped"]:
-            cells = (f"{r['k']:>3}", f"{r['s_per_step'] * 1e3:>9.2f}",
-                     f"{r['examples_per_s_per_seed']:>14,.0f}", f"{r['x_one_run']:>10.2f}",
-                     f"{r['k']:>7}")  # fmt: skip
+            cells = (
+                f"{r['k']:>3}",
+                f"{r['s_per_step'] * 1e3:>9.2f}",
+                f"{r['examples_per_s_per_seed']:>14,.0f}",
+                f"{r['x_one_run']:>10.2f}",
+                f"{r['k']:>7}",
+            )
             print("  " + " ".join(cells))
     if not args.smoke:
         spec, tcfg = specs["search"]
         e2e = out["end_to_end"] = end_to_end(spec, tcfg, datas, 5)
-        print(f"end to end, search ({args.steps + 2} steps, compile included): one run "
-              f"{e2e['one_run_s']:.1f}s, 5 vmapped seeds {e2e['k_seeds_s']:.1f}s "
-              f"= {e2e['x_one_run']:.2f}x one run (separate runs: 5x)")  # fmt: skip
+        print(
+            f"end to end, search ({args.steps + 2} steps, compile included): one run "
+            f"{e2e['one_run_s']:.1f}s, 5 vmapped seeds {e2e['k_seeds_s']:.1f}s "
+            f"= {e2e['x_one_run']:.2f}x one run (separate runs: 5x)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -82,8 +82,9 @@ print(json.dumps(out))
 
 def _child(*args: str) -> dict:
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-c", _CHILD, *args], env=env, capture_output=True,
-                       text=True, timeout=900)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-c", _CHILD, *args], env=env, capture_output=True, text=True, timeout=900
+    )
     if p.returncode:
         raise SystemExit(f"benchmark child failed:\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -115,14 +116,18 @@ def main() -> None:
     res["export_mb"] = size / 1e6
     what = args.export or f"{args.workdir} (model {args.model})"
     print(f"export: {what}, {size / 1e6:.1f} MB")
-    print(f"import autoheri_jax.serving.runtime: {res['import_s']:.2f} s (median of "
-          f"{len(imports)} fresh processes: {', '.join(f'{t:.2f}' for t in imports)})")  # fmt: skip
+    print(
+        f"import autoheri_jax.serving.runtime: {res['import_s']:.2f} s (median of "
+        f"{len(imports)} fresh processes: {', '.join(f'{t:.2f}' for t in imports)})"
+    )
     print(f"load (hashes, StableHLO, params to device): {res['load_s']:.2f} s")
     print(f"autoheri_jax modules imported: {res['autoheri_modules']}")
     print(f"{'batch':>6} {'first call s':>13} {'median ms':>10} {'p90 ms':>8} {'rows/s':>11}")
     for b, r in res["batches"].items():
-        print(f"{b:>6} {r['first_call_s']:>13.3f} {r['median_ms']:>10.3f} {r['p90_ms']:>8.3f} "
-              f"{r['rows_per_s']:>11,.0f}")  # fmt: skip
+        print(
+            f"{b:>6} {r['first_call_s']:>13.3f} {r['median_ms']:>10.3f} {r['p90_ms']:>8.3f} "
+            f"{r['rows_per_s']:>11,.0f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
 

@@ -122,9 +122,14 @@ def validation_criteria(logits: np.ndarray, labels: np.ndarray) -> dict[str, lis
 
 
 def world_seed(
-    study, arm: str, seed: int, progress: bool, checkpoints: Path | None = None,
-    overrides: tuple[str, ...] = (), drop: bool = True,
-) -> dict:  # fmt: skip
+    study,
+    arm: str,
+    seed: int,
+    progress: bool,
+    checkpoints: Path | None = None,
+    overrides: tuple[str, ...] = (),
+    drop: bool = True,
+) -> dict:
     """One world-seed's record. With `checkpoints`, the architecture batch checkpoints there
     (cfg.checkpoint's schedule, and on SIGTERM) and a rerun resumes it. drop=False leaves out
     the drop-one architectures (2 + E lanes instead of 2 + 2E)."""
@@ -139,9 +144,14 @@ def world_seed(
         resumable = Resumable(Path(checkpoints), cfg.checkpoint, extra, fp)
     t0 = time.perf_counter()
     state, train_stats = train_architectures(
-        spec, cfg.retrain, data.train, masks, desc=f"{arm}/seed{seed}", progress=progress,
+        spec,
+        cfg.retrain,
+        data.train,
+        masks,
+        desc=f"{arm}/seed{seed}",
+        progress=progress,
         resumable=resumable,
-    )  # fmt: skip
+    )
     params = state.params
     test_logits = architecture_logits(spec, params, masks, data.test, cfg.eval_batch_size)
     truth = data.test.true_probs
@@ -182,8 +192,10 @@ def expected_set(data_cfg, edges: list[str], expect: str = "") -> list[str] | No
         return [
             e for e in edges if e.startswith("0.") and e.split("->")[1].startswith(f"{last_task}.")
         ]
-    layers = [(e, *map(int, (e.split("->")[0].split(".")[1], e.split("->")[1].split(".")[1])))
-              for e in edges]  # fmt: skip
+    layers = [
+        (e, *map(int, (e.split("->")[0].split(".")[1], e.split("->")[1].split(".")[1])))
+        for e in edges
+    ]
     last = max(i for _, i, _ in layers)
     if data_cfg.world == "shallow":
         return [e for e, i, _ in layers if i < last]
@@ -203,14 +215,24 @@ def instrument_check(col: dict, edges: list[str], planted: list[str] | None) -> 
     if not planted:
         above = [e for e in edges if (_ci(add[e])["ci_lo"] or 0) > 0]
         all_above = (_ci(col["all"] - col["none"])["ci_lo"] or 0) > 0
-        return {"expected": [], "best": None, "versus": {}, "above_zero": above,
-                "works": not above and not all_above}  # fmt: skip
+        return {
+            "expected": [],
+            "best": None,
+            "versus": {},
+            "above_zero": above,
+            "works": not above and not all_above,
+        }
     best = max(planted, key=lambda e: float(np.mean(add[e])))
     versus = {r: _ci(add[best] - add[r]) for r in edges if r not in planted}
     own = _ci(add[best])
     works = (own["ci_lo"] or 0) > 0 and all((v["ci_lo"] or 0) > 0 for v in versus.values())
-    return {"expected": planted, "best": best, "best_add_one": own, "versus": versus,
-            "works": bool(works)}  # fmt: skip
+    return {
+        "expected": planted,
+        "best": best,
+        "best_add_one": own,
+        "versus": versus,
+        "works": bool(works),
+    }
 
 
 def summarize(
@@ -401,9 +423,11 @@ def main(argv=None) -> None:
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument(
-        "--first-seed", type=int, default=0,
+        "--first-seed",
+        type=int,
+        default=0,
         help="seeds first-seed .. first-seed + seeds - 1 (500+: instrument checks)",
-    )  # fmt: skip
+    )
     ap.add_argument("--arms", nargs="*", default=None, help="a subset of the study's arms")
     ap.add_argument("--search-workdir", type=Path, default=None, help="the study's workdir")
     ap.add_argument(
@@ -413,9 +437,12 @@ def main(argv=None) -> None:
         help="criterion that picks the best architecture for the regret",
     )
     ap.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE",
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
         help="overrides applied after each arm's own (e.g. data.zipf_exponent=0.5)",
-    )  # fmt: skip
+    )
     ap.add_argument(
         "--expect",
         choices=("deeper",),
@@ -440,8 +467,15 @@ def main(argv=None) -> None:
             path = args.workdir / arm / f"seed{k}.json"
             if not path.exists():
                 ckpt = path.with_suffix(".ckpt")
-                rec = world_seed(study, arm, k, args.progress, ckpt, tuple(args.set),
-                                 drop=args.architectures == "full")  # fmt: skip
+                rec = world_seed(
+                    study,
+                    arm,
+                    k,
+                    args.progress,
+                    ckpt,
+                    tuple(args.set),
+                    drop=args.architectures == "full",
+                )
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(rec))
                 shutil.rmtree(ckpt, ignore_errors=True)  # the record now holds what they did

@@ -93,9 +93,15 @@ def rank_table(runs: list[dict], column: str, reference: str) -> list[str]:
         sd = float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
         ref = paired_test(v, values[reference])
         top = paired_test(v, values[best])
-        ref_cells = ("—", "—", "—") if m == reference else (
-            _ci(ref), _verdict(ref, lower), "n/a" if ref["mde"] is None else f"{ref['mde']:.4f}"
-        )  # fmt: skip
+        ref_cells = (
+            ("—", "—", "—")
+            if m == reference
+            else (
+                _ci(ref),
+                _verdict(ref, lower),
+                "n/a" if ref["mde"] is None else f"{ref['mde']:.4f}",
+            )
+        )
         lines.append(
             f"| {m} | {means[m]:.4f} ± {sd:.4f} | {ranks[m]:.1f} | {ref_cells[0]} | "
             f"{ref_cells[1]} | {ref_cells[2]} | {'—' if m == best else _ci(top)} |"
@@ -122,11 +128,16 @@ def gap_table(arm_dir: Path, mode: str, key: str = "cvr") -> list[str]:
         gaps = [t[m]["test"][key].get("selection_gap") for t in tests if m in t]
         if not gaps or any(g is None for g in gaps):
             continue
-        mean = {f: float(np.mean([g[f] for g in gaps])) if all(g.get(f) is not None
-                for g in gaps) else None for f in gaps[0]}  # fmt: skip
+        mean = {
+            f: float(np.mean([g[f] for g in gaps]))
+            if all(g.get(f) is not None for g in gaps)
+            else None
+            for f in gaps[0]
+        }
         cells = [mean.get(f) for f in ("pred_scored", "pred_all", "gap", "true_all", "bias_all")]
-        lines.append(f"| {m} | " + " | ".join("n/a" if c is None else f"{c:.4f}" for c in cells)
-                     + " |")  # fmt: skip
+        lines.append(
+            f"| {m} | " + " | ".join("n/a" if c is None else f"{c:.4f}" for c in cells) + " |"
+        )
     return lines
 
 

@@ -93,8 +93,11 @@ def main(argv=None) -> None:
             for name, v in zip(r["names"], cvr, strict=True):
                 print(f"| {world} | {name} | {v:.4f} | {v - cvr[0]:+.4f} |", flush=True)
             continue
-        print(f"| {world} | {ctr[0]:.4f} / {ctr[1]:.4f} | {cvr[0]:.4f} / {cvr[1]:.4f} "
-              f"| {cvr[1] - cvr[0]:+.4f} |", flush=True)  # fmt: skip
+        print(
+            f"| {world} | {ctr[0]:.4f} / {ctr[1]:.4f} | {cvr[0]:.4f} / {cvr[1]:.4f} "
+            f"| {cvr[1] - cvr[0]:+.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -159,6 +159,7 @@ def cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "autoheri_jax", *map(str, args)]
     out = run(cmd, cwd=REPO, timeout=timeout)
     if out.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd[3:])}: exit {out.returncode}\n"
-                             f"{out.stdout[-2000:]}{out.stderr[-4000:]}")  # fmt: skip
+        raise AssertionError(
+            f"{' '.join(cmd[3:])}: exit {out.returncode}\n{out.stdout[-2000:]}{out.stderr[-4000:]}"
+        )
     return out

@@ -21,8 +21,11 @@ def child_env(devices: int | None = None) -> dict:
     import os
 
     env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split()
-             if not f.startswith("--xla_force_host_platform_device_count")]  # fmt: skip
+    flags = [
+        f
+        for f in env.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
     if devices:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
     env.pop("XLA_FLAGS", None)
@@ -80,10 +83,15 @@ def tiny_funnel(stages: int = 2):
     from autoheri_jax.data.simulator import simulate_funnel
 
     data = simulate_funnel(
-        num_rows=5000, seed=0, num_stages=stages, num_users=50, num_items=100,
-        click_rate=0.2, stage_rates=(0.3,) if stages == 2 else (0.4, 0.4),
+        num_rows=5000,
+        seed=0,
+        num_stages=stages,
+        num_users=50,
+        num_items=100,
+        click_rate=0.2,
+        stage_rates=(0.3,) if stages == 2 else (0.4, 0.4),
         cascade_strength=0.7,
-    )  # fmt: skip
+    )
     return data.split([4000, 1000])
 
 
@@ -92,12 +100,27 @@ def parallel_setup(sparse: bool = True):
     test_parallel.py): 12 batches of 128 rows of a small funnel, towers 16-8, the search."""
     from autoheri_jax.data.simulator import simulate_funnel
 
-    data = simulate_funnel(num_rows=2048, seed=0, num_users=300, num_items=500, click_rate=0.2,
-                           stage_rates=(0.3,), num_dense=2)  # fmt: skip
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2,
-                      searched=True)  # fmt: skip
-    cfg = gated(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
-                log_every=4, sparse_embeddings=sparse)  # fmt: skip
+    data = simulate_funnel(
+        num_rows=2048,
+        seed=0,
+        num_users=300,
+        num_items=500,
+        click_rate=0.2,
+        stage_rates=(0.3,),
+        num_dense=2,
+    )
+    spec = build_spec(
+        ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2, searched=True
+    )
+    cfg = gated(
+        epochs=1,
+        batch_size=128,
+        arch_warmup_steps=0,
+        lr=1e-2,
+        arch_lr=5e-2,
+        log_every=4,
+        sparse_embeddings=sparse,
+    )
     return data.take(slice(0, 128 * 12)), spec, cfg
 
 
@@ -131,10 +154,15 @@ def toy_dataset(n=1000, with_bags=True):
     lengths = rng.integers(0, 6, n)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     bags = (
-        BagField("150_14", 50, offsets[:-1], offsets[1:],
-                 rng.integers(1, 50, offsets[-1]).astype(np.int32),
-                 rng.random(offsets[-1]).astype(np.float32)),
-    )  # fmt: skip
+        BagField(
+            "150_14",
+            50,
+            offsets[:-1],
+            offsets[1:],
+            rng.integers(1, 50, offsets[-1]).astype(np.int32),
+            rng.random(offsets[-1]).astype(np.float32),
+        ),
+    )
     click = rng.random(n) < 0.3
     return CTRDataset(
         sparse=np.stack([np.arange(n), rng.integers(0, 9, n)], 1).astype(np.int32),

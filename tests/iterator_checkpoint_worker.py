@@ -26,8 +26,13 @@ from autoheri_jax.train.parallel import init_distributed
 
 def main() -> None:
     pid, nproc, port, directory = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    pcfg = ParallelConfig(launcher="mesh", num_processes=nproc, process_id=pid,
-                          coordinator=f"127.0.0.1:{port}", cpu_collectives="gloo")  # fmt: skip
+    pcfg = ParallelConfig(
+        launcher="mesh",
+        num_processes=nproc,
+        process_id=pid,
+        coordinator=f"127.0.0.1:{port}",
+        cpu_collectives="gloo",
+    )
     init_distributed(pcfg)
     assert jax.process_count() == nproc and jax.process_index() == pid
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,8 +43,9 @@ def main() -> None:
 
     def iterator():
         data = toy_dataset(400, with_bags=False)
-        return train_iterator(StepBatchSource(data, 32, seed=3, num_epochs=2,
-                                              process_index=pid, process_count=nproc))  # fmt: skip
+        return train_iterator(
+            StepBatchSource(data, 32, seed=3, num_epochs=2, process_index=pid, process_count=nproc)
+        )
 
     it = iterator()
     for _ in range(3 + 2 * pid):  # process 0 stops after 3 batches, process 1 after 5

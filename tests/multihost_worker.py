@@ -18,8 +18,13 @@ from autoheri_jax.train.parallel import init_distributed
 
 def main() -> None:
     pid, nproc, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    pcfg = ParallelConfig(launcher="mesh", num_processes=nproc, process_id=pid,
-                          coordinator=f"127.0.0.1:{port}", cpu_collectives="gloo")  # fmt: skip
+    pcfg = ParallelConfig(
+        launcher="mesh",
+        num_processes=nproc,
+        process_id=pid,
+        coordinator=f"127.0.0.1:{port}",
+        cpu_collectives="gloo",
+    )
     init_distributed(pcfg)
     assert jax.process_count() == nproc and len(jax.devices()) == nproc
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))

@@ -72,8 +72,10 @@ def case_mesh_draws_the_single_device_dropout():
     got, _ = _train(data, spec, cfg, launcher="mesh")
     _close(got, ref, "mesh dropout")
     other, _ = _train(data, spec, cfg, launcher="pmap")
-    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(other),
-                jax.tree.leaves(ref), strict=True))  # fmt: skip
+    worst = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(ref), strict=True)
+    )
     assert worst > 100 * ATOL, worst
 
 
@@ -147,10 +149,15 @@ def case_bag_slots_on_devices_equal_the_padded_single_device():
     from tests.helpers import toy_dataset
 
     data = toy_dataset(128 * 12)
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(16, 8)), data.vocab_sizes, 2, 2,
-                      data.bag_vocab_sizes, searched=True)  # fmt: skip
-    cfg = gated(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2,
-                      log_every=4)  # fmt: skip
+    spec = build_spec(
+        ModelConfig(embed_dim=4, hidden=(16, 8)),
+        data.vocab_sizes,
+        2,
+        2,
+        data.bag_vocab_sizes,
+        searched=True,
+    )
+    cfg = gated(epochs=1, batch_size=128, arch_warmup_steps=0, lr=1e-2, arch_lr=5e-2, log_every=4)
     ref, _ = _train(data, spec, cfg, launcher="single")
     slots = dataclasses.replace(cfg, bag_slots=0.75)
     got, _ = _train(data, spec, slots, launcher="single")

@@ -101,8 +101,24 @@ def test_block_path_accepts_only_what_the_line_check_accepts(raw):
     """A mutated line: the block path refuses it, or the exact parser accepts it with the same
     columns (the block path may refuse more: those lines take the exact path)."""
     rng = np.random.default_rng(3)
-    alphabet = [b"\x01", b"\x02", b"\x03", b",", b"\n", b"0", b"1", b"7", b".", b"-", b"+", b"e",
-                b" ", b"x", b"\xff", b"_"]  # fmt: skip
+    alphabet = [
+        b"\x01",
+        b"\x02",
+        b"\x03",
+        b",",
+        b"\n",
+        b"0",
+        b"1",
+        b"7",
+        b".",
+        b"-",
+        b"+",
+        b"e",
+        b" ",
+        b"x",
+        b"\xff",
+        b"_",
+    ]
     keys = {k.encode(): i for i, k in enumerate(raw["users"]["train"])}
     accepted = refused_valid = 0
     for name in (SKEL["train"], COMMON["train"]):
@@ -111,10 +127,11 @@ def test_block_path_accepts_only_what_the_line_check_accepts(raw):
             line = mutate_line(rng, lines, alphabet)
             skeleton = name.startswith("sample")
             parsers = [
-                aliccp_rows._Parser(Path(name), skeleton, True, dict(keys) if skeleton else {},
-                                    Counter(), Counter())
+                aliccp_rows._Parser(
+                    Path(name), skeleton, True, dict(keys) if skeleton else {}, Counter(), Counter()
+                )
                 for _ in range(2)
-            ]  # fmt: skip
+            ]
             pieces = bytes(line).split(b"\n")
             fast = aliccp_blocks.parse_block(parsers[0], bytes(line) + b"\n")
             exact = parsers[1]._fast(pieces)
@@ -143,8 +160,10 @@ def test_numbers_pyarrow_reads_are_read_alike_by_python():
     """Within the bytes the block path lets through, pyarrow's casts accept only what int() /
     float() accept, with the same value (the float32 store values then agree)."""
     rng = np.random.default_rng(0)
-    for chars, typ, conv in ((b"-0123456789", pa.int64(), int), (b"-+.eE0123456789", pa.float64(),
-                                                                   float)):  # fmt: skip
+    for chars, typ, conv in (
+        (b"-0123456789", pa.int64(), int),
+        (b"-+.eE0123456789", pa.float64(), float),
+    ):
         pool = np.frombuffer(chars, np.uint8)
         for _ in range(3000):
             s = bytes(rng.choice(pool, int(rng.integers(1, 12))))
@@ -153,8 +172,14 @@ def test_numbers_pyarrow_reads_are_read_alike_by_python():
             except pa.ArrowInvalid:
                 continue
             assert got == conv(s), s
-    digits = [f"{x:.{k}g}".encode() for x, k in zip(rng.random(5000) * 10.0 ** rng.integers(
-        -40, 39, 5000), rng.integers(1, 18, 5000), strict=True)]  # fmt: skip
+    digits = [
+        f"{x:.{k}g}".encode()
+        for x, k in zip(
+            rng.random(5000) * 10.0 ** rng.integers(-40, 39, 5000),
+            rng.integers(1, 18, 5000),
+            strict=True,
+        )
+    ]
     got = pc.cast(aliccp_blocks.binary(digits), pa.float64())
     assert aliccp_blocks.numpy(got).tolist() == [float(x) for x in digits]
 
@@ -177,16 +202,38 @@ def test_read_blocks_whole_lines(tmp_path, size, max_lines):
 
 
 TRICKY = [  # feature_lists of a common line `k,<count>,<list>` (count filled in)
-    b"", b"\x02" + b"1\x031.0", b"101\x02\x031.0", b"101\x021\x03", b"101\x02+5\x031.0",
-    b"101\x020x5\x031.0", b"101\x02 5\x031.0", b"101\x021_0\x031.0", b"101\x025\x03inf",
-    b"101\x025\x03nan", b"101\x025\x031e999", b"101\x025\x03-1e38", b"101\x025\x031e39",
-    b"101\x02-9223372036854775808\x031", b"101\x029223372036854775808\x031",
-    b"101\x02-9223372036854775807\x031", b"101\x021\x031.0\r", b"101\x021\x031,0",
-    b"101\x021\x031.0\x01", b"10\xc3\xa91\x021\x031.0", b"101", b"101\x021\x031\x01101\x022\x031",
-    b"999\x021\x031\x01\t\x021\x03.5", b"101\x021\x03+.5e-3", b"101\x02007\x031.", b"101\x021\x03-",
-    b"101\x021\x02\x031", b"101\x021\x03\x031", b"150_14\x021\x031\x01150_14\x021\x032",
-    b"2,101\x021\x031", b"101\x021\x031,5",
-]  # fmt: skip
+    b"",
+    b"\x02" + b"1\x031.0",
+    b"101\x02\x031.0",
+    b"101\x021\x03",
+    b"101\x02+5\x031.0",
+    b"101\x020x5\x031.0",
+    b"101\x02 5\x031.0",
+    b"101\x021_0\x031.0",
+    b"101\x025\x03inf",
+    b"101\x025\x03nan",
+    b"101\x025\x031e999",
+    b"101\x025\x03-1e38",
+    b"101\x025\x031e39",
+    b"101\x02-9223372036854775808\x031",
+    b"101\x029223372036854775808\x031",
+    b"101\x02-9223372036854775807\x031",
+    b"101\x021\x031.0\r",
+    b"101\x021\x031,0",
+    b"101\x021\x031.0\x01",
+    b"10\xc3\xa91\x021\x031.0",
+    b"101",
+    b"101\x021\x031\x01101\x022\x031",
+    b"999\x021\x031\x01\t\x021\x03.5",
+    b"101\x021\x03+.5e-3",
+    b"101\x02007\x031.",
+    b"101\x021\x03-",
+    b"101\x021\x02\x031",
+    b"101\x021\x03\x031",
+    b"150_14\x021\x031\x01150_14\x021\x032",
+    b"2,101\x021\x031",
+    b"101\x021\x031,5",
+]
 
 
 @pytest.mark.parametrize("flist", TRICKY)
@@ -195,8 +242,9 @@ def test_tricky_lines_agree(flist, key):
     n = len(flist.split(b"\x01")) if flist else 0
     for count in {0, n, n + 1}:
         line = key + b",%d," % count + flist
-        parsers = [aliccp_rows._Parser(Path("c"), False, True, {}, Counter(), Counter())
-                   for _ in range(2)]  # fmt: skip
+        parsers = [
+            aliccp_rows._Parser(Path("c"), False, True, {}, Counter(), Counter()) for _ in range(2)
+        ]
         problem = parsers[1]._problem(line, set())  # before _fast adds the key to the index
         fast = aliccp_blocks.parse_block(parsers[0], line + b"\n")
         exact = parsers[1]._fast([line])

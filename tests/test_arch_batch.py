@@ -99,13 +99,27 @@ def test_architecture_batch_stopped_midway_resumes_to_the_same_state(tmp_path):
     whole, _ = train_architectures(spec, cfg, train_rows, masks, desc="t")
 
     with pytest.raises(StopTraining):
-        train_architectures(spec, cfg, train_rows, masks, desc="t", progress=False,
-                            on_log=[None, stop_at(6), None],
-                            resumable=resumable(masks))  # fmt: skip
+        train_architectures(
+            spec,
+            cfg,
+            train_rows,
+            masks,
+            desc="t",
+            progress=False,
+            on_log=[None, stop_at(6), None],
+            resumable=resumable(masks),
+        )
     resumed_at = []
-    again, stats = train_architectures(spec, cfg, train_rows, masks, desc="t", progress=False,
-                                       resumable=resumable(masks),
-                                       on_resume=resumed_at.append)  # fmt: skip
+    again, stats = train_architectures(
+        spec,
+        cfg,
+        train_rows,
+        masks,
+        desc="t",
+        progress=False,
+        resumable=resumable(masks),
+        on_resume=resumed_at.append,
+    )
     assert resumed_at == [4] and stats["resumed_at"] == 4 and stats["architectures"] == 3
     assert_trees_equal(again, whole)
     other = masks[[1, 0, 2]]

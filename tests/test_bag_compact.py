@@ -73,8 +73,9 @@ def test_compact_bags_equal_the_padded_path(pooling, weighted):
         np.testing.assert_allclose(compact[0][k], padded[0][k], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(compact[1], padded[1], rtol=1e-5, atol=1e-6)
     assert np.abs(padded[1][sum(VOCABS) :]).sum() > 0  # the bag rows did get gradients
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 compact[2], padded[2])  # fmt: skip
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), compact[2], padded[2]
+    )
 
 
 def test_compact_forward_equals_the_padded_forward():
@@ -175,8 +176,9 @@ def test_direct_bag_rows_keep_dedupes_contract(slots, monkeypatch):
         assert len(set(np.asarray(rows[:n]).tolist())) == n
         assert np.all(np.asarray(rows[n:]) == spec.table_rows)
         assert np.all(np.asarray(out) == se.SCRATCH_EMPTY)
-        np.testing.assert_array_equal(np.asarray(rows)[np.asarray(single)],
-                                      np.asarray(se.lookup_rows(spec, batch)[0]))  # fmt: skip
+        np.testing.assert_array_equal(
+            np.asarray(rows)[np.asarray(single)], np.asarray(se.lookup_rows(spec, batch)[0])
+        )
     assert int(direct[3]) == int(deduped[3])
     np.testing.assert_array_equal(np.sort(direct[0]), np.sort(deduped[0]))
     idx = lambda b: b.index if isinstance(b, se.CompactBags) else b

@@ -57,8 +57,16 @@ def device_check_smoke(tmp: Path) -> dict:
 
 @background.job
 def eval_speed_smoke(tmp: Path) -> dict:
-    args = ("--rows", "20000", "--workdir", str(tmp / "e"), "--smoke", "--old",
-            "--auc-rows", "100000")  # fmt: skip
+    args = (
+        "--rows",
+        "20000",
+        "--workdir",
+        str(tmp / "e"),
+        "--smoke",
+        "--old",
+        "--auc-rows",
+        "100000",
+    )
     return _bench_json(tmp, "eval_speed.py", *args)
 
 
@@ -68,8 +76,17 @@ SCALE_ROWS, SCALE_STEPS = 300_000, 12
 @background.job
 def scale_smoke(tmp: Path) -> tuple[dict, Path]:
     """-> (the figures, DIR) of one benchmarks/scale.py run."""
-    args = ("--rows", str(SCALE_ROWS), "--workdir", str(tmp / "s"), "--smoke",
-            "--search-steps", str(SCALE_STEPS), "--retrain-steps", str(SCALE_STEPS))  # fmt: skip
+    args = (
+        "--rows",
+        str(SCALE_ROWS),
+        "--workdir",
+        str(tmp / "s"),
+        "--smoke",
+        "--search-steps",
+        str(SCALE_STEPS),
+        "--retrain-steps",
+        str(SCALE_STEPS),
+    )
     return _bench_json(tmp, "scale.py", *args), tmp / "s"
 
 

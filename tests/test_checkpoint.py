@@ -61,8 +61,12 @@ def _run(script: str, *args: str, devices: int = 1, **popen_kw):
 @pytest.mark.slow
 def test_train_state_round_trip_is_bitwise(tmp_path):
     state, abstract = _state()
-    extra = {"phase": "search", "model": "autoheri", "architecture": {"kept": ["0.1->1.2"]},
-             "config": {"train": {"lr": 2e-3, "hidden": (8, 6, 5)}}}  # fmt: skip
+    extra = {
+        "phase": "search",
+        "model": "autoheri",
+        "architecture": {"kept": ["0.1->1.2"]},
+        "config": {"train": {"lr": 2e-3, "hidden": (8, 6, 5)}},
+    }
     with Checkpointer(tmp_path, fingerprint={"model": {"embed_dim": 4}}) as ck:
         assert ck.save(40, state, extra=extra, data_state={"next_index": 40})
         assert not ck.save(40, state, extra=extra, force=True)  # already there: no rewrite
@@ -152,8 +156,11 @@ def test_structure_mismatch_names_the_path(tmp_path):
     with Checkpointer(tmp_path) as ck:
         ck.save(5, state, extra={})
     ck = Checkpointer(tmp_path)
-    with pytest.raises(CheckpointError, match=r"step 5 has state.params.embedding.table as "
-                       r"float32\[128, 4\], this run expects float32\[128, 8\]"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=r"step 5 has state.params.embedding.table as "
+        r"float32\[128, 4\], this run expects float32\[128, 8\]",
+    ):
         ck.restore(5, _state(embed_dim=8)[1])
     params = {**abstract.params, "extra_group": {"w": jax.ShapeDtypeStruct((2,), jnp.float32)}}
     with pytest.raises(CheckpointError, match=r"has no state.params.extra_group.w"):
@@ -199,13 +206,19 @@ def test_a_raw_or_foreign_key_in_a_checkpoint_is_refused(tmp_path):
     state, abstract = _state()
     with Checkpointer(tmp_path / "raw") as ck:
         ck.save(3, state._replace(rng=jax.random.key_data(state.rng)), extra={})
-    with pytest.raises(CheckpointError, match=r"step 3 has state.rng as uint32\[2\], this run "
-                       r"expects key<fry>\[\]: a raw key, written before .* typed"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=r"step 3 has state.rng as uint32\[2\], this run "
+        r"expects key<fry>\[\]: a raw key, written before .* typed",
+    ):
         Checkpointer(tmp_path / "raw").restore_latest(abstract)
     with Checkpointer(tmp_path / "rbg") as ck:
         ck.save(4, state._replace(rng=jax.random.key(0, impl="rbg")), extra={})
-    with pytest.raises(CheckpointError, match=r"step 4 has state.rng as uint32\[4\], this run "
-                       r"expects uint32\[2\] \(the key data of a key<fry>\[\]\)"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=r"step 4 has state.rng as uint32\[4\], this run "
+        r"expects uint32\[2\] \(the key data of a key<fry>\[\]\)",
+    ):
         Checkpointer(tmp_path / "rbg").restore(4, abstract)
 
 
@@ -367,11 +380,16 @@ def two_iterator_processes(tmp: Path) -> tuple[list, Path]:
     worker = str(REPO / "tests" / "iterator_checkpoint_worker.py")
     port, directory = str(_free_port()), tmp / "ckpt"
     procs = [
-        background.popen([sys.executable, worker, str(i), "2", port, str(directory)],
-                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+        background.popen(
+            [sys.executable, worker, str(i), "2", port, str(directory)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
-    ]  # fmt: skip
+    ]
     try:
         outputs = [p.communicate(timeout=120) for p in procs]
     finally:
@@ -416,23 +434,37 @@ def test_data_state_none_and_checkpoints_of_the_old_layout(tmp_path):
     assert (tmp_path / "new" / "2" / "data" / "process_0-of-1.json").is_file()
 
     old = tmp_path / "old"  # what the previous Checkpointer wrote
-    handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.JsonCheckpointHandler(),
-                "data": ocp.JsonCheckpointHandler()}  # fmt: skip
+    handlers = {
+        "state": ocp.StandardCheckpointHandler(),
+        "extra": ocp.JsonCheckpointHandler(),
+        "data": ocp.JsonCheckpointHandler(),
+    }
     options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
     with ocp.CheckpointManager(old, item_handlers=handlers, options=options) as mgr:
-        mgr.save(5, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave({"at": 5}),
-            data=ocp.args.JsonSave({"iterator": {"next_index": 9}})))  # fmt: skip
+        mgr.save(
+            5,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                extra=ocp.args.JsonSave({"at": 5}),
+                data=ocp.args.JsonSave({"iterator": {"next_index": 9}}),
+            ),
+        )
     ck = Checkpointer(old)
     assert not ck.quarantined  # complete, only old: never set aside
-    with pytest.raises(CheckpointError, match=r"step 5 has the older checkpoint layout "
-                       r"\(.*5/data/metadata.*start the run afresh"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=r"step 5 has the older checkpoint layout "
+        r"\(.*5/data/metadata.*start the run afresh",
+    ):
         ck.restore(5, abstract)
     assert (old / "5" / "data" / "metadata").is_file() and ck.all_steps() == [5]
 
     (old / "5" / "data" / "metadata").unlink()
-    with pytest.raises(CheckpointError, match=r"step 5 has no data-iterator state .*"
-                       r"data/process_0-of-1\.json is missing"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=r"step 5 has no data-iterator state .*"
+        r"data/process_0-of-1\.json is missing",
+    ):
         ck.restore(5, abstract)
     ck.close()
     reopened = Checkpointer(old)  # incomplete now: set aside on open

@@ -25,8 +25,15 @@ ROWS, BATCH, EVERY = 512, 64, 3  # 8 steps: checkpoints at 3, 6 and 8 (the final
 
 
 def _tiny():
-    data = simulate_funnel(num_rows=ROWS + 2 * BATCH, seed=0, num_users=100, num_items=200,
-                           click_rate=0.2, stage_rates=(0.3,), num_dense=1)  # fmt: skip
+    data = simulate_funnel(
+        num_rows=ROWS + 2 * BATCH,
+        seed=0,
+        num_users=100,
+        num_items=200,
+        click_rate=0.2,
+        stage_rates=(0.3,),
+        num_dense=1,
+    )
     train_rows, valid, test = data.split([ROWS, BATCH, BATCH])
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), data.vocab_sizes, 1, 2, searched=True)
     cfg = gated(epochs=1, batch_size=BATCH, arch_warmup_steps=0, lr=1e-2, log_every=4)
@@ -40,8 +47,9 @@ def _ckpt_cfg(**kw) -> CheckpointConfig:
 def _train(directory: Path, data, spec, cfg, resumed: list | None = None):
     r = Resumable(directory, _ckpt_cfg(), {"phase": "search"}, fingerprint(spec, cfg))
     on_resume = None if resumed is None else resumed.append
-    return train_model(spec, cfg, data.train, desc="t", progress=False, resumable=r,
-                       on_resume=on_resume)  # fmt: skip
+    return train_model(
+        spec, cfg, data.train, desc="t", progress=False, resumable=r, on_resume=on_resume
+    )
 
 
 def _assert_bitwise(a, b) -> None:
@@ -115,8 +123,10 @@ def test_every_step_unreadable_starts_from_scratch(uninterrupted, tmp_path, caps
     assert lines[1].endswith("resuming from step 3 instead")
     assert lines[2].endswith("no earlier step is left: training starts from scratch")
     assert sorted(p.name for p in ck.iterdir() if "invalid" in p.name) == [
-        "3.invalid-0", "6.invalid-0", "8.invalid-0"
-    ]  # fmt: skip
+        "3.invalid-0",
+        "6.invalid-0",
+        "8.invalid-0",
+    ]
     assert resumed == [] and stats["resumed_at"] == 0
     _assert_bitwise(got, want)
 

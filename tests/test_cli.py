@@ -111,8 +111,18 @@ def test_quiet_drops_status_lines_not_errors(tmp_path, monkeypatch, capsys):
     import autoheri_jax.cli as cli
     from autoheri_jax.progress import say
 
-    code = main(["run", "--config", SMOKE, "--workdir", str(tmp_path / "x"),
-                 "--set", "search.epoch=1", "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--config",
+            SMOKE,
+            "--workdir",
+            str(tmp_path / "x"),
+            "--set",
+            "search.epoch=1",
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2 and "search.epoch" in captured.err and captured.out == ""
 

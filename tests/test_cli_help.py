@@ -7,8 +7,18 @@ import pytest
 
 from autoheri_jax.cli import build_parser, main
 
-COMMANDS = ("prepare", "run", "search", "retrain", "evaluate", "evolve", "study", "export",
-            "predict", "report")  # fmt: skip
+COMMANDS = (
+    "prepare",
+    "run",
+    "search",
+    "retrain",
+    "evaluate",
+    "evolve",
+    "study",
+    "export",
+    "predict",
+    "report",
+)
 
 
 def test_top_level_help_describes_every_command(capsys):

@@ -201,8 +201,11 @@ def test_dr_terms_each_train_their_own_model():
     g_imp = jax.grad(lambda e: dr_risk(delta, o, p, e))(imputed)
     g_delta = jax.grad(lambda d: imputation_loss(d, o, p, imputed))(delta)
     assert float(jnp.abs(g_imp).max()) == 0.0 and float(jnp.abs(g_delta).max()) == 0.0
-    np.testing.assert_allclose(jax.grad(lambda d: dr_risk(d, o, p, imputed))(delta),
-                               np.array([1 / 0.5, 0, 1 / 0.2]) / 3, rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        jax.grad(lambda d: dr_risk(d, o, p, imputed))(delta),
+        np.array([1 / 0.5, 0, 1 / 0.2]) / 3,
+        rtol=1e-6,
+    )
     want = 2 * np.array([1 * (0.3 - 0.7) / 0.5, 0, 1 * (0.3 - 0.1) / 0.2]) / 3
     got = jax.grad(lambda e: imputation_loss(delta, o, p, e))(imputed)
     np.testing.assert_allclose(got, want, rtol=1e-5)

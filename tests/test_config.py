@@ -270,8 +270,11 @@ def test_an_unknown_key_names_the_nearest_known_one():
 
 
 def test_a_family_setting_no_model_of_the_run_reads_is_refused_by_name():
-    with pytest.raises(ConfigError, match="model.num_experts: 8 is read only by mmoe; the run's "
-                       "models are of the families autoheri "):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match="model.num_experts: 8 is read only by mmoe; the run's "
+        "models are of the families autoheri ",
+    ):
         apply_overrides(Config(), ["model.num_experts=8"])
     with pytest.raises(ConfigError, match="model.tower_hidden: .* read only by shared_bottom"):
         apply_overrides(Config(), ["model.tower_hidden=[8]", "baselines=esmm,aitm"])

@@ -77,8 +77,28 @@ def test_tiny_blocks_split_rows_and_still_agree(tmp_path, tiny_blocks):
 
 
 def mutate(line: str, rng) -> str:
-    alphabet = [",", "-", ".", "e", "+", " ", "x", "\r", "1", "0", "00000000000000000001", "é",
-                "\udcff", "nan", "inf", "1.0", "", "\ufeff", "9" * 19, "-" + "9" * 18]  # fmt: skip
+    alphabet = [
+        ",",
+        "-",
+        ".",
+        "e",
+        "+",
+        " ",
+        "x",
+        "\r",
+        "1",
+        "0",
+        "00000000000000000001",
+        "é",
+        "\udcff",
+        "nan",
+        "inf",
+        "1.0",
+        "",
+        "\ufeff",
+        "9" * 19,
+        "-" + "9" * 18,
+    ]
     for _ in range(int(rng.integers(1, 3))):
         at = int(rng.integers(0, len(line) + 1))
         tok = alphabet[int(rng.integers(0, len(alphabet)))]

@@ -83,8 +83,9 @@ def test_a_single_run_stops_after_patience_checks_and_returns_its_best_weights()
     def on_log(step, record):
         logged.append((step, record["early_stop_valid_loss"]))
 
-    state, stats = train_model(spec, CFG, train_rows, desc="t", progress=False, valid=valid,
-                               on_log=on_log)  # fmt: skip
+    state, stats = train_model(
+        spec, CFG, train_rows, desc="t", progress=False, valid=valid, on_log=on_log
+    )
     rec = stats["early_stop"]
     total = 8 * 600 // 100
     assert rec["stopped_at"] is not None and rec["stopped_at"] < total, rec
@@ -108,8 +109,9 @@ def test_off_trains_as_before_and_keeps_the_old_fingerprint():
     _equal(a, b)
     assert "early_stop" not in stats and stats["steps"] == 6
     # checkpoints made before the fields existed still resume: off adds nothing to it
-    assert not any(k.startswith("early_stop") or k == "log_every"
-                   for k in fingerprint(spec, off)["train"])  # fmt: skip
+    assert not any(
+        k.startswith("early_stop") or k == "log_every" for k in fingerprint(spec, off)["train"]
+    )
     # a patience never exhausted trains the same steps: only the params (the best) differ
     never = dataclasses.replace(off, early_stop_patience=100)
     c, stats = train_model(spec, never, train_rows, desc="t", progress=False, valid=valid)
@@ -135,8 +137,7 @@ def test_architecture_lanes_keep_their_own_best_and_stop_on_their_own():
     # the lane that stops last, alone, stops where it stops beside the other lane (which
     # froze before it, or with it), with the same best loss
     a = int(np.argmax([s or 10**6 for s in rec["stopped_at"]]))
-    _, alone = train_architectures(spec, CFG, train_rows, masks[a : a + 1], desc="t",
-                                   valid=valid)  # fmt: skip
+    _, alone = train_architectures(spec, CFG, train_rows, masks[a : a + 1], desc="t", valid=valid)
     one = alone["early_stop"]
     assert one["stopped_at"] == [rec["stopped_at"][a]]
     assert one["best_step"] == [rec["best_step"][a]]
@@ -147,8 +148,7 @@ def test_seed_lanes_each_record_their_own_stop():
     train_rows, valid = _problem()
     spec = _spec(edge_mode="none")
     cfgs = [dataclasses.replace(CFG, seed=s) for s in (0, 1)]
-    out = train_seeds(spec, cfgs, [train_rows] * 2, desc="t", progress=False,
-                      valids=[valid] * 2)  # fmt: skip
+    out = train_seeds(spec, cfgs, [train_rows] * 2, desc="t", progress=False, valids=[valid] * 2)
     for state, stats in out:
         rec = stats["early_stop"]
         assert isinstance(rec["best_step"], int)
@@ -209,15 +209,18 @@ def test_a_lane_that_stopped_is_frozen_while_the_others_train_on(monkeypatch):
     def lane(tree, k):
         return jax.tree.map(lambda x: np.asarray(x)[k], tree)
 
-    at5, _ = train_architectures(spec, dataclasses.replace(off, max_steps=5), train_rows, masks,
-                                 desc="t")  # fmt: skip
-    at15, _ = train_architectures(spec, dataclasses.replace(off, max_steps=15), train_rows,
-                                  masks, desc="t")  # fmt: skip
+    at5, _ = train_architectures(
+        spec, dataclasses.replace(off, max_steps=5), train_rows, masks, desc="t"
+    )
+    at15, _ = train_architectures(
+        spec, dataclasses.replace(off, max_steps=15), train_rows, masks, desc="t"
+    )
     end, _ = train_architectures(spec, off, train_rows, masks, desc="t")
     _equal(lane(state.params, 0), lane(at5.params, 0))  # the best weights, kept bitwise
     _equal(lane(state.opt_state, 0), lane(at15.opt_state, 0))  # frozen since its stop
-    for x, y in zip(jax.tree.leaves(lane(state.params, 1)), jax.tree.leaves(lane(end.params, 1)),
-                    strict=True):  # fmt: skip
+    for x, y in zip(
+        jax.tree.leaves(lane(state.params, 1)), jax.tree.leaves(lane(end.params, 1)), strict=True
+    ):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     # not trivially so: lane 0 trained on would have moved on from its step-15 state
     a, b = jax.tree.leaves(lane(at15.opt_state, 0)), jax.tree.leaves(lane(end.opt_state, 0))

@@ -216,10 +216,19 @@ def _record(edges, decisions, z, selection=None, kept=None):
     from autoheri_jax.search import architecture
     from autoheri_jax.search.records import EdgeEvidence, Evidence
 
-    per_edge = [EdgeEvidence(mean=1e-4 * v, ci_lo=0.0, ci_hi=0.0, z=v, decision=d)
-                for d, v in zip(decisions, z, strict=True)]  # fmt: skip
-    ev = Evidence(criterion="recal_nll", threshold=2.6, batches=97, contexts=8,
-                  undecided_rule="drop", common_mode={}, selection=selection)  # fmt: skip
+    per_edge = [
+        EdgeEvidence(mean=1e-4 * v, ci_lo=0.0, ci_hi=0.0, z=v, decision=d)
+        for d, v in zip(decisions, z, strict=True)
+    ]
+    ev = Evidence(
+        criterion="recal_nll",
+        threshold=2.6,
+        batches=97,
+        contexts=8,
+        undecided_rule="drop",
+        common_mode={},
+        selection=selection,
+    )
     if kept is None:
         kept = np.array([d == "kept" for d in decisions])
     return architecture.evidence_record(edges, ev, per_edge, kept, ["c", "v"], "h")
@@ -235,12 +244,22 @@ def test_the_record_and_grid_say_which_step_decided_each_edge():
     assert [c.decided_by for c in alone.candidates] == ["evidence"] * 4
     assert alone.kept == ("0.0->1.0",)
     # the selection chose every edge: the dropped ones are kept against the evidence, and say so
-    sel = Selection(criterion="ctcvr_auc", test="DeLong", alpha=0.05, chosen="all",
-                    positives=400,
-                    candidates=[ScoredCandidate(name="none", edges=0, score=0.60),
-                                ScoredCandidate(name="all", edges=4, score=0.64)],
-                    comparisons=[Comparison(candidate="all", against="none", diff=0.04,
-                                            se=0.01, p=3e-5, level=0.025, wins=True)])  # fmt: skip
+    sel = Selection(
+        criterion="ctcvr_auc",
+        test="DeLong",
+        alpha=0.05,
+        chosen="all",
+        positives=400,
+        candidates=[
+            ScoredCandidate(name="none", edges=0, score=0.60),
+            ScoredCandidate(name="all", edges=4, score=0.64),
+        ],
+        comparisons=[
+            Comparison(
+                candidate="all", against="none", diff=0.04, se=0.01, p=3e-5, level=0.025, wins=True
+            )
+        ],
+    )
     rec = _record(edges, decisions, z, sel, np.ones(4, bool))
     by = {c.edge: c for c in rec.candidates}
     assert by["0.0->1.0"].decided_by == "evidence"  # kept by both

@@ -83,8 +83,9 @@ def test_subset_ranking_equals_ranking_the_subset():
 
 
 def _funnel_inputs(num_stages, dtype, ties):
-    data = simulate_funnel(num_rows=20_000, seed=3, num_stages=num_stages,
-                           stage_rates=(0.1,) * (num_stages - 1))  # fmt: skip
+    data = simulate_funnel(
+        num_rows=20_000, seed=3, num_stages=num_stages, stage_rates=(0.1,) * (num_stages - 1)
+    )
     rng = np.random.default_rng(4)
     truth = data.true_probs
     cond = np.clip(truth + 0.05 * rng.normal(size=truth.shape), 0.0, 1.0).astype(dtype)
@@ -141,8 +142,7 @@ def _model(data, seed=0, **kw):
     from autoheri_jax.model.network import init_params
 
     cfg = ModelConfig(**({"embed_dim": 4, "hidden": (8, 4)} | kw))
-    spec = build_spec(cfg, data.vocab_sizes, data.num_dense, data.num_stages,
-                      data.bag_vocab_sizes)  # fmt: skip
+    spec = build_spec(cfg, data.vocab_sizes, data.num_dense, data.num_stages, data.bag_vocab_sizes)
     return spec, jax.device_get(init_params(jax.random.key(seed), spec))
 
 

@@ -241,8 +241,21 @@ def test_config_validation_names_the_key(kw, named):
 
 
 def test_overrides_and_experiment_flow_accept_every_baseline():
-    names = ["esmm", "aitm", "mmoe", "ple", "shared_bottom", "random_mask", "dbmtl", "gmsl",
-             "multi_dr", "escm2_ips", "escm2_dr", "dcmt", "esmm_stacked"]  # fmt: skip
+    names = [
+        "esmm",
+        "aitm",
+        "mmoe",
+        "ple",
+        "shared_bottom",
+        "random_mask",
+        "dbmtl",
+        "gmsl",
+        "multi_dr",
+        "escm2_ips",
+        "escm2_dr",
+        "dcmt",
+        "esmm_stacked",
+    ]
     cfg = apply_overrides(
         Config(), [f"baselines={','.join(names)}", "model.num_experts=3", "model.levels=1"]
     )

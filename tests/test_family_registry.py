@@ -47,8 +47,9 @@ def toy(monkeypatch):
         Family(_init, _apply, objective=_doubled),
     )
     monkeypatch.setitem(model_config.FAMILY_SETTINGS, "toy", ("tower_hidden",))
-    return ModelConfig(family="toy", edge_mode="none", embed_dim=4,
-                       tower_hidden=(12,), num_experts=9)  # fmt: skip
+    return ModelConfig(
+        family="toy", edge_mode="none", embed_dim=4, tower_hidden=(12,), num_experts=9
+    )
 
 
 def test_a_registered_family_builds_reads_its_settings_and_uses_its_objective(toy):
@@ -74,7 +75,8 @@ def test_a_registered_family_trains(toy):
     spec = build_spec(toy, tr.vocab_sizes, tr.num_dense, tr.num_stages)
     records = []
     cfg = TrainConfig(epochs=2, batch_size=128, lr=1e-2, log_every=8)
-    state, _ = train_model(spec, cfg, tr, desc="toy", progress=False,
-                           on_log=lambda s, r: records.append(r))  # fmt: skip
+    state, _ = train_model(
+        spec, cfg, tr, desc="toy", progress=False, on_log=lambda s, r: records.append(r)
+    )
     assert records[-1]["loss"] < 0.9 * records[0]["loss"]
     assert set(state.params["towers"]) == {"tower", "head"}

@@ -13,11 +13,20 @@ from autoheri_jax.study import Study
 from tests.helpers import StopTraining, load_script, stop_at
 
 TINY_WORLD = [
-    "data.num_users=100", "data.num_items=150", "data.num_train=1600", "data.num_valid=400",
-    "data.num_test=800", "data.click_rate=0.3", "data.stage_rates=[0.2]", "model.hidden=[8,4]",
-    "model.embed_dim=4", "retrain.batch_size=200", "retrain.log_every=2",
-    "checkpoint.every_steps=2", "checkpoint.keep=10",
-]  # fmt: skip
+    "data.num_users=100",
+    "data.num_items=150",
+    "data.num_train=1600",
+    "data.num_valid=400",
+    "data.num_test=800",
+    "data.click_rate=0.3",
+    "data.stage_rates=[0.2]",
+    "model.hidden=[8,4]",
+    "model.embed_dim=4",
+    "retrain.batch_size=200",
+    "retrain.log_every=2",
+    "checkpoint.every_steps=2",
+    "checkpoint.keep=10",
+]
 
 
 def test_a_stopped_world_seed_resumes_to_the_unbroken_record(repo, tmp_path, monkeypatch):
@@ -56,11 +65,21 @@ NAMES = ["none", "all", *(f"only:{e}" for e in EDGES), *(f"drop:{e}" for e in ED
 def _record(seed: int, test: list[float], valid: list[float]) -> dict:
     """A world-seed record of 8 architectures; every validation criterion gets `valid`
     (higher-is-better criteria as given, losses negated)."""
-    crit = {"raw_nll": False, "recal_nll": False, "recal_cvr_nll": False, "ips_cvr_nll": False,
-            "ctcvr_auc": True, "cvr_auc": True}  # fmt: skip
-    return {"seed": seed, "names": NAMES, "edges": EDGES,
-            "test": {"cvr_soft_auc_all": test},
-            "valid": {c: [v if up else -v for v in valid] for c, up in crit.items()}}  # fmt: skip
+    crit = {
+        "raw_nll": False,
+        "recal_nll": False,
+        "recal_cvr_nll": False,
+        "ips_cvr_nll": False,
+        "ctcvr_auc": True,
+        "cvr_auc": True,
+    }
+    return {
+        "seed": seed,
+        "names": NAMES,
+        "edges": EDGES,
+        "test": {"cvr_soft_auc_all": test},
+        "valid": {c: [v if up else -v for v in valid] for c, up in crit.items()},
+    }
 
 
 def test_summary_add_one_drop_one_tau_and_best_on_validation_by_hand(repo):
@@ -88,8 +107,11 @@ def test_summary_add_one_drop_one_tau_and_best_on_validation_by_hand(repo):
 
 def test_a_batch_without_drop_one_architectures_summarizes_and_renders_add_one(repo, tmp_path):
     gt = load_script(repo / "experiments" / "ground_truth.py")
-    tests = [[0.60, 0.63, 0.64, 0.61, 0.60], [0.61, 0.63, 0.66, 0.61, 0.61],
-             [0.59, 0.62, 0.63, 0.60, 0.58]]  # fmt: skip
+    tests = [
+        [0.60, 0.63, 0.64, 0.61, 0.60],
+        [0.61, 0.63, 0.66, 0.61, 0.61],
+        [0.59, 0.62, 0.63, 0.60, 0.58],
+    ]
     recs = [{**_record(k, t, t), "names": NAMES[:5]} for k, t in enumerate(tests)]
     out = gt.summarize({"w": recs}, "ctcvr_auc", None, {"w": ["0.0->1.0"]})
     w = out["w"]
@@ -115,8 +137,10 @@ def test_regret_is_best_on_validation_minus_the_derived_model(repo, tmp_path):
     for k, derived in enumerate((0.625, 0.600)):
         d = run_dir(tmp_path, "w", k, "data")
         d.mkdir(parents=True)
-        models = {"autoheri": {"test": {"cvr": {"soft_auc_all": derived}}, "edges": ["x"] * k},
-                  "esmm": {"test": {"cvr": {"soft_auc_all": 0.6001}}}}  # fmt: skip
+        models = {
+            "autoheri": {"test": {"cvr": {"soft_auc_all": derived}}, "edges": ["x"] * k},
+            "esmm": {"test": {"cvr": {"soft_auc_all": 0.6001}}},
+        }
         (d / "results.json").write_text(json.dumps({"models": models}))
     r = gt.summarize({"w": recs}, "ctcvr_auc", tmp_path)["w"]["regret"]
     assert r["n"] == 2 and r["kept"] == [0, 1]
@@ -158,8 +182,9 @@ def test_expected_sets_follow_the_world_designs(repo):
     assert at(world="planted", planted_edge="0->2") == ["0.0->1.0", "0.0->1.1", "0.0->1.2"]
     assert at(world="planted", planted_edge="2->0") == ["0.2->1.0"]
     assert at(world="planted", planted_edge="1->1") == ["0.0->1.0", "0.1->1.0", "0.1->1.1"]
-    three = [f"{a}.{i}->{b}.{j}" for a, b in ((0, 1), (0, 2), (1, 2)) for i in range(2)
-             for j in range(2)]  # fmt: skip
+    three = [
+        f"{a}.{i}->{b}.{j}" for a, b in ((0, 1), (0, 2), (1, 2)) for i in range(2) for j in range(2)
+    ]
     bypass = gt.expected_set(
         dataclasses.replace(data, world="bypass", num_stages=3, stage_rates=(0.2, 0.15)), three
     )

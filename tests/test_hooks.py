@@ -23,8 +23,15 @@ MODEL = ModelConfig(embed_dim=4, hidden=(8,))
 
 @pytest.fixture(scope="module")
 def data():
-    return simulate_funnel(num_rows=1000, seed=0, num_users=60, num_items=80, click_rate=0.3,
-                           stage_rates=(0.3,), num_dense=1)  # fmt: skip
+    return simulate_funnel(
+        num_rows=1000,
+        seed=0,
+        num_users=60,
+        num_items=80,
+        click_rate=0.3,
+        stage_rates=(0.3,),
+        num_dense=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +94,9 @@ def test_a_hook_stops_the_run_and_the_hooks_behind_it_see_that_step(spec, data):
     assert before.steps == [4] and after.steps == [4, 6]
     assert after.events[-1] == ("finish", 6) and stats["steps"] == 6
     assert int(state.step) == 6
-    six, _ = train_model(spec, dataclasses.replace(CFG, max_steps=6), data, desc="t",
-                         progress=False)  # fmt: skip
+    six, _ = train_model(
+        spec, dataclasses.replace(CFG, max_steps=6), data, desc="t", progress=False
+    )
     for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(six.params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -97,8 +105,9 @@ def test_the_checkpoint_hook_saves_the_step_a_hook_stopped_at(spec, data, tmp_pa
     ck = CheckpointConfig(every_steps=4, keep=10, keep_best=False, async_save=False)
     resumable = Resumable(tmp_path / "ck", ck, {"phase": "t"}, fingerprint(spec, CFG))
     logged = []
-    hooks = usual_hooks(CFG, on_log=[lambda step, record: logged.append(step)], progress=False,
-                        resumable=resumable)  # fmt: skip
+    hooks = usual_hooks(
+        CFG, on_log=[lambda step, record: logged.append(step)], progress=False, resumable=resumable
+    )
     _, stats = _run(spec, data, [StopAt(6), *hooks])
     assert stats["steps"] == 6 and logged == [4, 6]
     saved = sorted(int(p.name) for p in (tmp_path / "ck").iterdir() if p.name.isdigit())
@@ -108,7 +117,8 @@ def test_the_checkpoint_hook_saves_the_step_a_hook_stopped_at(spec, data, tmp_pa
 def test_seed_lanes_run_the_same_loop(spec, data):
     cfgs = [CFG, dataclasses.replace(CFG, seed=1)]
     hook = Recorder(4)
-    state, stats = train(seed_lanes(spec, cfgs, [data, data]), [hook], spec=spec, cfg=CFG,
-                         data=None, desc="t")  # fmt: skip
+    state, stats = train(
+        seed_lanes(spec, cfgs, [data, data]), [hook], spec=spec, cfg=CFG, data=None, desc="t"
+    )
     assert hook.steps == [4, 8, 12, 15] and stats["vmapped_seeds"] == 2
     assert state.step.shape == (2,)

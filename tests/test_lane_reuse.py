@@ -37,9 +37,12 @@ def test_esmm_all_on_and_a_derived_model_are_lanes_that_start_from_their_own_ini
     key = jax.random.key(3)
     src_init = init_params(key, src)
     picked = (src.edges[4], src.edges[1], src.edges[7])
-    for model, edges in [(VARIANTS["esmm"](m), 0), (VARIANTS["hierarchical_all_on"](m), 27),
-                         (VARIANTS["parallel_all_on"](m), 9),
-                         (derived_model(m, picked), 3)]:  # fmt: skip
+    for model, edges in [
+        (VARIANTS["esmm"](m), 0),
+        (VARIANTS["hierarchical_all_on"](m), 27),
+        (VARIANTS["parallel_all_on"](m), 9),
+        (derived_model(m, picked), 3),
+    ]:
         dst = build_spec(model, (10, 20), 3, 3)
         mask = lane_mask(src, dst)
         assert mask is not None and mask.sum() == edges
@@ -68,8 +71,9 @@ def test_a_model_that_no_mask_makes_is_not_a_lane():
         assert lane_mask(src, build_spec(model, (10, 20), 3, 3)) is None, model
     assert lane_mask(src, build_spec(VARIANTS["esmm"](m), (10, 21), 3, 3)) is None  # other data
     with pytest.raises(ValueError, match="not a lane"):
-        project_params(src, init_params(jax.random.key(0), src),
-                       build_spec(others[0], (10, 20), 3, 3))  # fmt: skip
+        project_params(
+            src, init_params(jax.random.key(0), src), build_spec(others[0], (10, 20), 3, 3)
+        )
 
 
 def test_dropout_drawn_per_device_blocks_the_reuse(repo):

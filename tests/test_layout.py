@@ -13,43 +13,89 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autoheri_jax"
 # package -> what it must never import (prefixes of dotted module names)
 FORBIDDEN = {
     "autoheri_jax.config": ("autoheri_jax.model.network", "autoheri_jax.train"),
-    "autoheri_jax.data": ("autoheri_jax.config", "autoheri_jax.model", "autoheri_jax.search",
-                          "autoheri_jax.train",
-                          "autoheri_jax.report", "autoheri_jax.experiment", "autoheri_jax.study",
-                          "autoheri_jax.cli"),
-    "autoheri_jax.model": ("autoheri_jax.config", "autoheri_jax.data", "autoheri_jax.train",
-                           "autoheri_jax.report",
-                           "autoheri_jax.experiment", "autoheri_jax.study", "autoheri_jax.cli",
-                           "autoheri_jax.search"),
+    "autoheri_jax.data": (
+        "autoheri_jax.config",
+        "autoheri_jax.model",
+        "autoheri_jax.search",
+        "autoheri_jax.train",
+        "autoheri_jax.report",
+        "autoheri_jax.experiment",
+        "autoheri_jax.study",
+        "autoheri_jax.cli",
+    ),
+    "autoheri_jax.model": (
+        "autoheri_jax.config",
+        "autoheri_jax.data",
+        "autoheri_jax.train",
+        "autoheri_jax.report",
+        "autoheri_jax.experiment",
+        "autoheri_jax.study",
+        "autoheri_jax.cli",
+        "autoheri_jax.search",
+    ),
     "autoheri_jax.model.gates": ("autoheri_jax.model.network", "autoheri_jax.train"),
-    "autoheri_jax.train": ("autoheri_jax.report", "autoheri_jax.experiment", "autoheri_jax.study",
-                           "autoheri_jax.cli", "autoheri_jax.search.evolution"),
-    "autoheri_jax.report": ("autoheri_jax.train", "autoheri_jax.experiment", "autoheri_jax.cli",
-                            "autoheri_jax.study"),
+    "autoheri_jax.train": (
+        "autoheri_jax.report",
+        "autoheri_jax.experiment",
+        "autoheri_jax.study",
+        "autoheri_jax.cli",
+        "autoheri_jax.search.evolution",
+    ),
+    "autoheri_jax.report": (
+        "autoheri_jax.train",
+        "autoheri_jax.experiment",
+        "autoheri_jax.cli",
+        "autoheri_jax.study",
+    ),
     # the algorithms of the search; the workflows that run them over a workdir sit above
-    "autoheri_jax.search": ("autoheri_jax.experiment", "autoheri_jax.evolution_run",
-                            "autoheri_jax.exporting", "autoheri_jax.study", "autoheri_jax.cli",
-                            "autoheri_jax.report", "autoheri_jax.serving",
-                            "autoheri_jax.seed_runs"),
+    "autoheri_jax.search": (
+        "autoheri_jax.experiment",
+        "autoheri_jax.evolution_run",
+        "autoheri_jax.exporting",
+        "autoheri_jax.study",
+        "autoheri_jax.cli",
+        "autoheri_jax.report",
+        "autoheri_jax.serving",
+        "autoheri_jax.seed_runs",
+    ),
     # a workdir's files and lifecycle, below every workflow that writes them
-    "autoheri_jax.artifacts": ("autoheri_jax.search", "autoheri_jax.experiment",
-                               "autoheri_jax.evolution_run", "autoheri_jax.exporting",
-                               "autoheri_jax.study", "autoheri_jax.cli", "autoheri_jax.seed_runs",
-                               "autoheri_jax.serving"),
+    "autoheri_jax.artifacts": (
+        "autoheri_jax.search",
+        "autoheri_jax.experiment",
+        "autoheri_jax.evolution_run",
+        "autoheri_jax.exporting",
+        "autoheri_jax.study",
+        "autoheri_jax.cli",
+        "autoheri_jax.seed_runs",
+        "autoheri_jax.serving",
+    ),
     # an export is written from a spec and params and read without the training code
-    "autoheri_jax.serving": ("autoheri_jax.train", "autoheri_jax.search",
-                             "autoheri_jax.experiment",
-                             "autoheri_jax.evolution_run", "autoheri_jax.exporting",
-                             "autoheri_jax.study", "autoheri_jax.cli", "autoheri_jax.report",
-                             "autoheri_jax.seed_runs", "autoheri_jax.config"),
-}  # fmt: skip
+    "autoheri_jax.serving": (
+        "autoheri_jax.train",
+        "autoheri_jax.search",
+        "autoheri_jax.experiment",
+        "autoheri_jax.evolution_run",
+        "autoheri_jax.exporting",
+        "autoheri_jax.study",
+        "autoheri_jax.cli",
+        "autoheri_jax.report",
+        "autoheri_jax.seed_runs",
+        "autoheri_jax.config",
+    ),
+}
 
 # the workflows on top, in order: each may use the groups before it, never its peers or those
 # after it (experiment is the one-shot run; evolution_run and seed_runs drive it; exporting
 # writes from a finished workdir; study runs them all; errors is how the command reports every
 # layer's failures; cli is the command over everything)
-_WORKFLOW_ORDER = (("experiment",), ("evolution_run", "seed_runs"), ("exporting",), ("study",),
-                   ("errors",), ("cli",))  # fmt: skip
+_WORKFLOW_ORDER = (
+    ("experiment",),
+    ("evolution_run", "seed_runs"),
+    ("exporting",),
+    ("study",),
+    ("errors",),
+    ("cli",),
+)
 _WORKFLOWS = tuple(m for group in _WORKFLOW_ORDER for m in group)
 _PACKAGES = ("config", "data", "model", "train", "search", "serving", "artifacts", "report")
 # the foundation: small modules every layer may use, which use no other module of the package
@@ -192,8 +238,13 @@ def test_building_a_config_imports_no_jax():
         "load_config('experiments/configs/default.py');"
         "print(sorted(m for m in ('jax', 'optax', 'orbax') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
 

@@ -41,19 +41,33 @@ MODEL = ModelConfig(embed_dim=4, hidden=(8, 6), dropout=0.2)
 
 @pytest.fixture(scope="module")
 def data():
-    return simulate_funnel(num_rows=1024, seed=0, num_users=60, num_items=80, click_rate=0.3,
-                           stage_rates=(0.3,), num_dense=1)  # fmt: skip
+    return simulate_funnel(
+        num_rows=1024,
+        seed=0,
+        num_users=60,
+        num_items=80,
+        click_rate=0.3,
+        stage_rates=(0.3,),
+        num_dense=1,
+    )
 
 
 def _spec(data, model=MODEL, searched=False):
-    return build_spec(model, data.vocab_sizes, data.num_dense, data.num_stages,
-                      data.bag_vocab_sizes, searched=searched)  # fmt: skip
+    return build_spec(
+        model,
+        data.vocab_sizes,
+        data.num_dense,
+        data.num_stages,
+        data.bag_vocab_sizes,
+        searched=searched,
+    )
 
 
 def _run(spec, cfg, data, **kw):
     records = []
-    state, stats = train_model(spec, cfg, data, desc="t", progress=False,
-                               on_log=lambda s, r: records.append(r), **kw)  # fmt: skip
+    state, stats = train_model(
+        spec, cfg, data, desc="t", progress=False, on_log=lambda s, r: records.append(r), **kw
+    )
     strip = lambda r: {k: v for k, v in r.items() if k != "examples_per_s"}
     return jax.device_get(state), [strip(r) for r in records], stats
 
@@ -89,11 +103,17 @@ def test_device_store_batches_are_the_host_batches():
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     row_of = rng.integers(0, k, data.num_rows)
     shared = [
-        BagField(name, 30, offsets[:-1], offsets[1:],
-                 rng.integers(1, 30, offsets[-1]).astype(np.int32),
-                 rng.random(offsets[-1]).astype(np.float32), row_of)
+        BagField(
+            name,
+            30,
+            offsets[:-1],
+            offsets[1:],
+            rng.integers(1, 30, offsets[-1]).astype(np.int32),
+            rng.random(offsets[-1]).astype(np.float32),
+            row_of,
+        )
         for name in ("u1", "u2")
-    ]  # fmt: skip
+    ]
     z = np.zeros(data.num_rows, np.int64)
     empty = BagField("none", 5, z, z, np.zeros(0, np.int32), np.zeros(0, np.float32))
     data = dataclasses.replace(data, bags=(*data.bags, *shared, empty))
@@ -144,8 +164,15 @@ def test_a_run_stopped_at_a_dispatch_boundary_resumes_to_the_uninterrupted_resul
 
     ck = tmp_path / "b"
     with pytest.raises(TrainingInterrupted, match="at step 8"):
-        train_model(spec, cfg, data, desc="t", progress=False, on_log=sigterm_at_8,
-                    resumable=_resumable(ck, spec, cfg))  # fmt: skip
+        train_model(
+            spec,
+            cfg,
+            data,
+            desc="t",
+            progress=False,
+            on_log=sigterm_at_8,
+            resumable=_resumable(ck, spec, cfg),
+        )
     resumed, records, stats = _run(spec, cfg, data, resumable=_resumable(ck, spec, cfg))
     assert stats["resumed_at"] == 8
     assert records == whole_records[2:]  # steps 12 and 16
@@ -186,15 +213,22 @@ def test_bad_values_are_refused_by_name(fields, key):
 
 def test_checkpoint_interval_must_be_a_multiple_of_k(data, tmp_path):
     with pytest.raises(ConfigError, match="checkpoint.every_steps"):
-        load_config(REPO / "experiments/configs/smoke.py",
-                    ["retrain.steps_per_dispatch=16", "retrain.log_every=16",
-                     "checkpoint.every_steps=40"])  # fmt: skip
+        load_config(
+            REPO / "experiments/configs/smoke.py",
+            ["retrain.steps_per_dispatch=16", "retrain.log_every=16", "checkpoint.every_steps=40"],
+        )
     spec = _spec(data)
     cfg = dataclasses.replace(CFG, steps_per_dispatch=4)
     ck = CheckpointConfig(every_steps=6, keep_best=False)
     with pytest.raises(ConfigError, match="every_steps=6 .* steps_per_dispatch=4"):
-        train_model(spec, cfg, data, desc="t", progress=False,
-                    resumable=Resumable(tmp_path, ck, {}, fingerprint(spec, cfg)))  # fmt: skip
+        train_model(
+            spec,
+            cfg,
+            data,
+            desc="t",
+            progress=False,
+            resumable=Resumable(tmp_path, ck, {}, fingerprint(spec, cfg)),
+        )
     assert isinstance(Config(), Config)  # the defaults (K = 1) pass
 
 
@@ -202,15 +236,28 @@ def test_unsupported_launchers_refuse_by_name(data):
     spec = _spec(data)
     mesh = ParallelConfig(launcher="mesh", num_devices=1)
     with pytest.raises(ConfigError, match="steps_per_dispatch=4.*mesh launcher"):
-        train_model(spec, dataclasses.replace(CFG, steps_per_dispatch=4), data, desc="t",
-                    progress=False, parallel=mesh)  # fmt: skip
+        train_model(
+            spec,
+            dataclasses.replace(CFG, steps_per_dispatch=4),
+            data,
+            desc="t",
+            progress=False,
+            parallel=mesh,
+        )
     with pytest.raises(ConfigError, match="device_resident=on.*mesh launcher"):
-        train_model(spec, dataclasses.replace(CFG, device_resident="on"), data, desc="t",
-                    progress=False, parallel=mesh)  # fmt: skip
+        train_model(
+            spec,
+            dataclasses.replace(CFG, device_resident="on"),
+            data,
+            desc="t",
+            progress=False,
+            parallel=mesh,
+        )
     on = dataclasses.replace(CFG, device_resident="on")
     with pytest.raises(ConfigError, match="device_resident=on.*vmapped seeds"):
-        train_seeds(spec, [on, dataclasses.replace(on, seed=1)], [data, data], desc="s",
-                    progress=False)  # fmt: skip
+        train_seeds(
+            spec, [on, dataclasses.replace(on, seed=1)], [data, data], desc="s", progress=False
+        )
 
 
 def test_a_bilevel_search_takes_its_validation_batches_per_step(data):
@@ -218,8 +265,7 @@ def test_a_bilevel_search_takes_its_validation_batches_per_step(data):
     store on) and each scanned step takes its own: K = 4 equals K = 1, arch logits included."""
     train_rows, valid_rows = data.split([768, 256])
     spec = _spec(data, dataclasses.replace(MODEL, edge_mode="hierarchical"), searched=True)
-    cfg = gated(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=0,
-                       bilevel=True)  # fmt: skip
+    cfg = gated(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=0, bilevel=True)
     ref, ref_records, _ = _run(spec, cfg, train_rows, valid=valid_rows)
     k4 = dataclasses.replace(cfg, steps_per_dispatch=4, device_resident="on")
     got, records, _ = _run(spec, k4, train_rows, valid=valid_rows)

@@ -42,8 +42,20 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def predict(model: Path, data: Path, out: Path) -> int:
-    return main(["predict", "--model", str(model), "--data", str(data), "--out", str(out),
-                 "--format", "paddle_aitm", "--no-progress"])  # fmt: skip
+    return main(
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--format",
+            "paddle_aitm",
+            "--no-progress",
+        ]
+    )
 
 
 def _link(kind: str, src: Path, dst: Path) -> Path:
@@ -98,8 +110,16 @@ def test_predict_refuses_a_dense_value_beyond_float32_not_nan_scores(tmp_path, c
     bad = _ax_row(99).split(",")
     bad[30] = "1e39"
     score = _write(tmp_path / "score.csv", [AX_HEADER, _ax_row(1), ",".join(bad)])
-    args = ["predict", "--model", str(tmp_path / "export"), "--data", str(score), "--out",
-            str(tmp_path / "p.csv"), "--no-progress"]  # fmt: skip
+    args = [
+        "predict",
+        "--model",
+        str(tmp_path / "export"),
+        "--data",
+        str(score),
+        "--out",
+        str(tmp_path / "p.csv"),
+        "--no-progress",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"{score}:3: dense value beyond float32: '1e39' in column numerical_14" in err
@@ -155,8 +175,7 @@ def test_a_second_prepare_is_refused_naming_the_first_and_no_store_is_mixed(
         write(root, manifest)
 
     monkeypatch.setattr(store, "write_manifest", pausing_write)
-    args = ["prepare", "--data", str(data), "--out", str(out), "--min-count", "1",
-            "--no-progress"]  # fmt: skip
+    args = ["prepare", "--data", str(data), "--out", str(out), "--min-count", "1", "--no-progress"]
     codes = []
     first = threading.Thread(target=lambda: codes.append(main([*args, "--seed", "0"])))
     first.start()

@@ -72,8 +72,19 @@ def test_an_unwritable_place_is_one_line_naming_the_path(tmp_path, capsys, monke
     assert len(err.strip().splitlines()) == 1
     monkeypatch.setattr(workdir_lock.os, "open", real)
     (tmp_path / "file").write_text("x")
-    assert main(["prepare", "--data", str(aitm_dir(tmp_path / "d")), "--out",
-                 str(tmp_path / "file" / "store"), "--no-progress"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "--data",
+                str(aitm_dir(tmp_path / "d")),
+                "--out",
+                str(tmp_path / "file" / "store"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{tmp_path / 'file'}: File exists; a file stands where a directory" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -89,8 +100,20 @@ def export(tmp_path) -> tuple[Path, Path]:
 
 
 def _predict(export: Path, data: Path, out: Path) -> int:
-    return main(["predict", "--model", str(export), "--data", str(data), "--out", str(out),
-                 "--format", "paddle_aitm", "--no-progress"])  # fmt: skip
+    return main(
+        [
+            "predict",
+            "--model",
+            str(export),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--format",
+            "paddle_aitm",
+            "--no-progress",
+        ]
+    )
 
 
 def _manifest(export: Path, change) -> None:
@@ -106,11 +129,13 @@ def _manifest(export: Path, change) -> None:
         (lambda m: m | {"files": ["predict.jax"]}, "lists no files"),
         (lambda m: m | {"files": m["files"] | {rt.PARAMS: "abc"}}, "listed without a sha256"),
         (lambda m: m | {"files": m["files"] | {rt.SCHEMA: {}}}, "listed without a sha256"),
-        (lambda m: m | {"files": {k: v for k, v in m["files"].items() if k != rt.VOCAB}},
-         "vocab.npz: not listed"),
+        (
+            lambda m: m | {"files": {k: v for k, v in m["files"].items() if k != rt.VOCAB}},
+            "vocab.npz: not listed",
+        ),
     ],
     ids=["list", "string", "files-list", "entry-string", "entry-no-hash", "vocab-unlisted"],
-)  # fmt: skip
+)
 def test_a_malformed_or_partial_manifest_is_one_line(export, tmp_path, capsys, change, named):
     model, data = export
     _manifest(model, change)

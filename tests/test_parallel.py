@@ -60,11 +60,16 @@ def two_processes(tmp: Path) -> tuple[list, Path]:
     worker = str(REPO / "tests" / "multihost_worker.py")
     port = str(_free_port())
     procs = [
-        background.popen([sys.executable, worker, str(i), "2", port, str(tmp / "two.npz")],
-                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+        background.popen(
+            [sys.executable, worker, str(i), "2", port, str(tmp / "two.npz")],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
-    ]  # fmt: skip
+    ]
     try:
         outputs = [p.communicate(timeout=600) for p in procs]
     finally:
@@ -83,12 +88,19 @@ def test_two_processes_on_localhost_agree_with_one():
     # the single-process run the worker makes with NUM_PROCESSES 1, in this process (one CPU
     # device): no distributed start-up, the same mesh launcher and data
     data, spec, cfg = parallel_setup(True)
-    pcfg = ParallelConfig(launcher="mesh", num_processes=1, process_id=0,
-                          coordinator="127.0.0.1:0", cpu_collectives="gloo")  # fmt: skip
+    pcfg = ParallelConfig(
+        launcher="mesh",
+        num_processes=1,
+        process_id=0,
+        coordinator="127.0.0.1:0",
+        cpu_collectives="gloo",
+    )
     state, stats = train_model(spec, cfg, data, desc="p0", progress=False, parallel=pcfg)
     assert stats["devices"] == 1
-    one = {jax.tree_util.keystr(k): np.asarray(v)
-           for k, v in jax.tree_util.tree_leaves_with_path(state.params)}  # fmt: skip
+    one = {
+        jax.tree_util.keystr(k): np.asarray(v)
+        for k, v in jax.tree_util.tree_leaves_with_path(state.params)
+    }
     two = np.load(tmp_path / "two.npz")
     assert sorted(two.files) == sorted(one)
     for k in one:  # summation order differs across processes: parallel_cases.py's tolerance

@@ -22,8 +22,9 @@ def test_nested_phases_charge_each_second_once():
     assert 0.1 <= got["write"] < 0.14
     assert 0.05 <= got["train"] < 0.09  # the inner write is not counted twice
     assert got["other"] >= 0.03
-    assert sum(got.values()) == pytest.approx(got["train"] + got["write"] + got["other"] + 0.0,
-                                              abs=got["compile"] + got["data"] + 0.02)  # fmt: skip
+    assert sum(got.values()) == pytest.approx(
+        got["train"] + got["write"] + got["other"] + 0.0, abs=got["compile"] + got["data"] + 0.02
+    )
 
 
 def test_compiling_is_charged_to_compile_not_to_the_phase_that_asked():

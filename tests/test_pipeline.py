@@ -33,8 +33,10 @@ def test_each_epoch_visits_every_kept_row_once():
 def test_processes_split_each_global_batch():
     data = toy_dataset(1000)
     whole = StepBatchSource(data, 64, seed=1, num_epochs=1)
-    parts = [StepBatchSource(data, 64, seed=1, num_epochs=1, process_index=p, process_count=4)
-             for p in range(4)]  # fmt: skip
+    parts = [
+        StepBatchSource(data, 64, seed=1, num_epochs=1, process_index=p, process_count=4)
+        for p in range(4)
+    ]
     for step in (0, 7):
         joined = np.concatenate([p.indices(step) for p in parts])
         np.testing.assert_array_equal(joined, whole.indices(step))
@@ -89,14 +91,24 @@ def test_memmapped_store_batches_equal_in_memory(tmp_path):
         b = min(a + 128, 300)
         lengths = bag.ends[a:b] - bag.starts[a:b]
         sl = slice(bag.starts[a], bag.ends[b - 1])
-        w.append(data.labels[a:b].astype(np.int8), data.sparse[a:b], data.dense[a:b],
-                 {"150_14": (lengths, bag.ids[sl], bag.values[sl])})  # fmt: skip
+        w.append(
+            data.labels[a:b].astype(np.int8),
+            data.sparse[a:b],
+            data.dense[a:b],
+            {"150_14": (lengths, bag.ids[sl], bag.values[sl])},
+        )
     split = w.close()
-    write_manifest(tmp_path, {
-        "stage_names": ["click", "conversion"], "fields": ["row", "f"], "bag_fields": ["150_14"],
-        "dense_fields": ["a", "b"], "vocab_sizes": {"row": 300, "f": 9, "150_14": 50},
-        "splits": {"train": split},
-    })  # fmt: skip
+    write_manifest(
+        tmp_path,
+        {
+            "stage_names": ["click", "conversion"],
+            "fields": ["row", "f"],
+            "bag_fields": ["150_14"],
+            "dense_fields": ["a", "b"],
+            "vocab_sizes": {"row": 300, "f": 9, "150_14": 50},
+            "splits": {"train": split},
+        },
+    )
     stored = open_split(tmp_path, "train")
     stored = CTRDataset(**{**stored.__dict__, "max_bag_len": 4})
     assert isinstance(stored.sparse, np.memmap) and stored.num_rows == 300
@@ -203,21 +215,40 @@ def _write_shared_store(root, data, chunk=64):
         need = int(bag.row_of[a:b].max()) + 1
         if need > written:  # side rows [written, need)
             sl = slice(bag.starts[written], bag.ends[need - 1])
-            side.append({"150_14": (bag.ends[written:need] - bag.starts[written:need],
-                                    bag.ids[sl], bag.values[sl])})  # fmt: skip
+            side.append(
+                {
+                    "150_14": (
+                        bag.ends[written:need] - bag.starts[written:need],
+                        bag.ids[sl],
+                        bag.values[sl],
+                    )
+                }
+            )
             written = need
         sl = slice(ex.starts[a], ex.ends[b - 1])
-        w.append(shared.labels[a:b].astype(np.int8), shared.sparse[a:b], shared.dense[a:b],
-                 {"150_14": bag.row_of[a:b],
-                  "copy": (ex.ends[a:b] - ex.starts[a:b], ex.ids[sl], ex.values[sl])})  # fmt: skip
+        w.append(
+            shared.labels[a:b].astype(np.int8),
+            shared.sparse[a:b],
+            shared.dense[a:b],
+            {
+                "150_14": bag.row_of[a:b],
+                "copy": (ex.ends[a:b] - ex.starts[a:b], ex.ids[sl], ex.values[sl]),
+            },
+        )
     assert w.bag_tables == {"150_14": "side.users"}
-    write_manifest(root, {
-        "stage_names": ["click", "conversion"], "fields": ["row", "f"],
-        "bag_fields": ["150_14", "copy"], "dense_fields": ["a", "b"],
-        "vocab_sizes": {"row": shared.num_rows, "f": 9, "150_14": 40, "copy": 40},
-        "splits": {"train": w.close()}, "side_tables": {"side.users": side.close()},
-        "bag_tables": {"train": w.bag_tables},
-    })  # fmt: skip
+    write_manifest(
+        root,
+        {
+            "stage_names": ["click", "conversion"],
+            "fields": ["row", "f"],
+            "bag_fields": ["150_14", "copy"],
+            "dense_fields": ["a", "b"],
+            "vocab_sizes": {"row": shared.num_rows, "f": 9, "150_14": 40, "copy": 40},
+            "splits": {"train": w.close()},
+            "side_tables": {"side.users": side.close()},
+            "bag_tables": {"train": w.bag_tables},
+        },
+    )
 
 
 def test_store_round_trip_with_a_side_table(tmp_path):
@@ -246,8 +277,9 @@ def test_store_round_trip_with_a_side_table(tmp_path):
     np.testing.assert_array_equal(got["bag_values"][:, 0], got["bag_values"][:, 1])
     np.testing.assert_array_equal(got["bag_mask"][:, 0], got["bag_mask"][:, 1])
     half = stored.take(np.arange(150, 300))  # a memmapped split, carved
-    np.testing.assert_array_equal(half.batch(np.arange(150))["bag_ids"],
-                                  stored.batch(np.arange(150, 300))["bag_ids"])  # fmt: skip
+    np.testing.assert_array_equal(
+        half.batch(np.arange(150))["bag_ids"], stored.batch(np.arange(150, 300))["bag_ids"]
+    )
     src = StepBatchSource(stored, batch_size=32, seed=0, num_epochs=1)
     batch = next(train_iterator(src))
     assert batch["bag_ids"].shape == (32, 2, 4)
@@ -278,13 +310,24 @@ def test_side_table_writer_guards(tmp_path):
     w.append(*no, {"150_14": np.array([1, 0]), "109_14": np.array([1, 0])})
     assert w.rows == 2 and side.rows == 2  # a refused chunk wrote nothing
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == [
-        "dense.npy", "labels.npy", "side.u.row.npy", "sparse.npy"]  # fmt: skip
-    write_manifest(tmp_path, {
-        "stage_names": ["click", "conversion"], "fields": [], "bag_fields": ["150_14", "109_14"],
-        "dense_fields": [], "vocab_sizes": {"150_14": 9, "109_14": 9},
-        "splits": {"train": w.close()}, "side_tables": {"side.u": side.close()},
-        "bag_tables": {"train": {"150_14": "../x", "109_14": "side.u"}},
-    })  # fmt: skip
+        "dense.npy",
+        "labels.npy",
+        "side.u.row.npy",
+        "sparse.npy",
+    ]
+    write_manifest(
+        tmp_path,
+        {
+            "stage_names": ["click", "conversion"],
+            "fields": [],
+            "bag_fields": ["150_14", "109_14"],
+            "dense_fields": [],
+            "vocab_sizes": {"150_14": 9, "109_14": 9},
+            "splits": {"train": w.close()},
+            "side_tables": {"side.u": side.close()},
+            "bag_tables": {"train": {"150_14": "../x", "109_14": "side.u"}},
+        },
+    )
     with pytest.raises(StoreError, match="not a listed side table"):
         open_split(tmp_path, "train")
     m = read_manifest(tmp_path)

@@ -69,12 +69,24 @@ def assert_same_scores(got: dict, spec, params, test) -> None:
 )
 def test_predict_every_sample_format(tmp_path, sample, scored, fmt, bad, out):
     store = tmp_path / "store"
-    convert_processed(SHARED / sample, store, fmt=fmt, min_count=1, on_bad_row=bad,
-                      progress=False)  # fmt: skip
+    convert_processed(SHARED / sample, store, fmt=fmt, min_count=1, on_bad_row=bad, progress=False)
     test, spec, params = export_for_store(store, tmp_path / "export")
-    args = ["predict", "--model", str(tmp_path / "export"), "--data", str(SHARED / sample / scored),
-            "--format", fmt, "--on-bad-row", bad, "--out", str(tmp_path / out), "--no-progress",
-            "--batch-size", "16"]  # fmt: skip
+    args = [
+        "predict",
+        "--model",
+        str(tmp_path / "export"),
+        "--data",
+        str(SHARED / sample / scored),
+        "--format",
+        fmt,
+        "--on-bad-row",
+        bad,
+        "--out",
+        str(tmp_path / out),
+        "--no-progress",
+        "--batch-size",
+        "16",
+    ]
     assert main(args) == 0
     got = read_scores(tmp_path / out)
     assert list(got) == ["pctr", "pcvr", "pctcvr"]
@@ -92,8 +104,18 @@ def test_predict_a_store_split_and_strict_bad_rows(tmp_path, capsys):
     assert summary["format"] == "paddle_aitm"
     assert_same_scores(read_scores(tmp_path / "s.csv"), spec, params, test)
     strict = tmp_path / "strict.csv"
-    args = ["predict", "--model", str(tmp_path / "export"), "--data", str(sample / "test.csv"),
-            "--format", "paddle_aitm", "--out", str(strict), "--no-progress"]  # fmt: skip
+    args = [
+        "predict",
+        "--model",
+        str(tmp_path / "export"),
+        "--data",
+        str(sample / "test.csv"),
+        "--format",
+        "paddle_aitm",
+        "--out",
+        str(strict),
+        "--no-progress",
+    ]
     assert main(args) == 2
     assert ":7: conversion without click" in capsys.readouterr().err  # FILE:LINE: as prepare
     assert not strict.exists()
@@ -105,8 +127,18 @@ def test_predict_refuses_data_without_the_models_columns(tmp_path, capsys):
     convert_processed(SHARED / "ali-ccp/torch-rechub", store, progress=False)
     export_for_store(store, tmp_path / "export")
     aitm = SHARED / "ali-ccp/paddlerec-aitm/train.csv"  # 18 of rechub's 23 fields, no dense
-    args = ["predict", "--model", str(tmp_path / "export"), "--data", str(aitm),
-            "--on-bad-row", "skip", "--out", str(tmp_path / "x.csv"), "--no-progress"]  # fmt: skip
+    args = [
+        "predict",
+        "--model",
+        str(tmp_path / "export"),
+        "--data",
+        str(aitm),
+        "--on-bad-row",
+        "skip",
+        "--out",
+        str(tmp_path / "x.csv"),
+        "--no-progress",
+    ]
     assert main(args) == 2
     assert "lacks 13 column(s) the model reads: ['210', '109_14'" in capsys.readouterr().err
     args[-2] = str(tmp_path / "x.txt")

@@ -50,9 +50,24 @@ def label_free(src: Path, dst: Path) -> Path:
 
 
 def predict(export: Path, data: Path, out: Path, fmt: str = "auto", bad: str = "strict") -> int:
-    return main(["predict", "--model", str(export), "--data", str(data), "--format", fmt,
-                 "--on-bad-row", bad, "--out", str(out), "--no-progress",
-                 "--batch-size", "16"])  # fmt: skip
+    return main(
+        [
+            "predict",
+            "--model",
+            str(export),
+            "--data",
+            str(data),
+            "--format",
+            fmt,
+            "--on-bad-row",
+            bad,
+            "--out",
+            str(out),
+            "--no-progress",
+            "--batch-size",
+            "16",
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +89,7 @@ LABEL_FREE_CASES = [*CASES, ("ali-ccp/paddlerec-aitm", "train.csv", "auto", "ski
 )
 def test_label_free_file_scores_as_the_labelled_one(tmp_path, sample, scored, fmt, bad, out):
     store = tmp_path / "store"
-    convert_processed(SHARED / sample, store, fmt=fmt, min_count=1, on_bad_row=bad,
-                      progress=False)  # fmt: skip
+    convert_processed(SHARED / sample, store, fmt=fmt, min_count=1, on_bad_row=bad, progress=False)
     export_for_store(store, tmp_path / "export")
     src = SHARED / sample / scored
     assert predict(tmp_path / "export", src, tmp_path / f"with_{out}", fmt, bad) == 0
@@ -125,15 +139,22 @@ def test_format_flag_names_missing_and_unexpected_columns(tmp_path, rechub_expor
     no_301 = rewrite(AITM_TRAIN, tmp_path / "no_301.csv", ["click", "purchase", "301"])
     for engine in ("arrow", "python"):
         with pytest.raises(DataFormatError, match=r"lacks columns \['301'\]") as info:
-            convert_processed(no_301, tmp_path / "s", fmt="paddle_aitm", engine=engine,
-                              labels="optional", progress=False)  # fmt: skip
+            convert_processed(
+                no_301,
+                tmp_path / "s",
+                fmt="paddle_aitm",
+                engine=engine,
+                labels="optional",
+                progress=False,
+            )
         assert info.value.line == 1 and info.value.reason == "unexpected header"
 
 
 @pytest.mark.parametrize(
-    "src", [RECHUB_TEST, AX_TEST, AITM_TRAIN, ESMM_TEST, AITM_TEST],
+    "src",
+    [RECHUB_TEST, AX_TEST, AITM_TRAIN, ESMM_TEST, AITM_TEST],
     ids=["rechub", "aliexpress", "aitm", "esmm", "aitm-headerless"],
-)  # fmt: skip
+)
 def test_prepare_refuses_a_label_free_file(tmp_path, src):
     bare = label_free(src, tmp_path / f"train_{src.name}")
     with pytest.raises(DataFormatError, match="no label columns") as info:
@@ -151,7 +172,15 @@ def test_prepare_and_run_name_the_label_free_file(tmp_path, repo, capsys, monkey
     err = capsys.readouterr().err
     assert f"{bare}: no label columns" in err and "['click', 'purchase']" in err
     monkeypatch.chdir(repo)
-    args = ["run", "--config", "experiments/configs/samples.py", "--workdir",
-            str(tmp_path / "wd"), "--data", str(d), "--no-progress"]  # fmt: skip
+    args = [
+        "run",
+        "--config",
+        "experiments/configs/samples.py",
+        "--workdir",
+        str(tmp_path / "wd"),
+        "--data",
+        str(d),
+        "--no-progress",
+    ]
     assert main(args) == 2
     assert f"{bare}: no label columns" in capsys.readouterr().err

@@ -45,8 +45,10 @@ def make_raw(n_train=300, n_test=100, n_users=20, seed=0) -> dict:
             feats = [x for x in feats if rng.random() > 0.15]  # some single fields absent
             for f in USER_BAGS:
                 n_bag = int(rng.integers(0, 4)) if u % 5 else 0  # every 5th user: empty bags
-                feats += [(f, int(rng.integers(0, 30)), round(float(rng.random()), 3))
-                          for _ in range(n_bag)]  # fmt: skip
+                feats += [
+                    (f, int(rng.integers(0, 30)), round(float(rng.random()), 3))
+                    for _ in range(n_bag)
+                ]
             feats.append(("150_14", 1000 + u, 0.5))  # weight = the user's train rows
             if u % 7 == 3:
                 feats.append(("999", 1, 1.0))  # an unknown field: ignored, counted
@@ -60,8 +62,10 @@ def make_raw(n_train=300, n_test=100, n_users=20, seed=0) -> dict:
             feats = [(f, offset + int(rng.zipf(1.5)) % 40, 1.0) for f in ITEM_SINGLE]
             feats = [x for x in feats if x[0] != "702" or i % 3]  # 702 sometimes absent
             for f, top in zip(ITEM_BAGS, (3, 2), strict=True):
-                feats += [(f, int(rng.integers(0, 20)), round(float(rng.random()), 3))
-                          for _ in range(int(rng.integers(0, top + 1)))]  # fmt: skip
+                feats += [
+                    (f, int(rng.integers(0, 20)), round(float(rng.random()), 3))
+                    for _ in range(int(rng.integers(0, top + 1)))
+                ]
             rows.append((i, click, conv, keys[int(rng.integers(0, n_users))], feats))
         data["users"][split], data["rows"][split] = users, rows
         data["lines"][COMMON[split]] = [
@@ -162,8 +166,7 @@ def test_round_trip(raw, tmp_path):
 def test_min_count_and_test_only_ids(raw, tmp_path):
     src, out = write_raw(tmp_path / "raw", raw["lines"]), tmp_path / "store"
     prepare(src, out, min_count=12, valid_fraction=0.25, seed=1)
-    rows = [r for r, v in zip(raw["rows"]["train"], valid_mask(300, 1, 0.25), strict=True)
-            if not v]  # fmt: skip
+    rows = [r for r, v in zip(raw["rows"]["train"], valid_mask(300, 1, 0.25), strict=True) if not v]
     for f in ("205", "150_14", "101"):
         counts: dict[int, int] = {}
         for _, _, _, key, item in rows:
@@ -193,8 +196,9 @@ def test_valid_split_deterministic_in_seed(raw, tmp_path):
     assert (
         a["splits"] == b["splits"] and a["splits"]["valid"]["rows"] == valid_mask(300, 5, 0.1).sum()
     )
-    assert not np.array_equal(open_split(tmp_path / "a", "valid").labels,
-                              open_split(tmp_path / "c", "valid").labels)  # fmt: skip
+    assert not np.array_equal(
+        open_split(tmp_path / "a", "valid").labels, open_split(tmp_path / "c", "valid").labels
+    )
     assert c["splits"]["valid"]["rows"] == valid_mask(300, 6, 0.1).sum()
 
 
@@ -396,8 +400,13 @@ def test_failed_run_leaves_nothing_and_an_old_unfinished_store_is_rebuilt(raw, t
 
 def test_skip_many_bad_rows_keeps_every_good_row(raw, tmp_path):
     lines = {k: list(v) for k, v in raw["lines"].items()}
-    bad_at = {3: "wrong field count", 64: "label not 0/1", 65: "feature_count mismatch",
-              200: "not UTF-8", 299: "field 205 repeated"}  # fmt: skip
+    bad_at = {
+        3: "wrong field count",
+        64: "label not 0/1",
+        65: "feature_count mismatch",
+        200: "not UTF-8",
+        299: "field 205 repeated",
+    }
     for i, reason in bad_at.items():
         lines[SKEL["train"]][i] = BAD[reason][2](lines[SKEL["train"]][i])
     m = prepare(write_raw(tmp_path / "raw", lines), tmp_path / "store", on_bad_row="skip", seed=2)
@@ -430,9 +439,11 @@ def test_user_bags_are_stored_once_per_user(raw, tmp_path):
         for f in ITEM_BAGS:  # item bags stay per row
             assert (out / s / f"bag.{f}.ids.npy").is_file()
     is_valid = valid_mask(300, 3, 0.2)
-    rows = {"train": [r for r, v in zip(raw["rows"]["train"], is_valid, strict=True) if not v],
-            "valid": [r for r, v in zip(raw["rows"]["train"], is_valid, strict=True) if v],
-            "test": raw["rows"]["test"]}  # fmt: skip
+    rows = {
+        "train": [r for r, v in zip(raw["rows"]["train"], is_valid, strict=True) if not v],
+        "valid": [r for r, v in zip(raw["rows"]["train"], is_valid, strict=True) if v],
+        "test": raw["rows"]["test"],
+    }
     for split, want in rows.items():
         ds = open_split(out, split)
         keys = sorted(raw["users"]["test" if split == "test" else "train"])
@@ -448,9 +459,11 @@ def test_user_bags_are_stored_once_per_user(raw, tmp_path):
     batch = train.batch(np.array([j, k]))
     np.testing.assert_array_equal(batch["bag_ids"][0, 2:], batch["bag_ids"][1, 2:])  # user bags
     # a raw-size store: the user bags would have been copied once per impression
-    per_impression = sum(sum(int(b.ends[b.row_of[r]] - b.starts[b.row_of[r]])
-                             for r in range(train.num_rows))
-                         for b in train.bags if b.row_of is not None)  # fmt: skip
+    per_impression = sum(
+        sum(int(b.ends[b.row_of[r]] - b.starts[b.row_of[r]]) for r in range(train.num_rows))
+        for b in train.bags
+        if b.row_of is not None
+    )
     assert per_impression > 5 * sum(len(b.ids) for b in train.bags if b.row_of is not None)
 
 
@@ -460,8 +473,16 @@ def store_run(tmp: Path) -> Path:
     src, out = write_raw(tmp / "raw", make_raw()["lines"]), tmp / "store"
     prepare(src, out, min_count=2)
     wd = tmp / "run"
-    background.cli("run", "--config", "experiments/configs/samples.py", "--workdir", wd,
-                   "--data", out, "--no-progress")  # fmt: skip
+    background.cli(
+        "run",
+        "--config",
+        "experiments/configs/samples.py",
+        "--workdir",
+        wd,
+        "--data",
+        out,
+        "--no-progress",
+    )
     return wd
 
 

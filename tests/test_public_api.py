@@ -33,8 +33,19 @@ def test_run_from_python_matches_the_cli_run(repo, tmp_path):
 
     cfg = ah.load_config(repo / "experiments" / "configs" / "smoke.py")
     res = ah.run(cfg, tmp_path / "api")
-    assert main(["run", "--config", str(repo / "experiments" / "configs" / "smoke.py"),
-                 "--workdir", str(tmp_path / "cli"), "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(repo / "experiments" / "configs" / "smoke.py"),
+                "--workdir",
+                str(tmp_path / "cli"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert res["models"].keys() == cli["models"].keys()
     for name, model in res["models"].items():  # same seed, machine and code: bitwise

@@ -33,8 +33,17 @@ def _in_repo(repo, monkeypatch):
 @pytest.mark.parametrize(("sample", "fmt", "extra", "test_rows"), CASES, ids=[c[0] for c in CASES])
 def test_run_trains_on_every_sample_format(tmp_path, sample, fmt, extra, test_rows):
     wd = tmp_path / "run"
-    args = ["run", "--config", SAMPLES, "--workdir", str(wd), "--data", str(SHARED / sample),
-            "--no-progress", *extra]  # fmt: skip
+    args = [
+        "run",
+        "--config",
+        SAMPLES,
+        "--workdir",
+        str(wd),
+        "--data",
+        str(SHARED / sample),
+        "--no-progress",
+        *extra,
+    ]
     if fmt:
         args += ["--format", fmt]
     assert main(args) == 0
@@ -55,8 +64,21 @@ def test_prepare_then_train_from_the_store(tmp_path, capsys):
     assert main(["prepare", "--data", data, "--out", str(store), "--min-count", "1"]) == 0
     assert "rows" in capsys.readouterr().out
     wd = tmp_path / "run"
-    assert main(["run", "--config", SAMPLES, "--workdir", str(wd), "--data", str(store),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                SAMPLES,
+                "--workdir",
+                str(wd),
+                "--data",
+                str(store),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert not (wd / "store").exists()  # a prepared store is used in place
     res = json.loads((wd / "results.json").read_text())
     assert res["data"]["train"]["bag_fields"] > 0  # multi-valued fields kept as bags
@@ -69,7 +91,16 @@ def test_bad_data_paths_are_named_without_a_traceback(tmp_path, capsys):
     assert str(missing) in capsys.readouterr().err
     half = tmp_path / "half"
     (half / "train").mkdir(parents=True)
-    args = ["run", "--config", SAMPLES, "--workdir", str(tmp_path / "w2"), "--data", str(half),
-            "--format", "store"]  # fmt: skip
+    args = [
+        "run",
+        "--config",
+        SAMPLES,
+        "--workdir",
+        str(tmp_path / "w2"),
+        "--data",
+        str(half),
+        "--format",
+        "store",
+    ]
     assert main(args) == 2
     assert "not a finished store" in capsys.readouterr().err

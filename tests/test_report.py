@@ -193,8 +193,15 @@ def test_report_skips_what_is_not_there_yet(run_dir, tmp_path, capsys):
     _check_pngs(wd / "report", [n for n in PNGS if n not in ("auc", "reliability")])
 
 
-_CALIBRATION = ("ece", "reliability", "ece_true", "mae_true", "rmse_true", "mae_true_all",
-                "selection_gap")  # fmt: skip
+_CALIBRATION = (
+    "ece",
+    "reliability",
+    "ece_true",
+    "mae_true",
+    "rmse_true",
+    "mae_true_all",
+    "selection_gap",
+)
 
 
 @pytest.mark.slow
@@ -276,11 +283,17 @@ def test_study_forest_plot_draws_paired_differences_on_their_own_scale(run_dir, 
     study = {
         "keys": ["cvr", "cvr.excess_nll_all"],
         "compare_to": "esmm",
-        "modes": {"data": {"arms": {"transfer": {
-            "models": {"autoheri": {"cvr": cell}, "esmm": {"cvr": cell}},
-            "paired": {"autoheri": {"cvr": diff, "cvr.excess_nll_all": diff}},
-        }}}},
-    }  # fmt: skip
+        "modes": {
+            "data": {
+                "arms": {
+                    "transfer": {
+                        "models": {"autoheri": {"cvr": cell}, "esmm": {"cvr": cell}},
+                        "paired": {"autoheri": {"cvr": diff, "cvr.excess_nll_all": diff}},
+                    }
+                }
+            }
+        },
+    }
     (wd / "study.json").write_text(json.dumps(study))
     inp = load_inputs(wd)
     assert inp.study["paired"] == {"transfer": study["modes"]["data"]["arms"]["transfer"]["paired"]}

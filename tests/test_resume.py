@@ -33,9 +33,17 @@ SMOKE = "experiments/configs/smoke.py"
 # No validated selection: its batch would train ESMM and the derived model as its lanes
 # (tests/test_lane_reuse.py resumes that batch), and here the retrain is killed and resumed.
 # (Each save also scores the checkpoint rows; saves every 3 steps took half of a run's time.)
-LONGER = ["--set", "data.num_train=16384", "--set", "checkpoint.every_steps=8",
-          "--set", "baselines=esmm", "--set", "edge_search.select=off",
-          "--no-progress"]  # fmt: skip
+LONGER = [
+    "--set",
+    "data.num_train=16384",
+    "--set",
+    "checkpoint.every_steps=8",
+    "--set",
+    "baselines=esmm",
+    "--set",
+    "edge_search.select=off",
+    "--no-progress",
+]
 # Kills wait for a logged step in [KILL_FROM, KILL_TO]: by step 17 the save at 16 has begun,
 # which waits for the save at 8 to commit, so a committed checkpoint is there to resume from;
 # 24 steps before the phase ends (64) leave the kill time to land.
@@ -44,8 +52,18 @@ MODELS = ("autoheri_search", "autoheri", "esmm")
 
 
 def _cmd(workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "autoheri_jax", "run", "--config", SMOKE,
-            "--workdir", str(workdir), *LONGER, *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "autoheri_jax",
+        "run",
+        "--config",
+        SMOKE,
+        "--workdir",
+        str(workdir),
+        *LONGER,
+        *extra,
+    ]
 
 
 def _env(devices: int) -> dict:
@@ -70,8 +88,14 @@ def _records(workdir: Path) -> list[dict]:
 
 def _kill_when(workdir, devices, phase, model, min_step, sig=signal.SIGKILL, extra=()):
     """Starts a run and sends `sig` once `model` has logged a step >= min_step in `phase`."""
-    proc = background.popen(_cmd(workdir, *extra), cwd=REPO, env=_env(devices),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = background.popen(
+        _cmd(workdir, *extra),
+        cwd=REPO,
+        env=_env(devices),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         seen = [r for r in _records(workdir) if r["phase"] == phase and r["model"] == model]
@@ -114,17 +138,30 @@ def _stopped_twice(devices: int) -> background.Job:
             step = rng.randint(KILL_FROM, KILL_TO)
             code, out, err = _kill_when(wd, devices, phase, model, step, sig=sig, extra=extra)
             ckpts = wd / "checkpoints" / model
-            stops.append({"phase": phase, "model": model, "sig": sig, "step": step,
-                          "code": code, "out": out, "err": err,
-                          "finished": (wd / "models" / model / "train.json").exists(),
-                          "checkpoints": ckpts.is_dir() and any(ckpts.iterdir()),
-                          "snapshot": tmp / f"{model}_at_stop"})  # fmt: skip
+            stops.append(
+                {
+                    "phase": phase,
+                    "model": model,
+                    "sig": sig,
+                    "step": step,
+                    "code": code,
+                    "out": out,
+                    "err": err,
+                    "finished": (wd / "models" / model / "train.json").exists(),
+                    "checkpoints": ckpts.is_dir() and any(ckpts.iterdir()),
+                    "snapshot": tmp / f"{model}_at_stop",
+                }
+            )
             if ckpts.is_dir():  # the checkpoints as the stop left them, for the test to open
                 shutil.copytree(ckpts, stops[-1]["snapshot"])
         resumed = _run(wd, devices, *extra)
         _run(tmp / "reference", devices, *extra)
-        return {"workdir": wd, "reference": tmp / "reference", "stops": stops,
-                "resumed": resumed.stdout}  # fmt: skip
+        return {
+            "workdir": wd,
+            "reference": tmp / "reference",
+            "stops": stops,
+            "resumed": resumed.stdout,
+        }
 
     body.__name__ = f"stopped_twice_on_{devices}_devices"
     return background.job(body)
@@ -188,8 +225,15 @@ def test_eight_device_checkpoint_resumes_on_one_device():
 
 
 def _tiny(n=1024):
-    data = simulate_funnel(num_rows=n, seed=0, num_users=100, num_items=200, click_rate=0.2,
-                           stage_rates=(0.3,), num_dense=1)  # fmt: skip
+    data = simulate_funnel(
+        num_rows=n,
+        seed=0,
+        num_users=100,
+        num_items=200,
+        click_rate=0.2,
+        stage_rates=(0.3,),
+        num_dense=1,
+    )
     spec = build_spec(ModelConfig(embed_dim=4, hidden=(8,)), data.vocab_sizes, 1, 2, searched=True)
     cfg = gated(epochs=1, batch_size=64, arch_warmup_steps=0, lr=1e-2, log_every=1)
     return data, spec, cfg
@@ -211,28 +255,51 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     dense[row] = np.nan
     poisoned = dataclasses.replace(data, dense=dense)
     with pytest.raises(NonFiniteLossError, match=f"step {bad_step} "):
-        train_model(spec, cfg, poisoned, desc="x", progress=False,
-                    resumable=_resumable(tmp_path / "ck", spec, cfg))  # fmt: skip
+        train_model(
+            spec,
+            cfg,
+            poisoned,
+            desc="x",
+            progress=False,
+            resumable=_resumable(tmp_path / "ck", spec, cfg),
+        )
     with Checkpointer(tmp_path / "ck") as ckpt:
         assert ckpt.latest_step() == bad_step  # state after the last good update
 
 
 def test_checkpoint_of_another_config_is_refused_naming_the_key(tmp_path):
     data, spec, cfg = _tiny(256)
-    train_model(spec, cfg, data, desc="a", progress=False,
-                resumable=_resumable(tmp_path / "ck", spec, cfg, every=2))  # fmt: skip
+    train_model(
+        spec,
+        cfg,
+        data,
+        desc="a",
+        progress=False,
+        resumable=_resumable(tmp_path / "ck", spec, cfg, every=2),
+    )
     other = dataclasses.replace(cfg, lr=5e-3)
     with pytest.raises(CheckpointError, match="lr"):
-        train_model(spec, other, data, desc="b", progress=False,
-                    resumable=_resumable(tmp_path / "ck", spec, other, every=2))  # fmt: skip
+        train_model(
+            spec,
+            other,
+            data,
+            desc="b",
+            progress=False,
+            resumable=_resumable(tmp_path / "ck", spec, other, every=2),
+        )
 
 
 def test_a_finished_checkpoint_resumes_to_the_same_state(tmp_path):
     data, spec, cfg = _tiny(512)
-    first, _ = train_model(spec, cfg, data, desc="a", progress=False,
-                           resumable=_resumable(tmp_path / "ck", spec, cfg, every=3))  # fmt: skip
+    first, _ = train_model(
+        spec,
+        cfg,
+        data,
+        desc="a",
+        progress=False,
+        resumable=_resumable(tmp_path / "ck", spec, cfg, every=3),
+    )
     resumable = _resumable(tmp_path / "ck", spec, cfg, every=3)
-    again, stats = train_model(spec, cfg, data, desc="b", progress=False,
-                               resumable=resumable)  # fmt: skip
+    again, stats = train_model(spec, cfg, data, desc="b", progress=False, resumable=resumable)
     assert stats["resumed_at"] == 512 // 64
     assert_trees_equal(first, again)

@@ -27,8 +27,10 @@ def test_generated_rows_truth_and_labels_agree(repo, tmp_path, monkeypatch):
         # the labels follow the truth: the mean click probability predicts the click count
         p = truth[:, 0].astype(np.float64)
         assert abs(labels[:, 0].sum() - p.sum()) < 4 * np.sqrt((p * (1 - p)).sum())
-        keys = {line.split(",", 1)[0] for line in (tmp_path / f"common_features_{split}.csv")
-                .read_text().splitlines()}  # fmt: skip
+        keys = {
+            line.split(",", 1)[0]
+            for line in (tmp_path / f"common_features_{split}.csv").read_text().splitlines()
+        }
         assert {line.split(",", 4)[3] for line in skeleton} <= keys  # every join key exists
     assert info["splits"]["train"]["rows"] + info["splits"]["test"]["rows"] == 60_001
     assert json.loads((tmp_path / "world.json").read_text())["rows"] == 60_001

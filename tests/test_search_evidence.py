@@ -113,10 +113,18 @@ def _gated_linear_search(sparsity_weight: float, seed: int = 0, rule: str = "ada
     x = rng.standard_normal((n, k)).astype(np.float32)
     y = (rng.random(n) < 1 / (1 + np.exp(-2.0 * x[:, 0]))).astype(np.float32)
     x, y = jnp.asarray(x), jnp.asarray(y)
-    cfg = gated(lr=0.03, arch_lr=0.05, arch_warmup_steps=50, arch_optimizer=rule,
-                      entropy_weight=0.02, sparsity_weight=sparsity_weight)  # fmt: skip
-    params = {"towers": {"w": jnp.zeros(k), "b": jnp.zeros(())},
-              "arch": {"edge_logits": jnp.zeros(k)}}  # fmt: skip
+    cfg = gated(
+        lr=0.03,
+        arch_lr=0.05,
+        arch_warmup_steps=50,
+        arch_optimizer=rule,
+        entropy_weight=0.02,
+        sparsity_weight=sparsity_weight,
+    )
+    params = {
+        "towers": {"w": jnp.zeros(k), "b": jnp.zeros(())},
+        "arch": {"edge_logits": jnp.zeros(k)},
+    }
     opt = make_optimizer(cfg)
     opt_state = opt.init(params)
 
@@ -216,8 +224,10 @@ def test_study_columns_carry_ci_and_mde_and_the_report_plots_only_aucs(tmp_path)
     assert mean_pairwise_jaccard([[], []]) == 1.0 and mean_pairwise_jaccard([["a"]]) is None
     assert column_label("cvr") == "cvr AUC"
     assert column_label("cvr.soft_auc_all") == "cvr soft AUC (all)"
-    raw = {"keys": ["cvr", "cvr.soft_auc", "cvr.excess_nll_all"],
-           "arms": {"a": {"m": {"cvr": {"mean": 0.7, "std": 0.01}}}}}  # fmt: skip
+    raw = {
+        "keys": ["cvr", "cvr.soft_auc", "cvr.excess_nll_all"],
+        "arms": {"a": {"m": {"cvr": {"mean": 0.7, "std": 0.01}}}},
+    }
     assert normalize_study(raw, tmp_path / "study.json")["keys"] == ["cvr", "cvr.soft_auc"]
 
 

@@ -24,7 +24,10 @@ def test_the_paper_method_updates_gates_and_weights_in_two_partitions_in_one_jit
     model, tcfg = experiment.search_setup(cfg)
     arch = tcfg.arch  # the paper's fixed settings, from PaperSearch
     assert (arch.arch_optimizer, arch.arch_warmup_steps, arch.entropy_warmup_steps) == (
-        "adam", 0, 0)  # fmt: skip
+        "adam",
+        0,
+        0,
+    )
     assert arch.entropy_weight > 0 and arch.sparsity_weight == 0 and not arch.bilevel
     assert arch.derive_threshold == 0.5 and arch.init_edge_logit == arch.edge_logit_noise == 0
     assert model.edge_init == "block"
@@ -40,14 +43,20 @@ def test_the_paper_method_updates_gates_and_weights_in_two_partitions_in_one_jit
     state, _ = step(state, data.train.batch(np.arange(256)))
     arch = np.asarray(state.params["arch"]["edge_logits"])
     assert not np.array_equal(arch, before["arch"]["edge_logits"])  # step 0: no warm-up
-    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), state.params["towers"],
-                         before["towers"])  # fmt: skip
+    moved = jax.tree.map(
+        lambda a, b: not np.array_equal(a, b), state.params["towers"], before["towers"]
+    )
     assert any(jax.tree.leaves(moved))
 
 
 def test_a_setting_the_paper_search_does_not_have_is_refused_by_name(repo):
-    for key in ("derive_threshold=0.7", "sparsity_weight=0.1", "bilevel=true",
-                "init_edge_logit=1.0", "arch_warmup_steps=5"):  # fmt: skip
+    for key in (
+        "derive_threshold=0.7",
+        "sparsity_weight=0.1",
+        "bilevel=true",
+        "init_edge_logit=1.0",
+        "arch_warmup_steps=5",
+    ):
         name = key.split("=")[0]
         with pytest.raises(ConfigError, match=rf"edge_search\.{name}: .*method=gradient"):
             _smoke(repo, "edge_search.method=paper", f"edge_search.{key}")
@@ -75,17 +84,24 @@ def test_each_method_runs_end_to_end_and_records_how_it_decided(repo, tmp_path, 
         names = [c["name"] for c in saved["ablation"]["candidates"]]
         assert len(names) == 2 + 2 * len(saved["candidates"])
         assert {"none", "all"} <= set(names) and "ablation search" in text
-        chosen = next(c for c in saved["ablation"]["candidates"]
-                      if c["name"] == saved["ablation"]["chosen"])  # fmt: skip
+        chosen = next(
+            c for c in saved["ablation"]["candidates"] if c["name"] == saved["ablation"]["chosen"]
+        )
         assert chosen["edges"] == len(saved["kept"])
         assert all("add_one" in c["ablation"] for c in saved["candidates"])
 
 
 # checkpoint.every_steps: one save per run, not one per 4 steps (the saves were two thirds of
 # the search's time; the kept edges and every score are the same either way)
-NULL_WORLD = ["data.world=null", "data.num_train=40000", "data.num_valid=8000",
-              "search.batch_size=512", "retrain.batch_size=512", "retrain.epochs=2",
-              "checkpoint.every_steps=1000000"]  # fmt: skip
+NULL_WORLD = [
+    "data.world=null",
+    "data.num_train=40000",
+    "data.num_valid=8000",
+    "search.batch_size=512",
+    "retrain.batch_size=512",
+    "retrain.epochs=2",
+    "checkpoint.every_steps=1000000",
+]
 
 
 @pytest.mark.slow
@@ -99,8 +115,12 @@ def test_the_masked_search_keeps_no_edge_in_a_null_world_in_most_seeds(repo, tmp
     for seed in range(3):
         if sum(k == 0 for k in kept) >= 2 or sum(k > 0 for k in kept) >= 2:
             break  # the count is decided: the third seed cannot change it
-        seeds = [f"data.seed={seed}", f"search.seed={seed}", f"retrain.seed={seed}",
-                 f"edge_search.seed={seed}"]  # fmt: skip
+        seeds = [
+            f"data.seed={seed}",
+            f"search.seed={seed}",
+            f"retrain.seed={seed}",
+            f"edge_search.seed={seed}",
+        ]
         cfg = _smoke(repo, *NULL_WORLD, *seeds)
         record = experiment.search(cfg, Workdir(tmp_path / str(seed)), progress=False)
         kept.append(len(record.kept))

@@ -17,8 +17,9 @@ from autoheri_jax.train.seed_batch import group_by_spec, train_seeds
 from tests import background
 from tests.helpers import StopTraining, assert_trees_equal, gated, stop_at, tiny_spec
 
-CFG = gated(epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=3,
-                  entropy_warmup_steps=4)  # fmt: skip
+CFG = gated(
+    epochs=1, batch_size=64, lr=1e-2, log_every=4, arch_warmup_steps=3, entropy_warmup_steps=4
+)
 
 
 def _data(seed: int):
@@ -46,27 +47,36 @@ def test_vmapped_seeds_equal_separate_runs():
     batched = train_seeds(spec, cfgs, datas, desc="t", on_logs=on_logs, progress=False)
     for k, (cfg, data) in enumerate(zip(cfgs, datas, strict=True)):
         alone_logs = []
-        state, _ = train_model(spec, cfg, data, desc="t", progress=False,
-                               on_log=lambda s, r, logs=alone_logs: logs.append(r))  # fmt: skip
+        state, _ = train_model(
+            spec,
+            cfg,
+            data,
+            desc="t",
+            progress=False,
+            on_log=lambda s, r, logs=alone_logs: logs.append(r),
+        )
         got, stats = batched[k]
         assert int(got.step) == int(state.step) == 10 and stats["vmapped_seeds"] == 3
         for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(state.params), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
         assert_trees_equal(got.rng, state.rng)
         assert [r["step"] for r in logs[k]] == [r["step"] for r in alone_logs]
-        np.testing.assert_allclose([r["loss"] for r in logs[k]],
-                                   [r["loss"] for r in alone_logs], rtol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(
+            [r["loss"] for r in logs[k]], [r["loss"] for r in alone_logs], rtol=1e-5
+        )
     # the seeds did differ: the test is not comparing one run with itself
-    assert not np.allclose(batched[0][0].params["arch"]["edge_logits"],
-                           batched[1][0].params["arch"]["edge_logits"])  # fmt: skip
+    assert not np.allclose(
+        batched[0][0].params["arch"]["edge_logits"], batched[1][0].params["arch"]["edge_logits"]
+    )
 
 
 def test_vmapped_seeds_refuse_what_they_cannot_share():
     data = _data(0)
     spec = _spec(data)
     with pytest.raises(ConfigError, match="every TrainConfig field but `seed`"):
-        train_seeds(spec, [CFG, dataclasses.replace(CFG, lr=0.1)], [data, data], desc="t",
-                    progress=False)  # fmt: skip
+        train_seeds(
+            spec, [CFG, dataclasses.replace(CFG, lr=0.1)], [data, data], desc="t", progress=False
+        )
     with pytest.raises(ConfigError, match="bilevel"):
         bilevel = gated(CFG, bilevel=True)
         train_seeds(spec, [bilevel, bilevel], [data, data], desc="t", progress=False)
@@ -79,8 +89,13 @@ def test_a_non_finite_seed_is_named():
     # only the second seed's labels are NaN: only its loss goes non-finite
     poisoned = dataclasses.replace(data, labels=np.full_like(data.labels, np.nan))
     with pytest.raises(NonFiniteLossError, match=r"seed 1 \(index 1\).*step 0"):
-        train_seeds(spec, [CFG, dataclasses.replace(CFG, seed=1)], [data, poisoned], desc="t",
-                    progress=False)  # fmt: skip
+        train_seeds(
+            spec,
+            [CFG, dataclasses.replace(CFG, seed=1)],
+            [data, poisoned],
+            desc="t",
+            progress=False,
+        )
 
 
 @background.job
@@ -89,9 +104,14 @@ def tiny_studies(tmp: Path) -> Path:
     (tmp/vmapped), each by `autoheri study` in its own process."""
     smoke = background.REPO / "experiments" / "configs" / "smoke.py"
     # no validated selection: its batch would train ESMM as a lane (tests/test_lane_reuse.py)
-    tiny = ["baselines=esmm", "data.num_train=1024", "checkpoint.every_steps=1000",
-            "checkpoint.keep_best=false", "checkpoint.async_save=false",
-            "edge_search.select=off"]  # fmt: skip
+    tiny = [
+        "baselines=esmm",
+        "data.num_train=1024",
+        "checkpoint.every_steps=1000",
+        "checkpoint.keep_best=false",
+        "checkpoint.async_save=false",
+        "edge_search.select=off",
+    ]
     file = tmp / "tiny_study.py"
     file.write_text(
         "from autoheri_jax.config import load_config\n"
@@ -147,12 +167,25 @@ def test_vmapped_seeds_stopped_midway_resume_to_the_same_state(tmp_path):
     whole = train_seeds(spec, cfgs, datas, desc="t", progress=False)
 
     with pytest.raises(StopTraining):
-        train_seeds(spec, cfgs, datas, desc="t", progress=False, on_logs=[stop_at(6), None],
-                    resumable=resumable(tmp_path / "ck"))  # fmt: skip
+        train_seeds(
+            spec,
+            cfgs,
+            datas,
+            desc="t",
+            progress=False,
+            on_logs=[stop_at(6), None],
+            resumable=resumable(tmp_path / "ck"),
+        )
     resumed_at = []
-    again = train_seeds(spec, cfgs, datas, desc="t", progress=False,
-                        resumable=resumable(tmp_path / "ck"),
-                        on_resume=resumed_at.append)  # fmt: skip
+    again = train_seeds(
+        spec,
+        cfgs,
+        datas,
+        desc="t",
+        progress=False,
+        resumable=resumable(tmp_path / "ck"),
+        on_resume=resumed_at.append,
+    )
     assert resumed_at == [4]  # the last checkpoint before the stop (saves every 2 steps)
     for (a, stats), (b, _) in zip(again, whole, strict=True):
         assert stats["resumed_at"] == 4 and stats["vmapped_seeds"] == 2

@@ -34,8 +34,13 @@ def test_a_better_score_inside_the_noise_keeps_fewer_edges():
     # "all" scores higher, but its paired p-value does not clear 0.05 / 2
     p = _p_table({(1, 0): 0.4, (2, 0): 0.03})
     best, comps = selection.choose([0.70, 0.69, 0.72], [0, 2, 9], p)
-    assert best == 0 and comps[-1] == {"candidate": 2, "against": 0, "p": 0.03,
-                                        "level": 0.025, "wins": False}  # fmt: skip
+    assert best == 0 and comps[-1] == {
+        "candidate": 2,
+        "against": 0,
+        "p": 0.03,
+        "level": 0.025,
+        "wins": False,
+    }
     p = _p_table({(1, 0): 0.4, (2, 0): 0.01})
     assert selection.choose([0.70, 0.69, 0.72], [0, 2, 9], p)[0] == 2  # clears the margin
     # a small p for a lower score never wins (the test is one-sided in the score's favour)
@@ -76,8 +81,11 @@ def test_delong_difference_is_the_exact_auc_difference_and_its_p_is_calibrated()
     for _ in range(200):
         y = (rng.random(3000) < 0.05).astype(float)
         base = 0.5 * y + rng.normal(size=y.size)
-        ps.append(selection.delong_paired(base + rng.normal(size=y.size),
-                                          base + rng.normal(size=y.size), y)["p"])  # fmt: skip
+        ps.append(
+            selection.delong_paired(
+                base + rng.normal(size=y.size), base + rng.normal(size=y.size), y
+            )["p"]
+        )
     assert 0.01 <= np.mean(np.asarray(ps) < 0.05) <= 0.11
 
 
@@ -132,12 +140,29 @@ def test_selection_lines_print_each_margin_and_warn_when_it_is_too_wide():
 
     def record(se, wins=False):
         d = selection.detectable_difference(se, 0.05)
-        comp = Comparison(candidate="all", against="none", diff=0.004, se=se, p=0.2,
-                          level=0.05, detectable=d, wins=wins)  # fmt: skip
-        cands = [ScoredCandidate(name="none", edges=0, score=0.70),
-                 ScoredCandidate(name="all", edges=9, score=0.704)]  # fmt: skip
-        return Selection(criterion="ctcvr_auc", test="DeLong", alpha=0.05, candidates=cands,
-                         comparisons=[comp], chosen="none", positives=300)  # fmt: skip
+        comp = Comparison(
+            candidate="all",
+            against="none",
+            diff=0.004,
+            se=se,
+            p=0.2,
+            level=0.05,
+            detectable=d,
+            wins=wins,
+        )
+        cands = [
+            ScoredCandidate(name="none", edges=0, score=0.70),
+            ScoredCandidate(name="all", edges=9, score=0.704),
+        ]
+        return Selection(
+            criterion="ctcvr_auc",
+            test="DeLong",
+            alpha=0.05,
+            candidates=cands,
+            comparisons=[comp],
+            chosen="none",
+            positives=300,
+        )
 
     narrow, wide = selection_lines(record(0.001)), selection_lines(record(0.006))
     assert "detects 0.0025 at 80% power" in narrow[1]
@@ -151,8 +176,9 @@ def test_selection_lines_print_each_margin_and_warn_when_it_is_too_wide():
 @pytest.mark.slow
 def test_selection_scores_each_retrained_candidate_and_keeps_the_chosen_one():
     train_rows, valid = tiny_funnel()
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6)),
-                      train_rows.vocab_sizes, train_rows.num_dense, 2)  # fmt: skip
+    spec = build_spec(
+        ModelConfig(embed_dim=4, hidden=(8, 6)), train_rows.vocab_sizes, train_rows.num_dense, 2
+    )
     cfg = TrainConfig(epochs=1, batch_size=128, lr=1e-2, log_every=10)
     kept = np.zeros(spec.num_edges, bool)
     kept[0] = True
@@ -200,8 +226,9 @@ def test_selection_checkpoints_its_batch_and_a_rerun_resumes_it(tmp_path):
     from autoheri_jax.train.loop import Resumable
 
     train_rows, valid = tiny_funnel()
-    spec = build_spec(ModelConfig(embed_dim=4, hidden=(8, 6)),
-                      train_rows.vocab_sizes, train_rows.num_dense, 2)  # fmt: skip
+    spec = build_spec(
+        ModelConfig(embed_dim=4, hidden=(8, 6)), train_rows.vocab_sizes, train_rows.num_dense, 2
+    )
     cfg = TrainConfig(epochs=1, batch_size=128, lr=1e-2, log_every=10)
     ck = CheckpointConfig(every_steps=10, keep=2, keep_best=False, async_save=False)
     kept = np.zeros(spec.num_edges, bool)

@@ -50,12 +50,21 @@ def export_untrained(out, data, vocabs=None, seed=0, **model_kw):
     """An export of freshly initialised params for `data`'s schema (mapping tests need no
     training): -> (spec, params)."""
     kw = {"embed_dim": 4, "hidden": (8, 4)} | model_kw
-    spec = build_spec(ModelConfig(**kw), data.vocab_sizes, data.num_dense, data.num_stages,
-                      data.bag_vocab_sizes)  # fmt: skip
+    spec = build_spec(
+        ModelConfig(**kw), data.vocab_sizes, data.num_dense, data.num_stages, data.bag_vocab_sizes
+    )
     params = jax.device_get(init_params(jax.random.key(seed), spec))
     arch = architecture_of(spec, "untrained", None)
-    write_export(out, spec, params, data, vocabs=vocabs, max_bag_len=data.max_bag_len,
-                 info={"model": "untrained"}, architecture=arch)  # fmt: skip
+    write_export(
+        out,
+        spec,
+        params,
+        data,
+        vocabs=vocabs,
+        max_bag_len=data.max_bag_len,
+        info={"model": "untrained"},
+        architecture=arch,
+    )
     return spec, params
 
 
@@ -114,8 +123,10 @@ def test_bags_unseen_ids_and_overlong_bags(tmp_path):
     first max_len entries (what training's batches kept)."""
     data = toy_dataset(200)  # fields row (200), f (9); bag 150_14 (50); max_bag_len 4
     data = dataclasses.replace(data, dense_names=("d0", "d1"))
-    raw_of = {f: 1000 + 10 * np.arange(v - 1) for f, v in
-              zip([*data.field_names, "150_14"], [*data.vocab_sizes, 50], strict=True)}  # fmt: skip
+    raw_of = {
+        f: 1000 + 10 * np.arange(v - 1)
+        for f, v in zip([*data.field_names, "150_14"], [*data.vocab_sizes, 50], strict=True)
+    }
     spec, params = export_untrained(tmp_path / "e", data, vocabs=raw_of)
     model = rt.load(tmp_path / "e")
     # stored index k is raw id raw_of[k - 1]; index 0 is the OOV row: give it an unseen raw id
@@ -147,8 +158,13 @@ def test_three_stage_export(tmp_path):
     assert model.manifest["stages"] == ["click", "activation", "conversion"]
     cond, entire = predict_dataset(spec, params, test, 256)
     s = model.score(columns_of(test))
-    for name, got in (("pctr", cond[:, 0]), ("patr", cond[:, 1]), ("pctatr", entire[:, 1]),
-                      ("pcvr", cond[:, 2]), ("pctcvr", entire[:, 2])):  # fmt: skip
+    for name, got in (
+        ("pctr", cond[:, 0]),
+        ("patr", cond[:, 1]),
+        ("pctatr", entire[:, 1]),
+        ("pcvr", cond[:, 2]),
+        ("pctcvr", entire[:, 2]),
+    ):
         np.testing.assert_allclose(s[name], got, rtol=0, atol=ATOL)
 
 
@@ -227,8 +243,9 @@ heavy = sorted(m for m in ("flax", "optax", "orbax", "grain", "pyarrow") if m in
 print(json.dumps({{"mods": mods, "heavy": heavy, "n": len(scores["pctr"])}}))
 """
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=REPO, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     # the runtime and its stdlib-only digest helper; no config, model, train or data module

@@ -28,8 +28,17 @@ def prepared(tmp_path_factory) -> Path:
     """A raw Ali-CCP-like store (side tables, bags) made by `autoheri prepare --min-count 10`."""
     root = tmp_path_factory.mktemp("prepared")
     raw = write_raw(root / "raw", make_raw()["lines"])
-    args = ["prepare", "--data", str(raw), "--out", str(root / "store"), "--min-count", "10",
-            "--no-progress", "--quiet"]  # fmt: skip
+    args = [
+        "prepare",
+        "--data",
+        str(raw),
+        "--out",
+        str(root / "store"),
+        "--min-count",
+        "10",
+        "--no-progress",
+        "--quiet",
+    ]
     assert main(args) == 0
     return root / "store"
 
@@ -41,8 +50,19 @@ def store(prepared, tmp_path) -> Path:
 
 
 def run_cli(store: Path, wd: Path, *extra: str) -> int:
-    return main(["run", "--config", str(SAMPLES), "--workdir", str(wd), "--data", str(store),
-                 "--no-progress", *extra])  # fmt: skip
+    return main(
+        [
+            "run",
+            "--config",
+            str(SAMPLES),
+            "--workdir",
+            str(wd),
+            "--data",
+            str(store),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def one_error_line(err: str) -> str:

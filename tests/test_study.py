@@ -22,8 +22,13 @@ from autoheri_jax.study import (
 from tests import background
 
 # A seconds-long run: 4 train steps per model, one checkpoint at the end.
-TINY = ["baselines=esmm", "data.num_train=1024", "checkpoint.every_steps=1000",
-        "checkpoint.keep_best=false", "checkpoint.async_save=false"]  # fmt: skip
+TINY = [
+    "baselines=esmm",
+    "data.num_train=1024",
+    "checkpoint.every_steps=1000",
+    "checkpoint.keep_best=false",
+    "checkpoint.async_save=false",
+]
 STUDIES = sorted((Path(__file__).resolve().parents[1] / "experiments" / "studies").glob("*.py"))
 
 
@@ -62,15 +67,19 @@ def test_paired_test_and_mean_std():
     assert paired_test([0.5], [0.4])["t"] is None  # one pair: no spread, no test
     assert paired_test([0.5, 0.6], [0.4, 0.5])["p"] == 0.0  # constant non-zero difference
     assert paired_test([0.5, 0.6], [0.5, 0.6])["p"] == 1.0
-    assert mean_std([0.1, None, 0.3]) == {"n": 2, "mean": pytest.approx(0.2),
-                                          "std": pytest.approx(math.sqrt(0.02))}  # fmt: skip
+    assert mean_std([0.1, None, 0.3]) == {
+        "n": 2,
+        "mean": pytest.approx(0.2),
+        "std": pytest.approx(math.sqrt(0.02)),
+    }
     assert mean_std([0.4])["std"] is None
 
 
 def _fake_results(models: dict[str, float], oracle: float) -> dict:
     def test(v):
-        return {k: {"auc": v + off, "nll": 0.1} for k, off in (("ctr", 0), ("cvr", 0.1),
-                                                                ("ctcvr", 0.2))}  # fmt: skip
+        return {
+            k: {"auc": v + off, "nll": 0.1} for k, off in (("ctr", 0), ("cvr", 0.1), ("ctcvr", 0.2))
+        }
 
     return {
         "metric_keys": ["ctr", "cvr", "ctcvr"],
@@ -152,8 +161,9 @@ def tiny_study(tmp: Path) -> tuple[Path, Path, str]:
         "    return Study(name='tiny', base=base, arms=arms, seeds=5)\n"
     )
     wd = tmp / "study"
-    out = background.cli("study", "--config", file, "--workdir", wd, "--seeds", "2",
-                         "--no-progress")  # fmt: skip
+    out = background.cli(
+        "study", "--config", file, "--workdir", wd, "--seeds", "2", "--no-progress"
+    )
     return file, wd, out.stdout
 
 

@@ -93,15 +93,24 @@ def test_max_steps_is_a_step_budget_that_the_epochs_cannot_exceed():
     spec = _spec(data, edge_mode="hierarchical")
     cfg = gated(FAST, epochs=2, arch_warmup_steps=0)  # 32 steps
     records = []
-    short, stats = train_model(spec, dataclasses.replace(cfg, max_steps=5), data, desc="a",
-                               progress=False, on_log=lambda s, r: records.append(s))  # fmt: skip
+    short, stats = train_model(
+        spec,
+        dataclasses.replace(cfg, max_steps=5),
+        data,
+        desc="a",
+        progress=False,
+        on_log=lambda s, r: records.append(s),
+    )
     assert int(short.step) == 5 and stats["steps"] == 5 and records == [4, 5]
-    five, _ = train_model(spec, dataclasses.replace(cfg, epochs=1, max_steps=5), data, desc="b",
-                          progress=False)  # fmt: skip
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(short.params),
-                 jax.device_get(five.params))  # fmt: skip
-    whole, _ = train_model(spec, dataclasses.replace(cfg, max_steps=1000), data, desc="c",
-                           progress=False)  # fmt: skip
+    five, _ = train_model(
+        spec, dataclasses.replace(cfg, epochs=1, max_steps=5), data, desc="b", progress=False
+    )
+    jax.tree.map(
+        np.testing.assert_array_equal, jax.device_get(short.params), jax.device_get(five.params)
+    )
+    whole, _ = train_model(
+        spec, dataclasses.replace(cfg, max_steps=1000), data, desc="c", progress=False
+    )
     assert int(whole.step) == 32
     with pytest.raises(ConfigError, match="max_steps"):
         dataclasses.replace(cfg, max_steps=-1)

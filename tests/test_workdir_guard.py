@@ -74,8 +74,10 @@ def test_set_lists_take_brackets_or_commas_and_bare_edge_names():
 def test_a_start_that_failed_on_its_data_does_not_block_the_corrected_command(tmp_path, capsys):
     wd = tmp_path / "run"
     missing = tmp_path / "no_such_file.csv"
-    assert main(["search", "--config", SMOKE, "--workdir", str(wd), "--data", str(missing),
-                 *QUIET]) == 2  # fmt: skip
+    assert (
+        main(["search", "--config", SMOKE, "--workdir", str(wd), "--data", str(missing), *QUIET])
+        == 2
+    )
     assert f"{missing}: no such file or directory" in capsys.readouterr().err
     assert not (wd / "config.json").exists()
     # the corrected command: no --fresh, no "searched with another config"
@@ -91,8 +93,9 @@ def test_a_store_without_a_test_split_is_refused_before_anything_is_recorded(tmp
     store = tmp_path / "store"
     train = SHARED / "ali-ccp" / "torch-rechub" / "ali_ccp_train_sample.csv"
     assert main(["prepare", "--data", str(train), "--out", str(store), "--quiet"]) == 0
-    assert main(["search", "--config", SMOKE, "--workdir", str(wd), "--data", str(store),
-                 *QUIET]) == 2  # fmt: skip
+    assert (
+        main(["search", "--config", SMOKE, "--workdir", str(wd), "--data", str(store), *QUIET]) == 2
+    )
     err = capsys.readouterr().err
     assert str(store) in err and "no test split" in err and "Traceback" not in err
     assert not (wd / "config.json").exists()
@@ -109,8 +112,18 @@ def test_a_batch_larger_than_a_files_rows_is_refused_before_config_is_recorded(
 
     data, wd = aitm_dir(tmp_path / "data"), tmp_path / "run"
     other = "retrain.batch_size" if key == "search.batch_size" else "search.batch_size"
-    cmd = ["search", "--config", SMOKE, "--workdir", str(wd), "--data", str(data), *QUIET,
-           "--set", f"{other}=8"]  # fmt: skip
+    cmd = [
+        "search",
+        "--config",
+        SMOKE,
+        "--workdir",
+        str(wd),
+        "--data",
+        str(data),
+        *QUIET,
+        "--set",
+        f"{other}=8",
+    ]
     assert main([*cmd, "--set", f"{key}=100000"]) == 2
     err = capsys.readouterr().err
     assert f"{key}=100000 exceeds the " in err and str(data) in err
@@ -144,8 +157,12 @@ def test_a_start_that_failed_on_its_model_leaves_no_config(tmp_path, capsys, mon
     assert "edge into stage 2 of 2" in capsys.readouterr().err
     assert not (wd / "config.json").exists()
     monkeypatch.setattr(experiment, "spec_for", real)
-    assert main(["search", "--config", SMOKE, "--workdir", str(wd), *QUIET,
-                 "--set", "search.lr=0.004"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["search", "--config", SMOKE, "--workdir", str(wd), *QUIET, "--set", "search.lr=0.004"]
+        )
+        == 0
+    )
 
 
 def test_the_lock_names_its_holder_and_a_dead_holder_never_blocks(tmp_path):
@@ -171,8 +188,17 @@ def test_a_second_writer_is_refused_while_the_first_finishes_unchanged(tmp_path,
     wd, reference = tmp_path / "run", tmp_path / "reference"
     assert main(["search", "--config", SMOKE, "--workdir", str(reference), *QUIET]) == 0
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    command = [sys.executable, "-m", "autoheri_jax", "search", "--config", SMOKE, "--workdir",
-               str(wd), *QUIET]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "autoheri_jax",
+        "search",
+        "--config",
+        SMOKE,
+        "--workdir",
+        str(wd),
+        *QUIET,
+    ]
     first = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )

@@ -11,8 +11,15 @@ from autoheri_jax.data.simulator import hidden_terms, simulate_funnel
 from autoheri_jax.data.worlds import parse_planted_edge
 
 # the planted-worlds study's world (experiments/studies/planted_worlds.py), fewer rows
-WORLD = dict(num_users=2000, num_items=2000, latent_dim=2, click_rate=0.1, stage_rates=(0.03,),
-             cascade_strength=0.95, zipf_exponent=0.8)  # fmt: skip
+WORLD = dict(
+    num_users=2000,
+    num_items=2000,
+    latent_dim=2,
+    click_rate=0.1,
+    stage_rates=(0.03,),
+    cascade_strength=0.95,
+    zipf_exponent=0.8,
+)
 
 
 def _explained(x: np.ndarray, y: np.ndarray, bins: int = 50) -> float:
@@ -35,23 +42,29 @@ def test_shallow_click_output_carries_almost_none_of_s_a(seed):
 
 
 def test_deep_reuses_the_click_term_and_null_nothing():
-    h = {w: hidden_terms(num_rows=50_000, seed=500, world=w, **WORLD)["offsets"]
-         for w in ("shallow", "deep", "null")}  # fmt: skip
+    h = {
+        w: hidden_terms(num_rows=50_000, seed=500, world=w, **WORLD)["offsets"]
+        for w in ("shallow", "deep", "null")
+    }
     corr = {w: np.corrcoef(o[0], o[1])[0, 1] for w, o in h.items()}
     assert corr["deep"] > 0.5 and abs(corr["null"]) < 0.05 and abs(corr["shallow"]) < 0.2
 
 
 def test_paired_worlds_share_their_click_stage_bitwise():
-    runs = {w: simulate_funnel(num_rows=20_000, seed=7, world=w, **WORLD)
-            for w in ("shallow", "deep", "null")}  # fmt: skip
+    runs = {
+        w: simulate_funnel(num_rows=20_000, seed=7, world=w, **WORLD)
+        for w in ("shallow", "deep", "null")
+    }
     ref = runs["shallow"]
     for w, d in runs.items():
         np.testing.assert_array_equal(d.labels[:, 0], ref.labels[:, 0], err_msg=w)
         np.testing.assert_array_equal(d.true_probs[:, 0], ref.true_probs[:, 0], err_msg=w)
         np.testing.assert_array_equal(d.sparse, ref.sparse, err_msg=w)
     assert not np.array_equal(runs["deep"].true_probs[:, 1], ref.true_probs[:, 1])
-    planted = [simulate_funnel(num_rows=20_000, seed=7, world="planted", planted_edge=e, **WORLD)
-               for e in ("0->2", "2->0", "1->1")]  # fmt: skip
+    planted = [
+        simulate_funnel(num_rows=20_000, seed=7, world="planted", planted_edge=e, **WORLD)
+        for e in ("0->2", "2->0", "1->1")
+    ]
     for d in planted[1:]:
         np.testing.assert_array_equal(d.labels[:, 0], planted[0].labels[:, 0])
         assert not np.array_equal(d.true_probs[:, 1], planted[0].true_probs[:, 1])

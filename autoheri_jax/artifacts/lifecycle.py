@@ -21,8 +21,15 @@ if TYPE_CHECKING:
     from autoheri_jax.search.records import ArchitectureRecord
 
 _RUNTIME_SECTIONS = ("parallel", "checkpoint")  # how to run, not what: may change on resume
-_RUN_OUTPUTS = ("metrics.jsonl", "edge_history.jsonl", "results.json", "architecture.json",
-                "architecture.txt", "models", "checkpoints")  # fmt: skip
+_RUN_OUTPUTS = (
+    "metrics.jsonl",
+    "edge_history.jsonl",
+    "results.json",
+    "architecture.json",
+    "architecture.txt",
+    "models",
+    "checkpoints",
+)
 
 
 @contextlib.contextmanager

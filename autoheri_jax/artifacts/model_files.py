@@ -86,8 +86,9 @@ def trained_params(wd: artifacts.Workdir, name: str, phase: str, spec, tcfg: Tra
         if not wd.path("checkpoints", name).is_dir():  # retrained from step 0: logged anew
             _drop_later_records(wd, name, -1)
         what = str(e).partition(": run `")[0]  # the file and its problem, not the hint
-        get_logger(__name__).warning(f"[{phase}] {name}: {what}; moved {model_dir} to {aside}, "
-                                     "training the model again")  # fmt: skip
+        get_logger(__name__).warning(
+            f"[{phase}] {name}: {what}; moved {model_dir} to {aside}, training the model again"
+        )
         return None
     _say(f"[{phase}] {name}: already trained in {wd.root}; reusing it")
     return params
@@ -136,8 +137,10 @@ def save_model(
     if not cfg.checkpoint.keep_after_finish and artifacts.is_writer():
         shutil.rmtree(wd.path("checkpoints", name), ignore_errors=True)  # params are the record
     if source["lane"] is not None:
-        _say(f"[{phase}] {name}: the {source['training']} batch's lane {source['lane']!r}, "
-             "trained once there; not retrained")  # fmt: skip
+        _say(
+            f"[{phase}] {name}: the {source['training']} batch's lane {source['lane']!r}, "
+            "trained once there; not retrained"
+        )
         return params
     _say(
         f"[{phase}] {name}: {stats['steps'] - stats['resumed_at']} steps in "

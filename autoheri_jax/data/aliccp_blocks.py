@@ -30,8 +30,16 @@ _CLASS = bytes(
     {10: _NL, 44: _COMMA, 1: 1, 2: 2, 3: 3}.get(b, 0) for b in range(256)
 )  # bytes.translate: 1 ns a byte, several times faster than a numpy lookup
 _NEXT_OK = np.zeros(64, bool)  # [8 * delimiter + the next one]: the order a valid block has
-for _a, _b in [(_COMMA, _COMMA), (_COMMA, 2), (_COMMA, _NL), (2, 3), (3, 1), (3, _NL), (1, 2),
-               (_NL, _COMMA)]:  # fmt: skip
+for _a, _b in [
+    (_COMMA, _COMMA),
+    (_COMMA, 2),
+    (_COMMA, _NL),
+    (2, 3),
+    (3, 1),
+    (3, _NL),
+    (1, 2),
+    (_NL, _COMMA),
+]:
     _NEXT_OK[8 * _a + _b] = True
 _INT_BYTES = np.zeros(256, bool)
 _INT_BYTES[list(b"-0123456789")] = True

@@ -111,8 +111,12 @@ class _Table:
     def add(self, single, bags) -> None:
         if self.vocabs:
             self.parts.append(_map_cols(single, USER_SINGLE, self.vocabs))
-            self.side.append({f: (ln, apply_vocabulary(self.vocabs[f], ids), vals)
-                              for f, (ln, ids, vals) in bags.items()})  # fmt: skip
+            self.side.append(
+                {
+                    f: (ln, apply_vocabulary(self.vocabs[f], ids), vals)
+                    for f, (ln, ids, vals) in bags.items()
+                }
+            )
             return
         self.parts.append(single)
         for f, (ln, ids, vals) in bags.items():
@@ -152,12 +156,17 @@ class _Table:
         self.single = _map_cols(self.single, USER_SINGLE, vocabs)
         total = np.sum([self.offsets[f] for f in USER_BAGS], axis=0)  # all fields' entries
         for a, b in self._blocks(total):
-            side.append({
-                f: (np.diff(off[a : b + 1]),
-                    apply_vocabulary(vocabs[f], self.ids[f][off[a] : off[b]]),
-                    np.asarray(self.vals[f][off[a] : off[b]]))
-                for f in USER_BAGS for off in (self.offsets[f],)
-            })  # fmt: skip
+            side.append(
+                {
+                    f: (
+                        np.diff(off[a : b + 1]),
+                        apply_vocabulary(vocabs[f], self.ids[f][off[a] : off[b]]),
+                        np.asarray(self.vals[f][off[a] : off[b]]),
+                    )
+                    for f in USER_BAGS
+                    for off in (self.offsets[f],)
+                }
+            )
         for f in USER_BAGS:  # the raw spills are no longer needed
             self.ids[f] = self.vals[f] = None
             for kind in ("ids", "vals"):
@@ -256,8 +265,12 @@ def prepare_aliccp_raw(
         if not p.stat().st_size:
             raise DataFormatError(p, None, "empty file")
     run = _Run(paths, chunk_rows, on_bad_row == "skip", progress, engine)
-    options = {"min_count": min_count, "valid_fraction": valid_fraction, "seed": seed,
-               "on_bad_row": on_bad_row}  # fmt: skip
+    options = {
+        "min_count": min_count,
+        "valid_fraction": valid_fraction,
+        "seed": seed,
+        "on_bad_row": on_bad_row,
+    }
     with store.one_writer(out):  # one conversion at a time, from the reuse check on
         if (done := _reusable(out, options, run.sizes)) is not None:
             _log.info(f"prepare: {out} is prepared from these files already; nothing to do")
@@ -307,13 +320,20 @@ def _convert(run: _Run, out: Path, options: dict) -> None:
     # 4: the spilled train chunks -> train / valid
     t, done_rows = time.perf_counter(), 0
     side_of = {"train": "train", "valid": "train", "test": "test"}
-    writers = {s: store.SplitWriter(out / s, len(STAGES), len(FIELDS), 0, BAG_FIELDS,
-                                    dict.fromkeys(USER_BAGS, sides[side]))
-               for s, side in side_of.items()}  # fmt: skip
+    writers = {
+        s: store.SplitWriter(
+            out / s, len(STAGES), len(FIELDS), 0, BAG_FIELDS, dict.fromkeys(USER_BAGS, sides[side])
+        )
+        for s, side in side_of.items()
+    }
     for path in spilled:
         z = dict(np.load(path))
-        cols = (z["labels"], z["crow"], z["single"], {f: (z[f"{f}.l"], z[f"{f}.i"], z[f"{f}.v"])
-                                                      for f in ITEM_BAGS})  # fmt: skip
+        cols = (
+            z["labels"],
+            z["crow"],
+            z["single"],
+            {f: (z[f"{f}.l"], z[f"{f}.i"], z[f"{f}.v"]) for f in ITEM_BAGS},
+        )
         _write(writers["train"], vocabs, table, *cols, ~z["valid"])
         _write(writers["valid"], vocabs, table, *cols, z["valid"])
         path.unlink()
@@ -332,14 +352,24 @@ def _convert(run: _Run, out: Path, options: dict) -> None:
     if run.bad:
         summary = ", ".join(f"{r}: {c}" for r, c in sorted(run.bad.items()))
         _log.warning(f"prepare: skipped {sum(run.bad.values())} bad rows ({summary})")
-    store.write_manifest(out, {
-        "format": FORMAT, "stage_names": STAGES, "fields": FIELDS, "bag_fields": BAG_FIELDS,
-        "dense_fields": [], "vocab_sizes": {f: len(v) + 1 for f, v in vocabs.items()},
-        "splits": splits, "side_tables": side_tables,
-        "bag_tables": {s: w.bag_tables for s, w in writers.items()},
-        "options": options, "bad_rows": dict(run.bad),
-        "source": {n: {"bytes": run.sizes[n], "sha256": h.hexdigest()}
-                   for n, h in run.hashers.items()},
-        "ignored_fields": dict(run.ignored),
-        "timing_s": {k: round(v, 3) for k, v in run.timing.items()},
-    })  # fmt: skip
+    store.write_manifest(
+        out,
+        {
+            "format": FORMAT,
+            "stage_names": STAGES,
+            "fields": FIELDS,
+            "bag_fields": BAG_FIELDS,
+            "dense_fields": [],
+            "vocab_sizes": {f: len(v) + 1 for f, v in vocabs.items()},
+            "splits": splits,
+            "side_tables": side_tables,
+            "bag_tables": {s: w.bag_tables for s, w in writers.items()},
+            "options": options,
+            "bad_rows": dict(run.bad),
+            "source": {
+                n: {"bytes": run.sizes[n], "sha256": h.hexdigest()} for n, h in run.hashers.items()
+            },
+            "ignored_fields": dict(run.ignored),
+            "timing_s": {k: round(v, 3) for k, v in run.timing.items()},
+        },
+    )

@@ -11,8 +11,14 @@ from autoheri_jax.settings import ConfigError, check, check_types
 
 SOURCES = ("simulator", "files")
 DATA_FORMATS = (
-    "auto", "store", "aliccp_raw", "rechub_aliccp", "paddle_aitm", "paddle_esmm", "aliexpress",
-)  # fmt: skip
+    "auto",
+    "store",
+    "aliccp_raw",
+    "rechub_aliccp",
+    "paddle_aitm",
+    "paddle_esmm",
+    "aliexpress",
+)
 
 
 @dataclasses.dataclass(frozen=True)

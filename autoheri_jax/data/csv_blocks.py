@@ -50,8 +50,10 @@ def header_mismatch(got: list[str], header: list[str], optional: list[str]) -> s
     out), by column name: 30-80 names are too many to compare as two truncated strings."""
     if not header_like(got, header):
         named = sum(t in set(header) for t in got)
-        return (f"the first line is no such header ({len(got)} fields, {named} of them its "
-                f"column names): {','.join(got)[:60]!r}")  # fmt: skip
+        return (
+            f"the first line is no such header ({len(got)} fields, {named} of them its "
+            f"column names): {','.join(got)[:60]!r}"
+        )
     has = set(got)
     want = [c for c in header if c not in optional] if not has & set(optional) else header
     missing = [c for c in want if c not in has]

@@ -106,8 +106,9 @@ class DeviceStore:
                 slots.append(-1)
             else:
                 slots.append(seen.setdefault(id(b.row_of), len(seen)))
-        self.layout = _Layout(tuple(slots), tuple(len(b.ids) == 0 for b in data.bags),
-                              data.max_bag_len)  # fmt: skip
+        self.layout = _Layout(
+            tuple(slots), tuple(len(b.ids) == 0 for b in data.bags), data.max_bag_len
+        )
         # Uncommitted on the default device (the single and lane launchers' device), as the
         # initial state is: committed arrays would commit the state the first call returns,
         # and the second call would compile again for the new argument shardings.
@@ -141,8 +142,9 @@ def gather(layout: _Layout, arrays: dict, idx: jax.Array) -> dict:
     }
     if layout.bag_row_of:
         parts = []
-        for col, slot, empty in zip(arrays["bags"], layout.bag_row_of, layout.bag_empty,
-                                    strict=True):  # fmt: skip
+        for col, slot, empty in zip(
+            arrays["bags"], layout.bag_row_of, layout.bag_empty, strict=True
+        ):
             k = idx if slot < 0 else arrays["row_of"][slot][idx]
             parts.append(_gather_bag(col, k, layout.max_bag_len, empty))
         batch["bag_ids"] = jnp.stack([p[0] for p in parts], axis=1)

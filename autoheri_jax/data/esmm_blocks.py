@@ -19,12 +19,18 @@ from autoheri_jax.data.aliccp_blocks import arrow, binary, ints, numpy
 _NL, _COMMA, _COLON, _HEAD = 1, 2, 3, 4  # delimiter classes (_HEAD: a line's first two commas)
 _CLASS = bytes({10: _NL, 44: _COMMA, 58: _COLON}.get(b, 0) for b in range(256))
 _NEXT_OK = np.zeros(64, bool)  # [8 * delimiter + the next one]: the order a valid block has
-for _a, _b in [(_NL, _HEAD), (_HEAD, _HEAD), (_HEAD, _COMMA), (_HEAD, _NL), (_COMMA, _COLON),
-               (_COLON, _COMMA), (_COLON, _NL)]:  # fmt: skip
+for _a, _b in [
+    (_NL, _HEAD),
+    (_HEAD, _HEAD),
+    (_HEAD, _COMMA),
+    (_HEAD, _NL),
+    (_COMMA, _COLON),
+    (_COLON, _COMMA),
+    (_COLON, _NL),
+]:
     _NEXT_OK[8 * _a + _b] = True
 _NEXT_BARE = np.zeros(64, bool)  # the same for label-free lines "sample_id,field:id,..."
-for _a, _b in [(_NL, _HEAD), (_HEAD, _COLON), (_COMMA, _COLON), (_COLON, _COMMA),
-               (_COLON, _NL)]:  # fmt: skip
+for _a, _b in [(_NL, _HEAD), (_HEAD, _COLON), (_COMMA, _COLON), (_COLON, _COMMA), (_COLON, _NL)]:
     _NEXT_BARE[8 * _a + _b] = True
 _LABELS = binary([b"0", b"1", b"0.0", b"1.0"])  # rowcheck.LABEL_TOKENS; odd index: a 1
 

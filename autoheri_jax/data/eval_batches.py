@@ -84,8 +84,9 @@ class EvalBatches:
         return self._floor[key]
 
     def _part(self, f: int, bag_rows: np.ndarray) -> dict:
-        part = _bag_part(self.data.bags[f], bag_rows, self.data.max_bag_len,
-                         self._floor.get(("L", f), 0))  # fmt: skip
+        part = _bag_part(
+            self.data.bags[f], bag_rows, self.data.max_bag_len, self._floor.get(("L", f), 0)
+        )
         self._grow(("L", f), part["ids"].shape[1])
         return part
 

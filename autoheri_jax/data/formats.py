@@ -320,8 +320,10 @@ def convert_processed(
     }
     for s, f in files.items():
         if not labelled[s] and labels == "required":
-            why = (f"the {fmt} label columns {names} are absent: prepare and training need "
-                   "them (`autoheri predict` scores a label-free file)")  # fmt: skip
+            why = (
+                f"the {fmt} label columns {names} are absent: prepare and training need "
+                "them (`autoheri predict` scores a label-free file)"
+            )
             raise DataFormatError(f, None, "no label columns", why)
     source = {
         p.name: {"split": s, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
@@ -341,8 +343,9 @@ def convert_processed(
     return store.read_manifest(out)
 
 
-def _write_store(out: Path, files: dict, fmt: str, labelled: dict, meta: dict, engine: str,
-                 progress: bool) -> None:  # fmt: skip
+def _write_store(
+    out: Path, files: dict, fmt: str, labelled: dict, meta: dict, engine: str, progress: bool
+) -> None:
     """convert_processed's conversion proper, into the (temporary) directory `out`."""
     options = meta["options"]
     on_bad_row, valid_fraction = options["on_bad_row"], options["valid_fraction"]

@@ -311,8 +311,9 @@ def _esmm_tokens(texts: list[str], utf8_bad: np.ndarray, labelled: bool = True):
     return y, fld, row_of, ids, checks
 
 
-def _esmm_exact(path: Path, data: bytes, first: int, at_start: bool, bad: BadRows, schema,
-                labelled: bool = True):  # fmt: skip
+def _esmm_exact(
+    path: Path, data: bytes, first: int, at_start: bool, bad: BadRows, schema, labelled: bool = True
+):
     """(labels, field names, per token: name index / row / raw id, ok rows) of some lines, every
     line through _esmm_tokens; bad rows are resolved here (strict: the first one raises)."""
     texts, lines, utf8_bad, open_last = split_lines(data, first, at_start)
@@ -353,8 +354,13 @@ def _esmm_parts(path: Path, bad: BadRows, schema, engine: str, labelled: bool = 
         raise DataFormatError(path, None, "empty file")
 
 
-def parse_esmm(path: Path, bad: BadRows, schema: tuple[list, list] | None, engine="python",
-               labelled: bool = True):  # fmt: skip
+def parse_esmm(
+    path: Path,
+    bad: BadRows,
+    schema: tuple[list, list] | None,
+    engine="python",
+    labelled: bool = True,
+):
     """(labels, raw ids, present, bags) of an ESMM file and the schema (single fields, bag
     fields); schema None: derive it (train). engine: see _esmm_parts (the result is the same).
     labelled False: label-free lines (see _esmm_tokens)."""

@@ -31,16 +31,47 @@ from autoheri_jax.data import worlds
 from autoheri_jax.data.dataset import CTRDataset
 
 ALI_CCP_FIELDS: tuple[str, ...] = (
-    "101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206", "207", "210",
-    "216", "508", "509", "702", "853", "301", "109_14", "110_14", "127_14", "150_14",
-)  # fmt: skip
+    "101",
+    "121",
+    "122",
+    "124",
+    "125",
+    "126",
+    "127",
+    "128",
+    "129",
+    "205",
+    "206",
+    "207",
+    "210",
+    "216",
+    "508",
+    "509",
+    "702",
+    "853",
+    "301",
+    "109_14",
+    "110_14",
+    "127_14",
+    "150_14",
+)
 
 # Attribute fields as (bins per projected dimension, projected dimensions): vocab = bins**dims + 1.
 _USER_FIELDS = {
-    "121": (10, 2), "122": (12, 1), "124": (2, 1), "125": (7, 1), "126": (3, 1), "127": (4, 1),
-    "128": (2, 1), "129": (5, 1), "301": (3, 1), "109_14": (10, 3), "110_14": (8, 3),
-    "127_14": (7, 3), "150_14": (6, 2),
-}  # fmt: skip
+    "121": (10, 2),
+    "122": (12, 1),
+    "124": (2, 1),
+    "125": (7, 1),
+    "126": (3, 1),
+    "127": (4, 1),
+    "128": (2, 1),
+    "129": (5, 1),
+    "301": (3, 1),
+    "109_14": (10, 3),
+    "110_14": (8, 3),
+    "127_14": (7, 3),
+    "150_14": (6, 2),
+}
 _ITEM_FIELDS = {"206": (16, 2), "207": (12, 3), "210": (9, 3), "216": (11, 3)}
 # Cross fields: (user attribute, item attribute, hash buckets), as Ali-CCP pairs them.
 _CROSS_FIELDS = {
@@ -103,9 +134,19 @@ def _quantise(profile: np.ndarray, bins: int, dims: int, rng: np.random.Generato
 
 
 def _build_world(
-    seed, num_stages, num_users, num_items, zipf, num_dense, d, noise_fields, cascade, targets,
-    kind="cascade", planted_edge="0->2",
-):  # fmt: skip
+    seed,
+    num_stages,
+    num_users,
+    num_items,
+    zipf,
+    num_dense,
+    d,
+    noise_fields,
+    cascade,
+    targets,
+    kind="cascade",
+    planted_edge="0->2",
+):
     sub = lambda k: np.random.default_rng([seed, k])
     user_cdf, user_perm = _popularity(num_users, zipf, sub(0))
     item_cdf, item_perm = _popularity(num_items, zipf, np.random.default_rng([seed, 0, 1]))
@@ -140,10 +181,25 @@ def _build_world(
     dense_range = np.stack([corners.min(0) - _DENSE_NOISE, corners.max(0) + _DENSE_NOISE])
     noise_vocab = tuple(int(v) for v in sub(6).integers(2, 1001, size=noise_fields))
     world = _World(
-        user_cdf, user_perm, item_cdf, item_perm, user_bias, item_bias, user_lat, item_lat,
-        user_table, item_table, vocab, cross_tables, user_dense, item_dense, coef, dense_range,
-        noise_vocab, cascade,
-    )  # fmt: skip
+        user_cdf,
+        user_perm,
+        item_cdf,
+        item_perm,
+        user_bias,
+        item_bias,
+        user_lat,
+        item_lat,
+        user_table,
+        item_table,
+        vocab,
+        cross_tables,
+        user_dense,
+        item_dense,
+        coef,
+        dense_range,
+        noise_vocab,
+        cascade,
+    )
     # Standardise the raw interactions and solve the intercepts on a held sample of this world.
     uidx, iidx = _draw_pairs(world, _HELD_ROWS, seed, 7)
     raw = _raw_interactions(world, uidx, iidx)
@@ -182,9 +238,12 @@ def _stream(seed: int, *key: int, draw: int = 0) -> list[int]:
 def _raw_interactions(world: _World, uidx, iidx) -> np.ndarray:
     d = world.user_lat.shape[2]
     return np.stack(
-        [np.einsum("nd,nd->n", np.take(ul, uidx, axis=0), np.take(il, iidx, axis=0)) / math.sqrt(d)
-         for ul, il in zip(world.user_lat, world.item_lat, strict=True)]
-    )  # fmt: skip
+        [
+            np.einsum("nd,nd->n", np.take(ul, uidx, axis=0), np.take(il, iidx, axis=0))
+            / math.sqrt(d)
+            for ul, il in zip(world.user_lat, world.item_lat, strict=True)
+        ]
+    )
 
 
 def _interactions(world: _World, uidx, iidx) -> np.ndarray:
@@ -279,11 +338,19 @@ def _setup(args: dict) -> tuple[_World, np.ndarray, np.ndarray]:
 
     seed = int(args["seed"])
     built = _cached_world(
-        seed, num_stages, int(args["num_users"]), int(args["num_items"]),
-        float(args["zipf_exponent"]), int(args["num_dense"]), int(args["latent_dim"]),
-        int(args["noise_fields"]), float(cascade), (float(args["click_rate"]), *map(float, rates)),
-        world, str(args["planted_edge"]),
-    )  # fmt: skip
+        seed,
+        num_stages,
+        int(args["num_users"]),
+        int(args["num_items"]),
+        float(args["zipf_exponent"]),
+        int(args["num_dense"]),
+        int(args["latent_dim"]),
+        int(args["noise_fields"]),
+        float(cascade),
+        (float(args["click_rate"]), *map(float, rates)),
+        world,
+        str(args["planted_edge"]),
+    )
     uidx, iidx = _draw_pairs(built, int(args["num_rows"]), seed, 10, args["draw"])
     return built, uidx, iidx
 

@@ -95,8 +95,12 @@ def prepare_store(
         read_manifest(src)  # refuses an unfinished store, naming it
         return src
     out = refuse_overlap(out, {"--data": src}, "--out")  # the store replaces what is at out
-    options = {"min_count": d.min_count, "valid_fraction": d.valid_fraction, "seed": d.seed,
-               "on_bad_row": d.on_bad_row}  # fmt: skip
+    options = {
+        "min_count": d.min_count,
+        "valid_fraction": d.valid_fraction,
+        "seed": d.seed,
+        "on_bad_row": d.on_bad_row,
+    }
     if fmt == "aliccp_raw":
         from autoheri_jax.data.aliccp_raw import prepare_aliccp_raw
 

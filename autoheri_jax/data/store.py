@@ -209,10 +209,13 @@ class SplitWriter:
         self.bags = {b: _CsrWriter(root, b) for b in bags if b not in shared}
         self.shared = shared
         self.row_cols = {  # side name -> (writer, row column, its fields)
-            name: (side, NpyAppender(root / f"{name}.row.npy", np.int32, ()),
-                   [b for b in shared if shared[b] is side])
+            name: (
+                side,
+                NpyAppender(root / f"{name}.row.npy", np.int32, ()),
+                [b for b in shared if shared[b] is side],
+            )
             for name, side in sides.items()
-        }  # fmt: skip
+        }
         self.fields = list(bags)
         self.rows = 0
         self.positives: np.ndarray = np.zeros(num_stages, np.int64)
@@ -252,8 +255,10 @@ class SplitWriter:
                 raise StoreError(f"{side.root}: row {rows.max()} does not fit the int32 column")
             for b in fields[1:]:
                 if bags[b] is not bags[fields[0]] and not np.array_equal(bags[b], rows):
-                    raise StoreError(f"shared bag fields {fields[0]} and {b} of {name}: "
-                                     "rows differ (one row column per side table)")  # fmt: skip
+                    raise StoreError(
+                        f"shared bag fields {fields[0]} and {b} of {name}: "
+                        "rows differ (one row column per side table)"
+                    )
         for b, cols in self.bags.items():
             cols.check(n, *bags[b])
         for b, cols in self.bags.items():
@@ -369,8 +374,10 @@ def _bag(d: Path, field: str, vocab_size: int, bag_rows: int, row_of=None) -> Ba
     offsets = _load(d / f"bag.{field}.offsets.npy", bag_rows + 1)
     ids, values = _load(d / f"bag.{field}.ids.npy"), _load(d / f"bag.{field}.values.npy")
     if not len(ids) == len(values) == int(offsets[-1]):
-        raise StoreError(f"{d}: bag field {field} has {len(ids)} ids, {len(values)} values and "
-                         f"offsets ending at {int(offsets[-1])}")  # fmt: skip
+        raise StoreError(
+            f"{d}: bag field {field} has {len(ids)} ids, {len(values)} values and "
+            f"offsets ending at {int(offsets[-1])}"
+        )
     return BagField(field, vocab_size, offsets[:-1], offsets[1:], ids, values, row_of)
 
 

@@ -141,7 +141,9 @@ class ModelConfig:
         check(self.aitm_constraint_weight >= 0, "aitm_constraint_weight", "must be >= 0")
         check(0 < self.propensity_clip < 0.5, "propensity_clip", "must lie in (0, 0.5)")
         for k in (
-            "escm2_counterfactual_weight", "escm2_ctcvr_weight", "imputation_weight",
+            "escm2_counterfactual_weight",
+            "escm2_ctcvr_weight",
+            "imputation_weight",
             "dcmt_constraint_weight",
-        ):  # fmt: skip
+        ):
             check(getattr(self, k) >= 0, k, "must be >= 0")

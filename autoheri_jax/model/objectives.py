@@ -142,10 +142,15 @@ def dcmt_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
     d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
     debias = jnp.sum(
         dcmt_risk(
-            d.delta, d.cond_logits, extras["counterfactual_logits"], d.observed, d.converted,
-            d.propensity, spec.model.dcmt_constraint_weight,
+            d.delta,
+            d.cond_logits,
+            extras["counterfactual_logits"],
+            d.observed,
+            d.converted,
+            d.propensity,
+            spec.model.dcmt_constraint_weight,
         )
-    )  # fmt: skip
+    )
     terms["debias"] = debias
     return d.ctr + d.ctcvr + debias, terms
 

@@ -100,8 +100,16 @@ def plot_reliability(inp: Inputs, path: Path) -> str | None:
             oracle = model == ORACLE
             color = "black" if oracle else inp.model_color(model)
             ece = "" if f.get("ece") is None else f"  ECE {f['ece']:.4f}"
-            ax.plot(pred, obs, color=color, lw=1.0 if oracle else 1.6, ls="--" if oracle else "-",
-                    marker="o", ms=3.5, label=model + ece)  # fmt: skip
+            ax.plot(
+                pred,
+                obs,
+                color=color,
+                lw=1.0 if oracle else 1.6,
+                ls="--" if oracle else "-",
+                marker="o",
+                ms=3.5,
+                label=model + ece,
+            )
             ax.plot(pred[empty], obs[empty], "v", color=color, ms=7, ls="none")
         if log:
             ax.set_xscale("log")
@@ -125,11 +133,19 @@ def plot_reliability(inp: Inputs, path: Path) -> str | None:
         handles.append(Line2D([], [], color="0.55", ls=":", label="calibrated (y = x)"))
         if zeros:
             handles.append(Line2D([], [], color="0.3", marker="v", ls="none", label="no positive"))
-        ax.legend(handles=handles, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16),
-                  frameon=False, ncol=2)  # fmt: skip
-    fig.suptitle("reliability: observed rate against prediction, per equal-mass bin of the "
-                 "scored rows (a conditional key: those that reached the previous stage)",
-                 fontsize=10)  # fmt: skip
+        ax.legend(
+            handles=handles,
+            fontsize=7.5,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            frameon=False,
+            ncol=2,
+        )
+    fig.suptitle(
+        "reliability: observed rate against prediction, per equal-mass bin of the "
+        "scored rows (a conditional key: those that reached the previous stage)",
+        fontsize=10,
+    )
     _save(fig, path)
     return None
 
@@ -161,11 +177,17 @@ def calibration_tables(results: dict | None) -> list[str] | None:
         [[name, *(_fmt(test.get(k, {}).get(f)) for k, f, _ in cols)] for name, test in rows],
     )
     if later:
-        gap = [("pred_scored", "mean pred (scored)"), ("pred_all", "mean pred (all)"),
-               ("gap", "gap (all − scored)")]  # fmt: skip
+        gap = [
+            ("pred_scored", "mean pred (scored)"),
+            ("pred_all", "mean pred (all)"),
+            ("gap", "gap (all − scored)"),
+        ]
         if truth:
-            gap += [("true_scored", "true mean (scored)"), ("true_all", "true mean (all)"),
-                    ("bias_all", "bias (all)")]  # fmt: skip
+            gap += [
+                ("true_scored", "true mean (scored)"),
+                ("true_all", "true mean (all)"),
+                ("bias_all", "bias (all)"),
+            ]
         body = []
         for k in later:
             for name, test in rows:

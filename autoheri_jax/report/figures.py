@@ -210,8 +210,9 @@ def plot_edge_evidence(inp: Inputs, path: Path) -> str | None:
     ax.bar(x, mean, color=colors, alpha=0.8)
     ax.errorbar(x, mean, yerr=err, fmt="none", ecolor="black", capsize=3)
     ax.axhline(0, color="0.4", lw=0.8)
-    ax.set_xticks(x, [f"{c.edge}\nz={e.z:+.1f}" for c, e in zip(cands, ev, strict=True)],
-                  fontsize=8)  # fmt: skip
+    ax.set_xticks(
+        x, [f"{c.edge}\nz={e.z:+.1f}" for c, e in zip(cands, ev, strict=True)], fontsize=8
+    )
     ax.set_ylabel(f"{arch.evidence.criterion} off - on (nats x 1e4)")
     ax.set_title(
         f"edge evidence, mean [95% CI] over {arch.evidence.batches} validation batches; "
@@ -328,14 +329,23 @@ def plot_architecture(inp: Inputs, path: Path) -> str | None:
             Line2D([], [], color=col, lw=2, label=f"{names[u]} -> {names[d]}")
             for (u, d), col in pair_color.items()
         ]
-        ax.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8.5,
-                  frameon=False, bbox_to_anchor=(0.5, -0.02))  # fmt: skip
+        ax.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=len(handles),
+            fontsize=8.5,
+            frameon=False,
+            bbox_to_anchor=(0.5, -0.02),
+        )
     kept, total = len(arch.kept), len(arch.candidates)
     title = f"derived architecture: {kept} of {total} candidate edges kept"
     if total and not kept:
         title += " (none: independent towers, as ESMM)"
-    ax.set_title(title + f"\n({arch.search_mode} search; arrow u.i -> d.j: layer i output "
-                 "feeds layer j input)", fontsize=10)  # fmt: skip
+    ax.set_title(
+        title + f"\n({arch.search_mode} search; arrow u.i -> d.j: layer i output "
+        "feeds layer j input)",
+        fontsize=10,
+    )
     _save(fig, path)
     return None
 
@@ -486,8 +496,16 @@ def plot_loss(inp: Inputs, path: Path) -> str | None:
             valid = [(r["step"], r["valid_nll"]) for r in recs if "valid_nll" in r]
             if valid:
                 vs, vl = [v[0] for v in valid], [v[1] for v in valid]
-                ax.plot(vs, vl, color=color, lw=1.2, ls=style, marker="s", ms=3,
-                        label=f"{model} (validation)")  # fmt: skip
+                ax.plot(
+                    vs,
+                    vl,
+                    color=color,
+                    lw=1.2,
+                    ls=style,
+                    marker="s",
+                    ms=3,
+                    label=f"{model} (validation)",
+                )
         ax.set_xlabel("step")
         ax.set_ylabel("task loss (nats): faint per batch, bold smoothed")
         ax.set_title(f"{phase} phase", fontsize=10)

@@ -20,8 +20,11 @@ def format_table(results: dict) -> str:
         soft = [(k, "soft_auc", f"{k} sAUC") for k in keys]
         soft += [(k, "soft_auc_all", f"{k}* sAUC") for k in everywhere]
         soft += [(k, "excess_nll_all", f"{k}* xNLL") for k in everywhere]
-        lines += ["", "against the true probabilities (sAUC: soft-label AUC; *: post-click "
-                  "rate over every impression; xNLL: log-loss above the oracle's)"]  # fmt: skip
+        lines += [
+            "",
+            "against the true probabilities (sAUC: soft-label AUC; *: post-click "
+            "rate over every impression; xNLL: log-loss above the oracle's)",
+        ]
         lines += _table(rows, soft, fmt)
     if any("ece" in test[k] for _, test in rows for k in keys):  # results.json from before: none
         later = [k for k in keys if any("selection_gap" in test[k] for _, test in rows)]

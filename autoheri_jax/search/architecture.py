@@ -112,8 +112,9 @@ def decided_by(per_edge: EdgeEvidence, kept: bool, evidence: Evidence) -> tuple[
     evidence decides unless a validated selection chose a candidate that disagrees with it on
     this edge; then the record says so, with both sides."""
     decision, z = per_edge.decision, per_edge.z
-    by_evidence = decision == "kept" or (decision == "undecided" and evidence.undecided_rule
-                                         == "keep")  # fmt: skip
+    by_evidence = decision == "kept" or (
+        decision == "undecided" and evidence.undecided_rule == "keep"
+    )
     sel = evidence.selection
     said = f"evidence {decision} (z {z:+.2f}, threshold {evidence.threshold:.2f})"
     if sel is None:
@@ -138,10 +139,10 @@ def evidence_record(
     candidates = []
     for k, e in enumerate(edges):
         by, why = decided_by(per_edge[k], bool(kept[k]), evidence)
-        candidates.append(_ungated(e, task_names, kept[k], evidence=per_edge[k], decided_by=by,
-                                   why=why))  # fmt: skip
-    return _record("masked", mode, evidence.threshold, task_names, candidates,
-                           evidence=evidence)  # fmt: skip
+        candidates.append(
+            _ungated(e, task_names, kept[k], evidence=per_edge[k], decided_by=by, why=why)
+        )
+    return _record("masked", mode, evidence.threshold, task_names, candidates, evidence=evidence)
 
 
 def ablation_record(
@@ -157,23 +158,40 @@ def ablation_record(
     (no gate was learned)."""
     score = {c.name: c.score for c in judged.candidates}
     candidates = [
-        _ungated(e, task_names, kept[k], ablation=EdgeAblation(
-            add_one=score[f"only:{e.name}"] - score["none"],
-            drop_one=score["all"] - score[f"drop:{e.name}"],
-        ))
+        _ungated(
+            e,
+            task_names,
+            kept[k],
+            ablation=EdgeAblation(
+                add_one=score[f"only:{e.name}"] - score["none"],
+                drop_one=score["all"] - score[f"drop:{e.name}"],
+            ),
+        )
         for k, e in enumerate(edges)
-    ]  # fmt: skip
+    ]
     return _record("ablation", mode, None, task_names, candidates, ablation=judged)
 
 
 def _ungated(edge: Edge, task_names: Sequence[str], kept, **judged) -> CandidateEdge:
     """A candidate of a search without gates (masked, ablation): no probability or logit."""
-    return CandidateEdge(edge=edge.name, description=edge.describe(task_names), prob=None,
-                         logit=None, kept=bool(kept), **judged)  # fmt: skip
+    return CandidateEdge(
+        edge=edge.name,
+        description=edge.describe(task_names),
+        prob=None,
+        logit=None,
+        kept=bool(kept),
+        **judged,
+    )
 
 
-def _record(method: str | None, mode: str, threshold: float | None, task_names: Sequence[str],
-            candidates: list[CandidateEdge], **judged) -> ArchitectureRecord:  # fmt: skip
+def _record(
+    method: str | None,
+    mode: str,
+    threshold: float | None,
+    task_names: Sequence[str],
+    candidates: list[CandidateEdge],
+    **judged,
+) -> ArchitectureRecord:
     return ArchitectureRecord(
         search_mode=mode,
         search_method=method,

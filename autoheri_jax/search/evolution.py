@@ -111,9 +111,14 @@ def aging_evolution(
             t0 = time.perf_counter()
             score, info = score_fn(mask)
             ev = Evaluation(
-                index, cycle, mask, score, int(info.get("steps", 0)), time.perf_counter() - t0,
+                index,
+                cycle,
+                mask,
+                score,
+                int(info.get("steps", 0)),
+                time.perf_counter() - t0,
                 False,
-            )  # fmt: skip
+            )
             cache[mask] = score
         history.append(ev)
         if on_eval is not None and earlier is None:

@@ -148,8 +148,9 @@ def choose(
     for a in leaders[1:]:
         p = float(p_better(a, best))
         wins = p < level and scores[a] > scores[best]
-        comparisons.append({"candidate": a, "against": best, "p": p, "level": level,
-                            "wins": bool(wins)})  # fmt: skip
+        comparisons.append(
+            {"candidate": a, "against": best, "p": p, "level": level, "wins": bool(wins)}
+        )
         if wins:
             best = a
     return best, comparisons
@@ -250,8 +251,13 @@ def retrain_and_judge(
     )
     logits = architecture_logits(spec, state.params, masks, valid, eval_batch_size)
     judged, kept = judge(names, masks, logits, np.asarray(valid.labels), criterion)
-    return judged, kept, LaneBatch(spec, tcfg, batch, list(names), np.asarray(masks, np.float32),
-                             state.params, stats)  # fmt: skip
+    return (
+        judged,
+        kept,
+        LaneBatch(
+            spec, tcfg, batch, list(names), np.asarray(masks, np.float32), state.params, stats
+        ),
+    )
 
 
 def select_architecture(
@@ -269,5 +275,16 @@ def select_architecture(
     under `tcfg` (the retrain's settings) and judged on `valid` -> (`judge`'s Selection and
     chosen [E] bool mask, the trained lanes)."""
     names, masks = candidate_masks(kept)
-    return retrain_and_judge(spec, tcfg, train, valid, names, masks, criterion,
-                             eval_batch_size, "search:select", resumable, **train_kw)  # fmt: skip
+    return retrain_and_judge(
+        spec,
+        tcfg,
+        train,
+        valid,
+        names,
+        masks,
+        criterion,
+        eval_batch_size,
+        "search:select",
+        resumable,
+        **train_kw,
+    )

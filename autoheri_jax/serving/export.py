@@ -150,8 +150,10 @@ def write_export(
     names, leaves, treedef = named_leaves(params)  # to host once
     for name, leaf in zip(names, leaves, strict=True):  # a nan model would score nan, exit 0
         if leaf.dtype.kind in "fc" and not np.isfinite(leaf).all():
-            raise rt.ExportError(f"parameter {name!r} has non-finite values (nan / inf); "
-                                 "refusing to export a model that scores nan")  # fmt: skip
+            raise rt.ExportError(
+                f"parameter {name!r} has non-finite values (nan / inf); "
+                "refusing to export a model that scores nan"
+            )
     schema = schema_for(spec, data, vocabs, max_bag_len, names, leaves)
     exported, fallback = lower(spec, leaves, treedef, schema["inputs"], platforms)
     tmp = new_dir_beside(out)  # its own name: two exports to one place never share it
@@ -176,8 +178,9 @@ def _replaceable(out: Path) -> bool:
         return False
 
 
-def _write_files(tmp: Path, exported, fallback, names, leaves, vocabs, schema, architecture,
-                 info) -> None:  # fmt: skip
+def _write_files(
+    tmp: Path, exported, fallback, names, leaves, vocabs, schema, architecture, info
+) -> None:
     """Every file of an export into the directory `tmp`, the manifest (with their hashes) last."""
     (tmp / rt.FUNCTION).write_bytes(exported.serialize())
     np.savez(tmp / rt.PARAMS, **dict(zip(names, leaves, strict=True)))

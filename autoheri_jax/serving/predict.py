@@ -70,8 +70,11 @@ class _Plan:
             return lut[ids], values, mask
         stored = sparse[:, self.single[field]]
         shape = (len(idx), max_len)
-        ids, values, mask = (np.zeros(shape, np.int32), np.zeros(shape, np.float32),
-                             np.zeros(shape, np.float32))  # fmt: skip
+        ids, values, mask = (
+            np.zeros(shape, np.int32),
+            np.zeros(shape, np.float32),
+            np.zeros(shape, np.float32),
+        )
         present = stored > 0
         ids[:, 0], values[:, 0], mask[:, 0] = lut[stored], present, present
         return ids, values, mask
@@ -134,8 +137,9 @@ def predict_file(
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".autoheri-predict-") as tmp:
-        scoring = open_rows(data, tmp, fmt=fmt, on_bad_row=on_bad_row, split=split,
-                            progress=progress)  # fmt: skip
+        scoring = open_rows(
+            data, tmp, fmt=fmt, on_bad_row=on_bad_row, split=split, progress=progress
+        )
         plan = _Plan(model, scoring)
         n = scoring.rows.num_rows
         starts = range(0, n, batch_size)
@@ -150,5 +154,10 @@ def predict_file(
     cond_all = np.concatenate(cond) if cond else np.zeros((0, t), np.float32)
     entire_all = np.concatenate(entire) if entire else np.zeros((0, t), np.float32)
     write_table(model.named(cond_all, entire_all), out)
-    return {"rows": n, "format": scoring.format, "bad_rows": scoring.bad_rows, "out": str(out),
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+    return {
+        "rows": n,
+        "format": scoring.format,
+        "bad_rows": scoring.bad_rows,
+        "out": str(out),
+        "seconds": time.perf_counter() - t0,
+    }

@@ -87,8 +87,10 @@ def _verify_files(root: Path, manifest: dict) -> None:
         if name not in files:
             raise ExportError(f"{root / MANIFEST}: does not list {name}")
     if (root / VOCAB).exists() and VOCAB not in files:
-        raise ExportError(f"{root / VOCAB}: not listed in {root / MANIFEST} with a hash; "
-                          "refusing to read it (export the model again)")  # fmt: skip
+        raise ExportError(
+            f"{root / VOCAB}: not listed in {root / MANIFEST} with a hash; "
+            "refusing to read it (export the model again)"
+        )
     for name, entry in files.items():
         path = root / name
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
@@ -196,8 +198,10 @@ class ExportedModel:
         lengths = {b["max_len"] for b in s["bag_fields"]}
         for i in s["inputs"]:
             if i["name"].startswith("bag_") and lengths != {i["shape"][2]}:
-                raise ExportError(f"{self.root / SCHEMA}: input {i['name']!r} is {i['shape']} "
-                                  f"but the bag fields' max_len are {sorted(lengths)}")  # fmt: skip
+                raise ExportError(
+                    f"{self.root / SCHEMA}: input {i['name']!r} is {i['shape']} "
+                    f"but the bag fields' max_len are {sorted(lengths)}"
+                )
             if i["name"] in widths and i["shape"][1] != widths[i["name"]]:
                 raise ExportError(
                     f"{self.root / SCHEMA}: input {i['name']!r} is {i['shape']} "

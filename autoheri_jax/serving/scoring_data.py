@@ -76,8 +76,14 @@ def open_rows(
 
         pair = _raw_pair(src, tmp / "raw")
         root, split, source = tmp / "store", "train", f"{src} ({pair} files)"
-        prepare_aliccp_raw(tmp / "raw", root, min_count=1, valid_fraction=0.0,
-                           on_bad_row=on_bad_row, progress=progress)  # fmt: skip
+        prepare_aliccp_raw(
+            tmp / "raw",
+            root,
+            min_count=1,
+            valid_fraction=0.0,
+            on_bad_row=on_bad_row,
+            progress=progress,
+        )
     else:
         from autoheri_jax.data.formats import convert_processed
 
@@ -85,9 +91,16 @@ def open_rows(
             why = "predict scores one file of this format; pass the file itself"
             raise DataFormatError(src, None, "a directory", why)
         root, split = tmp / "store", "train"
-        convert_processed(src, root, fmt=fmt, min_count=1, valid_fraction=0.0,
-                          on_bad_row=on_bad_row, progress=progress,
-                          labels="optional")  # fmt: skip
+        convert_processed(
+            src,
+            root,
+            fmt=fmt,
+            min_count=1,
+            valid_fraction=0.0,
+            on_bad_row=on_bad_row,
+            progress=progress,
+            labels="optional",
+        )
     manifest = read_manifest(root)
     rows = open_split(root, split, manifest)
     vocabs = load_vocabularies(root, [*rows.field_names, *(b.name for b in rows.bags)])

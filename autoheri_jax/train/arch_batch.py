@@ -80,9 +80,14 @@ def train_architectures(
     (train/early_stopping.py): each keeps its best weights and stops on its own."""
     check_sizes(cfg, data, None, desc)
     launcher = arch_lanes(spec, cfg, np.asarray(masks, np.float32))
-    hooks = usual_hooks(cfg, on_log=on_log or (), progress=progress, resumable=resumable,
-                        on_resume=on_resume,
-                        early_stop_valid=valid if cfg.early_stop_patience else None)  # fmt: skip
+    hooks = usual_hooks(
+        cfg,
+        on_log=on_log or (),
+        progress=progress,
+        resumable=resumable,
+        on_resume=on_resume,
+        early_stop_valid=valid if cfg.early_stop_patience else None,
+    )
     return train(launcher, hooks, spec=spec, cfg=cfg, data=data, desc=desc)
 
 

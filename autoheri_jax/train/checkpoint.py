@@ -417,10 +417,18 @@ class Checkpointer:
                 reason = "unreadable on another process" if problem is None else problem.reason
                 target = _set_aside(path)
                 self.quarantined.append(target)
-                then = (f"resuming from step {steps[-2]} instead" if len(steps) > 1
-                        else "no earlier step is left: training starts from scratch")  # fmt: skip
-                _log.warning("ignoring unreadable checkpoint %s (%s): moved to %s; %s",
-                             path, reason, target, then)  # fmt: skip
+                then = (
+                    f"resuming from step {steps[-2]} instead"
+                    if len(steps) > 1
+                    else "no earlier step is left: training starts from scratch"
+                )
+                _log.warning(
+                    "ignoring unreadable checkpoint %s (%s): moved to %s; %s",
+                    path,
+                    reason,
+                    target,
+                    then,
+                )
             if jax.process_count() > 1:
                 from jax.experimental import multihost_utils
 
@@ -456,8 +464,10 @@ class Checkpointer:
                 f"{where} has no data-iterator state for process {jax.process_index()} of "
                 f"{jax.process_count()}: {mine} is missing"
             )
-        args = {"extra": ocp.args.JsonRestore(),
-                "data": grain_ckpt.CheckpointRestore(_IteratorState())}  # fmt: skip
+        args = {
+            "extra": ocp.args.JsonRestore(),
+            "data": grain_ckpt.CheckpointRestore(_IteratorState()),
+        }
         try:
             meta = self._manager.restore(step, args=ocp.args.Composite(**args))
             data = meta["data"].state

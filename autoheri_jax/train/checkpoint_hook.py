@@ -48,10 +48,13 @@ def _train_fields(c: TrainConfig) -> dict:
     # max_steps 0 (off) is left out, so checkpoints made before the field existed resume;
     # so are the early-stop fields when it is off (on, log_every is its check interval)
     fields, es = dataclasses.asdict(c), c.early_stop_patience > 0
-    return {k: v for k, v in fields.items()
-            if (k not in EXECUTION_FIELDS or (k == "log_every" and es))
-            and not (k == "max_steps" and v == 0)
-            and (es or not k.startswith("early_stop_"))}  # fmt: skip
+    return {
+        k: v
+        for k, v in fields.items()
+        if (k not in EXECUTION_FIELDS or (k == "log_every" and es))
+        and not (k == "max_steps" and v == 0)
+        and (es or not k.startswith("early_stop_"))
+    }
 
 
 def fingerprint(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray | None = None) -> dict:
@@ -85,8 +88,12 @@ class Checkpoint(Hook):
     checkpoint when checkpoint.resume. `early_stop`: the Validate hook whose early-stop state
     the checkpoints carry."""
 
-    def __init__(self, resumable: Resumable, scoring: CTRDataset | None = None,
-                 early_stop: Validate | None = None):  # fmt: skip
+    def __init__(
+        self,
+        resumable: Resumable,
+        scoring: CTRDataset | None = None,
+        early_stop: Validate | None = None,
+    ):
         self.resumable, self.scoring, self.early_stop = resumable, scoring, early_stop
         self.every = resumable.cfg.every_steps
         self.ckpt: Checkpointer | None = None
@@ -112,8 +119,13 @@ class Checkpoint(Hook):
         None. An unreadable (corrupted) latest step is set aside with a warning and the one
         before it restored (checkpoint.py `restore_latest`); a mismatching one is refused."""
         r, c = self.resumable, self.resumable.cfg
-        self.ckpt = Checkpointer(r.directory, keep=c.keep, keep_best=c.keep_best,
-                                 async_save=c.async_save, fingerprint=r.fingerprint)  # fmt: skip
+        self.ckpt = Checkpointer(
+            r.directory,
+            keep=c.keep,
+            keep_best=c.keep_best,
+            async_save=c.async_save,
+            fingerprint=r.fingerprint,
+        )
         if not c.resume or self.ckpt.latest_step() is None:
             return None
         target, stopper = loop.launcher.abstract_state(), self._stopper
@@ -145,8 +157,14 @@ class Checkpoint(Hook):
         tree, stopper = canonical, self._stopper
         if stopper is not None:
             tree = {"train": canonical, "early_stop": stopper.saved()}
-        self.ckpt.save(loop.step, tree, extra=self.resumable.extra,
-                       data_state=loop.feed.get_state(), metrics=metrics, force=force)  # fmt: skip
+        self.ckpt.save(
+            loop.step,
+            tree,
+            extra=self.resumable.extra,
+            data_state=loop.feed.get_state(),
+            metrics=metrics,
+            force=force,
+        )
 
     def wait(self) -> None:
         self.ckpt.wait()

@@ -137,8 +137,9 @@ def _gated_eval_fn(spec: ModelSpec):
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
 
 
-def gated_losses(spec: ModelSpec, params: Params, gates: np.ndarray, data: CTRDataset,
-                 batch_size: int) -> np.ndarray:  # fmt: skip
+def gated_losses(
+    spec: ModelSpec, params: Params, gates: np.ndarray, data: CTRDataset, batch_size: int
+) -> np.ndarray:
     """[A] validation loss of each architecture lane (its gates) on `data`."""
     fn, g = _gated_eval_fn(spec), jnp.asarray(gates, jnp.float32)
     entire = np.zeros((len(gates), data.num_rows, data.num_stages), np.float32)
@@ -155,8 +156,9 @@ class EarlyStopper:
     """The run's side of early stopping (hooks.Validate drives it): the checks, the best
     weights, the lane freeze."""
 
-    def __init__(self, spec: ModelSpec, cfg: TrainConfig, valid, lanes: int,
-                 gates: np.ndarray | None = None):  # fmt: skip
+    def __init__(
+        self, spec: ModelSpec, cfg: TrainConfig, valid, lanes: int, gates: np.ndarray | None = None
+    ):
         self.spec, self.cfg, self.lanes, self.gates = spec, cfg, lanes, gates
         self.patience, self.batch_size = cfg.early_stop_patience, cfg.batch_size
         rows = cfg.early_stop_rows
@@ -176,8 +178,7 @@ class EarlyStopper:
         """The restore target of the saved state (`abstract_params`: the canonical params')."""
         n = max(self.lanes, 1)
         f = lambda dtype: jax.ShapeDtypeStruct((n,), dtype)
-        return EarlyStopState(abstract_params, f(np.float32), f(np.int32), f(np.int32),
-                              f(np.int32))  # fmt: skip
+        return EarlyStopState(abstract_params, f(np.float32), f(np.int32), f(np.int32), f(np.int32))
 
     def saved(self) -> EarlyStopState:
         return self.state
@@ -216,8 +217,12 @@ class EarlyStopper:
             return gated_losses(self.spec, params, self.gates, self.valid, self.batch_size)
         if self.lanes:  # seed lanes: each its own split
             lane = lambda k: jax.tree.map(lambda x: x[k], params)
-            return np.array([funnel_loss(self.spec, lane(k), v, self.batch_size)
-                             for k, v in enumerate(self.valid)])  # fmt: skip
+            return np.array(
+                [
+                    funnel_loss(self.spec, lane(k), v, self.batch_size)
+                    for k, v in enumerate(self.valid)
+                ]
+            )
         return np.array([funnel_loss(self.spec, params, self.valid, self.batch_size)])
 
     def check(self, step: int, params: Params) -> dict:

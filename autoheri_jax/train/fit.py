@@ -76,6 +76,13 @@ def train_model(
     check_sizes(cfg, data, valid, desc)
     launcher = make_data_parallel(spec, cfg, parallel or ParallelConfig())
     scoring = None if resumable is None else scoring_rows(valid, resumable.cfg)
-    hooks = usual_hooks(cfg, on_log=[on_log], progress=progress, resumable=resumable,
-                        on_resume=on_resume, scoring=scoring, early_stop_valid=valid)  # fmt: skip
+    hooks = usual_hooks(
+        cfg,
+        on_log=[on_log],
+        progress=progress,
+        resumable=resumable,
+        on_resume=on_resume,
+        scoring=scoring,
+        early_stop_valid=valid,
+    )
     return train(launcher, hooks, spec=spec, cfg=cfg, data=data, desc=desc, valid=valid)

@@ -82,8 +82,12 @@ class Validate(Hook):
     check on `valid` (seed lanes: one split per lane), which keeps the best weights, freezes
     lanes that stopped and stops the run once every lane has."""
 
-    def __init__(self, every: int, scoring: CTRDataset | None = None,
-                 valid: CTRDataset | Sequence[CTRDataset] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        every: int,
+        scoring: CTRDataset | None = None,
+        valid: CTRDataset | Sequence[CTRDataset] | None = None,
+    ):
         self.every, self.scoring, self.valid = every, scoring, valid
         self.stopper: EarlyStopper | None = None
 
@@ -128,9 +132,15 @@ class Log(Hook):
     `on_log` holds one callback (or None) per model: per lane for lanes. A record is
     launchers.log_record's fields followed by what the hooks before this one added."""
 
-    def __init__(self, every: int, on_log: Sequence[Callable[[int, dict], None] | None] = (),
-                 *, progress: bool = True, valid_loss: bool = False,
-                 on_resume: Callable[[int], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        every: int,
+        on_log: Sequence[Callable[[int, dict], None] | None] = (),
+        *,
+        progress: bool = True,
+        valid_loss: bool = False,
+        on_resume: Callable[[int], None] | None = None,
+    ):
         self.every, self.on_log, self.progress = every, list(on_log), progress
         self.valid_loss = valid_loss  # the bi-level search's validation batch loss
         self.on_resume = on_resume  # called once, with the step, when the run resumed
@@ -143,8 +153,7 @@ class Log(Hook):
 
     def __call__(self, loop: Loop) -> None:
         aux, dp = loop.host_aux(), loop.launcher
-        records = dp.log_records(loop.step, loop.epoch, aux, loop.examples_per_s(),
-                                 self.valid_loss)  # fmt: skip
+        records = dp.log_records(loop.step, loop.epoch, aux, loop.examples_per_s(), self.valid_loss)
         for on_log, record in zip(self.on_log, records, strict=False):
             if on_log is not None:
                 on_log(loop.step, {**record, **loop.record})

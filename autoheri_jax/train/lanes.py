@@ -51,8 +51,9 @@ class LaneLauncher(Launcher):
     def raise_if_non_finite(self, state: TrainState, desc: str, epoch: int) -> None:
         raise_if_a_lane_went_bad(self.host_value(state.first_bad_step), self.lane_names, desc)
 
-    def log_records(self, step: int, epoch: int, aux: dict, rate: float,
-                    valid_loss: bool) -> list[dict]:  # fmt: skip
+    def log_records(
+        self, step: int, epoch: int, aux: dict, rate: float, valid_loss: bool
+    ) -> list[dict]:
         return [log_record(step, epoch, unstack_tree(aux, k), rate) for k in range(self.lanes)]
 
     def progress_fields(self, aux: dict) -> dict:
@@ -141,8 +142,9 @@ class SeedLanes(LaneLauncher):
         return stack_trees([init_state(spec, c, self.optimizer) for c in self.cfgs])
 
 
-def seed_lanes(spec: ModelSpec, cfgs: Sequence[TrainConfig],
-               datas: Sequence[CTRDataset]) -> SeedLanes:  # fmt: skip
+def seed_lanes(
+    spec: ModelSpec, cfgs: Sequence[TrainConfig], datas: Sequence[CTRDataset]
+) -> SeedLanes:
     check_seed_lanes(cfgs)
     opt = make_optimizer(cfgs[0])
     abstract = jax.eval_shape(lambda: stack_trees([init_state(spec, c, opt) for c in cfgs]))

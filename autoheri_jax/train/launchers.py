@@ -29,8 +29,9 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or inf; the message names the phase and step."""
 
 
-def log_record(step: int, epoch: int, aux: dict, examples_per_s: float,
-               valid_loss: bool = False) -> dict:  # fmt: skip
+def log_record(
+    step: int, epoch: int, aux: dict, examples_per_s: float, valid_loss: bool = False
+) -> dict:
     """One log point of one model (host values): the record metrics.jsonl and on_log see."""
     return {
         "step": step,
@@ -142,8 +143,9 @@ class Launcher:
                 "was dropped, the run stopped, and the last checkpoint before it is intact"
             )
 
-    def log_records(self, step: int, epoch: int, aux: dict, rate: float,
-                    valid_loss: bool) -> list[dict]:  # fmt: skip
+    def log_records(
+        self, step: int, epoch: int, aux: dict, rate: float, valid_loss: bool
+    ) -> list[dict]:
         """One log record per model (host `aux`)."""
         return [log_record(step, epoch, aux, rate, valid_loss)]
 

@@ -87,10 +87,15 @@ class Loop:
         seconds = time.perf_counter() - self.t_start
         done = (self.step - self.start) * max(self.launcher.lanes, 1)
         dp = self.launcher
-        return {"steps": self.step, "resumed_at": self.start, "seconds": seconds,
-                "examples_per_s": done * self.cfg.batch_size / seconds if done else 0.0,
-                "launcher": dp.launcher, "devices": dp.num_devices,
-                **({dp.lane_kind: dp.lanes} if dp.lanes else {})}  # fmt: skip
+        return {
+            "steps": self.step,
+            "resumed_at": self.start,
+            "seconds": seconds,
+            "examples_per_s": done * self.cfg.batch_size / seconds if done else 0.0,
+            "launcher": dp.launcher,
+            "devices": dp.num_devices,
+            **({dp.lane_kind: dp.lanes} if dp.lanes else {}),
+        }
 
 
 @phases.timed("train")

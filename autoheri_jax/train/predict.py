@@ -59,8 +59,10 @@ def predict_models(
     entire-space probabilities for every row. Each batch is assembled once for all models."""
     fns = [make_eval_fn(spec) for spec, _ in models]
     t = data.num_stages
-    out = [(np.zeros((data.num_rows, t), np.float32), np.zeros((data.num_rows, t), np.float32))
-           for _ in models]  # fmt: skip
+    out = [
+        (np.zeros((data.num_rows, t), np.float32), np.zeros((data.num_rows, t), np.float32))
+        for _ in models
+    ]
     pending = None  # (row offset, valid rows, each model's device results) of the last batch
 
     def collect(item):

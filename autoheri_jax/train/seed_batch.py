@@ -68,8 +68,14 @@ def train_seeds(
     for d in datas:
         check_sizes(cfg, d, None, desc)
     launcher = seed_lanes(spec, cfgs, datas)
-    hooks = usual_hooks(cfg, on_log=on_logs or (), progress=progress, resumable=resumable,
-                        on_resume=on_resume, early_stop_valid=valid)  # fmt: skip
+    hooks = usual_hooks(
+        cfg,
+        on_log=on_logs or (),
+        progress=progress,
+        resumable=resumable,
+        on_resume=on_resume,
+        early_stop_valid=valid,
+    )
     state, stats = train(launcher, hooks, spec=spec, cfg=cfg, data=None, desc=desc)
     return [(unstack_tree(state, k), lane_stats(stats, k)) for k in range(len(cfgs))]
 

@@ -32,9 +32,18 @@ from autoheri_jax.study import PRECISE_FIELDS, Study
 
 BASE = Path(__file__).resolve().parents[1] / "configs" / "study_base.py"
 TWO_STAGE = (
-    "esmm", "shared_bottom", "mmoe", "ple", "aitm", "dbmtl", "gmsl",
-    "multi_dr", "escm2_ips", "escm2_dr", "dcmt",
-)  # fmt: skip
+    "esmm",
+    "shared_bottom",
+    "mmoe",
+    "ple",
+    "aitm",
+    "dbmtl",
+    "gmsl",
+    "multi_dr",
+    "escm2_ips",
+    "escm2_dr",
+    "dcmt",
+)
 THREE_STAGE = ("esmm", "aitm", "esm2")
 WIDTHS = ["model.bottom_hidden=[32,16]", "model.expert_hidden=[32]", "model.tower_hidden=[16]"]
 THREE = ["data.num_stages=3", "data.stage_rates=[0.2,0.15]", f"baselines={','.join(THREE_STAGE)}"]
