@@ -13,6 +13,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autoheri_jax"
 # package -> what it must never import (prefixes of dotted module names)
 FORBIDDEN = {
     "autoheri_jax.config": ("autoheri_jax.model.network", "autoheri_jax.train"),
+    # the method configs sit below config.py, which re-exports them
+    "autoheri_jax.method_config": (
+        "autoheri_jax.config",
+        "autoheri_jax.model",
+        "autoheri_jax.data",
+        "autoheri_jax.train",
+        "autoheri_jax.search",
+        "autoheri_jax.experiment",
+    ),
     "autoheri_jax.data": (
         "autoheri_jax.config",
         "autoheri_jax.model",
