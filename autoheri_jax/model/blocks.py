@@ -32,6 +32,7 @@ def glorot(key: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
 
 
 def dense(key: jax.Array, groups: int, n_in: int, n_out: int) -> dict:
+    """One stacked layer: {"kernel": G x n_in x n_out (Glorot), "bias": G x n_out zeros}."""
     return {
         "kernel": glorot(key, (groups, n_in, n_out)),
         "bias": jnp.zeros((groups, n_out), jnp.float32),
@@ -60,6 +61,7 @@ def mlp_apply(mlp: dict, h: jax.Array, act: Act, drop: Callable) -> jax.Array:
 
 
 def heads_init(key: jax.Array, tasks: int, n_in: int) -> dict:
+    """One linear head per task: {"kernel": T x n_in (Glorot), "bias": [T] zeros}."""
     return {"kernel": glorot(key, (tasks, n_in, 1))[..., 0], "bias": jnp.zeros((tasks,))}
 
 
@@ -88,4 +90,5 @@ def dropper(spec: ModelSpec, rng: jax.Array | None) -> Callable:
 
 
 def out_dim(widths: tuple[int, ...], n_in: int) -> int:
+    """Width of an MLP's output: its last layer's, or `n_in` when it has no layers."""
     return widths[-1] if widths else n_in

@@ -39,6 +39,8 @@ def _groups(spec: ModelSpec) -> int:
 
 
 def init_causal(key: jax.Array, spec: ModelSpec) -> Towers:
+    """Fresh {"tower", "head"} params: G = T stage groups, plus T - 1 extra groups when the
+    family has an extra output (EXTRA_OUTPUT), each a `hidden` MLP over input_dim."""
     k_towers, k_heads = jax.random.split(key)
     return {
         "tower": mlp_init(k_towers, _groups(spec), spec.input_dim, spec.model.hidden),
@@ -47,6 +49,8 @@ def init_causal(key: jax.Array, spec: ModelSpec) -> Towers:
 
 
 def causal(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop):
+    """x: B x input_dim -> (B x T conditional logits, extras): {"imputed_error": B x (T-1)}
+    (softplus, >= 0), {"counterfactual_logits": B x (T-1)}, or {} for escm2_ips."""
     out = heads_apply(towers["head"], mlp_apply(towers["tower"], x, act, drop))  # B x G
     name = EXTRA_OUTPUT[spec.model.family]
     logits = out[:, : spec.num_tasks]

@@ -40,6 +40,9 @@ EDGE_INITS = ("zero", "block")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    """The model's settings, each explained where it is declared; ConfigError on construction
+    for a value out of range or a fixed edge that does not fit `hidden`."""
+
     embed_dim: int = 16  # D of the shared field embeddings (B x F x D)
     hidden: tuple[int, ...] = (128, 64, 32)  # width of each hidden layer of every task tower
     activation: str = "relu"  # hidden-layer non-linearity

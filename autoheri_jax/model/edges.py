@@ -35,6 +35,9 @@ _EDGE_RE = re.compile(r"^\s*(\d+)\.(\d+)\s*->\s*(\d+)\.(\d+)\s*$")
 
 
 class Edge(NamedTuple):
+    """Edge `src_task.src_layer -> dst_task.dst_layer`: that upstream hidden layer's output
+    feeds that downstream hidden layer (task and layer indices 0-based)."""
+
     src_task: int
     src_layer: int
     dst_task: int
@@ -45,6 +48,7 @@ class Edge(NamedTuple):
         return f"{self.src_task}.{self.src_layer}->{self.dst_task}.{self.dst_layer}"
 
     def describe(self, task_names: Sequence[str]) -> str:
+        """The edge with task names, e.g. "click.layer0 -> conversion.layer1"."""
         return (
             f"{task_names[self.src_task]}.layer{self.src_layer} -> "
             f"{task_names[self.dst_task]}.layer{self.dst_layer}"
@@ -52,6 +56,8 @@ class Edge(NamedTuple):
 
 
 def parse_edge(text: str) -> Edge:
+    """Edge(u, i, d, j) of the text "u.i->d.j"; ValueError for any other text (no operator
+    suffix: see `split_edge_op`)."""
     m = _EDGE_RE.match(text)
     if m is None:
         raise ValueError(f"edge {text!r} must look like 'u.i->d.j' (task.layer, 0-based)")

@@ -58,6 +58,8 @@ ESM2_HEADS = ("ctr", "d_action", "buy_after_d_action", "buy_after_o_action")
 
 
 def init_dbmtl(key: jax.Array, spec: ModelSpec) -> Towers:
+    """Fresh DBMTL params: a shared "bottom" MLP, T "tower"s and heads, and with T > 1 a
+    "relation" layer (T-1 x 2d x d) joining each stage to the one before it."""
     k_bottom, k_towers, k_rel, k_heads = jax.random.split(key, 4)
     d_bottom = spec.model.bottom_hidden[-1]
     d = out_dim(spec.model.tower_hidden, d_bottom)
@@ -72,6 +74,8 @@ def init_dbmtl(key: jax.Array, spec: ModelSpec) -> Towers:
 
 
 def dbmtl(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop):
+    """x: B x input_dim -> (B x T conditional logits, {}); stage t's head reads its tower's
+    output joined with stage t-1's related output."""
     shared = mlp_apply(towers["bottom"], x, act, drop)  # B x 1 x d_bottom
     per_task = jnp.broadcast_to(shared, (x.shape[0], spec.num_tasks, shared.shape[-1]))
     h = mlp_apply(towers["tower"], per_task, act, drop)  # B x T x d
@@ -87,6 +91,7 @@ def dbmtl(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop):
 
 
 def init_gmsl(key: jax.Array, spec: ModelSpec) -> Towers:
+    """Fresh GMSL params: T `hidden` towers, one GRU cell (d = hidden[-1]) and T heads."""
     k_towers, k_in, k_rec, k_heads = jax.random.split(key, 4)
     d = spec.model.hidden[-1]
     return {
@@ -117,6 +122,8 @@ def gru_cell(gru: dict, q: jax.Array, s: jax.Array) -> jax.Array:
 
 
 def gmsl(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop):
+    """x: B x input_dim -> (B x T conditional logits, {}); a GRU runs over the stages' tower
+    outputs in funnel order and stage t's head reads its state."""
     q = mlp_apply(towers["tower"], x, act, drop)  # B x T x d
     state = jnp.zeros_like(q[:, 0])
     states = []
@@ -130,6 +137,7 @@ def gmsl(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop):
 
 
 def init_esm2(key: jax.Array, spec: ModelSpec) -> Towers:
+    """Fresh ESM2 params: one `hidden` tower and head per ESM2_HEADS entry (4)."""
     k_towers, k_heads = jax.random.split(key)
     return {
         "tower": mlp_init(k_towers, len(ESM2_HEADS), spec.input_dim, spec.model.hidden),
@@ -156,6 +164,8 @@ def esm2_log_paths(head_logits: jax.Array) -> jax.Array:
 
 
 def esm2(towers: Towers, spec: ModelSpec, x: jax.Array, act: Act, drop):
+    """x: B x input_dim -> (B x 3 entire-space logits of click, D-Action and buy,
+    {"conditional_logits": B x 3, heads 0-2})."""
     heads = heads_apply(towers["head"], mlp_apply(towers["tower"], x, act, drop))  # B x 4
     log_p = esm2_log_paths(heads)
     # logit(P_t) = log P_t - log(1 - P_t); the conditional rates are heads y_1, y_2, y_3

@@ -233,7 +233,8 @@ def gated_concat(
 
     gates of shape [M] (M masks, `forward` with gates [M, E]) -> M x B x N: each edge's
     product r_k @ W_k does not depend on the mask, so it is computed once and only its gated
-    sum runs per mask (about 6x less work than M gated matmuls on the study towers).
+    sum runs per mask.
+
     """
     if reps and jnp.ndim(gates[0]) == 1:
         d_in = h.shape[-1]

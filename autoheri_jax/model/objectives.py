@@ -34,8 +34,8 @@ Published defaults and the choices made here (see the model table in docs/config
     each term training its own model: the DR risk moves the prediction (e_hat without
     gradient), the imputation loss moves the imputation tower (delta without gradient).
     ESCM²'s PaddleRec code lets both gradients reach both towers; there the imputation loss
-    also drags every pCVR's error towards the imputed error, a term no DR estimator has (in a
-    first seed of the comparators study it put pCVR's error against the truth at 6x ESMM's).
+    also drags every pCVR's error towards the imputed error, a term no DR estimator has.
+
   * With 3 stages, each later stage k gets its own risk, o = reached stage k-1.
 """
 
@@ -139,6 +139,12 @@ def _debias_inputs(logits, labels, spec: ModelSpec, stage_bce) -> _Debias:
 
 
 def dcmt_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
+    """(scalar loss, terms) of DCMT: CTR BCE + the later stages' entire-space BCE + the summed
+    `dcmt_risk`, which also goes to terms["debias"].
+
+    logits: B x T conditional; extras["counterfactual_logits"]: B x (T-1); labels: B x T float;
+    terms: `task_loss`'s, updated in place and returned.
+    """
     d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
     debias = jnp.sum(
         dcmt_risk(
@@ -156,6 +162,9 @@ def dcmt_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
 
 
 def escm2_ips_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
+    """(scalar loss, terms) of ESCM²-IPS: CTR BCE + lambda_g x the later stages' BCE +
+    lambda_c x the summed `ips_risk` (terms["debias"]); arguments as `dcmt_objective`, no
+    extras read."""
     d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
     debias = spec.model.escm2_counterfactual_weight * jnp.sum(
         ips_risk(d.delta, d.observed, d.propensity)
@@ -172,6 +181,9 @@ def _dr_terms(extras, d: _Debias):
 
 
 def multi_dr_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
+    """(scalar loss, terms) of Multi-DR: CTR BCE + the summed `dr_risk` + imputation_weight x
+    the summed `imputation_loss` (those two are terms["debias"]); extras["imputed_error"]:
+    B x (T-1), else arguments as `dcmt_objective`."""
     d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
     dr, imp = _dr_terms(extras, d)
     terms["debias"] = dr + spec.model.imputation_weight * imp
@@ -179,6 +191,9 @@ def multi_dr_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
 
 
 def escm2_dr_objective(logits, extras, labels, spec: ModelSpec, terms: dict):
+    """(scalar loss, terms) of ESCM²-DR: CTR BCE + lambda_g x the later stages' BCE +
+    lambda_c x (summed `dr_risk` + `imputation_loss`) (terms["debias"]); extras as
+    `multi_dr_objective`."""
     d = _debias_inputs(logits, labels, spec, terms["stage_bce"])
     dr, imp = _dr_terms(extras, d)
     terms["debias"] = spec.model.escm2_counterfactual_weight * (dr + imp)

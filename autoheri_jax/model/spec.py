@@ -86,6 +86,7 @@ class ModelSpec:
 
     @property
     def has_arch(self) -> bool:
+        """Whether params hold "arch" (edge logits): a searched spec with at least one edge."""
         return self.searched and self.num_edges > 0
 
     @property
@@ -95,6 +96,7 @@ class ModelSpec:
 
     @property
     def table_rows(self) -> int:
+        """Rows of the embedding table: `vocab_rows` rounded up to TABLE_ROW_MULTIPLE."""
         return -(-self.vocab_rows // TABLE_ROW_MULTIPLE) * TABLE_ROW_MULTIPLE
 
     @property
