@@ -45,15 +45,20 @@ class InputFeed:
         return len(self.source)
 
     def epoch_of(self, step: int) -> int:
+        """0-based epoch of the `step`-th step (steps count from 1)."""
         return (step - 1) // self.source.steps_per_epoch
 
     def next(self) -> dict:
+        """The next training batch; for the bi-level search with the next validation batch
+        under "valid"."""
         batch = next(self.train)
         if self.valid is not None:
             batch["valid"] = next(self.valid)
         return batch
 
     def get_state(self) -> dict:
+        """The iterators' positions ({"train", "valid"}) for a checkpoint; `set_state` takes
+        it back."""
         valid = None if self.valid is None else self.valid.get_state()
         return {"train": self.train.get_state(), "valid": valid}
 
@@ -64,6 +69,8 @@ class InputFeed:
 
 
 def check_sizes(cfg: TrainConfig, data: CTRDataset, valid: CTRDataset | None, desc: str):
+    """ConfigError naming `desc` when `data` (or, for the bi-level search, `valid`) has fewer
+    rows than one batch."""
     if is_bilevel(cfg) and (valid is None or valid.num_rows < cfg.batch_size):
         rows = 0 if valid is None else valid.num_rows
         raise ConfigError(

@@ -85,15 +85,18 @@ class StackedSource:
 
 
 def stack_trees(trees: Sequence) -> object:
+    """K pytrees of one structure -> one pytree whose leaves have a new leading axis of K."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def unstack_tree(tree, k: int) -> object:
+    """Lane `k` of a lane-leading pytree (every leaf indexed [k])."""
     return jax.tree.map(lambda x: x[k], tree)
 
 
 def check_seed_lanes(cfgs: Sequence[TrainConfig]) -> None:
-    """Lanes of one step share every TrainConfig field but the seed (and no bi-level search)."""
+    """ConfigError unless the configs differ only in `seed` and none runs the bi-level
+    search (lanes of one step share everything else)."""
     base = dataclasses.replace(cfgs[0], seed=0)
     for c in cfgs[1:]:
         if dataclasses.replace(c, seed=0) != base:
@@ -145,6 +148,8 @@ class SeedLanes(LaneLauncher):
 def seed_lanes(
     spec: ModelSpec, cfgs: Sequence[TrainConfig], datas: Sequence[CTRDataset]
 ) -> SeedLanes:
+    """The SeedLanes launcher of K = len(cfgs) seeds of `spec` (lane k reads datas[k]), with
+    its jitted step and its K-leading abstract state; ConfigError as `check_seed_lanes`."""
     check_seed_lanes(cfgs)
     opt = make_optimizer(cfgs[0])
     abstract = jax.eval_shape(lambda: stack_trees([init_state(spec, c, opt) for c in cfgs]))
@@ -188,6 +193,8 @@ class ArchLanes(LaneLauncher):
 
 
 def check_arch_lanes(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray) -> None:
+    """ConfigError unless `spec` is unsearched, `cfg` runs no bi-level search and no sampled
+    masks, and `masks` is A x E with A >= 1."""
     if spec.has_arch:
         raise ConfigError("an architecture batch trains fixed masks: the spec must be unsearched")
     if is_bilevel(cfg) or edge_keep_prob(cfg) > 0:
@@ -197,6 +204,9 @@ def check_arch_lanes(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray) -> No
 
 
 def arch_lanes(spec: ModelSpec, cfg: TrainConfig, masks: np.ndarray) -> ArchLanes:
+    """The ArchLanes launcher of `masks` [A, E] (0/1, cast to float32) on `spec`, with its
+    jitted step (every lane the same batch, lane a gated by masks[a]) and its A-leading
+    abstract state; ConfigError as `check_arch_lanes`."""
     masks = np.asarray(masks, np.float32)
     check_arch_lanes(spec, cfg, masks)
     opt = make_optimizer(cfg)

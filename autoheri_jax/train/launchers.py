@@ -78,6 +78,7 @@ class Launcher:
 
     @property
     def sync_every(self) -> int:
+        """Steps between forced host syncs; 0: the loop never forces one."""
         # Simulated CPU devices can deadlock in all-reduce with many steps in flight
         # (accelerators keep their steps overlapping), so the host syncs every few steps there.
         return _SYNC_EVERY if self.num_devices > 1 and self.devices[0].platform == "cpu" else 0
@@ -90,6 +91,7 @@ class Launcher:
         )
 
     def init_state(self, spec: ModelSpec, cfg: TrainConfig) -> TrainState:
+        """A fresh TrainState of `spec` (weights from cfg.seed) in this launcher's layout."""
         return jax.jit(lambda: init_state(spec, cfg, self.optimizer))()
 
     def abstract_state(self) -> TrainState:
@@ -181,6 +183,8 @@ class Mesh(Launcher):
         return jax.device_put(state, self._shardings())
 
     def place_batch(self, batch: dict) -> dict:
+        """Each process's B_p x ... columns -> one global array per column, rows split across
+        the mesh along AXIS."""
         sharding = NamedSharding(self.mesh, P(AXIS))
         if jax.process_count() > 1:
             return jax.tree.map(

@@ -66,6 +66,7 @@ class Loop:
         return self.feed.epoch_of(self.step)
 
     def canonical(self) -> TrainState:
+        """The current state in the canonical layout (no device or sharding axis)."""
         return self.launcher.canonical(self.state)
 
     def host_aux(self) -> dict:
@@ -75,15 +76,19 @@ class Loop:
         return self._host_aux
 
     def check_finite(self) -> None:
+        """NonFiniteLossError (naming the lane, if any) when a step's loss was NaN or inf."""
         self.launcher.raise_if_non_finite(self.state, self.desc, self.epoch)
 
     def examples_per_s(self) -> float:
+        """Training rows per second since this run started (or resumed), all lanes counted."""
         seconds = time.perf_counter() - self.t_start
         return (
             (self.step - self.start) * self.cfg.batch_size * max(self.launcher.lanes, 1) / seconds
         )
 
     def stats(self) -> dict:
+        """The run's summary: steps, resumed_at, seconds, examples_per_s, launcher, devices
+        and, for lanes, their count under the launcher's lane_kind."""
         seconds = time.perf_counter() - self.t_start
         done = (self.step - self.start) * max(self.launcher.lanes, 1)
         dp = self.launcher

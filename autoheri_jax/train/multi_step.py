@@ -38,7 +38,8 @@ from autoheri_jax.train.launchers import Launcher
 
 
 def step_function(dp: Launcher, spec: ModelSpec, cfg: TrainConfig, desc: str) -> Callable:
-    """The launcher's per-step function, unjitted: (state, batch) -> (state, aux)."""
+    """The launcher's per-step function, unjitted: (state, batch) -> (state, aux);
+    ConfigError naming `desc` for a launcher that runs one host batch per dispatch."""
     step = dp.step_function(spec, cfg)
     if step is not None:
         return step
@@ -51,7 +52,8 @@ def step_function(dp: Launcher, spec: ModelSpec, cfg: TrainConfig, desc: str) ->
 
 
 def make_store(dp: Launcher, cfg: TrainConfig, data, desc: str):
-    """The device store `cfg.device_resident` asks for, or None (host batches)."""
+    """The device store `cfg.device_resident` asks for, or None (host batches); ConfigError
+    naming `desc` when device_resident=on and the launcher or the data cannot use one."""
     mode = cfg.device_resident
     if mode == "off":
         return None
@@ -88,7 +90,7 @@ class Dispatch:
         self.one = self.scan = None
         self.plain_step = dp.step  # the K = 1 host path's step (early stopping wraps it)
         if self.k == 1 and self.store is None:
-            return  # the original path: dp.step on one host batch
+            return  # dp.step on one host batch: nothing else to compile
         inner = step_function(dp, spec, cfg, desc)
         gather = None if self.store is None else self.store.gather
 
@@ -118,6 +120,8 @@ class Dispatch:
             yield step
 
     def run(self, state, step: int):
+        """Runs the steps after the previous end up to `step` (from `ends`); -> (state, aux
+        of the last step), both in the launcher's layout."""
         n, self.done = step - self.done, step
         if self.one is None:
             return self.plain_step(state, self.dp.place_batch(self.feed.next()))

@@ -63,6 +63,8 @@ def _embeddings_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 
 
 class DelayedState(NamedTuple):
+    """State of `delayed`."""
+
     count: jax.Array  # int32 scalar: updates seen so far (moving or not)
     inner: optax.OptState  # the wrapped rule's state, untouched while frozen
 
@@ -73,10 +75,10 @@ def delayed(inner: optax.GradientTransformation, start: int) -> optax.GradientTr
     moments and bias correction begin at the first real step). `start` 0 wraps too, so the
     state's structure (and a checkpoint's) does not depend on the warm-up's length.
 
-    Why not `optax.transforms.conditionally_mask`, which means the same: its `lax.cond`
-    compiles Adam as a separate branch, and after 30 jitted Adam steps on CPU the parameters
-    differ from this `jnp.where` form by up to 2.4e-7, so the main job would stop being
-    bitwise the same and older checkpoints (DelayedState) would no longer restore."""
+    Not `optax.transforms.conditionally_mask`, which means the same: its `lax.cond` compiles
+    Adam as a separate branch whose rounding differs from this `jnp.where` form, so the main
+    job would stop being bitwise the same and checkpoints holding a DelayedState would no
+    longer restore."""
 
     def init_fn(params):
         return DelayedState(jnp.zeros((), jnp.int32), inner.init(params))
@@ -93,6 +95,8 @@ def delayed(inner: optax.GradientTransformation, start: int) -> optax.GradientTr
 
 
 class SharedRmsState(NamedTuple):
+    """State of `scale_by_shared_rms`."""
+
     count: jax.Array  # int32 scalar
     mu: optax.Updates  # first moment, per parameter
     nu: jax.Array  # float32 scalar: second moment of the whole partition's gradient
@@ -144,7 +148,8 @@ def _arch_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Embeddings, weights and arch params in separate partitions, each with its own rule."""
+    """The run's optimizer: embeddings, weights and arch params (`param_labels`) in separate
+    partitions, each with its own rule, after a global-norm clip when cfg.grad_clip > 0."""
     partitioned = optax.partition(
         {
             "embeddings": _embeddings_optimizer(cfg),

@@ -23,6 +23,9 @@ from autoheri_jax.train.step import TrainState, init_state
 
 
 class Pmap(Launcher):
+    """The step under `jax.pmap` over the launcher's devices: state and batch carry a
+    leading device axis on device (n = num_devices), never in `canonical` form."""
+
     name: ClassVar[str] = "pmap"
     spreads_batches: ClassVar[bool] = True
 
@@ -30,6 +33,8 @@ class Pmap(Launcher):
         return self.to_device(jax.jit(lambda: init_state(spec, cfg, self.optimizer))())
 
     def to_device(self, state: TrainState) -> TrainState:
+        """Canonical state -> n x ... leaves: row blocks of a row-sharded leaf (the table),
+        copies of every other."""
         n = self.num_devices
         lead = NamedSharding(jax.sharding.Mesh(np.asarray(self.devices), (AXIS,)), P(AXIS))
 
@@ -54,5 +59,6 @@ class Pmap(Launcher):
         return jax.tree.map(lambda v: v[0], jax.device_get(x))
 
     def place_batch(self, batch: dict) -> dict:
+        """Every B x ... column -> n x (B / n) x ...: device i gets the i-th block of rows."""
         n = self.num_devices
         return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)

@@ -46,6 +46,8 @@ from autoheri_jax.train.optim import make_optimizer
 
 
 class TrainState(NamedTuple):
+    """Everything a training run carries from step to step (and checkpoints)."""
+
     step: jax.Array  # int32 scalar: updates applied so far
     params: Params
     opt_state: optax.OptState
@@ -66,6 +68,9 @@ def init_keys(seed: int) -> tuple[jax.Array, jax.Array]:
 
 
 def init_state(spec: ModelSpec, cfg: TrainConfig, optimizer: optax.GradientTransformation):
+    """The TrainState at step 0: fresh params from cfg.seed (a supernet's edge logits from
+    its arch settings), `optimizer`'s initial state, the row scratch sized for sparse
+    embeddings; ConfigError for a searched spec without arch settings."""
     arch = arch_of(cfg)
     if spec.has_arch and arch is None:
         raise ConfigError(
