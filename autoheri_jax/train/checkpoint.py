@@ -272,7 +272,15 @@ def _restore_target(abstract_state: Any) -> Any:
 
 
 class Checkpointer:
-    """Saves and restores (TrainState, extra JSON, data-iterator state) under one directory."""
+    """Saves and restores (TrainState, extra JSON, data-iterator state) under one directory.
+
+    Opening it sets aside incomplete step directories (`quarantined` lists them). keep: the
+    latest steps kept (>= 1); keep_best: also keep the best step by `best_metric` of the
+    metrics passed to `save`, lowest or highest as `best_mode` ("min" / "max"); async_save:
+    write in the background (`wait` / `close` join it); fingerprint: JSON-able fields stored
+    with every step and compared on restore (a mismatch is a CheckpointError). ValueError
+    for keep < 1 or another best_mode.
+    """
 
     def __init__(
         self,
@@ -370,6 +378,7 @@ class Checkpointer:
             raise CheckpointError(f"a background save to {self.directory} failed: {e}") from e
 
     def close(self) -> None:
+        """Waits for background saves (CheckpointError if one failed), then closes."""
         try:
             self.wait()
         finally:
@@ -384,6 +393,7 @@ class Checkpointer:
     # ----------------------------------------------------------------------------- query
 
     def all_steps(self) -> list[int]:
+        """Every step on disk, ascending."""
         return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:

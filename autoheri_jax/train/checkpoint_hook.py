@@ -107,6 +107,7 @@ class Checkpoint(Hook):
         return None if self.early_stop is None else self.early_stop.stopper
 
     def setup(self, loop: Loop) -> None:
+        """ConfigError unless checkpoint.every_steps is a multiple of steps_per_dispatch."""
         k = loop.cfg.steps_per_dispatch
         if self.every % k:
             raise ConfigError(
@@ -147,7 +148,9 @@ class Checkpoint(Hook):
         self.save(loop, force=loop.step == loop.total or loop.stop)
 
     def save(self, loop: Loop, force: bool) -> None:
-        """A checkpoint of `loop`'s current step, after the non-finite check."""
+        """A checkpoint of `loop`'s current step, after the non-finite check; `force` writes
+        it even off orbax's save interval (the last step, a stop, a signal). Scored on
+        `scoring` (valid_loss) when given; carries the early-stop state when there is one."""
         loop.check_finite()
         canonical = loop.canonical()
         metrics = None
@@ -167,6 +170,7 @@ class Checkpoint(Hook):
         )
 
     def wait(self) -> None:
+        """Blocks until background saves are written; CheckpointError if one failed."""
         self.ckpt.wait()
 
     def close(self) -> None:

@@ -51,7 +51,8 @@ class EarlyStopState(NamedTuple):
 
 
 def init(params: Params, lanes: int) -> EarlyStopState:
-    """The state before any check; `params` (the initial weights) are copied."""
+    """The state before any check, L = max(lanes, 1); `params` (the initial weights,
+    lane-leading for lanes) are copied."""
     n = max(lanes, 1)
     return EarlyStopState(
         best_params=jax.tree.map(jnp.copy, params),
@@ -103,6 +104,7 @@ def frozen_step(step: Callable) -> Callable:
 
 
 def check_setup(cfg: TrainConfig, valid, desc: str) -> None:
+    """ConfigError naming `desc` when early stopping is on and there is no `valid` split."""
     if cfg.early_stop_patience > 0 and valid is None:
         raise ConfigError(
             f"{desc}: early_stop_patience={cfg.early_stop_patience} needs validation rows to "
@@ -120,7 +122,8 @@ def _funnel_nll(entire: np.ndarray, labels: np.ndarray) -> float:
 
 
 def funnel_loss(spec: ModelSpec, params: Params, data: CTRDataset, batch_size: int) -> float:
-    """The validation loss of one model's `params` on `data`: _funnel_nll of its predictions."""
+    """Scalar validation loss of one model's `params` on every row of `data`: the
+    entire-space NLL summed over the stages (`_funnel_nll`)."""
     entire = predict_dataset(spec, params, data, batch_size)[1]
     return _funnel_nll(entire, np.asarray(data.labels))
 
@@ -140,7 +143,8 @@ def _gated_eval_fn(spec: ModelSpec):
 def gated_losses(
     spec: ModelSpec, params: Params, gates: np.ndarray, data: CTRDataset, batch_size: int
 ) -> np.ndarray:
-    """[A] validation loss of each architecture lane (its gates) on `data`."""
+    """[A] validation loss (as `funnel_loss`) of each architecture lane on `data`: params
+    A-leading, lane a gated by gates[a] ([A, E])."""
     fn, g = _gated_eval_fn(spec), jnp.asarray(gates, jnp.float32)
     entire = np.zeros((len(gates), data.num_rows, data.num_stages), np.float32)
     batches = EvalBatches(data, batch_size)
@@ -172,6 +176,7 @@ class EarlyStopper:
     # ----------------------------------------------------------------- state, checkpoints
 
     def start(self, params: Params) -> None:
+        """Starts a fresh run's state from its initial `params` (canonical layout)."""
         self.state = init(params, self.lanes)
 
     def abstract(self, abstract_params: Any) -> EarlyStopState:
@@ -181,9 +186,11 @@ class EarlyStopper:
         return EarlyStopState(abstract_params, f(np.float32), f(np.int32), f(np.int32), f(np.int32))
 
     def saved(self) -> EarlyStopState:
+        """The state to checkpoint beside the TrainState."""
         return self.state
 
     def restored(self, es: EarlyStopState) -> None:
+        """Takes back a checkpointed state (counters as host [L] arrays)."""
         to_np = lambda x, dt: np.asarray(jax.device_get(x), dt).reshape(-1)
         self.state = EarlyStopState(
             best_params=es.best_params,
@@ -213,6 +220,8 @@ class EarlyStopper:
         return run
 
     def losses(self, params: Params) -> np.ndarray:
+        """[L] validation loss of each lane's canonical `params` (architecture lanes on the
+        shared split, seed lanes each on its own; [1] for a single run)."""
         if self.gates is not None:
             return gated_losses(self.spec, params, self.gates, self.valid, self.batch_size)
         if self.lanes:  # seed lanes: each its own split

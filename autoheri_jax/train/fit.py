@@ -72,7 +72,11 @@ def train_model(
     `on_resume(step)` is called once when a checkpoint was restored. `valid` feeds the arch
     gradient of a bi-level search (edge_search.bilevel), scores checkpoints and
     (early_stop_patience > 0) stops early.
-    `parallel` picks the devices and the launcher (parallel.make_data_parallel)."""
+    `parallel` picks the devices and the launcher (parallel.make_data_parallel).
+
+    Raises ConfigError for too few rows or a setup the launcher cannot run, CheckpointError
+    for a checkpoint that does not fit this run, NonFiniteLossError when the loss goes NaN or
+    inf, and TrainingInterrupted on SIGTERM / SIGINT (after checkpointing, with `resumable`)."""
     check_sizes(cfg, data, valid, desc)
     launcher = make_data_parallel(spec, cfg, parallel or ParallelConfig())
     scoring = None if resumable is None else scoring_rows(valid, resumable.cfg)

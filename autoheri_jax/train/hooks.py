@@ -45,6 +45,8 @@ class Hook:
     every: int = 0  # call every this many steps (0: only at the last step and at a stop)
 
     def due(self, loop: Loop) -> bool:
+        """Whether to call the hook after this dispatch: at a multiple of `every`, the last
+        step, or a stop."""
         periodic = self.every > 0 and loop.step % self.every == 0
         return periodic or loop.step == loop.total or loop.stop
 
@@ -68,6 +70,9 @@ class Hook:
 
 
 class CheckFinite(Hook):
+    """NonFiniteLossError (naming the step, and the lane for lanes) every `every` steps when
+    a loss went NaN or inf."""
+
     def __init__(self, every: int):
         self.every = every
 
@@ -172,6 +177,7 @@ class Signals(Hook):
         self.stop: SignalStop | None = None
 
     def start(self, loop: Loop) -> None:
+        """Catches SIGTERM / SIGINT from here on; `close` restores the previous handlers."""
         self.stop = SignalStop(enabled=True).__enter__()
 
     def __call__(self, loop: Loop) -> None:

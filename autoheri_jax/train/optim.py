@@ -31,7 +31,8 @@ GROUP_OF_KEY: Mapping[str, str] = {"embedding": "embeddings", "towers": "weights
 
 def param_labels(params, group_of_key: Mapping[str, str] = GROUP_OF_KEY):
     """A pytree of partition labels with the structure of `params` (a nested dict), by the
-    top-level key of each leaf's path (flax's path-aware map over the params dict)."""
+    top-level key of each leaf's path (flax's path-aware map over the params dict): "embeddings",
+    "weights" or "arch" by default; KeyError for a top-level key `group_of_key` lacks."""
 
     def label(path: tuple[str, ...], _leaf):
         if path[0] not in group_of_key:

@@ -60,6 +60,8 @@ def train_seeds(
     Raises NonFiniteLossError naming the seed and step if any seed's loss went non-finite.
     With `resumable`, the K seeds checkpoint together and a rerun resumes them (loop.train).
     With early_stop_patience > 0, valids[k] scores seed k (train/early_stopping.py).
+    ValueError when cfgs and datas differ in length or are empty; ConfigError as
+    `lanes.check_seed_lanes` and for a dataset smaller than one batch.
     """
     if len(cfgs) != len(datas) or not cfgs:
         raise ValueError(f"{len(cfgs)} configs for {len(datas)} datasets")

@@ -33,7 +33,8 @@ class TrainingInterrupted(RuntimeError):
 
 class SignalStop:
     """Catches SIGTERM / SIGINT while active (main thread only), so the loop can checkpoint
-    the current step before stopping; the previous handlers come back on exit."""
+    the current step before stopping; the previous handlers come back on exit. `signum`:
+    the last signal that arrived, None while none has."""
 
     def __init__(self, enabled: bool):
         self.enabled, self.signum, self._previous = enabled, None, {}

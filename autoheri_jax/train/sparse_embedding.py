@@ -89,8 +89,8 @@ def dedupe(
     ids; the scratch, all SCRATCH_EMPTY again).
 
     Each id's first position is found by a scatter-min of positions into the scratch at the
-    ids' rows and a gather back, so the work is a few passes over N whatever V is; a sort
-    (`jnp.unique`) cost ~8 ms per step of the default model on 2 CPU cores, this ~0.5 ms.
+    ids' rows and a gather back, so the work is a few passes over N whatever V is, where a
+    sort (`jnp.unique`) costs O(N log N).
     The scratch is reset on the way out, so it is the same constant at every step boundary
     (on every device) and the result never depends on it.
     """
@@ -105,7 +105,7 @@ def dedupe(
     first_pos = _whole_on_every_device(scratch.at[ids].get(mode="fill", fill_value=SCRATCH_EMPTY))
     # The reset's values are computed from the gather (x | INT32_MAX is INT32_MAX for any
     # x >= 0), so XLA orders the gather before the in-place scatter; with constant values it
-    # copies the whole scratch instead (O(vocabulary) per step: 10 ms at 10M rows).
+    # copies the whole scratch instead (O(vocabulary) per step).
     scratch = scratch.at[ids].set(first_pos | SCRATCH_EMPTY, mode="drop")
     is_first = first_pos == pos  # false for sentinels (their gather reads SCRATCH_EMPTY)
     slot = jnp.cumsum(is_first.astype(jnp.int32)) - 1  # slot of each first occurrence
@@ -242,6 +242,8 @@ def _direct_bag_rows(spec: ModelSpec, single: jax.Array, bag: jax.Array, scratch
 
 
 def gather_rows(table: jax.Array, rows: jax.Array) -> jax.Array:
+    """table[rows] ([V, D] table, int32 [U] rows -> [U, D]); an out-of-range row (the
+    sentinel V) reads zeros."""
     return table.at[rows].get(mode="fill", fill_value=0)
 
 
@@ -360,13 +362,16 @@ def _check_sparse(g: Any) -> SparseRows:
 
 
 class RowwiseAdagradState(NamedTuple):
+    """State of `rowwise_adagrad`."""
+
     sum_of_squares: Any  # [V, D] per table
 
 
 def rowwise_adagrad(
     learning_rate: float, initial_accumulator_value: float = 0.1, eps: float = 1e-7
 ) -> optax.GradientTransformation:
-    """Adagrad on touched rows only; matches optax.adagrad's formula row for row."""
+    """Adagrad on touched rows only; matches optax.adagrad's formula row for row. Takes
+    `SparseRows` gradients and returns `SparseRows` updates (TypeError for a dense one)."""
 
     def init_fn(params):
         return RowwiseAdagradState(
@@ -392,6 +397,8 @@ def rowwise_adagrad(
 
 
 class LazyAdamState(NamedTuple):
+    """State of `lazy_adam`."""
+
     count: jax.Array  # int32 global step (bias correction)
     mu: Any  # [V, D] first moments
     nu: Any  # [V, D] second moments
@@ -400,7 +407,8 @@ class LazyAdamState(NamedTuple):
 def lazy_adam(
     learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
 ) -> optax.GradientTransformation:
-    """Adam whose moments and rows change only where the batch looked up."""
+    """Adam whose moments and rows change only where the batch looked up. Takes `SparseRows`
+    gradients and returns `SparseRows` updates (TypeError for a dense one)."""
 
     def init_fn(params):
         zeros = lambda p: jnp.zeros_like(p)
@@ -444,6 +452,8 @@ def apply_updates(params: Any, updates: Any) -> Any:
 
 
 def global_norm(tree: Any) -> jax.Array:
+    """Scalar L2 norm of every leaf of `tree` together, a `SparseRows` counted by its
+    values."""
     leaves = [x.values if isinstance(x, SparseRows) else x for x in jax.tree.leaves(tree)]
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves))
 

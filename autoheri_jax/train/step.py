@@ -171,7 +171,8 @@ def make_grad_fn(
 
     With sparse embeddings the table's gradient is `SparseRows` over the touched rows: the loss
     is differentiated with respect to those rows only, never the whole table. `scratch` is
-    `TrainState.row_scratch` (returned unchanged with dense embeddings).
+    `TrainState.row_scratch` (returned unchanged with dense embeddings). ValueError for
+    `shard_embeddings` without sparse embeddings.
     """
     loss_fn = make_loss_fn(spec, cfg)
     if shard_embeddings and not cfg.sparse_embeddings:
