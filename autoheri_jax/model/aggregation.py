@@ -73,7 +73,10 @@ class EdgeInput(NamedTuple):
 
 
 def init_layer(key: jax.Array, own: int, slots: Sequence[EdgeSlot]) -> dict:
-    """The non-kernel params of one layer: {"proj": ..., "attn": ...} (empty for pure concat)."""
+    """The non-kernel params of one layer whose own input is `own` wide: {"proj": {edge key:
+    {"kernel": d_k x own, "gate": [own] for gated_sum}}, "attn": {"query", "key": own x
+    min(own, ATTN_DIM)}}, each part only when an edge's operator needs it (empty for pure
+    concat)."""
     dense_init = jax.nn.initializers.glorot_uniform()
     out: dict = {}
     proj = {}
@@ -116,7 +119,10 @@ def attention_weights(
 
 
 def layer_input(layer: Mapping, own: jax.Array, edges: Sequence[EdgeInput]) -> jax.Array:
-    """B x (d + sum of concat widths): the input the layer's kernel multiplies."""
+    """B x (d + sum of concat widths): the input the layer's kernel multiplies, from its own
+    input `own` (B x d), its params `layer` (`init_layer`'s) and its incoming `edges`: the
+    attention mix and gated sums enter the own block, each concat edge's gated rep is
+    appended."""
     concat_parts = []
     gated = None
     att_items, att_members = [], []

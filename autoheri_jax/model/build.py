@@ -47,11 +47,14 @@ def build_spec(
     *,
     searched: bool = False,
 ) -> ModelSpec:
-    """The spec of model `m` on data of these shapes. searched=True gives every candidate edge
-    a learned gate (the supernet of a gated one-shot search: edge logits, and operator logits
-    under aggregation "search", in the arch partition); False keeps every edge of the spec on.
-    Raises ConfigError for a family that cannot read this many stages and for
-    aggregation "search" without gates."""
+    """The spec of model `m` on data of these shapes: vocab_sizes / bag_vocab_sizes, the rows
+    of each single-valued / bag field; num_dense, the dense features; num_tasks, the funnel's
+    stages T.
+
+    searched=True gives every candidate edge a learned gate (the supernet of a gated one-shot
+    search: edge logits, and operator logits under aggregation "search", in the arch
+    partition); False keeps every edge of the spec on. Raises ConfigError for a family that
+    cannot read this many stages and for aggregation "search" without gates."""
     if m.aggregation == "search" and not searched and m.edge_mode != "none":
         raise ConfigError(
             "model.aggregation='search' learns each edge's operator in the arch partition: it "

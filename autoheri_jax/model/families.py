@@ -88,7 +88,8 @@ def _init_mmoe(key: jax.Array, spec: ModelSpec) -> Towers:
 
 
 def mmoe_gate_weights(towers: Towers, x: jax.Array) -> jax.Array:
-    """B x T x E softmax weights of each task's gate over the experts (rows sum to 1)."""
+    """[B, T, num_experts] softmax weights of each task's gate over the experts, from x:
+    B x input_dim (rows sum to 1)."""
     gates = towers["gates"]
     return jax.nn.softmax(jnp.einsum("bi,tie->bte", x, gates["kernel"]) + gates["bias"], axis=-1)
 
@@ -252,8 +253,9 @@ def init_family(key: jax.Array, spec: ModelSpec) -> Towers:
 
 
 def family_task_loss(logits: jax.Array, extras: dict, labels: jax.Array, spec: ModelSpec):
-    """(scalar objective, terms) of any family's logits (objectives.task_loss with the
-    family's registered objective; autoheri's is the entire-space sum)."""
+    """(scalar objective, terms) of any family's B x T logits and extras against B x T
+    labels (objectives.task_loss with the family's registered objective; autoheri's is the
+    entire-space sum)."""
     info = FAMILIES.get(spec.model.family)
     return objectives.task_loss(
         logits, extras, labels, spec, None if info is None else info.objective

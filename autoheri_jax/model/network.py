@@ -68,9 +68,13 @@ def _edge_block_init(spec: ModelSpec, key: jax.Array, rows: int, width: int) -> 
 def init_params(
     key: jax.Array, spec: ModelSpec, init_edge_logit: float = 0.0, edge_logit_noise: float = 0.0
 ) -> Params:
-    """Fresh parameters. The own-input block of every kernel is drawn as in a tower without
-    edges (bitwise the same key), so a tower whose gates are all 0 starts exactly as an
-    independent (ESMM) tower would; edge blocks start as `spec.model.edge_init` says.
+    """Fresh parameters of `spec` from `key`, in the layout the module docstring gives: the
+    table [table_rows, D], then the autoheri towers (layer_j's kernel [sum of
+    `spec.layer_input_dims(t, j)`, hidden[j]]) or a baseline family's towers.
+
+    The own-input block of every kernel is drawn as in a tower without edges (bitwise the
+    same key), so a tower whose gates are all 0 starts exactly as an independent (ESMM) tower
+    would; edge blocks start as `spec.model.edge_init` says.
 
     A gated supernet (`spec.has_arch`) also gets params["arch"]["edge_logits"] [E], each
     init_edge_logit plus edge_logit_noise x N(0, 1) from the key's "arch_noise" stream (the

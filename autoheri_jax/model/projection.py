@@ -60,7 +60,8 @@ def lane_mask(src: ModelSpec, dst: ModelSpec) -> np.ndarray | None:
 
 def project_params(src: ModelSpec, params: Params, dst: ModelSpec) -> Params:
     """`params` of `src` (one lane, no lane axis) as `dst`'s params: the embedding and every
-    bias and head as they are, each layer kernel's own block and `dst`'s edge blocks."""
+    bias and head as they are, each layer kernel's own block and `dst`'s edge blocks.
+    ValueError when `dst` is not a lane of `src` (`lane_mask` is None)."""
     if lane_mask(src, dst) is None:
         raise ValueError("dst is not a lane of src (lane_mask is None)")
     towers = {}

@@ -78,7 +78,8 @@ VARIANTS: dict[str, Callable[[ModelConfig], ModelConfig]] = {
 
 def matched_random_edges(candidates: Sequence[Edge], count: int, seed: int) -> tuple[Edge, ...]:
     """`count` of `candidates` drawn uniformly without replacement from `seed`, in candidate
-    order. Deterministic in (candidates, count, seed)."""
+    order. Deterministic in (candidates, count, seed); ValueError unless 0 <= count <=
+    len(candidates)."""
     if not 0 <= count <= len(candidates):
         raise ValueError(f"cannot draw {count} of {len(candidates)} candidate edges")
     pick = np.random.default_rng(seed).permutation(len(candidates))[:count]
@@ -113,7 +114,8 @@ def derived_model(
 
     ops: each kept edge's operator (an operator search's argmax); the edges then read
     "u.i->d.j:op" and aggregation falls back to "concat" for none. Without ops a fixed
-    aggregation carries over, and a searched one ("search") becomes "concat".
+    aggregation carries over, and a searched one ("search") becomes "concat". ValueError
+    when ops and kept differ in length.
     """
     names = [e.name for e in kept]
     if ops is not None:

@@ -3,7 +3,7 @@
 A small model's step costs less than its dispatch (Python, the host gather, the transfer,
 the launch), so K = `TrainConfig.steps_per_dispatch` steps can run in one call:
 
-  K == 1, host batches   dp.step(state, dp.place_batch(feed.next())): the original path
+  K == 1, host batches   dp.step(state, dp.place_batch(feed.next())): no scan, no store
   K > 1                  K host batches stacked (K x B x ...) and run by one jitted
                          `jax.lax.scan` of the launcher's own per-step function
   device store           (TrainConfig.device_resident) only the steps' row indices (K x B)
