@@ -65,7 +65,8 @@ def parse_edge(text: str) -> Edge:
 
 
 def task_pairs(num_tasks: int, pairs: str) -> list[tuple[int, int]]:
-    """(upstream, downstream) task pairs that may carry edges."""
+    """(upstream, downstream) task pairs that may carry edges: each stage and the next
+    ("adjacent"), or every earlier stage and a later one ("all"); ValueError otherwise."""
     if pairs == "adjacent":
         return [(u, u + 1) for u in range(num_tasks - 1)]
     if pairs == "all":
@@ -80,7 +81,10 @@ def candidate_edges(
     pairs: str = "adjacent",
     fixed: Sequence[str] = (),
 ) -> tuple[Edge, ...]:
-    """The ordered candidate edge set; edge k owns arch logit k."""
+    """The ordered candidate edge set of `mode` (edge_mode) over `num_tasks` towers of
+    `num_layers` hidden layers; edge k owns arch logit k. "fixed" takes the edges of `fixed`
+    ("u.i->d.j"), sorted by destination. ValueError for an unknown mode or pairs, and for a
+    fixed edge that is out of range, duplicated or not upstream -> downstream."""
     if mode == "none":
         return ()
     if mode == "fixed":

@@ -128,7 +128,9 @@ def model_input(
     *,
     embedded: jax.Array | None = None,
 ) -> jax.Array:
-    """x: B x input_dim, the flattened field embeddings joined with the dense features."""
+    """x: B x input_dim, the flattened field embeddings joined with the dense features;
+    `embedded` (B x (F + Fb) x D, e.g. from the sparse step's unique rows) replaces the
+    table lookup."""
     if embedded is None:
         embedded = embed(params, spec, inputs)
     x = embedded.reshape(inputs["sparse"].shape[0], -1)

@@ -38,18 +38,21 @@ def bernoulli_entropy_from_logits(logits: jax.Array) -> jax.Array:
 
 
 def edge_entropy(edge_logits: jax.Array | None) -> jax.Array:
-    """Sum over edges of each edge's entropy. Minimising it pushes every probability towards 0
-    or 1, so the relaxed architecture the search trains is close to the discrete one it
-    derives. A sum, not a mean: the push on one edge does not shrink as candidates are added,
-    so a weight means the same at 9, 18 or 27 candidates."""
+    """Scalar sum over edges of each edge's entropy (edge_logits [E]; 0 for None or E = 0).
+
+    Minimising it pushes every probability towards 0 or 1, so the relaxed architecture the
+    search trains is close to the discrete one it derives. A sum, not a mean: the push on one
+    edge does not shrink as candidates are added, so a weight means the same at 9, 18 or 27
+    candidates."""
     if edge_logits is None or edge_logits.size == 0:
         return jnp.zeros((), jnp.float32)
     return jnp.sum(bernoulli_entropy_from_logits(edge_logits))
 
 
 def edge_cost(edge_logits: jax.Array | None) -> jax.Array:
-    """Expected number of kept edges, sum_k sigmoid(logit_k): times `sparsity_weight`, a price
-    each edge must earn back in task loss to stay on."""
+    """Scalar expected number of kept edges, sum_k sigmoid(logit_k) over edge_logits [E] (0
+    for None or E = 0): times `sparsity_weight`, a price each edge must earn back in task loss
+    to stay on."""
     if edge_logits is None or edge_logits.size == 0:
         return jnp.zeros((), jnp.float32)
     return jnp.sum(jax.nn.sigmoid(edge_logits))

@@ -342,12 +342,15 @@ class Checkpointer:
         metrics: dict | None = None,
         force: bool = False,
     ) -> bool:
-        """Writes step `step`; False when nothing was written.
+        """Writes step `step` (`state`: a pytree; `extra`: JSON-able, without "fingerprint";
+        `metrics`: what best tracking ranks by); False when nothing was written.
 
         Without `force` a step not after the latest checkpoint is skipped; with `force` (the
         final or SIGTERM save) any step is written unless a checkpoint for it already exists.
         With async saving the arrays are copied off the device before this returns, so the
         state may be donated right after; the files are written in the background.
+        CheckpointError when extra, data_state or metrics is not JSON-able or the save fails
+        (a background failure surfaces in `wait`).
         """
         step = int(step)
         if "fingerprint" in extra:
@@ -447,8 +450,13 @@ class Checkpointer:
         return None
 
     def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, dict, dict | None]:
-        """(state, extra, data_state) of `step` (None: the latest), shaped like the target;
-        data_state is this process's, as its `save` was given it."""
+        """(state, extra, data_state) of `step` (None: the latest), shaped like the target
+        `abstract_state` (each leaf placed by its `sharding`); data_state is this process's,
+        as its `save` was given it.
+
+        Raises CheckpointError for a missing step, the older data layout, a fingerprint, tree,
+        shape, dtype or key type that does not fit this run; UnreadableCheckpointError (a
+        CheckpointError) when the step's files cannot be read."""
         self.wait()
         steps = self.all_steps()
         if step is None:
