@@ -97,12 +97,15 @@ class Validate(Hook):
         self.stopper: EarlyStopper | None = None
 
     def setup(self, loop: Loop) -> None:
+        """Builds the EarlyStopper when early stopping is on; ConfigError without `valid`."""
         if loop.cfg.early_stop_patience:
             check_setup(loop.cfg, self.valid, loop.desc)
             dp = loop.launcher
             self.stopper = EarlyStopper(loop.spec, loop.cfg, self.valid, dp.lanes, dp.gates)
 
     def start(self, loop: Loop) -> None:
+        """Starts (or, resumed, keeps) the early-stop state and wraps the loop's step so
+        that stopped lanes stay frozen; a run resumed after its stop runs no step."""
         if self.stopper is None:
             return
         if not loop.resumed:

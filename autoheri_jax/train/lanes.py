@@ -142,6 +142,7 @@ class SeedLanes(LaneLauncher):
         )
 
     def init_state(self, spec: ModelSpec, cfg: TrainConfig) -> TrainState:
+        """K fresh states, lane k's from cfgs[k].seed, stacked along a leading K axis."""
         return stack_trees([init_state(spec, c, self.optimizer) for c in self.cfgs])
 
 
@@ -179,6 +180,8 @@ class ArchLanes(LaneLauncher):
         return self.masks
 
     def step_function(self, spec: ModelSpec, cfg: TrainConfig) -> Callable:
+        """(A-leading state, one shared batch) -> (state, A-leading aux), lane a gated by
+        masks[a]; unjitted."""
         gates = jnp.asarray(self.masks)
         inner = make_lane_step(spec, cfg, self.optimizer, batch_axis=None, gates_axis=0)
         return lambda state, batch: inner(state, batch, gates)
@@ -188,6 +191,7 @@ class ArchLanes(LaneLauncher):
         return [f"architecture {a}" for a in range(len(self.masks))]
 
     def init_state(self, spec: ModelSpec, cfg: TrainConfig) -> TrainState:
+        """One fresh state from cfg.seed, copied into every one of the A lanes."""
         one = init_state(spec, cfg, self.optimizer)  # eager, as the batch always was
         return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(self.masks), *x.shape)).copy(), one)
 

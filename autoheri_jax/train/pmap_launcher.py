@@ -51,11 +51,13 @@ class Pmap(Launcher):
         return self.to_device(restored)
 
     def canonical(self, state: Any) -> Any:
+        """n x ... leaves -> canonical: row blocks joined back, copies read from device 0."""
         return jax.tree.map(
             lambda x, s: x.reshape(-1, *x.shape[2:]) if s == P(AXIS) else x[0], state, self.specs
         )
 
     def host_value(self, x: Any) -> Any:
+        """Device 0's copy of a replicated result, on the host."""
         return jax.tree.map(lambda v: v[0], jax.device_get(x))
 
     def place_batch(self, batch: dict) -> dict:
