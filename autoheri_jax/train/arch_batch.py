@@ -14,9 +14,9 @@ them all on the same batch:
           Adam its block stays zero: architecture a trains what the derived model with
           edges {k: masks[a, k] = 1} trains from the same seed, equal within float rounding
           on the test's small problem (tests/test_arch_batch.py). Over hundreds of steps
-          training amplifies rounding: on study_base (390 steps) a lane of a 3-mask batch and
-          the same mask trained alone end up to 0.33 apart in validation logits. The lanes of
-          one batch never interact (a lane is bitwise the same whatever the other masks).
+          training amplifies rounding, so a lane and the same mask trained alone drift apart
+          (experiments/README.md gives the size on study_base). The lanes of one batch never
+          interact (a lane is bitwise the same whatever the other masks).
 
 Scope: one device, no bi-level search; the spec is unsearched (every gate comes from the
 mask). The batch is a launcher of loop.train (train/lanes.py ArchLanes) with fit.usual_hooks,
