@@ -11,8 +11,8 @@ common_feature_index -> row; the skeleton is parsed, joined by row number, split
 counted (item ids of train rows, train rows per common row) and spilled chunk by chunk as raw
 int64 .npz. Vocabularies come from the train split only (user ids counted once per common row,
 weighted by its train rows: per impression); the spilled chunks are then mapped, joined and
-written. Temp columns rather than parsing train twice: text parsing costs ~10 us per skeleton row,
-replaying binary chunks runs at memory speed. Test is mapped and written while parsed.
+written. Temp columns rather than parsing train twice: replaying binary chunks runs at memory
+speed, text parsing far below it (docs/benchmarks.md). Test is mapped and written while parsed.
 
 User bags are normalised, not joined: a user's 109_14 / 110_14 / 127_14 / 150_14 (hundreds of
 entries) would otherwise be copied into every one of the user's impressions (8x the raw size).

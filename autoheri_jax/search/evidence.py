@@ -12,8 +12,7 @@ learn to rely on a probability that drifts. This module then decides, from the f
   calibration Switching an edge shifts the mean of the downstream logits, and the entire-space
               log-loss rewards whichever shift moves the prediction toward the validation rate:
               a property of the model's calibration error, not of what the edge carries
-              (measured in the search issue's notes; every edge's raw contrast then shares one
-              sign). So before scoring, each mask's conditional logit of every stage t >= 1 is
+              (every edge's raw contrast then shares one sign). So before scoring, each mask's conditional logit of every stage t >= 1 is
               refit, a_t + b_t z_t (Platt scaling on the rows that reached stage t-1), on one
               half of the validation batches and scored on the other half (cross-fitting: even
               batches fit for odd ones and back), and the contrast compares recalibrated models.
@@ -55,9 +54,8 @@ from autoheri_jax.search.records import CommonMode, EdgeEvidence, Evidence
 CRITERIA = EVIDENCE_CRITERIA  # what a contrast can be scored by; config validates the choice
 PROPENSITY_CLIP = 0.05  # the IPS criteria's least reach probability (weights <= 20)
 DECISIONS = ("kept", "dropped", "undecided")
-# Line-searched Newton steps of a Platt fit from (0, 1). On a study supernet's 76 masks x 50k
-# rows, 10 steps (then the 4 plain ones) end within 1e-6 of 25 steps' (a, b): float32
-# rounding, where the line search can no longer rank its tries; each step costs 7 passes.
+# Line-searched Newton steps of a Platt fit from (0, 1): enough to reach float32 rounding of the
+# converged (a, b), where the line search can no longer rank its tries; each costs 7 passes.
 _NEWTON_STEPS = 10
 FIT_ROW_BUCKET = 1024  # rows a Platt fit's input is padded to a multiple of
 
