@@ -12,10 +12,11 @@ learn to rely on a probability that drifts. This module then decides, from the f
   calibration Switching an edge shifts the mean of the downstream logits, and the entire-space
               log-loss rewards whichever shift moves the prediction toward the validation rate:
               a property of the model's calibration error, not of what the edge carries
-              (every edge's raw contrast then shares one sign). So before scoring, each mask's conditional logit of every stage t >= 1 is
-              refit, a_t + b_t z_t (Platt scaling on the rows that reached stage t-1), on one
-              half of the validation batches and scored on the other half (cross-fitting: even
-              batches fit for odd ones and back), and the contrast compares recalibrated models.
+              (every edge's raw contrast then shares one sign). So before scoring, each mask's
+              conditional logit of every stage t >= 1 is refit, a_t + b_t z_t (Platt scaling
+              on the rows that reached stage t-1), on one half of the validation batches and
+              scored on the other half (cross-fitting: even batches fit for odd ones and
+              back), and the contrast compares recalibrated models.
   decision    z_k = mean_b d / (std_b d / sqrt(n_b)), a t statistic with n_b - 1 degrees of
               freedom. z > threshold: kept; z < -threshold: dropped (evidence it hurts);
               otherwise undecided, and undecided edges follow `edge_search.undecided` ("drop":
