@@ -64,6 +64,7 @@ def verifying(on: bool = True) -> Iterator[None]:
 
 
 def forced() -> bool:
+    """Whether a `verifying()` block is open (stores are hashed whatever was recorded)."""
     return _FORCED.get() is not None
 
 
@@ -102,7 +103,8 @@ def digest(manifest: dict) -> str:
 
 
 def read_header(path: Path, root: Path) -> tuple[np.dtype, tuple[int, ...], int]:
-    """dtype, shape and data offset of a .npy file, reading only its header."""
+    """dtype, shape and data offset of a .npy file, reading only its header; StoreError
+    (saying how to recover the store at `root`) when it is unreadable or Fortran-ordered."""
     try:
         with path.open("rb") as f:
             version = np.lib.format.read_magic(f)
@@ -121,6 +123,7 @@ def read_header(path: Path, root: Path) -> tuple[np.dtype, tuple[int, ...], int]
 
 
 def column_record(path: Path) -> dict:
+    """The manifest's record of one .npy column: its bytes, dtype, shape and SHA-256."""
     dtype, shape, _ = read_header(path, path.parent)
     return {
         "bytes": path.stat().st_size,
