@@ -49,6 +49,7 @@ class Layout(NamedTuple):
     header_required: bool = True
 
     def cols(self, names) -> list[int]:
+        """The header positions of the columns `names`."""
         return [self.header.index(n) for n in names]
 
     def unlabeled(self) -> Layout:
@@ -117,7 +118,12 @@ class BadRows:
         self.mode, self.counts = mode, Counter()
 
     def resolve(self, path: Path, lines: np.ndarray, checks: list, open_last: int | None):
-        """checks: (reason, bad-row mask, row -> detail or None), in priority order; -> ok mask."""
+        """[n] bool mask of the good rows among n parsed rows of `path`.
+
+        lines [n]: each row's line number; checks: (reason, [n] bad-row mask, row -> detail or
+        None), in priority order; open_last: the line number of an unterminated last line (or
+        None). Strict raises DataFormatError at the first bad row; skip counts each bad row
+        under its first reason (an unterminated bad last row as "truncated last line")."""
         first = np.full(len(lines), -1)
         for k, (_, mask, _) in enumerate(checks):
             first[(first < 0) & mask] = k
@@ -142,6 +148,7 @@ class BadRows:
 
 
 def read_bytes(path: Path) -> bytes:
+    """The file's bytes; DataFormatError when it is missing, unreadable or blank."""
     if not path.exists():
         raise DataFormatError(path, None, "no such file or directory")
     try:
