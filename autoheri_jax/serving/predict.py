@@ -102,6 +102,7 @@ class _Plan:
 
 
 def write_table(columns: dict[str, np.ndarray], out: Path) -> None:
+    """Writes `columns` (name -> [N]) to `out`, Parquet for a .parquet suffix, else CSV."""
     import pyarrow as pa
 
     table = pa.table({k: pa.array(v) for k, v in columns.items()})
