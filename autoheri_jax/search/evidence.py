@@ -87,8 +87,9 @@ def _masked_logits_fn(spec: ModelSpec):
 
 @phases.timed("evaluate")
 def masked_logits(spec: ModelSpec, params: Params, batches: Sequence[dict], masks) -> jax.Array:
-    """[nb, M, B, T] logits of every mask on every batch (labels are not read), on the device:
-    the batches are dispatched without waiting and nothing comes back to the host."""
+    """[nb, M, B, T] logits of every mask (masks [..., E], flattened to [M, E]) on every one
+    of the nb batches (labels are not read), on the device: the batches are dispatched without
+    waiting and nothing comes back to the host."""
     fn = _masked_logits_fn(spec)
     flat = jnp.asarray(np.asarray(masks).reshape(-1, spec.num_edges))
     out = [fn(params, {k: v for k, v in b.items() if k != "labels"}, flat) for b in batches]
@@ -166,13 +167,15 @@ def apply_recalibration(logits: jax.Array, ab: jax.Array) -> jax.Array:
 
 
 def entire_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """[..., M] entire-space BCE summed over stages of logits [..., M, B, T]."""
+    """[..., M] entire-space BCE of logits [..., M, B, T] against labels [B, T]: each stage's
+    mean over the rows, summed over stages."""
     fn = lambda z: jnp.sum(entire_space_bce(z, labels))
     return jnp.vectorize(fn, signature="(b,t)->()")(logits)
 
 
 def conditional_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """[..., M] BCE of each stage t >= 1 on the rows that reached t-1, summed over stages."""
+    """[..., M] mean BCE of each stage t >= 1 over the rows that reached t-1, summed over
+    stages, of logits [..., M, B, T] against labels [B, T]."""
     total = 0.0
     for t in range(1, logits.shape[-1]):
         z, y, w = logits[..., t], labels[:, t], labels[:, t - 1]
