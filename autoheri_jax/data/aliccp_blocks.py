@@ -129,10 +129,14 @@ def _only(col: pa.Array, allowed: np.ndarray) -> bool:
 
 
 def parse_block(p, buf: bytes):
-    """The parsed columns of a block of whole lines (each ending in a newline), as
-    _Parser._fast returns them, or None unless every line is valid (see the docstring). p is
-    the _Parser: file kind, field codes, the common index (read, or extended for a common file),
-    counters of ignored fields and accepted rows."""
+    """The parsed columns of a block of n whole lines (each ending in a newline), as
+    _Parser._fast returns them, or None unless every line is valid (module docstring).
+
+    A skeleton block gives (labels int8 [n, 2], each line's common row [n], single fields'
+    raw ids int64 [n, S] (int64 min where a line lacks the field), bags {field: (lengths [n],
+    raw ids int64 [sum lengths], values float32 [same])}); a common block (single ids, bags).
+    p is the _Parser: file kind, field codes, the common index (read, or extended for a common
+    file), counters of ignored fields and accepted rows, which a parsed block updates."""
     if not buf.isascii():
         return None
     kind = np.frombuffer(buf.translate(_CLASS), np.uint8)
