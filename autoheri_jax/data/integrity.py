@@ -161,7 +161,7 @@ def split_columns(manifest: dict, split: str) -> list[str]:
 
 def check_columns(root: Path, manifest: dict, relpaths: Iterable[str]) -> None:
     """Each file's size against its .npy header, and both against the manifest's record (if
-    the store has one)."""
+    the store has one); StoreError at the first missing, truncated or mismatched file."""
     records = manifest.get("columns") or {}
     for rel in relpaths:
         path = root / rel
@@ -192,7 +192,9 @@ def check_columns(root: Path, manifest: dict, relpaths: Iterable[str]) -> None:
 
 def verify(root: str | Path, manifest: dict, record_dir: Path | None = None) -> bool:
     """Checks every column's SHA-256 against the manifest, unless `record_dir` (a workdir)
-    recorded this store as verified, or (no record_dir) outside `verifying()`. -> hashed?"""
+    recorded this store as verified, or (no record_dir) outside `verifying()`; a workdir then
+    records it. -> whether the columns were hashed (False also for a manifest without hashes,
+    warned about once). StoreError at the first column that differs."""
     root = Path(root)
     records = manifest.get("columns")
     if records is None:
