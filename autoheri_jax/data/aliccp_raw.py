@@ -251,7 +251,9 @@ def prepare_aliccp_raw(
 ) -> dict:
     """Converts raw Ali-CCP into a store at out_dir (splits train / valid / test); its manifest.
     engine: "arrow" (block fast path) or "python" (the exact per-line parser only); the store
-    does not depend on it (see aliccp_rows.py)."""
+    does not depend on it (see aliccp_rows.py). A finished store from the same files and
+    options is reused. DataFormatError for a missing, empty or (strict) malformed raw file,
+    StoreError for a finished store from other inputs, ValueError for a bad option."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if on_bad_row not in ("strict", "skip"):

@@ -84,7 +84,7 @@ class NpyAppender:
         self.f.write(b"\0" * _HEADER_BYTES)
 
     def append(self, chunk: np.ndarray) -> None:
-        """Appends chunk [n, *row_shape] (cast to the dtype); StoreError for other rows."""
+        """Appends chunk [n, *row_shape] (cast to the dtype); StoreError for another row shape."""
         chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
         if chunk.shape[1:] != self.row_shape:
             raise StoreError(f"{self.path}: chunk rows {chunk.shape[1:]} != {self.row_shape}")
@@ -299,7 +299,8 @@ def write_manifest(root: Path, manifest: dict) -> None:
 def reusable(out: Path, matches: Callable[[dict], bool], entries: set[str]) -> dict | None:
     """The manifest of a finished store at `out` that `matches` (made from the same inputs and
     options); None if there is nothing at `out` or only what an interrupted conversion leaves
-    (names in `entries`). A finished store from other inputs, or anything else, is refused."""
+    (names in `entries`). A finished store from other inputs, or anything else, is refused
+    (StoreError)."""
     if is_finished(out):
         manifest = read_manifest(out)
         if matches(manifest):
@@ -392,7 +393,9 @@ def open_split(root: str | Path, split: str, manifest: dict | None = None) -> CT
     """Memory-maps one split as a CTRDataset (nothing is read until a batch is gathered).
 
     A field shared through a side table becomes a BagField whose CSR arrays are the side
-    table's and whose row_of is the split's <side name>.row.npy."""
+    table's and whose row_of is the split's <side name>.row.npy. Every column's header, size
+    and value ranges are checked first (hashes only inside `integrity.verifying()`):
+    StoreError naming the file, or the split when the store has none of that name."""
     root = Path(root)
     manifest = manifest or read_manifest(root)
     if split not in manifest["splits"]:
