@@ -150,7 +150,8 @@ def aging_evolution(
 
 
 def search_edges(cfg: Config, num_tasks: int) -> tuple[Edge, ...]:
-    """The candidate edges the masks range over: those of the searched model's edge_mode."""
+    """The E candidate edges the masks range over: those of the searched model's edge_mode
+    over `num_tasks` towers; ConfigError unless the mode is parallel or hierarchical."""
     m = cfg.model
     if m.edge_mode not in ("parallel", "hierarchical"):
         raise ConfigError(
