@@ -11,8 +11,8 @@ common_feature_index -> row; the skeleton is parsed, joined by row number, split
 counted (item ids of train rows, train rows per common row) and spilled chunk by chunk as raw
 int64 .npz. Vocabularies come from the train split only (user ids counted once per common row,
 weighted by its train rows: per impression); the spilled chunks are then mapped, joined and
-written. Temp columns rather than parsing train twice: text parsing costs ~10 us per skeleton row,
-replaying binary chunks runs at memory speed. Test is mapped and written while parsed.
+written. Temp columns rather than parsing train twice: replaying binary chunks runs at memory
+speed, text parsing far below it (docs/benchmarks.md). Test is mapped and written while parsed.
 
 User bags are normalised, not joined: a user's 109_14 / 110_14 / 127_14 / 150_14 (hundreds of
 entries) would otherwise be copied into every one of the user's impressions (8x the raw size).
@@ -251,7 +251,9 @@ def prepare_aliccp_raw(
 ) -> dict:
     """Converts raw Ali-CCP into a store at out_dir (splits train / valid / test); its manifest.
     engine: "arrow" (block fast path) or "python" (the exact per-line parser only); the store
-    does not depend on it (see aliccp_rows.py)."""
+    does not depend on it (see aliccp_rows.py). A finished store from the same files and
+    options is reused. DataFormatError for a missing, empty or (strict) malformed raw file,
+    StoreError for a finished store from other inputs, ValueError for a bad option."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if on_bad_row not in ("strict", "skip"):

@@ -39,6 +39,8 @@ def _chunks(arr: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def check_labels(path: Path, root: Path, labels: np.ndarray, stages: Sequence[str]) -> None:
+    """labels [N, T] (`stages`: the T stage names) are 0 / 1 and cumulative along the stages;
+    StoreError naming `path`, the row and the column, with how to recover the store at `root`."""
     for start, c in _chunks(labels):
         bad = (c != 0) & (c != 1)
         if bad.any():
@@ -64,7 +66,8 @@ def check_ids(
     names: Sequence[str],
     bound: str = "vocab_sizes in manifest.json",
 ) -> None:
-    """ids [N, F] (column f in [0, sizes[f])) or [nnz] (one field: sizes and names of one)."""
+    """ids [N, F] (column f in [0, sizes[f])) or [nnz] (one field: sizes and names of one);
+    StoreError naming `path`, the field, the row, the id and `bound` (where the sizes come from)."""
     table = ids if ids.ndim == 2 else ids.reshape(-1, 1)
     upper = np.asarray(sizes, np.int64)
     for start, c in _chunks(table):
@@ -83,6 +86,7 @@ def check_ids(
 
 
 def check_offsets(path: Path, root: Path, offsets: np.ndarray) -> None:
+    """A bag's CSR offsets [K + 1] start at 0 and never decrease; StoreError naming `path`."""
     previous = 0  # the row before each chunk's first; offsets[0] must be 0
     for start, c in _chunks(offsets):
         steps = np.diff(c, prepend=previous)
@@ -98,7 +102,8 @@ def _load(path: Path) -> np.ndarray:
 
 
 def check_split(root: Path, manifest: dict, split: str) -> None:
-    """Every range above for the columns `split` reads (after integrity.check_columns)."""
+    """Every range above for the columns `split` reads (after integrity.check_columns), with
+    `manifest` the store's manifest.json; StoreError at the first bad value."""
     d = root / split
     check_labels(d / "labels.npy", root, _load(d / "labels.npy"), manifest["stage_names"])
     vocab = manifest["vocab_sizes"]

@@ -23,6 +23,9 @@ DATA_FORMATS = (
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    """The `data` section (each field's comment says what it sets); ConfigError naming the
+    field for an invalid value, when built."""
+
     source: str = "simulator"  # "simulator" (the built-in funnel) or "files" (data.path)
     path: str = ""  # files: raw Ali-CCP dir, a peer format's file or dir, or a prepared store
     format: str = "auto"  # files: auto | store | aliccp_raw | rechub_aliccp | paddle_aitm | ...

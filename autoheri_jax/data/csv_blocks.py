@@ -31,6 +31,7 @@ _PARSE = pcsv.ParseOptions(quote_char=False, double_quote=False, escape_char=Fal
 
 
 def open_error(path: Path, e: OSError) -> DataFormatError:
+    """The DataFormatError to raise for `e`, an OSError opening or reading `path`."""
     if not path.exists():
         return DataFormatError(path, None, "no such file or directory")
     return DataFormatError(path, None, "cannot read", str(e.strerror))
@@ -104,7 +105,7 @@ def plain_bytes(block: bytes, allowed: bytes | None) -> bool:
     if not block.isascii():
         return False
     if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):  # memchr first: most
-        return False  # files have no \r at all, and two full counts cost 16 ms a block
+        return False  # files have no \r at all, and two full counts are two passes
     return allowed is None or not block.translate(None, allowed)
 
 
@@ -167,6 +168,7 @@ class ByteProgress:
         self.shown = -1  # bytes done at the last line drawn
 
     def update(self, done: int, rows: int, final: bool = False) -> None:
+        """Draws the line for `done` bytes and `rows` rows, when one is due (or `final`)."""
         now = time.perf_counter()
         if not self.enabled or (now < self.next and not (final and 0 <= self.shown < done)):
             return
@@ -181,6 +183,8 @@ class ByteProgress:
         sys.stderr.flush()
 
     def close(self, rows: int) -> None:
+        """Ends the progress with the whole file's line (`rows` rows) where a line was drawn
+        or is due; a short conversion stays silent."""
         if self.tty and self.shown == self.total:  # the last line drawn was already complete
             sys.stderr.write("\n")
         self.update(self.total, rows, final=True)

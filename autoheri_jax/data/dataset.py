@@ -51,6 +51,7 @@ class BagField:
         return len(self.starts if self.row_of is None else self.row_of)
 
     def take(self, idx: np.ndarray | slice) -> BagField:
+        """The field of dataset rows `idx` (a shared table stays whole; row_of is indexed)."""
         if self.row_of is not None:  # the shared CSR table stays whole; only the mapping moves
             return dataclasses.replace(self, row_of=self.row_of[idx])
         return dataclasses.replace(self, starts=self.starts[idx], ends=self.ends[idx])
@@ -85,6 +86,10 @@ class BagField:
 
 @dataclasses.dataclass(frozen=True)
 class CTRDataset:
+    """N impressions under the module docstring's shape contract; ValueError where a shape,
+    an in-memory id or the labels' order breaks it (a memory-mapped store's values were
+    checked when it was written and opened, not here)."""
+
     sparse: np.ndarray
     dense: np.ndarray
     labels: np.ndarray
@@ -177,6 +182,7 @@ class CTRDataset:
         return tuple(b.vocab_size for b in self.bags)
 
     def take(self, idx: np.ndarray | slice) -> CTRDataset:
+        """The dataset of rows `idx` (an index array or a slice) of every column."""
         return dataclasses.replace(
             self,
             bags=tuple(b.take(idx) for b in self.bags),
@@ -194,7 +200,10 @@ class CTRDataset:
         return tuple(self.take(slice(a, b)) for a, b in itertools.pairwise(bounds))
 
     def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """One batch gathered by row index: a dict of B-leading arrays the model consumes."""
+        """One batch gathered by row index `idx` [B]: "sparse" int32 [B, F], "dense" [B, Dd],
+        "labels" float32 [B, T] and, with bag fields, "bag_ids" int32 / "bag_values" /
+        "bag_mask" float32 [B, Fb, max_bag_len]. A memory-mapped dataset gathers the rows
+        sorted, so the batch's row order is idx's only for an in-memory one."""
         idx = np.sort(idx) if isinstance(self.sparse, np.memmap) else idx  # sequential reads
         batch = {
             "sparse": np.asarray(self.sparse[idx]),
@@ -214,6 +223,7 @@ class CTRDataset:
         return batch
 
     def summary(self) -> dict:
+        """Row, field and dense counts, the stage names and each stage's positive rate."""
         rates = self.labels.mean(axis=0) if self.num_rows else np.zeros(self.num_stages)
         return {
             "rows": self.num_rows,

@@ -134,7 +134,8 @@ def _gather_bag(col: dict, k: jax.Array, max_len: int, empty: bool):
 
 
 def gather(layout: _Layout, arrays: dict, idx: jax.Array) -> dict:
-    """The batch of rows `idx`, as `CTRDataset.batch(idx)` builds it on the host."""
+    """The batch of rows `idx` [B] of the store's `arrays`, as `CTRDataset.batch(idx)` builds
+    it on the host (labels float32 [B, T]; bags [B, Fb, max_bag_len])."""
     batch = {
         "sparse": arrays["sparse"][idx],
         "dense": arrays["dense"][idx],
@@ -154,7 +155,8 @@ def gather(layout: _Layout, arrays: dict, idx: jax.Array) -> dict:
 
 
 class StepIndices:
-    """A grain source beside a `StepBatchSource`: step i's row indices instead of its batch."""
+    """A grain source beside a `StepBatchSource`: item i is step i's row indices instead of
+    its batch, {"idx": int32 [B]} (sorted for a memory-mapped dataset, as its batch is)."""
 
     def __init__(self, source: StepBatchSource):
         self.source = source

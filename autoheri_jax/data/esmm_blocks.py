@@ -36,8 +36,9 @@ _LABELS = binary([b"0", b"1", b"0.0", b"1.0"])  # rowcheck.LABEL_TOKENS; odd ind
 
 
 def esmm_block(buf: bytes, at_start: bool, singles: list[str] | None, labelled: bool = True):
-    """(labels int8 [n, 2], field names (sorted str), per token: name index, row, raw id) of a
-    block of whole lines, or None unless every line is clean (see the docstring). singles: the
+    """(labels int8 [n, 2], field names (sorted str), per token of the K field:id tokens: name
+    index [K], row [K], raw id int64 [K]) of a block of n whole lines, or None unless every
+    line is clean (module docstring). singles: the
     schema's single-valued fields (valid / test), where a repeat must be reported. labelled
     False: "sample_id,field:id,..." lines (scoring only), zero labels."""
     if at_start and buf.startswith(b"\xef\xbb\xbf"):

@@ -42,6 +42,8 @@ def bucket(n: int, top: int) -> int:
 
 
 class EvalBatch(NamedTuple):
+    """One batch of an evaluation pass, B rows of which the first `valid` are real."""
+
     inputs: dict  # sparse, dense and (with bag fields) bags, as the module docstring says
     valid: int  # real rows in this batch (the rest repeat the last row)
 
@@ -91,7 +93,8 @@ class EvalBatches:
         return part
 
     def bag_inputs(self, rows: np.ndarray) -> list[dict]:
-        """The `bags` entry of the batch of dataset rows `rows` (padded already)."""
+        """The `bags` entry (module docstring: per field ids / values / mask [S, L], slot [B]
+        for a shared field) of the batch of dataset rows `rows` [B] (padded already)."""
         out, shared = [], {}  # id(row_of) -> (distinct bag rows padded to S, slot of each row)
         for f, field in enumerate(self.data.bags):
             if field.row_of is None:
@@ -107,7 +110,7 @@ class EvalBatches:
         return out
 
     def batch(self, start: int) -> EvalBatch:
-        """The batch of rows [start, start + batch_size)."""
+        """The batch of rows [start, start + batch_size), padded to B = batch_size rows."""
         d, size = self.data, self.batch_size
         stop = min(start + size, d.num_rows)
         inputs = {  # contiguous slices of the columns: sequential reads of a memmap

@@ -218,7 +218,8 @@ def _nearest(toks: list[str]) -> str | None:
 
 def detect_format(path: str | Path) -> str:
     """The format of a file (a directory: of its train file), from its header / first line;
-    label columns may be absent (convert_processed decides whether that is allowed)."""
+    label columns may be absent (convert_processed decides whether that is allowed).
+    DataFormatError when no format, or more than one, fits (naming the nearest and why)."""
     path = Path(path)
     if path.is_dir():
         path = find_split_files(path)["train"]
@@ -241,7 +242,9 @@ def detect_format(path: str | Path) -> str:
 
 
 def find_split_files(path: str | Path) -> dict[str, Path]:
-    """A file -> {"train": it}; a directory -> its files whose names hold train / val / test."""
+    """A file -> {"train": it}; a directory -> its files whose names hold train / val / test.
+    DataFormatError for a missing path, a directory without a train file, or a file name
+    that matches two splits."""
     path = Path(path)
     if not path.exists():
         raise DataFormatError(path, None, "no such file or directory")

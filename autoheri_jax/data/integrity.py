@@ -64,6 +64,7 @@ def verifying(on: bool = True) -> Iterator[None]:
 
 
 def forced() -> bool:
+    """Whether a `verifying()` block is open (stores are hashed whatever was recorded)."""
     return _FORCED.get() is not None
 
 
@@ -102,7 +103,8 @@ def digest(manifest: dict) -> str:
 
 
 def read_header(path: Path, root: Path) -> tuple[np.dtype, tuple[int, ...], int]:
-    """dtype, shape and data offset of a .npy file, reading only its header."""
+    """dtype, shape and data offset of a .npy file, reading only its header; StoreError
+    (saying how to recover the store at `root`) when it is unreadable or Fortran-ordered."""
     try:
         with path.open("rb") as f:
             version = np.lib.format.read_magic(f)
@@ -121,6 +123,7 @@ def read_header(path: Path, root: Path) -> tuple[np.dtype, tuple[int, ...], int]
 
 
 def column_record(path: Path) -> dict:
+    """The manifest's record of one .npy column: its bytes, dtype, shape and SHA-256."""
     dtype, shape, _ = read_header(path, path.parent)
     return {
         "bytes": path.stat().st_size,
@@ -158,7 +161,7 @@ def split_columns(manifest: dict, split: str) -> list[str]:
 
 def check_columns(root: Path, manifest: dict, relpaths: Iterable[str]) -> None:
     """Each file's size against its .npy header, and both against the manifest's record (if
-    the store has one)."""
+    the store has one); StoreError at the first missing, truncated or mismatched file."""
     records = manifest.get("columns") or {}
     for rel in relpaths:
         path = root / rel
@@ -189,7 +192,9 @@ def check_columns(root: Path, manifest: dict, relpaths: Iterable[str]) -> None:
 
 def verify(root: str | Path, manifest: dict, record_dir: Path | None = None) -> bool:
     """Checks every column's SHA-256 against the manifest, unless `record_dir` (a workdir)
-    recorded this store as verified, or (no record_dir) outside `verifying()`. -> hashed?"""
+    recorded this store as verified, or (no record_dir) outside `verifying()`; a workdir then
+    records it. -> whether the columns were hashed (False also for a manifest without hashes,
+    warned about once). StoreError at the first column that differs."""
     root = Path(root)
     records = manifest.get("columns")
     if records is None:

@@ -25,7 +25,12 @@ from autoheri_jax.data.dataset import CTRDataset
 
 class StepBatchSource:
     """Random-access source over training steps: len = epochs x steps_per_epoch batches, or
-    `max_steps` when that is smaller (> 0: a fixed step budget on a big file)."""
+    `max_steps` when that is smaller (> 0: a fixed step budget on a big file).
+
+    Item i is `data.batch` of this process's batch_size / process_count rows of step i, drawn
+    from the epoch's permutation of (seed, epoch); an epoch's last rows short of a whole batch
+    are dropped. ValueError when batch_size exceeds the rows or does not divide over the
+    processes."""
 
     def __init__(
         self,
@@ -58,6 +63,7 @@ class StepBatchSource:
         return min(steps, self.max_steps) if self.max_steps > 0 else steps
 
     def permutation(self, epoch: int) -> np.ndarray:
+        """[N] the row order of `epoch`, drawn from (seed, epoch) and cached for the epoch."""
         with self._lock:  # prefetch threads share one cached permutation per epoch
             if self._perm_epoch != epoch:
                 rng = np.random.default_rng([self.seed, epoch])
@@ -67,7 +73,7 @@ class StepBatchSource:
             return self._perm
 
     def indices(self, step: int) -> np.ndarray:
-        """This process's row indices of global step `step`."""
+        """This process's row indices [batch_size / process_count] of global step `step`."""
         if not 0 <= step < len(self):
             raise IndexError(f"step {step} outside [0, {len(self)})")
         epoch, b = divmod(step, self.steps_per_epoch)

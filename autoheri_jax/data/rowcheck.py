@@ -49,6 +49,7 @@ class Layout(NamedTuple):
     header_required: bool = True
 
     def cols(self, names) -> list[int]:
+        """The header positions of the columns `names`."""
         return [self.header.index(n) for n in names]
 
     def unlabeled(self) -> Layout:
@@ -117,7 +118,12 @@ class BadRows:
         self.mode, self.counts = mode, Counter()
 
     def resolve(self, path: Path, lines: np.ndarray, checks: list, open_last: int | None):
-        """checks: (reason, bad-row mask, row -> detail or None), in priority order; -> ok mask."""
+        """[n] bool mask of the good rows among n parsed rows of `path`.
+
+        lines [n]: each row's line number; checks: (reason, [n] bad-row mask, row -> detail or
+        None), in priority order; open_last: the line number of an unterminated last line (or
+        None). Strict raises DataFormatError at the first bad row; skip counts each bad row
+        under its first reason (an unterminated bad last row as "truncated last line")."""
         first = np.full(len(lines), -1)
         for k, (_, mask, _) in enumerate(checks):
             first[(first < 0) & mask] = k
@@ -142,6 +148,7 @@ class BadRows:
 
 
 def read_bytes(path: Path) -> bytes:
+    """The file's bytes; DataFormatError when it is missing, unreadable or blank."""
     if not path.exists():
         raise DataFormatError(path, None, "no such file or directory")
     try:
@@ -231,7 +238,8 @@ def labels(lab: np.ndarray) -> tuple[np.ndarray, list]:
 
 
 def fixed_chunk(lay, texts: list[str]) -> tuple[tuple, list]:
-    """(labels, raw ids, dense) of rows of a fixed-column layout, and their checks."""
+    """((labels int8 [n, 2], raw ids int64 [n, F], dense float32 [n, Dd]), their checks as
+    `BadRows.resolve` takes them) of n lines `texts` of the fixed-column layout `lay`."""
     rows = [t.split(",") for t in texts]
     ncol, width = np.array([len(r) for r in rows]), len(lay.header)
     wrong, filler = ncol != width, ["0"] * width
@@ -255,7 +263,8 @@ def fixed_chunk(lay, texts: list[str]) -> tuple[tuple, list]:
 
 
 def fixed_rows(path: Path, lay, texts, lines, utf8_bad, open_last, bad: BadRows) -> list:
-    """Parsed good rows of some lines, as [labels, raw ids, dense] parts (CHUNK rows each)."""
+    """Parsed good rows of some lines, as [labels, raw ids, dense] parts (`fixed_chunk`'s
+    arrays, from CHUNK lines each); `bad` drops or raises at the bad rows."""
     parts = []
     for s in range(0, len(texts), CHUNK):
         cols, checks = fixed_chunk(lay, texts[s : s + CHUNK])
@@ -361,8 +370,9 @@ def parse_esmm(
     engine="python",
     labelled: bool = True,
 ):
-    """(labels, raw ids, present, bags) of an ESMM file and the schema (single fields, bag
-    fields); schema None: derive it (train). engine: see _esmm_parts (the result is the same).
+    """((labels int8 [m, 2], raw ids int64 [m, S], present bool [m, S], bags {field:
+    (lengths [m], raw ids)}) of the m good rows of an ESMM file, the schema (S single fields,
+    bag fields)); schema None: derive it (train). engine: see _esmm_parts (the result is the same).
     labelled False: label-free lines (see _esmm_tokens)."""
     parts = list(_esmm_parts(path, bad, schema, engine, labelled))
     names = sorted({f for p in parts for f in p[1]})  # np.unique's order over the whole file

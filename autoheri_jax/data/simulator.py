@@ -395,6 +395,9 @@ def simulate_funnel(
     size). `world` picks how the stages share their hidden structure (worlds.py; a non-cascade
     world has 2 stages, `planted_edge` places the planted world's answer). Identical arguments
     give bitwise identical arrays.
+
+    -> CTRDataset of N = num_rows rows, T = num_stages, with true_probs [N, T] (each stage's
+    conditional probability, from which the labels were drawn).
     """
     world, uidx, iidx = _setup(dict(locals()))
     n = int(num_rows)

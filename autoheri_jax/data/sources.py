@@ -38,6 +38,8 @@ _log = logging.getLogger("autoheri_jax.data.sources")
 
 
 class Splits(NamedTuple):
+    """A run's train / valid / test datasets (same fields, vocabularies and stages)."""
+
     train: CTRDataset
     valid: CTRDataset
     test: CTRDataset
@@ -72,6 +74,9 @@ def simulated_splits(d: DataConfig) -> Splits:
 
 
 def resolve_format(path: Path, fmt: str) -> str:
+    """`fmt`, or for "auto" the format of what `path` holds: a finished store, a raw Ali-CCP
+    directory or a processed file's format (formats.detect_format, which raises
+    DataFormatError when it recognises none)."""
     if fmt != "auto":
         return fmt
     if is_finished(path):
@@ -86,7 +91,9 @@ def resolve_format(path: Path, fmt: str) -> str:
 def prepare_store(
     d: DataConfig, out: Path, *, path: str | None = None, fmt: str | None = None, progress=True
 ) -> Path:
-    """Converts the files at `path` (default d.path) into a store at `out`; returns the store."""
+    """Converts the files at `path` (default d.path) into a store at `out`; returns the store
+    (`path` itself when it is a finished store). DataFormatError for a missing or malformed
+    input, StoreError for an unfinished store, OutputError when `out` overlaps the input."""
     src = Path(path or d.path).expanduser().resolve()
     if not src.exists():
         raise DataFormatError(src, None, "no such file or directory")
@@ -163,6 +170,9 @@ def _require_splits(root: Path, manifest: dict) -> None:
 
 
 def file_splits(d: DataConfig, cache_dir: Path, progress: bool = True) -> Splits:
+    """The splits of the store prepared from d.path at cache_dir / "store" (or of d.path, a
+    store), its hashes verified once per cache_dir; valid is empty when the store has none.
+    StoreError when the store lacks train or test."""
     root = prepare_store(d, cache_dir / "store", progress=progress)
     manifest = read_manifest(root)
     _require_splits(root, manifest)
@@ -180,6 +190,8 @@ def file_splits(d: DataConfig, cache_dir: Path, progress: bool = True) -> Splits
 
 
 def load_splits(d: DataConfig, cache_dir: Path | None = None, progress: bool = True) -> Splits:
+    """The run's splits: simulated, or read from files (which need `cache_dir`, the workdir
+    the store is prepared and verified in; ValueError without it)."""
     if d.source == "simulator":
         return simulated_splits(d)
     if cache_dir is None:

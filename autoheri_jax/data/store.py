@@ -84,6 +84,7 @@ class NpyAppender:
         self.f.write(b"\0" * _HEADER_BYTES)
 
     def append(self, chunk: np.ndarray) -> None:
+        """Appends chunk [n, *row_shape] (cast to the dtype); StoreError for another row shape."""
         chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
         if chunk.shape[1:] != self.row_shape:
             raise StoreError(f"{self.path}: chunk rows {chunk.shape[1:]} != {self.row_shape}")
@@ -91,6 +92,7 @@ class NpyAppender:
         self.rows += chunk.shape[0]
 
     def close(self) -> None:
+        """Writes the header with the rows appended and closes the file."""
         header = {
             "descr": np.lib.format.dtype_to_descr(self.dtype),
             "fortran_order": False,
@@ -232,9 +234,10 @@ class SplitWriter:
         dense: np.ndarray,
         bags: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray] | np.ndarray] | None = None,
     ) -> None:
-        """One chunk of n rows. bags: field -> (lengths [n], ids [sum lengths], values [same]),
-        or for a shared field, rows int [n]: each row's row in the field's side table (equal
-        for the fields of one side table)."""
+        """One chunk of n rows: labels [n, T] 0/1, sparse [n, F], dense [n, Dd]; bags: field ->
+        (lengths [n], ids [sum lengths], values [same]), or for a shared field, rows int [n]:
+        each row's row in the field's side table (equal for the fields of one side table).
+        StoreError, before anything is written, when the chunk does not fit the split."""
         n = labels.shape[0]
         if sparse.shape[0] != n or dense.shape[0] != n:
             raise StoreError(f"chunk row counts differ: {n}, {sparse.shape[0]}, {dense.shape[0]}")
@@ -272,6 +275,7 @@ class SplitWriter:
         self.positives += np.asarray(labels, np.int64).sum(axis=0)
 
     def close(self) -> dict:
+        """Closes the columns; returns the split's manifest entry {"rows", "positive_rate" [T]}."""
         for col in (self.labels, self.sparse, self.dense):
             col.close()
         for cols in self.bags.values():
@@ -295,7 +299,8 @@ def write_manifest(root: Path, manifest: dict) -> None:
 def reusable(out: Path, matches: Callable[[dict], bool], entries: set[str]) -> dict | None:
     """The manifest of a finished store at `out` that `matches` (made from the same inputs and
     options); None if there is nothing at `out` or only what an interrupted conversion leaves
-    (names in `entries`). A finished store from other inputs, or anything else, is refused."""
+    (names in `entries`). A finished store from other inputs, or anything else, is refused
+    (StoreError)."""
     if is_finished(out):
         manifest = read_manifest(out)
         if matches(manifest):
@@ -327,6 +332,7 @@ def building(out: Path) -> Iterator[Path]:
 
 
 def is_finished(root: str | Path) -> bool:
+    """Whether `root` holds a manifest (written last, so the store is complete)."""
     return (Path(root) / MANIFEST).is_file()
 
 
@@ -337,6 +343,8 @@ def reset_unfinished(root: Path) -> None:
 
 
 def read_manifest(root: str | Path) -> dict:
+    """The finished store's manifest.json as a dict; StoreError naming the path when the
+    store is missing or unfinished, or its manifest is unreadable or of another format_version."""
     root = Path(root)
     path = root / MANIFEST
     if not root.is_dir():
@@ -385,7 +393,9 @@ def open_split(root: str | Path, split: str, manifest: dict | None = None) -> CT
     """Memory-maps one split as a CTRDataset (nothing is read until a batch is gathered).
 
     A field shared through a side table becomes a BagField whose CSR arrays are the side
-    table's and whose row_of is the split's <side name>.row.npy."""
+    table's and whose row_of is the split's <side name>.row.npy. Every column's header, size
+    and value ranges are checked first (hashes only inside `integrity.verifying()`):
+    StoreError naming the file, or the split when the store has none of that name."""
     root = Path(root)
     manifest = manifest or read_manifest(root)
     if split not in manifest["splits"]:

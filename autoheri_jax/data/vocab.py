@@ -51,6 +51,7 @@ class FieldCounter:
         )
 
     def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted distinct raw ids int64 [V], their counts int64 [V]) so far."""
         self._compact()
         return self._ids, self._counts
 
@@ -61,6 +62,7 @@ class FieldCounter:
 
 
 def build_vocabulary(columns: Iterable[np.ndarray], min_count: int) -> np.ndarray:
+    """Sorted int64 raw ids seen at least min_count times over all of `columns`."""
     counter = FieldCounter()
     for col in columns:
         counter.update(col)
@@ -84,10 +86,12 @@ def apply_vocabulary(vocab: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
 
 
 def save_vocabularies(root: Path, vocabs: dict[str, np.ndarray]) -> None:
+    """Writes each field's sorted raw ids as root/vocab/<field>.npy (int64)."""
     (root / "vocab").mkdir(parents=True, exist_ok=True)
     for field, vocab in vocabs.items():
         np.save(root / "vocab" / f"{field}.npy", np.asarray(vocab, np.int64))
 
 
 def load_vocabularies(root: Path, fields: Iterable[str]) -> dict[str, np.ndarray]:
+    """field -> its sorted raw ids, as `save_vocabularies` wrote them under `root`."""
     return {f: np.load(root / "vocab" / f"{f}.npy") for f in fields}

@@ -122,7 +122,7 @@ def raw_terms(terms: WorldTerms, s: np.ndarray, u: np.ndarray, v: np.ndarray, ui
     """[2, n] unstandardised (click term, term the conversion stage reuses) of world `terms`.
 
     s: [2, n] standardised interactions (s_a = s[0], s1 = s[1]); u, v: [n, d] the click stage's
-    user and item latent vectors of each row."""
+    user and item latent vectors of each row; uidx, iidx [n]: each row's user and item."""
     if terms.kind == "bypass":  # its terms are the interactions themselves: no moments needed
         return np.stack([s[0], s[0]])
     if terms.kind == "planted":
@@ -146,7 +146,9 @@ def with_moments(terms: WorldTerms, raw: np.ndarray) -> WorldTerms:
 
 
 def hidden_terms(terms: WorldTerms, raw: np.ndarray, s: np.ndarray, cascade: float) -> np.ndarray:
-    """[T, n] standardised hidden terms (click, ..., conversion) from `raw_terms` and s [T, n]."""
+    """[T, n] standardised hidden terms (click, ..., conversion) from raw [2, n] (`raw_terms`)
+    and the interactions s [T, n]; `cascade` (cascade_strength) weighs the reused term against
+    the stage's own interaction, keeping unit variance."""
     if terms.kind == "bypass":
         return np.stack([s[0], s[1], cascade * s[0] + math.sqrt(1.0 - cascade * cascade) * s[2]])
     z = (raw - terms.mean[:, None]) / terms.std[:, None]

@@ -1,7 +1,7 @@
 """From trained gates to the discrete architecture, its record and its rendering.
 
-`derive(...)` keeps the edges whose probability exceeds the threshold (with each kept edge's
-argmax operator after an operator search); `architecture_record` (and `evidence_record`,
+`derive_edges` keeps the edges whose probability exceeds the threshold (`derive_ops`: each
+edge's argmax operator after an operator search); `architecture_record` (and `evidence_record`,
 `ablation_record` for the masked and ablation searches) is that decision as an
 ArchitectureRecord (search/records.py; architecture.json), the single place the kept set is
 computed; `render_architecture` draws
@@ -45,7 +45,8 @@ def argmax_ops(op_probs: np.ndarray, op_names: Sequence[str]) -> list[str]:
 
 
 def derive_edges(probs: Sequence[float], edges: Sequence[Edge], threshold: float) -> list[Edge]:
-    """The discrete architecture: edges whose probability exceeds `threshold`."""
+    """The discrete architecture: the `edges` whose probability (probs [E]) exceeds
+    `threshold`."""
     return [e for e, p in zip(edges, probs, strict=True) if float(p) > threshold]
 
 
@@ -60,10 +61,11 @@ def architecture_record(
     op_names: Sequence[str] = (),
     method: str | None = None,
 ) -> ArchitectureRecord:
-    """The record of a gated (or evolved) search: each edge kept when its probability exceeds
-    `threshold`. op_probs: [E, len(op_names)] operator probabilities of an operator search;
-    each candidate then records "op" (the argmax) and "op_probs" ({op: prob}). method: the
-    record's search_method (None: left out, as an evolved record)."""
+    """The record of a gated (or evolved) search: each of the E `edges` kept when its
+    probability (probs [E]; logits [E] or None) exceeds `threshold`. op_probs:
+    [E, len(op_names)] operator probabilities of an operator search; each candidate then
+    records "op" (the argmax) and "op_probs" ({op: prob}). method: the record's search_method
+    (None: left out, as an evolved record)."""
     kept = set(derive_edges(probs, edges, threshold))
     ops = argmax_ops(op_probs, op_names) if op_probs is not None else None
     candidates = [
@@ -272,7 +274,9 @@ def selection_lines(sel: Selection) -> list[str]:
 
 
 def render_architecture(record: ArchitectureRecord, num_layers: int) -> str:
-    """A grid per task pair: rows = upstream layer, columns = downstream layer."""
+    """architecture.txt: a grid per task pair (rows = upstream layer, columns = downstream
+    layer, of the `num_layers` hidden layers per tower), each cell the candidate's figure
+    (gate probability, evidence z or add-one), under a header saying how edges were kept."""
     names = record.task_names
     by_pair: dict[tuple[int, int], dict[tuple[int, int], dict]] = {}
     for c in record.candidates:

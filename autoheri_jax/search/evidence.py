@@ -12,11 +12,11 @@ learn to rely on a probability that drifts. This module then decides, from the f
   calibration Switching an edge shifts the mean of the downstream logits, and the entire-space
               log-loss rewards whichever shift moves the prediction toward the validation rate:
               a property of the model's calibration error, not of what the edge carries
-              (measured in the search issue's notes; every edge's raw contrast then shares one
-              sign). So before scoring, each mask's conditional logit of every stage t >= 1 is
-              refit, a_t + b_t z_t (Platt scaling on the rows that reached stage t-1), on one
-              half of the validation batches and scored on the other half (cross-fitting: even
-              batches fit for odd ones and back), and the contrast compares recalibrated models.
+              (every edge's raw contrast then shares one sign). So before scoring, each mask's
+              conditional logit of every stage t >= 1 is refit, a_t + b_t z_t (Platt scaling
+              on the rows that reached stage t-1), on one half of the validation batches and
+              scored on the other half (cross-fitting: even batches fit for odd ones and
+              back), and the contrast compares recalibrated models.
   decision    z_k = mean_b d / (std_b d / sqrt(n_b)), a t statistic with n_b - 1 degrees of
               freedom. z > threshold: kept; z < -threshold: dropped (evidence it hurts);
               otherwise undecided, and undecided edges follow `edge_search.undecided` ("drop":
@@ -55,9 +55,8 @@ from autoheri_jax.search.records import CommonMode, EdgeEvidence, Evidence
 CRITERIA = EVIDENCE_CRITERIA  # what a contrast can be scored by; config validates the choice
 PROPENSITY_CLIP = 0.05  # the IPS criteria's least reach probability (weights <= 20)
 DECISIONS = ("kept", "dropped", "undecided")
-# Line-searched Newton steps of a Platt fit from (0, 1). On a study supernet's 76 masks x 50k
-# rows, 10 steps (then the 4 plain ones) end within 1e-6 of 25 steps' (a, b): float32
-# rounding, where the line search can no longer rank its tries; each step costs 7 passes.
+# Line-searched Newton steps of a Platt fit from (0, 1): enough to reach float32 rounding of the
+# converged (a, b), where the line search can no longer rank its tries; each costs 7 passes.
 _NEWTON_STEPS = 10
 FIT_ROW_BUCKET = 1024  # rows a Platt fit's input is padded to a multiple of
 
@@ -88,8 +87,9 @@ def _masked_logits_fn(spec: ModelSpec):
 
 @phases.timed("evaluate")
 def masked_logits(spec: ModelSpec, params: Params, batches: Sequence[dict], masks) -> jax.Array:
-    """[nb, M, B, T] logits of every mask on every batch (labels are not read), on the device:
-    the batches are dispatched without waiting and nothing comes back to the host."""
+    """[nb, M, B, T] logits of every mask (masks [..., E], flattened to [M, E]) on every one
+    of the nb batches (labels are not read), on the device: the batches are dispatched without
+    waiting and nothing comes back to the host."""
     fn = _masked_logits_fn(spec)
     flat = jnp.asarray(np.asarray(masks).reshape(-1, spec.num_edges))
     out = [fn(params, {k: v for k, v in b.items() if k != "labels"}, flat) for b in batches]
@@ -167,13 +167,15 @@ def apply_recalibration(logits: jax.Array, ab: jax.Array) -> jax.Array:
 
 
 def entire_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """[..., M] entire-space BCE summed over stages of logits [..., M, B, T]."""
+    """[..., M] entire-space BCE of logits [..., M, B, T] against labels [B, T]: each stage's
+    mean over the rows, summed over stages."""
     fn = lambda z: jnp.sum(entire_space_bce(z, labels))
     return jnp.vectorize(fn, signature="(b,t)->()")(logits)
 
 
 def conditional_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """[..., M] BCE of each stage t >= 1 on the rows that reached t-1, summed over stages."""
+    """[..., M] mean BCE of each stage t >= 1 over the rows that reached t-1, summed over
+    stages, of logits [..., M, B, T] against labels [B, T]."""
     total = 0.0
     for t in range(1, logits.shape[-1]):
         z, y, w = logits[..., t], labels[:, t], labels[:, t - 1]

@@ -47,6 +47,8 @@ Mask = tuple[int, ...]
 
 
 class Evaluation(NamedTuple):
+    """One scored candidate of the search: its edge mask (E 0/1 bits), score and cost."""
+
     index: int  # 0-based order of evaluation
     cycle: int  # -1 for the initial population, else the cycle that made this child
     mask: Mask
@@ -57,6 +59,9 @@ class Evaluation(NamedTuple):
 
 
 class SearchResult(NamedTuple):
+    """`best`: the highest-scoring evaluation (the first of equals; a None score ranks
+    lowest); `history`: every evaluation in order, cached repeats included."""
+
     best: Evaluation
     history: list[Evaluation]
 
@@ -86,8 +91,10 @@ def aging_evolution(
     on_eval: Callable[[Evaluation], None] | None = None,
     known: Callable[[int, Mask], Evaluation | None] | None = None,
 ) -> SearchResult:
-    """Runs aging evolution; `score_fn(mask) -> (score, {"steps": ..})`, higher is better.
+    """Runs aging evolution over masks of `num_edges` (E) 0/1 bits; -> SearchResult.
 
+    `score_fn(mask) -> (score, {"steps": ..})`, higher is better (None: undefined, ranks
+    lowest); a mask scored before is not scored again. ConfigError when E < 1.
     `known(index, mask)` may return an earlier run's evaluation of that index (resumption);
     it is then used instead of calling `score_fn`. `on_eval` sees every new evaluation.
     Ties between scores go to the earlier member (in sample order, or evaluation order).
@@ -143,7 +150,8 @@ def aging_evolution(
 
 
 def search_edges(cfg: Config, num_tasks: int) -> tuple[Edge, ...]:
-    """The candidate edges the masks range over: those of the searched model's edge_mode."""
+    """The E candidate edges the masks range over: those of the searched model's edge_mode
+    over `num_tasks` towers; ConfigError unless the mode is parallel or hierarchical."""
     m = cfg.model
     if m.edge_mode not in ("parallel", "hierarchical"):
         raise ConfigError(

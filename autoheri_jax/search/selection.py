@@ -50,7 +50,8 @@ from autoheri_jax.train.loop import Resumable, fingerprint
 
 
 def candidate_masks(kept: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """(names, [A, E] masks) of the candidates in the module docstring, fewest edges first."""
+    """(names, float32 [A, E] masks) of the candidates in the module docstring, fewest edges
+    first, from the evidence's kept [E] bool."""
     kept = np.asarray(kept, bool)
     names, masks = ["none"], [np.zeros_like(kept)]
     if 0 < kept.sum() < kept.size:
@@ -84,7 +85,8 @@ def _last_stage_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def ctcvr_auc(logits: np.ndarray, labels: np.ndarray) -> list[float]:
-    """[A] exact AUC of each architecture's entire-space last-stage probability."""
+    """[A] exact AUC of each architecture's entire-space last-stage probability, from logits
+    [A, N, T] and labels [N, T]; ConfigError when the last stage's labels are all equal."""
     y = _last_stage_labels(labels)
     return [float(auc(BinaryScores(p, y))) for p in _entire(logits)]
 
@@ -170,7 +172,8 @@ def judge(
     """Scores retrained candidates ([A, N, T] validation `logits` of `masks` [A, E]) and
     chooses one by the module docstring's rule. -> (the Selection record: scores, comparisons
     with each one's `detectable` difference at 80% power (`detectable_difference`), the
-    choice; the chosen mask as [E] bool)."""
+    choice; the chosen mask as [E] bool). labels [N, T]; ConfigError when the last stage's
+    labels are all equal (no AUC)."""
     y = _last_stage_labels(labels)
     scores = SCORES[criterion](logits, labels)
     entire = _entire(logits)

@@ -11,10 +11,10 @@
   architecture.json  the model's edges (and the search's record for the derived model)
 
 Parameters are arguments of the function, not constants baked into it: the embedding table
-(5.7 MB in the main job, hundreds of MB with the full Ali-CCP vocabularies) would otherwise sit
-inside the StableHLO, so every load would re-parse it and the compiler would fold it as a
-constant; as an .npz the params load with one read, go to the device once, and are hashed and
-checked against the function's signature like any other input.
+(hundreds of MB with the full Ali-CCP vocabularies) would otherwise sit inside the StableHLO,
+so every load would re-parse it and the compiler would fold it as a constant; as an .npz the
+params load with one read, go to the device once, and are hashed and checked against the
+function's signature like any other input.
 
 Vocabularies. A model trained on files reads the store's train-only vocabularies: raw id
 vocab[k] is row k + 1, anything else row 0. The simulator writes ids that already are rows
@@ -142,7 +142,8 @@ def write_export(
 
     data: a CTRDataset of the model's data (names, vocab sizes, bags, stages); vocabs: field ->
     sorted raw ids (None: identity, the simulator); info: model, config, metrics, ... for the
-    manifest. An existing export at `out` is replaced; any other non-empty directory is refused.
+    manifest. An existing export at `out` is replaced; any other non-empty directory is refused
+    (ExportError), and so are params with a nan or inf.
     """
     out = Path(out).resolve()
     if out.exists() and not _replaceable(out):
@@ -208,6 +209,8 @@ def _write_files(
 
 
 def architecture_of(spec, name: str, record: dict | None) -> dict:
+    """architecture.json of model `name`: its family, hidden sizes, edges with their
+    operators and whether they are gated, plus the search's `record` (as JSON) when given."""
     edges = [e.name for e in spec.edges]
     ops = [spec.edge_op(k) for k in range(spec.num_edges)]
     out = {
@@ -224,6 +227,8 @@ def architecture_of(spec, name: str, record: dict | None) -> dict:
 
 
 def info_dict(name: str, cfg_dict: dict, model_cfg, metrics, data_note: dict) -> dict:
+    """The manifest's description of model `name`: its ModelConfig, the run's config (as a
+    dict), its test `metrics` (None when not evaluated) and `data_note` (its data's source)."""
     return {
         "model": name,
         "model_config": json.loads(json.dumps(dataclasses.asdict(model_cfg))),

@@ -102,6 +102,7 @@ class _Plan:
 
 
 def write_table(columns: dict[str, np.ndarray], out: Path) -> None:
+    """Writes `columns` (name -> [N]) to `out`, Parquet for a .parquet suffix, else CSV."""
     import pyarrow as pa
 
     table = pa.table({k: pa.array(v) for k, v in columns.items()})
@@ -127,8 +128,11 @@ def predict_file(
     batch_size: int = 4096,
     progress: bool = True,
 ) -> dict:
-    """Scores every row of `data` with `model` into `out`; returns a summary. `out` must not
-    be (or resolve to, or lie inside) `data` or the export: OutputError, before any work."""
+    """Scores every row of `data` with `model` into `out`; returns a summary {rows, format,
+    bad_rows, out, seconds}. fmt, on_bad_row and split are `open_rows`'s. `out` must not be
+    (or resolve to, or lie inside) `data` or the export: OutputError, before any work.
+    ExportError for an `out` suffix other than .csv / .parquet, a batch_size < 1, or data
+    that lacks a column the model reads."""
     out = refuse_overlap(out, {"--data": data, "--model": model.root}, "--out")
     if out.suffix.lower() not in OUT_FORMATS:
         raise ExportError(f"--out {out.name}: the extension picks the format, one of {OUT_FORMATS}")

@@ -55,6 +55,7 @@ class Vocabulary:
         self.kind, self.size, self.ids = kind, int(size), ids
 
     def index(self, raw: np.ndarray) -> np.ndarray:
+        """int32 embedding rows of the raw ids `raw` (any shape, kept)."""
         raw = np.asarray(raw, np.int64)
         if self.kind == "identity":
             return np.where((raw >= 0) & (raw < self.size), raw, OOV_INDEX).astype(np.int32)
@@ -108,7 +109,11 @@ def _aval_text(aval) -> str:
 
 
 class ExportedModel:
-    """A verified export directory: call `score` (raw columns) or `run` (mapped index arrays)."""
+    """A verified export directory: call `score` (raw columns) or `run` (mapped index arrays).
+
+    Built from the directory's path; ExportError, naming the file, when it is missing,
+    unlisted or modified (hashes), malformed, of another schema_version or jax, lowered for
+    another platform, or holds non-finite parameters."""
 
     def __init__(self, root: str | Path):
         self.root = root = Path(root).resolve()
@@ -231,7 +236,10 @@ class ExportedModel:
         return list(self.schema["stages"])
 
     def encode(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
-        """Raw columns -> the index arrays the prediction function reads (see the module doc)."""
+        """Raw columns (module doc) of B rows -> the index arrays the prediction function reads:
+        "sparse" int32 [B, F], with bag fields "bag_ids" int32 / "bag_values" / "bag_mask"
+        float32 [B, Fb, max_len], with dense columns "dense" float32 [B, Dd]. ExportError
+        names a missing column, a column of the wrong kind or shape, or unequal row counts."""
         n = None
 
         def rows(name: str, got: int) -> None:
@@ -307,7 +315,8 @@ class ExportedModel:
         return np.concatenate(cond), np.concatenate(entire)
 
     def named(self, cond: np.ndarray, entire: np.ndarray) -> dict[str, np.ndarray]:
-        """{pctr, pcvr, pctcvr, ...}: each output of schema.json from the stage probabilities."""
+        """{pctr, pcvr, pctcvr, ...}: each output of schema.json, float32 [B], from the stage
+        probabilities cond and entire [B, T] (`run`)."""
         return {
             o["name"]: (cond if o["kind"] == "conditional" else entire)[:, o["stage"]]
             for o in self.schema["outputs"]
@@ -353,8 +362,9 @@ def _csr(name: str, col: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def pad_bags(lengths: np.ndarray, index: np.ndarray, values: np.ndarray, max_len: int):
-    """CSR bags of mapped rows -> padded [B, max_len] ids, values, mask; longer bags keep
-    their first max_len entries, as training's batches did."""
+    """CSR bags of B mapped rows (lengths [B], index and values [sum lengths]) -> padded
+    int32 ids, float32 values and float32 mask [B, max_len]; longer bags keep their first
+    max_len entries, as training's batches did."""
     lengths = np.asarray(lengths, np.int64)
     starts = np.cumsum(lengths) - lengths
     kept = np.minimum(lengths, max_len)

@@ -33,6 +33,8 @@ from autoheri_jax.data.vocab import load_vocabularies
 
 @dataclasses.dataclass(frozen=True)
 class ScoringData:
+    """What `open_rows` read: the rows to score and how to read their indices back as raw ids."""
+
     rows: CTRDataset  # the rows to score, as stored indices
     vocabs: dict[str, np.ndarray]  # field -> raw ids: stored index k is vocabs[field][k - 1]
     format: str
@@ -62,7 +64,11 @@ def open_rows(
     split: str = "test",
     progress: bool = True,
 ) -> ScoringData:
-    """The rows of `path` (see the module doc); a conversion is written under tmp_dir."""
+    """The rows of `path` (see the module doc); a conversion is written under tmp_dir.
+
+    fmt: the input's format ("auto": detected); on_bad_row: strict or skip, as in prepare;
+    split: the split read from a store. DataFormatError for a missing or malformed input (or a
+    directory of a processed format), StoreError for an unusable store."""
     src = Path(path).expanduser().resolve()
     if not src.exists():
         raise DataFormatError(src, None, "no such file or directory")
