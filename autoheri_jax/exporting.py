@@ -35,7 +35,7 @@ def export_workdir(
     says why in "unfinished", so nothing serves an unmeasured model unknowingly."""
     from autoheri_jax import experiment
     from autoheri_jax.artifacts import Workdir
-    from autoheri_jax.config import ConfigError, arch_of, to_dict
+    from autoheri_jax.config import ConfigError, to_dict
     from autoheri_jax.data.store import open_split, read_manifest
     from autoheri_jax.data.vocab import load_vocabularies
     from autoheri_jax.train.step import abstract_state
@@ -45,8 +45,7 @@ def export_workdir(
     cfg = experiment.saved_config(wd, None)
     record = experiment.read_architecture(wd)
     models = experiment.model_configs(cfg, record)
-    search_model, search_tcfg = experiment.search_setup(cfg)
-    models[experiment.SEARCHED] = search_model
+    models[experiment.SEARCHED] = experiment.search_setup(cfg)[0]
     if model not in models:
         raise ConfigError(f"{wd.root} has no model {model!r}; it has {sorted(models)}")
     if cfg.data.source == "simulator":
@@ -65,8 +64,10 @@ def export_workdir(
             "vocabulary": "train-only (rare or unseen ids -> 0)",
             "min_count": manifest.get("options", {}).get("min_count"),
         }
-    tcfg = search_tcfg if model == experiment.SEARCHED else cfg.retrain
-    spec = experiment.spec_for(models[model], data, searched=arch_of(tcfg) is not None)
+    if model == experiment.SEARCHED:  # the supernet, gated exactly as its search trained it
+        spec, tcfg = experiment.supernet_spec(cfg, data)
+    else:
+        spec, tcfg = experiment.spec_for(models[model], data, searched=False), cfg.retrain
     made_by = "search" if model == experiment.SEARCHED else "retrain"
     params = wd.load_params(model, abstract_state(spec, tcfg).params, made_by=made_by)
     results = wd.path("results.json")

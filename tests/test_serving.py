@@ -75,6 +75,28 @@ def smoke(smoke_run):
     return smoke_run.workdir, smoke_run.export
 
 
+def test_exported_supernet_keeps_its_edge_gates(smoke_gradient_run, tmp_path):
+    """The gradient search's supernet is gated (arch params): its export must be built as the
+    search trained it, gates included, and score as the in-process supernet does."""
+    from autoheri_jax import experiment
+    from autoheri_jax.artifacts import SEARCHED, Workdir
+    from autoheri_jax.exporting import export_workdir
+    from autoheri_jax.train.step import abstract_state
+
+    wd = Workdir(smoke_gradient_run.workdir)
+    out = export_workdir(wd.root, SEARCHED, tmp_path / "supernet", allow_unfinished=True)
+    cfg = experiment.saved_config(wd, None)
+    test = experiment.load_data(cfg, None, progress=False).test
+    spec, tcfg = experiment.supernet_spec(cfg, test)
+    assert spec.searched  # the gradient method trains gates: the spec must carry them
+    params = wd.load_params(SEARCHED, abstract_state(spec, tcfg).params, "search")
+    cond, _ = predict_dataset(spec, params, test, cfg.eval_batch_size)
+    model = rt.load(out)
+    assert "unfinished" in model.manifest
+    scores = model.score(columns_of(test))
+    np.testing.assert_allclose(scores["pcvr"], cond[:, 1], rtol=0, atol=ATOL)
+
+
 @pytest.mark.slow  # trains a model end to end
 def test_export_equals_evaluate_on_the_test_split(smoke):
     from autoheri_jax import experiment
