@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autoheri_jax import workdir_format
+
 # the data and model sections live beside what they set; callers may import them from here
 from autoheri_jax.data.config import DATA_FORMATS, SOURCES, DataConfig  # noqa: F401
 from autoheri_jax.method_config import (  # noqa: F401  (callers import them from here)
@@ -575,6 +577,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if isinstance(raw, dict) and workdir_format.KEY in raw:  # a workdir's: versions must match
+            raw = workdir_format.unstamp(raw, path)
         cfg = from_dict(Config, raw)
     else:
         cfg = call_python_file(path, "get_config", Config)

@@ -2,10 +2,11 @@
 cause, 128 + N for a signal, a traceback only for a bug (or under --debug).
 
 A user can cause: a bad config or config file, a bad data file or store, a missing or modified
-artefact (a record file of another layout), an export directory that is not one, an output that
-would overwrite an input, a workdir or store in use, a non-finite loss, and every OSError (a
-read-only or unwritable place, a full disk, a path that is a file): the message names the file,
-key or process. Anything else is a bug in this package, and its traceback is the useful report.
+artefact (a record file of another layout or format version), an export directory that is not
+one, an output that would overwrite an input, a workdir or store in use, a non-finite loss, and
+every OSError (a read-only or unwritable place, a full disk, a path that is a file): the
+message names the file, key or process. Anything else is a bug in this package, and its
+traceback is the useful report.
 
 Signals: SIGINT raises KeyboardInterrupt (Python's default); `terminating` makes SIGTERM do
 the same as a TrainingInterrupted, so a run stopped by either outside the training loops and
@@ -45,6 +46,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from autoheri_jax.serving.runtime import ExportError
     from autoheri_jax.train.checkpoint import CheckpointError
     from autoheri_jax.train.loop import NonFiniteLossError
+    from autoheri_jax.workdir_format import WorkdirFormatError
     from autoheri_jax.workdir_lock import WorkdirBusy
 
     return (
@@ -57,6 +59,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ExportError,
         OutputError,
         WorkdirBusy,
+        WorkdirFormatError,
         ReportError,
         RecordError,
     )

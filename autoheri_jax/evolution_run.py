@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
 
@@ -50,6 +49,7 @@ from autoheri_jax.search.evolution import (
     search_edges,
 )
 from autoheri_jax.search.records import ArchitectureRecord
+from autoheri_jax.workdir_format import read_json_file
 
 LOG = "evolution.jsonl"
 SUMMARY = "evolution.json"
@@ -151,7 +151,7 @@ def _install_architecture(wd: artifacts.Workdir, record: ArchitectureRecord) -> 
     (a different earlier architecture's derived model and results are dropped; baselines stay)."""
     old_path = wd.path("architecture.json")
     if old_path.exists():
-        old = json.loads(old_path.read_text())
+        old = read_json_file(old_path)
         if old.get("search_mode") != "evolution" and not wd.path(ONESHOT_RECORD).exists():
             wd.write_json(ONESHOT_RECORD, old)
     install_architecture(wd, record, stale=("results.json",))
@@ -162,7 +162,7 @@ def oneshot_cost(wd: artifacts.Workdir) -> dict | None:
     path = wd.path("models", SEARCHED, "train.json")
     if not path.exists():
         return None
-    stats = json.loads(path.read_text())
+    stats = read_json_file(path)
     return {"steps": stats["steps"], "seconds": stats["seconds"]}
 
 

@@ -9,7 +9,6 @@ architecture trains once: the models the search's architecture batch trained as 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -59,6 +58,7 @@ from autoheri_jax.train.lanes import unstack_tree
 from autoheri_jax.train.loop import Resumable, fingerprint
 from autoheri_jax.train.predict import predict_models
 from autoheri_jax.train.step import abstract_state, count_params, init_keys
+from autoheri_jax.workdir_format import read_json_file
 
 
 @phases.timed("data")
@@ -223,7 +223,7 @@ def derived_before(cfg: Config, wd: artifacts.Workdir) -> ArchitectureRecord | N
         supernet = wd.path("models", SEARCHED, "train.json")  # retrained since: derive again
         if not supernet.exists() or supernet.stat().st_mtime_ns > arch.stat().st_mtime_ns:
             return None
-    record = ArchitectureRecord.from_json(json.loads(arch.read_text()), source=str(arch))
+    record = ArchitectureRecord.from_json(read_json_file(arch), source=str(arch))
     if record.method != cfg.edge_search.method:
         return None  # another method's record (an evolved one, say)
     _say(f"[search] architecture.json: derived before in {wd.root}; reusing it")
@@ -481,8 +481,7 @@ def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
         entire = np.cumprod(test.true_probs, axis=1)
         truth = test.true_probs
         oracle = {"test": funnel_metrics(test.labels, truth, entire, stages, truth)}
-    results = {
-        "schema_version": 1,
+    results = {  # Workdir.write_json adds the format version (workdir_format.py)
         "name": cfg.name,
         "metric_keys": [k for k, _, _ in metric_keys(stages)],
         "data": {"train": data.train.summary(), "test": test.summary()},

@@ -8,12 +8,12 @@ beside experiment.py so that serving/ never imports the workflow above it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from autoheri_jax.safe_output import refuse_overlap
 from autoheri_jax.serving import runtime as rt
 from autoheri_jax.serving.export import architecture_of, info_dict, write_export
+from autoheri_jax.workdir_format import read_json_file
 
 
 def _store_root(cfg, wd) -> Path:
@@ -73,7 +73,7 @@ def export_workdir(
     results = wd.path("results.json")
     metrics, unfinished = None, f"{results} is missing: the run was not evaluated"
     if results.is_file():
-        metrics = json.loads(results.read_text()).get("models", {}).get(model, {}).get("test")
+        metrics = read_json_file(results).get("models", {}).get(model, {}).get("test")
         unfinished = None if metrics else f"{results} has no test metrics of {model!r}"
     if unfinished and not allow_unfinished:
         hint = (

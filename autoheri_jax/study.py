@@ -25,7 +25,6 @@ The Student t quantiles and tail probabilities are scipy.stats'.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import time
@@ -47,6 +46,7 @@ from autoheri_jax.config import (
 )
 from autoheri_jax.progress import say as _say
 from autoheri_jax.report.tables import column_label
+from autoheri_jax.workdir_format import read_json_file
 
 METHODS = ("oneshot", "evolution")  # how an arm finds its architecture
 SEED_MODES = {"model": "seed", "data": "dseed"}  # seed mode -> run-directory prefix
@@ -284,7 +284,7 @@ def _check_definition(study: Study, workdir: Path) -> None:
     path = workdir / STUDY_JSON
     if not path.exists():
         return
-    old = json.loads(path.read_text()).get("definition")
+    old = read_json_file(path).get("definition")
     new = study.definition()
     if old is not None and old != new:
         keys = sorted(k for k in new if old.get(k) != new[k])
@@ -412,7 +412,7 @@ def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
     path = Path(directory) / "results.json"
     if not path.exists():
         return None
-    res = json.loads(path.read_text())
+    res = read_json_file(path)
     tests = {name: m["test"] for name, m in res["models"].items()}
     if res.get("oracle"):
         tests["oracle"] = res["oracle"]["test"]
@@ -421,12 +421,12 @@ def collect_run(directory: Path, method: str = "oneshot") -> dict | None:
     evo = Path(directory) / "evolution.json"
     oneshot = oneshot_cost(Workdir(directory))
     if method == "evolution" and evo.exists():
-        c = json.loads(evo.read_text())["cost"]
+        c = read_json_file(evo)["cost"]
         cost.update(steps=c["train_steps"], seconds=c["seconds"], candidates=c["candidates"])
     elif oneshot is not None:
         cost.update(steps=oneshot["steps"], seconds=oneshot["seconds"], candidates=1)
     run = Path(directory) / RUN_JSON
-    timing = json.loads(run.read_text()) if run.exists() else {}
+    timing = read_json_file(run) if run.exists() else {}
     cost["run_seconds"] = timing.get("seconds")
     cost["phases"] = timing.get("phases")  # absent in runs timed before phases were
     return {

@@ -84,6 +84,7 @@ from autoheri_jax.train.arch_batch import (
     train_architectures,
 )
 from autoheri_jax.train.loop import Resumable, fingerprint
+from autoheri_jax.workdir_format import read_json_file
 
 # validation criteria: name -> True when higher is better
 CRITERIA = {
@@ -299,7 +300,7 @@ def _regret(recs, s, names, pick, search_workdir: Path, arm: str) -> dict:
         path = run_dir(search_workdir, arm, r["seed"], "data") / "results.json"
         if not path.exists():
             continue
-        res = json.loads(path.read_text())["models"]
+        res = read_json_file(path)["models"]
         derived = res["autoheri"]["test"]["cvr"]["soft_auc_all"]
         i = int(np.argmax(np.asarray(r["valid"][pick]) * (1 if higher else -1)))
         rows.append((s[k, i] - derived, s[k].max() - derived, len(res["autoheri"]["edges"])))

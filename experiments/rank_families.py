@@ -17,13 +17,13 @@ rmse*, excess_nll*, nll), higher for AUCs.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from autoheri_jax.study import SEED_MODES, collect_run, paired_test
+from autoheri_jax.workdir_format import read_json_file
 
 LOWER_IS_BETTER = ("ece", "mae", "rmse", "excess_nll", "nll")
 DEFAULT_COLUMNS = ("cvr.soft_auc_all", "cvr.mae_true_all", "cvr.ece")
@@ -114,7 +114,7 @@ def gap_table(arm_dir: Path, mode: str, key: str = "cvr") -> list[str]:
     the mean predicted rate over reached rows (clicked) and over every impression, and the
     same two means of the truth."""
     prefix = SEED_MODES[mode]
-    runs = [json.loads(p.read_text()) for p in sorted(arm_dir.glob(f"{prefix}*/results.json"))]
+    runs = [read_json_file(p) for p in sorted(arm_dir.glob(f"{prefix}*/results.json"))]
     if not runs:
         return []
     tests = [{**r["models"], **({"oracle": r["oracle"]} if r.get("oracle") else {})} for r in runs]
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.workdir)
     summary = root / "study.json"
     arms = (  # the study's arm order once it has a summary; else the arm directories
-        list(json.loads(summary.read_text())["modes"][args.mode]["arms"])
+        list(read_json_file(summary)["modes"][args.mode]["arms"])
         if summary.exists()
         else sorted(p.name for p in root.iterdir() if p.is_dir())
     )

@@ -29,6 +29,7 @@ from autoheri_jax import artifacts, experiment
 from autoheri_jax.config import Config, from_dict
 from autoheri_jax.search import evidence
 from autoheri_jax.train.step import abstract_state
+from autoheri_jax.workdir_format import read_json_file
 
 
 def workdirs(study_dir: Path) -> list[Path]:
@@ -41,7 +42,7 @@ def workdirs(study_dir: Path) -> list[Path]:
 
 def redecide(run: Path) -> dict:
     """{criterion: {"kept": [E] bool, "z": [E]}} of one run's supernet, plus its edges."""
-    cfg = from_dict(Config, json.loads((run / "config.json").read_text()))
+    cfg = from_dict(Config, read_json_file(run / "config.json"))
     if cfg.edge_search.method != "masked":
         raise SystemExit(f"{run}: searched with edge_search.method={cfg.edge_search.method}")
     wd = artifacts.Workdir(run)

@@ -30,7 +30,7 @@ def test_smoke_run_writes_every_artefact(smoke_gradient_run):
     ):
         assert (wd / name).is_file(), name
     res = json.loads((wd / "results.json").read_text())
-    assert res["schema_version"] == 1 and res["metric_keys"] == ["ctr", "cvr", "ctcvr"]
+    assert res["format_version"] == 1 and res["metric_keys"] == ["ctr", "cvr", "ctcvr"]
     assert set(res["models"]) == {"autoheri", "esmm", "hierarchical_all_on"}
     for model in [*res["models"].values(), res["oracle"]]:
         for key in res["metric_keys"]:

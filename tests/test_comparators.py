@@ -20,6 +20,7 @@ from autoheri_jax.model.variants import VARIANTS
 from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.optim import param_labels
 from autoheri_jax.train.predict import make_predict_fn
+from autoheri_jax.workdir_format import stamp
 from tests.helpers import VOCABS, tiny_batch, tiny_funnel
 
 NEW = ("dbmtl", "gmsl", "esm2", "multi_dr", "escm2_ips", "escm2_dr", "dcmt")
@@ -295,7 +296,7 @@ def test_rank_families_ranks_pairs_and_states_what_the_ci_supports(repo, tmp_pat
     for k, values in enumerate(seeds):
         d = tmp_path / "transfer" / f"dseed{k}"
         d.mkdir(parents=True)
-        (d / "results.json").write_text(json.dumps(_results(values)))
+        (d / "results.json").write_text(json.dumps(stamp(_results(values))))
     assert module.lower_is_better("cvr.mae_true_all") and not module.lower_is_better("cvr")
     assert module.main([str(tmp_path), "--columns", "cvr.soft_auc_all,cvr.mae_true_all"]) == 0
     out = capsys.readouterr().out

@@ -10,6 +10,7 @@ import pytest
 
 from autoheri_jax.config import load_config
 from autoheri_jax.study import Study
+from autoheri_jax.workdir_format import stamp
 from tests.helpers import StopTraining, load_script, stop_at
 
 TINY_WORLD = [
@@ -141,7 +142,7 @@ def test_regret_is_best_on_validation_minus_the_derived_model(repo, tmp_path):
             "autoheri": {"test": {"cvr": {"soft_auc_all": derived}}, "edges": ["x"] * k},
             "esmm": {"test": {"cvr": {"soft_auc_all": 0.6001}}},
         }
-        (d / "results.json").write_text(json.dumps({"models": models}))
+        (d / "results.json").write_text(json.dumps(stamp({"models": models})))
     r = gt.summarize({"w": recs}, "ctcvr_auc", tmp_path)["w"]["regret"]
     assert r["n"] == 2 and r["kept"] == [0, 1]
     assert r["best_on_valid_minus_derived"]["mean_diff"] == pytest.approx((0.005 + 0.03) / 2)

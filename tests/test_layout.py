@@ -114,6 +114,7 @@ FOUNDATION = (
     "metrics",
     "hashing",
     "workdir_lock",
+    "workdir_format",
     "safe_output",
     "phases",
     "settings",

@@ -14,6 +14,7 @@ from autoheri_jax.artifacts import tensorboard
 from autoheri_jax.cli import main
 from autoheri_jax.report.calibration import axis_range
 from autoheri_jax.report.inputs import ReportError, normalize_study
+from autoheri_jax.workdir_format import stamp
 
 PNGS = ("edge_probabilities", "edge_heatmap", "architecture", "auc", "loss", "reliability")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -213,7 +214,7 @@ def test_report_notes_an_old_results_json_without_calibration(run_dir, tmp_path,
         for fields in model["test"].values():
             for name in _CALIBRATION:
                 fields.pop(name, None)
-    (wd / "results.json").write_text(json.dumps(res))
+    (wd / "results.json").write_text(json.dumps(stamp(res)))
     assert main(["report", str(wd)]) == 0
     out = capsys.readouterr().out
     assert "reliability.png skipped: results.json has no calibration fields" in out
@@ -243,7 +244,7 @@ def test_report_reads_study_json_for_error_bars(run_dir, tmp_path, capsys):
             "cascade1": {"autoheri": per_model(0.66), "esmm": per_model(0.6)},
         }
     }
-    (wd / "study.json").write_text(json.dumps(study))
+    (wd / "study.json").write_text(json.dumps(stamp(study)))
     assert main(["report", str(wd)]) == 0
     _check_pngs(wd / "report", ["auc"])
     md = (wd / "report" / "report.md").read_text()
@@ -294,7 +295,7 @@ def test_study_forest_plot_draws_paired_differences_on_their_own_scale(run_dir, 
             }
         },
     }
-    (wd / "study.json").write_text(json.dumps(study))
+    (wd / "study.json").write_text(json.dumps(stamp(study)))
     inp = load_inputs(wd)
     assert inp.study["paired"] == {"transfer": study["modes"]["data"]["arms"]["transfer"]["paired"]}
     assert inp.study["compare_to"] == "esmm"
@@ -303,6 +304,6 @@ def test_study_forest_plot_draws_paired_differences_on_their_own_scale(run_dir, 
     assert "![Paired differences" in (wd / "report" / "report.md").read_text()
     # no paired block (a hand-written study.json): skipped with the reason, no stale figure
     del study["modes"]["data"]["arms"]["transfer"]["paired"]
-    (wd / "study.json").write_text(json.dumps(study))
+    (wd / "study.json").write_text(json.dumps(stamp(study)))
     assert "no paired differences" in plot_forest(load_inputs(wd), tmp_path / "f.png")
     assert not (tmp_path / "f.png").exists()

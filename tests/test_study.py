@@ -19,6 +19,7 @@ from autoheri_jax.study import (
     t_two_sided_p,
     write_summary,
 )
+from autoheri_jax.workdir_format import stamp
 from tests import background
 
 # A seconds-long run: 4 train steps per model, one checkpoint at the end.
@@ -98,7 +99,7 @@ def test_mean_std_table_and_paired_comparison_on_fake_results(tmp_path):
             d = run_dir(tmp_path, arm, k)
             d.mkdir(parents=True)
             res = _fake_results({"autoheri": auto[arm][k], "esmm": esmm[k]}, 0.8)
-            (d / "results.json").write_text(json.dumps(res))
+            (d / "results.json").write_text(json.dumps(stamp(res)))
     summary = write_summary(s, tmp_path, 3, ("model",))
     body = summary["modes"]["model"]
     row = body["arms"]["x"]["models"]["autoheri"]["cvr"]

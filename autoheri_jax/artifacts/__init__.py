@@ -8,6 +8,7 @@ architecture.json      the derived architecture: every candidate edge, probabili
 architecture.txt       the same, readable: one grid of probabilities per task pair
 models/<name>/params   trained parameters (orbax), models/<name>/train.json its stats
 results.json           test metrics per model and the oracle (schema in docs/outputs.md)
+Every JSON file here starts with its format version (workdir_format.py), checked on reading.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from autoheri_jax import phases
+from autoheri_jax.workdir_format import read_json_file, stamp
 
 SEARCHED = "autoheri_search"  # the relaxed supernet, kept for inspection
 AUTOHERI = "autoheri"  # the derived architecture retrained from fresh weights
@@ -76,11 +78,13 @@ class Workdir:
         if not is_writer():
             return
         tmp = self.path(name + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(json.dumps(stamp(obj), indent=2) + "\n")
         tmp.replace(self.path(name))  # atomic: a crash never leaves half a file under `name`
 
     def read_json(self, name: str, made_by: str) -> Any:
-        return json.loads(self.require(name, made_by).read_text())
+        """The workdir file `name` as `write_json` wrote it (format version checked, then
+        dropped); MissingArtifactError naming `made_by` when it is missing."""
+        return read_json_file(self.require(name, made_by))
 
     def save_params(self, model: str, params: Any) -> None:
         target = self.path("models", model, "params")

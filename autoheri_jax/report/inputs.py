@@ -5,7 +5,6 @@ See report.py for the figures and the study.json shape it accepts.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from autoheri_jax import artifacts
 from autoheri_jax.model.edges import parse_edge
 from autoheri_jax.search.records import ArchitectureRecord, RecordError
+from autoheri_jax.workdir_format import WorkdirFormatError, read_json_file
 
 _DPI = 120
 
@@ -27,9 +27,11 @@ class ReportError(ValueError):
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path} is not readable JSON: {e}") from None
+        return read_json_file(path)
+    except OSError as e:
+        raise ReportError(f"{path} is not readable: {e}") from None
+    except WorkdirFormatError as e:
+        raise ReportError(str(e)) from None
 
 
 def _architecture(obj: Any, path: Path) -> ArchitectureRecord:
