@@ -1,0 +1,94 @@
+"""Which source depths a search kept, run by run: the read-out of a world whose ground truth
+planted a source depth rather than one edge (experiments/README.md, "The instrument check at
+4M rows": every edge from click layer 1 or deeper beats every edge from layer 0).
+
+Command (after `autoheri study --config experiments/studies/depth_eval.py --workdir W`):
+  python experiments/kept_depth.py W [--min-source-layer 1]
+
+For each arm and seed it prints the kept edges, and per arm: how many runs kept the right
+depth (at least one edge, none from a source layer below --min-source-layer) with its exact
+(Clopper-Pearson) 95% interval, how many kept any edge, and each edge's keep frequency. It
+reads the kept edges from each run's results.json ("architecture" -> "kept") as plain JSON,
+so it also reads studies run before workdir files carried a format version (the study of
+depth_eval.py ran on such code); it reads nothing else from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from scipy import stats
+
+from autoheri_jax.model.edges import parse_edge
+
+
+def right_depth(kept: list[str], min_source_layer: int) -> bool:
+    """At least one edge kept, and every kept edge's source layer >= min_source_layer."""
+    return bool(kept) and all(parse_edge(e).src_layer >= min_source_layer for e in kept)
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided interval of a binomial proportion k / n (n >= 1)."""
+    a = (1 - level) / 2
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a, k + 1, n - k))
+    return lo, hi
+
+
+def kept_by_seed(arm_dir: Path) -> dict[int, list[str]]:
+    """{seed: kept edge names} of every finished run (a results.json) under an arm's directory."""
+    out = {}
+    for res in sorted(arm_dir.glob("*seed*/results.json")):
+        seed = int("".join(ch for ch in res.parent.name.split("seed")[-1] if ch.isdigit()))
+        out[seed] = list(json.loads(res.read_text())["architecture"]["kept"])
+    return out
+
+
+def summarize(kept: dict[int, list[str]], min_source_layer: int) -> dict:
+    n = len(kept)
+    right = sum(right_depth(k, min_source_layer) for k in kept.values())
+    freq: dict[str, int] = {}
+    for edges in kept.values():
+        for e in edges:
+            freq[e] = freq.get(e, 0) + 1
+    return {
+        "runs": n,
+        "right": right,
+        "right_ci": clopper_pearson(right, n) if n else None,
+        "any_kept": sum(bool(k) for k in kept.values()),
+        "kept_counts": [len(kept[s]) for s in sorted(kept)],
+        "frequency": {e: c / n for e, c in sorted(freq.items())},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("workdir", type=Path, help="an `autoheri study` workdir")
+    p.add_argument("--min-source-layer", type=int, default=1)
+    args = p.parse_args(argv)
+    arms = sorted(d for d in args.workdir.iterdir() if d.is_dir())
+    if not arms:
+        raise SystemExit(f"{args.workdir} holds no arm directories")
+    for arm in arms:
+        kept = kept_by_seed(arm)
+        if not kept:
+            continue
+        print(f"## {arm.name}")
+        for seed, edges in sorted(kept.items()):
+            mark = "right" if right_depth(edges, args.min_source_layer) else "-"
+            print(f"  seed {seed}: {len(edges)} kept {edges} [{mark}]")
+        s = summarize(kept, args.min_source_layer)
+        lo, hi = s["right_ci"]
+        print(
+            f"  right depth (>= 1 edge, sources >= layer {args.min_source_layer}): "
+            f"{s['right']}/{s['runs']} [{lo:.2f}, {hi:.2f}]; any edge kept: "
+            f"{s['any_kept']}/{s['runs']}; kept per seed {s['kept_counts']}"
+        )
+        freq = ", ".join(f"{e} {v:.1f}" for e, v in s["frequency"].items()) or "none kept"
+        print(f"  keep frequency: {freq}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""experiments/kept_depth.py on a hand-made study workdir: the right-depth rule, the exact
+interval and the keep frequencies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import load_script
+
+KD = load_script(Path(__file__).resolve().parents[1] / "experiments" / "kept_depth.py")
+
+
+def test_right_depth_needs_an_edge_and_no_source_below_the_layer():
+    assert KD.right_depth(["0.1->1.0", "0.2->1.2"], 1)
+    assert not KD.right_depth([], 1)  # keeping nothing is not finding the depth
+    assert not KD.right_depth(["0.1->1.0", "0.0->1.2"], 1)  # one layer-0 source spoils it
+    assert KD.right_depth(["0.0->1.2"], 0)
+
+
+def test_clopper_pearson_matches_known_values():
+    assert KD.clopper_pearson(10, 10) == pytest.approx((0.6915, 1.0), abs=1e-4)
+    assert KD.clopper_pearson(0, 10) == pytest.approx((0.0, 0.3085), abs=1e-4)
+    lo, hi = KD.clopper_pearson(5, 10)
+    assert lo == pytest.approx(0.1871, abs=1e-4) and hi == pytest.approx(0.8129, abs=1e-4)
+
+
+def test_summary_of_a_study_workdir(tmp_path, capsys):
+    runs = {1000: ["0.1->1.0"], 1001: [], 1002: ["0.0->1.0", "0.2->1.1"], 1003: ["0.2->1.1"]}
+    for seed, kept in runs.items():
+        d = tmp_path / "transfer_masked" / f"dseed{seed}"
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps({"architecture": {"kept": kept}}))
+    (tmp_path / "transfer_masked" / "dseed1004").mkdir()  # unfinished: no results.json
+    kept = KD.kept_by_seed(tmp_path / "transfer_masked")
+    assert kept == runs
+    s = KD.summarize(kept, 1)
+    assert (s["runs"], s["right"], s["any_kept"]) == (4, 2, 3)
+    assert s["kept_counts"] == [1, 0, 2, 1]
+    assert s["frequency"] == {"0.0->1.0": 0.25, "0.1->1.0": 0.25, "0.2->1.1": 0.5}
+    KD.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "right depth (>= 1 edge, sources >= layer 1): 2/4" in out
+    assert "seed 1002: 2 kept ['0.0->1.0', '0.2->1.1'] [-]" in out
