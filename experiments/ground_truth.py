@@ -226,15 +226,39 @@ def instrument_check(col: dict, edges: list[str], planted: list[str] | None) -> 
             "works": not above and not all_above,
         }
     best = max(planted, key=lambda e: float(np.mean(add[e])))
-    versus = {r: _ci(add[best] - add[r]) for r in edges if r not in planted}
+    rest = [r for r in edges if r not in planted]
+    versus = {r: _ci(add[best] - add[r]) for r in rest}
     own = _ci(add[best])
     works = (own["ci_lo"] or 0) > 0 and all((v["ci_lo"] or 0) > 0 for v in versus.values())
+    # descriptive, outside the verdict: how sharply the world plants its set, and whether
+    # keeping every edge loses against the set (paired by seed, each edge retrained alone)
+    inside = np.mean([col[f"only:{e}"] for e in planted], axis=0)
+    described = {
+        "mean_expected_minus_mean_rest": _ci(
+            inside - np.mean([col[f"only:{r}"] for r in rest], axis=0)
+        )
+        if rest
+        else {},
+        "seeds_every_expected_beats_every_rest": int(
+            sum(
+                min(col[f"only:{e}"][k] for e in planted) > max(col[f"only:{r}"][k] for r in rest)
+                for k in range(len(col["none"]))
+            )
+        )
+        if rest
+        else None,
+        "best_minus_all": _ci(col[f"only:{best}"] - col["all"]),
+        "mean_expected_minus_all": _ci(inside - col["all"]),
+        "rest_minus_all": {r: _ci(col[f"only:{r}"] - col["all"]) for r in rest},
+        "seeds": len(col["none"]),
+    }
     return {
         "expected": planted,
         "best": best,
         "best_add_one": own,
         "versus": versus,
         "works": bool(works),
+        **described,
     }
 
 
@@ -329,6 +353,15 @@ def _instrument_lines(check: dict) -> list[str]:
         "| --- | --- |",
     ]
     lines += [f"| {r} | {_cell(v)} |" for r, v in check["versus"].items()]
+    lines += [
+        "",
+        "Outside the verdict (paired by seed): mean expected edge alone - mean other edge alone "
+        f"{_cell(check['mean_expected_minus_mean_rest'])}; every expected edge above every other "
+        f"in {check['seeds_every_expected_beats_every_rest']} of {check['seeds']} seeds; "
+        f"{check['best']} alone - all {_cell(check['best_minus_all'])}; mean expected edge "
+        f"alone - all {_cell(check['mean_expected_minus_all'])}; "
+        + "; ".join(f"{r} alone - all {_cell(v)}" for r, v in check["rest_minus_all"].items()),
+    ]
     return lines
 
 

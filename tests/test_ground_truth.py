@@ -159,6 +159,16 @@ def test_the_instrument_criterion_accepts_a_separated_planted_edge_and_refuses_a
         col[f"only:{e}"] = none + [0.02, 0.005, 0.004][k] + 0.001 * rng.normal(size=10)
     ok = gt.instrument_check(col, EDGES, ["0.0->1.0"])
     assert ok["works"] and ok["best"] == "0.0->1.0" and set(ok["versus"]) == set(EDGES[1:])
+    # outside the verdict: the planted edge alone - the others alone, and against all on
+    rest = (col["only:0.1->1.0"] + col["only:0.1->1.1"]) / 2
+    assert ok["mean_expected_minus_mean_rest"]["mean_diff"] == pytest.approx(
+        float(np.mean(col["only:0.0->1.0"] - rest))
+    )
+    assert ok["seeds_every_expected_beats_every_rest"] == 10 and ok["seeds"] == 10
+    assert ok["best_minus_all"]["mean_diff"] == pytest.approx(0.01, abs=0.001)
+    assert ok["rest_minus_all"]["0.1->1.1"]["ci_hi"] < 0  # +0.004 alone against +0.01 all on
+    lines = "\n".join(gt._instrument_lines(ok))
+    assert "every expected edge above every other in 10 of 10 seeds" in lines
     # the same world judged with the wrong expected edge fails
     assert not gt.instrument_check(col, EDGES, ["0.1->1.1"])["works"]
     # a tie between the planted edge and another: no separation, the world fails
