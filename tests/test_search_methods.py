@@ -2,8 +2,6 @@
 batch as a search, and the settings a method does not use refused by name; the masked search
 on a world where no edge can help."""
 
-import json
-
 import jax
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from autoheri_jax.artifacts import Workdir
 from autoheri_jax.config import ConfigError, load_config
 from autoheri_jax.train.optim import make_optimizer, param_labels
 from autoheri_jax.train.step import init_state, make_update_fn
+from autoheri_jax.workdir_format import read_json_file
 
 
 def _smoke(repo, *overrides):
@@ -72,7 +71,7 @@ def test_each_method_runs_end_to_end_and_records_how_it_decided(repo, tmp_path, 
     cfg = _smoke(repo, f"edge_search.method={method}")
     wd = Workdir(tmp_path / method)
     record = experiment.search(cfg, wd, progress=False)
-    saved = json.loads(wd.path("architecture.json").read_text())
+    saved = read_json_file(wd.path("architecture.json"))  # format version checked, dropped
     assert saved == record.to_json() and saved["search_method"] == method
     text = wd.path("architecture.txt").read_text()
     if method == "paper":
