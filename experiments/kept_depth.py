@@ -37,6 +37,15 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return lo, hi
 
 
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and t-interval of values (the interval is the mean itself when they do not vary)."""
+    n, m = len(values), sum(values) / len(values)
+    if n < 2:
+        return m, m, m
+    half = stats.t.ppf((1 + level) / 2, n - 1) * stats.tstd(values) / n**0.5
+    return m, m - half, m + half
+
+
 def kept_by_seed(arm_dir: Path) -> dict[int, list[str]]:
     """{seed: kept edge names} of every finished run (a results.json) under an arm's directory."""
     out = {}
@@ -59,6 +68,7 @@ def summarize(kept: dict[int, list[str]], min_source_layer: int) -> dict:
         "right_ci": clopper_pearson(right, n) if n else None,
         "any_kept": sum(bool(k) for k in kept.values()),
         "kept_counts": [len(kept[s]) for s in sorted(kept)],
+        "kept_mean_ci": mean_ci([len(kept[s]) for s in sorted(kept)]),
         "frequency": {e: c / n for e, c in sorted(freq.items())},
     }
 
@@ -84,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"  right depth (>= 1 edge, sources >= layer {args.min_source_layer}): "
             f"{s['right']}/{s['runs']} [{lo:.2f}, {hi:.2f}]; any edge kept: "
-            f"{s['any_kept']}/{s['runs']}; kept per seed {s['kept_counts']}"
+            f"{s['any_kept']}/{s['runs']}; kept per seed {s['kept_counts']}, mean "
+            "{:.1f} [{:.1f}, {:.1f}]".format(*s["kept_mean_ci"])
         )
         freq = ", ".join(f"{e} {v:.1f}" for e, v in s["frequency"].items()) or "none kept"
         print(f"  keep frequency: {freq}")

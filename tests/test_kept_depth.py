@@ -39,6 +39,9 @@ def test_summary_of_a_study_workdir(tmp_path, capsys):
     s = KD.summarize(kept, 1)
     assert (s["runs"], s["right"], s["any_kept"]) == (4, 2, 3)
     assert s["kept_counts"] == [1, 0, 2, 1]
+    mean, lo, hi = s["kept_mean_ci"]  # t(3) quantile 3.182, sd 0.8165 over 4 runs
+    assert mean == 1.0 and hi - mean == pytest.approx(3.182 * 0.8165 / 2, abs=2e-3)
+    assert lo == pytest.approx(2 * mean - hi)
     assert s["frequency"] == {"0.0->1.0": 0.25, "0.1->1.0": 0.25, "0.2->1.1": 0.5}
     KD.main([str(tmp_path)])
     out = capsys.readouterr().out
