@@ -7,7 +7,9 @@ Command (after `autoheri study --config experiments/studies/depth_eval.py --work
 
 For each arm and seed it prints the kept edges, and per arm: how many runs kept the right
 depth (at least one edge, none from a source layer below --min-source-layer) with its exact
-(Clopper-Pearson) 95% interval, how many kept any edge, and each edge's keep frequency. It
+(Clopper-Pearson) 95% interval, how many kept any edge, and each edge's keep frequency; for a
+gated search (paper, gradient), the first logged step from which every gate stays on the side
+of 0.5 it ends on (from edge_history.jsonl): when the decision was made. It
 reads the kept edges from each run's results.json ("architecture" -> "kept") as plain JSON,
 so it also reads studies run before workdir files carried a format version (the study of
 depth_eval.py ran on such code); it reads nothing else from them.
@@ -55,6 +57,32 @@ def kept_by_seed(arm_dir: Path) -> dict[int, list[str]]:
     return out
 
 
+def settled_step(history: list[dict]) -> int | None:
+    """The first logged step from which every edge's probability stays on the side of 0.5 it
+    ends on (edge_history.jsonl records of a gated search); None without records."""
+    if not history:
+        return None
+    final = {e: p > 0.5 for e, p in history[-1]["probs"].items()}
+    settled = history[-1]["step"]
+    for rec in reversed(history):
+        if any((p > 0.5) != final[e] for e, p in rec["probs"].items()):
+            break
+        settled = rec["step"]
+    return settled
+
+
+def settled_by_seed(arm_dir: Path) -> dict[int, int]:
+    """{seed: settled_step} of every run under an arm's directory that logged edge gates."""
+    out = {}
+    for path in sorted(arm_dir.glob("*seed*/edge_history.jsonl")):
+        seed = int("".join(ch for ch in path.parent.name.split("seed")[-1] if ch.isdigit()))
+        history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        step = settled_step(history)
+        if step is not None:
+            out[seed] = step
+    return out
+
+
 def summarize(kept: dict[int, list[str]], min_source_layer: int) -> dict:
     n = len(kept)
     right = sum(right_depth(k, min_source_layer) for k in kept.values())
@@ -99,6 +127,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         freq = ", ".join(f"{e} {v:.1f}" for e, v in s["frequency"].items()) or "none kept"
         print(f"  keep frequency: {freq}")
+        settled = settled_by_seed(arm)
+        if settled:  # a gated search: when its decision was made
+            steps = [settled[k] for k in sorted(settled)]
+            print(f"  every gate on its final side from logged step (per seed): {steps}")
 
 
 if __name__ == "__main__":

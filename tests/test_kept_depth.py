@@ -47,3 +47,15 @@ def test_summary_of_a_study_workdir(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "right depth (>= 1 edge, sources >= layer 1): 2/4" in out
     assert "seed 1002: 2 kept ['0.0->1.0', '0.2->1.1'] [-]" in out
+
+
+def test_settled_step_is_where_every_gate_last_crossed_to_its_final_side():
+    history = [
+        {"step": 50, "probs": {"a": 0.6, "b": 0.4}},
+        {"step": 100, "probs": {"a": 0.4, "b": 0.3}},  # a crosses back: not settled yet
+        {"step": 150, "probs": {"a": 0.7, "b": 0.2}},
+        {"step": 200, "probs": {"a": 0.9, "b": 0.1}},
+    ]
+    assert KD.settled_step(history) == 150
+    assert KD.settled_step(history[2:]) == 150
+    assert KD.settled_step([]) is None
