@@ -9,8 +9,9 @@ For each arm and seed it prints the kept edges, and per arm: how many runs kept 
 depth (at least one edge, none from a source layer below --min-source-layer) with its exact
 (Clopper-Pearson) 95% interval, how many kept any edge, and each edge's keep frequency; for a
 gated search (paper, gradient), the first logged step from which every gate stays on the side
-of 0.5 it ends on (from edge_history.jsonl): when the decision was made. It
-reads the kept edges from each run's results.json ("architecture" -> "kept") as plain JSON,
+of 0.5 it ends on (from edge_history.jsonl): when the decision was made; for the masked
+search, the same count for the edges its per-edge evidence kept before the selection. It
+reads each run's results.json ("architecture" -> "kept") and architecture.json as plain JSON,
 so it also reads studies run before workdir files carried a format version (the study of
 depth_eval.py ran on such code); it reads nothing else from them.
 """
@@ -54,6 +55,23 @@ def kept_by_seed(arm_dir: Path) -> dict[int, list[str]]:
     for res in sorted(arm_dir.glob("*seed*/results.json")):
         seed = int("".join(ch for ch in res.parent.name.split("seed")[-1] if ch.isdigit()))
         out[seed] = list(json.loads(res.read_text())["architecture"]["kept"])
+    return out
+
+
+def evidence_by_seed(arm_dir: Path) -> dict[int, list[str]]:
+    """{seed: the edges the masked search's per-edge evidence kept, before its selection} of
+    every run under an arm's directory whose architecture.json records evidence."""
+    out = {}
+    for path in sorted(arm_dir.glob("*seed*/architecture.json")):
+        record = json.loads(path.read_text())
+        if "evidence" not in record:
+            continue
+        seed = int("".join(ch for ch in path.parent.name.split("seed")[-1] if ch.isdigit()))
+        out[seed] = [
+            c["edge"]
+            for c in record["candidates"]
+            if (c.get("evidence") or {}).get("decision") == "kept"
+        ]
     return out
 
 
@@ -127,6 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         )
         freq = ", ".join(f"{e} {v:.1f}" for e, v in s["frequency"].items()) or "none kept"
         print(f"  keep frequency: {freq}")
+        evidence = evidence_by_seed(arm)
+        if evidence:  # the masked search: what its evidence alone would have kept
+            e = summarize(evidence, args.min_source_layer)
+            lo, hi = e["right_ci"]
+            print(
+                f"  evidence alone: right depth {e['right']}/{e['runs']} [{lo:.2f}, {hi:.2f}]; "
+                f"kept per seed {e['kept_counts']}"
+            )
         settled = settled_by_seed(arm)
         if settled:  # a gated search: when its decision was made
             steps = [settled[k] for k in sorted(settled)]

@@ -33,6 +33,14 @@ def test_summary_of_a_study_workdir(tmp_path, capsys):
         d = tmp_path / "transfer_masked" / f"dseed{seed}"
         d.mkdir(parents=True)
         (d / "results.json").write_text(json.dumps({"architecture": {"kept": kept}}))
+    arch = {  # the evidence kept 0.2->1.1 in seed 1000, where the selection kept 0.1->1.0
+        "evidence": {},
+        "candidates": [
+            {"edge": "0.1->1.0", "evidence": {"decision": "undecided"}},
+            {"edge": "0.2->1.1", "evidence": {"decision": "kept"}},
+        ],
+    }
+    (tmp_path / "transfer_masked" / "dseed1000" / "architecture.json").write_text(json.dumps(arch))
     (tmp_path / "transfer_masked" / "dseed1004").mkdir()  # unfinished: no results.json
     kept = KD.kept_by_seed(tmp_path / "transfer_masked")
     assert kept == runs
@@ -43,10 +51,12 @@ def test_summary_of_a_study_workdir(tmp_path, capsys):
     assert mean == 1.0 and hi - mean == pytest.approx(3.182 * 0.8165 / 2, abs=2e-3)
     assert lo == pytest.approx(2 * mean - hi)
     assert s["frequency"] == {"0.0->1.0": 0.25, "0.1->1.0": 0.25, "0.2->1.1": 0.5}
+    assert KD.evidence_by_seed(tmp_path / "transfer_masked") == {1000: ["0.2->1.1"]}
     KD.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "right depth (>= 1 edge, sources >= layer 1): 2/4" in out
     assert "seed 1002: 2 kept ['0.0->1.0', '0.2->1.1'] [-]" in out
+    assert "evidence alone: right depth 1/1" in out
 
 
 def test_settled_step_is_where_every_gate_last_crossed_to_its_final_side():
