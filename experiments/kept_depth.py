@@ -76,14 +76,16 @@ def evidence_by_seed(arm_dir: Path) -> dict[int, list[str]]:
 
 
 def settled_step(history: list[dict]) -> int | None:
-    """The first logged step from which every edge's probability stays on the side of 0.5 it
-    ends on (edge_history.jsonl records of a gated search); None without records."""
-    if not history:
+    """The first logged step from which every edge's probability stays strictly on the side of
+    0.5 it ends on (edge_history.jsonl records of a gated search): a gate held at exactly 0.5
+    (an arch warm-up) has decided nothing yet. None without records, or when a gate ends at
+    exactly 0.5."""
+    if not history or any(p == 0.5 for p in history[-1]["probs"].values()):
         return None
     final = {e: p > 0.5 for e, p in history[-1]["probs"].items()}
     settled = history[-1]["step"]
     for rec in reversed(history):
-        if any((p > 0.5) != final[e] for e, p in rec["probs"].items()):
+        if any(p == 0.5 or (p > 0.5) != final[e] for e, p in rec["probs"].items()):
             break
         settled = rec["step"]
     return settled

@@ -69,3 +69,6 @@ def test_settled_step_is_where_every_gate_last_crossed_to_its_final_side():
     assert KD.settled_step(history) == 150
     assert KD.settled_step(history[2:]) == 150
     assert KD.settled_step([]) is None
+    warmup = [{"step": 50, "probs": {"a": 0.5, "b": 0.5}}, *history[2:]]  # held at 0.5
+    assert KD.settled_step(warmup) == 150
+    assert KD.settled_step([{"step": 50, "probs": {"a": 0.5}}]) is None
