@@ -50,7 +50,7 @@ check it is for (instrument seeds 500-509, run once):
       --expect deeper --set data.num_train=4000000 data.zipf_exponent=0.8 data.num_test=300000
 (and the same with --study experiments/studies/planted_worlds.py --arms deep). It ran with
 `--architectures add-one` (the criterion reads add-one only): transfer WORKS (experiments/
-README.md, "The instrument check at 4M rows"); deep was stopped midway.
+README.md, "The instrument check at 4M rows"), and so does deep.
 """
 
 from __future__ import annotations

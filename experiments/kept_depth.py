@@ -25,6 +25,7 @@ from pathlib import Path
 from scipy import stats
 
 from autoheri_jax.model.edges import parse_edge
+from autoheri_jax.study import paired_test
 
 
 def right_depth(kept: list[str], min_source_layer: int) -> bool:
@@ -40,21 +41,26 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return lo, hi
 
 
-def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and t-interval of values (the interval is the mean itself when they do not vary)."""
-    n, m = len(values), sum(values) / len(values)
-    if n < 2:
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval of values (the study's paired test against 0); the interval is
+    the mean itself for fewer than two values."""
+    if len(values) < 2:
+        m = sum(values) / len(values)
         return m, m, m
-    half = stats.t.ppf((1 + level) / 2, n - 1) * stats.tstd(values) / n**0.5
-    return m, m - half, m + half
+    t = paired_test(values, [0.0] * len(values))
+    return t["mean_diff"], t["ci_lo"], t["ci_hi"]
+
+
+def _seed_of(run_dir: Path) -> int:
+    """The seed of a study run directory (`seed<k>` or `dseed<k>`)."""
+    return int(run_dir.name.split("seed")[-1])
 
 
 def kept_by_seed(arm_dir: Path) -> dict[int, list[str]]:
     """{seed: kept edge names} of every finished run (a results.json) under an arm's directory."""
     out = {}
     for res in sorted(arm_dir.glob("*seed*/results.json")):
-        seed = int("".join(ch for ch in res.parent.name.split("seed")[-1] if ch.isdigit()))
-        out[seed] = list(json.loads(res.read_text())["architecture"]["kept"])
+        out[_seed_of(res.parent)] = list(json.loads(res.read_text())["architecture"]["kept"])
     return out
 
 
@@ -66,8 +72,7 @@ def evidence_by_seed(arm_dir: Path) -> dict[int, list[str]]:
         record = json.loads(path.read_text())
         if "evidence" not in record:
             continue
-        seed = int("".join(ch for ch in path.parent.name.split("seed")[-1] if ch.isdigit()))
-        out[seed] = [
+        out[_seed_of(path.parent)] = [
             c["edge"]
             for c in record["candidates"]
             if (c.get("evidence") or {}).get("decision") == "kept"
@@ -95,11 +100,10 @@ def settled_by_seed(arm_dir: Path) -> dict[int, int]:
     """{seed: settled_step} of every run under an arm's directory that logged edge gates."""
     out = {}
     for path in sorted(arm_dir.glob("*seed*/edge_history.jsonl")):
-        seed = int("".join(ch for ch in path.parent.name.split("seed")[-1] if ch.isdigit()))
         history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         step = settled_step(history)
         if step is not None:
-            out[seed] = step
+            out[_seed_of(path.parent)] = step
     return out
 
 

@@ -14,7 +14,8 @@ the defaults frozen for issue 32 (experiments/README.md, "Protocol").
 
 Arms: the default search (masked: per-edge evidence, then the selection's paired margin) and
 the paper's one-shot search as written. Each run retrains the derived model, ESMM and every
-edge on (as lanes of one batch where the method allows). About 4-5 min a run on 2 CPU cores.
+edge on (as lanes of one batch where the method allows). About 2-2.5 min a run on 2 CPU cores
+(133-145 s measured, machine shared with CI).
 
 Read-outs, written before the run (cvr* sAUC on the test draw, paired by seed, mean [95% CI]):
   * the issue-32 targets: AutoHERI >= max(ESMM, all-on) - 0.003; the right source depth kept
