@@ -279,9 +279,10 @@ def _derive_masked(cfg: Config, wd: artifacts.Workdir, spec, params, data: Split
 
 
 def _derive_ablation(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> Derived:
-    """The 2 + 2E architecture batch retrained and judged on validation (no supernet)."""
+    """The 2 + 2E (2 + E without drop_one) architecture batch retrained and judged on
+    validation (no supernet)."""
     t0 = time.perf_counter()
-    names, masks = ground_truth_masks(spec.edges)
+    names, masks = ground_truth_masks(spec.edges, drop=cfg.edge_search.drop_one)
     with LaneLogs(wd, "ablation", names, spec) as logs:
         judged, kept, lanes = selection.retrain_and_judge(
             spec,
@@ -290,7 +291,7 @@ def _derive_ablation(cfg: Config, wd: artifacts.Workdir, spec, params, data: Spl
             data.valid,
             names,
             masks,
-            "ctcvr_auc",
+            cfg.edge_search.select,
             cfg.eval_batch_size,
             "search:ablation",
             _batch_checkpoints(cfg, wd, spec, masks),

@@ -39,7 +39,7 @@ EVIDENCE_CRITERIA = (
     "recal_ips_cvr_nll",
 )
 UNDECIDED_RULES = ("drop", "keep")
-SELECT_CRITERIA = ("ctcvr_auc", "off")
+SELECT_CRITERIA = ("ctcvr_auc", "cvr_auc", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +64,10 @@ class MaskedSearch:
     criterion: str = "recal_nll"
     undecided: str = "drop"  # an undecided edge is dropped (kept on evidence only) | keep
     # the last step (search/selection.py): no edge, the evidence's kept edges and every edge
-    # are retrained with the retrain budget in one vmapped batch and the best on this
-    # validation criterion is the derived architecture (a tie goes to fewer edges); "off":
-    # the per-edge evidence alone decides
+    # are retrained with the retrain budget in one vmapped batch and judged on this
+    # validation AUC (more edges must win a paired margin): ctcvr_auc (pCTCVR, every row) or
+    # cvr_auc (the last stage on the rows whose previous stage is positive); "off": the
+    # per-edge evidence alone decides
     select: str = "ctcvr_auc"
     batch_size: int = 1024  # rows per validation batch of the contrast
     valid_batches: int = 100  # validation batches scored (from the start); 0 = all
@@ -179,14 +180,21 @@ class PaperSearch:
 
 @dataclasses.dataclass(frozen=True)
 class AblationSearch:
-    """The vmapped architecture batch as the search: no edge, all, each alone and all but
-    each, retrained with `Config.retrain` in one batch and judged on validation ctcvr AUC by
-    the selection's rule (search/selection.py). No settings of its own."""
+    """The vmapped architecture batch as the search: no edge, all, each alone and (drop_one)
+    all but each, retrained with `Config.retrain` in one batch and judged on a validation AUC by the
+    selection's rule (search/selection.py)."""
 
     method: str = dataclasses.field(default="ablation", init=False)  # the tag: not settable
+    # the validation AUC the candidates are judged on: ctcvr_auc or cvr_auc (MaskedSearch.select)
+    select: str = "ctcvr_auc"
+    # also train every edge but each (2 + 2E lanes); False: no edge, all and each edge alone
+    # (2 + E lanes), for worlds where an edge matters alone and lanes are what costs
+    drop_one: bool = True
 
     def __post_init__(self):
         _check_types(self, "")
+        judged = tuple(c for c in SELECT_CRITERIA if c != "off")
+        _check(self.select in judged, "select", f"one of {judged}")
 
 
 # method name -> its config class; `Config.edge_search` is one of them

@@ -90,6 +90,27 @@ def test_each_method_runs_end_to_end_and_records_how_it_decided(repo, tmp_path, 
         assert all("add_one" in c["ablation"] for c in saved["candidates"])
 
 
+def test_the_add_one_ablation_trains_no_drop_lanes_and_judges_on_its_criterion(repo, tmp_path):
+    cfg = _smoke(
+        repo,
+        "edge_search.method=ablation",
+        "edge_search.drop_one=false",
+        "edge_search.select=cvr_auc",
+    )
+    wd = Workdir(tmp_path / "addone")
+    record = experiment.search(cfg, wd, progress=False).to_json()
+    names = [c["name"] for c in record["ablation"]["candidates"]]
+    assert len(names) == 2 + len(record["candidates"])
+    assert not any(n.startswith("drop:") for n in names)
+    assert record["ablation"]["criterion"] == "cvr_auc"
+    assert all(c["ablation"]["drop_one"] is None for c in record["candidates"])
+    score = {c["name"]: c["score"] for c in record["ablation"]["candidates"]}
+    for c in record["candidates"]:
+        assert c["ablation"]["add_one"] == score[f"only:{c['edge']}"] - score["none"]
+    with pytest.raises(ConfigError, match=r"edge_search\.drop_one"):
+        _smoke(repo, "edge_search.drop_one=false")  # the masked search has no such setting
+
+
 # checkpoint.every_steps: one save per run, not one per 4 steps (the saves were two thirds of
 # the search's time; the kept edges and every score are the same either way)
 NULL_WORLD = [

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from autoheri_jax.config import ConfigError, MaskedSearch, ModelConfig, TrainConfig
+from autoheri_jax.config import (
+    AblationSearch,
+    ConfigError,
+    MaskedSearch,
+    ModelConfig,
+    TrainConfig,
+)
 from autoheri_jax.metrics import BinaryScores, auc
 from autoheri_jax.model.build import build_spec
 from autoheri_jax.search import selection
@@ -106,10 +112,58 @@ def test_ctcvr_auc_without_a_positive_label_is_a_clear_error():
         selection.ctcvr_auc(logits, np.zeros((5, 2), np.int8))
 
 
+def test_cvr_auc_ranks_the_last_stage_on_the_clicked_rows_only():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 800, 2))
+    click = rng.random(800) < 0.3
+    labels = np.stack([click, click & (rng.random(800) < 0.3)], 1).astype(np.float32)
+    got = selection.cvr_auc(logits, labels)
+    for a in range(2):
+        want = auc(BinaryScores(logits[a, click, 1], labels[click, 1]))
+        assert got[a] == pytest.approx(want)
+    moved = logits.copy()
+    moved[:, ~click, :] = rng.normal(size=moved[:, ~click, :].shape) * 10  # unclicked rows
+    moved[:, :, 0] = rng.normal(size=moved[:, :, 0].shape)  # and every click logit
+    assert selection.cvr_auc(moved, labels) == got
+
+
+def test_cvr_auc_sees_a_post_click_gain_that_the_click_ranking_hides():
+    """Two candidates with the same, strong click scores; only 'all' ranks conversions among
+    clicks. cvr_auc takes it beyond the margin; ctcvr_auc, dominated by the click ranking,
+    sees a far smaller difference."""
+    rng = np.random.default_rng(3)
+    n = 40_000
+    click_logit = rng.normal(size=n) * 2.0 - 3.0
+    click = rng.random(n) < 1 / (1 + np.exp(-click_logit))
+    signal = rng.normal(size=n)
+    conv = click & (rng.random(n) < 1 / (1 + np.exp(-(signal - 1.5))))
+    labels = np.stack([click, conv], 1).astype(np.float32)
+    none = np.stack([click_logit, rng.normal(size=n) - 1.5], 1)
+    full = np.stack([click_logit, 0.5 * signal + rng.normal(size=n) - 1.5], 1)
+    logits, masks = np.stack([none, full]), np.array([[0, 0], [1, 1]], np.float32)
+    by_cvr, kept = selection.judge(["none", "all"], masks, logits, labels, "cvr_auc")
+    by_ctcvr, _ = selection.judge(["none", "all"], masks, logits, labels, "ctcvr_auc")
+    assert by_cvr.chosen == "all" and kept.all()
+    assert by_cvr.positives == int(conv.sum())
+    gain = {r.criterion: r.comparisons[0].diff for r in (by_cvr, by_ctcvr)}
+    assert gain["cvr_auc"] > 2 * gain["ctcvr_auc"] > 0
+
+
+def test_cvr_auc_needs_two_stages_and_a_converting_click():
+    with pytest.raises(ConfigError, match="two or more stages"):
+        selection.cvr_auc(np.zeros((2, 5, 1)), np.ones((5, 1), np.float32))
+    labels = np.array([[1, 0], [1, 0], [0, 0]], np.float32)  # clicks, no conversion
+    with pytest.raises(ConfigError, match="2 validation rows with a positive previous stage"):
+        selection.cvr_auc(np.zeros((2, 3, 2)), labels)
+
+
 def test_select_config_is_validated():
     assert MaskedSearch().select == "ctcvr_auc"
     with pytest.raises(ConfigError, match="select"):
         MaskedSearch(select="auc")
+    assert MaskedSearch(select="cvr_auc").select == AblationSearch(select="cvr_auc").select
+    with pytest.raises(ConfigError, match="select"):
+        AblationSearch(select="off")  # the ablation batch is its own decision: it must judge
 
 
 def test_the_detectable_difference_is_seen_at_its_stated_power():

@@ -154,11 +154,14 @@ def ablation_record(
     task_names: Sequence[str],
     mode: str,
 ) -> ArchitectureRecord:
-    """The record of an ablation search (selection.judge over the 2 + 2E architectures named
-    as arch_batch.ground_truth_masks, `kept` [E] bool its chosen mask): per candidate edge its
-    validation add-one (alone minus none) and drop-one (all minus all but it); "prob" is None
-    (no gate was learned)."""
+    """The record of an ablation search (selection.judge over the 2 + 2E or 2 + E
+    architectures named as arch_batch.ground_truth_masks, `kept` [E] bool its chosen mask): per
+    candidate edge its validation add-one (alone minus none) and drop-one (all minus all but
+    it; None when the batch had no drop-one lanes); "prob" is None (no gate was learned)."""
     score = {c.name: c.score for c in judged.candidates}
+    dropped = {
+        e.name: score["all"] - score[f"drop:{e.name}"] for e in edges if f"drop:{e.name}" in score
+    }
     candidates = [
         _ungated(
             e,
@@ -166,7 +169,7 @@ def ablation_record(
             kept[k],
             ablation=EdgeAblation(
                 add_one=score[f"only:{e.name}"] - score["none"],
-                drop_one=score["all"] - score[f"drop:{e.name}"],
+                drop_one=dropped.get(e.name),
             ),
         )
         for k, e in enumerate(edges)

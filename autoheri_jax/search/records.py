@@ -203,7 +203,7 @@ class Selection(Record):
     """A validated selection (search/selection.py `judge`): the masked search's last step, or
     the ablation search's whole decision.
 
-    criterion    the validation score ("ctcvr_auc")
+    criterion    the validation score ("ctcvr_auc" or "cvr_auc")
     test         the paired test, in words
     alpha        its one-sided level before Bonferroni
     positives    the validation rows with a positive last-stage label (what the AUC rests on)
@@ -313,15 +313,16 @@ class Evidence(Record):
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class EdgeAblation(Record):
-    """One edge's figures in the ablation search (validation ctcvr AUC points):
+    """One edge's figures in the ablation search (validation AUC points, by its criterion):
 
     add_one   the edge alone minus no edge
-    drop_one  every edge minus every edge but it
+    drop_one  every edge minus every edge but it; None when the batch trained no drop-one
+              lanes (edge_search.drop_one=false)
     """
 
     KIND: ClassVar[str] = "edge ablation"
     add_one: float
-    drop_one: float
+    drop_one: float | None
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)

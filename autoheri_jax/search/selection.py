@@ -28,6 +28,11 @@ ctcvr_auc  exact AUC of pCTCVR (the product of every stage's probability) agains
            stage's label over every validation impression. A ranking criterion is unchanged by
            any monotone recalibration of the score, so the calibration common mode that drives
            the losses (search/evidence.py) cannot enter it.
+cvr_auc    exact AUC of the last stage's own (post-click) probability against its label over
+           the rows whose previous stage is positive (the clicked rows). The edges feed only
+           the downstream towers, so what they change is this ranking; ctcvr_auc mixes it with
+           the click ranking, which dominates it (at 4M rows a +0.009 cvr* gain moved the
+           test ctcvr AUC by 0.0014).
 Shapes: masks A x E; logits A x N x T; labels N x T (cumulative).
 """
 
@@ -71,24 +76,57 @@ def _entire(logits: np.ndarray) -> np.ndarray:
     return np.prod(1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64))), axis=-1)
 
 
-def _last_stage_labels(labels: np.ndarray) -> np.ndarray:
-    y = np.asarray(labels)[:, -1]
-    if y.min() == y.max():  # AUC is undefined: nothing can rank the candidates
-        raise ConfigError(
-            f"validated selection: the {len(y)} validation rows have no "
-            f"{'positive' if y.max() == 0 else 'negative'} last-stage label, so ctcvr_auc "
-            "cannot score the candidates; use more validation rows (data.valid_fraction, or "
-            "prepare --valid-fraction for a store) "
-            "or set edge_search.select=off"
-        )
-    return y
+def _no_auc(rows: str, y: np.ndarray, criterion: str) -> ConfigError:
+    return ConfigError(
+        f"validated selection: the {len(y)} validation {rows} have no "
+        f"{'positive' if y.size == 0 or y.max() == 0 else 'negative'} last-stage label, so "
+        f"{criterion} cannot score the candidates; use more validation rows "
+        "(data.valid_fraction, or prepare --valid-fraction for a store) "
+        "or set edge_search.select=off"
+    )
+
+
+def ranked_rows(criterion: str, logits: np.ndarray, labels: np.ndarray):
+    """(scores [A, N'], labels [N']) that `criterion` ranks, from logits [A, N, T] and
+    labels [N, T]: every row and pCTCVR for ctcvr_auc; the rows whose previous stage is
+    positive and the last stage's logit for cvr_auc. ConfigError when the ranked rows'
+    labels are all equal (no AUC) or cvr_auc meets a one-stage model."""
+    labels = np.asarray(labels)
+    if criterion == "ctcvr_auc":
+        y = labels[:, -1]
+        if y.min() == y.max():
+            raise _no_auc("rows", y, criterion)
+        return _entire(logits), y
+    if criterion == "cvr_auc":
+        if labels.shape[1] < 2:
+            raise ConfigError(
+                "validated selection: select=cvr_auc needs two or more stages (it ranks the "
+                "last stage on the rows whose previous stage is positive); use ctcvr_auc"
+            )
+        rows = labels[:, -2] > 0.5
+        y = labels[rows, -1]
+        if y.size == 0 or y.min() == y.max():
+            raise _no_auc("rows with a positive previous stage", y, criterion)
+        return np.asarray(logits, np.float64)[:, rows, -1], y
+    raise ValueError(f"unknown selection criterion {criterion!r}; one of {tuple(SCORES)}")
+
+
+def criterion_auc(criterion: str, logits: np.ndarray, labels: np.ndarray) -> list[float]:
+    """[A] exact AUC of each architecture under `criterion` (`ranked_rows`)."""
+    scores, y = ranked_rows(criterion, logits, labels)
+    return [float(auc(BinaryScores(s, y))) for s in scores]
 
 
 def ctcvr_auc(logits: np.ndarray, labels: np.ndarray) -> list[float]:
     """[A] exact AUC of each architecture's entire-space last-stage probability, from logits
     [A, N, T] and labels [N, T]; ConfigError when the last stage's labels are all equal."""
-    y = _last_stage_labels(labels)
-    return [float(auc(BinaryScores(p, y))) for p in _entire(logits)]
+    return criterion_auc("ctcvr_auc", logits, labels)
+
+
+def cvr_auc(logits: np.ndarray, labels: np.ndarray) -> list[float]:
+    """[A] exact AUC of each architecture's last-stage probability on the rows whose
+    previous stage is positive; ConfigError when those rows' labels are all equal."""
+    return criterion_auc("cvr_auc", logits, labels)
 
 
 def _placements(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +196,7 @@ def choose(
     return best, comparisons
 
 
-SCORES = {"ctcvr_auc": ctcvr_auc}  # criterion -> (logits, labels) -> [A], higher is better
+SCORES = {"ctcvr_auc": ctcvr_auc, "cvr_auc": cvr_auc}  # criterion -> [A], higher is better
 
 
 def selection_fingerprint(spec: ModelSpec, tcfg: TrainConfig, kept: np.ndarray) -> dict:
@@ -174,13 +212,12 @@ def judge(
     with each one's `detectable` difference at 80% power (`detectable_difference`), the
     choice; the chosen mask as [E] bool). labels [N, T]; ConfigError when the last stage's
     labels are all equal (no AUC)."""
-    y = _last_stage_labels(labels)
-    scores = SCORES[criterion](logits, labels)
-    entire = _entire(logits)
+    ranked, y = ranked_rows(criterion, logits, labels)
+    scores = [float(auc(BinaryScores(r, y))) for r in ranked]
     tests: dict[tuple[int, int], dict] = {}
 
     def p_better(a: int, b: int) -> float:
-        tests[a, b] = delong_paired(entire[a], entire[b], y)
+        tests[a, b] = delong_paired(ranked[a], ranked[b], y)
         return tests[a, b]["p"]
 
     counts = [int(m.sum()) for m in masks]
