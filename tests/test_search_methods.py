@@ -104,6 +104,8 @@ def test_the_add_one_ablation_trains_no_drop_lanes_and_judges_on_its_criterion(r
     assert not any(n.startswith("drop:") for n in names)
     assert record["ablation"]["criterion"] == "cvr_auc"
     assert all(c["ablation"]["drop_one"] is None for c in record["candidates"])
+    text = wd.path("architecture.txt").read_text()
+    assert "each alone retrained" in text and "validation cvr_auc of the edge alone" in text
     score = {c["name"]: c["score"] for c in record["ablation"]["candidates"]}
     for c in record["candidates"]:
         assert c["ablation"]["add_one"] == score[f"only:{c['edge']}"] - score["none"]

@@ -307,12 +307,15 @@ def render_architecture(record: ArchitectureRecord, num_layers: int) -> str:
             + ". = not a candidate",
         ]
     elif record.search_method == "ablation":
+        judged = record.ablation
+        dropped = any(c.name.startswith("drop:") for c in judged.candidates)
         lines = [
             f"AutoHERI derived architecture ({record.search_mode} ablation search): {kept} "
-            f"of {total} candidate edges kept (no edge, all, each alone and all but each "
-            "retrained; judged on validation with a paired margin)",
-            "cell = validation ctcvr AUC of the edge alone minus no edge (x 1e4); * = kept; "
-            ". = not a candidate",
+            f"of {total} candidate edges kept (no edge, all, each alone"
+            + (" and all but each" if dropped else "")
+            + " retrained; judged on validation with a paired margin)",
+            f"cell = validation {judged.criterion} of the edge alone minus no edge (x 1e4); "
+            "* = kept; . = not a candidate",
         ]
     else:
         method = record.method
