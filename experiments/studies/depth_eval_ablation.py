@@ -30,7 +30,8 @@ Read-outs, written before the run (cvr* sAUC on the test draw, paired by seed, m
   * AutoHERI >= max(ESMM, all-on) - 0.003; the paper's claim: AutoHERI above ESMM and above
     all-on, each CI above 0;
   * kept edges per seed and the run's seconds.
-Measured: experiments/README.md ("The ablation search on evaluation seeds 1010-1019").
+Expected (where it goes, not a prediction) and measured: experiments/README.md ("The ablation
+search on evaluation seeds 1010-1019").
 """
 
 from pathlib import Path

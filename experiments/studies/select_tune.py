@@ -17,6 +17,8 @@ Arms: the masked search with select=cvr_auc, and the ablation search (no edge, a
 alone: drop_one=false, 11 lanes) with select=cvr_auc, each with 1M validation impressions, in
 both worlds. What is read (validation only): each comparison's difference, standard error and
 detectable difference; which candidate wins; how long a run takes. Test metrics choose nothing.
+Expected and measured: experiments/README.md ("The ablation search on the post-click
+ranking").
 """
 
 from pathlib import Path
