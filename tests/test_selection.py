@@ -95,11 +95,17 @@ def test_delong_difference_is_the_exact_auc_difference_and_its_p_is_calibrated()
     assert 0.01 <= np.mean(np.asarray(ps) < 0.05) <= 0.11
 
 
+def _random_funnel(rng, archs: int, rows: int):
+    """(logits [archs, rows, 2], click [rows] bool, labels [rows, 2]): 30% click, 30% of the
+    clicks convert, scores unrelated to either."""
+    logits = rng.normal(size=(archs, rows, 2))
+    click = rng.random(rows) < 0.3
+    labels = np.stack([click, click & (rng.random(rows) < 0.3)], 1).astype(np.float32)
+    return logits, click, labels
+
+
 def test_ctcvr_auc_scores_the_product_of_the_stage_probabilities():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(3, 500, 2))
-    click = rng.random(500) < 0.3
-    labels = np.stack([click, click & (rng.random(500) < 0.3)], 1).astype(np.float32)
+    logits, _, labels = _random_funnel(np.random.default_rng(0), 3, 500)
     got = selection.ctcvr_auc(logits, labels)
     for a in range(3):
         p = 1 / (1 + np.exp(-logits[a]))
@@ -114,9 +120,7 @@ def test_ctcvr_auc_without_a_positive_label_is_a_clear_error():
 
 def test_cvr_auc_ranks_the_last_stage_on_the_clicked_rows_only():
     rng = np.random.default_rng(1)
-    logits = rng.normal(size=(2, 800, 2))
-    click = rng.random(800) < 0.3
-    labels = np.stack([click, click & (rng.random(800) < 0.3)], 1).astype(np.float32)
+    logits, click, labels = _random_funnel(rng, 2, 800)
     got = selection.cvr_auc(logits, labels)
     for a in range(2):
         want = auc(BinaryScores(logits[a, click, 1], labels[click, 1]))
