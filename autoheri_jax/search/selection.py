@@ -29,10 +29,11 @@ ctcvr_auc  exact AUC of pCTCVR (the product of every stage's probability) agains
            any monotone recalibration of the score, so the calibration common mode that drives
            the losses (search/evidence.py) cannot enter it.
 cvr_auc    exact AUC of the last stage's own (post-click) probability against its label over
-           the rows whose previous stage is positive (the clicked rows). The edges feed only
-           the downstream towers, so what they change is this ranking; ctcvr_auc mixes it with
-           the click ranking, which dominates it (at 4M rows a +0.009 cvr* gain moved the
-           test ctcvr AUC by 0.0014).
+           the rows whose previous stage is positive (the clicked rows, where that label is
+           observed). The edges change only the downstream towers' predictions, and this
+           ranks those alone; pCTCVR's ranking is dominated by pCTR, which the edges do not
+           change (at 4M rows a +0.009 cvr* gain moved the test ctcvr AUC by 0.0014). It
+           sees the clicked rows only: a gain on the rows nobody clicked is invisible to it.
 Shapes: masks A x E; logits A x N x T; labels N x T (cumulative).
 """
 
