@@ -10,7 +10,8 @@ depth (at least one edge, none from a source layer below --min-source-layer) wit
 (Clopper-Pearson) 95% interval, how many kept any edge, and each edge's keep frequency; for a
 gated search (paper, gradient), the first logged step from which every gate stays on the side
 of 0.5 it ends on (from edge_history.jsonl): when the decision was made; for the masked
-search, the same count for the edges its per-edge evidence kept before the selection. It
+search, the same count for the edges its per-edge evidence kept before the selection; for the
+ablation search, each seed's validation comparisons (difference, se, p, the margin). It
 reads each run's results.json ("architecture" -> "kept") and architecture.json as plain JSON,
 so it also reads studies run before workdir files carried a format version (the study of
 depth_eval.py ran on such code); it reads nothing else from them.
@@ -78,6 +79,26 @@ def evidence_by_seed(arm_dir: Path) -> dict[int, list[str]]:
             if (c.get("evidence") or {}).get("decision") == "kept"
         ]
     return out
+
+
+def comparisons_by_seed(arm_dir: Path) -> dict[int, list[dict]]:
+    """{seed: the ablation search's validation comparisons} of every run under an arm's
+    directory whose architecture.json records an ablation batch (each comparison: candidate,
+    against, diff, se, p, level, wins)."""
+    out = {}
+    for path in sorted(arm_dir.glob("*seed*/architecture.json")):
+        record = json.loads(path.read_text())
+        if record.get("ablation"):
+            out[_seed_of(path.parent)] = list(record["ablation"]["comparisons"])
+    return out
+
+
+def comparison_line(c: dict) -> str:
+    verdict = "wins" if c["wins"] else "refused"
+    return (
+        f"{c['candidate']} - {c['against']} {c['diff']:+.4f} (se {c['se']:.4f}, p {c['p']:.2g} "
+        f"against {c['level']:.3g}: {verdict})"
+    )
 
 
 def settled_step(history: list[dict]) -> int | None:
@@ -159,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"  evidence alone: right depth {e['right']}/{e['runs']} [{lo:.2f}, {hi:.2f}]; "
                 f"kept per seed {e['kept_counts']}"
             )
+        for seed, made in sorted(comparisons_by_seed(arm).items()):  # the ablation search
+            print(f"  seed {seed} on validation: " + "; ".join(map(comparison_line, made)))
         settled = settled_by_seed(arm)
         if settled:  # a gated search: when its decision was made
             steps = [settled[k] for k in sorted(settled)]

@@ -59,6 +59,25 @@ def test_summary_of_a_study_workdir(tmp_path, capsys):
     assert "evidence alone: right depth 1/1" in out
 
 
+def test_the_ablation_searchs_comparisons_are_printed_per_seed(tmp_path, capsys):
+    d = tmp_path / "deep_ablation" / "dseed1010"
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({"architecture": {"kept": ["0.1->1.0"]}}))
+    keys = ("candidate", "against", "diff", "se", "p", "level", "wins")
+    made = [
+        dict(zip(keys, ("only:0.1->1.0", "none", 0.0073, 0.001, 5.7e-13, 0.005, True))),
+        dict(zip(keys, ("all", "only:0.1->1.0", -0.0025, 0.0011, 0.98, 0.005, False))),
+    ]
+    (d / "architecture.json").write_text(json.dumps({"ablation": {"comparisons": made}}))
+    assert KD.comparisons_by_seed(tmp_path / "deep_ablation") == {1010: made}
+    KD.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert (
+        "seed 1010 on validation: only:0.1->1.0 - none +0.0073 (se 0.0010, p 5.7e-13 against "
+        "0.005: wins); all - only:0.1->1.0 -0.0025 (se 0.0011, p 0.98 against 0.005: refused)"
+    ) in out
+
+
 def test_settled_step_is_where_every_gate_last_crossed_to_its_final_side():
     history = [
         {"step": 50, "probs": {"a": 0.6, "b": 0.4}},
