@@ -64,10 +64,11 @@ def test_the_ablation_searchs_comparisons_are_printed_per_seed(tmp_path, capsys)
     d.mkdir(parents=True)
     (d / "results.json").write_text(json.dumps({"architecture": {"kept": ["0.1->1.0"]}}))
     keys = ("candidate", "against", "diff", "se", "p", "level", "wins")
-    made = [
-        dict(zip(keys, ("only:0.1->1.0", "none", 0.0073, 0.001, 5.7e-13, 0.005, True))),
-        dict(zip(keys, ("all", "only:0.1->1.0", -0.0025, 0.0011, 0.98, 0.005, False))),
+    rows = [
+        ("only:0.1->1.0", "none", 0.0073, 0.001, 5.7e-13, 0.005, True),
+        ("all", "only:0.1->1.0", -0.0025, 0.0011, 0.98, 0.005, False),
     ]
+    made = [dict(zip(keys, row, strict=True)) for row in rows]
     (d / "architecture.json").write_text(json.dumps({"ablation": {"comparisons": made}}))
     assert KD.comparisons_by_seed(tmp_path / "deep_ablation") == {1010: made}
     KD.main([str(tmp_path)])
