@@ -61,7 +61,7 @@ DEVICE_RESIDENT = ("off", "on", "auto")
 class TrainConfig:
     """How one model's weights train: the search phase (`Config.search`), the retrain of the
     derived model and of every baseline. A supernet trains under a SupernetConfig, which
-    experiment.search_setup builds from this and the edge search's method config."""
+    the edge search's method (search/methods/) builds from this and its config."""
 
     epochs: int = 2  # passes over the training impressions
     # > 0: stop after this many steps if the epochs would run longer (a fixed step budget on
@@ -218,8 +218,8 @@ def _foreign_setting(key: str, name: str, method: str) -> ConfigError:
 
 @dataclasses.dataclass(frozen=True)
 class SupernetConfig(TrainConfig):
-    """How the search phase trains its supernet (not a config-file section):
-    experiment.search_setup builds it from `Config.search` (the plain settings) and the
+    """How the search phase trains its supernet (not a config-file section): the method's
+    module (search/methods/) builds it from `Config.search` (the plain settings) and the
     method config. A gated supernet (gradient, paper) has `arch`, a masked one
     `edge_keep_prob`."""
 

@@ -8,10 +8,8 @@ architecture trains once: the models the search's architecture batch trained as 
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
-from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -29,14 +27,10 @@ from autoheri_jax.artifacts.model_files import ModelLog, save_model, save_traine
 from autoheri_jax.config import (
     Config,
     ConfigError,
-    MaskedSearch,
     ModelConfig,
-    PaperSearch,
     SupernetConfig,
     TrainConfig,
     arch_of,
-    arch_settings,
-    supernet_config,
     to_dict,
 )
 from autoheri_jax.data.dataset import CTRDataset
@@ -49,9 +43,9 @@ from autoheri_jax.model.spec import ModelSpec
 from autoheri_jax.model.variants import ARCH_VARIANTS, VARIANTS, derived_model
 from autoheri_jax.progress import say as _say
 from autoheri_jax.report.tables import format_table
-from autoheri_jax.search import architecture, evidence, selection
+from autoheri_jax.search import architecture, selection
+from autoheri_jax.search.methods import method_of
 from autoheri_jax.search.records import ArchitectureRecord
-from autoheri_jax.train.arch_batch import ground_truth_masks
 from autoheri_jax.train.early_stopping import lane_stats
 from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.lanes import unstack_tree
@@ -144,19 +138,9 @@ def check_baselines(cfg: Config, data: Splits) -> None:
 
 def search_setup(cfg: Config) -> tuple[ModelConfig, SupernetConfig]:
     """The supernet the search trains and how: `Config.search`'s training settings plus the
-    method config's. A gated search (gradient; paper, with its supernet's edge kernel rows
-    drawn with their own Glorot fan-in) trains the relaxed, gated model with the method's arch
-    settings; masked trains every candidate edge without gates under Bernoulli(keep_prob)
-    edge masks; ablation trains no supernet (its candidates' masks are the spec's edges)."""
-    es = cfg.edge_search
-    arch = arch_settings(es)
-    if arch is None:
-        keep = es.keep_prob if isinstance(es, MaskedSearch) else 0.0
-        return cfg.model, supernet_config(cfg.search, edge_keep_prob=keep)
-    model = cfg.model
-    if isinstance(es, PaperSearch):
-        model = dataclasses.replace(model, edge_init="block")
-    return model, supernet_config(cfg.search, arch=arch)
+    method's (search/methods/: a gated search's arch settings, a masked search's keep
+    probability; the ablation search's plain model, which it never trains)."""
+    return method_of(cfg).supernet(cfg)
 
 
 def supernet_spec(cfg: Config, data: CTRDataset) -> tuple[ModelSpec, SupernetConfig]:
@@ -183,7 +167,7 @@ def prepare(
 
 def trains_supernet(cfg: Config) -> bool:
     """Whether the search trains a supernet (the ablation search trains its candidates)."""
-    return cfg.edge_search.method != "ablation"
+    return method_of(cfg).trains_supernet
 
 
 def derive(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> ArchitectureRecord:
@@ -219,7 +203,7 @@ def derived_before(cfg: Config, wd: artifacts.Workdir) -> ArchitectureRecord | N
     arch = wd.path("architecture.json")
     if not arch.exists() or wd.path("checkpoints", SELECTION).exists():
         return None
-    if cfg.edge_search.method != "ablation":
+    if trains_supernet(cfg):
         supernet = wd.path("models", SEARCHED, "train.json")  # retrained since: derive again
         if not supernet.exists() or supernet.stat().st_mtime_ns > arch.stat().st_mtime_ns:
             return None
@@ -233,104 +217,12 @@ def derived_before(cfg: Config, wd: artifacts.Workdir) -> ArchitectureRecord | N
     return record
 
 
-def _batch_checkpoints(cfg: Config, wd: artifacts.Workdir, spec, masks) -> Resumable:
-    """Where the search's batch of retrained candidates checkpoints (removed once the
-    architecture record holds its outcome)."""
-    return Resumable(
-        directory=wd.path("checkpoints", SELECTION),
-        cfg=cfg.checkpoint,
-        extra={"phase": "search", "model": SELECTION, "config": to_dict(cfg)},
-        fingerprint=fingerprint(spec, cfg.retrain, masks),
-    )
-
-
-# How each method turns its search into a record: (cfg, wd, supernet spec, its params or
-# None, data) -> (the record, the candidates' batch when one trained, else None). A method's
-# entry here and its config class in config.METHOD_CONFIGS are all a new method needs.
-Derived = tuple[ArchitectureRecord, "selection.LaneBatch | None"]
-
-
-def _derive_masked(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> Derived:
-    """Per-edge evidence of the masked supernet, then the validated selection."""
-    es, stage_names, mode = cfg.edge_search, data.train.stage_names, cfg.model.edge_mode
-    t0 = time.perf_counter()
-    ev, per_edge, kept = evidence.edge_evidence(spec, params, data.valid, es)
-    _say(f"[search] edge evidence: {time.perf_counter() - t0:.1f}s")
-    lanes = None
-    if es.select != "off" and ev.batches > 0:  # judged: worth comparing
-        t0 = time.perf_counter()
-        names, masks = selection.candidate_masks(kept)
-        with LaneLogs(wd, "select", names, spec) as logs:
-            sel, kept, lanes = selection.select_architecture(
-                spec,
-                cfg.retrain,
-                data.train,
-                data.valid,
-                kept,
-                es.select,
-                cfg.eval_batch_size,
-                _batch_checkpoints(cfg, wd, spec, masks),
-                **logs,
-            )
-        ev = dataclasses.replace(ev, selection=sel)
-        _say(f"[search] validated selection: {sel.chosen} ({time.perf_counter() - t0:.1f}s)")
-    record = architecture.evidence_record(spec.edges, ev, per_edge, kept, stage_names, mode)
-    return record, lanes
-
-
-def _derive_ablation(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> Derived:
-    """The 2 + 2E (2 + E without drop_one) architecture batch retrained and judged on
-    validation (no supernet)."""
-    t0 = time.perf_counter()
-    names, masks = ground_truth_masks(spec.edges, drop=cfg.edge_search.drop_one)
-    with LaneLogs(wd, "ablation", names, spec) as logs:
-        judged, kept, lanes = selection.retrain_and_judge(
-            spec,
-            cfg.retrain,
-            data.train,
-            data.valid,
-            names,
-            masks,
-            cfg.edge_search.select,
-            cfg.eval_batch_size,
-            "search:ablation",
-            _batch_checkpoints(cfg, wd, spec, masks),
-            batch="ablation",
-            **logs,
-        )
-    _say(f"[search] ablation batch: {judged.chosen} ({time.perf_counter() - t0:.1f}s)")
-    stage_names, mode = data.train.stage_names, cfg.model.edge_mode
-    return architecture.ablation_record(spec.edges, judged, kept, stage_names, mode), lanes
-
-
-def _derive_gated(cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits) -> Derived:
-    """A gated search (gradient, paper): the edges whose gate ends above derive_threshold."""
-    threshold = arch_settings(cfg.edge_search).derive_threshold
-    record = architecture.searched_architecture(
-        params,
-        spec,
-        threshold,
-        data.train.stage_names,
-        cfg.model.edge_mode,
-        cfg.edge_search.method,
-    )
-    return record, None
-
-
-DERIVE: dict[str, Callable[..., Derived]] = {
-    "masked": _derive_masked,
-    "gradient": _derive_gated,
-    "paper": _derive_gated,
-    "ablation": _derive_ablation,
-}
-
-
 def derive_architecture(
     cfg: Config, wd: artifacts.Workdir, spec, params, data: Splits
 ) -> ArchitectureRecord:
     """The searched params -> architecture.json / .txt (the kept edges and operators), by the
-    method's entry of DERIVE."""
-    record, lanes = DERIVE[cfg.edge_search.method](cfg, wd, spec, params, data)
+    method's module (search/methods/)."""
+    record, lanes = method_of(cfg).derive(cfg, wd, spec, params, data)
     install_architecture(wd, record)
     text = architecture.render_architecture(record, len(cfg.model.hidden))
     if artifacts.is_writer():
@@ -341,26 +233,6 @@ def derive_architecture(
     if artifacts.is_writer():  # the record holds the selection now: its batch is done
         shutil.rmtree(wd.path("checkpoints", SELECTION), ignore_errors=True)
     return record
-
-
-class LaneLogs:
-    """Each lane's log records (metrics.jsonl, tb/) as model "<batch>:<lane>" of the search
-    phase, as the `on_log` / `on_resume` keywords of the batch's trainer."""
-
-    def __init__(self, wd: artifacts.Workdir, batch: str, names: list[str], spec: ModelSpec):
-        self.batch, self.logs = batch, [ModelLog(wd, f"{batch}:{n}", "search", spec) for n in names]
-
-    def on_resume(self, step: int) -> None:
-        _say(f"[search] {self.batch} batch: resuming from the checkpoint at step {step}")
-        for log in self.logs:
-            log.resumed(step)
-
-    def __enter__(self) -> dict:
-        return {"on_log": self.logs, "on_resume": self.on_resume}
-
-    def __exit__(self, *exc) -> None:
-        for log in self.logs:
-            log.close()
 
 
 def lane_reuse_blocked(cfg: Config, spec: ModelSpec) -> str | None:

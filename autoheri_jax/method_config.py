@@ -2,7 +2,7 @@
 tag (written to config.json and set by `--set edge_search.method=...`). Each holds only its own
 settings, so config.py refuses a setting of another method by name. The search phase's
 training settings (lr, epochs, batch_size, ...) stay in `Config.search`; how each method
-decides is experiment.DERIVE. Imports no jax, like the rest of the config."""
+decides is its module in search/methods/. Imports no jax, like the rest of the config."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.network import init_params
 from autoheri_jax.model.projection import lane_mask, project_params, same_initial_params
 from autoheri_jax.model.variants import VARIANTS, derived_model
-from autoheri_jax.search import selection
+from autoheri_jax.search import evidence, selection
 from autoheri_jax.train.lanes import unstack_tree
 from autoheri_jax.train.step import abstract_state
 
@@ -189,9 +189,7 @@ def test_a_run_resumed_after_the_selection_trains_nothing_again(repo, tmp_path, 
 
     # killed later (in the retrain, say): a rerun neither derives nor trains anything again
     third = Trainings(monkeypatch)
-    monkeypatch.setattr(
-        experiment.evidence, "edge_evidence", lambda *a, **k: pytest.fail("derived again")
-    )
+    monkeypatch.setattr(evidence, "edge_evidence", lambda *a, **k: pytest.fail("derived again"))
     res = experiment.run(cfg, wd, progress=False)
     assert third.single == [] and third.batches == []
     assert {res["models"][n]["source"]["lane"] for n in LANE_MODELS} <= {"none", "all"}

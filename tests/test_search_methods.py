@@ -48,6 +48,21 @@ def test_the_paper_method_updates_gates_and_weights_in_two_partitions_in_one_jit
     assert any(jax.tree.leaves(moved))
 
 
+def test_each_method_config_has_its_module_and_only_the_ablation_search_trains_no_supernet(repo):
+    from autoheri_jax.method_config import METHOD_CONFIGS
+    from autoheri_jax.search.methods import METHODS, method_of
+
+    assert set(METHODS) == set(METHOD_CONFIGS)
+    for name in METHOD_CONFIGS:
+        cfg = _smoke(repo, f"edge_search.method={name}")
+        assert method_of(cfg).name == name
+        assert experiment.trains_supernet(cfg) == (name != "ablation")
+        model, tcfg = experiment.search_setup(cfg)
+        assert (tcfg.arch is not None) == (name in ("gradient", "paper"))
+        assert (tcfg.edge_keep_prob > 0) == (name == "masked")
+        assert (model == cfg.model) == (name != "paper")  # paper: its supernet's block init
+
+
 def test_a_setting_the_paper_search_does_not_have_is_refused_by_name(repo):
     for key in (
         "derive_threshold=0.7",
