@@ -7,10 +7,11 @@ logits). A new top-level params key needs an entry here; unlabelled parameters a
 
 All partitions are updated jointly in one jitted step, single-level as in the paper: the
 edge logits see the same training-loss gradient as the weights, plus the entropy term (and the
-optional sparsity cost). The arch partition's rule is wrapped in `delayed`, which holds the
-logits and the rule's state still for `arch_warmup_steps`, and is by default
-`scale_by_shared_rms` (Adam with one second moment for all logits), so a logit's step keeps
-its share of the evidence; see docs/design.md, "How the search decides".
+optional sparsity cost). The arch partition's rule is wrapped in `delayed` (optax's
+`conditionally_mask`), which holds the logits and the rule's state still for
+`arch_warmup_steps`, and is by default `scale_by_shared_rms` (Adam with one second moment for
+all logits), so a logit's step keeps its share of the evidence; see docs/design.md, "How the
+search decides".
 """
 
 from __future__ import annotations
@@ -63,36 +64,13 @@ def _embeddings_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.adam(lr) if cfg.embedding_optimizer == "adam" else optax.adagrad(lr)
 
 
-class DelayedState(NamedTuple):
-    """State of `delayed`."""
-
-    count: jax.Array  # int32 scalar: updates seen so far (moving or not)
-    inner: optax.OptState  # the wrapped rule's state, untouched while frozen
-
-
 def delayed(inner: optax.GradientTransformation, start: int) -> optax.GradientTransformation:
-    """`inner` from update `start` on; before it, zero updates and `inner`'s state does not
-    advance, so the parameters stay bitwise where they were and the rule starts afresh (Adam's
-    moments and bias correction begin at the first real step). `start` 0 wraps too, so the
-    state's structure (and a checkpoint's) does not depend on the warm-up's length.
-
-    Not `optax.transforms.conditionally_mask`, which means the same: its `lax.cond` compiles
-    Adam as a separate branch whose rounding differs from this `jnp.where` form, so the main
-    job would stop being bitwise the same and checkpoints holding a DelayedState would no
-    longer restore."""
-
-    def init_fn(params):
-        return DelayedState(jnp.zeros((), jnp.int32), inner.init(params))
-
-    def update_fn(updates, state, params=None):
-        new_updates, new_inner = inner.update(updates, state.inner, params)
-        moving = state.count >= start
-        pick = lambda new, old: jnp.where(moving, new, old)
-        new_updates = jax.tree.map(lambda u: jnp.where(moving, u, jnp.zeros_like(u)), new_updates)
-        new_inner = jax.tree.map(pick, new_inner, state.inner)
-        return new_updates, DelayedState(state.count + 1, new_inner)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    """`inner` from update `start` on: before it, zero updates and `inner`'s state does not
+    advance (`optax.transforms.conditionally_mask`), so the parameters stay bitwise where they
+    were and the rule starts afresh (Adam's moments and bias correction begin at the first real
+    step). `start` 0 wraps too, so the state's structure (and a checkpoint's) does not depend on
+    the warm-up's length."""
+    return optax.transforms.conditionally_mask(inner, lambda count: count >= start)
 
 
 class SharedRmsState(NamedTuple):
