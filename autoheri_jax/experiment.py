@@ -345,8 +345,7 @@ def evaluate(cfg: Config, wd: artifacts.Workdir) -> dict:
             if model.edge_mode == "fixed"
             else [e.name for e in spec.edges],
             "train": train_json,
-            # which training made the params (older train.json: the retrain)
-            "source": train_json.pop("source", {"training": "retrain", "lane": None}),
+            "source": train_json.pop("source"),  # which training made the params
             "eval_seconds": share + time.perf_counter() - t0,
         }
     oracle = None

@@ -111,6 +111,8 @@ def test_a_new_architecture_replaces_a_one_shot_derived_model(tmp_path):
     evolved = architecture.architecture_record(
         edges, np.array([1.0, 0.0, 0.0, 0.0]), None, 0.5, ["click", "conversion"], "evolution"
     )
+    assert evolved.method == "evolution"  # never mistaken for a gradient search's record
+    assert "(evolution search): 1 of 4" in architecture.render_architecture(evolved, 2)
     _install_architecture(wd, evolved)
     assert wd.read_json("architecture.json", "x") == evolved.to_json()
     assert wd.read_json(ONESHOT_RECORD, "x") == oneshot.to_json()

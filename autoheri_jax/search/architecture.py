@@ -20,7 +20,6 @@ from autoheri_jax.model.spec import ModelSpec, Params
 from autoheri_jax.search.records import (
     ArchitectureRecord,
     CandidateEdge,
-    Comparison,
     EdgeAblation,
     EdgeEvidence,
     Evidence,
@@ -231,18 +230,6 @@ def _cell(c: CandidateEdge) -> str:
     return f"{c.prob:>8.3f}{'*' if c.kept else ' '}"
 
 
-def _detectable(comparison: Comparison) -> float | None:
-    """The comparison's detectable difference (records written before it was stored: from its
-    se and level)."""
-    if comparison.detectable is not None:
-        return comparison.detectable
-    if comparison.se is None or comparison.level is None:
-        return None
-    from autoheri_jax.search.selection import detectable_difference
-
-    return detectable_difference(comparison.se, comparison.level)
-
-
 def selection_lines(sel: Selection) -> list[str]:
     """The validated selection's scores, each comparison with its margin, and the choice."""
     shown = sel.candidates
@@ -257,7 +244,7 @@ def selection_lines(sel: Selection) -> list[str]:
     ]
     for c in sel.comparisons:
         verdict = "more edges win" if c.wins else "not better at the margin: fewer edges kept"
-        seen = _detectable(c)
+        seen = c.detectable
         power = f", detects {seen:.4f} at 80% power" if seen is not None else ""
         lines.append(
             f"  {c.candidate} - {c.against}: {c.diff:+.4f} AUC (se {c.se:.4f}"
@@ -265,7 +252,7 @@ def selection_lines(sel: Selection) -> list[str]:
             f"{verdict}"
         )
     # A refusal is only as good as what the margin could have seen; a win needs no power.
-    refused = [_detectable(c) or 0.0 for c in sel.comparisons if not c.wins]
+    refused = [c.detectable or 0.0 for c in sel.comparisons if not c.wins]
     worst = max(refused, default=0.0)
     if worst > MAX_DETECTABLE_AUC:
         lines.append(
@@ -318,9 +305,11 @@ def render_architecture(record: ArchitectureRecord, num_layers: int) -> str:
             "* = kept; . = not a candidate",
         ]
     else:
-        method = record.method
+        how = record.search_mode  # an evolved record's mode is "evolution", its method None
+        if record.search_method is not None:
+            how = f"{how} {record.search_method}"
         lines = [
-            f"AutoHERI derived architecture ({record.search_mode} {method} search): {kept} "
+            f"AutoHERI derived architecture ({how} search): {kept} "
             f"of {total} candidate edges kept (probability > {record.threshold})",
             "cell = edge probability; * = kept; . = not a candidate",
         ]

@@ -182,8 +182,8 @@ class Comparison(Record):
     se          DeLong's standard error of diff (AUC points)
     p           one-sided p-value of "candidate ranks better than against"
     level       the level p must clear: alpha / (finite candidates - 1)
-    detectable  the true difference (AUC points) the comparison sees at 80% power; absent in
-                records written before it was stored
+    detectable  the true difference (AUC points) the comparison sees at 80% power; None
+                where se is undefined
     wins        whether the candidate replaced the choice (p < level and a higher score)
     """
 
@@ -366,7 +366,6 @@ class ArchitectureRecord(Record):
 
     search_mode    the supernet's edge mode ("hierarchical", ...), or "evolution"
     search_method  "masked", "gradient", "paper" or "ablation"; absent in an evolved record
-                   (and in records written before it was stored: a gradient search)
     threshold      masked: the evidence's |z| threshold; gradient, paper, evolution: the
                    probability an edge must exceed; ablation: None
     task_names     the funnel's stage names, in order
@@ -403,8 +402,8 @@ class ArchitectureRecord(Record):
 
     @property
     def method(self) -> str:
-        """search_method, "gradient" for a record that does not state it."""
-        return self.search_method or "gradient"
+        """search_method, or "evolution" for an evolved record (which has none)."""
+        return self.search_method or "evolution"
 
     def kept_edges(self) -> list[Edge]:
         return [parse_edge(e) for e in self.kept]
