@@ -13,6 +13,7 @@ from autoheri_jax.model.build import build_spec
 from autoheri_jax.model.edges import incoming
 from autoheri_jax.search import evidence
 from autoheri_jax.search.records import Comparison, ScoredCandidate, Selection
+from autoheri_jax.search.selection import detectable_difference
 from autoheri_jax.train.fit import train_model
 from autoheri_jax.train.step import step_edge_mask
 from tests.helpers import tiny_funnel
@@ -256,7 +257,14 @@ def test_the_record_and_grid_say_which_step_decided_each_edge():
         ],
         comparisons=[
             Comparison(
-                candidate="all", against="none", diff=0.04, se=0.01, p=3e-5, level=0.025, wins=True
+                candidate="all",
+                against="none",
+                diff=0.04,
+                se=0.01,
+                p=3e-5,
+                level=0.025,
+                detectable=detectable_difference(0.01, 0.025),
+                wins=True,
             )
         ],
     )
