@@ -8,7 +8,7 @@ from __future__ import annotations
 from autoheri_jax.config import Config
 from autoheri_jax.method_config import METHOD_CONFIGS
 from autoheri_jax.search.methods import ablation, gradient, masked, paper
-from autoheri_jax.search.methods.base import Derived, LaneLogs, SearchMethod
+from autoheri_jax.search.methods.base import SearchMethod
 
 METHODS: dict[str, SearchMethod] = {
     m.METHOD.name: m.METHOD for m in (masked, gradient, paper, ablation)
@@ -22,4 +22,4 @@ def method_of(cfg: Config) -> SearchMethod:
     return METHODS[cfg.edge_search.method]
 
 
-__all__ = ["METHODS", "Derived", "LaneLogs", "SearchMethod", "method_of"]
+__all__ = ["METHODS", "SearchMethod", "method_of"]
